@@ -1,0 +1,367 @@
+"""Footprint: every number edgefit reports for one model at one set of resolved input shapes."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from onnx import GraphProto, ModelProto, NodeProto, TensorProto, numpy_helper
+
+from edgefit.analysis.dtypes import DTYPE_BYTES, FLOAT_DTYPES, PRECISION_BYTES
+from edgefit.analysis.macs import OpContext, UnknownCost, cost_rule, node_cost
+from edgefit.analysis.memory import (Buffer, Step, lifetimes, lower_bound, memory_aware_order, plan_arena)
+from edgefit.analysis.weights import ConstantView, WeightTally, constant_view
+from edgefit.analysis.dtypes import tensor_bytes
+from edgefit.errors import ShapeError
+from edgefit.model import (LoadedModel, external_location, index_graph, iter_tensors, load_model, node_subgraphs,
+                           subgraph_scope, validate)
+from edgefit.shapes import ResolvedShapes, resolve_shapes
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """One computing node of the top-level graph (control-flow nodes carry their subgraphs' totals)."""
+
+    name: str
+    op_type: str
+    params: int
+    weight_bytes: int
+    macs: int | None            # None: unknown (the reason is in Footprint.unknowns)
+    flops: int | None
+    input_bytes: int | None     # non-constant inputs the node reads
+    output_bytes: int | None    # outputs it writes
+    dtype: str                  # element type of its first output, e.g. "float32", "int8"
+    branches: dict[str, dict[str, int | None]] = field(default_factory=dict)  # If/Loop/Scan: per subgraph
+
+
+@dataclass(frozen=True)
+class LiveTensor:
+    name: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Footprint:
+    model_path: str | None
+    opset: int
+    params: int
+    params_by_dtype: dict[str, int]
+    weight_bytes: int
+    weight_bytes_by_dtype: dict[str, int]
+    macs: int
+    flops: int
+    peak_activation_bytes: int          # arena size of the best execution order found
+    file_order_peak_bytes: int          # arena size when nodes run in file order
+    activation_lower_bound_bytes: int   # no schedule or placement can go below this
+    peak_node: str | None               # node running when the arena is fullest
+    live_at_peak: tuple[LiveTensor, ...]
+    inputs: dict[str, list[int]]        # resolved shapes
+    outputs: dict[str, list[int] | None]
+    layers: tuple[LayerStats, ...]
+    op_histogram: dict[str, int]
+    unknowns: tuple[str, ...]           # reasons some number is incomplete; empty means every figure is exact
+    warnings: tuple[str, ...]
+    shape_source: str                   # "onnx shape inference" or "onnx shape inference + onnxruntime run"
+    buffers: tuple[Buffer, ...]         # activation tensors with lifetimes in the best order (for re-planning)
+    alignment: int = 16
+
+    @property
+    def dominant_dtype(self) -> str:
+        """The dtype holding most weight bytes ('float32' for an empty model)."""
+        if not self.weight_bytes_by_dtype:
+            return "float32"
+        return max(self.weight_bytes_by_dtype.items(), key=lambda kv: kv[1])[0]
+
+    def activation_bytes_at(self, precision: str | None) -> int:
+        """Arena size if floating-point activations were stored at `precision` ('fp32', 'fp16', 'int8').
+
+        None keeps the model's own dtypes. Integer and bool tensors keep their size either way.
+        """
+        if precision is None:
+            return self.peak_activation_bytes
+        element_bytes = PRECISION_BYTES[precision]
+        resized = [b.at_float_precision(element_bytes) for b in self.buffers]
+        return plan_arena(resized, alignment=self.alignment).size
+
+    def weight_bytes_at(self, precision: str | None) -> int:
+        """Weight storage if floating-point weights were stored at `precision`; quantized weights stay as they are."""
+        if precision is None:
+            return self.weight_bytes
+        element_bytes = PRECISION_BYTES[precision]
+        total = 0.0
+        for dtype, nbytes in self.weight_bytes_by_dtype.items():
+            size = DTYPE_BYTES.get(dtype)
+            if dtype in FLOAT_DTYPES and size:
+                total += nbytes / size * element_bytes
+            else:
+                total += nbytes
+        return int(total)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with the keys of DESIGN.md section 3 (and more)."""
+        data = dataclasses.asdict(self)
+        data.pop("buffers")
+        data["live_at_peak"] = [dataclasses.asdict(t) for t in self.live_at_peak]
+        return data
+
+
+
+@dataclass
+class _GraphStats:
+    layers: list[LayerStats]
+    macs: int | None
+    flops: int | None
+    params: int
+    weight_bytes: int
+    arena_bytes: int
+    file_order_arena_bytes: int
+    lower_bound_bytes: int
+    peak_node: str | None = None
+    live_at_peak: tuple[LiveTensor, ...] = ()
+    buffers: tuple[Buffer, ...] = ()
+
+
+class _Analysis:
+    """Walks the main graph and its subgraphs once, collecting layers, costs, weights and memory."""
+
+    def __init__(self, proto: ModelProto, shapes: ResolvedShapes, alignment: int):
+        self.proto = proto
+        self.shapes = shapes
+        self.alignment = alignment
+        self.tally = WeightTally()
+        self.unknown_nodes: dict[str, list[str]] = {}   # reason -> node names
+        self.histogram: Counter[str] = Counter()
+        self.unsized: list[str] = []
+
+    def graph(self, graph: GraphProto, scope: str, outer_constants: frozenset[str],
+              outer_names: frozenset[str]) -> _GraphStats:
+        index = index_graph(graph, outer_names)
+        view = constant_view(graph, index, outer_constants)
+        table = self.shapes.scopes.get(scope, {})
+        visible = outer_names | {i.name for i in graph.input} | {t.name for t in graph.initializer} | {
+            o for n in graph.node for o in n.output if o}
+        layers: list[LayerStats] = []
+        steps: list[Step] = []
+        macs_total: int | None = 0
+        flops_total: int | None = 0
+        params_total = bytes_total = 0
+        for i in index.order:
+            if i in view.folded_nodes:
+                continue
+            node = graph.node[i]
+            label = node.name or f"{node.op_type}_{i}"
+            self.histogram[node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"] += 1
+            params, weight_bytes = self.tally.add_consumer(graph, view, self.shapes, scope, node, index.reads[i])
+            subgraphs = node_subgraphs(node)
+            branches: dict[str, dict[str, int | None]] = {}
+            workspace = 0
+            if subgraphs:
+                macs, flops, branch_params, branch_bytes, workspace, branches = self._control_flow(
+                    node, i, label, scope, subgraphs, view.constants, visible)
+                params += branch_params
+                weight_bytes += branch_bytes
+            else:
+                macs, flops = self._cost(node, label, scope)
+            reads = tuple(n for n in index.reads[i] if n not in view.constants)
+            writes = tuple(o for o in node.output if o)
+            steps.append(Step(label, reads, writes, workspace))
+            layers.append(LayerStats(
+                name=label, op_type=node.op_type, params=params, weight_bytes=weight_bytes, macs=macs, flops=flops,
+                input_bytes=self._bytes(scope, reads), output_bytes=self._bytes(scope, writes),
+                dtype=self._dtype(scope, writes), branches=branches))
+            macs_total = None if macs is None or macs_total is None else macs_total + macs
+            flops_total = None if flops is None or flops_total is None else flops_total + flops
+            params_total += params
+            bytes_total += weight_bytes
+        stats = _GraphStats(layers, macs_total, flops_total, params_total, bytes_total, 0, 0, 0)
+        self._plan_memory(graph, scope, table, view, steps, stats)
+        return stats
+
+    def _cost(self, node: NodeProto, label: str, scope: str) -> tuple[int | None, int | None]:
+        ctx = OpContext(node, [self.shapes.lookup(scope, n) if n else None for n in node.input],
+                        [self.shapes.lookup(scope, n) if n else None for n in node.output])
+        try:
+            return node_cost(ctx)
+        except UnknownCost as reason:
+            if node.domain in ("", "ai.onnx") and cost_rule(node) is None:
+                # Every standard op that multiplies-accumulates has a rule, so MACs are 0; only FLOPs are unknown.
+                self.unknown_nodes.setdefault(f"FLOPs not counted: {reason}", []).append(label)
+                return 0, None
+            self.unknown_nodes.setdefault(f"MACs/FLOPs not counted: {reason}", []).append(label)
+            return None, None
+
+    def _control_flow(self, node: NodeProto, position: int, label: str, scope: str,
+                      subgraphs: list[tuple[str, GraphProto]], constants: set[str], visible: frozenset[str] | set[str]):
+        branch_stats = {
+            name: self.graph(sub, subgraph_scope(scope, position, node, name), frozenset(constants), frozenset(visible))
+            for name, sub in subgraphs}
+        branches = {name: {"macs": s.macs, "flops": s.flops, "params": s.params, "peak_activation_bytes": s.arena_bytes}
+                    for name, s in branch_stats.items()}
+        params = sum(s.params for s in branch_stats.values())
+        weight_bytes = sum(s.weight_bytes for s in branch_stats.values())
+        workspace = max(s.arena_bytes for s in branch_stats.values())
+        macs_each = [s.macs for s in branch_stats.values()]
+        flops_each = [s.flops for s in branch_stats.values()]
+        if node.op_type == "If":
+            # One inference runs one branch: budget for the costlier.
+            macs = None if None in macs_each else max(macs_each)
+            flops = None if None in flops_each else max(flops_each)
+        else:
+            trips = self._trip_count(node, scope)
+            if trips is None:
+                body = macs_each[0]
+                self.unknown_nodes.setdefault(
+                    f"{node.op_type} trip count unknown (body: {body if body is not None else 'unknown'} MACs "
+                    f"per iteration)", []).append(label)
+                macs = flops = None
+            else:
+                branches["trip_count"] = {"value": trips}
+                macs = None if macs_each[0] is None else macs_each[0] * trips
+                flops = None if flops_each[0] is None else flops_each[0] * trips
+        return macs, flops, params, weight_bytes, workspace, branches
+
+    def _trip_count(self, node: NodeProto, scope: str) -> int | None:
+        if node.op_type == "Loop":
+            return constant_int(self.proto, node.input[0]) if node.input and node.input[0] else None
+        if node.op_type == "Scan":
+            num_scan_inputs = next((a.i for a in node.attribute if a.name == "num_scan_inputs"), 0)
+            if not num_scan_inputs:
+                return None
+            first_scan = node.input[len(node.input) - num_scan_inputs]
+            info = self.shapes.lookup(scope, first_scan)
+            axes = next((list(a.ints) for a in node.attribute if a.name == "scan_input_axes"), [0])
+            opset = next((o.version for o in self.proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+            axis = axes[0] if opset >= 9 else 1   # opset 8 Scan has a leading batch axis
+            if info is None or info.shape is None or len(info.shape) <= axis:
+                return None
+            return info.shape[axis]
+        return None
+
+    def _bytes(self, scope: str, names: tuple[str, ...]) -> int | None:
+        total = 0
+        for name in names:
+            info = self.shapes.lookup(scope, name)
+            size = None if info is None or info.shape is None else tensor_bytes(info.elements, info.dtype)
+            if size is None:
+                return None
+            total += size
+        return total
+
+    def _dtype(self, scope: str, names: tuple[str, ...]) -> str:
+        info = self.shapes.lookup(scope, names[0]) if names else None
+        return info.dtype if info is not None else "unknown"
+
+    def _plan_memory(self, graph: GraphProto, scope: str, table: dict, view: ConstantView, steps: list[Step],
+                     stats: _GraphStats) -> None:
+        sizes: dict[str, tuple[int, str, int]] = {}
+        names = [i.name for i in graph.input if i.name not in view.constants] + [w for s in steps for w in s.writes]
+        for name in names:
+            info = table.get(name)
+            size = None if info is None or info.shape is None else tensor_bytes(info.elements, info.dtype)
+            if size is None:
+                self.unsized.append(name)
+            else:
+                sizes[name] = (info.elements, info.dtype, size)
+        inputs = [i.name for i in graph.input if i.name not in view.constants]
+        outputs = [o.name for o in graph.output]
+        file_order = list(range(len(steps)))
+        file_buffers = lifetimes(steps, file_order, sizes, inputs, outputs)
+        file_plan = plan_arena(file_buffers, self.alignment)
+        best_order, best_buffers, best_plan = file_order, file_buffers, file_plan
+        if _has_fan_out(steps):
+            order = memory_aware_order(steps, sizes, outputs)
+            buffers = lifetimes(steps, order, sizes, inputs, outputs)
+            plan = plan_arena(buffers, self.alignment)
+            if plan.size < file_plan.size:
+                best_order, best_buffers, best_plan = order, buffers, plan
+        stats.arena_bytes = best_plan.size
+        stats.file_order_arena_bytes = file_plan.size
+        stats.lower_bound_bytes = lower_bound(steps, sizes)
+        stats.buffers = tuple(best_buffers)
+        if best_plan.peak_step is not None and best_order:
+            stats.peak_node = steps[best_order[min(best_plan.peak_step, len(best_order) - 1)]].name
+        by_name = {b.name: b.bytes for b in best_buffers}
+        stats.live_at_peak = tuple(LiveTensor(n, by_name[n]) for n in best_plan.live_at_peak)
+
+
+def _has_fan_out(steps: list[Step]) -> bool:
+    readers: Counter[str] = Counter(n for s in steps for n in set(s.reads))
+    return any(count > 1 for count in readers.values())
+
+
+def constant_int(proto: ModelProto, name: str) -> int | None:
+    """Value of a scalar integer initializer or Constant node in the main graph (e.g. a Loop's trip count)."""
+    for tensor in proto.graph.initializer:
+        if tensor.name == name and tensor.data_location != TensorProto.EXTERNAL:
+            values = numpy_helper.to_array(tensor).reshape(-1)
+            return int(values[0]) if values.size == 1 else None
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and name in node.output:
+            for attr in node.attribute:
+                if attr.name == "value":
+                    values = numpy_helper.to_array(attr.t).reshape(-1)
+                    return int(values[0]) if values.size == 1 else None
+                if attr.name == "value_int":
+                    return attr.i
+    return None
+
+
+_MAX_LISTED = 20
+
+
+def analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: dict[str, list[int]] | None = None,
+            dims: dict[str, int] | None = None, *, alignment: int = 16) -> Footprint:
+    """The footprint of a model file (or an in-memory ModelProto) for the given input shapes."""
+    if isinstance(model, LoadedModel):
+        loaded = model
+    elif isinstance(model, ModelProto):
+        has_external = any(external_location(t) is not None for t in iter_tensors(model.graph))
+        loaded = LoadedModel(model, None, has_external, weights_loaded=not has_external)
+    else:
+        loaded = load_model(model)
+    if alignment < 1:
+        raise ShapeError(f"alignment must be a positive number of bytes, got {alignment}")
+    proto = loaded.proto
+    source = str(loaded.path) if loaded.path else "model"
+    index_graph(proto.graph)   # cycles and dangling inputs get our own clear message before the checker's
+    validate(proto, source)
+    shapes = resolve_shapes(proto, input_shapes, dims, weights_loaded=loaded.weights_loaded)
+    walk = _Analysis(proto, shapes, alignment)
+    stats = walk.graph(proto.graph, "", frozenset(), frozenset())
+    unknowns: list[str] = list(dict.fromkeys(walk.tally.unknowns))
+    for reason, nodes in walk.unknown_nodes.items():
+        shown = ", ".join(nodes[:5]) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
+        unknowns.append(f"{reason} ({len(nodes)} node{'s' if len(nodes) > 1 else ''}: {shown})")
+    if walk.unsized:
+        shown = ", ".join(walk.unsized[:5]) + (f" and {len(walk.unsized) - 5} more" if len(walk.unsized) > 5 else "")
+        unknowns.append(f"activation RAM excludes {len(walk.unsized)} tensor(s) of unknown size: {shown}")
+    table = shapes.scopes[""]
+    return Footprint(
+        model_path=str(loaded.path) if loaded.path else None,
+        opset=next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0),
+        params=stats.params,
+        params_by_dtype=dict(walk.tally.params_by_dtype),
+        weight_bytes=stats.weight_bytes,
+        weight_bytes_by_dtype=dict(walk.tally.bytes_by_dtype),
+        macs=sum(layer.macs or 0 for layer in stats.layers),
+        flops=sum(layer.flops or 0 for layer in stats.layers),
+        peak_activation_bytes=stats.arena_bytes,
+        file_order_peak_bytes=stats.file_order_arena_bytes,
+        activation_lower_bound_bytes=stats.lower_bound_bytes,
+        peak_node=stats.peak_node,
+        live_at_peak=stats.live_at_peak,
+        inputs=shapes.inputs,
+        outputs={o.name: (list(table[o.name].shape) if o.name in table and table[o.name].shape is not None else None)
+                 for o in proto.graph.output},
+        layers=tuple(stats.layers),
+        op_histogram=dict(walk.histogram.most_common()),
+        unknowns=tuple(unknowns[:_MAX_LISTED] + ([f"... and {len(unknowns) - _MAX_LISTED} more"]
+                                                  if len(unknowns) > _MAX_LISTED else [])),
+        warnings=tuple(shapes.warnings),
+        shape_source=shapes.source,
+        buffers=stats.buffers,
+        alignment=alignment,
+    )

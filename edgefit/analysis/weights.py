@@ -1,0 +1,132 @@
+"""Which tensors are weights, how many parameters they hold and how many bytes the model stores for them.
+
+A weight is a constant tensor that a computing node consumes: an initializer, a Constant node's value, or
+anything computed from constants alone (ConstantOfShape, Cast, Reshape, DequantizeLinear ... of constants).
+Nodes that only compute constants are folded away here: they are not layers and their outputs are not
+activations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from onnx import GraphProto, NodeProto
+
+from edgefit.analysis.dtypes import FLOAT_DTYPES, QUANTIZED_DTYPES, tensor_bytes
+from edgefit.model import GraphIndex
+from edgefit.shapes import ResolvedShapes, constant_node_info
+
+# Ops whose outputs differ from run to run: never constant even when all their inputs are.
+_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                     "Bernoulli"}
+# Constant-only ops that expand a small stored description into a large tensor: a deployed model holds the
+# expanded tensor, so that is what weight bytes count for them.
+_GENERATORS = {"ConstantOfShape", "Expand", "Tile", "Range", "EyeLike", "Resize", "Upsample", "Pad", "OneHot"}
+# Inputs that configure an op rather than hold learned values: quantization scales and zero points.
+_QUANT_PARAM_SLOTS = {
+    "QuantizeLinear": {1, 2}, "DequantizeLinear": {1, 2}, "DynamicQuantizeLinear": set(),
+    "QLinearConv": {1, 2, 4, 5, 6, 7}, "QLinearMatMul": {1, 2, 4, 5, 6, 7},
+    "ConvInteger": {2, 3}, "MatMulInteger": {2, 3},
+}
+# Integer bias inputs of integer-arithmetic ops are parameters although int32.
+_INT32_BIAS_SLOTS = {"QLinearConv": {8}}
+
+
+def is_parameter(node: NodeProto, slot: int, dtype: str) -> bool:
+    """Does the constant at input `slot` of `node` hold learned values (as opposed to shapes, axes, scales)?"""
+    if slot in _QUANT_PARAM_SLOTS.get(node.op_type, ()):
+        return False
+    if dtype in FLOAT_DTYPES or dtype in QUANTIZED_DTYPES:
+        return True
+    return dtype == "int32" and slot in _INT32_BIAS_SLOTS.get(node.op_type, ())
+
+
+@dataclass
+class ConstantView:
+    """Constant tensors of one graph and the nodes that only compute constants."""
+
+    constants: set[str]
+    folded_nodes: set[int]                   # node indices whose outputs are all constant
+    producer: dict[str, int]
+    stored: dict[str, str] = field(default_factory=dict)   # constant name -> how it is held: "initializer"/"node"
+
+
+def constant_view(graph: GraphProto, index: GraphIndex, outer_constants: Iterable[str] = ()) -> ConstantView:
+    real_inputs = {i.name for i in graph.input} - {t.name for t in graph.initializer}
+    constants = set(outer_constants) - real_inputs
+    stored: dict[str, str] = {}
+    for tensor in graph.initializer:
+        constants.add(tensor.name)
+        stored[tensor.name] = "initializer"
+    folded: set[int] = set()
+    for i in index.order:
+        node = graph.node[i]
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            constants.update(node.output)
+            stored.update({o: "node" for o in node.output})
+            folded.add(i)
+        elif (node.op_type not in _NONDETERMINISTIC and index.reads[i] and not _has_subgraph(node)
+              and all(name in constants for name in index.reads[i])):
+            constants.update(o for o in node.output if o)
+            folded.add(i)
+    return ConstantView(constants, folded, index.producer, stored)
+
+
+def _has_subgraph(node: NodeProto) -> bool:
+    return any(a.type in (5, 10) for a in node.attribute)  # GRAPH, GRAPHS
+
+
+@dataclass
+class WeightTally:
+    """Running totals of weights across the main graph and its subgraphs; each tensor counted once."""
+
+    params_by_dtype: dict[str, int] = field(default_factory=dict)
+    bytes_by_dtype: dict[str, int] = field(default_factory=dict)
+    counted_params: set[str] = field(default_factory=set)
+    counted_storage: set[str] = field(default_factory=set)
+    unknowns: list[str] = field(default_factory=list)
+
+    def add_consumer(self, graph: GraphProto, view: ConstantView, shapes: ResolvedShapes, scope: str,
+                     node: NodeProto, reads: Iterable[str]) -> tuple[int, int]:
+        """Count the weights a computing node reads; returns the (params, bytes) newly attributed to it."""
+        params = stored = 0
+        for slot, name in enumerate(reads):
+            if name not in view.constants:
+                continue
+            info = shapes.lookup(scope, name)
+            if info is None or info.shape is None:
+                self.unknowns.append(f"weight {name!r} of node {node.name or node.op_type!r} has an unknown shape")
+                continue
+            if name not in self.counted_params and slot < len(node.input) and is_parameter(node, slot, info.dtype):
+                self.counted_params.add(name)
+                self.params_by_dtype[info.dtype] = self.params_by_dtype.get(info.dtype, 0) + info.elements
+                params += info.elements
+            stored += self._count_storage(graph, view, shapes, scope, name)
+        return params, stored
+
+    def _count_storage(self, graph: GraphProto, view: ConstantView, shapes: ResolvedShapes, scope: str,
+                       name: str) -> int:
+        """Bytes of the stored tensors a constant is computed from (walking back through folded nodes)."""
+        total = 0
+        pending = [name]
+        while pending:
+            current = pending.pop()
+            if current in self.counted_storage:
+                continue
+            self.counted_storage.add(current)
+            producer = view.producer.get(current)
+            node = graph.node[producer] if producer is not None else None
+            if node is None or view.stored.get(current) or node.op_type in _GENERATORS:
+                info = shapes.lookup(scope, current)
+                if info is None and node is not None and node.op_type == "Constant":
+                    info = constant_node_info(node)
+                if info is None or info.shape is None:
+                    self.unknowns.append(f"stored size of constant {current!r} is unknown")
+                    continue
+                size = tensor_bytes(info.elements, info.dtype) or 0
+                self.bytes_by_dtype[info.dtype] = self.bytes_by_dtype.get(info.dtype, 0) + size
+                total += size
+            else:
+                pending.extend(n for n in node.input if n)
+        return total

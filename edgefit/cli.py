@@ -1,0 +1,122 @@
+"""The `edgefit` command line: parse options, call the library, render, map the outcome to an exit code.
+
+Exit codes (a contract): 0 ok / fits, 1 over budget or a gate failed, 2 usage or input error.
+Only this module catches EdgefitError; the library raises it with a one-line message.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from edgefit.errors import ConfigError, EdgefitError, ShapeError
+
+app = typer.Typer(
+    name="edgefit",
+    help="Will this ONNX model fit the device? Footprint analysis, device budgets, and fuse/prune/quantize passes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+EXIT_OK, EXIT_OVER_BUDGET, EXIT_USAGE = 0, 1, 2
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+# Options shared by every command that takes a MODEL (DESIGN.md section 3).
+ModelArg = Annotated[Path, typer.Argument(help="Path to an .onnx model file.", show_default=False)]
+InputShapeOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--input-shape", help="Pin an input's shape: NAME=1x3x224x224 (repeatable; NAME may be omitted "
+                 "when the model has one input).", show_default=False),
+]
+DimOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--dim", help="Bind a symbolic dimension: NAME=VALUE, e.g. batch=1 (repeatable).", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+
+
+def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
+    """'x=1x3x224x224' -> {'x': [1, 3, 224, 224]}; a spec without NAME= is keyed '' (the only input)."""
+    shapes: dict[str, list[int]] = {}
+    for spec in specs or []:
+        name, sep, dims = spec.rpartition("=")
+        if not sep:
+            name, dims = "", spec
+        parts = dims.replace(",", "x").split("x") if dims else []
+        if not parts or not all(p.strip().isdigit() for p in parts):
+            raise ShapeError(f"invalid --input-shape {spec!r}: expected NAME=1x3x224x224 (positive integers)")
+        shapes[name.strip()] = [int(p) for p in parts]
+    return shapes
+
+
+def parse_dims(specs: list[str] | None) -> dict[str, int]:
+    """'batch=1' -> {'batch': 1}."""
+    dims: dict[str, int] = {}
+    for spec in specs or []:
+        name, sep, value = spec.partition("=")
+        if not sep or not name.strip() or not value.strip().isdigit():
+            raise ShapeError(f"invalid --dim {spec!r}: expected NAME=VALUE with a non-negative integer VALUE")
+        dims[name.strip()] = int(value)
+    return dims
+
+
+@app.callback()
+def _root() -> None:
+    """Will this ONNX model fit the device? Sizes accept units: KB/MB/GB = 1000, KiB/MiB/GiB = 1024."""
+
+
+def print_json(data: object) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@app.command()
+def analyze(
+    model: ModelArg,
+    input_shape: InputShapeOpt = None,
+    dim: DimOpt = None,
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="Show every layer, not just the top ones.")] = False,
+    top: Annotated[int, typer.Option("--top", help="How many layers to list by MACs and by memory.")] = 10,
+    alignment: Annotated[int, typer.Option("--alignment", help="Arena buffer alignment in bytes.")] = 16,
+    json_out: JsonOpt = False,
+) -> None:
+    """Parameters, weight bytes, MACs/FLOPs and peak activation RAM of an ONNX model."""
+    from edgefit import analyze as analyze_model
+    from edgefit.report import terminal
+
+    footprint = analyze_model(model, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
+                              alignment=alignment)
+    if json_out:
+        print_json(footprint.to_dict())
+    else:
+        terminal.render_footprint(console, footprint, per_layer=per_layer, top=top)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the app; EdgefitError becomes one line on stderr and exit 2. Returns the exit code."""
+    try:
+        app(args=argv, prog_name="edgefit")   # standalone mode: usage errors exit 2, typer.Exit(n) exits n
+    except EdgefitError as error:
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
+        return EXIT_USAGE
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else (EXIT_OK if exit_.code is None else EXIT_USAGE)
+    return EXIT_OK
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+# Commands of the other command groups register themselves on `app` when imported.
+from edgefit import cli_check, cli_passes  # noqa: E402,F401

@@ -1,0 +1,296 @@
+"""Loading and saving ONNX models safely, resolving tensor shapes, and the graph index.
+
+Loading never reads external weight bytes unless asked: their sizes come from tensor metadata, so a model
+with a 27 GB weight file is analysed from its small graph file alone.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+from onnx import GraphProto, ModelProto, NodeProto, TensorProto
+
+from edgefit.errors import ModelError
+
+_PROTOBUF_LIMIT = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    proto: ModelProto
+    path: Path | None
+    has_external_data: bool
+    weights_loaded: bool   # every weight's bytes are in memory (inline, or external data was read)
+
+
+def subgraph_scope(scope: str, position: int, node: NodeProto, attr_name: str) -> str:
+    """The scope key of a node's subgraph, unique in the model and equal in copies of it: node position + attr."""
+    return f"{scope}>{position}:{node.name or node.op_type}.{attr_name}"
+
+
+def node_subgraphs(node: NodeProto) -> list[tuple[str, GraphProto]]:
+    """(attribute name, graph) of each subgraph a node holds (If branches, Loop/Scan bodies)."""
+    found = []
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            found.append((attr.name, attr.g))
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            found.extend((f"{attr.name}[{k}]", sub) for k, sub in enumerate(attr.graphs))
+    return found
+
+
+def iter_graphs(graph: GraphProto, scope: str = "", parent: str = "") -> Iterator[tuple[str, str, GraphProto]]:
+    """(scope, enclosing scope, graph) for the graph and every subgraph below it."""
+    yield scope, parent, graph
+    for position, node in enumerate(graph.node):
+        for attr_name, sub in node_subgraphs(node):
+            yield from iter_graphs(sub, subgraph_scope(scope, position, node, attr_name), scope)
+
+
+def iter_tensors(graph: GraphProto) -> Iterator[TensorProto]:
+    """Every stored tensor: initializers and Constant-node / attribute tensors, in all subgraphs."""
+    for _, _, sub in iter_graphs(graph):
+        yield from sub.initializer
+        for node in sub.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    yield attr.t
+                elif attr.type == onnx.AttributeProto.TENSORS:
+                    yield from attr.tensors
+                elif attr.type == onnx.AttributeProto.SPARSE_TENSOR:
+                    yield attr.sparse_tensor.values
+                    yield attr.sparse_tensor.indices
+
+
+def external_location(tensor: TensorProto) -> str | None:
+    if tensor.data_location != TensorProto.EXTERNAL:
+        return None
+    return next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+
+
+def _check_external_paths(proto: ModelProto, base_dir: Path) -> bool:
+    """Refuse external data outside the model's folder; True when the model has external data at all."""
+    root = base_dir.resolve()
+    found = False
+    for tensor in iter_tensors(proto.graph):
+        location = external_location(tensor)
+        if location is None:
+            continue
+        found = True
+        target = (root / location).resolve()
+        if Path(location).is_absolute() or not target.is_relative_to(root):
+            raise ModelError(f"external data of tensor {tensor.name!r} points outside the model's folder: {location!r}")
+    return found
+
+
+def parse_model_bytes(data: bytes, source: str) -> ModelProto:
+    proto = ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except Exception as error:  # protobuf raises DecodeError or RuntimeWarning-like errors by version
+        raise ModelError(f"{source} is not a valid ONNX protobuf (truncated or corrupt): {error}") from None
+    if not proto.HasField("graph") or not proto.opset_import or proto.ir_version <= 0:
+        raise ModelError(f"{source} is not an ONNX model (no graph, opset or IR version)")
+    return proto
+
+
+def load_model(path: str | os.PathLike, *, load_weights: bool = False) -> LoadedModel:
+    """Read and validate a model file. External weight bytes are read only with load_weights=True."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelError(f"{path} is a directory, not an .onnx file")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ModelError(f"cannot read {path}: {error.strerror}") from None
+    if not data:
+        raise ModelError(f"{path} is empty")
+    proto = parse_model_bytes(data, str(path))
+    del data
+    has_external = _check_external_paths(proto, path.parent)
+    if has_external:
+        for tensor in iter_tensors(proto.graph):
+            location = external_location(tensor)
+            if location is not None and not (path.parent / location).is_file():
+                raise ModelError(f"external data file {location!r} of tensor {tensor.name!r} is missing next to {path}")
+    if has_external and load_weights:
+        try:
+            onnx.load_external_data_for_model(proto, str(path.parent))
+        except Exception as error:
+            raise ModelError(f"cannot read external data of {path}: {error}") from None
+    return LoadedModel(proto, path, has_external, weights_loaded=load_weights or not has_external)
+
+
+def validate(proto: ModelProto, source: str = "model") -> None:
+    """onnx.checker on the graph structure, run on a metadata-only copy (external files were checked at load)."""
+    try:
+        onnx.checker.check_model(metadata_only_copy(proto))
+    except onnx.checker.ValidationError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ModelError(f"{source} is not a valid ONNX graph: {first_line}") from None
+    except Exception as error:
+        raise ModelError(f"{source} could not be checked: {str(error).strip().splitlines()[0]}") from None
+
+
+# Top-level initializers with more elements than this are left out of the copy used for checking and shape
+# inference: both need only their dtype and dims, and serializing gigabytes of weights (or reading external
+# files) would dominate the analysis time.
+_STUB_ABOVE_ELEMENTS = 4096
+
+
+def _is_repeated(field_descriptor) -> bool:
+    if hasattr(field_descriptor, "is_repeated"):   # protobuf >= 5; `label` is gone in the newest releases
+        return field_descriptor.is_repeated
+    return field_descriptor.label == field_descriptor.LABEL_REPEATED
+
+
+def _copy_fields(source, target, skip: tuple[str, ...] = ()) -> None:
+    for field_descriptor, value in source.ListFields():
+        if field_descriptor.name in skip:
+            continue
+        if _is_repeated(field_descriptor):
+            getattr(target, field_descriptor.name).extend(value)
+        elif field_descriptor.message_type is not None:
+            getattr(target, field_descriptor.name).CopyFrom(value)
+        else:
+            setattr(target, field_descriptor.name, value)
+
+
+def metadata_only_copy(proto: ModelProto) -> ModelProto:
+    """A copy in which large or external top-level initializers become typed graph inputs.
+
+    The ONNX checker and shape inference treat an input exactly like an initializer of the same type, except
+    that they cannot read its values, which no shape rule needs for a large tensor.
+    """
+    light = ModelProto()
+    _copy_fields(proto, light, skip=("graph",))
+    _copy_fields(proto.graph, light.graph, skip=("initializer",))
+    declared = {i.name for i in proto.graph.input}
+    for tensor in proto.graph.initializer:
+        elements = 1
+        for d in tensor.dims:
+            elements *= d
+        if elements <= _STUB_ABOVE_ELEMENTS and tensor.data_location != TensorProto.EXTERNAL:
+            light.graph.initializer.add().CopyFrom(tensor)
+        elif tensor.name not in declared:
+            light.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+    return light
+
+
+def save_model(proto: ModelProto, out_path: str | os.PathLike, *, input_path: str | os.PathLike | None = None,
+               force: bool = False) -> Path:
+    """Write atomically (temp file + rename); never over the input unless force; external data above 2 GB."""
+    out = Path(out_path)
+    if input_path is not None and out.resolve() == Path(input_path).resolve() and not force:
+        raise ModelError(f"refusing to overwrite the input model {out}; choose another -o or pass --force")
+    if out.is_dir():
+        raise ModelError(f"output path {out} is a directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if proto.ByteSize() > _PROTOBUF_LIMIT - 2**20:
+            data_name = out.name + ".data"
+            tmp_data = out.parent / f".{data_name}.tmp"
+            onnx.save_model(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=tmp_data.name, size_threshold=1024)
+            # Re-point the graph at the final data file name before the renames make it real.
+            saved = onnx.load(str(tmp), load_external_data=False)
+            for tensor in iter_tensors(saved.graph):
+                for entry in tensor.external_data:
+                    if entry.key == "location":
+                        entry.value = data_name
+            onnx.save_model(saved, str(tmp))
+            os.replace(tmp_data, out.parent / data_name)
+        else:
+            onnx.save_model(proto, str(tmp))
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
+
+
+@dataclass
+class GraphIndex:
+    """Producers, consumers and a topological order of one graph; subgraph reads of outer names count as reads."""
+
+    graph: GraphProto
+    order: list[int]                                   # node indices in a valid execution order
+    producer: dict[str, int] = field(default_factory=dict)
+    reads: list[tuple[str, ...]] = field(default_factory=list)   # per node: inputs + outer names its subgraphs use
+
+    @property
+    def in_file_order(self) -> bool:
+        return self.order == list(range(len(self.graph.node)))
+
+
+def subgraph_outer_reads(node: NodeProto) -> set[str]:
+    """Names a node's subgraphs read from enclosing scopes (implicit inputs of If/Loop/Scan)."""
+    outer: set[str] = set()
+    for attr in node.attribute:
+        subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for sub in subs:
+            defined = {i.name for i in sub.input} | {t.name for t in sub.initializer}
+            for inner in sub.node:
+                defined.update(inner.output)
+            for inner in sub.node:
+                outer.update(n for n in inner.input if n and n not in defined)
+                outer.update(n for n in subgraph_outer_reads(inner) if n not in defined)
+            outer.update(o.name for o in sub.output if o.name not in defined)
+    return outer
+
+
+def index_graph(graph: GraphProto, outer_names: frozenset[str] = frozenset()) -> GraphIndex:
+    """Topologically sort (Kahn, stable: file order wins ties) and reject cycles and undefined inputs."""
+    nodes = graph.node
+    producer: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        for name in node.output:
+            if name:
+                if name in producer:
+                    raise ModelError(f"tensor {name!r} is produced by two nodes")
+                producer[name] = i
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | outer_names
+    reads: list[tuple[str, ...]] = []
+    waiting = [0] * len(nodes)
+    dependents: list[list[int]] = [[] for _ in nodes]
+    for i, node in enumerate(nodes):
+        names = tuple(n for n in node.input if n)
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            names += tuple(sorted(subgraph_outer_reads(node) - set(names)))
+        reads.append(names)
+        deps = set()
+        for name in names:
+            if name in producer and name not in available:
+                deps.add(producer[name])
+            elif name not in available:
+                raise ModelError(f"node {node.name or node.op_type!r} reads {name!r}, which nothing produces")
+        if i in deps:
+            raise ModelError(f"graph has a cycle: node {node.name or node.op_type!r} reads its own output")
+        waiting[i] = len(deps)
+        for d in deps:
+            dependents[d].append(i)
+    ready = [i for i in range(len(nodes)) if waiting[i] == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for j in dependents[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, j)
+    if len(order) != len(nodes):
+        stuck = next(nodes[i] for i in range(len(nodes)) if waiting[i] > 0)
+        raise ModelError(f"graph has a cycle (node {stuck.name or stuck.op_type!r} depends on its own output)")
+    return GraphIndex(graph, order, producer, reads)

@@ -1,0 +1,94 @@
+"""Rich terminal rendering of a Footprint."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from edgefit.analysis.footprint import Footprint
+from edgefit.units import format_bytes, format_count
+
+
+def _shape(shape: list[int] | None) -> str:
+    return "unknown" if shape is None else "x".join(str(d) for d in shape) or "scalar"
+
+
+def _maybe(value: int | None, fmt) -> str:
+    return "unknown" if value is None else fmt(value)
+
+
+def render_footprint(console: Console, fp: Footprint, *, per_layer: bool = False, top: int = 10,
+                     tier_line: str | None = None) -> None:
+    title = fp.model_path or "model"
+    summary = Table(title=f"edgefit analyze: {title}", show_header=False, title_justify="left")
+    summary.add_column("metric", style="bold")
+    summary.add_column("value", justify="right")
+    summary.add_column("note", style="dim")
+    summary.add_row("inputs", ", ".join(f"{n} {_shape(s)}" for n, s in fp.inputs.items()), fp.shape_source)
+    summary.add_row("outputs", ", ".join(f"{n} {_shape(s)}" for n, s in fp.outputs.items()), f"opset {fp.opset}")
+    summary.add_row("parameters", f"{fp.params:,}", format_count(fp.params))
+    summary.add_row("weight bytes", f"{fp.weight_bytes:,}", format_bytes(fp.weight_bytes) + " as stored")
+    summary.add_row("MACs", f"{fp.macs:,}", format_count(fp.macs))
+    summary.add_row("FLOPs", f"{fp.flops:,}", format_count(fp.flops))
+    summary.add_row("peak activation RAM", f"{fp.peak_activation_bytes:,}",
+                    f"{format_bytes(fp.peak_activation_bytes)} arena, best order, {fp.alignment}-byte aligned")
+    summary.add_row("  in file order", f"{fp.file_order_peak_bytes:,}", format_bytes(fp.file_order_peak_bytes))
+    summary.add_row("  lower bound", f"{fp.activation_lower_bound_bytes:,}",
+                    format_bytes(fp.activation_lower_bound_bytes) + " (no schedule can go below)")
+    summary.add_row("peak set by", fp.peak_node or "-", "")
+    console.print(summary)
+
+    if fp.weight_bytes_by_dtype:
+        dtypes = Table(title="Weights by dtype", title_justify="left")
+        dtypes.add_column("dtype")
+        dtypes.add_column("params", justify="right")
+        dtypes.add_column("bytes", justify="right")
+        for dtype, nbytes in sorted(fp.weight_bytes_by_dtype.items(), key=lambda kv: -kv[1]):
+            dtypes.add_row(dtype, f"{fp.params_by_dtype.get(dtype, 0):,}", format_bytes(nbytes))
+        console.print(dtypes)
+
+    if per_layer:
+        console.print(_layer_table("Layers (execution order)", fp.layers))
+    else:
+        by_macs = sorted((l for l in fp.layers if l.macs), key=lambda l: -(l.macs or 0))[:top]
+        by_memory = sorted(fp.layers, key=lambda l: -(l.output_bytes or 0))[:top]
+        if by_macs:
+            console.print(_layer_table(f"Top {len(by_macs)} layers by MACs", by_macs))
+        console.print(_layer_table(f"Top {len(by_memory)} layers by output memory", by_memory))
+
+    ops = Table(title="Op histogram", title_justify="left")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    for op, count in fp.op_histogram.items():
+        ops.add_row(op, str(count))
+    console.print(ops)
+
+    if fp.live_at_peak:
+        live = Table(title=f"Tensors live at the peak ({fp.peak_node})", title_justify="left")
+        live.add_column("tensor")
+        live.add_column("bytes", justify="right")
+        for tensor in fp.live_at_peak[:top]:
+            live.add_row(tensor.name, format_bytes(tensor.bytes))
+        console.print(live)
+
+    for warning in fp.warnings:
+        console.print(Text(f"warning: {warning}", style="yellow"))
+    for reason in fp.unknowns:
+        console.print(Text(f"unknown: {reason}", style="magenta"))
+    if tier_line:
+        console.print(Text.from_markup(tier_line))
+
+
+def _layer_table(title: str, layers) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column, justify in (("layer", "left"), ("op", "left"), ("params", "right"), ("MACs", "right"),
+                            ("FLOPs", "right"), ("output", "right"), ("dtype", "left")):
+        table.add_column(column, justify=justify)
+    for layer in layers:
+        table.add_row(layer.name, layer.op_type, f"{layer.params:,}", _maybe(layer.macs, format_count),
+                      _maybe(layer.flops, format_count), _maybe(layer.output_bytes, format_bytes), layer.dtype)
+        for branch, numbers in layer.branches.items():
+            detail = ", ".join(f"{k} {v if v is not None else 'unknown'}" for k, v in numbers.items())
+            table.add_row(f"  └ {branch}", "", "", "", "", "", detail)
+    return table

@@ -1,0 +1,235 @@
+"""Resolving every tensor's shape for the user's input shapes.
+
+onnx shape inference (with data propagation) does the work; where it leaves unknowns in the main graph and the
+weights are in memory, a real onnxruntime run on synthetic inputs of the resolved shapes fills them in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import GraphProto, ModelProto, TensorProto
+
+from edgefit.analysis.dtypes import dtype_code, dtype_name
+from edgefit.errors import ShapeError
+from edgefit.model import iter_graphs, metadata_only_copy
+
+# Synthetic inputs for the onnxruntime fallback are allocated for real; above this they would cost more
+# memory than the analysis is worth, so the fallback is skipped and the shapes stay unknown.
+_FALLBACK_MAX_INPUT_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    dtype: str
+    shape: tuple[int, ...] | None   # None: unknown rank or some unknown dimension
+
+    @property
+    def elements(self) -> int | None:
+        return None if self.shape is None else math.prod(self.shape)
+
+
+@dataclass
+class ResolvedShapes:
+    """Per graph (keyed by scope path, "" for the main graph): tensor name -> TensorInfo."""
+
+    scopes: dict[str, dict[str, TensorInfo]]
+    parents: dict[str, str]           # scope -> enclosing scope
+    inputs: dict[str, list[int]]
+    warnings: list[str] = field(default_factory=list)
+    source: str = "onnx shape inference"
+
+    def lookup(self, scope: str, name: str) -> TensorInfo | None:
+        """Find `name` in `scope` or the enclosing scopes (subgraphs read outer tensors by name)."""
+        while True:
+            info = self.scopes.get(scope, {}).get(name)
+            if info is not None or not scope:
+                return info
+            scope = self.parents[scope]
+
+
+def real_inputs(graph: GraphProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs that are not initializers (old IR versions list weights as inputs too)."""
+    weights = {t.name for t in graph.initializer}
+    return [i for i in graph.input if i.name not in weights]
+
+
+def _bind_input_shapes(graph: GraphProto, pinned: dict[str, list[int]], dims: dict[str, int],
+                       warnings: list[str]) -> dict[str, list[int]]:
+    inputs = real_inputs(graph)
+    names = [i.name for i in inputs]
+    if "" in pinned:
+        if len(inputs) != 1:
+            raise ShapeError(f"--input-shape without NAME= needs a model with one input; this one has {names}")
+        pinned = {**{k: v for k, v in pinned.items() if k}, names[0]: pinned[""]}
+    for name in pinned:
+        if name not in names:
+            raise ShapeError(f"unknown input {name!r} in --input-shape; the model's inputs are {names}")
+    unbound: dict[str, list[str]] = {}
+    resolved: dict[str, list[int]] = {}
+    for value in inputs:
+        tensor_type = value.type.tensor_type if value.type.HasField("tensor_type") else None
+        if tensor_type is None:
+            raise ShapeError(f"input {value.name!r} is not a tensor (sequence/map/optional inputs are not supported)")
+        if value.name in pinned:
+            shape = pinned[value.name]
+            if tensor_type.HasField("shape") and len(tensor_type.shape.dim) != len(shape):
+                raise ShapeError(f"--input-shape {value.name}: rank {len(shape)} given, the model declares rank "
+                                 f"{len(tensor_type.shape.dim)}")
+            if tensor_type.HasField("shape"):
+                for axis, (dim, given) in enumerate(zip(tensor_type.shape.dim, shape)):
+                    if dim.HasField("dim_value") and dim.dim_value != given:
+                        warnings.append(f"input {value.name!r} axis {axis} is fixed at {dim.dim_value} in the model; "
+                                        f"using {given} from --input-shape")
+            resolved[value.name] = list(shape)
+            continue
+        if not tensor_type.HasField("shape"):
+            raise ShapeError(f"input {value.name!r} has no declared shape; pass --input-shape "
+                             f"{value.name}=1x3x224x224 (its real dimensions)")
+        shape = []
+        for axis, dim in enumerate(tensor_type.shape.dim):
+            if dim.HasField("dim_value"):
+                shape.append(dim.dim_value)
+            elif dim.HasField("dim_param") and dim.dim_param in dims:
+                shape.append(dims[dim.dim_param])
+            else:
+                label = dim.dim_param or f"axis {axis} (unnamed)"
+                unbound.setdefault(label, []).append(value.name)
+                shape.append(1)
+        resolved[value.name] = shape
+    if unbound:
+        described = ", ".join(f"{label} (in {', '.join(sorted(set(owners)))})" for label, owners in unbound.items())
+        warnings.append(f"unbound dimensions set to 1: {described}; bind them with --dim NAME=VALUE or "
+                        f"--input-shape")
+    return resolved
+
+
+def _collect(graph: GraphProto, scope: str, scopes: dict[str, dict[str, TensorInfo]]) -> None:
+    table = scopes.setdefault(scope, {})
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if not value.type.HasField("tensor_type"):
+            continue
+        tensor_type = value.type.tensor_type
+        shape = None
+        if tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in tensor_type.shape.dim):
+            shape = tuple(d.dim_value for d in tensor_type.shape.dim)
+        previous = table.get(value.name)
+        if previous is None or previous.shape is None:
+            table[value.name] = TensorInfo(dtype_name(tensor_type.elem_type), shape)
+    for tensor in graph.initializer:
+        table[tensor.name] = TensorInfo(dtype_name(tensor.data_type), tuple(tensor.dims))
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
+            info = constant_node_info(node)
+            if info is not None:
+                table[node.output[0]] = info
+
+
+def constant_node_info(node: onnx.NodeProto) -> TensorInfo | None:
+    """Dtype and shape of a Constant node's value, from its attribute alone."""
+    for attr in node.attribute:
+        if attr.name == "value":
+            return TensorInfo(dtype_name(attr.t.data_type), tuple(attr.t.dims))
+        if attr.name == "sparse_value":
+            return TensorInfo(dtype_name(attr.sparse_tensor.values.data_type), tuple(attr.sparse_tensor.dims))
+        if attr.name in ("value_float", "value_int", "value_string"):
+            return TensorInfo({"value_float": "float32", "value_int": "int64", "value_string": "string"}[attr.name], ())
+        if attr.name == "value_floats":
+            return TensorInfo("float32", (len(attr.floats),))
+        if attr.name == "value_ints":
+            return TensorInfo("int64", (len(attr.ints),))
+        if attr.name == "value_strings":
+            return TensorInfo("string", (len(attr.strings),))
+    return None
+
+
+def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None = None,
+                   dims: dict[str, int] | None = None, *, weights_loaded: bool = True) -> ResolvedShapes:
+    warnings: list[str] = []
+    resolved = _bind_input_shapes(proto.graph, input_shapes or {}, dims or {}, warnings)
+    light = metadata_only_copy(proto)
+    del light.graph.value_info[:]  # stale symbolic annotations would conflict with the concrete shapes
+    for value in light.graph.input:
+        if value.name in resolved:
+            value.type.tensor_type.shape.Clear()
+            for size in resolved[value.name]:
+                value.type.tensor_type.shape.dim.add().dim_value = size
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as error:  # inference can fail on one odd node; per-node unknowns are handled below
+        warnings.append(f"onnx shape inference failed ({str(error).splitlines()[0]}); shapes come from the model's "
+                        f"annotations only")
+        inferred = light
+    scopes: dict[str, dict[str, TensorInfo]] = {}
+    parents: dict[str, str] = {}
+    for scope, parent, graph in iter_graphs(inferred.graph):
+        _collect(graph, scope, scopes)
+        parents[scope] = parent
+    result = ResolvedShapes(scopes, parents, resolved, warnings)
+    missing = [o for n in proto.graph.node for o in n.output
+               if o and (scopes[""].get(o) is None or scopes[""][o].shape is None)]
+    if missing:
+        _fill_with_onnxruntime(proto, result, missing, weights_loaded)
+    return result
+
+
+def _synthetic_input(shape: list[int], dtype: str) -> np.ndarray:
+    """Inputs that keep data-dependent ops (NonZero, TopK, Range) well-behaved: small positive values."""
+    np_dtype = onnx.helper.tensor_dtype_to_np_dtype(dtype_code(dtype))
+    if np.issubdtype(np_dtype, np.floating):
+        return np.random.default_rng(0).random(shape).astype(np_dtype)
+    if np_dtype == np.bool_:
+        return np.ones(shape, dtype=np.bool_)
+    return np.ones(shape, dtype=np_dtype)
+
+
+def _fill_with_onnxruntime(proto: ModelProto, result: ResolvedShapes, missing: list[str],
+                           weights_loaded: bool) -> None:
+    """Run the model once with every unresolved main-graph tensor exposed as an output and record their shapes."""
+    inputs = result.inputs
+    table = result.scopes[""]
+    input_bytes = sum(math.prod(s) * 8 for s in inputs.values())
+    reason = None
+    if not weights_loaded:
+        reason = "weights are in external data that was not loaded"
+    elif input_bytes > _FALLBACK_MAX_INPUT_BYTES:
+        reason = "synthetic inputs would be too large to allocate"
+    if reason is None:
+        try:
+            import onnxruntime as ort
+
+            probe = ModelProto()
+            probe.CopyFrom(proto)
+            del probe.graph.value_info[:]
+            known_outputs = {o.name for o in probe.graph.output}
+            for name in missing:
+                if name not in known_outputs:
+                    probe.graph.output.append(onnx.ValueInfoProto(name=name))
+            for value in probe.graph.input:
+                if value.name in inputs:
+                    value.type.tensor_type.shape.Clear()
+                    for size in inputs[value.name]:
+                        value.type.tensor_type.shape.dim.add().dim_value = size
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            options.log_severity_level = 3
+            session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            feeds = {i.name: _synthetic_input(inputs[i.name], table[i.name].dtype if i.name in table else "float32")
+                     for i in session.get_inputs()}
+            names = [o.name for o in session.get_outputs()]
+            for name, value in zip(names, session.run(names, feeds)):
+                if isinstance(value, np.ndarray) and name in missing:
+                    dtype = table[name].dtype if name in table else dtype_name(
+                        onnx.helper.np_dtype_to_tensor_dtype(value.dtype))
+                    table[name] = TensorInfo(dtype, tuple(int(d) for d in value.shape))
+            result.source = "onnx shape inference + onnxruntime run on synthetic inputs"
+            result.warnings.append(f"{len(missing)} tensor shape(s) came from an onnxruntime run on synthetic inputs; "
+                                   f"data-dependent shapes may differ for real data")
+            return
+        except Exception as error:  # a model onnxruntime cannot run leaves those shapes unknown, with the reason
+            reason = f"onnxruntime could not run the model ({str(error).strip().splitlines()[0][:160]})"
+    result.warnings.append(f"{len(missing)} tensor shape(s) unresolved by shape inference; no onnxruntime fallback: "
+                           f"{reason}")
