@@ -1,0 +1,1 @@
+"""CLI commands for the optimisation passes (registered on edgefit.cli.app)."""
