@@ -1,0 +1,264 @@
+"""What every pass shares: the PassResult it returns and a small editable view of one ONNX graph.
+
+Passes work on a private copy of the model (`copy_model`) and return it; the caller's model is never touched.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import onnx
+from onnx import GraphProto, ModelProto, NodeProto, numpy_helper
+
+from edgefit.model import metadata_only_copy, subgraph_outer_reads
+
+
+class PassStats(Protocol):
+    """Per-pass numbers; `notes` says in one line each what the pass skipped and why."""
+
+    name: str
+    notes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class PassResult:
+    model: ModelProto
+    stats: PassStats
+
+
+def copy_model(model: ModelProto) -> ModelProto:
+    return copy.deepcopy(model)
+
+
+def model_digest(model: ModelProto) -> str:
+    """A hash of the serialized model, to prove a pass left its input alone."""
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+
+
+def node_label(node: NodeProto) -> str:
+    return node.name or f"{node.op_type}({node.output[0] if node.output else ''})"
+
+
+def ensure_node_names(graph: GraphProto) -> None:
+    """Give unnamed nodes unique names so reports, --skip and --exclude can refer to them."""
+    taken = {n.name for n in graph.node if n.name}
+    for node in graph.node:
+        if not node.name:
+            base = f"{node.op_type}_{node.output[0] if node.output else 'node'}"
+            name, k = base, 1
+            while name in taken:
+                name, k = f"{base}_{k}", k + 1
+            node.name = name
+            taken.add(name)
+
+
+def has_subgraph(node: NodeProto) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+
+
+def get_attribute(node: NodeProto, name: str, default: Any = None) -> Any:
+    for attr in node.attribute:
+        if attr.name == name:
+            return onnx.helper.get_attribute_value(attr)
+    return default
+
+
+def set_attribute(node: NodeProto, name: str, value: Any) -> None:
+    for i, attr in enumerate(node.attribute):
+        if attr.name == name:
+            del node.attribute[i]
+            break
+    node.attribute.append(onnx.helper.make_attribute(name, value))
+
+
+def _rename_outer_reads(graph: GraphProto, old: str, new: str) -> None:
+    """Rename reads of an enclosing-scope tensor inside a subgraph (unless the subgraph defines that name)."""
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    for node in graph.node:
+        defined.update(node.output)
+    if old in defined:
+        return
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name == old:
+                node.input[k] = new
+        _rename_in_subgraphs(node, old, new)
+    for out in graph.output:
+        if out.name == old:
+            out.name = new
+
+
+def _rename_in_subgraphs(node: NodeProto, old: str, new: str) -> None:
+    for attr in node.attribute:
+        subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for sub in subs:
+            _rename_outer_reads(sub, old, new)
+
+
+class GraphEditor:
+    """Producers, consumers and constants of one graph, refreshed after every structural edit."""
+
+    def __init__(self, graph: GraphProto):
+        self.graph = graph
+        self.refresh()
+
+    def refresh(self) -> None:
+        graph = self.graph
+        self.input_names = {i.name for i in graph.input}
+        self.output_names = {o.name for o in graph.output}
+        # An initializer that is also a graph input can be overridden at run time: it is not a constant.
+        self.initializers = {t.name: t for t in graph.initializer if t.name not in self.input_names}
+        self.producer: dict[str, NodeProto] = {}
+        self.consumers: dict[str, list[NodeProto]] = {}
+        for node in graph.node:
+            for name in node.output:
+                if name:
+                    self.producer[name] = node
+            reads = [n for n in node.input if n]
+            if has_subgraph(node):
+                reads += sorted(subgraph_outer_reads(node) - set(reads))
+            for name in dict.fromkeys(reads):
+                self.consumers.setdefault(name, []).append(node)
+        self._names = set(self.producer) | self.input_names | {t.name for t in graph.initializer} | {
+            n.name for n in graph.node}
+
+    # ---- constants -------------------------------------------------------------------------------
+    def constant(self, name: str) -> np.ndarray | None:
+        tensor = self.initializers.get(name)
+        return None if tensor is None else numpy_helper.to_array(tensor)
+
+    def is_constant(self, name: str) -> bool:
+        return name in self.initializers
+
+    def add_initializer(self, base: str, array: np.ndarray) -> str:
+        """Store `array` under a fresh name derived from `base` and return the name."""
+        name = self.fresh_name(base)
+        self.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self._names.add(name)
+        self.initializers[name] = self.graph.initializer[-1]
+        return name
+
+    def replace_initializer(self, name: str, array: np.ndarray) -> None:
+        """Overwrite an initializer in place (only for tensors this pass owns, e.g. read by one node)."""
+        tensor = self.initializers[name]
+        tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array), name))
+
+    def fresh_name(self, base: str) -> str:
+        name, k = base, 1
+        while name in self._names:
+            name, k = f"{base}_{k}", k + 1
+        self._names.add(name)
+        return name
+
+    # ---- structure -------------------------------------------------------------------------------
+    def sole_consumer(self, name: str) -> NodeProto | None:
+        """The one node reading `name`, when exactly one does and it is not a graph output."""
+        readers = self.consumers.get(name, [])
+        if len(readers) != 1 or name in self.output_names:
+            return None
+        return readers[0]
+
+    def replace_uses(self, old: str, new: str) -> None:
+        for node in self.graph.node:
+            for k, name in enumerate(node.input):
+                if name == old:
+                    node.input[k] = new
+            _rename_in_subgraphs(node, old, new)
+
+    def bypass(self, node: NodeProto, source: str) -> bool:
+        """Remove `node`, whose first output equals `source`; False (and no change) when it must stay.
+
+        Readers of the node's output read `source` instead. When that output is a graph output, the tensor
+        producing `source` is renamed to keep the graph's interface, which needs `source` to be an ordinary
+        node output used nowhere else.
+        """
+        out = node.output[0]
+        if out in self.output_names:
+            producer = self.producer.get(source)
+            if producer is None or source in self.output_names or len(self.consumers.get(source, [])) != 1:
+                return False
+            self.graph.node.remove(node)
+            for k, name in enumerate(producer.output):
+                if name == source:
+                    producer.output[k] = out
+            for vi in self.graph.value_info:
+                if vi.name == source:
+                    vi.name = out
+        else:
+            self.graph.node.remove(node)
+            self.replace_uses(out, source)
+        self.refresh()
+        return True
+
+    def remove_dead(self) -> tuple[int, int]:
+        """Drop nodes whose outputs nobody reads and initializers nobody reads: (nodes, initializers)."""
+        self.refresh()
+        removed_nodes = 0
+        changed = True
+        while changed:
+            changed = False
+            for node in list(self.graph.node):
+                if not any(o and (o in self.output_names or self.consumers.get(o)) for o in node.output):
+                    self.graph.node.remove(node)
+                    removed_nodes += 1
+                    changed = True
+            if changed:
+                self.refresh()
+        removed_inits = 0
+        for tensor in list(self.graph.initializer):
+            if tensor.name not in self.consumers and tensor.name not in self.output_names \
+                    and tensor.name not in self.input_names:
+                self.graph.initializer.remove(tensor)
+                removed_inits += 1
+        live = set(self.producer) | self.input_names | {t.name for t in self.graph.initializer}
+        for vi in list(self.graph.value_info):
+            if vi.name not in live:
+                self.graph.value_info.remove(vi)
+        self.refresh()
+        return removed_nodes, removed_inits
+
+
+Shape = tuple[int | str | None, ...]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What onnx shape inference knows about each tensor: shape (ints, dim_param strings, None) and dtype."""
+
+    shapes: dict[str, Shape]
+    types: dict[str, int]
+
+
+def infer_tensor_info(model: ModelProto) -> TensorInfo:
+    """Best effort: runs on a metadata-only copy (weights are not serialized). When inference fails (custom
+    ops, broken graphs) only the initializers are known, so shape-dependent rewrites are simply skipped."""
+    shapes: dict[str, Shape] = {}
+    types: dict[str, int] = {}
+    try:
+        graph = onnx.shape_inference.infer_shapes(metadata_only_copy(model), data_prop=True).graph
+        infos = list(graph.input) + list(graph.value_info) + list(graph.output)
+    except Exception:  # noqa: BLE001 - onnx raises several error types here
+        infos = []
+    for vi in infos:
+        ttype = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type"):
+            continue
+        if ttype.elem_type:
+            types[vi.name] = ttype.elem_type
+        if ttype.HasField("shape"):
+            shapes[vi.name] = tuple(
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in ttype.shape.dim)
+    for tensor in model.graph.initializer:
+        shapes[tensor.name] = tuple(tensor.dims)
+        types[tensor.name] = tensor.data_type
+    return TensorInfo(shapes, types)
+
+
+def is_static(shape: Shape | None) -> bool:
+    return shape is not None and all(isinstance(d, int) and d > 0 for d in shape)

@@ -1,0 +1,428 @@
+"""Prune: zero the smallest weights (unstructured) or remove whole output channels (structured).
+
+Unstructured magnitude pruning zeroes exactly round(sparsity x n) weights of the Conv / ConvTranspose / Gemm /
+MatMul weight tensors with the smallest |w|: per layer (each tensor on its own) or globally (one threshold over
+all of them, so layers with many small weights lose more). The ONNX file stays dense and just as large; the
+stats give the flash a runtime with sparse weight storage would need, per tensor the smaller of
+
+* bitmask: ceil(n / 8) bytes of mask + nnz values
+* CSR over [rows = output channels, cols = n / rows]: nnz values + nnz column indices + (rows + 1) row
+  pointers, each index in the smallest unsigned integer that holds it,
+
+or dense when neither is smaller.
+
+Structured pruning removes the output channels with the smallest L1 norm of a Conv (group 1) or Gemm and
+rewires what reads them: BatchNormalization parameters, per-channel constants of Mul/Add/Sub/Div/PRelu,
+elementwise activations and pooling pass channels through, a depthwise Conv loses the same channels (and its
+group shrinks), and the next Conv / ConvTranspose / Gemm / MatMul loses the matching input channels (through a
+Flatten, each channel's block of features). A layer whose channels reach anything else -- a residual Add with
+another tensor, Concat, Reshape, a graph output -- is left alone and the stats say why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from onnx import ModelProto, NodeProto
+
+from edgefit.errors import PassError
+from edgefit.passes.base import (
+    GraphEditor,
+    PassResult,
+    copy_model,
+    get_attribute,
+    infer_tensor_info,
+    is_static,
+    node_label,
+    set_attribute,
+)
+
+SPARSE_RUNTIMES = (
+    "Dense runtimes (onnxruntime, TensorFlow Lite Micro, CMSIS-NN, TensorRT) store and run pruned weights "
+    "dense: the flash saving needs a runtime or build step with sparse weight storage (e.g. Neural Magic "
+    "DeepSparse, XNNPACK sparse inference via TensorFlow Lite, TVM sparse conversion, or compressing the "
+    "weights in flash and expanding them at load time); use --structured for a model that is smaller everywhere."
+)
+
+_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    layer: str
+    op_type: str
+    weight: str
+    elements: int
+    zeros_before: int
+    zeros_after: int
+    dense_bytes: int
+    sparse_bytes: int      # smallest of dense, bitmask and CSR storage
+    sparse_format: str     # "bitmask", "csr" or "dense"
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros_after / self.elements if self.elements else 0.0
+
+
+@dataclass(frozen=True)
+class LayerChannels:
+    layer: str
+    op_type: str
+    channels_before: int
+    channels_after: int
+    rewired: tuple[str, ...]   # nodes whose inputs or parameters were cut to match
+
+
+@dataclass(frozen=True)
+class PruneStats:
+    method: str                          # "unstructured-global", "unstructured-per-layer" or "structured"
+    requested_sparsity: float
+    achieved_sparsity: float             # zeroed weights / prunable weights, or removed channels / channels
+    layers: tuple[LayerSparsity, ...] = ()
+    channels: tuple[LayerChannels, ...] = ()
+    skipped: tuple[str, ...] = ()        # "layer: reason"
+    dense_weight_bytes: int = 0          # the pruned tensors as ONNX stores them
+    sparse_weight_bytes: int = 0         # the same tensors in sparse storage
+    notes: tuple[str, ...] = ()
+    name: str = "prune"
+    sparse_runtimes: str = field(default=SPARSE_RUNTIMES, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "method": self.method,
+                                "requested_sparsity": self.requested_sparsity,
+                                "achieved_sparsity": round(self.achieved_sparsity, 6),
+                                "skipped": list(self.skipped), "notes": list(self.notes)}
+        if self.method == "structured":
+            data["channels"] = [vars(c) | {"rewired": list(c.rewired)} for c in self.channels]
+        else:
+            data["layers"] = [vars(layer) | {"sparsity": round(layer.sparsity, 6)} for layer in self.layers]
+            data["dense_weight_bytes"] = self.dense_weight_bytes
+            data["sparse_weight_bytes"] = self.sparse_weight_bytes
+            data["sparse_runtimes"] = self.sparse_runtimes
+        return data
+
+
+def prune(model: ModelProto, sparsity: float, *, per_layer: bool = False, skip: tuple[str, ...] = (),
+          structured: bool = False) -> PassResult:
+    """Magnitude pruning; `skip` holds layer (node) names and/or 'first' / 'last' (the first/last prunable layer)."""
+    if not 0.0 <= sparsity < 1.0:
+        raise PassError(f"sparsity must be in [0, 1), got {sparsity}")
+    if structured:
+        return _prune_structured(model, sparsity, skip)
+    return _prune_unstructured(model, sparsity, per_layer, skip)
+
+
+def _resolve_skip(skip: tuple[str, ...], candidates: list[str]) -> set[str]:
+    names: set[str] = set()
+    for entry in skip:
+        if entry == "first" and candidates:
+            names.add(candidates[0])
+        elif entry == "last" and candidates:
+            names.add(candidates[-1])
+        elif entry in candidates:
+            names.add(entry)
+        else:
+            shown = ", ".join(candidates[:12]) + (" ..." if len(candidates) > 12 else "")
+            raise PassError(f"--skip {entry!r} names no prunable layer; prunable layers: {shown}")
+    return names
+
+
+# ---- unstructured ------------------------------------------------------------------------------------
+
+def _weight_input(node: NodeProto, editor: GraphEditor) -> str | None:
+    """The float constant weight a layer multiplies by, if it has one."""
+    if node.op_type == "MatMul":
+        positions = (1, 0)
+    elif node.op_type in _WEIGHT_OPS:
+        positions = (1,)
+    else:
+        return None
+    for k in positions:
+        if k < len(node.input):
+            value = editor.constant(node.input[k])
+            if value is not None and value.dtype.kind == "f" and value.ndim >= 2:
+                return node.input[k]
+    return None
+
+
+def _prune_unstructured(model: ModelProto, sparsity: float, per_layer: bool, skip: tuple[str, ...]) -> PassResult:
+    result = copy_model(model)
+    editor = GraphEditor(result.graph)
+    layers: list[tuple[NodeProto, str]] = []
+    seen: set[str] = set()
+    notes: list[str] = []
+    for node in result.graph.node:
+        weight = _weight_input(node, editor)
+        if weight is None:
+            if node.op_type in _WEIGHT_OPS and any(
+                    editor.producer.get(i) is not None and editor.producer[i].op_type == "DequantizeLinear"
+                    for i in node.input[1:2]):
+                notes.append(f"{node_label(node)}: weights are quantized; prune before quantizing")
+            continue
+        if weight in seen:
+            notes.append(f"{node_label(node)} shares weight {weight!r} with an earlier layer; pruned once")
+            continue
+        seen.add(weight)
+        layers.append((node, weight))
+    skipped_names = _resolve_skip(skip, [node_label(n) for n, _ in layers])
+    skipped = [f"{name}: skipped on request" for name in skipped_names]
+    layers = [(n, w) for n, w in layers if node_label(n) not in skipped_names]
+    if not layers:
+        raise PassError("no Conv/ConvTranspose/Gemm/MatMul layer with constant float weights to prune")
+    values = {w: editor.constant(w) for _, w in layers}
+    masks = _magnitude_masks(values, sparsity, per_layer)
+    stats_layers = []
+    for node, weight in layers:
+        before = values[weight]
+        after = np.where(masks[weight], np.zeros((), before.dtype), before)
+        editor.replace_initializer(weight, after)
+        stats_layers.append(_layer_sparsity(node, weight, before, after))
+    total = sum(s.elements for s in stats_layers)
+    zeros = sum(s.zeros_after for s in stats_layers)
+    stats = PruneStats("unstructured-per-layer" if per_layer else "unstructured-global", sparsity,
+                       zeros / total, layers=tuple(stats_layers), skipped=tuple(sorted(skipped)),
+                       dense_weight_bytes=sum(s.dense_bytes for s in stats_layers),
+                       sparse_weight_bytes=sum(s.sparse_bytes for s in stats_layers), notes=tuple(notes))
+    return PassResult(result, stats)
+
+
+def _magnitude_masks(values: dict[str, np.ndarray], sparsity: float, per_layer: bool) -> dict[str, np.ndarray]:
+    """Boolean masks (True = zero it) selecting exactly round(sparsity x n) smallest-magnitude weights."""
+    if per_layer:
+        return {name: _smallest(np.abs(v).reshape(-1), sparsity).reshape(v.shape) for name, v in values.items()}
+    flat = np.concatenate([np.abs(v).reshape(-1).astype(np.float64) for v in values.values()])
+    chosen = _smallest(flat, sparsity)
+    masks, start = {}, 0
+    for name, v in values.items():
+        masks[name] = chosen[start:start + v.size].reshape(v.shape)
+        start += v.size
+    return masks
+
+
+def _smallest(magnitudes: np.ndarray, sparsity: float) -> np.ndarray:
+    count = int(round(sparsity * magnitudes.size))
+    mask = np.zeros(magnitudes.size, dtype=bool)
+    if count:
+        mask[np.argpartition(magnitudes, count - 1)[:count]] = True
+    return mask
+
+
+def _index_bytes(largest: int) -> int:
+    for size in (1, 2, 4):
+        if largest < 256 ** size:
+            return size
+    return 8
+
+
+def sparse_storage(weight: np.ndarray) -> tuple[int, str]:
+    """(bytes, format) of the smallest storage of `weight`: dense, bitmask or CSR (see module docstring)."""
+    n, nnz, item = weight.size, int(np.count_nonzero(weight)), weight.itemsize
+    rows = weight.shape[0] if weight.ndim else 1
+    cols = n // max(rows, 1)
+    options = {
+        "dense": n * item,
+        "bitmask": -(-n // 8) + nnz * item,
+        "csr": nnz * item + nnz * _index_bytes(max(cols - 1, 0)) + (rows + 1) * _index_bytes(nnz),
+    }
+    best = min(options, key=lambda k: (options[k], k != "dense"))
+    return options[best], best
+
+
+def _layer_sparsity(node: NodeProto, weight: str, before: np.ndarray, after: np.ndarray) -> LayerSparsity:
+    sparse_bytes, sparse_format = sparse_storage(after)
+    return LayerSparsity(node_label(node), node.op_type, weight, int(before.size),
+                         int(before.size - np.count_nonzero(before)), int(after.size - np.count_nonzero(after)),
+                         int(after.nbytes), sparse_bytes, sparse_format)
+
+
+# ---- structured --------------------------------------------------------------------------------------
+
+_CHANNEL_PASSTHROUGH = {
+    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish", "Elu", "Selu", "Celu", "Softplus",
+    "Softsign", "Gelu", "Mish", "Identity", "Dropout", "Abs", "Neg", "Exp", "Sqrt", "Erf", "ThresholdedRelu",
+    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool",
+}
+_CHANNEL_CONSTANT_OPS = {"Mul", "Add", "Sub", "Div", "PRelu"}
+
+
+class _Blocked(Exception):
+    """A channel cut cannot be carried through the graph safely; the message says where and why."""
+
+
+@dataclass
+class _CutPlan:
+    """Edits that remove channels, collected first so that a blocked cut leaves the model untouched."""
+
+    slices: list[tuple[NodeProto, int, int, list[int]]] = field(default_factory=list)  # node, input, axis, keep
+    groups: list[tuple[NodeProto, int]] = field(default_factory=list)                   # depthwise: new group
+    rewired: list[str] = field(default_factory=list)
+
+
+def _prune_structured(model: ModelProto, sparsity: float, skip: tuple[str, ...]) -> PassResult:
+    result = copy_model(model)
+    editor = GraphEditor(result.graph)
+    shapes = infer_tensor_info(result).shapes
+    hosts = [n for n in result.graph.node if n.op_type in ("Conv", "Gemm") and _weight_input(n, editor)]
+    skipped_names = _resolve_skip(skip, [node_label(n) for n in hosts])
+    skipped = [f"{name}: skipped on request" for name in sorted(skipped_names)]
+    cut: list[LayerChannels] = []
+    channels_total = channels_removed = 0
+    for host in hosts:
+        label = node_label(host)
+        if label in skipped_names:
+            continue
+        try:
+            plan, channels, keep = _plan_cut(host, editor, shapes, sparsity)
+        except _Blocked as reason:
+            skipped.append(f"{label}: {reason}")
+            continue
+        _apply(plan, editor)
+        channels_total += channels
+        channels_removed += channels - len(keep)
+        cut.append(LayerChannels(label, host.op_type, channels, len(keep), tuple(plan.rewired)))
+    if not cut:
+        detail = "; ".join(skipped) or "no Conv/Gemm layers with constant weights"
+        raise PassError(f"structured pruning can remove no channel safely: {detail}")
+    del result.graph.value_info[:]   # shapes along the cut paths changed; consumers re-infer them
+    stats = PruneStats("structured", sparsity, channels_removed / channels_total, channels=tuple(cut),
+                       skipped=tuple(skipped))
+    return PassResult(result, stats)
+
+
+def _plan_cut(host: NodeProto, editor: GraphEditor, shapes: dict, sparsity: float) -> tuple[_CutPlan, int, list[int]]:
+    weight = editor.constant(host.input[1])
+    if host.op_type == "Conv":
+        group = get_attribute(host, "group", 1)
+        if group != 1:
+            raise _Blocked(f"grouped Conv (group={group}): its channels are cut with the layer feeding it")
+        out_axis = 0
+    else:
+        out_axis = 0 if get_attribute(host, "transB", 0) else 1
+    channels = weight.shape[out_axis]
+    remove = min(int(round(sparsity * channels)), channels - 1)
+    if remove <= 0:
+        raise _Blocked(f"{channels} channel(s): sparsity {sparsity} removes none")
+    other_axes = tuple(a for a in range(weight.ndim) if a != out_axis)
+    l1 = np.abs(weight).sum(axis=other_axes)
+    keep = sorted(np.argsort(l1, kind="stable")[remove:].tolist())
+    plan = _CutPlan()
+    plan.slices.append((host, 1, out_axis, keep))
+    if len(host.input) > 2 and host.input[2]:
+        bias = editor.constant(host.input[2])
+        if bias is None:
+            raise _Blocked("its bias is not a constant")
+        if bias.ndim and bias.shape[-1] == channels:
+            plan.slices.append((host, 2, bias.ndim - 1, keep))
+    _follow(host.output[0], keep, channels, editor, shapes, plan)
+    return plan, channels, keep
+
+
+def _follow(tensor: str, keep: list[int], total: int, editor: GraphEditor, shapes: dict, plan: _CutPlan) -> None:
+    """Carry the cut of axis 1 of `tensor` (keeping `keep` of `total`) through every reader."""
+    if tensor in editor.output_names:
+        raise _Blocked(f"its channels reach the graph output {tensor!r}")
+    for reader in editor.consumers.get(tensor, []):
+        op, label = reader.op_type, node_label(reader)
+        if tensor not in reader.input:
+            raise _Blocked(f"{label} ({op}) reads the channels inside a subgraph")
+        position = list(reader.input).index(tensor)
+        if op == "BatchNormalization" and position == 0:
+            plan.slices += [(reader, k, 0, keep) for k in range(1, 5)]
+            plan.rewired.append(label)
+            _follow(reader.output[0], keep, total, editor, shapes, plan)
+        elif op in _CHANNEL_PASSTHROUGH and position == 0:
+            _follow(reader.output[0], keep, total, editor, shapes, plan)
+        elif op in _CHANNEL_CONSTANT_OPS:
+            _cut_channel_constant(reader, position, keep, total, editor, shapes, plan)
+            _follow(reader.output[0], keep, total, editor, shapes, plan)
+        elif op == "Flatten" and get_attribute(reader, "axis", 1) == 1:
+            shape = shapes.get(tensor)
+            if shape is None or len(shape) < 2 or not is_static(shape[2:]):
+                raise _Blocked(f"Flatten {label} reads a tensor whose spatial size is not static")
+            block = int(np.prod(shape[2:], dtype=np.int64))
+            features = [c * block + j for c in keep for j in range(block)]
+            _follow(reader.output[0], features, total * block, editor, shapes, plan)
+        elif op == "Conv" and position == 0:
+            _cut_conv_input(reader, keep, total, editor, shapes, plan)
+        elif op == "ConvTranspose" and position == 0 and get_attribute(reader, "group", 1) == 1:
+            _require_constant(reader, 1, editor)
+            plan.slices.append((reader, 1, 0, keep))
+            plan.rewired.append(label)
+        elif op == "Gemm" and position == 0 and not get_attribute(reader, "transA", 0):
+            _require_constant(reader, 1, editor)
+            plan.slices.append((reader, 1, 1 if get_attribute(reader, "transB", 0) else 0, keep))
+            plan.rewired.append(label)
+        elif op == "MatMul" and position == 0 and len(shapes.get(tensor, ())) == 2:
+            weight = _require_constant(reader, 1, editor)
+            if weight.ndim != 2:
+                raise _Blocked(f"MatMul {label} has a {weight.ndim}-D weight")
+            plan.slices.append((reader, 1, 0, keep))
+            plan.rewired.append(label)
+        elif op in ("Add", "Sub", "Mul", "Div", "Concat", "Sum", "Max", "Min"):
+            raise _Blocked(f"its channels meet another tensor in {op} {label} (e.g. a residual connection) "
+                           "that is not cut the same way")
+        else:
+            raise _Blocked(f"its channels reach {op} {label}, which structured pruning cannot rewire")
+
+
+def _require_constant(node: NodeProto, index: int, editor: GraphEditor) -> np.ndarray:
+    value = editor.constant(node.input[index]) if index < len(node.input) else None
+    if value is None:
+        raise _Blocked(f"{node_label(node)} ({node.op_type}) has no constant weight to cut")
+    return value
+
+
+def _cut_conv_input(conv: NodeProto, keep: list[int], total: int, editor: GraphEditor, shapes: dict,
+                    plan: _CutPlan) -> None:
+    weight = _require_constant(conv, 1, editor)
+    group = get_attribute(conv, "group", 1)
+    label = node_label(conv)
+    if group == 1:
+        plan.slices.append((conv, 1, 1, keep))
+        plan.rewired.append(label)
+        return
+    if group == total and weight.shape[0] == total and weight.shape[1] == 1:
+        # Depthwise: channel c of the output reads only channel c of the input, so it goes too.
+        plan.slices.append((conv, 1, 0, keep))
+        if len(conv.input) > 2 and conv.input[2]:
+            _require_constant(conv, 2, editor)
+            plan.slices.append((conv, 2, 0, keep))
+        plan.groups.append((conv, len(keep)))
+        plan.rewired.append(label)
+        _follow(conv.output[0], keep, total, editor, shapes, plan)
+        return
+    raise _Blocked(f"its channels reach grouped Conv {label} (group={group}), which is not depthwise")
+
+
+def _cut_channel_constant(node: NodeProto, position: int, keep: list[int], total: int, editor: GraphEditor,
+                          shapes: dict, plan: _CutPlan) -> None:
+    """Slice the constant operand of an elementwise op where it varies along the channel axis."""
+    if node.op_type in ("Sub", "Div", "PRelu") and position != 0:
+        raise _Blocked(f"{node.op_type} {node_label(node)} uses the channels as its second operand")
+    other_index = 1 - position
+    value = editor.constant(node.input[other_index])
+    if value is None:
+        raise _Blocked(f"its channels meet another tensor in {node.op_type} {node_label(node)} (e.g. a residual "
+                       "connection) that is not cut the same way")
+    rank = len(shapes.get(node.input[position], ())) or 4
+    if value.ndim > rank:
+        raise _Blocked(f"{node.op_type} {node_label(node)} broadcasts to a higher rank")
+    if value.size == 1:
+        return
+    padded = (1,) * (rank - value.ndim) + value.shape
+    if any(d != 1 for k, d in enumerate(padded) if k != 1):
+        raise _Blocked(f"{node.op_type} {node_label(node)} has a constant that varies along a non-channel axis")
+    if padded[1] == total:
+        plan.slices.append((node, other_index, value.ndim - (rank - 1), keep))
+        plan.rewired.append(node_label(node))
+
+
+def _apply(plan: _CutPlan, editor: GraphEditor) -> None:
+    for node, index, axis, keep in plan.slices:
+        value = editor.constant(node.input[index])
+        node.input[index] = editor.add_initializer(f"{node.input[index]}_pruned", np.take(value, keep, axis=axis))
+    for node, group in plan.groups:
+        set_attribute(node, "group", group)
+    editor.remove_dead()
