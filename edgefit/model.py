@@ -131,8 +131,14 @@ def load_model(path: str | os.PathLike, *, load_weights: bool = False) -> Loaded
 
 def validate(proto: ModelProto, source: str = "model") -> None:
     """onnx.checker on the graph structure, run on a metadata-only copy (external files were checked at load)."""
+    light = metadata_only_copy(proto)
+    # The IR makes a tensor type's shape optional (rank unknown) and onnxruntime accepts such outputs, but the
+    # checker demands the field on graph inputs and outputs; give it an empty one on this throwaway copy.
+    for value in [*light.graph.input, *light.graph.output]:
+        if value.type.HasField("tensor_type") and not value.type.tensor_type.HasField("shape"):
+            value.type.tensor_type.shape.SetInParent()
     try:
-        onnx.checker.check_model(metadata_only_copy(proto))
+        onnx.checker.check_model(light)
     except onnx.checker.ValidationError as error:
         first_line = str(error).strip().splitlines()[0]
         raise ModelError(f"{source} is not a valid ONNX graph: {first_line}") from None
