@@ -129,9 +129,12 @@ def load_model(path: str | os.PathLike, *, load_weights: bool = False) -> Loaded
     return LoadedModel(proto, path, has_external, weights_loaded=load_weights or not has_external)
 
 
-def validate(proto: ModelProto, source: str = "model") -> None:
-    """onnx.checker on the graph structure, run on a metadata-only copy (external files were checked at load)."""
-    light = metadata_only_copy(proto)
+def validate(proto: ModelProto, source: str = "model", order: list[int] | None = None) -> None:
+    """onnx.checker on the graph structure, run on a metadata-only copy (external files were checked at load).
+
+    `order` is a topological order for graphs stored unsorted: onnxruntime accepts those, the checker does not.
+    """
+    light = metadata_only_copy(proto, order)
     # The IR makes a tensor type's shape optional (rank unknown) and onnxruntime accepts such outputs, but the
     # checker demands the field on graph inputs and outputs; give it an empty one on this throwaway copy.
     for value in [*light.graph.input, *light.graph.output]:
@@ -170,15 +173,18 @@ def _copy_fields(source, target, skip: tuple[str, ...] = ()) -> None:
             setattr(target, field_descriptor.name, value)
 
 
-def metadata_only_copy(proto: ModelProto) -> ModelProto:
-    """A copy in which large or external top-level initializers become typed graph inputs.
+def metadata_only_copy(proto: ModelProto, order: list[int] | None = None) -> ModelProto:
+    """A copy in which large or external top-level initializers become typed graph inputs, nodes in `order`.
 
     The ONNX checker and shape inference treat an input exactly like an initializer of the same type, except
-    that they cannot read its values, which no shape rule needs for a large tensor.
+    that they cannot read its values, which no shape rule needs for a large tensor. Both also need the nodes
+    topologically sorted, which onnxruntime does not demand of a model file.
     """
     light = ModelProto()
     _copy_fields(proto, light, skip=("graph",))
-    _copy_fields(proto.graph, light.graph, skip=("initializer",))
+    _copy_fields(proto.graph, light.graph, skip=("initializer", "node"))
+    nodes = proto.graph.node
+    light.graph.node.extend(nodes if order is None else (nodes[i] for i in order))
     declared = {i.name for i in proto.graph.input}
     for tensor in proto.graph.initializer:
         elements = 1

@@ -147,10 +147,12 @@ def constant_node_info(node: onnx.NodeProto) -> TensorInfo | None:
 
 
 def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None = None,
-                   dims: dict[str, int] | None = None, *, weights_loaded: bool = True) -> ResolvedShapes:
+                   dims: dict[str, int] | None = None, *, weights_loaded: bool = True,
+                   order: list[int] | None = None) -> ResolvedShapes:
+    """Shapes of every tensor; `order` is a topological order of the main graph when its file order is not."""
     warnings: list[str] = []
     resolved = _bind_input_shapes(proto.graph, input_shapes or {}, dims or {}, warnings)
-    light = metadata_only_copy(proto)
+    light = metadata_only_copy(proto, order)
     del light.graph.value_info[:]  # stale symbolic annotations would conflict with the concrete shapes
     for value in light.graph.input:
         if value.name in resolved:
@@ -199,24 +201,23 @@ def _fill_with_onnxruntime(proto: ModelProto, result: ResolvedShapes, missing: l
         reason = "synthetic inputs would be too large to allocate"
     if reason is None:
         try:
-            import onnxruntime as ort
+            from edgefit.runtime import session as ort_session
 
             probe = ModelProto()
             probe.CopyFrom(proto)
             del probe.graph.value_info[:]
             known_outputs = {o.name for o in probe.graph.output}
             for name in missing:
-                if name not in known_outputs:
-                    probe.graph.output.append(onnx.ValueInfoProto(name=name))
+                # onnxruntime needs an element type on every graph output; the rank may stay open.
+                if name not in known_outputs and name in table:
+                    probe.graph.output.append(onnx.helper.make_tensor_value_info(
+                        name, dtype_code(table[name].dtype), None))
             for value in probe.graph.input:
                 if value.name in inputs:
                     value.type.tensor_type.shape.Clear()
                     for size in inputs[value.name]:
                         value.type.tensor_type.shape.dim.add().dim_value = size
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            options.log_severity_level = 3
-            session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            session = ort_session(probe)
             feeds = {i.name: _synthetic_input(inputs[i.name], table[i.name].dtype if i.name in table else "float32")
                      for i in session.get_inputs()}
             names = [o.name for o in session.get_outputs()]

@@ -16,7 +16,7 @@ from edgefit.analysis.memory import (Buffer, Step, lifetimes, lower_bound, memor
 from edgefit.analysis.weights import ConstantView, WeightTally, constant_view
 from edgefit.analysis.dtypes import tensor_bytes
 from edgefit.errors import ShapeError
-from edgefit.model import (LoadedModel, external_location, index_graph, iter_tensors, load_model, node_subgraphs,
+from edgefit.model import (GraphIndex, LoadedModel, external_location, index_graph, iter_tensors, load_model, node_subgraphs,
                            subgraph_scope, validate)
 from edgefit.shapes import ResolvedShapes, resolve_shapes
 
@@ -137,8 +137,8 @@ class _Analysis:
         self.unsized: list[str] = []
 
     def graph(self, graph: GraphProto, scope: str, outer_constants: frozenset[str],
-              outer_names: frozenset[str]) -> _GraphStats:
-        index = index_graph(graph, outer_names)
+              outer_names: frozenset[str], index: GraphIndex | None = None) -> _GraphStats:
+        index = index or index_graph(graph, outer_names)
         view = constant_view(graph, index, outer_constants)
         table = self.shapes.scopes.get(scope, {})
         visible = outer_names | {i.name for i in graph.input} | {t.name for t in graph.initializer} | {
@@ -326,11 +326,11 @@ def analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: d
         raise ShapeError(f"alignment must be a positive number of bytes, got {alignment}")
     proto = loaded.proto
     source = str(loaded.path) if loaded.path else "model"
-    index_graph(proto.graph)   # cycles and dangling inputs get our own clear message before the checker's
-    validate(proto, source)
-    shapes = resolve_shapes(proto, input_shapes, dims, weights_loaded=loaded.weights_loaded)
+    index = index_graph(proto.graph)   # cycles and dangling inputs get our own clear message before the checker's
+    validate(proto, source, index.order)
+    shapes = resolve_shapes(proto, input_shapes, dims, weights_loaded=loaded.weights_loaded, order=index.order)
     walk = _Analysis(proto, shapes, alignment)
-    stats = walk.graph(proto.graph, "", frozenset(), frozenset())
+    stats = walk.graph(proto.graph, "", frozenset(), frozenset(), index)
     unknowns: list[str] = list(dict.fromkeys(walk.tally.unknowns))
     for reason, nodes in walk.unknown_nodes.items():
         shown = ", ".join(nodes[:5]) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
@@ -360,7 +360,8 @@ def analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: d
         op_histogram=dict(walk.histogram.most_common()),
         unknowns=tuple(unknowns[:_MAX_LISTED] + ([f"... and {len(unknowns) - _MAX_LISTED} more"]
                                                   if len(unknowns) > _MAX_LISTED else [])),
-        warnings=tuple(shapes.warnings),
+        warnings=tuple(shapes.warnings) + (() if index.in_file_order else (
+            "nodes are stored out of topological order; 'file order' means a stable topological order",)),
         shape_source=shapes.source,
         buffers=stats.buffers,
         alignment=alignment,
