@@ -1,0 +1,307 @@
+"""Fidelity: how closely an optimised model reproduces the original, measured by running both in onnxruntime.
+
+Metrics, over every floating-point output of all samples (the candidate compared against the original):
+
+* cosine similarity of the flattened outputs;
+* SQNR in dB: 10 log10(sum(ref^2) / sum((ref - out)^2)), infinite when the outputs are identical;
+* max absolute error;
+* top-1 agreement: the share of samples whose argmax agrees, for classifier-shaped outputs ([N, classes]);
+* accuracy before and after, when labels are given.
+
+Inputs come from the user (an .npz with one array per input name and optional `labels`, or a folder of .npy
+files) or are synthetic (seeded standard normal), and every result says which.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import ModelProto
+
+from edgefit.errors import ConfigError
+
+Feed = dict[str, np.ndarray]
+Progress = Callable[[int, int], None]   # (samples done, samples total)
+
+DEFAULT_BATCH = 32
+SYNTHETIC_SAMPLES = 16
+_LABEL_KEYS = ("labels", "label", "y")
+_INLINE_LIMIT = 2**31 - 2**24   # a ModelProto this big cannot be handed to onnxruntime as bytes
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """Model inputs split into ready-to-run batches, with labels when the user gave them."""
+
+    feeds: tuple[Feed, ...]
+    samples: int
+    source: str                       # "user" or "synthetic"
+    labels: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    inputs: str                       # "user" or "synthetic"
+    samples: int
+    cosine: float
+    sqnr_db: float                    # math.inf when the outputs are identical
+    max_abs_error: float
+    top1_agreement: float | None      # None: no classifier-shaped output
+    accuracy_before: float | None     # None: no labels
+    accuracy_after: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "inputs": self.inputs, "samples": self.samples, "cosine": self.cosine,
+            # JSON has no infinity: identical outputs are reported as null with identical: true.
+            "sqnr_db": None if math.isinf(self.sqnr_db) else self.sqnr_db,
+            "identical": math.isinf(self.sqnr_db),
+            "max_abs_error": self.max_abs_error, "top1_agreement": self.top1_agreement,
+        }
+        if self.accuracy_before is not None:
+            data["accuracy"] = {"before": self.accuracy_before, "after": self.accuracy_after}
+        return data
+
+
+# ---- input data --------------------------------------------------------------------------------------
+
+def _model_inputs(model: ModelProto) -> list[onnx.ValueInfoProto]:
+    weights = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in weights]
+
+
+def load_samples(path: str | Path, model: ModelProto, *, batch_size: int = DEFAULT_BATCH,
+                 limit: int | None = None) -> SampleSet:
+    """Read an .npz (one array per input name, optional `labels`) or a folder of .npy files.
+
+    A folder holds either `<input name>.npy` files (stacked samples per input) or, for a one-input model, any
+    .npy files whose samples are concatenated in file-name order; `labels.npy` holds labels. Arrays stack
+    samples along axis 0 (a batch axis the model has), or hold one whole model input per entry (rank + 1).
+    """
+    path = Path(path)
+    inputs = _model_inputs(model)
+    if path.is_dir():
+        arrays = _read_npy_folder(path, [i.name for i in inputs])
+    elif path.suffix == ".npz" and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"cannot read {path}: {error}") from None
+    else:
+        raise ConfigError(f"{path} is neither an .npz file nor a folder of .npy files")
+    labels = next((arrays.pop(k) for k in _LABEL_KEYS if k in arrays and k not in {i.name for i in inputs}), None)
+    names = [i.name for i in inputs]
+    if len(names) == 1 and names[0] not in arrays and len(arrays) == 1:
+        arrays = {names[0]: next(iter(arrays.values()))}
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise ConfigError(f"{path} has no array for input(s) {missing}; it holds {sorted(arrays)}")
+    per_input = {i.name: _as_samples(arrays[i.name], i, path) for i in inputs}
+    counts = {name: len(samples) for name, samples in per_input.items()}
+    if len(set(counts.values())) != 1:
+        raise ConfigError(f"{path}: inputs hold different numbers of samples: {counts}")
+    total = next(iter(counts.values()))
+    if limit is not None:
+        total = min(total, limit)
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) < total:
+            raise ConfigError(f"{path}: {len(labels)} labels for {total} samples")
+        labels = labels[:total]
+    feeds = _batches(per_input, inputs, total, batch_size)
+    return SampleSet(tuple(feeds), total, "user", labels)
+
+
+def _read_npy_folder(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
+    files = sorted(folder.glob("*.npy"))
+    if not files:
+        raise ConfigError(f"{folder} holds no .npy files")
+    by_stem = {f.stem: f for f in files}
+    try:
+        if any(n in by_stem for n in names):
+            return {stem: np.load(f, allow_pickle=False) for stem, f in by_stem.items()}
+        if len(names) != 1:
+            raise ConfigError(f"{folder}: name the files after the model's inputs {names} (e.g. {names[0]}.npy)")
+        labels = [f for f in files if f.stem in _LABEL_KEYS]
+        data = [np.load(f, allow_pickle=False) for f in files if f not in labels]
+        arrays = {names[0]: np.concatenate([d if d.ndim else d[None] for d in data], axis=0)}
+        if labels:
+            arrays[labels[0].stem] = np.load(labels[0], allow_pickle=False)
+        return arrays
+    except ValueError as error:
+        raise ConfigError(f"cannot read the .npy files in {folder}: {error}") from None
+
+
+def _declared_dims(value: onnx.ValueInfoProto) -> list[int | None]:
+    return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+
+
+def _as_samples(array: np.ndarray, value: onnx.ValueInfoProto, source: Path) -> list[np.ndarray]:
+    """Split an array into per-sample arrays that each keep the model's batch axis (size 1 or whole)."""
+    dims = _declared_dims(value)
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+    if array.ndim == len(dims) + 1:
+        samples = [np.asarray(a, dtype=dtype) for a in array]
+    elif array.ndim == len(dims):
+        step = dims[0] if dims and dims[0] else 1
+        if len(array) % step:
+            raise ConfigError(f"{source}: {len(array)} samples of {value.name!r} do not fill batches of {step}")
+        samples = [np.asarray(array[k:k + step], dtype=dtype) for k in range(0, len(array), step)]
+    else:
+        raise ConfigError(f"{source}: array {value.name!r} has shape {list(array.shape)}; the model's input has "
+                          f"rank {len(dims)} ({_shape_text(dims)})")
+    if samples:
+        sample_dims = samples[0].shape
+        if len(sample_dims) != len(dims) or any(d is not None and d != s for d, s in zip(dims[1:], sample_dims[1:])):
+            raise ConfigError(f"{source}: samples of {value.name!r} have shape {list(sample_dims)}, the model expects "
+                              f"{_shape_text(dims)}")
+    return samples
+
+
+def _shape_text(dims: list[int | None]) -> str:
+    return "x".join("?" if d is None else str(d) for d in dims)
+
+
+def _batches(per_input: dict[str, list[np.ndarray]], inputs: list[onnx.ValueInfoProto], total: int,
+             batch_size: int) -> list[Feed]:
+    """Group samples into batches when every input has a free batch axis, else one sample per run."""
+    free_batch = all(_declared_dims(i)[:1] == [None] for i in inputs)
+    step = max(batch_size, 1) if free_batch else 1
+    return [{name: np.concatenate(samples[k:min(k + step, total)], axis=0) for name, samples in per_input.items()}
+            for k in range(0, total, step)]
+
+
+def synthetic_samples(model: ModelProto, count: int = SYNTHETIC_SAMPLES, *,
+                      input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
+                      seed: int = 0) -> SampleSet:
+    """Seeded random inputs at the resolved input shapes: standard normal floats, zeros for other types."""
+    from edgefit.shapes import resolve_shapes
+
+    shapes = resolve_shapes(model, input_shapes, dims).inputs
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(count):
+        feed = {}
+        for value in _model_inputs(model):
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+            shape = shapes[value.name]
+            feed[value.name] = (rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating)
+                                else np.zeros(shape, dtype=dtype))
+        feeds.append(feed)
+    return SampleSet(tuple(feeds), count, "synthetic")
+
+
+# ---- running and comparing ---------------------------------------------------------------------------
+
+def inference_session(model: ModelProto):
+    """An onnxruntime CPU session for an in-memory model (through a temp file when it is too big for bytes)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if model.ByteSize() < _INLINE_LIMIT:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory(prefix="edgefit-") as folder:
+        path = Path(folder) / "model.onnx"
+        onnx.save_model(model, str(path), save_as_external_data=True, location="model.onnx.data")
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_model(model: ModelProto, samples: SampleSet, progress: Progress | None = None) -> list[list[np.ndarray]]:
+    """Outputs per batch (in output order)."""
+    session = inference_session(model)
+    results, done = [], 0
+    for feed in samples.feeds:
+        results.append(session.run(None, feed))
+        done += len(next(iter(feed.values()))) if feed else 1
+        if progress:
+            progress(min(done, samples.samples), samples.samples)
+    return results
+
+
+def compare(reference: ModelProto, candidate: ModelProto, samples: SampleSet,
+            progress: Progress | None = None, reference_outputs: list[list[np.ndarray]] | None = None) -> Fidelity:
+    """Run both models on the same samples and measure how far the candidate's outputs are from the reference's.
+
+    `reference_outputs` (from run_model) saves re-running the reference when several candidates are compared.
+    """
+    total_steps = samples.samples * (1 if reference_outputs is not None else 2)
+
+    def step(offset: int) -> Progress | None:
+        return None if progress is None else (lambda done, _total: progress(offset + done, total_steps))
+
+    ref = reference_outputs if reference_outputs is not None else run_model(reference, samples, step(0))
+    out = run_model(candidate, samples, step(total_steps - samples.samples))
+    return measure(ref, out, samples, classifier_output(reference, samples))
+
+
+def measure(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]], samples: SampleSet,
+            classifier: int | None) -> Fidelity:
+    """Metrics of the candidate's outputs against the reference's; `classifier` is the index of the output
+    whose argmax is the predicted class (None: top-1 and accuracy are not reported)."""
+    ref_flat, out_flat = [], []
+    for ref_batch, out_batch in zip(reference, candidate):
+        for r, o in zip(ref_batch, out_batch):
+            if np.issubdtype(np.asarray(r).dtype, np.floating):
+                ref_flat.append(np.asarray(r, dtype=np.float64).reshape(-1))
+                out_flat.append(np.asarray(o, dtype=np.float64).reshape(-1))
+    ref_all = np.concatenate(ref_flat) if ref_flat else np.zeros(0)
+    out_all = np.concatenate(out_flat) if out_flat else np.zeros(0)
+    noise = float(np.sum((ref_all - out_all) ** 2))
+    signal = float(np.sum(ref_all ** 2))
+    norms = float(np.linalg.norm(ref_all) * np.linalg.norm(out_all))
+    cosine = float(ref_all @ out_all / norms) if norms else float(np.array_equal(ref_all, out_all))
+    sqnr = math.inf if noise == 0 else (10 * math.log10(signal / noise) if signal else -math.inf)
+    max_abs = float(np.max(np.abs(ref_all - out_all))) if ref_all.size else 0.0
+    index = classifier
+    agreement = accuracy_before = accuracy_after = None
+    if index is not None:
+        ref_top = np.concatenate([np.argmax(b[index], axis=-1).reshape(-1) for b in reference])
+        out_top = np.concatenate([np.argmax(b[index], axis=-1).reshape(-1) for b in candidate])
+        agreement = float(np.mean(ref_top == out_top))
+        if samples.labels is not None and len(samples.labels) == len(ref_top):
+            accuracy_before = float(np.mean(ref_top == samples.labels))
+            accuracy_after = float(np.mean(out_top == samples.labels))
+    return Fidelity(samples.source, samples.samples, cosine, sqnr, max_abs, agreement, accuracy_before,
+                    accuracy_after)
+
+
+_CLASSIFIER_HEADS = {"Softmax", "LogSoftmax", "Sigmoid"}
+_CLASSIFIER_WORDS = ("logit", "prob", "class", "score", "pred")
+
+
+def classifier_output(model: ModelProto, samples: SampleSet) -> int | None:
+    """Index of the output holding class scores: a 2-D float output that comes from Softmax/LogSoftmax/Sigmoid,
+    is named like logits/probs/classes, or is the only 2-D output when labels are given. A 2-D output alone
+    is not enough: an autoencoder's [1, 640] reconstruction is not a class score."""
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    candidates = []
+    for k, output in enumerate(model.graph.output):
+        ttype = output.type.tensor_type
+        if len(ttype.shape.dim) != 2 or ttype.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
+                                                                onnx.TensorProto.DOUBLE):
+            continue
+        candidates.append(k)
+        if producers.get(output.name) in _CLASSIFIER_HEADS or any(w in output.name.lower() for w in _CLASSIFIER_WORDS):
+            return k
+    return candidates[0] if samples.labels is not None and len(candidates) == 1 else None
+
+
+def select_samples(model: ModelProto, *, eval_path: str | Path | None = None, calib: SampleSet | None = None,
+                   input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
+                   limit: int | None = None) -> SampleSet:
+    """The inputs fidelity runs on: the user's eval data, else the calibration data, else synthetic."""
+    if eval_path is not None:
+        return load_samples(eval_path, model, limit=limit)
+    if calib is not None:
+        return calib
+    return synthetic_samples(model, input_shapes=input_shapes, dims=dims)
+

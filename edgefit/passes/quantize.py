@@ -1,0 +1,254 @@
+"""Quantize with onnxruntime.quantization: static int8 (QDQ), dynamic int8, or fp16.
+
+* `int8` (static, the default): QDQ format, per-channel symmetric int8 weights, symmetric int8 activations whose
+  ranges come from calibration (MinMax, Entropy or Percentile). The target runs integer kernels end to end.
+* `dynamic`: int8 weights, activations quantized at run time per batch; for MatMul / LSTM / GRU / Attention
+  heavy models (Conv stays float: onnxruntime's CPU ConvInteger does not take int8 weights).
+* `fp16`: float16 weights and compute with float32 model inputs/outputs, for GPUs and neural engines
+  (onnxruntime.transformers' float16 converter; ops onnxruntime cannot run in fp16 stay float32).
+
+Before static quantization, onnxruntime's quant pre-processing runs symbolic and onnx shape inference (its graph
+optimisation step is skipped: `fuse` does that in plain ONNX), so activations of every op get a range.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+from onnx import ModelProto
+
+from edgefit.errors import PassError
+from edgefit.fidelity import SampleSet
+from edgefit.model import index_graph
+from edgefit.passes.base import PassResult, copy_model, ensure_node_names, node_label
+
+MODES = ("int8", "dynamic", "fp16")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+_DYNAMIC_OP_TYPES = ("MatMul", "Gemm", "LSTM", "GRU", "Attention", "Gather", "EmbedLayerNormalization")
+_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_EXTERNAL_ABOVE = 2**31 - 2**24
+SYNTHETIC_WARNING = ("calibrated on synthetic random inputs: activation ranges may not match real data and "
+                     "accuracy may suffer; pass --calib with real samples")
+
+
+@dataclass(frozen=True)
+class QuantizeStats:
+    mode: str
+    calibration: str | None            # "user", "synthetic" or None (no calibration needed)
+    calibration_samples: int
+    method: str | None                 # calibration method for int8
+    quantized_layers: tuple[str, ...]  # weight layers now computed at the new precision
+    float_layers: tuple[str, ...]      # weight layers left in float32, with the reason
+    ops_before: dict[str, int]
+    ops_after: dict[str, int]
+    notes: tuple[str, ...] = ()
+    name: str = "quantize"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "mode": self.mode, "calibration": self.calibration,
+                "calibration_samples": self.calibration_samples, "method": self.method,
+                "quantized_layers": list(self.quantized_layers), "float_layers": list(self.float_layers),
+                "ops_before": self.ops_before, "ops_after": self.ops_after, "notes": list(self.notes)}
+
+
+def mode_for_precisions(precisions: tuple[str, ...] | list[str]) -> str:
+    """The quantization mode a device with these supported precisions benefits from most."""
+    if "int8" in precisions:
+        return "int8"
+    if "fp16" in precisions:
+        return "fp16"
+    raise PassError(f"the target supports only {', '.join(precisions) or 'no listed precision'}: "
+                    "neither int8 nor fp16, so there is nothing to quantize to")
+
+
+def quantize(model: ModelProto, mode: str = "int8", *, calibration: SampleSet | None = None,
+             method: str = "minmax", exclude: tuple[str, ...] = (), int8_op_types: tuple[str, ...] | None = None,
+             progress: Callable[[int, int], None] | None = None) -> PassResult:
+    """Quantize a float model. `calibration` is required for mode int8 (use fidelity.synthetic_samples when
+    there is no real data; the stats then carry a warning). `exclude` holds node names or op types kept in
+    float; `int8_op_types` limits int8 to the op types the target can run in int8."""
+    if mode not in MODES:
+        raise PassError(f"unknown quantization mode {mode!r}; choose one of {', '.join(MODES)}")
+    if method not in CALIBRATION_METHODS:
+        raise PassError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+    _refuse_quantized(model)
+    prepared = copy_model(model)
+    ensure_node_names(prepared.graph)
+    excluded_names = _resolve_exclude(prepared, exclude)
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="edgefit-quantize-") as folder:
+        work = Path(folder)
+        if mode == "int8":
+            if calibration is None:
+                raise PassError("static int8 quantization needs calibration samples")
+            if calibration.source == "synthetic":
+                notes.append(SYNTHETIC_WARNING)
+            source = _preprocess(prepared, work, notes)
+            result = _quantize_static(source, work, calibration, method, excluded_names, int8_op_types, progress)
+        elif mode == "dynamic":
+            result = _quantize_dynamic(_preprocess(prepared, work, notes), work, excluded_names)
+        else:
+            result = _convert_fp16(prepared, exclude, excluded_names)
+    quantized, floating = _layer_precisions(prepared, result, mode, excluded_names)
+    if not quantized:
+        notes.append(f"no layer was quantized in mode {mode}")
+    stats = QuantizeStats(
+        mode, calibration.source if mode == "int8" and calibration else None,
+        calibration.samples if mode == "int8" and calibration else 0, method if mode == "int8" else None,
+        tuple(quantized), tuple(floating), dict(Counter(n.op_type for n in prepared.graph.node)),
+        dict(Counter(n.op_type for n in result.graph.node)), tuple(notes))
+    return PassResult(result, stats)
+
+
+def _refuse_quantized(model: ModelProto) -> None:
+    quantized_ops = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                     "MatMulInteger", "DynamicQuantizeLinear"}
+    found = sorted({n.op_type for n in model.graph.node} & quantized_ops)
+    if found:
+        raise PassError(f"the model is already quantized (it has {', '.join(found)}); quantize the float model")
+
+
+def _resolve_exclude(model: ModelProto, exclude: tuple[str, ...]) -> set[str]:
+    """Node names to keep in float, from node names and op types."""
+    by_type: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        by_type.setdefault(node.op_type, []).append(node.name)
+    names = {n.name for n in model.graph.node}
+    chosen: set[str] = set()
+    for entry in exclude:
+        if entry in names:
+            chosen.add(entry)
+        elif entry in by_type:
+            chosen.update(by_type[entry])
+        else:
+            raise PassError(f"--exclude {entry!r} is neither a node name nor an op type of this model "
+                            f"(op types: {', '.join(sorted(by_type))})")
+    return chosen
+
+
+def _save(model: ModelProto, path: Path) -> Path:
+    big = model.ByteSize() > _EXTERNAL_ABOVE
+    onnx.save_model(model, str(path), save_as_external_data=big, location=path.name + ".data" if big else None)
+    return path
+
+
+def _load(path: Path) -> ModelProto:
+    return onnx.load(str(path), load_external_data=True)
+
+
+def _preprocess(model: ModelProto, work: Path, notes: list[str]) -> Path:
+    """onnxruntime's quant pre-processing (shape inference only); falls back to the model as it is."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    source = _save(model, work / "float.onnx")
+    target = work / "preprocessed.onnx"
+    try:
+        quant_pre_process(str(source), str(target), skip_optimization=True,
+                          save_as_external_data=model.ByteSize() > _EXTERNAL_ABOVE)
+        return target
+    except Exception as error:  # noqa: BLE001 - symbolic shape inference fails on some exotic graphs
+        notes.append(f"quantization pre-processing (shape inference) failed and was skipped: "
+                     f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        return source
+
+
+def _quantize_static(source: Path, work: Path, calibration: SampleSet, method: str, excluded: set[str],
+                     int8_op_types: tuple[str, ...] | None,
+                     progress: Callable[[int, int], None] | None) -> ModelProto:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class SampleReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._feeds = iter(calibration.feeds)
+            self._done = 0
+
+        def get_next(self):
+            feed = next(self._feeds, None)
+            if feed is not None and progress is not None:
+                self._done += len(next(iter(feed.values()))) if feed else 1
+                progress(min(self._done, calibration.samples), calibration.samples)
+            return feed
+
+    target = work / "int8.onnx"
+    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                 "percentile": CalibrationMethod.Percentile}[method]
+    try:
+        quantize_static(
+            str(source), str(target), SampleReader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate,
+            op_types_to_quantize=list(int8_op_types) if int8_op_types is not None else None,
+            nodes_to_exclude=sorted(excluded), use_external_data_format=source.stat().st_size > _EXTERNAL_ABOVE,
+            calibration_cache_path=None,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
+    except Exception as error:  # noqa: BLE001 - surface onnxruntime's reason as a one-line PassError
+        raise PassError(f"onnxruntime static quantization failed: {str(error).strip().splitlines()[0]}") from None
+    return _load(target)
+
+
+def _quantize_dynamic(source: Path, work: Path, excluded: set[str]) -> ModelProto:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = work / "dynamic.onnx"
+    try:
+        quantize_dynamic(str(source), str(target), op_types_to_quantize=list(_DYNAMIC_OP_TYPES), per_channel=True,
+                         weight_type=QuantType.QInt8, nodes_to_exclude=sorted(excluded),
+                         use_external_data_format=source.stat().st_size > _EXTERNAL_ABOVE)
+    except Exception as error:  # noqa: BLE001 - see _quantize_static
+        raise PassError(f"onnxruntime dynamic quantization failed: {str(error).strip().splitlines()[0]}") from None
+    return _load(target)
+
+
+def _convert_fp16(model: ModelProto, exclude: tuple[str, ...], excluded: set[str]) -> ModelProto:
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    op_types = {n.op_type for n in model.graph.node}
+    blocked_types = list(DEFAULT_OP_BLOCK_LIST) + [e for e in exclude if e in op_types]
+    try:
+        converted = convert_float_to_float16(copy_model(model), keep_io_types=True, op_block_list=blocked_types,
+                                             node_block_list=sorted(excluded))
+    except Exception as error:  # noqa: BLE001 - see _quantize_static
+        raise PassError(f"fp16 conversion failed: {str(error).strip().splitlines()[0]}") from None
+    # The converter appends its input Casts after the nodes that read them; ONNX requires topological order.
+    order = index_graph(converted.graph).order
+    nodes = [converted.graph.node[i] for i in order]
+    converted.graph.ClearField("node")
+    converted.graph.node.extend(nodes)
+    return converted
+
+
+def _layer_precisions(before: ModelProto, after: ModelProto, mode: str,
+                      excluded: set[str]) -> tuple[list[str], list[str]]:
+    """Weight layers (Conv/ConvTranspose/Gemm/MatMul of the input) that changed precision, and those that did not."""
+    layers = [n for n in before.graph.node if n.op_type in _WEIGHT_OPS]
+    after_nodes = {n.name: n for n in after.graph.node}
+    producers = {o: n for n in after.graph.node for o in n.output}
+    float16_names = {t.name for t in after.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    quantized, floating = [], []
+    for layer in layers:
+        label = node_label(layer)
+        node = after_nodes.get(layer.name)
+        if mode == "int8":
+            done = node is not None and any(
+                producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in node.input[:1])
+        elif mode == "dynamic":
+            done = node is None or node.op_type != layer.op_type   # replaced by its integer form
+        else:
+            done = node is not None and any(i in float16_names for i in node.input)
+        if done:
+            quantized.append(label)
+        else:
+            floating.append(f"{label}: excluded" if layer.name in excluded else f"{label}: stays float")
+    return quantized, floating
