@@ -57,6 +57,9 @@ def iter_tensors(graph: GraphProto) -> Iterator[TensorProto]:
     """Every stored tensor: initializers and Constant-node / attribute tensors, in all subgraphs."""
     for _, _, sub in iter_graphs(graph):
         yield from sub.initializer
+        for sparse in sub.sparse_initializer:
+            yield sparse.values
+            yield sparse.indices
         for node in sub.node:
             for attr in node.attribute:
                 if attr.type == onnx.AttributeProto.TENSOR:
@@ -66,6 +69,11 @@ def iter_tensors(graph: GraphProto) -> Iterator[TensorProto]:
                 elif attr.type == onnx.AttributeProto.SPARSE_TENSOR:
                     yield attr.sparse_tensor.values
                     yield attr.sparse_tensor.indices
+
+
+def initializer_names(graph: GraphProto) -> set[str]:
+    """Names of a graph's initializers, dense and sparse (a sparse initializer is named by its values)."""
+    return {t.name for t in graph.initializer} | {s.values.name for s in graph.sparse_initializer}
 
 
 def external_location(tensor: TensorProto) -> str | None:
@@ -252,7 +260,7 @@ def subgraph_outer_reads(node: NodeProto) -> set[str]:
     for attr in node.attribute:
         subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
         for sub in subs:
-            defined = {i.name for i in sub.input} | {t.name for t in sub.initializer}
+            defined = {i.name for i in sub.input} | initializer_names(sub)
             for inner in sub.node:
                 defined.update(inner.output)
             for inner in sub.node:
@@ -272,7 +280,7 @@ def index_graph(graph: GraphProto, outer_names: frozenset[str] = frozenset()) ->
                 if name in producer:
                     raise ModelError(f"tensor {name!r} is produced by two nodes")
                 producer[name] = i
-    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | outer_names
+    available = {i.name for i in graph.input} | initializer_names(graph) | outer_names
     reads: list[tuple[str, ...]] = []
     waiting = [0] * len(nodes)
     dependents: list[list[int]] = [[] for _ in nodes]

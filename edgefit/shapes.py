@@ -15,7 +15,7 @@ from onnx import GraphProto, ModelProto, TensorProto
 
 from edgefit.analysis.dtypes import dtype_code, dtype_name
 from edgefit.errors import ShapeError
-from edgefit.model import iter_graphs, metadata_only_copy
+from edgefit.model import initializer_names, iter_graphs, metadata_only_copy
 
 # Synthetic inputs for the onnxruntime fallback are allocated for real; above this they would cost more
 # memory than the analysis is worth, so the fallback is skipped and the shapes stay unknown.
@@ -53,7 +53,7 @@ class ResolvedShapes:
 
 def real_inputs(graph: GraphProto) -> list[onnx.ValueInfoProto]:
     """Graph inputs that are not initializers (old IR versions list weights as inputs too)."""
-    weights = {t.name for t in graph.initializer}
+    weights = initializer_names(graph)
     return [i for i in graph.input if i.name not in weights]
 
 
@@ -121,6 +121,8 @@ def _collect(graph: GraphProto, scope: str, scopes: dict[str, dict[str, TensorIn
             table[value.name] = TensorInfo(dtype_name(tensor_type.elem_type), shape)
     for tensor in graph.initializer:
         table[tensor.name] = TensorInfo(dtype_name(tensor.data_type), tuple(tensor.dims))
+    for sparse in graph.sparse_initializer:
+        table[sparse.values.name] = TensorInfo(dtype_name(sparse.values.data_type), tuple(sparse.dims))
     for node in graph.node:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
             info = constant_node_info(node)
@@ -153,7 +155,13 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
     warnings: list[str] = []
     resolved = _bind_input_shapes(proto.graph, input_shapes or {}, dims or {}, warnings)
     light = metadata_only_copy(proto, order)
-    del light.graph.value_info[:]  # stale symbolic annotations would conflict with the concrete shapes
+    # Stale annotations (value_info, declared output shapes, in subgraphs too) would override the shapes that
+    # follow from the resolved inputs: inference keeps a declared shape that conflicts with what it infers.
+    for _, _, graph in iter_graphs(light.graph):
+        del graph.value_info[:]
+        for value in graph.output:
+            if value.type.HasField("tensor_type"):
+                value.type.tensor_type.ClearField("shape")
     for value in light.graph.input:
         if value.name in resolved:
             value.type.tensor_type.shape.Clear()
@@ -175,6 +183,15 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
                if o and (scopes[""].get(o) is None or scopes[""][o].shape is None)]
     if missing:
         _fill_with_onnxruntime(proto, result, missing, weights_loaded)
+    for value in proto.graph.output:   # a declared output shape is the last resort, used only when nothing knew
+        known = scopes[""].get(value.name)
+        if (known is None or known.shape is None) and value.type.HasField("tensor_type"):
+            declared = value.type.tensor_type
+            if declared.HasField("shape") and all(d.HasField("dim_value") for d in declared.shape.dim):
+                scopes[""][value.name] = TensorInfo(dtype_name(declared.elem_type),
+                                                    tuple(d.dim_value for d in declared.shape.dim))
+                warnings.append(f"shape of output {value.name!r} is taken from the model's declaration; it could "
+                                f"not be inferred for the resolved input shapes")
     return result
 
 

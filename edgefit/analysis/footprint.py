@@ -18,6 +18,7 @@ from edgefit.analysis.dtypes import tensor_bytes
 from edgefit.errors import ShapeError
 from edgefit.model import (GraphIndex, LoadedModel, external_location, index_graph, iter_tensors, load_model, node_subgraphs,
                            subgraph_scope, validate)
+from edgefit.model import initializer_names
 from edgefit.shapes import ResolvedShapes, resolve_shapes
 
 
@@ -141,7 +142,7 @@ class _Analysis:
         index = index or index_graph(graph, outer_names)
         view = constant_view(graph, index, outer_constants)
         table = self.shapes.scopes.get(scope, {})
-        visible = outer_names | {i.name for i in graph.input} | {t.name for t in graph.initializer} | {
+        visible = outer_names | {i.name for i in graph.input} | initializer_names(graph) | {
             o for n in graph.node for o in n.output if o}
         layers: list[LayerStats] = []
         steps: list[Step] = []

@@ -8,13 +8,14 @@ activations.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from onnx import GraphProto, NodeProto
+from onnx import GraphProto, NodeProto, SparseTensorProto
 
-from edgefit.analysis.dtypes import FLOAT_DTYPES, QUANTIZED_DTYPES, tensor_bytes
-from edgefit.model import GraphIndex
+from edgefit.analysis.dtypes import FLOAT_DTYPES, QUANTIZED_DTYPES, dtype_name, tensor_bytes
+from edgefit.model import GraphIndex, initializer_names
 from edgefit.shapes import ResolvedShapes, constant_node_info
 
 # Ops whose outputs differ from run to run: never constant even when all their inputs are.
@@ -50,13 +51,15 @@ class ConstantView:
     folded_nodes: set[int]                   # node indices whose outputs are all constant
     producer: dict[str, int]
     stored: dict[str, str] = field(default_factory=dict)   # constant name -> how it is held: "initializer"/"node"
+    sparse: dict[str, SparseTensorProto] = field(default_factory=dict)   # constants stored in sparse form
 
 
 def constant_view(graph: GraphProto, index: GraphIndex, outer_constants: Iterable[str] = ()) -> ConstantView:
-    real_inputs = {i.name for i in graph.input} - {t.name for t in graph.initializer}
+    real_inputs = {i.name for i in graph.input} - initializer_names(graph)
     constants = set(outer_constants) - real_inputs
     stored: dict[str, str] = {}
-    for tensor in graph.initializer:
+    sparse = {s.values.name: s for s in graph.sparse_initializer}
+    for tensor in [*graph.initializer, *(s.values for s in graph.sparse_initializer)]:
         constants.add(tensor.name)
         stored[tensor.name] = "initializer"
     folded: set[int] = set()
@@ -65,12 +68,13 @@ def constant_view(graph: GraphProto, index: GraphIndex, outer_constants: Iterabl
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             constants.update(node.output)
             stored.update({o: "node" for o in node.output})
+            sparse.update({node.output[0]: a.sparse_tensor for a in node.attribute if a.name == "sparse_value"})
             folded.add(i)
         elif (node.op_type not in _NONDETERMINISTIC and index.reads[i] and not _has_subgraph(node)
               and all(name in constants for name in index.reads[i])):
             constants.update(o for o in node.output if o)
             folded.add(i)
-    return ConstantView(constants, folded, index.producer, stored)
+    return ConstantView(constants, folded, index.producer, stored, sparse)
 
 
 def _has_subgraph(node: NodeProto) -> bool:
@@ -117,7 +121,13 @@ class WeightTally:
             self.counted_storage.add(current)
             producer = view.producer.get(current)
             node = graph.node[producer] if producer is not None else None
-            if node is None or view.stored.get(current) or node.op_type in _GENERATORS:
+            if current in view.sparse:   # stored as values + indices, not as the dense tensor it stands for
+                for part in (view.sparse[current].values, view.sparse[current].indices):
+                    dtype = dtype_name(part.data_type)
+                    size = tensor_bytes(math.prod(part.dims), dtype) or 0
+                    self.bytes_by_dtype[dtype] = self.bytes_by_dtype.get(dtype, 0) + size
+                    total += size
+            elif node is None or view.stored.get(current) or node.op_type in _GENERATORS:
                 info = shapes.lookup(scope, current)
                 if info is None and node is not None and node.op_type == "Constant":
                     info = constant_node_info(node)

@@ -1,0 +1,520 @@
+"""edgefit.analyze on awkward but legal models: where weights hide, control flow, odd shapes, external data.
+
+Every model is built here with onnx.helper and saved into tmp_path; every expected number is worked out by hand
+in the comment beside it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import edgefit
+from edgefit import ModelError, ShapeError
+
+F, I64, I8, F16, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.INT8, TensorProto.FLOAT16, TensorProto.BOOL
+
+
+def vi(name, elem, shape):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def const(name, array):
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def build(nodes, inputs, outputs, inits=(), opset=17, ir_version=None, extra_opsets=()):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), *extra_opsets])
+    if ir_version is not None:
+        model.ir_version = ir_version
+    return model
+
+
+def save(model, tmp_path: Path, name="m.onnx") -> Path:
+    path = tmp_path / name
+    onnx.save_model(model, str(path))
+    return path
+
+
+def layer(fp, name):
+    return next(l for l in fp.layers if l.name == name)
+
+
+def rng_f32(*shape):
+    return np.random.default_rng(0).random(shape).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Where weights hide
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_weights_in_constant_nodes_only(tmp_path):
+    sparse_values = const("sv", np.array([1.0, 2.0, 3.0], np.float32))
+    sparse_indices = const("si", np.array([0, 5, 287], np.int64))          # linear indices into [144, 2]
+    nodes = [
+        helper.make_node("Constant", [], ["W"], value=const("Wt", rng_f32(4, 3, 3, 3))),
+        helper.make_node("Constant", [], ["Bias"], value_floats=[0.1, 0.2, 0.3, 0.4]),
+        helper.make_node("Constant", [], ["S"], value_ints=[1, 144]),
+        helper.make_node("Constant", [], ["M"],
+                         sparse_value=helper.make_sparse_tensor(sparse_values, sparse_indices, [144, 2])),
+        helper.make_node("Conv", ["x", "W", "Bias"], ["c"], name="conv"),
+        helper.make_node("Reshape", ["c", "S"], ["r"], name="flat"),
+        helper.make_node("MatMul", ["r", "M"], ["y"], name="fc"),
+    ]
+    model = build(nodes, [vi("x", F, [1, 3, 8, 8])], [vi("y", F, [1, 2])])
+    fp = edgefit.analyze(save(model, tmp_path))
+    # params: W 4*3*3*3 = 108, Bias 4 (value_floats), M dense 144*2 = 288 (sparse_value); S is int64 shape data.
+    assert fp.params == 108 + 4 + 288 == 400
+    assert layer(fp, "conv").params == 112 and layer(fp, "fc").params == 288 and layer(fp, "flat").params == 0
+    # weight bytes as stored: W 108*4 = 432, Bias 4*4 = 16, S 2 int64 = 16,
+    # M sparse: 3 float32 values (12) + 3 int64 indices (24) = 36.
+    assert fp.weight_bytes == 432 + 16 + 16 + 36 == 500
+    # Conv 3x8x8 -> 4x6x6 (no padding): 144 outputs x (3*3*3 = 27) = 3888; MatMul [1,144]x[144,2]: 1*2*144 = 288.
+    assert layer(fp, "conv").macs == 3888
+    assert layer(fp, "fc").macs == 288
+    assert fp.macs == 3888 + 288 == 4176
+    # Constant nodes are weights, not layers.
+    assert [l.op_type for l in fp.layers] == ["Conv", "Reshape", "MatMul"]
+    assert fp.unknowns == ()
+
+
+def test_weight_made_by_constant_of_shape(tmp_path):
+    nodes = [
+        helper.make_node("Constant", [], ["shape"], value=const("s", np.array([16, 3, 3, 3], np.int64))),
+        helper.make_node("ConstantOfShape", ["shape"], ["W"], value=const("v", np.array([0.01], np.float32))),
+        helper.make_node("Conv", ["x", "W"], ["y"], name="conv"),
+    ]
+    model = build(nodes, [vi("x", F, [1, 3, 8, 8])], [vi("y", F, [1, 16, 6, 6])])
+    fp = edgefit.analyze(save(model, tmp_path))
+    # W = 16*3*3*3 = 432 float32 params; a deployed model holds the expanded tensor: 432*4 = 1728 bytes.
+    assert fp.params == 432
+    assert fp.weight_bytes == 1728
+    # 16*6*6 = 576 outputs x 27 = 15552 MACs.
+    assert fp.macs == 15552
+    assert [l.op_type for l in fp.layers] == ["Conv"]
+
+
+def test_cast_reshape_transpose_of_constants_fold_into_one_weight(tmp_path):
+    inits = [const("W16", rng_f32(6, 4).astype(np.float16)), const("shape", np.array([3, 8], np.int64))]
+    nodes = [
+        helper.make_node("Cast", ["W16"], ["W32"], to=F),
+        helper.make_node("Reshape", ["W32", "shape"], ["W38"]),
+        helper.make_node("Transpose", ["W38"], ["W83"], perm=[1, 0]),
+        helper.make_node("MatMul", ["x", "W83"], ["y"], name="mm"),
+    ]
+    model = build(nodes, [vi("x", F, [2, 8])], [vi("y", F, [2, 3])], inits)
+    fp = edgefit.analyze(save(model, tmp_path))
+    # The MatMul consumes one [8,3] weight: 24 params.
+    assert fp.params == 24
+    # Stored: W16 24 fp16 = 48 bytes + the reshape target, 2 int64 = 16 bytes.
+    assert fp.weight_bytes == 48 + 16 == 64
+    # [2,8] x [8,3]: 2*3*8 = 48 MACs.
+    assert fp.macs == 48
+    assert [l.name for l in fp.layers] == ["mm"]
+
+
+def _qdq_conv(tmp_path):
+    inits = [
+        const("Wq", np.arange(216, dtype=np.int8).reshape(8, 3, 3, 3)),     # 216 int8
+        const("Ws", np.full(8, 0.02, np.float32)),                          # per-channel scale, 8 float32
+        const("Wz", np.zeros(8, np.int8)),                                  # per-channel zero point, 8 int8
+        const("Bias", np.zeros(8, np.float32)),                             # 8 float32
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["Wq", "Ws", "Wz"], ["W"], axis=0),
+        helper.make_node("Conv", ["x", "W", "Bias"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+    ]
+    return build(nodes, [vi("x", F, [1, 3, 4, 4])], [vi("y", F, [1, 8, 4, 4])], inits, opset=13)
+
+
+def test_qdq_weight_counted_once(tmp_path):
+    fp = edgefit.analyze(save(_qdq_conv(tmp_path), tmp_path))
+    # params: the 216 quantized weights once (not again as the dequantized float tensor) + 8 bias = 224.
+    assert fp.params == 224
+    # bytes: 216 int8 + 8*4 scale + 8*1 zero point + 8*4 bias = 216 + 32 + 8 + 32 = 288.
+    assert fp.weight_bytes == 288
+    assert fp.weight_bytes_by_dtype == {"int8": 216 + 8, "float32": 32 + 32}
+    # Conv 3x4x4 -> 8x4x4 (pad 1): 128 outputs x 27 = 3456 MACs.
+    assert fp.macs == 3456
+    assert [l.op_type for l in fp.layers] == ["Conv"]
+
+
+def _small_conv(dtype):
+    np_dtype = onnx.helper.tensor_dtype_to_np_dtype(dtype)
+    inits = [const("W", rng_f32(4, 3, 3, 3).astype(np_dtype)), const("Bias", np.zeros(4, np_dtype))]
+    nodes = [helper.make_node("Conv", ["x", "W", "Bias"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    return build(nodes, [vi("x", dtype, [1, 3, 8, 8])], [vi("y", dtype, [1, 4, 6, 6])], inits)
+
+
+def test_fp16_model_halves_weight_bytes(tmp_path):
+    fp32 = edgefit.analyze(save(_small_conv(F), tmp_path, "a.onnx"))
+    fp16 = edgefit.analyze(save(_small_conv(F16), tmp_path, "b.onnx"))
+    # params 108 + 4 = 112 either way; bytes 112*4 = 448 vs 112*2 = 224.
+    assert fp32.params == fp16.params == 112
+    assert fp32.weight_bytes == 448 and fp16.weight_bytes == 224
+    assert fp16.weight_bytes_by_dtype == {"float16": 224}
+    assert fp32.macs == fp16.macs == 144 * 27
+    # Activations halve too: x 192 elements, c and y 144 each. fp32: x 768 + c 576 at the conv, then c 576 + y 576
+    # at the relu -> 1344 and 1152; the arena is 768 + 576 = 1344 (all multiples of 16). fp16: 384 + 288 = 672.
+    assert fp32.peak_activation_bytes == 1344
+    assert fp16.peak_activation_bytes == 672
+
+
+def test_shared_weight_counted_once(tmp_path):
+    inits = [const("W", rng_f32(4, 4))]
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="mm1"),
+             helper.make_node("MatMul", ["h", "W"], ["y"], name="mm2")]
+    model = build(nodes, [vi("x", F, [1, 4])], [vi("y", F, [1, 4])], inits)
+    fp = edgefit.analyze(save(model, tmp_path))
+    # W is 16 float32 = 64 bytes, attributed to its first consumer only.
+    assert fp.params == 16 and fp.weight_bytes == 64
+    assert layer(fp, "mm1").params == 16 and layer(fp, "mm2").params == 0
+    # Two [1,4]x[4,4] products: 16 + 16 = 32 MACs.
+    assert fp.macs == 32
+
+
+def _gemm_model(opset, ir_version, weights_as_inputs):
+    inits = [const("W", rng_f32(3, 4)), const("b", np.zeros(3, np.float32))]
+    inputs = [vi("x", F, [1, 4])]
+    if weights_as_inputs:
+        inputs += [vi("W", F, [3, 4]), vi("b", F, [3])]
+    nodes = [helper.make_node("Gemm", ["x", "W", "b"], ["y"], name="fc", transB=1)]
+    return build(nodes, inputs, [vi("y", F, [1, 3])], inits, opset=opset, ir_version=ir_version)
+
+
+def test_old_ir_with_initializers_listed_as_inputs_and_opset_7(tmp_path):
+    fp = edgefit.analyze(save(_gemm_model(opset=7, ir_version=3, weights_as_inputs=True), tmp_path))
+    # W 3*4 = 12 + b 3 = 15 params, 60 bytes; [1,4]x[4,3] = 12 MACs.
+    assert fp.opset == 7
+    assert fp.params == 15 and fp.weight_bytes == 60 and fp.macs == 12
+    assert fp.inputs == {"x": [1, 4]}     # the weights are not inputs the user must feed
+    # Arena: x 16 bytes + y 12 -> 16 aligned = 32; the weights are not activations.
+    assert fp.peak_activation_bytes == 32
+    # input_shapes may name only the real input.
+    with pytest.raises(ShapeError):
+        edgefit.analyze(save(_gemm_model(7, 3, True), tmp_path, "b.onnx"), input_shapes={"W": [3, 4]})
+
+
+def test_newest_opset(tmp_path):
+    newest = onnx.defs.onnx_opset_version()
+    fp = edgefit.analyze(save(_gemm_model(opset=newest, ir_version=None, weights_as_inputs=False), tmp_path))
+    assert fp.opset == newest
+    assert fp.params == 15 and fp.weight_bytes == 60 and fp.macs == 12   # as above
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Control flow
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_if_reports_both_branches_and_counts_the_costlier(tmp_path):
+    # then: x @ W                       -> [1,4]x[4,8] = 32 MACs
+    # else: (x @ W) @ We2               -> 32 + [1,8]x[8,8] = 32 + 64 = 96 MACs; We2 lives inside the else graph.
+    then_g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["t_out"], name="t_mm")], "then", [],
+                               [vi("t_out", F, [1, 8])])
+    else_g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["e_h"], name="e_mm1"),
+                                helper.make_node("MatMul", ["e_h", "We2"], ["e_out"], name="e_mm2")], "else", [],
+                               [vi("e_out", F, [1, 8])], initializer=[const("We2", rng_f32(8, 8))])
+    nodes = [helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then_g, else_branch=else_g)]
+    model = build(nodes, [vi("cond", B, []), vi("x", F, [1, 4])], [vi("y", F, [1, 8])],
+                  [const("W", rng_f32(4, 8))])
+    fp = edgefit.analyze(save(model, tmp_path))
+    node = layer(fp, "if")
+    assert node.branches["then_branch"]["macs"] == 32
+    assert node.branches["else_branch"]["macs"] == 96
+    assert node.macs == 96 and fp.macs == 96
+    # W (4*8 = 32) is read from both branches but counted once; We2 8*8 = 64 inside else: 96 params, 384 bytes.
+    assert fp.params == 96 and fp.weight_bytes == 384
+    assert fp.unknowns == ()
+
+
+def _loop_model(trip_count_input: bool):
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("MatMul", ["h_in", "W"], ["h_out"], name="body_mm")],
+        "body", [vi("i", I64, []), vi("cond_in", B, []), vi("h_in", F, [1, 4])],
+        [vi("cond_out", B, []), vi("h_out", F, [1, 4])])
+    nodes = [helper.make_node("Loop", ["M", "", "x"], ["y"], name="loop", body=body)]
+    inputs = [vi("x", F, [1, 4])]
+    inits = [const("W", rng_f32(4, 4))]
+    if trip_count_input:
+        inputs.append(vi("M", I64, []))
+    else:
+        inits.append(const("M", np.array(5, np.int64)))
+    return build(nodes, inputs, [vi("y", F, [1, 4])], inits)
+
+
+def test_loop_with_constant_trip_count(tmp_path):
+    fp = edgefit.analyze(save(_loop_model(trip_count_input=False), tmp_path))
+    # Body: [1,4]x[4,4] = 16 MACs (32 FLOPs) per iteration, 5 iterations -> 80 MACs, 160 FLOPs.
+    assert layer(fp, "loop").macs == 80
+    assert layer(fp, "loop").flops == 160
+    assert layer(fp, "loop").branches["trip_count"] == {"value": 5}
+    assert fp.macs == 80
+    assert fp.params == 16       # W, read from the body, once (M is an int64 count, not a parameter)
+    assert fp.unknowns == ()
+
+
+def test_loop_with_unknown_trip_count_is_an_honest_unknown(tmp_path):
+    fp = edgefit.analyze(save(_loop_model(trip_count_input=True), tmp_path))
+    assert layer(fp, "loop").macs is None
+    reasons = [u for u in fp.unknowns if "trip count" in u]
+    assert len(reasons) == 1
+    assert "loop" in reasons[0] and "16 MACs per iteration" in reasons[0]
+    assert fp.params == 16
+
+
+@pytest.mark.parametrize("axis, xs_shape, trips", [(0, [5, 1, 4], 5), (1, [1, 7, 4], 7)])
+def test_scan_trip_count_from_scan_axis(tmp_path, axis, xs_shape, trips):
+    body = helper.make_graph(
+        [helper.make_node("Add", ["h_in", "x_t"], ["s"], name="body_add"),
+         helper.make_node("MatMul", ["s", "W"], ["h_out"], name="body_mm"),
+         helper.make_node("Identity", ["h_out"], ["y_t"])],
+        "body", [vi("h_in", F, [1, 4]), vi("x_t", F, [1, 4])], [vi("h_out", F, [1, 4]), vi("y_t", F, [1, 4])])
+    nodes = [helper.make_node("Scan", ["h0", "xs"], ["h_final", "ys"], name="scan", body=body, num_scan_inputs=1,
+                              scan_input_axes=[axis])]
+    ys_shape = [trips, 1, 4]
+    model = build(nodes, [vi("h0", F, [1, 4]), vi("xs", F, xs_shape)],
+                  [vi("h_final", F, [1, 4]), vi("ys", F, ys_shape)], [const("W", rng_f32(4, 4))])
+    fp = edgefit.analyze(save(model, tmp_path))
+    # Per iteration: MatMul [1,4]x[4,4] = 16 MACs; Add 4 FLOPs + MatMul 32 FLOPs = 36 FLOPs.
+    assert layer(fp, "scan").branches["trip_count"] == {"value": trips}
+    assert layer(fp, "scan").macs == 16 * trips
+    assert layer(fp, "scan").flops == 36 * trips
+    assert fp.params == 16
+    assert fp.unknowns == ()
+
+
+def test_weights_inside_nested_subgraphs_and_outer_weights_counted_once(tmp_path):
+    # Outer If whose then branch holds an inner If; W (outer, 4x4 = 16) is read at every level,
+    # Wi (2*4 = 8... as a [4,2] initializer inside the inner then branch) only there.
+    inner_then = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["a"]),
+                                    helper.make_node("MatMul", ["a", "Wi"], ["it_out"])], "it", [],
+                                   [vi("it_out", F, [1, 2])], initializer=[const("Wi", rng_f32(4, 2))])
+    inner_else = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["b"]),
+                                    helper.make_node("Slice", ["b", "st", "en", "ax"], ["ie_out"])], "ie", [],
+                                   [vi("ie_out", F, [1, 2])])
+    outer_then = helper.make_graph([helper.make_node("If", ["cond"], ["ot_out"], name="inner_if",
+                                                     then_branch=inner_then, else_branch=inner_else)],
+                                   "ot", [], [vi("ot_out", F, [1, 2])])
+    outer_else = helper.make_graph([helper.make_node("MatMul", ["x", "W2"], ["oe_out"])], "oe", [],
+                                   [vi("oe_out", F, [1, 2])])
+    nodes = [helper.make_node("If", ["cond"], ["y"], name="outer_if", then_branch=outer_then,
+                              else_branch=outer_else)]
+    inits = [const("W", rng_f32(4, 4)), const("W2", rng_f32(4, 2)), const("st", np.array([0], np.int64)),
+             const("en", np.array([2], np.int64)), const("ax", np.array([1], np.int64))]
+    model = build(nodes, [vi("cond", B, []), vi("x", F, [1, 4])], [vi("y", F, [1, 2])], inits)
+    fp = edgefit.analyze(save(model, tmp_path))
+    # params: W 16 + Wi 8 + W2 8 = 32 (st/en/ax are int64 slice bounds, not parameters).
+    assert fp.params == 32
+    # bytes: 32 float32 = 128, + st/en/ax 3 int64 = 24 -> 152.
+    assert fp.weight_bytes == 152
+    # inner then: 16 + 8 = 24 MACs; inner else: 16 MACs -> inner If 24. outer else: [1,4]x[4,2] = 8 -> outer 24.
+    assert layer(fp, "outer_if").macs == 24
+    assert layer(fp, "outer_if").branches["else_branch"]["macs"] == 8
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shapes
+# ---------------------------------------------------------------------------------------------------------------
+
+def _symbolic_matmul():
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")]
+    return build(nodes, [vi("x", F, ["N", 4])], [vi("y", F, ["N", 8])], [const("W", rng_f32(4, 8))])
+
+
+def test_symbolic_dim_bound_by_dims(tmp_path):
+    fp = edgefit.analyze(save(_symbolic_matmul(), tmp_path), dims={"N": 3})
+    # [3,4]x[4,8]: 3*8*4 = 96 MACs; x 48 bytes, y 96 bytes -> arena 144.
+    assert fp.inputs == {"x": [3, 4]}
+    assert fp.macs == 96
+    assert fp.outputs == {"y": [3, 8]}
+    assert fp.peak_activation_bytes == 48 + 96
+    assert not any("unbound" in w for w in fp.warnings)
+
+
+def test_unbound_dim_defaults_to_one_with_a_warning_naming_it(tmp_path):
+    fp = edgefit.analyze(save(_symbolic_matmul(), tmp_path))
+    # N -> 1: [1,4]x[4,8] = 32 MACs.
+    assert fp.inputs == {"x": [1, 4]}
+    assert fp.macs == 32
+    warning = next(w for w in fp.warnings if "unbound" in w)
+    assert "N" in warning and "--dim" in warning
+
+
+def test_input_shapes_override_declared_shape(tmp_path):
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")]
+    model = build(nodes, [vi("x", F, [1, 4])], [vi("y", F, [1, 8])], [const("W", rng_f32(4, 8))])
+    path = save(model, tmp_path)
+    fp = edgefit.analyze(path, input_shapes={"x": [5, 4]})
+    # [5,4]x[4,8]: 5*8*4 = 160 MACs; the stale declared output [1,8] is not trusted.
+    assert fp.inputs == {"x": [5, 4]}
+    assert fp.macs == 160
+    assert fp.outputs == {"y": [5, 8]}
+    assert any("axis 0" in w for w in fp.warnings)
+    # input_shapes also beats --dim for the same input.
+    fp = edgefit.analyze(save(_symbolic_matmul(), tmp_path, "s.onnx"), input_shapes={"x": [2, 4]}, dims={"N": 9})
+    assert fp.inputs == {"x": [2, 4]} and fp.macs == 2 * 8 * 4
+
+
+def test_reshape_chain_needing_data_propagation(tmp_path):
+    inits = [const("W", rng_f32(12, 5)), const("zero", np.array([0], np.int64)),
+             const("minus1", np.array([-1], np.int64))]
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        helper.make_node("Gather", ["s", "zero"], ["n"], name="gather", axis=0),
+        helper.make_node("Concat", ["n", "minus1"], ["target"], name="concat", axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["r"], name="reshape"),
+        helper.make_node("MatMul", ["r", "W"], ["y"], name="mm"),
+    ]
+    model = build(nodes, [vi("x", F, ["N", 3, 4])], [vi("y", F, ["N", 5])], inits)
+    fp = edgefit.analyze(save(model, tmp_path), dims={"N": 2})
+    # x [2,3,4] -> r [2,12]; [2,12]x[12,5] = 2*5*12 = 120 MACs.
+    assert layer(fp, "mm").macs == 120
+    assert fp.outputs == {"y": [2, 5]}
+    assert fp.shape_source == "onnx shape inference"     # solved by data propagation, no onnxruntime run
+    assert fp.unknowns == ()
+
+
+def test_data_dependent_shape_resolved_by_onnxruntime(tmp_path):
+    nodes = [
+        helper.make_node("NonZero", ["x"], ["nz"], name="nonzero"),          # [2, K], K data-dependent
+        helper.make_node("Cast", ["nz"], ["nzf"], name="cast", to=F),
+        helper.make_node("Transpose", ["nzf"], ["t"], name="transpose", perm=[1, 0]),   # [K, 2]
+        helper.make_node("MatMul", ["t", "W"], ["y"], name="mm"),             # [K, 3]
+    ]
+    model = build(nodes, [vi("x", F, [2, 3])], [vi("y", F, None)], [const("W", rng_f32(2, 3))])
+    fp = edgefit.analyze(save(model, tmp_path))
+    # The synthetic input is all non-zero, so K = 6: [6,2]x[2,3] = 6*3*2 = 36 MACs.
+    assert "onnxruntime" in fp.shape_source
+    assert layer(fp, "mm").macs == 36
+    assert fp.outputs == {"y": [6, 3]}
+    assert any("synthetic" in w for w in fp.warnings)
+
+
+def test_input_without_declared_shape_asks_for_input_shape(tmp_path):
+    x = onnx.ValueInfoProto(name="x")
+    x.type.tensor_type.elem_type = F
+    model = build([helper.make_node("Relu", ["x"], ["y"])], [x], [vi("y", F, None)])
+    path = save(model, tmp_path)
+    with pytest.raises(ShapeError, match="--input-shape x="):
+        edgefit.analyze(path)
+    # ... and with it the model analyses: Relu over 2*3 = 6 elements = 6 FLOPs.
+    assert edgefit.analyze(path, input_shapes={"x": [2, 3]}).flops == 6
+
+
+def test_enormous_shape_is_computed_not_allocated(tmp_path):
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    model = build(nodes, [vi("x", F, [1, 3, 100000, 100000])], [vi("y", F, [1, 8, 100000, 100000])],
+                  [const("W", rng_f32(8, 3, 3, 3))])
+    start = time.perf_counter()
+    fp = edgefit.analyze(save(model, tmp_path))
+    assert time.perf_counter() - start < 5
+    hw = 100000 * 100000
+    # Conv: 8*hw outputs x 27 = 2.16e12 MACs exactly.
+    assert fp.macs == 8 * hw * 27 == 2_160_000_000_000
+    # x 3*hw*4 = 1.2e11 bytes, c and y 8*hw*4 = 3.2e11 bytes each. At the conv x + c = 4.4e11; at the relu
+    # c + y = 6.4e11 (x is dead). Greedy placement: c at 0, y at 3.2e11, x at 3.2e11 (disjoint from y) -> 6.4e11.
+    assert fp.activation_lower_bound_bytes == 640_000_000_000
+    assert fp.peak_activation_bytes == 640_000_000_000
+    assert fp.unknowns == ()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# External data
+# ---------------------------------------------------------------------------------------------------------------
+
+def _mlp():
+    inits = [const("W1", rng_f32(64, 64)), const("b1", np.zeros(64, np.float32)), const("W2", rng_f32(64, 10))]
+    nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h"], name="fc1"),
+             helper.make_node("Relu", ["h"], ["a"], name="relu"),
+             helper.make_node("MatMul", ["a", "W2"], ["y"], name="fc2")]
+    return build(nodes, [vi("x", F, [1, 64])], [vi("y", F, [1, 10])], inits)
+
+
+def _save_external(model, folder: Path, location="weights.bin") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "m.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location,
+                    size_threshold=1024)
+    return path
+
+
+def test_external_data_gives_the_same_numbers(tmp_path):
+    inline = edgefit.analyze(save(_mlp(), tmp_path))
+    path = _save_external(_mlp(), tmp_path / "ext")
+    assert (tmp_path / "ext" / "weights.bin").stat().st_size > 64 * 64 * 4 - 1
+    external = edgefit.analyze(path)
+    # params 64*64 + 64 + 64*10 = 4800, bytes 19200; MACs 64*64 + 64*10 = 4736.
+    assert inline.params == external.params == 4800
+    assert inline.weight_bytes == external.weight_bytes == 19200
+    assert inline.macs == external.macs == 4736
+    assert inline.peak_activation_bytes == external.peak_activation_bytes
+    assert inline.flops == external.flops
+
+
+def _point_external_at(path: Path, location: str) -> None:
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save_model(model, str(path))
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute"])
+def test_external_data_escaping_the_folder_is_refused(tmp_path, where):
+    path = _save_external(_mlp(), tmp_path / "ext")
+    outside = tmp_path / "x.bin"
+    (tmp_path / "ext" / "weights.bin").rename(outside)
+    _point_external_at(path, "../x.bin" if where == "parent" else str(outside))
+    with pytest.raises(ModelError, match="outside the model's folder"):
+        edgefit.analyze(path)
+
+
+def test_missing_external_data_file(tmp_path):
+    path = _save_external(_mlp(), tmp_path / "ext")
+    (tmp_path / "ext" / "weights.bin").unlink()
+    with pytest.raises(ModelError, match="missing"):
+        edgefit.analyze(path)
+
+
+def test_sparse_initializer(tmp_path):
+    values = const("M", np.array([1.0, 2.0, 3.0, 4.0], np.float32))
+    indices = const("M_idx", np.array([[0, 0], [1, 3], [2, 5], [9, 7]], np.int64))   # [nnz, rank] form
+    nodes = [helper.make_node("MatMul", ["x", "M"], ["y"], name="mm")]
+    graph = helper.make_graph(nodes, "g", [vi("x", F, [2, 10])], [vi("y", F, [2, 8])],
+                              sparse_initializer=[helper.make_sparse_tensor(values, indices, [10, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    fp = edgefit.analyze(save(model, tmp_path))
+    # Dense [10,8] = 80 params; stored: 4 float32 values (16) + 4x2 int64 indices (64) = 80 bytes.
+    assert fp.params == 80
+    assert fp.weight_bytes == 16 + 64
+    # [2,10]x[10,8]: 2*8*10 = 160 MACs.
+    assert fp.macs == 160
+    assert fp.inputs == {"x": [2, 10]}
+
+
+def test_outer_scope_folded_weight_read_only_in_subgraphs_counts_its_storage(tmp_path):
+    # W16 (fp16 [4,8] = 32 params, 64 bytes) is cast to float32 in the main graph; only the If branches read it.
+    then_g = helper.make_graph([helper.make_node("MatMul", ["x", "W32"], ["t"])], "then", [], [vi("t", F, [1, 8])])
+    else_g = helper.make_graph([helper.make_node("MatMul", ["x", "W32"], ["e0"]),
+                                helper.make_node("Relu", ["e0"], ["e"])], "else", [], [vi("e", F, [1, 8])])
+    nodes = [helper.make_node("Cast", ["W16"], ["W32"], to=F),
+             helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then_g, else_branch=else_g)]
+    model = build(nodes, [vi("cond", B, []), vi("x", F, [1, 4])], [vi("y", F, [1, 8])],
+                  [const("W16", rng_f32(4, 8).astype(np.float16))])
+    fp = edgefit.analyze(save(model, tmp_path))
+    assert fp.params == 32
+    assert fp.weight_bytes == 64                        # as stored (fp16), not as the float32 it is cast to
+    assert fp.weight_bytes_by_dtype == {"float16": 64}
+    # [1,4]x[4,8] = 32 MACs in either branch.
+    assert fp.macs == 32
+    assert [l.op_type for l in fp.layers] == ["If"]
