@@ -1,1 +1,167 @@
-"""CLI commands for the optimisation passes (registered on edgefit.cli.app)."""
+"""CLI commands for the optimisation passes: fuse, prune, quantize, optimize (registered on edgefit.cli.app).
+
+Each command is the same few steps over edgefit.passes.pipeline.optimize_file: build PassOptions from the
+flags, run, render (tables or --json), exit 1 when --target is given and the result does not fit.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgefit.cli import (
+    EXIT_OVER_BUDGET,
+    DimOpt,
+    InputShapeOpt,
+    JsonOpt,
+    ModelArg,
+    app,
+    console,
+    err_console,
+    parse_dims,
+    parse_input_shapes,
+    print_json,
+)
+
+OutputOpt = Annotated[Optional[Path], typer.Option(
+    "--output", "-o", help="Where to write the result (default: next to the input, e.g. model.int8.onnx).",
+    show_default=False)]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Allow -o to be the input file itself (overwrites it).")]
+TargetOpt = Annotated[Optional[str], typer.Option(
+    "--target", "-t", help="Device profile: picks the quantization mode, adds latency and the fit verdict.",
+    show_default=False)]
+EvalOpt = Annotated[Optional[Path], typer.Option(
+    "--eval", help="Fidelity inputs: .npz with one array per input name (+ optional 'labels' for accuracy), "
+    "or a folder of .npy files. Default: the calibration data, else synthetic inputs.", show_default=False)]
+SamplesOpt = Annotated[Optional[int], typer.Option(
+    "--samples", help="Use at most this many --eval samples for fidelity.", min=1, show_default=False)]
+SparsityOpt = Annotated[float, typer.Option(
+    "--sparsity", "-s", help="Fraction of weights to zero (unstructured) or of channels to remove (--structured).",
+    min=0.0, max=0.99)]
+PerLayerOpt = Annotated[bool, typer.Option("--per-layer", help="Same sparsity in every layer instead of one global "
+                                           "magnitude threshold.")]
+SkipOpt = Annotated[Optional[list[str]], typer.Option(
+    "--skip", help="Layer (node) names to leave dense, or 'first' / 'last' (repeatable, comma-separated).",
+    show_default=False)]
+StructuredOpt = Annotated[bool, typer.Option("--structured", help="Remove whole output channels (lowest L1 norm) "
+                                             "so the model really gets smaller and faster.")]
+ModeOpt = Annotated[Optional[str], typer.Option(
+    "--mode", help="int8 (static QDQ), dynamic (int8 weights, runtime activation scales) or fp16. "
+    "Default: from --target's precisions, else int8.", show_default=False)]
+CalibOpt = Annotated[Optional[Path], typer.Option(
+    "--calib", help="Calibration inputs (.npz or folder of .npy). Without it, synthetic data is used and the "
+    "result warns that accuracy may suffer.", show_default=False)]
+MethodOpt = Annotated[str, typer.Option("--method", help="Calibration method: minmax, entropy or percentile.")]
+ExcludeOpt = Annotated[Optional[list[str]], typer.Option(
+    "--exclude", help="Node names or op types to keep in float (repeatable, comma-separated).", show_default=False)]
+PassesOpt = Annotated[str, typer.Option(
+    "--passes", help="Comma-separated passes, e.g. fuse,prune:0.5,quantize (prune:S[:structured|:per-layer], "
+    "quantize[:int8|:dynamic|:fp16]).")]
+
+
+def _split(values: list[str] | None) -> tuple[str, ...]:
+    return tuple(v.strip() for value in values or [] for v in value.split(",") if v.strip())
+
+
+@contextmanager
+def _progress_bars(enabled: bool):
+    """A (label, done, total) callback drawing one rich progress bar per label on stderr."""
+    if not enabled or not err_console.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    tasks: dict[str, int] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bars:
+        def update(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bars.add_task(label, total=total)
+            bars.update(tasks[label], completed=done, total=total)
+        yield update
+
+
+def _run(model: Path, output: Path | None, suffix: str, passes: str, *, force: bool, target: str | None,
+         eval_path: Path | None, samples: int | None, input_shape: list[str] | None, dim: list[str] | None,
+         json_out: bool, calib: Path | None = None, mode: str | None = None, **pass_options) -> None:
+    """Shared body of the four commands."""
+    from edgefit.fidelity import load_samples
+    from edgefit.model import load_model
+    from edgefit.passes.pipeline import PassOptions, optimize_file
+    from edgefit.passes.quantize import mode_for_precisions
+    from edgefit.report.passes_terminal import render_optimize_report
+    from edgefit.passes.target import assess_target
+
+    profile = None
+    if target:
+        from edgefit.devices import load_profile
+
+        profile = load_profile(target)
+    chosen_mode = mode or (mode_for_precisions(profile.precisions) if profile else "int8")
+    calibration = load_samples(calib, load_model(model).proto) if calib else None
+    options = PassOptions(mode=chosen_mode, calibration=calibration, input_shapes=parse_input_shapes(input_shape),
+                          dims=parse_dims(dim), **pass_options)
+    out = output or model.with_name(f"{model.stem}.{suffix.format(mode=chosen_mode)}.onnx")
+    with _progress_bars(not json_out) as progress:
+        report = optimize_file(model, out, passes, options, eval_path=eval_path, eval_limit=samples, force=force,
+                               progress=progress)
+    verdict = assess_target(profile, report.before, report.after) if profile else None
+    if json_out:
+        data = report.to_dict()
+        if verdict is not None:
+            data["target"] = verdict.to_dict()
+        print_json(data)
+    else:
+        render_optimize_report(console, report, verdict)
+    if verdict is not None and not verdict.fits:
+        raise typer.Exit(EXIT_OVER_BUDGET)
+
+
+@app.command()
+def fuse(model: ModelArg, output: OutputOpt = None, force: ForceOpt = False, target: TargetOpt = None,
+         eval_path: EvalOpt = None, samples: SamplesOpt = None, input_shape: InputShapeOpt = None,
+         dim: DimOpt = None, json_out: JsonOpt = False) -> None:
+    """Fold BatchNorm/Mul/Add into Conv/Gemm, MatMul+Add into Gemm, constants into weights; drop no-op nodes."""
+    _run(model, output, "fused", "fuse", force=force, target=target, eval_path=eval_path, samples=samples,
+         input_shape=input_shape, dim=dim, json_out=json_out)
+
+
+@app.command()
+def prune(model: ModelArg, sparsity: SparsityOpt = 0.5, per_layer: PerLayerOpt = False, skip: SkipOpt = None,
+          structured: StructuredOpt = False, output: OutputOpt = None, force: ForceOpt = False,
+          target: TargetOpt = None, eval_path: EvalOpt = None, samples: SamplesOpt = None,
+          input_shape: InputShapeOpt = None, dim: DimOpt = None, json_out: JsonOpt = False) -> None:
+    """Magnitude pruning: zero the smallest weights, or remove whole channels with --structured."""
+    _run(model, output, "slim" if structured else "pruned", "prune", force=force, target=target,
+         eval_path=eval_path, samples=samples, input_shape=input_shape, dim=dim, json_out=json_out,
+         sparsity=sparsity, per_layer=per_layer, skip=_split(skip), structured=structured)
+
+
+@app.command()
+def quantize(model: ModelArg, mode: ModeOpt = None, calib: CalibOpt = None, method: MethodOpt = "minmax",
+             exclude: ExcludeOpt = None, output: OutputOpt = None, force: ForceOpt = False,
+             target: TargetOpt = None, eval_path: EvalOpt = None, samples: SamplesOpt = None,
+             input_shape: InputShapeOpt = None, dim: DimOpt = None, json_out: JsonOpt = False) -> None:
+    """Quantize with onnxruntime: static int8 QDQ (calibrated), dynamic int8, or fp16.
+
+    BatchNorm and constant Mul/Add are folded first (the fuse pass) so that they quantize as part of their layer.
+    """
+    _run(model, output, "{mode}", "fuse,quantize", force=force, target=target, eval_path=eval_path, samples=samples,
+         input_shape=input_shape, dim=dim, json_out=json_out, calib=calib, mode=mode, method=method,
+         exclude=_split(exclude))
+
+
+@app.command()
+def optimize(model: ModelArg, passes: PassesOpt = "fuse,quantize", sparsity: SparsityOpt = 0.5,
+             per_layer: PerLayerOpt = False, skip: SkipOpt = None, structured: StructuredOpt = False,
+             mode: ModeOpt = None, calib: CalibOpt = None, method: MethodOpt = "minmax", exclude: ExcludeOpt = None,
+             output: OutputOpt = None, force: ForceOpt = False, target: TargetOpt = None, eval_path: EvalOpt = None,
+             samples: SamplesOpt = None, input_shape: InputShapeOpt = None, dim: DimOpt = None,
+             json_out: JsonOpt = False) -> None:
+    """Run several passes in order (fidelity against the original after each), e.g. fuse,prune:0.5,quantize."""
+    _run(model, output, "optimized", passes, force=force, target=target, eval_path=eval_path, samples=samples,
+         input_shape=input_shape, dim=dim, json_out=json_out, calib=calib, mode=mode, method=method,
+         exclude=_split(exclude), sparsity=sparsity, per_layer=per_layer, skip=_split(skip), structured=structured)

@@ -15,7 +15,6 @@ files) or are synthetic (seeded standard normal), and every result says which.
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,6 @@ Progress = Callable[[int, int], None]   # (samples done, samples total)
 DEFAULT_BATCH = 32
 SYNTHETIC_SAMPLES = 16
 _LABEL_KEYS = ("labels", "label", "y")
-_INLINE_LIMIT = 2**31 - 2**24   # a ModelProto this big cannot be handed to onnxruntime as bytes
 
 
 @dataclass(frozen=True)
@@ -201,23 +199,12 @@ def synthetic_samples(model: ModelProto, count: int = SYNTHETIC_SAMPLES, *,
 
 # ---- running and comparing ---------------------------------------------------------------------------
 
-def inference_session(model: ModelProto):
-    """An onnxruntime CPU session for an in-memory model (through a temp file when it is too big for bytes)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if model.ByteSize() < _INLINE_LIMIT:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    with tempfile.TemporaryDirectory(prefix="edgefit-") as folder:
-        path = Path(folder) / "model.onnx"
-        onnx.save_model(model, str(path), save_as_external_data=True, location="model.onnx.data")
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def run_model(model: ModelProto, samples: SampleSet, progress: Progress | None = None) -> list[list[np.ndarray]]:
     """Outputs per batch (in output order)."""
-    session = inference_session(model)
+    from edgefit.runtime import session as make_session
+
+    # Optimised like a deployment: onnxruntime then runs QDQ models with its integer kernels.
+    session = make_session(model, optimize=True)
     results, done = [], 0
     for feed in samples.feeds:
         results.append(session.run(None, feed))

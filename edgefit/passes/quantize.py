@@ -13,9 +13,11 @@ optimisation step is skipped: `fuse` does that in plain ONNX), so activations of
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 _DYNAMIC_OP_TYPES = ("MatMul", "Gemm", "LSTM", "GRU", "Attention", "Gather", "EmbedLayerNormalization")
 _WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _EXTERNAL_ABOVE = 2**31 - 2**24
+_MAX_RUNTIME_NOTES = 5
 SYNTHETIC_WARNING = ("calibrated on synthetic random inputs: activation ranges may not match real data and "
                      "accuracy may suffer; pass --calib with real samples")
 
@@ -82,7 +85,7 @@ def quantize(model: ModelProto, mode: str = "int8", *, calibration: SampleSet | 
     ensure_node_names(prepared.graph)
     excluded_names = _resolve_exclude(prepared, exclude)
     notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="edgefit-quantize-") as folder:
+    with tempfile.TemporaryDirectory(prefix="edgefit-quantize-") as folder, _captured_warnings(notes):
         work = Path(folder)
         if mode == "int8":
             if calibration is None:
@@ -104,6 +107,30 @@ def quantize(model: ModelProto, mode: str = "int8", *, calibration: SampleSet | 
         tuple(quantized), tuple(floating), dict(Counter(n.op_type for n in prepared.graph.node)),
         dict(Counter(n.op_type for n in result.graph.node)), tuple(notes))
     return PassResult(result, stats)
+
+
+@contextmanager
+def _captured_warnings(notes: list[str]):
+    """onnxruntime.quantization logs warnings on the root logger; the library never prints, so they become notes."""
+    captured: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            captured.append(record.getMessage().strip().splitlines()[0])
+
+    root = logging.getLogger()
+    handler, saved_handlers, saved_level = Collect(logging.WARNING), root.handlers[:], root.level
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        unique = list(dict.fromkeys(captured))
+        notes.extend(f"onnxruntime: {message}" for message in unique[:_MAX_RUNTIME_NOTES])
+        if len(unique) > _MAX_RUNTIME_NOTES:
+            notes.append(f"onnxruntime: {len(unique) - _MAX_RUNTIME_NOTES} more warnings")
 
 
 def _refuse_quantized(model: ModelProto) -> None:

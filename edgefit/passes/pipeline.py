@@ -1,0 +1,206 @@
+"""Run passes in sequence, prove each left its input untouched and produced a valid model, and measure fidelity
+against the original model after every pass.
+
+A pass list is written `fuse,prune:0.5,quantize` -- each name optionally followed by colon-separated arguments:
+`prune:SPARSITY[:structured|:per-layer]`, `quantize[:int8|:dynamic|:fp16]`. What a pass does not get from its
+arguments comes from PassOptions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from onnx import ModelProto
+
+from edgefit.analysis.footprint import Footprint
+from edgefit.errors import ConfigError, ModelError, PassError
+from edgefit.fidelity import Fidelity, SampleSet, compare, run_model, select_samples, synthetic_samples
+from edgefit.model import load_model, save_model, validate
+from edgefit.passes.base import PassResult, PassStats, model_digest
+
+PASS_NAMES = ("fuse", "prune", "quantize")
+Progress = Callable[[str, int, int], None]   # (what is running, done, total)
+
+
+@dataclass(frozen=True)
+class PassOptions:
+    """Settings shared by the passes of one run (a pass spec's own arguments take precedence)."""
+
+    sparsity: float = 0.5
+    per_layer: bool = False
+    structured: bool = False
+    skip: tuple[str, ...] = ()
+    mode: str = "int8"
+    method: str = "minmax"
+    exclude: tuple[str, ...] = ()
+    int8_op_types: tuple[str, ...] | None = None
+    calibration: SampleSet | None = None           # None: synthetic calibration (with a warning)
+    input_shapes: dict[str, list[int]] | None = None
+    dims: dict[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    name: str
+    options: PassOptions | None = None   # None: the run's options unchanged
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class PassStep:
+    spec: str
+    stats: PassStats
+    fidelity: Fidelity | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pass": self.spec, "stats": self.stats.to_dict(),
+                "fidelity": self.fidelity.to_dict() if self.fidelity else None}
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    model: ModelProto
+    steps: tuple[PassStep, ...]
+    # The model the last int8/fp16 quantize pass started from: its float activations, at the new precision, are
+    # what a runtime that fuses the QDQ pairs (or runs fp16) keeps in its arena.
+    quantize_input: tuple[ModelProto, str] | None = None
+
+    @property
+    def fidelity(self) -> Fidelity | None:
+        return self.steps[-1].fidelity if self.steps else None
+
+
+def parse_passes(text: str, base: PassOptions = PassOptions()) -> tuple[PassSpec, ...]:
+    """'fuse,prune:0.5,quantize:fp16' -> PassSpecs with their options resolved against `base`."""
+    specs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, *args = item.split(":")
+        if name not in PASS_NAMES:
+            raise ConfigError(f"unknown pass {name!r} in --passes; passes are {', '.join(PASS_NAMES)}")
+        changes: dict[str, Any] = {}
+        for arg in args:
+            if name == "prune" and arg in ("structured", "per-layer"):
+                changes[arg.replace("-", "_")] = True
+            elif name == "prune":
+                try:
+                    changes["sparsity"] = float(arg)
+                except ValueError:
+                    raise ConfigError(f"--passes {item!r}: expected prune:SPARSITY[:structured|:per-layer]") from None
+            elif name == "quantize" and arg in ("int8", "dynamic", "fp16"):
+                changes["mode"] = arg
+            else:
+                raise ConfigError(f"--passes {item!r}: unexpected argument {arg!r}")
+        specs.append(PassSpec(item, dataclasses.replace(base, **changes)))
+    if not specs:
+        raise ConfigError("--passes names no pass")
+    return tuple(specs)
+
+
+def apply_pass(model: ModelProto, spec: PassSpec, options: PassOptions = PassOptions(),
+               progress: Progress | None = None) -> PassResult:
+    """Run one pass on `model` (which it leaves untouched)."""
+    from edgefit.passes.fuse import fuse
+    from edgefit.passes.prune import prune
+    from edgefit.passes.quantize import quantize
+
+    opts = spec.options or options
+    name = spec.name.split(":")[0]
+    if name == "fuse":
+        return fuse(model)
+    if name == "prune":
+        return prune(model, opts.sparsity, per_layer=opts.per_layer, skip=opts.skip, structured=opts.structured)
+    calibration = opts.calibration
+    if opts.mode == "int8" and calibration is None:
+        calibration = synthetic_samples(model, input_shapes=opts.input_shapes, dims=opts.dims)
+    report = None if progress is None else (lambda done, total: progress("calibrating", done, total))
+    return quantize(model, opts.mode, calibration=calibration, method=opts.method, exclude=opts.exclude,
+                    int8_op_types=opts.int8_op_types, progress=report)
+
+
+def run_passes(model: ModelProto, passes: str | Sequence[PassSpec], options: PassOptions = PassOptions(), *,
+               fidelity_samples: SampleSet | None = None, progress: Progress | None = None) -> PipelineResult:
+    """Apply passes in order. After each one: the input is unchanged (hash), the result passes onnx.checker,
+    and, with `fidelity_samples`, the result is compared with the ORIGINAL model on those samples."""
+    specs = parse_passes(passes, options) if isinstance(passes, str) else tuple(passes)
+    reference_outputs = None
+    if fidelity_samples is not None:
+        report = None if progress is None else (lambda done, total: progress("running original", done, total))
+        reference_outputs = run_model(model, fidelity_samples, report)
+    current, steps, quantize_input = model, [], None
+    for spec in specs:
+        digest = model_digest(current)
+        result = apply_pass(current, spec, options, progress)
+        if model_digest(current) != digest:
+            raise RuntimeError(f"edgefit bug: pass {spec} modified its input model")
+        try:
+            validate(result.model, f"the result of pass {spec}")
+        except ModelError as error:
+            raise PassError(str(error)) from None
+        fidelity = None
+        if fidelity_samples is not None:
+            report = None if progress is None else (lambda done, total, s=spec: progress(f"fidelity after {s}",
+                                                                                         done, total))
+            fidelity = compare(model, result.model, fidelity_samples, report, reference_outputs=reference_outputs)
+        steps.append(PassStep(str(spec), result.stats, fidelity))
+        mode = getattr(result.stats, "mode", None)
+        if mode in ("int8", "fp16"):
+            quantize_input = (current, mode)
+        current = result.model
+    return PipelineResult(current, tuple(steps), quantize_input)
+
+
+@dataclass(frozen=True)
+class OptimizeReport:
+    """Everything one optimisation command reports: footprints before and after, each pass, final fidelity."""
+
+    input_path: str
+    output_path: str
+    before: Footprint
+    after: Footprint
+    steps: tuple[PassStep, ...]
+    fidelity: Fidelity | None
+    # Arena when the runtime keeps activations at the quantized precision (QDQ pairs fused into integer kernels,
+    # or fp16 compute); the `after` footprint counts the QDQ graph's tensors as the file spells them.
+    deployed_activation_bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.input_path, "output": self.output_path, "before": self.before.to_dict(),
+                "after": self.after.to_dict(), "deployed_activation_bytes": self.deployed_activation_bytes,
+                "passes": [s.to_dict() for s in self.steps],
+                "fidelity": self.fidelity.to_dict() if self.fidelity else None}
+
+
+def optimize_file(input_path: str | Path, output_path: str | Path, passes: str | Sequence[PassSpec],
+                  options: PassOptions = PassOptions(), *, eval_path: str | Path | None = None,
+                  eval_limit: int | None = None, force: bool = False,
+                  progress: Progress | None = None) -> OptimizeReport:
+    """Load a model file, run the passes with fidelity after each, save the result atomically, and report.
+
+    Fidelity runs on `eval_path` (with labels: accuracy too), else on the calibration samples, else on
+    synthetic inputs. The input file is never written; `output_path` equal to it is refused unless `force`.
+    """
+    from edgefit.analysis.footprint import analyze
+
+    source, target = Path(input_path), Path(output_path)
+    if target.resolve() == source.resolve() and not force:
+        raise ConfigError(f"refusing to overwrite the input model {source}; choose another -o or pass --force")
+    loaded = load_model(source, load_weights=True)
+    before = analyze(loaded, options.input_shapes, options.dims)
+    samples = select_samples(loaded.proto, eval_path=eval_path, calib=options.calibration,
+                             input_shapes=options.input_shapes, dims=options.dims, limit=eval_limit)
+    result = run_passes(loaded.proto, passes, options, fidelity_samples=samples, progress=progress)
+    save_model(result.model, target, input_path=source, force=force)
+    after = analyze(result.model, options.input_shapes, options.dims)
+    deployed = None
+    if result.quantize_input is not None:
+        float_model, mode = result.quantize_input
+        deployed = analyze(float_model, options.input_shapes, options.dims).activation_bytes_at(mode)
+    return OptimizeReport(str(source), str(target), before, after, result.steps, result.fidelity, deployed)
