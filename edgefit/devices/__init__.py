@@ -1,0 +1,331 @@
+"""Device profiles: one TOML file per device, validated into frozen DeviceProfile objects.
+
+Profiles are looked up along a search path: directories given with `--profiles-dir`, then those in the
+EDGEFIT_PROFILES environment variable (os.pathsep-separated), then the built-in `profiles/` directory.
+A profile in an earlier directory shadows a later one of the same name, so users can override built-ins.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from edgefit.errors import EdgefitError, ProfileError
+from edgefit.units import parse_duration_s, parse_power_w, parse_size
+
+TIERS = ("cloud", "edge", "mobile", "tiny")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+# Default latency budget per tier: the upper end of each tier's typical latency band (DESIGN.md section 4:
+# cloud 100-1000 ms incl. a 100-500 ms network round trip, edge 10-100 ms, mobile 5-50 ms, tiny 1-10 ms).
+TIER_LATENCY_BUDGET_S = {"cloud": 1.0, "edge": 0.100, "mobile": 0.050, "tiny": 0.010}
+
+BUILTIN_PROFILES_DIR = Path(__file__).resolve().parent.parent.parent / "profiles"
+PROFILES_ENV = "EDGEFIT_PROFILES"
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """What edgefit needs to know about one device; every number comes with a source note in `sources`."""
+
+    name: str
+    display_name: str
+    tier: str
+    processor: str
+    runtime: str
+    precisions: tuple[str, ...]          # precisions the runtime can execute on this device
+    ram_bytes: int                       # RAM (or accelerator/system memory) the model can use
+    flash_bytes: int                     # flash / storage holding the model and the runtime
+    runtime_ram_bytes: int               # RAM the runtime (and the firmware/OS it needs) takes
+    runtime_flash_bytes: int             # code size of the runtime
+    weights_in_ram: bool                 # the model file is loaded into RAM (phones, edge boxes, servers)
+    peak_macs_per_s: Mapping[str, float]  # peak MAC rate per precision
+    efficiency: float                    # fraction of peak MAC rate real kernels sustain
+    memory_bandwidth_bytes_per_s: float  # activations (and weights when in RAM)
+    flash_bandwidth_bytes_per_s: float   # weights read in place from flash (MCUs); = memory bandwidth otherwise
+    inference_overhead_s: float          # fixed cost per inference (invoke, copies, scheduling)
+    per_op_overhead_s: float             # dispatch cost per operator (interpreter step, kernel launch)
+    network_rtt_s: float                 # request round trip to reach the device (cloud)
+    active_power_w: float                # draw while running inference
+    idle_power_w: float                  # draw between inferences
+    latency_budget_s: float              # default latency budget (the tier's band unless the profile says)
+    ram_usable_fraction: float = 1.0     # share of RAM one app may take (phones' OS limits)
+    battery_mah: float | None = None
+    battery_v: float | None = None
+    aliases: tuple[str, ...] = ()
+    notes: str = ""
+    sources: Mapping[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def ram_limit_bytes(self) -> int:
+        """RAM the model and its runtime may use."""
+        return int(self.ram_bytes * self.ram_usable_fraction)
+
+    @property
+    def battery_wh(self) -> float | None:
+        if self.battery_mah is None or self.battery_v is None:
+            return None
+        return self.battery_mah / 1000 * self.battery_v
+
+    def macs_per_s(self, precision: str) -> float:
+        """Peak MAC rate at `precision`; an unsupported precision runs at the widest supported one's rate."""
+        if precision in self.peak_macs_per_s:
+            return self.peak_macs_per_s[precision]
+        for fallback in PRECISIONS:
+            if fallback in self.peak_macs_per_s:
+                return self.peak_macs_per_s[fallback]
+        raise AssertionError("validation guarantees at least one MAC rate")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "display_name": self.display_name, "tier": self.tier, "aliases": list(self.aliases),
+            "processor": self.processor, "runtime": self.runtime, "precisions": list(self.precisions),
+            "ram_bytes": self.ram_bytes, "ram_usable_fraction": self.ram_usable_fraction,
+            "ram_limit_bytes": self.ram_limit_bytes, "flash_bytes": self.flash_bytes,
+            "runtime_ram_bytes": self.runtime_ram_bytes, "runtime_flash_bytes": self.runtime_flash_bytes,
+            "weights_in_ram": self.weights_in_ram, "peak_macs_per_s": dict(self.peak_macs_per_s),
+            "efficiency": self.efficiency, "memory_bandwidth_bytes_per_s": self.memory_bandwidth_bytes_per_s,
+            "flash_bandwidth_bytes_per_s": self.flash_bandwidth_bytes_per_s,
+            "inference_overhead_ms": self.inference_overhead_s * 1e3, "per_op_overhead_us": self.per_op_overhead_s * 1e6,
+            "network_rtt_ms": self.network_rtt_s * 1e3, "active_power_w": self.active_power_w,
+            "idle_power_w": self.idle_power_w, "battery_mah": self.battery_mah, "battery_v": self.battery_v,
+            "latency_budget_ms": self.latency_budget_s * 1e3, "notes": self.notes, "sources": dict(self.sources),
+            "path": str(self.path) if self.path else None,
+        }
+
+
+# ---- parsing -------------------------------------------------------------------------------------------
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a non-empty string")
+    return value.strip()
+
+
+def _positive(parse: Callable[[Any], float], allow_zero: bool = False) -> Callable[[Any], float]:
+    def parse_positive(value: Any) -> float:
+        number = parse(value)
+        if number < 0 or (number == 0 and not allow_zero):
+            raise ValueError(f"expected a {'non-negative' if allow_zero else 'positive'} value, got {value!r}")
+        return number
+    return parse_positive
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _bandwidth(value: Any) -> float:
+    """'25.6 GB/s' or '1.5GiB/s' (a size per second) or a plain number of bytes per second."""
+    if isinstance(value, str):
+        value = value.strip().removesuffix("/s").removesuffix("ps")
+    return float(parse_size(value))
+
+
+def _fraction(value: Any) -> float:
+    number = _number(value)
+    if not 0 < number <= 1:
+        raise ValueError(f"expected a fraction in (0, 1], got {value!r}")
+    return number
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _tier(value: Any) -> str:
+    if value not in TIERS:
+        raise ValueError(f"expected one of {', '.join(TIERS)}, got {value!r}")
+    return value
+
+
+def _precisions(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or any(p not in PRECISIONS for p in value):
+        raise ValueError(f"expected a non-empty list drawn from {', '.join(PRECISIONS)}, got {value!r}")
+    return tuple(p for p in PRECISIONS if p in value)
+
+
+def _aliases(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(a, str) and a.strip() for a in value):
+        raise ValueError(f"expected a list of names, got {value!r}")
+    return tuple(normalize_name(a) for a in value)
+
+
+def _peak_gmacs(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict) or not value:
+        raise ValueError("expected a table of GMAC/s per precision, e.g. {fp32 = 0.24, int8 = 0.96}")
+    rates = {}
+    for precision, gmacs in value.items():
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r} (expected {', '.join(PRECISIONS)})")
+        rate = _number(gmacs)
+        if rate <= 0:
+            raise ValueError(f"{precision}: expected a positive GMAC/s rate, got {gmacs!r}")
+        rates[precision] = rate * 1e9
+    return rates
+
+
+# key in the TOML file -> (attribute, parser, required). Numbers with units accept the units of edgefit.units.
+_FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
+    "name": ("name", lambda v: normalize_name(_text(v)), True),
+    "display_name": ("display_name", _text, True),
+    "tier": ("tier", _tier, True),
+    "processor": ("processor", _text, True),
+    "runtime": ("runtime", _text, True),
+    "precisions": ("precisions", _precisions, True),
+    "ram": ("ram_bytes", lambda v: int(_positive(parse_size)(v)), True),
+    "flash": ("flash_bytes", lambda v: int(_positive(parse_size)(v)), True),
+    "runtime_ram": ("runtime_ram_bytes", lambda v: int(_positive(parse_size, allow_zero=True)(v)), True),
+    "runtime_flash": ("runtime_flash_bytes", lambda v: int(_positive(parse_size, allow_zero=True)(v)), True),
+    "weights_in_ram": ("weights_in_ram", _boolean, True),
+    "peak_gmacs": ("peak_macs_per_s", _peak_gmacs, True),
+    "efficiency": ("efficiency", _fraction, True),
+    "memory_bandwidth": ("memory_bandwidth_bytes_per_s", _positive(_bandwidth), True),
+    "flash_bandwidth": ("flash_bandwidth_bytes_per_s", _positive(_bandwidth), False),
+    "inference_overhead": ("inference_overhead_s", _positive(parse_duration_s, allow_zero=True), True),
+    "per_op_overhead": ("per_op_overhead_s", _positive(parse_duration_s, allow_zero=True), False),
+    "network_rtt": ("network_rtt_s", _positive(parse_duration_s, allow_zero=True), False),
+    "active_power": ("active_power_w", _positive(parse_power_w), True),
+    "idle_power": ("idle_power_w", _positive(parse_power_w, allow_zero=True), True),
+    "latency_budget": ("latency_budget_s", _positive(parse_duration_s), False),
+    "ram_usable_fraction": ("ram_usable_fraction", _fraction, False),
+    "battery_mah": ("battery_mah", _positive(_number), False),
+    "battery_v": ("battery_v", _positive(_number), False),
+    "aliases": ("aliases", _aliases, False),
+    "notes": ("notes", _text, False),
+}
+# Keys that are not numbers about the device and so need no source note.
+_DESCRIPTIVE = frozenset({"name", "display_name", "tier", "aliases", "notes", "runtime", "precisions"})
+
+
+def normalize_name(name: str) -> str:
+    """Profile names are matched case-insensitively, with '_' and spaces meaning '-'."""
+    return "-".join(name.strip().lower().replace("_", " ").split())
+
+
+def parse_profile(data: Mapping[str, Any], origin: str, path: Path | None = None) -> DeviceProfile:
+    """Validate one profile's TOML table; errors name `origin` (the file) and the offending field."""
+    unknown = sorted(set(data) - set(_FIELDS) - {"source"})
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(_FIELDS) + ["source"], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ProfileError(f"{origin}: unknown field {unknown[0]!r}{hint}")
+    values: dict[str, Any] = {}
+    for key, (attribute, parse, required) in _FIELDS.items():
+        if key not in data:
+            if required:
+                raise ProfileError(f"{origin}: missing field {key!r}")
+            continue
+        try:
+            values[attribute] = parse(data[key])
+        except (ValueError, TypeError, EdgefitError) as error:  # edgefit.units raises ConfigError
+            raise ProfileError(f"{origin}: field {key!r}: {error}") from None
+
+    sources = data.get("source", {})
+    if not isinstance(sources, dict) or not all(isinstance(v, str) and v.strip() for v in sources.values()):
+        raise ProfileError(f"{origin}: field 'source': expected a table of non-empty notes, one per number")
+    for key in data:
+        if key not in _DESCRIPTIVE and key != "source" and key not in sources:
+            raise ProfileError(f"{origin}: field {key!r} has no source note (add source.{key} = \"datasheet ...\")")
+    stray = sorted(set(sources) - set(data))
+    if stray:
+        raise ProfileError(f"{origin}: field 'source.{stray[0]}': no such field in the profile")
+
+    missing_rates = [p for p in values["precisions"] if p not in values["peak_macs_per_s"]]
+    if missing_rates:
+        raise ProfileError(f"{origin}: field 'peak_gmacs': no rate for supported precision {missing_rates[0]!r}")
+    if ("battery_mah" in values) != ("battery_v" in values):
+        raise ProfileError(f"{origin}: field 'battery_mah'/'battery_v': give both or neither")
+    if values["idle_power_w"] > values["active_power_w"]:
+        raise ProfileError(f"{origin}: field 'idle_power': idle power exceeds active power")
+    values.setdefault("flash_bandwidth_bytes_per_s", values["memory_bandwidth_bytes_per_s"])
+    values.setdefault("per_op_overhead_s", 0.0)
+    values.setdefault("network_rtt_s", 0.0)
+    values.setdefault("latency_budget_s", TIER_LATENCY_BUDGET_S[values["tier"]])
+    return DeviceProfile(**values, sources=dict(sources), path=path)
+
+
+def load_profile_file(path: str | Path) -> DeviceProfile:
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as error:
+        raise ProfileError(f"{path}: cannot read profile: {error.strerror or error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ProfileError(f"{path}: not valid TOML: {error}") from None
+    return parse_profile(data, str(path), path)
+
+
+# ---- the search path and lookup ------------------------------------------------------------------------
+
+def profile_search_path(profiles_dir: str | Path | Iterable[str | Path] | None = None) -> tuple[Path, ...]:
+    """Directories searched for profiles, highest priority first."""
+    if profiles_dir is None:
+        explicit: list[Path] = []
+    elif isinstance(profiles_dir, (str, Path)):
+        explicit = [Path(profiles_dir)]
+    else:
+        explicit = [Path(d) for d in profiles_dir]
+    from_env = [Path(p) for p in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if p.strip()]
+    for directory in explicit + from_env:
+        if not directory.is_dir():
+            source = "--profiles-dir" if directory in explicit else PROFILES_ENV
+            raise ProfileError(f"{source}: {directory} is not a directory")
+    return tuple(explicit + from_env + [BUILTIN_PROFILES_DIR])
+
+
+def list_profiles(profiles_dir: str | Path | Iterable[str | Path] | None = None) -> tuple[DeviceProfile, ...]:
+    """Every profile on the search path (earlier directories shadow later ones), ordered by tier then name."""
+    by_name: dict[str, DeviceProfile] = {}
+    for directory in profile_search_path(profiles_dir):
+        for path in sorted(directory.glob("*.toml")):
+            profile = load_profile_file(path)
+            if profile.name in by_name:
+                if by_name[profile.name].path is not None and by_name[profile.name].path.parent == directory:
+                    raise ProfileError(f"{path}: profile name {profile.name!r} is already used by "
+                                       f"{by_name[profile.name].path}")
+                continue  # shadowed by a directory earlier on the search path
+            by_name[profile.name] = profile
+    _alias_index(by_name.values())  # fail early on clashing aliases
+    return tuple(sorted(by_name.values(), key=lambda p: (TIERS.index(p.tier), p.name)))
+
+
+def _alias_index(profiles: Iterable[DeviceProfile]) -> dict[str, DeviceProfile]:
+    index = {p.name: p for p in profiles}
+    for profile in list(index.values()):
+        for alias in profile.aliases:
+            other = index.get(alias)
+            if other is not None and other is not profile:
+                raise ProfileError(f"{profile.path or profile.name}: field 'aliases': {alias!r} is already "
+                                   f"the name or an alias of {other.path or other.name}")
+            index[alias] = profile
+    return index
+
+
+def find_profile(name: str, profiles: Iterable[DeviceProfile]) -> DeviceProfile:
+    """The profile called `name` (or aliased so); a near miss gets 'did you mean ...'."""
+    index = _alias_index(profiles)
+    key = normalize_name(name)
+    if key in index:
+        return index[key]
+    close = difflib.get_close_matches(key, list(index), n=3, cutoff=0.6)
+    # A prefix such as 'jetson' or 'arduino' is a near miss too, even when it is short.
+    close += [n for n in index if n.startswith(key) and n not in close][: 3 - len(close)]
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise ProfileError(f"unknown target {name!r}{hint} ('edgefit profiles list' shows them all)")
+
+
+def load_profile(name: str, profiles_dir: str | Path | Iterable[str | Path] | None = None) -> DeviceProfile:
+    """Look a device profile up by name or alias on the search path."""
+    return find_profile(name, list_profiles(profiles_dir))
