@@ -86,11 +86,15 @@ def _check_external_paths(proto: ModelProto, base_dir: Path) -> bool:
     """Refuse external data outside the model's folder; True when the model has external data at all."""
     root = base_dir.resolve()
     found = False
+    checked: set[str] = set()   # one data file usually serves every tensor: resolve each location once
     for tensor in iter_tensors(proto.graph):
         location = external_location(tensor)
         if location is None:
             continue
         found = True
+        if location in checked:
+            continue
+        checked.add(location)
         target = (root / location).resolve()
         if Path(location).is_absolute() or not target.is_relative_to(root):
             raise ModelError(f"external data of tensor {tensor.name!r} points outside the model's folder: {location!r}")
@@ -125,9 +129,13 @@ def load_model(path: str | os.PathLike, *, load_weights: bool = False) -> Loaded
     del data
     has_external = _check_external_paths(proto, path.parent)
     if has_external:
+        present: set[str] = set()
         for tensor in iter_tensors(proto.graph):
             location = external_location(tensor)
-            if location is not None and not (path.parent / location).is_file():
+            if location is None or location in present:
+                continue
+            present.add(location)
+            if not (path.parent / location).is_file():
                 raise ModelError(f"external data file {location!r} of tensor {tensor.name!r} is missing next to {path}")
     if has_external and load_weights:
         try:

@@ -274,10 +274,11 @@ class _Analysis:
         best_order, best_buffers, best_plan = file_order, file_buffers, file_plan
         if _has_fan_out(steps):
             order = memory_aware_order(steps, sizes, outputs)
-            buffers = lifetimes(steps, order, sizes, inputs, outputs)
-            plan = plan_arena(buffers, self.alignment)
-            if plan.size < file_plan.size:
-                best_order, best_buffers, best_plan = order, buffers, plan
+            if order != file_order:   # the same order would give the same plan: skip re-planning it
+                buffers = lifetimes(steps, order, sizes, inputs, outputs)
+                plan = plan_arena(buffers, self.alignment)
+                if plan.size < file_plan.size:
+                    best_order, best_buffers, best_plan = order, buffers, plan
         stats.arena_bytes = best_plan.size
         stats.file_order_arena_bytes = file_plan.size
         stats.lower_bound_bytes = lower_bound(steps, sizes)
