@@ -68,6 +68,19 @@ def _bind_input_shapes(graph: GraphProto, pinned: dict[str, list[int]], dims: di
     for name in pinned:
         if name not in names:
             raise ShapeError(f"unknown input {name!r} in --input-shape; the model's inputs are {names}")
+    for name, shape in pinned.items():
+        if any(not 0 <= size < 2**63 for size in shape):
+            raise ShapeError(f"--input-shape {name}={'x'.join(map(str, shape))}: dimensions must be between 0 and "
+                             f"2**63-1")
+    for name, size in dims.items():
+        if not 0 <= size < 2**63:
+            raise ShapeError(f"--dim {name}={size}: the value must be between 0 and 2**63-1")
+    declared_params = {d.dim_param for i in inputs if i.type.HasField("tensor_type")
+                       for d in i.type.tensor_type.shape.dim if d.HasField("dim_param")}
+    for name in dims:
+        if name not in declared_params:
+            warnings.append(f"--dim {name} matches no symbolic dimension of the model's inputs "
+                            f"({', '.join(sorted(declared_params)) or 'it has none'})")
     unbound: dict[str, list[str]] = {}
     resolved: dict[str, list[int]] = {}
     for value in inputs:
@@ -91,7 +104,7 @@ def _bind_input_shapes(graph: GraphProto, pinned: dict[str, list[int]], dims: di
                              f"{value.name}=1x3x224x224 (its real dimensions)")
         shape = []
         for axis, dim in enumerate(tensor_type.shape.dim):
-            if dim.HasField("dim_value"):
+            if dim.HasField("dim_value") and dim.dim_value >= 0:   # some exporters write -1 for "dynamic"
                 shape.append(dim.dim_value)
             elif dim.HasField("dim_param") and dim.dim_param in dims:
                 shape.append(dims[dim.dim_param])
@@ -178,6 +191,15 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
     for scope, parent, graph in iter_graphs(inferred.graph):
         _collect(graph, scope, scopes)
         parents[scope] = parent
+    negative = {name: info.shape for table in scopes.values() for name, info in table.items()
+                if info.shape and min(info.shape) < 0}
+    if negative:   # e.g. an input smaller than a kernel: the model cannot run at these shapes
+        first = next((o for _, _, g in iter_graphs(proto.graph) for n in g.node for o in n.output if o in negative),
+                     next(iter(negative)))
+        given = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in resolved.items())
+        raise ShapeError(f"the input shapes ({given}) give tensor {first!r} a negative dimension "
+                         f"{list(negative[first])}: the model cannot run at these shapes (an input smaller than a "
+                         f"kernel?); pass larger ones with --input-shape")
     result = ResolvedShapes(scopes, parents, resolved, warnings)
     missing = [o for n in proto.graph.node for o in n.output
                if o and (scopes[""].get(o) is None or scopes[""][o].shape is None)]
@@ -187,7 +209,8 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
         known = scopes[""].get(value.name)
         if (known is None or known.shape is None) and value.type.HasField("tensor_type"):
             declared = value.type.tensor_type
-            if declared.HasField("shape") and all(d.HasField("dim_value") for d in declared.shape.dim):
+            if declared.HasField("shape") and all(d.HasField("dim_value") and d.dim_value >= 0
+                                                  for d in declared.shape.dim):
                 scopes[""][value.name] = TensorInfo(dtype_name(declared.elem_type),
                                                     tuple(d.dim_value for d in declared.shape.dim))
                 warnings.append(f"shape of output {value.name!r} is taken from the model's declaration; it could "

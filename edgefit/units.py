@@ -5,6 +5,7 @@ KB/MB/GB are decimal (1000), KiB/MiB/GiB binary (1024), as DESIGN.md section 3 s
 
 from __future__ import annotations
 
+import math
 import re
 
 from edgefit.errors import ConfigError
@@ -23,13 +24,17 @@ def _parse(text: str | int | float, units: dict[str, float], what: str) -> float
     if isinstance(text, bool):
         raise ConfigError(f"invalid {what} {text!r}")
     if isinstance(text, (int, float)):
-        return float(text)
-    match = _QUANTITY.match(str(text))
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in units:
-        known = ", ".join(u for u in units if u)
-        raise ConfigError(f"invalid {what} {text!r}: expected a number with an optional unit ({known})")
-    return float(match.group(1)) * units[unit]
+        value = float(text)
+    else:
+        match = _QUANTITY.match(str(text))
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in units:
+            known = ", ".join(u for u in units if u)
+            raise ConfigError(f"invalid {what} {text!r}: expected a number with an optional unit ({known})")
+        value = float(match.group(1)) * units[unit]
+    if not math.isfinite(value) or value < 0:   # '1e999KB' overflows to inf; sizes, times and powers are >= 0
+        raise ConfigError(f"invalid {what} {text!r}: expected a finite, non-negative number")
+    return value
 
 
 def parse_size(text: str | int | float) -> int:

@@ -363,6 +363,36 @@ def test_input_shapes_override_declared_shape(tmp_path):
     assert fp.inputs == {"x": [2, 4]} and fp.macs == 2 * 8 * 4
 
 
+def test_declared_minus_one_dim_is_unbound_not_negative(tmp_path):
+    # Some exporters write dim_value -1 for "dynamic": it is bound like a symbol (to 1, with a warning).
+    model = _symbolic_matmul()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    fp = edgefit.analyze(save(model, tmp_path))
+    assert fp.inputs == {"x": [1, 4]}
+    assert fp.macs == 32            # [1,4]x[4,8]
+    assert any("unbound" in w and "axis 0" in w for w in fp.warnings)
+
+
+def test_dim_matching_nothing_warns(tmp_path):
+    fp = edgefit.analyze(save(_symbolic_matmul(), tmp_path), dims={"N": 2, "batch": 4})
+    assert fp.inputs == {"x": [2, 4]}
+    assert any("batch" in w and "matches no symbolic dimension" in w for w in fp.warnings)
+
+
+def test_conv_channel_mismatch_is_an_unknown_not_a_number(tmp_path):
+    # W [4,3,3,3] expects 3 input channels; the user pins 5. Shape inference does not object, the cost rule must.
+    nodes = [helper.make_node("Conv", ["x", "W"], ["y"], name="conv")]
+    model = build(nodes, [vi("x", F, [1, 3, 8, 8])], [vi("y", F, [1, 4, 6, 6])], [const("W", rng_f32(4, 3, 3, 3))])
+    fp = edgefit.analyze(save(model, tmp_path), input_shapes={"x": [1, 5, 8, 8]})
+    assert layer(fp, "conv").macs is None
+    assert any("5 channels" in u and "conv" in u for u in fp.unknowns)
+    # Grouped: 6 input channels, group 2, W [4,3,3,3] is consistent: 4*6*6 = 144 outputs x 27 = 3888 MACs.
+    grouped = build([helper.make_node("Conv", ["x", "W"], ["y"], name="conv", group=2)],
+                    [vi("x", F, [1, 6, 8, 8])], [vi("y", F, None)], [const("W", rng_f32(4, 3, 3, 3))])
+    fp = edgefit.analyze(save(grouped, tmp_path, "g.onnx"))
+    assert layer(fp, "conv").macs == 3888 and fp.unknowns == ()
+
+
 def test_reshape_chain_needing_data_propagation(tmp_path):
     inits = [const("W", rng_f32(12, 5)), const("zero", np.array([0], np.int64)),
              const("minus1", np.array([-1], np.int64))]

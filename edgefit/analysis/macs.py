@@ -68,7 +68,11 @@ Rule = Callable[[OpContext], Cost]
 def _conv(weight: int, bias: int | None) -> Rule:
     def rule(ctx: OpContext) -> Cost:
         # Each output element accumulates (C_in / group) x kernel products; W is [C_out, C_in/group, k...].
-        macs = math.prod(ctx.out_shape()) * math.prod(ctx.in_shape(weight)[1:])
+        x, w, group = ctx.in_shape(0), ctx.in_shape(weight), ctx.attr("group", 1)
+        if len(x) > 1 and len(w) > 1 and x[1] != w[1] * group:
+            raise UnknownCost(f"input has {x[1]} channels but the weight expects {w[1]} x group {group}; the model "
+                              f"cannot run at this input shape")
+        macs = math.prod(ctx.out_shape()) * math.prod(w[1:])
         adds = math.prod(ctx.out_shape()) if bias is not None and ctx.has_input(bias) else 0
         return macs, 2 * macs + adds
     return rule
