@@ -33,6 +33,7 @@ from edgefit.passes.base import (
     PassResult,
     copy_model,
     get_attribute,
+    has_subgraph,
     infer_tensor_info,
     is_static,
     node_label,
@@ -114,6 +115,11 @@ def prune(model: ModelProto, sparsity: float, *, per_layer: bool = False, skip: 
     return _prune_unstructured(model, sparsity, per_layer, skip)
 
 
+def _subgraph_notes(model: ModelProto) -> list[str]:
+    return [f"{node_label(n)} ({n.op_type}): weights inside its subgraphs are left as they are"
+            for n in model.graph.node if has_subgraph(n)]
+
+
 def _resolve_skip(skip: tuple[str, ...], candidates: list[str]) -> set[str]:
     names: set[str] = set()
     for entry in skip:
@@ -152,7 +158,7 @@ def _prune_unstructured(model: ModelProto, sparsity: float, per_layer: bool, ski
     editor = GraphEditor(result.graph)
     layers: list[tuple[NodeProto, str]] = []
     seen: set[str] = set()
-    notes: list[str] = []
+    notes = _subgraph_notes(result)
     for node in result.graph.node:
         weight = _weight_input(node, editor)
         if weight is None:
@@ -287,7 +293,7 @@ def _prune_structured(model: ModelProto, sparsity: float, skip: tuple[str, ...])
         raise PassError(f"structured pruning can remove no channel safely: {detail}")
     del result.graph.value_info[:]   # shapes along the cut paths changed; consumers re-infer them
     stats = PruneStats("structured", sparsity, channels_removed / channels_total, channels=tuple(cut),
-                       skipped=tuple(skipped))
+                       skipped=tuple(skipped), notes=tuple(_subgraph_notes(result)))
     return PassResult(result, stats)
 
 

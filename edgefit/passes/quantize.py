@@ -28,7 +28,7 @@ from onnx import ModelProto
 from edgefit.errors import PassError
 from edgefit.fidelity import SampleSet
 from edgefit.model import index_graph
-from edgefit.passes.base import PassResult, copy_model, ensure_node_names, node_label
+from edgefit.passes.base import PassResult, copy_model, ensure_node_names, has_subgraph, node_label
 
 MODES = ("int8", "dynamic", "fp16")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -99,6 +99,7 @@ def quantize(model: ModelProto, mode: str = "int8", *, calibration: SampleSet | 
         else:
             result = _convert_fp16(prepared, exclude, excluded_names)
     quantized, floating = _layer_precisions(prepared, result, mode, excluded_names)
+    notes += _subgraph_notes(result)
     if not quantized:
         notes.append(f"no layer was quantized in mode {mode}")
     stats = QuantizeStats(
@@ -254,6 +255,23 @@ def _convert_fp16(model: ModelProto, exclude: tuple[str, ...], excluded: set[str
     converted.graph.ClearField("node")
     converted.graph.node.extend(nodes)
     return converted
+
+
+def _subgraph_notes(model: ModelProto) -> list[str]:
+    """Say, per control-flow node, whether anything inside its subgraphs changed precision."""
+    from edgefit.model import iter_graphs
+
+    notes = []
+    for node in model.graph.node:
+        if not has_subgraph(node):
+            continue
+        branches = [g for attr in node.attribute
+                    for g in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs)]
+        inner = [n for branch in branches for *_, sub in iter_graphs(branch) for n in sub.node]
+        touched = any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "Cast", "MatMulInteger") for n in inner)
+        notes.append(f"{node_label(node)} ({node.op_type}): its subgraphs were "
+                     f"{'partly converted by onnxruntime' if touched else 'left in float'}")
+    return notes
 
 
 def _layer_precisions(before: ModelProto, after: ModelProto, mode: str,
