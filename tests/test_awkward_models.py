@@ -114,6 +114,7 @@ def test_cast_reshape_transpose_of_constants_fold_into_one_weight(tmp_path):
     assert fp.params == 24
     # Stored: W16 24 fp16 = 48 bytes + the reshape target, 2 int64 = 16 bytes.
     assert fp.weight_bytes == 48 + 16 == 64
+    assert fp.params_by_dtype == {"float16": 24}                 # stored as fp16, computed in fp32
     # [2,8] x [8,3]: 2*3*8 = 48 MACs.
     assert fp.macs == 48
     assert [l.name for l in fp.layers] == ["mm"]
@@ -140,6 +141,7 @@ def test_qdq_weight_counted_once(tmp_path):
     # bytes: 216 int8 + 8*4 scale + 8*1 zero point + 8*4 bias = 216 + 32 + 8 + 32 = 288.
     assert fp.weight_bytes == 288
     assert fp.weight_bytes_by_dtype == {"int8": 216 + 8, "float32": 32 + 32}
+    assert fp.params_by_dtype == {"int8": 216, "float32": 8}     # by the dtype the weight is stored in
     # Conv 3x4x4 -> 8x4x4 (pad 1): 128 outputs x 27 = 3456 MACs.
     assert fp.macs == 3456
     assert [l.op_type for l in fp.layers] == ["Conv"]

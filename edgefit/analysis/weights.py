@@ -81,6 +81,27 @@ def _has_subgraph(node: NodeProto) -> bool:
     return any(a.type in (5, 10) for a in node.attribute)  # GRAPH, GRAPHS
 
 
+# Folded ops whose output holds the values of their first input, re-typed or re-arranged.
+_VALUE_PRESERVING = {"Cast", "CastLike", "DequantizeLinear", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten",
+                     "Identity", "Slice", "Gather", "Concat", "Split"}
+
+
+def _stored_dtype(graph: GraphProto, view: ConstantView, shapes: ResolvedShapes, scope: str, name: str) -> str | None:
+    """The dtype a weight is stored in: int8 for DequantizeLinear(int8), float16 for Cast(float16 -> float32)."""
+    current = name
+    while True:
+        producer = view.producer.get(current)
+        node = graph.node[producer] if producer is not None else None
+        if (node is None or view.stored.get(current) or node.op_type not in _VALUE_PRESERVING or not node.input
+                or not node.input[0] or node.input[0] not in view.constants):
+            break
+        current = node.input[0]
+    if current in view.sparse:
+        return dtype_name(view.sparse[current].values.data_type)
+    info = shapes.lookup(scope, current)
+    return info.dtype if info is not None else None
+
+
 @dataclass
 class WeightTally:
     """Running totals of weights across the main graph and its subgraphs; each tensor counted once."""
@@ -104,7 +125,8 @@ class WeightTally:
                 continue
             if name not in self.counted_params and slot < len(node.input) and is_parameter(node, slot, info.dtype):
                 self.counted_params.add(name)
-                self.params_by_dtype[info.dtype] = self.params_by_dtype.get(info.dtype, 0) + info.elements
+                dtype = _stored_dtype(graph, view, shapes, scope, name) or info.dtype
+                self.params_by_dtype[dtype] = self.params_by_dtype.get(dtype, 0) + info.elements
                 params += info.elements
             stored += self._count_storage(graph, view, shapes, scope, name)
         return params, stored
