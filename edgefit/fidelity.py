@@ -245,7 +245,10 @@ def measure(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]
     noise = float(np.sum((ref_all - out_all) ** 2))
     signal = float(np.sum(ref_all ** 2))
     norms = float(np.linalg.norm(ref_all) * np.linalg.norm(out_all))
-    cosine = float(ref_all @ out_all / norms) if norms else float(np.array_equal(ref_all, out_all))
+    if noise == 0 or not norms:
+        cosine = float(np.array_equal(ref_all, out_all))
+    else:
+        cosine = float(np.clip(ref_all @ out_all / norms, -1.0, 1.0))
     sqnr = math.inf if noise == 0 else (10 * math.log10(signal / noise) if signal else -math.inf)
     max_abs = float(np.max(np.abs(ref_all - out_all))) if ref_all.size else 0.0
     index = classifier

@@ -36,6 +36,7 @@ _DYNAMIC_OP_TYPES = ("MatMul", "Gemm", "LSTM", "GRU", "Attention", "Gather", "Em
 _WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _EXTERNAL_ABOVE = 2**31 - 2**24
 _MAX_RUNTIME_NOTES = 5
+_QUANTIZER_IR_VERSION = 10
 SYNTHETIC_WARNING = ("calibrated on synthetic random inputs: activation ranges may not match real data and "
                      "accuracy may suffer; pass --calib with real samples")
 
@@ -83,6 +84,9 @@ def quantize(model: ModelProto, mode: str = "int8", *, calibration: SampleSet | 
     _refuse_quantized(model)
     prepared = copy_model(model)
     ensure_node_names(prepared.graph)
+    # onnx stamps the newest IR version it knows on new models; onnxruntime's quantizer reloads its temp files
+    # with onnxruntime, which may know only older ones. IR 10 covers every type and feature quantization uses.
+    prepared.ir_version = min(prepared.ir_version, _QUANTIZER_IR_VERSION)
     excluded_names = _resolve_exclude(prepared, exclude)
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="edgefit-quantize-") as folder, _captured_warnings(notes):
@@ -281,13 +285,15 @@ def _layer_precisions(before: ModelProto, after: ModelProto, mode: str,
     after_nodes = {n.name: n for n in after.graph.node}
     producers = {o: n for n in after.graph.node for o in n.output}
     float16_names = {t.name for t in after.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    int8_weights = {t.name for t in after.graph.initializer if t.data_type == onnx.TensorProto.INT8}
     quantized, floating = [], []
     for layer in layers:
         label = node_label(layer)
         node = after_nodes.get(layer.name)
-        if mode == "int8":
+        if mode == "int8":   # its weight is now an int8 initializer behind a DequantizeLinear
             done = node is not None and any(
-                producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in node.input[:1])
+                producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
+                and producers[i].input[0] in int8_weights for i in node.input)
         elif mode == "dynamic":
             done = node is None or node.op_type != layer.op_type   # replaced by its integer form
         else:

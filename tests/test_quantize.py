@@ -1,0 +1,111 @@
+"""quantize: sample models quantize, run, and shrink to about a quarter; the trained digits model keeps its
+accuracy; options (modes, exclude, targets) do what they say."""
+
+import numpy as np
+import onnx
+import pytest
+from helpers import model, weight
+from onnx import TensorProto, helper
+
+from edgefit import analyze
+from edgefit.errors import PassError
+from edgefit.fidelity import compare, load_samples, synthetic_samples
+from edgefit.passes import fuse, mode_for_precisions, prune, quantize
+from edgefit.passes.base import model_digest
+from edgefit.runtime import session
+
+
+def load_fused(samples, name):
+    return fuse(onnx.load(str(samples / f"{name}.onnx"))).model
+
+
+@pytest.mark.parametrize("name", ["kws_dscnn", "vww_mobilenet_v1_025", "ic_resnet8", "ad_autoencoder"])
+def test_int8_sample_models_run_and_weights_fall_to_about_a_quarter(samples, name):
+    fused = load_fused(samples, name)
+    digest = model_digest(fused)
+    result = quantize(fused, "int8", calibration=synthetic_samples(fused, 2))
+    assert model_digest(fused) == digest
+    onnx.checker.check_model(result.model)
+    ratio = analyze(result.model).weight_bytes / analyze(fused).weight_bytes
+    # int8 weights are 1/4; per-channel scales and int32 biases add a little on these small models.
+    assert 0.24 < ratio < 0.37, ratio
+    assert not result.stats.float_layers
+    assert any("synthetic" in note for note in result.stats.notes)
+    fidelity = compare(fused, result.model, synthetic_samples(fused, 4, seed=1))
+    assert fidelity.cosine > 0.98
+
+
+def test_digits_accuracy_survives_int8_and_half_pruning(samples):
+    original = onnx.load(str(samples / "digits_cnn.onnx"))
+    calib = load_samples(samples / "digits_calib.npz", original)
+    evaluation = load_samples(samples / "digits_eval.npz", original)
+    int8 = quantize(original, "int8", calibration=calib).model
+    pruned = prune(original, 0.5).model
+    for candidate, allowed_drop in ((int8, 0.01), (pruned, 0.04)):
+        fidelity = compare(original, candidate, evaluation)
+        assert fidelity.accuracy_before == pytest.approx(350 / 359)
+        assert fidelity.accuracy_before - fidelity.accuracy_after <= allowed_drop
+        assert fidelity.inputs == "user" and fidelity.samples == 359
+
+
+def test_dynamic_quantizes_gemm_weights(samples):
+    fused = load_fused(samples, "ad_autoencoder")
+    result = quantize(fused, "dynamic")
+    assert "MatMulInteger" in result.stats.ops_after
+    assert len(result.stats.quantized_layers) == 10
+    assert analyze(result.model).weight_bytes < 0.3 * analyze(fused).weight_bytes
+
+
+def test_fp16_halves_weights_and_keeps_float32_io(samples):
+    fused = load_fused(samples, "kws_dscnn")
+    result = quantize(fused, "fp16")
+    assert analyze(result.model).weight_bytes == analyze(fused).weight_bytes // 2
+    io = list(result.model.graph.input) + list(result.model.graph.output)
+    assert all(v.type.tensor_type.elem_type == TensorProto.FLOAT for v in io)
+    out = session(result.model).run(None, {"input": np.zeros((1, 1, 49, 10), np.float32)})[0]
+    assert out.dtype == np.float32
+
+
+def test_exclude_keeps_op_types_and_nodes_in_float(samples):
+    fused = load_fused(samples, "digits_cnn")
+    calib = load_samples(samples / "digits_calib.npz", fused, limit=8)
+    by_type = quantize(fused, "int8", calibration=calib, exclude=("Gemm",))
+    assert by_type.stats.float_layers == ("fc: excluded",)
+    by_name = quantize(fused, "int8", calibration=calib, exclude=("conv1",))
+    assert by_name.stats.float_layers == ("conv1: excluded",)
+    with pytest.raises(PassError, match="neither a node name nor an op type"):
+        quantize(fused, "int8", calibration=calib, exclude=("LSTM",))
+
+
+def test_target_op_types_limit_int8(samples):
+    fused = load_fused(samples, "digits_cnn")
+    result = quantize(fused, "int8", calibration=load_samples(samples / "digits_calib.npz", fused, limit=8),
+                      int8_op_types=("Conv",))
+    assert result.stats.float_layers == ("fc: stays float",)
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_calibration_methods(samples, method):
+    fused = load_fused(samples, "digits_cnn")
+    calib = load_samples(samples / "digits_calib.npz", fused, limit=16)
+    result = quantize(fused, "int8", calibration=calib, method=method)
+    assert result.stats.method == method and len(result.stats.quantized_layers) == 3
+
+
+def test_mode_follows_target_precisions():
+    assert mode_for_precisions(("fp32", "fp16", "int8")) == "int8"
+    assert mode_for_precisions(("fp32", "fp16")) == "fp16"
+    with pytest.raises(PassError, match="nothing to quantize"):
+        mode_for_precisions(("fp32",))
+
+
+def test_refuses_bad_modes_and_already_quantized_models():
+    proto = model([helper.make_node("MatMul", ["x", "W"], ["y"])], [("x", [1, 4])], [("y", [1, 2])],
+                  [weight("W", 4, 2)])
+    with pytest.raises(PassError, match="unknown quantization mode"):
+        quantize(proto, "int4")
+    with pytest.raises(PassError, match="needs calibration"):
+        quantize(proto, "int8")
+    quantized = quantize(proto, "int8", calibration=synthetic_samples(proto, 2)).model
+    with pytest.raises(PassError, match="already quantized"):
+        quantize(quantized, "fp16")
