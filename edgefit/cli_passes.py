@@ -55,6 +55,9 @@ CalibOpt = Annotated[Optional[Path], typer.Option(
     "--calib", help="Calibration inputs (.npz or folder of .npy). Without it, synthetic data is used and the "
     "result warns that accuracy may suffer.", show_default=False)]
 MethodOpt = Annotated[str, typer.Option("--method", help="Calibration method: minmax, entropy or percentile.")]
+AsymmetricOpt = Annotated[bool, typer.Option(
+    "--asymmetric-activations", help="int8 activations with a zero point (all 256 levels for ReLU outputs; "
+    "more accurate where the target's kernels support it). Default: symmetric.")]
 ExcludeOpt = Annotated[Optional[list[str]], typer.Option(
     "--exclude", help="Node names or op types to keep in float (repeatable, comma-separated).", show_default=False)]
 PassesOpt = Annotated[str, typer.Option(
@@ -142,7 +145,10 @@ def prune(model: ModelArg, sparsity: SparsityOpt = 0.5, per_layer: PerLayerOpt =
 
 @app.command()
 def quantize(model: ModelArg, mode: ModeOpt = None, calib: CalibOpt = None, method: MethodOpt = "minmax",
-             exclude: ExcludeOpt = None, output: OutputOpt = None, force: ForceOpt = False,
+             exclude: AsymmetricOpt = Annotated[bool, typer.Option(
+    "--asymmetric-activations", help="int8 activations with a zero point (all 256 levels for ReLU outputs; "
+    "more accurate where the target's kernels support it). Default: symmetric.")]
+ExcludeOpt = None, output: OutputOpt = None, force: ForceOpt = False,
              target: TargetOpt = None, eval_path: EvalOpt = None, samples: SamplesOpt = None,
              input_shape: InputShapeOpt = None, dim: DimOpt = None, json_out: JsonOpt = False) -> None:
     """Quantize with onnxruntime: static int8 QDQ (calibrated), dynamic int8, or fp16.
@@ -151,17 +157,20 @@ def quantize(model: ModelArg, mode: ModeOpt = None, calib: CalibOpt = None, meth
     """
     _run(model, output, "{mode}", "fuse,quantize", force=force, target=target, eval_path=eval_path, samples=samples,
          input_shape=input_shape, dim=dim, json_out=json_out, calib=calib, mode=mode, method=method,
-         exclude=_split(exclude))
+         symmetric_activations=not asymmetric_activations, exclude=_split(exclude))
 
 
 @app.command()
 def optimize(model: ModelArg, passes: PassesOpt = "fuse,quantize", sparsity: SparsityOpt = 0.5,
              per_layer: PerLayerOpt = False, skip: SkipOpt = None, structured: StructuredOpt = False,
-             mode: ModeOpt = None, calib: CalibOpt = None, method: MethodOpt = "minmax", exclude: ExcludeOpt = None,
+             mode: ModeOpt = None, calib: CalibOpt = None, method: MethodOpt = "minmax", exclude: AsymmetricOpt = Annotated[bool, typer.Option(
+    "--asymmetric-activations", help="int8 activations with a zero point (all 256 levels for ReLU outputs; "
+    "more accurate where the target's kernels support it). Default: symmetric.")]
+ExcludeOpt = None,
              output: OutputOpt = None, force: ForceOpt = False, target: TargetOpt = None, eval_path: EvalOpt = None,
              samples: SamplesOpt = None, input_shape: InputShapeOpt = None, dim: DimOpt = None,
              json_out: JsonOpt = False) -> None:
     """Run several passes in order (fidelity against the original after each), e.g. fuse,prune:0.5,quantize."""
     _run(model, output, "optimized", passes, force=force, target=target, eval_path=eval_path, samples=samples,
          input_shape=input_shape, dim=dim, json_out=json_out, calib=calib, mode=mode, method=method,
-         exclude=_split(exclude), sparsity=sparsity, per_layer=per_layer, skip=_split(skip), structured=structured)
+         symmetric_activations=not asymmetric_activations, exclude=_split(exclude), sparsity=sparsity, per_layer=per_layer, skip=_split(skip), structured=structured)

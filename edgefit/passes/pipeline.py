@@ -36,6 +36,7 @@ class PassOptions:
     skip: tuple[str, ...] = ()
     mode: str = "int8"
     method: str = "minmax"
+    symmetric_activations: bool = True
     exclude: tuple[str, ...] = ()
     int8_op_types: tuple[str, ...] | None = None
     calibration: SampleSet | None = None           # None: synthetic calibration (with a warning)
@@ -122,7 +123,8 @@ def apply_pass(model: ModelProto, spec: PassSpec, options: PassOptions = PassOpt
         calibration = synthetic_samples(model, input_shapes=opts.input_shapes, dims=opts.dims)
     report = None if progress is None else (lambda done, total: progress("calibrating", done, total))
     return quantize(model, opts.mode, calibration=calibration, method=opts.method, exclude=opts.exclude,
-                    int8_op_types=opts.int8_op_types, progress=report)
+                    int8_op_types=opts.int8_op_types, symmetric_activations=opts.symmetric_activations,
+                    progress=report)
 
 
 def run_passes(model: ModelProto, passes: str | Sequence[PassSpec], options: PassOptions = PassOptions(), *,
