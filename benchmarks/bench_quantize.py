@@ -7,7 +7,8 @@ labels, so accuracy is reported); the MLPerf Tiny models have random weights, so
 (seeded standard normal; calibration seed 0, evaluation seed 1).
 
 edgefit: `edgefit quantize` = fuse, then static QDQ int8 with per-channel symmetric weights and symmetric
-activations (MinMax); "asym." is the same with --asymmetric-activations. onnxruntime baseline: quantize_static(model, out, reader) with every option at its
+activations (MinMax); "asym." is the same with --asymmetric-activations.
+onnxruntime baseline: quantize_static(model, out, reader) with every option at its
 default (QDQ, per-tensor weights, int8 activations, MinMax, no pre-processing) on the unmodified model.
 
 Usage: python benchmarks/bench_quantize.py [--calib-samples 32] [--eval-samples 400]
@@ -91,7 +92,8 @@ def main() -> None:
         b_sqnr, b_top1, b_acc = row_cells(base_fid)
         float_acc = "-" if ours_fid.accuracy_before is None else f"{ours_fid.accuracy_before:.2%}"
         print(f"| {name} | {sizes[0]:,} | {sizes[1]:,} ({sizes[1] / sizes[0]:.0%}) | "
-              f"{sizes[2]:,} ({sizes[2] / sizes[0]:.0%}) | {e_sqnr} | {asymmetric_sqnr:.1f} | {b_sqnr} | {e_top1} | {b_top1} | "
+              f"{sizes[2]:,} ({sizes[2] / sizes[0]:.0%}) | {e_sqnr} | {asymmetric_sqnr:.1f} | {b_sqnr} | "
+              f"{e_top1} | {b_top1} | "
               f"{float_acc} | {e_acc} | {b_acc} |", flush=True)
 
 

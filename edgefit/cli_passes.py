@@ -145,11 +145,8 @@ def prune(model: ModelArg, sparsity: SparsityOpt = 0.5, per_layer: PerLayerOpt =
 
 @app.command()
 def quantize(model: ModelArg, mode: ModeOpt = None, calib: CalibOpt = None, method: MethodOpt = "minmax",
-             exclude: AsymmetricOpt = Annotated[bool, typer.Option(
-    "--asymmetric-activations", help="int8 activations with a zero point (all 256 levels for ReLU outputs; "
-    "more accurate where the target's kernels support it). Default: symmetric.")]
-ExcludeOpt = None, output: OutputOpt = None, force: ForceOpt = False,
-             target: TargetOpt = None, eval_path: EvalOpt = None, samples: SamplesOpt = None,
+             asymmetric_activations: AsymmetricOpt = False, exclude: ExcludeOpt = None, output: OutputOpt = None,
+             force: ForceOpt = False, target: TargetOpt = None, eval_path: EvalOpt = None, samples: SamplesOpt = None,
              input_shape: InputShapeOpt = None, dim: DimOpt = None, json_out: JsonOpt = False) -> None:
     """Quantize with onnxruntime: static int8 QDQ (calibrated), dynamic int8, or fp16.
 
@@ -163,14 +160,13 @@ ExcludeOpt = None, output: OutputOpt = None, force: ForceOpt = False,
 @app.command()
 def optimize(model: ModelArg, passes: PassesOpt = "fuse,quantize", sparsity: SparsityOpt = 0.5,
              per_layer: PerLayerOpt = False, skip: SkipOpt = None, structured: StructuredOpt = False,
-             mode: ModeOpt = None, calib: CalibOpt = None, method: MethodOpt = "minmax", exclude: AsymmetricOpt = Annotated[bool, typer.Option(
-    "--asymmetric-activations", help="int8 activations with a zero point (all 256 levels for ReLU outputs; "
-    "more accurate where the target's kernels support it). Default: symmetric.")]
-ExcludeOpt = None,
+             mode: ModeOpt = None, calib: CalibOpt = None, method: MethodOpt = "minmax",
+             asymmetric_activations: AsymmetricOpt = False, exclude: ExcludeOpt = None,
              output: OutputOpt = None, force: ForceOpt = False, target: TargetOpt = None, eval_path: EvalOpt = None,
              samples: SamplesOpt = None, input_shape: InputShapeOpt = None, dim: DimOpt = None,
              json_out: JsonOpt = False) -> None:
     """Run several passes in order (fidelity against the original after each), e.g. fuse,prune:0.5,quantize."""
     _run(model, output, "optimized", passes, force=force, target=target, eval_path=eval_path, samples=samples,
          input_shape=input_shape, dim=dim, json_out=json_out, calib=calib, mode=mode, method=method,
-         symmetric_activations=not asymmetric_activations, exclude=_split(exclude), sparsity=sparsity, per_layer=per_layer, skip=_split(skip), structured=structured)
+         symmetric_activations=not asymmetric_activations, exclude=_split(exclude), sparsity=sparsity,
+         per_layer=per_layer, skip=_split(skip), structured=structured)
