@@ -30,7 +30,9 @@ def _change(before: float | None, after: float | None) -> str:
 
 
 def _seconds(value: float | None) -> str:
-    return "unknown" if value is None else f"{value * 1000:.3g} ms"
+    if value is None:
+        return "unknown"
+    return f"{value:,.2f} s" if value >= 1 else f"{value * 1000:.3g} ms"
 
 
 def render_optimize_report(console: Console, report: OptimizeReport, verdict: TargetVerdict | None = None) -> None:
@@ -48,7 +50,7 @@ def render_optimize_report(console: Console, report: OptimizeReport, verdict: Ta
         ("peak activation RAM", b.peak_activation_bytes, a.peak_activation_bytes, format_bytes),
     ]
     if report.deployed_activation_bytes is not None:
-        rows.append(("  with fused QDQ / fp16", b.peak_activation_bytes, report.deployed_activation_bytes,
+        rows.append(("  deployed (int8/fp16 activations)", b.peak_activation_bytes, report.deployed_activation_bytes,
                      format_bytes))
     if verdict is not None:
         rows.append((f"est. latency on {verdict.device}", verdict.latency_before_s, verdict.latency_after_s, _seconds))
