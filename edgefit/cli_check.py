@@ -1,1 +1,159 @@
-"""CLI commands for device profiles, check and gate (registered on edgefit.cli.app)."""
+"""CLI commands for device profiles, check and gate (registered on edgefit.cli.app).
+
+Each command parses its options, calls one library function, renders, and maps the outcome to an exit code:
+0 fits / gate passed, 1 over budget / gate failed, 2 (via EdgefitError in edgefit.cli.main) bad input.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgefit.cli import (
+    EXIT_OVER_BUDGET,
+    DimOpt,
+    InputShapeOpt,
+    JsonOpt,
+    ModelArg,
+    app,
+    console,
+    parse_dims,
+    parse_input_shapes,
+    print_json,
+)
+from edgefit.errors import ConfigError
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+class GateFormat(str, Enum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+    junit = "junit"
+    github = "github"
+
+
+ProfilesDirOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--profiles-dir", help="Directory of extra device profiles (*.toml), searched before EDGEFIT_PROFILES and the "
+    "built-ins; a profile there overrides a built-in of the same name (repeatable).", show_default=False)]
+
+profiles_app = typer.Typer(help="List and inspect device profiles.", no_args_is_help=True)
+app.add_typer(profiles_app, name="profiles")
+
+
+@profiles_app.command("list")
+def profiles_list(profiles_dir: ProfilesDirOpt = None, json_out: JsonOpt = False) -> None:
+    """Every known device: tier, RAM, flash, peak compute, power, runtime."""
+    from edgefit.devices import list_profiles
+    from edgefit.report.check_terminal import render_profiles
+
+    profiles = list_profiles(profiles_dir)
+    if json_out:
+        print_json([p.to_dict() for p in profiles])
+    else:
+        render_profiles(console, profiles)
+
+
+@profiles_app.command("show")
+def profiles_show(
+    name: Annotated[str, typer.Argument(help="Profile name or alias, e.g. esp32-cam.", show_default=False)],
+    profiles_dir: ProfilesDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """One device profile with the source of every number."""
+    from edgefit.devices import load_profile
+    from edgefit.report.check_terminal import render_profile
+
+    profile = load_profile(name, profiles_dir)
+    if json_out:
+        print_json(profile.to_dict())
+    else:
+        render_profile(console, profile)
+
+
+@app.command()
+def check(
+    model: ModelArg,
+    target: Annotated[Optional[list[str]], typer.Option(
+        "--target", "-t", help="Device profile name or alias (repeatable); see 'edgefit profiles list'.",
+        show_default=False)] = None,
+    all_targets: Annotated[bool, typer.Option("--all", help="Check every known device and print the tier summary.")]
+    = False,
+    precision: Annotated[Optional[Precision], typer.Option(
+        "--precision", help="Precision the model is deployed in. Default: the model's own (from its weights).",
+        show_default=False)] = None,
+    rate: Annotated[Optional[float], typer.Option(
+        "--rate", help="Inferences per second, for average power and battery life (default: back to back). "
+        "Also caps the latency budget at 1/rate.", show_default=False)] = None,
+    max_ram: Annotated[Optional[str], typer.Option(
+        "--max-ram", help="Tighten the RAM limit, e.g. 200KiB (KB = 1000 bytes, KiB = 1024).",
+        show_default=False)] = None,
+    max_flash: Annotated[Optional[str], typer.Option(
+        "--max-flash", help="Tighten the flash limit, e.g. 1MB.", show_default=False)] = None,
+    max_latency: Annotated[Optional[str], typer.Option(
+        "--max-latency", help="Latency budget, e.g. 20ms (replaces the tier default: cloud 1 s, edge 100 ms, "
+        "mobile 50 ms, tiny 10 ms).", show_default=False)] = None,
+    max_power: Annotated[Optional[str], typer.Option(
+        "--max-power", help="Average power budget at --rate, e.g. 50mW.", show_default=False)] = None,
+    profiles_dir: ProfilesDirOpt = None,
+    input_shape: InputShapeOpt = None,
+    dim: DimOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Does the model fit the device(s)? RAM, flash, latency and power verdicts (estimates) with margins."""
+    from edgefit.check import Budgets
+    from edgefit.check import check as check_model
+    from edgefit.report.check_terminal import render_check
+
+    if not target and not all_targets:
+        raise ConfigError("no target given: name one with --target NAME (see 'edgefit profiles list') or use --all")
+    if target and all_targets:
+        raise ConfigError("give either --target or --all, not both")
+    report = check_model(
+        model, None if all_targets else target, precision.value if precision else None,
+        Budgets.parse(max_ram, max_flash, max_latency, max_power), rate,
+        profiles_dir=profiles_dir, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
+    )
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        render_check(console, report, detailed=not all_targets)
+    if not report.fits:
+        raise typer.Exit(EXIT_OVER_BUDGET)
+
+
+@app.command()
+def gate(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Gate configuration file.")] = Path("edgefit.toml"),
+    output_format: Annotated[GateFormat, typer.Option(
+        "--format", "-f", help="table, json, markdown (PR comment), junit (XML test report) or github "
+        "(workflow annotations).")] = GateFormat.table,
+    profiles_dir: ProfilesDirOpt = None,
+) -> None:
+    """Check every [[gate]] of edgefit.toml against its budgets and baseline; exit 1 on any breach."""
+    from edgefit.check import run_gate
+    from edgefit.report.github_format import GithubFormat
+    from edgefit.report.json_format import JsonFormat
+    from edgefit.report.junit_format import JUnitFormat
+    from edgefit.report.markdown_format import MarkdownFormat
+
+    report = run_gate(config, profiles_dir)
+    if output_format is GateFormat.table:
+        from edgefit.report.check_terminal import render_gate
+
+        render_gate(console, report)
+    else:
+        renderers = {GateFormat.json: JsonFormat, GateFormat.markdown: MarkdownFormat, GateFormat.junit: JUnitFormat,
+                     GateFormat.github: GithubFormat}
+        sys.stdout.write(renderers[output_format]().render(report))
+    if not report.passed:
+        raise typer.Exit(EXIT_OVER_BUDGET)

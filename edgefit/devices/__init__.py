@@ -45,7 +45,7 @@ class DeviceProfile:
     runtime_flash_bytes: int             # code size of the runtime
     weights_in_ram: bool                 # the model file is loaded into RAM (phones, edge boxes, servers)
     peak_macs_per_s: Mapping[str, float]  # peak MAC rate per precision
-    efficiency: float                    # fraction of peak MAC rate real kernels sustain
+    efficiency: Mapping[str, float]      # fraction of the peak MAC rate real kernels sustain, per precision
     memory_bandwidth_bytes_per_s: float  # activations (and weights when in RAM)
     flash_bandwidth_bytes_per_s: float   # weights read in place from flash (MCUs); = memory bandwidth otherwise
     inference_overhead_s: float          # fixed cost per inference (invoke, copies, scheduling)
@@ -73,14 +73,16 @@ class DeviceProfile:
             return None
         return self.battery_mah / 1000 * self.battery_v
 
-    def macs_per_s(self, precision: str) -> float:
-        """Peak MAC rate at `precision`; an unsupported precision runs at the widest supported one's rate."""
+    def _rate_precision(self, precision: str) -> str:
+        """An unsupported precision runs at the rate of the widest precision the profile has a rate for."""
         if precision in self.peak_macs_per_s:
-            return self.peak_macs_per_s[precision]
-        for fallback in PRECISIONS:
-            if fallback in self.peak_macs_per_s:
-                return self.peak_macs_per_s[fallback]
-        raise AssertionError("validation guarantees at least one MAC rate")
+            return precision
+        return next(p for p in PRECISIONS if p in self.peak_macs_per_s)
+
+    def macs_per_s(self, precision: str) -> float:
+        """Sustained MAC rate at `precision`: peak x efficiency."""
+        rate_precision = self._rate_precision(precision)
+        return self.peak_macs_per_s[rate_precision] * self.efficiency[rate_precision]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,7 +92,7 @@ class DeviceProfile:
             "ram_limit_bytes": self.ram_limit_bytes, "flash_bytes": self.flash_bytes,
             "runtime_ram_bytes": self.runtime_ram_bytes, "runtime_flash_bytes": self.runtime_flash_bytes,
             "weights_in_ram": self.weights_in_ram, "peak_macs_per_s": dict(self.peak_macs_per_s),
-            "efficiency": self.efficiency, "memory_bandwidth_bytes_per_s": self.memory_bandwidth_bytes_per_s,
+            "efficiency": dict(self.efficiency), "memory_bandwidth_bytes_per_s": self.memory_bandwidth_bytes_per_s,
             "flash_bandwidth_bytes_per_s": self.flash_bandwidth_bytes_per_s,
             "inference_overhead_ms": self.inference_overhead_s * 1e3, "per_op_overhead_us": self.per_op_overhead_s * 1e6,
             "network_rtt_ms": self.network_rtt_s * 1e3, "active_power_w": self.active_power_w,
@@ -161,6 +163,16 @@ def _aliases(value: Any) -> tuple[str, ...]:
     return tuple(normalize_name(a) for a in value)
 
 
+def _efficiency(value: Any) -> dict[str, float]:
+    """One fraction for every precision, or a table per precision: {fp32 = 0.2, int8 = 0.05}."""
+    if isinstance(value, dict):
+        if not value or any(p not in PRECISIONS for p in value):
+            raise ValueError(f"expected a fraction or a table of fractions by precision ({', '.join(PRECISIONS)})")
+        return {p: _fraction(v) for p, v in value.items()}
+    fraction = _fraction(value)
+    return {p: fraction for p in PRECISIONS}
+
+
 def _peak_gmacs(value: Any) -> dict[str, float]:
     if not isinstance(value, dict) or not value:
         raise ValueError("expected a table of GMAC/s per precision, e.g. {fp32 = 0.24, int8 = 0.96}")
@@ -189,7 +201,7 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "runtime_flash": ("runtime_flash_bytes", lambda v: int(_positive(parse_size, allow_zero=True)(v)), True),
     "weights_in_ram": ("weights_in_ram", _boolean, True),
     "peak_gmacs": ("peak_macs_per_s", _peak_gmacs, True),
-    "efficiency": ("efficiency", _fraction, True),
+    "efficiency": ("efficiency", _efficiency, True),
     "memory_bandwidth": ("memory_bandwidth_bytes_per_s", _positive(_bandwidth), True),
     "flash_bandwidth": ("flash_bandwidth_bytes_per_s", _positive(_bandwidth), False),
     "inference_overhead": ("inference_overhead_s", _positive(parse_duration_s, allow_zero=True), True),
@@ -244,6 +256,9 @@ def parse_profile(data: Mapping[str, Any], origin: str, path: Path | None = None
     missing_rates = [p for p in values["precisions"] if p not in values["peak_macs_per_s"]]
     if missing_rates:
         raise ProfileError(f"{origin}: field 'peak_gmacs': no rate for supported precision {missing_rates[0]!r}")
+    missing_efficiency = [p for p in values["peak_macs_per_s"] if p not in values["efficiency"]]
+    if missing_efficiency:
+        raise ProfileError(f"{origin}: field 'efficiency': no value for precision {missing_efficiency[0]!r}")
     if ("battery_mah" in values) != ("battery_v" in values):
         raise ProfileError(f"{origin}: field 'battery_mah'/'battery_v': give both or neither")
     if values["idle_power_w"] > values["active_power_w"]:
@@ -319,11 +334,13 @@ def find_profile(name: str, profiles: Iterable[DeviceProfile]) -> DeviceProfile:
     key = normalize_name(name)
     if key in index:
         return index[key]
-    close = difflib.get_close_matches(key, list(index), n=3, cutoff=0.6)
-    # A prefix such as 'jetson' or 'arduino' is a near miss too, even when it is short.
-    close += [n for n in index if n.startswith(key) and n not in close][: 3 - len(close)]
+    # Near misses by spelling, then names that start with what was typed ('jetson', 'arduino'); an alias
+    # stands for its profile, so each device is suggested once, by its name.
+    matches = difflib.get_close_matches(key, list(index), n=6, cutoff=0.6)
+    matches += [n for n in index if n.startswith(key)]
+    close = list(dict.fromkeys(index[m].name for m in matches))[:3]
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise ProfileError(f"unknown target {name!r}{hint} ('edgefit profiles list' shows them all)")
+    raise ProfileError(f"unknown device profile {name!r}{hint} ('edgefit profiles list' shows them all)")
 
 
 def load_profile(name: str, profiles_dir: str | Path | Iterable[str | Path] | None = None) -> DeviceProfile:

@@ -1,0 +1,573 @@
+"""Footprint x DeviceProfile x Budgets -> verdicts with margins, the per-tier summary, and the CI gate.
+
+A target fits when every verdict is ok: RAM, flash and latency always, power when a power budget is given, and
+the precision when the device's runtime cannot execute it. RAM and flash limits are the device's and can only be
+tightened by a budget; the latency budget is a requirement (the tier's default unless the profile or the user sets
+one), so a budget replaces it, and `rate` caps it at 1/rate so the device keeps up.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgefit.analysis.footprint import Footprint
+from edgefit.devices import PRECISIONS, TIERS, DeviceProfile, find_profile, list_profiles
+from edgefit.errors import ConfigError, EdgefitError
+from edgefit.estimate import METHOD, Estimate, estimate, model_precision
+from edgefit.units import parse_duration_s, parse_power_w, parse_size
+
+ProfilesDir = str | Path | Iterable[str | Path] | None
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """User limits on top of the device's own: None leaves the device's (or tier's) limit."""
+
+    max_ram_bytes: int | None = None
+    max_flash_bytes: int | None = None
+    max_latency_s: float | None = None
+    max_power_w: float | None = None
+
+    @classmethod
+    def parse(cls, max_ram: str | int | None = None, max_flash: str | int | None = None,
+              max_latency: str | float | None = None, max_power: str | float | None = None) -> "Budgets":
+        """From option or TOML values with units: '200KiB', '1MB', '20ms', '50mW'."""
+        def positive(value, parse, name):
+            if value is None:
+                return None
+            number = parse(value)
+            if number <= 0:
+                raise ConfigError(f"invalid {name} {value!r}: expected a positive value")
+            return number
+        return cls(positive(max_ram, parse_size, "max-ram"), positive(max_flash, parse_size, "max-flash"),
+                   positive(max_latency, parse_duration_s, "max-latency"),
+                   positive(max_power, parse_power_w, "max-power"))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One budget on one target. Sizes are in bytes, latency in ms, power in mW."""
+
+    metric: str                  # ram | flash | latency | power | precision | ram_growth | flash_growth
+    value: float | str
+    limit: float | str
+    unit: str                    # bytes | ms | mW | '' (precision)
+    ok: bool
+    limit_source: str            # where the limit comes from: device, budget, tier default, rate, baseline ...
+    lower_bound: bool = False    # the value is a lower bound (some layer's cost is unknown)
+
+    @property
+    def margin_pct(self) -> float | None:
+        """Headroom as a share of the limit: positive is under budget, negative is over by that much."""
+        if isinstance(self.value, str) or isinstance(self.limit, str) or not self.limit:
+            return None
+        return (self.limit - self.value) / self.limit * 100
+
+    @property
+    def overshoot(self) -> float:
+        """value / limit: how far over budget (used to find a tier's binding constraint)."""
+        if isinstance(self.value, str) or isinstance(self.limit, str) or not self.limit:
+            return math.inf
+        return self.value / self.limit
+
+    def to_dict(self) -> dict[str, Any]:
+        margin = self.margin_pct
+        return {"metric": self.metric, "value": self.value, "limit": self.limit, "unit": self.unit,
+                "ok": self.ok, "margin_pct": None if margin is None else round(margin, 2),
+                "limit_source": self.limit_source, "lower_bound": self.lower_bound}
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    profile: DeviceProfile
+    estimate: Estimate
+    verdicts: tuple[Verdict, ...]
+
+    @property
+    def fits(self) -> bool:
+        return all(v.ok for v in self.verdicts)
+
+    @property
+    def failures(self) -> tuple[Verdict, ...]:
+        return tuple(v for v in self.verdicts if not v.ok)
+
+    @property
+    def latency_s(self) -> float:
+        return self.estimate.latency_s
+
+    @property
+    def summary(self) -> str:
+        """One line: what fits, or what is over budget and by how much."""
+        from edgefit.report.check_text import describe_target
+
+        return describe_target(self)
+
+    def verdict(self, metric: str) -> Verdict | None:
+        return next((v for v in self.verdicts if v.metric == metric), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.profile.name, "name": self.profile.display_name, "tier": self.profile.tier,
+                "runtime": self.profile.runtime, "fits": self.fits,
+                "checks": [v.to_dict() for v in self.verdicts], "estimates": self.estimate.to_dict()}
+
+
+@dataclass(frozen=True)
+class Int8Outlook:
+    """What deploying in int8 would change for a tier that does not fit."""
+
+    fits: bool
+    devices: tuple[str, ...]      # tier devices that fit in int8
+    binding: Verdict | None       # the same constraint on the same best device, at int8
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fits": self.fits, "devices": list(self.devices),
+                "binding": self.binding.to_dict() if self.binding else None}
+
+
+@dataclass(frozen=True)
+class TierResult:
+    tier: str
+    fits: bool
+    devices: tuple[str, ...]             # devices of the tier that fit
+    checked: tuple[str, ...]             # devices of the tier that were checked
+    best_device: str | None = None       # for a tier that does not fit: the device closest to fitting
+    binding: Verdict | None = None       # ... and the constraint it misses by most
+    int8: Int8Outlook | None = None      # None when already int8
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fits": self.fits, "devices": list(self.devices), "checked": list(self.checked),
+                "best_device": self.best_device, "binding": self.binding.to_dict() if self.binding else None,
+                "int8": self.int8.to_dict() if self.int8 else None}
+
+
+@dataclass(frozen=True)
+class TierSummary:
+    """Which tiers a model fits: the data behind the one-line answer `render_tier_line` prints."""
+
+    precision: str
+    tiers: tuple[TierResult, ...]        # in TIERS order, only tiers with checked devices
+
+    @property
+    def fitting(self) -> tuple[str, ...]:
+        return tuple(t.tier for t in self.tiers if t.fits)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {t.tier: t.to_dict() for t in self.tiers}
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    model_path: str | None
+    precision: str                       # the deployed precision
+    precision_is_models_own: bool        # True when no precision was requested
+    rate_hz: float | None
+    budgets: Budgets
+    targets: tuple[TargetResult, ...]
+    tiers: TierSummary
+    unknowns: tuple[str, ...]            # the footprint's reasons some figure is incomplete
+    method: str = METHOD
+
+    @property
+    def fits(self) -> bool:
+        return all(t.fits for t in self.targets)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model_path, "precision": self.precision, "rate_hz": self.rate_hz,
+                "fits": self.fits, "estimated": True, "method": self.method, "unknowns": list(self.unknowns),
+                "targets": [t.to_dict() for t in self.targets], "tiers": self.tiers.to_dict()}
+
+
+# ---- one target ----------------------------------------------------------------------------------------
+
+def _tightest(device_limit: float, budget: float | None) -> tuple[float, str]:
+    if budget is not None and budget < device_limit:
+        return budget, "budget"
+    return device_limit, "device"
+
+
+def check_footprint(footprint: Footprint, profile: DeviceProfile | str, precision: str | None = None,
+                    budgets: Budgets = Budgets(), rate_hz: float | None = None) -> TargetResult:
+    """Estimate `footprint` on one device (a profile, or a name looked up on the default search path) and
+    compare every figure with its limit."""
+    if isinstance(profile, str):
+        profile = find_profile(profile, list_profiles())
+    est = estimate(footprint, profile, precision, rate_hz)
+    ram_limit, ram_source = _tightest(profile.ram_limit_bytes, budgets.max_ram_bytes)
+    flash_limit, flash_source = _tightest(profile.flash_bytes, budgets.max_flash_bytes)
+    if budgets.max_latency_s is not None:
+        latency_limit, latency_source = budgets.max_latency_s, "budget"
+    else:
+        latency_limit = profile.latency_budget_s
+        latency_source = "profile" if "latency_budget" in profile.sources else f"{profile.tier} tier default"
+    if rate_hz is not None and 1 / rate_hz < latency_limit:
+        latency_limit, latency_source = 1 / rate_hz, "rate"
+    lower_bound = est.latency_is_lower_bound
+    verdicts = [
+        Verdict("ram", est.ram_bytes, ram_limit, "bytes", est.ram_bytes <= ram_limit, ram_source),
+        Verdict("flash", est.flash_bytes, flash_limit, "bytes", est.flash_bytes <= flash_limit, flash_source),
+        Verdict("latency", est.latency_s * 1e3, latency_limit * 1e3, "ms", est.latency_s <= latency_limit,
+                latency_source, lower_bound),
+    ]
+    if budgets.max_power_w is not None:
+        verdicts.append(Verdict("power", est.avg_power_w * 1e3, budgets.max_power_w * 1e3, "mW",
+                                est.avg_power_w <= budgets.max_power_w, "budget", lower_bound))
+    verdicts.append(Verdict("precision", est.precision, ", ".join(profile.precisions), "",
+                            est.precision_supported, "device"))
+    return TargetResult(profile, est, tuple(verdicts))
+
+
+# ---- tiers ---------------------------------------------------------------------------------------------
+
+def _closest_to_fitting(results: Sequence[TargetResult]) -> TargetResult:
+    """The device that misses by least: precision misses rank last, then by the worst overshoot."""
+    def severity(result: TargetResult) -> tuple[bool, float]:
+        numeric = [v.overshoot for v in result.failures if v.metric != "precision"]
+        return (not result.estimate.precision_supported, max(numeric, default=0.0))
+    return min(results, key=severity)
+
+
+def _binding(result: TargetResult) -> Verdict:
+    """The failed verdict that matters most: an unsupported precision, else the largest overshoot."""
+    failures = result.failures
+    precision = next((v for v in failures if v.metric == "precision"), None)
+    numeric = [v for v in failures if v.metric != "precision"]
+    if precision is not None and not numeric:
+        return precision
+    return max(numeric, key=lambda v: v.overshoot)
+
+
+def summarize_tiers(results: Sequence[TargetResult], precision: str,
+                    int8_results: Sequence[TargetResult] = ()) -> TierSummary:
+    """Per tier: fits if any checked device fits; otherwise the binding constraint and the int8 outlook."""
+    int8_by_name = {r.profile.name: r for r in int8_results}
+    tiers = []
+    for tier in TIERS:
+        members = [r for r in results if r.profile.tier == tier]
+        if not members:
+            continue
+        fitting = tuple(r.profile.name for r in members if r.fits)
+        checked = tuple(r.profile.name for r in members)
+        if fitting:
+            tiers.append(TierResult(tier, True, fitting, checked))
+            continue
+        best = _closest_to_fitting(members)
+        binding = _binding(best)
+        outlook = None
+        if precision != "int8" and all(name in int8_by_name for name in checked):
+            int8_members = [int8_by_name[name] for name in checked]
+            outlook = Int8Outlook(
+                fits=any(r.fits for r in int8_members),
+                devices=tuple(r.profile.name for r in int8_members if r.fits),
+                binding=int8_by_name[best.profile.name].verdict(binding.metric),
+            )
+        tiers.append(TierResult(tier, False, (), checked, best.profile.name, binding, outlook))
+    return TierSummary(precision, tuple(tiers))
+
+
+# ---- the check -----------------------------------------------------------------------------------------
+
+def _analyze(model: str | Path, input_shapes: Mapping[str, Sequence[int]] | None,
+             dims: Mapping[str, int] | None) -> Footprint:
+    from edgefit.analysis.footprint import analyze
+
+    return analyze(model, input_shapes=dict(input_shapes or {}), dims=dict(dims or {}))
+
+
+def resolve_targets(targets: Iterable[str | DeviceProfile] | None,
+                    profiles_dir: ProfilesDir = None) -> tuple[DeviceProfile, ...]:
+    """Profiles for names/aliases (or profile objects), without repeats; None means every profile on the path."""
+    requested = None if targets is None else list(targets)
+    needs_lookup = requested is None or any(not isinstance(t, DeviceProfile) for t in requested)
+    available = list_profiles(profiles_dir) if needs_lookup else ()
+    if requested is None:
+        return tuple(available)
+    if not requested:
+        raise ConfigError("no target given: name one with --target NAME or use --all")
+    resolved: dict[str, DeviceProfile] = {}
+    for target in requested:
+        profile = target if isinstance(target, DeviceProfile) else find_profile(target, available)
+        resolved.setdefault(profile.name, profile)
+    return tuple(resolved.values())
+
+
+def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] | None = None,
+          precision: str | None = None, budgets: Budgets = Budgets(), rate_hz: float | None = None, *,
+          profiles_dir: ProfilesDir = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
+          dims: Mapping[str, int] | None = None) -> CheckReport:
+    """Check a model (a Footprint, or a path analyzed here) against targets (names or profiles; None: all)."""
+    footprint = model if isinstance(model, Footprint) else _analyze(model, input_shapes, dims)
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if rate_hz is not None and not rate_hz > 0:
+        raise ConfigError(f"invalid rate {rate_hz!r}: expected a positive number of inferences per second")
+    profiles = resolve_targets(targets, profiles_dir)
+    deployed = precision or model_precision(footprint)
+    results = tuple(check_footprint(footprint, p, deployed, budgets, rate_hz) for p in profiles)
+    int8_results = () if deployed == "int8" else tuple(
+        check_footprint(footprint, r.profile, "int8", budgets, rate_hz) for r in results if not r.fits)
+    return CheckReport(
+        model_path=footprint.model_path, precision=deployed, precision_is_models_own=precision is None,
+        rate_hz=rate_hz, budgets=budgets, targets=results,
+        # A tier's int8 outlook matters only when none of its devices fit, so judging the failing ones suffices.
+        tiers=summarize_tiers(results, deployed, int8_results),
+        unknowns=footprint.unknowns,
+    )
+
+
+def tier_summary(model: Footprint | str | Path, precision: str | None = None, budgets: Budgets = Budgets(),
+                 rate_hz: float | None = None, *, profiles_dir: ProfilesDir = None) -> TierSummary:
+    """Which of cloud/edge/mobile/tiny the model fits, over every profile on the search path."""
+    return check(model, None, precision, budgets, rate_hz, profiles_dir=profiles_dir).tiers
+
+
+# ---- the CI gate ---------------------------------------------------------------------------------------
+
+GATE_KEYS = ("name", "model", "target", "precision", "max_ram", "max_flash", "max_latency", "max_power", "rate",
+             "input_shape", "dim", "baseline", "max_growth")
+_DEFAULT_KEYS = tuple(k for k in GATE_KEYS if k not in ("name", "model", "baseline"))
+_TOP_KEYS = ("profiles_dir", "defaults", "gate")
+# Baseline figures (keys of `edgefit analyze --json`) and the verdict that guards each.
+_GROWTH_METRICS = {"flash_growth": "weight_bytes", "ram_growth": "peak_activation_bytes"}
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    name: str
+    model: Path                          # resolved against the config file's directory
+    model_label: str                     # as written in the config (for annotations)
+    target: str
+    precision: str | None
+    budgets: Budgets
+    rate_hz: float | None
+    input_shapes: Mapping[str, tuple[int, ...]]
+    dims: Mapping[str, int]
+    baseline: Path | None
+    max_growth: float | None             # fraction: 0.05 for "5%"
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    path: Path
+    profiles_dirs: tuple[Path, ...]
+    gates: tuple[GateSpec, ...]
+
+
+@dataclass(frozen=True)
+class GateResult:
+    spec: GateSpec
+    target: TargetResult
+    growth: tuple[Verdict, ...]
+    unknowns: tuple[str, ...]
+
+    @property
+    def verdicts(self) -> tuple[Verdict, ...]:
+        return self.target.verdicts + self.growth
+
+    @property
+    def passed(self) -> bool:
+        return all(v.ok for v in self.verdicts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.spec.name, "model": self.spec.model_label, "target": self.target.profile.name,
+                "tier": self.target.profile.tier, "precision": self.target.estimate.precision,
+                "passed": self.passed, "checks": [v.to_dict() for v in self.verdicts],
+                "estimates": self.target.estimate.to_dict(),
+                "baseline": str(self.spec.baseline) if self.spec.baseline else None,
+                "unknowns": list(self.unknowns)}
+
+
+@dataclass(frozen=True)
+class GateReport:
+    config_path: Path
+    results: tuple[GateResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def failed(self) -> tuple[GateResult, ...]:
+        return tuple(r for r in self.results if not r.passed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": str(self.config_path), "passed": self.passed, "gates": len(self.results),
+                "failed": len(self.failed), "estimated": True, "method": METHOD,
+                "results": [r.to_dict() for r in self.results]}
+
+
+def _unknown_key(where: str, key: str, allowed: Sequence[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    return ConfigError(f"{where}: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+
+
+def _parse_growth(value: Any, where: str) -> float:
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*%\s*", value) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(f"{where}: max_growth {value!r}: write it as a percentage, e.g. \"5%\"")
+    return float(match.group(1)) / 100
+
+
+def _parse_shapes(value: Any, where: str) -> dict[str, tuple[int, ...]]:
+    """{input = [1, 3, 96, 96]} or {input = "1x3x96x96"}."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: input_shape: expected a table such as {{input = [1, 3, 96, 96]}}")
+    shapes = {}
+    for name, dims in value.items():
+        if isinstance(dims, str):
+            dims = dims.lower().split("x")
+        try:
+            parsed = tuple(int(d) for d in dims)
+        except (TypeError, ValueError):
+            parsed = ()
+        if not parsed or any(d <= 0 for d in parsed):
+            raise ConfigError(f"{where}: input_shape.{name}: expected positive dimensions, got {value[name]!r}")
+        shapes[name] = parsed
+    return shapes
+
+
+def _parse_dims(value: Any, where: str) -> dict[str, int]:
+    if not isinstance(value, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                              for v in value.values()):
+        raise ConfigError(f"{where}: dim: expected a table of non-negative integers, e.g. {{batch = 1}}")
+    return dict(value)
+
+
+def _parse_gate(entry: Mapping[str, Any], defaults: Mapping[str, Any], index: int, config: Path) -> GateSpec:
+    label = entry.get("name") if isinstance(entry.get("name"), str) else None
+    where = f"{config}: [[gate]] #{index}" + (f" ({label})" if label else "")
+    for key in entry:
+        if key not in GATE_KEYS:
+            raise _unknown_key(where, key, GATE_KEYS)
+    values = {**defaults, **entry}
+    for key in ("model", "target"):
+        if not isinstance(values.get(key), str) or not values[key].strip():
+            raise ConfigError(f"{where}: missing {key!r} (a string)")
+    base = config.parent
+    model = base / values["model"]
+    if not model.is_file():
+        raise ConfigError(f"{where}: model file {values['model']!r} not found (paths are relative to {base})")
+    precision = values.get("precision")
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"{where}: precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    try:
+        budgets = Budgets.parse(values.get("max_ram"), values.get("max_flash"), values.get("max_latency"),
+                                values.get("max_power"))
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    rate = values.get("rate")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0):
+        raise ConfigError(f"{where}: rate {rate!r}: expected a positive number of inferences per second")
+    baseline = None
+    if "baseline" in values:
+        if not isinstance(values["baseline"], str):
+            raise ConfigError(f"{where}: baseline: expected a path to an `edgefit analyze --json` file")
+        baseline = base / values["baseline"]
+        if not baseline.is_file():
+            raise ConfigError(f"{where}: baseline file {values['baseline']!r} not found "
+                              f"(write it with: edgefit analyze MODEL --json > {values['baseline']})")
+    growth = None
+    if "max_growth" in values:
+        if baseline is None and "max_growth" in entry:
+            raise ConfigError(f"{where}: max_growth needs a baseline to grow from")
+        growth = _parse_growth(values["max_growth"], where) if baseline is not None else None
+    elif baseline is not None:
+        growth = 0.0
+    return GateSpec(
+        name=label or f"{values['model']} on {values['target']}", model=model, model_label=values["model"],
+        target=values["target"], precision=precision, budgets=budgets,
+        rate_hz=float(rate) if rate is not None else None,
+        input_shapes=_parse_shapes(values["input_shape"], where) if "input_shape" in values else {},
+        dims=_parse_dims(values["dim"], where) if "dim" in values else {},
+        baseline=baseline, max_growth=growth,
+    )
+
+
+def load_gate_config(path: str | Path = "edgefit.toml") -> GateConfig:
+    """Parse and validate an edgefit.toml; errors name the file, the gate and the key."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (edgefit gate reads ./edgefit.toml unless given --config)") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise _unknown_key(str(path), key, _TOP_KEYS)
+    defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{path}: [defaults] must be a table")
+    for key in defaults:
+        if key not in _DEFAULT_KEYS:
+            raise _unknown_key(f"{path}: [defaults]", key, _DEFAULT_KEYS)
+    gates = data.get("gate")
+    if not isinstance(gates, list) or not gates or not all(isinstance(g, dict) for g in gates):
+        raise ConfigError(f"{path}: no [[gate]] entries (each names a model and a target)")
+    dirs = data.get("profiles_dir", [])
+    dirs = [dirs] if isinstance(dirs, str) else dirs
+    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+        raise ConfigError(f"{path}: profiles_dir: expected a directory path or a list of them")
+    specs = tuple(_parse_gate(g, defaults, i, path) for i, g in enumerate(gates, start=1))
+    return GateConfig(path, tuple(path.parent / d for d in dirs), specs)
+
+
+def _read_baseline(spec: GateSpec) -> dict[str, int]:
+    assert spec.baseline is not None
+    try:
+        data = json.loads(spec.baseline.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{spec.baseline}: not a JSON file written by `edgefit analyze --json` ({error})") from None
+    figures = {}
+    for key in _GROWTH_METRICS.values():
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{spec.baseline}: missing or invalid {key!r} (write the baseline with "
+                              f"`edgefit analyze MODEL --json`)")
+        figures[key] = value
+    return figures
+
+
+def _growth_verdicts(spec: GateSpec, footprint: Footprint) -> tuple[Verdict, ...]:
+    if spec.baseline is None or spec.max_growth is None:
+        return ()
+    baseline = _read_baseline(spec)
+    source = f"baseline +{spec.max_growth * 100:g}%"
+    verdicts = []
+    for metric, key in _GROWTH_METRICS.items():
+        current = getattr(footprint, key)
+        limit = baseline[key] * (1 + spec.max_growth)
+        verdicts.append(Verdict(metric, current, limit, "bytes", current <= limit, source))
+    return tuple(verdicts)
+
+
+def run_gate(config_path: str | Path = "edgefit.toml", profiles_dir: ProfilesDir = None) -> GateReport:
+    """Check every [[gate]] of an edgefit.toml; each model is analyzed once however many gates use it."""
+    config = load_gate_config(config_path)
+    extra = [] if profiles_dir is None else (
+        [profiles_dir] if isinstance(profiles_dir, (str, Path)) else list(profiles_dir))
+    profiles = list_profiles([*extra, *config.profiles_dirs])
+    footprints: dict[tuple, Footprint] = {}
+    results = []
+    for spec in config.gates:
+        key = (spec.model.resolve(), tuple(sorted(spec.input_shapes.items())), tuple(sorted(spec.dims.items())))
+        if key not in footprints:
+            footprints[key] = _analyze(spec.model, spec.input_shapes, spec.dims)
+        footprint = footprints[key]
+        try:
+            profile = find_profile(spec.target, profiles)
+        except EdgefitError as error:
+            raise ConfigError(f"{config.path}: gate {spec.name!r}: {error}") from None
+        target = check_footprint(footprint, profile, spec.precision, spec.budgets, spec.rate_hz)
+        results.append(GateResult(spec, target, _growth_verdicts(spec, footprint), footprint.unknowns))
+    return GateReport(config.path, tuple(results))

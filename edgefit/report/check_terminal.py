@@ -1,0 +1,239 @@
+"""Rich terminal rendering of device profiles, check reports and gate reports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from edgefit.check import CheckReport, GateReport, TargetResult, Verdict
+from edgefit.devices import PRECISIONS, TIERS, DeviceProfile
+from edgefit.report.check_text import (
+    METRIC_LABELS, describe_verdict, format_limit, format_margin, format_quantity, format_value, render_tier_line,
+    why_tier_misses,
+)
+from edgefit.units import format_bytes, format_count
+
+_ESTIMATE_NOTE = ("All latency, energy and power figures are estimates (per-layer roofline from datasheet figures), "
+                  "not measurements.")
+
+
+def _rates(profile: DeviceProfile) -> str:
+    return ", ".join(f"{p} {format_count(profile.peak_macs_per_s[p])}MAC/s"
+                     for p in PRECISIONS if p in profile.peak_macs_per_s)
+
+
+def _power(watts: float) -> str:
+    return format_quantity(watts * 1e3, "mW")
+
+
+def _short_size(n: float) -> str:
+    """Three significant digits, binary units: '520 KiB', '74.5 GiB' (keeps the profile table narrow)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1000 or unit == "PiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _peak(profile: DeviceProfile) -> str:
+    """The fastest precision's peak rate, e.g. '3.84 G int8'."""
+    precision = max(profile.peak_macs_per_s, key=lambda p: (profile.peak_macs_per_s[p], PRECISIONS.index(p)))
+    rate = profile.peak_macs_per_s[precision]
+    for suffix in ("", " K", " M", " G", " T", " P"):
+        if rate < 1000 or suffix == " P":
+            return f"{rate:.3g}{suffix} {precision}"
+        rate /= 1000
+    raise AssertionError("unreachable")
+
+
+def render_profiles(console: Console, profiles: Sequence[DeviceProfile]) -> None:
+    """One table per tier, so the table stays narrow enough for an 80-column terminal."""
+    for tier in TIERS:
+        members = [p for p in profiles if p.tier == tier]
+        if not members:
+            continue
+        table = Table(title=f"{tier.capitalize()} devices", title_justify="left", box=box.SIMPLE_HEAD,
+                      pad_edge=False)
+        table.add_column("name", no_wrap=True)
+        for column in ("RAM", "flash", "peak MAC/s", "power on/idle"):
+            table.add_column(column, justify="right", no_wrap=True)
+        for profile in members:
+            table.add_row(profile.name, _short_size(profile.ram_bytes), _short_size(profile.flash_bytes),
+                          _peak(profile), f"{_power(profile.active_power_w)}/{_power(profile.idle_power_w)}")
+        console.print(table)
+    console.print(Text("Details and the source of every number: edgefit profiles show NAME", style="dim"))
+
+
+def render_profile(console: Console, profile: DeviceProfile) -> None:
+    table = Table(title=f"{profile.name}: {profile.display_name}", title_justify="left", show_lines=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_column("source", style="dim")
+    source = profile.sources.get
+    rows = [
+        ("tier", profile.tier, ""),
+        ("aliases", ", ".join(profile.aliases) or "-", ""),
+        ("processor", profile.processor, source("processor", "")),
+        ("runtime", profile.runtime, ""),
+        ("precisions", ", ".join(profile.precisions), ""),
+        ("ram", format_bytes(profile.ram_bytes), source("ram", "")),
+        ("flash", format_bytes(profile.flash_bytes), source("flash", "")),
+        ("runtime_ram", format_bytes(profile.runtime_ram_bytes), source("runtime_ram", "")),
+        ("runtime_flash", format_bytes(profile.runtime_flash_bytes), source("runtime_flash", "")),
+        ("weights_in_ram", str(profile.weights_in_ram).lower(), source("weights_in_ram", "")),
+        ("peak_gmacs", _rates(profile), source("peak_gmacs", "")),
+        ("efficiency", ", ".join(f"{p} {profile.efficiency[p]:g}" for p in PRECISIONS if p in profile.peak_macs_per_s),
+         source("efficiency", "")),
+        ("memory_bandwidth", f"{format_bytes(profile.memory_bandwidth_bytes_per_s)}/s", source("memory_bandwidth", "")),
+        ("flash_bandwidth", f"{format_bytes(profile.flash_bandwidth_bytes_per_s)}/s", source("flash_bandwidth", "")),
+        ("inference_overhead", format_quantity(profile.inference_overhead_s * 1e3, "ms"),
+         source("inference_overhead", "")),
+        ("per_op_overhead", format_quantity(profile.per_op_overhead_s * 1e3, "ms"), source("per_op_overhead", "")),
+        ("network_rtt", format_quantity(profile.network_rtt_s * 1e3, "ms"), source("network_rtt", "")),
+        ("active_power", _power(profile.active_power_w), source("active_power", "")),
+        ("idle_power", _power(profile.idle_power_w), source("idle_power", "")),
+        ("latency_budget", format_quantity(profile.latency_budget_s * 1e3, "ms"),
+         source("latency_budget", f"{profile.tier} tier default")),
+    ]
+    if profile.ram_usable_fraction != 1.0:
+        rows.insert(6, ("ram_usable_fraction", f"{profile.ram_usable_fraction:g}", source("ram_usable_fraction", "")))
+    if profile.battery_wh is not None:
+        rows.append(("battery", f"{profile.battery_mah:g} mAh at {profile.battery_v:g} V ({profile.battery_wh:.1f} Wh)",
+                     source("battery_mah", "")))
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    if profile.notes:
+        console.print(Text(f"note: {profile.notes}", style="yellow"))
+    console.print(Text(f"file: {profile.path}", style="dim"))
+
+
+def _ok_mark(ok: bool) -> Text:
+    return Text("ok", style="green") if ok else Text("OVER", style="bold red")
+
+
+def _cell(verdict: Verdict | None) -> Text:
+    """A verdict's value; over budget it is red and marked, so it also reads without colour."""
+    if verdict is None:
+        return Text("-", style="dim")
+    if verdict.metric in ("ram", "flash"):
+        text = _short_size(float(verdict.value))
+    else:
+        text = format_value(verdict)
+    return Text(text) if verdict.ok else Text(f"{text} ✗", style="bold red")
+
+
+def _verdict_table(title: str, verdicts: Sequence[Verdict]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column, justify in (("budget", "left"), ("estimate", "right"), ("limit", "right"), ("limit from", "left"),
+                            ("margin", "right"), ("", "left")):
+        table.add_column(column, justify=justify)
+    for v in verdicts:
+        table.add_row(METRIC_LABELS.get(v.metric, v.metric), format_value(v), format_limit(v), v.limit_source,
+                      format_margin(v), _ok_mark(v.ok))
+    return table
+
+
+def _estimate_line(result: TargetResult) -> str:
+    est = result.estimate
+    rate = "back to back" if est.rate_hz is None else f"{est.rate_hz:g}/s"
+    parts = [
+        f"latency {format_quantity(est.latency_s * 1e3, 'ms')}"
+        + (f" incl. {format_quantity(est.network_s * 1e3, 'ms')} network round trip" if est.network_s else ""),
+        f"energy {format_quantity(est.energy_j * 1e3, 'mJ')}/inference",
+        f"average power {_power(est.avg_power_w)} at {rate}",
+        f"weights {format_bytes(est.weight_bytes)}, activations {format_bytes(est.activation_bytes)}",
+    ]
+    if est.battery_life_h is not None:
+        parts.append(f"battery life {est.battery_life_h:.1f} h")
+    return f"estimates on {result.profile.runtime}: " + "; ".join(parts)
+
+
+def _target_detail(console: Console, report: CheckReport, result: TargetResult) -> None:
+    profile = result.profile
+    verdict = Text("fits", style="bold green") if result.fits else Text("does not fit", style="bold red")
+    console.print(_verdict_table(f"{profile.name} ({profile.tier}) at {report.precision}", result.verdicts))
+    console.print(Text(_estimate_line(result), style="dim"))
+    if not result.estimate.keeps_up:
+        console.print(Text(f"cannot keep up with {result.estimate.rate_hz:g} inferences/s", style="red"))
+    console.print(Text.assemble(f"{profile.name}: ", verdict))
+
+
+def _summary_table(report: CheckReport) -> Table:
+    """One row per device, grouped by tier; narrow enough for an 80-column terminal."""
+    table = Table(title=f"edgefit check: {report.model_path or 'model'} at {report.precision}", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("device", no_wrap=True)
+    for column in ("RAM", "flash", "latency", "power"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("fits")
+    for tier in TIERS:
+        members = [r for r in report.targets if r.profile.tier == tier]
+        if not members:
+            continue
+        table.add_row(Text(tier.capitalize(), style="bold"))
+        for result in members:
+            power = result.verdict("power")
+            table.add_row(f" {result.profile.name}", _cell(result.verdict("ram")), _cell(result.verdict("flash")),
+                          _cell(result.verdict("latency")),
+                          _cell(power) if power else _power(result.estimate.avg_power_w),
+                          Text("yes", style="green") if result.fits else Text("no", style="red"))
+    return table
+
+
+def _tier_table(report: CheckReport) -> Table:
+    table = Table(title="Tiers", title_justify="left")
+    for column in ("tier", "fits", "devices that fit / why not"):
+        table.add_column(column)
+    for result in report.tiers.tiers:
+        if result.fits:
+            table.add_row(result.tier.capitalize(), Text("yes", style="green"), ", ".join(result.devices))
+        else:
+            table.add_row(result.tier.capitalize(), Text("no", style="red"), why_tier_misses(result))
+    return table
+
+
+def render_check(console: Console, report: CheckReport, *, detailed: bool) -> None:
+    """`detailed`: one verdict table per target; otherwise one row per target plus the tier summary."""
+    if detailed:
+        for result in report.targets:
+            _target_detail(console, report, result)
+    else:
+        console.print(_summary_table(report))
+        console.print(_tier_table(report))
+        console.print(Text(render_tier_line(report.tiers), style="bold"))
+    precision_note = "the model's own" if report.precision_is_models_own else "requested"
+    console.print(Text(f"precision: {report.precision} ({precision_note}). {_ESTIMATE_NOTE}", style="dim"))
+    for reason in report.unknowns:
+        console.print(Text(f"unknown: {reason}", style="magenta"))
+    for result in report.targets:
+        if result.estimate.latency_is_lower_bound:
+            console.print(Text(f"{result.profile.name}: latency is a lower bound, MACs unknown for "
+                               f"{', '.join(result.estimate.layers_without_macs)}", style="magenta"))
+            break
+
+
+def render_gate(console: Console, report: GateReport) -> None:
+    table = Table(title=f"edgefit gate: {report.config_path}", title_justify="left")
+    for column, justify in (("gate", "left"), ("target", "left"), ("budget", "left"), ("estimate", "right"),
+                            ("limit", "right"), ("margin", "right"), ("", "left")):
+        table.add_column(column, justify=justify)
+    for result in report.results:
+        for i, v in enumerate(result.verdicts):
+            table.add_row(result.spec.name if i == 0 else "", result.target.profile.name if i == 0 else "",
+                          METRIC_LABELS.get(v.metric, v.metric), format_value(v), format_limit(v),
+                          format_margin(v), _ok_mark(v.ok))
+        table.add_section()
+    console.print(table)
+    for result in report.failed:
+        for v in result.verdicts:
+            if not v.ok:
+                console.print(Text(f"FAIL {result.spec.name}: {describe_verdict(v)}", style="red"))
+    passed = len(report.results) - len(report.failed)
+    style = "bold green" if report.passed else "bold red"
+    console.print(Text(f"{passed}/{len(report.results)} gates passed", style=style))
+    console.print(Text(_ESTIMATE_NOTE, style="dim"))
