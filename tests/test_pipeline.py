@@ -136,3 +136,14 @@ def test_terminal_report_shows_before_after_and_fidelity(digits, capsys):
     for text in ("weight bytes", "parameters", "MACs", "peak activation RAM", "sparse storage", "Fidelity",
                  "97.49% ->"):
         assert text in out
+
+
+def test_target_picks_the_mode_and_adds_a_verdict(digits, capsys):
+    code = main(["quantize", str(digits / "digits_cnn.onnx"), "--target", "esp32-cam", "--calib",
+                 str(digits / "digits_calib.npz"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["passes"][-1]["stats"]["mode"] == "int8"      # the ESP32-CAM profile runs int8
+    assert report["target"]["precision_after"] == "int8"
+    assert code == (0 if report["target"]["fits"] else 1)
+    assert report["target"]["after"]["estimates"]["precision"] == "int8"
+    assert report["target"]["before"]["estimates"]["precision"] == "fp32"
