@@ -128,11 +128,11 @@ def _cell(verdict: Verdict | None) -> Text:
 
 
 def _verdict_table(title: str, verdicts: Sequence[Verdict]) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for column, justify in (("budget", "left"), ("estimate", "right"), ("limit", "right"), ("limit from", "left"),
                             ("margin", "right"), ("", "left")):
         table.add_column(column, justify=justify)
-    for v in verdicts:
+    for v in _shown(verdicts):
         table.add_row(METRIC_LABELS.get(v.metric, v.metric), format_value(v), format_limit(v), v.limit_source,
                       format_margin(v), _ok_mark(v.ok))
     return table
@@ -217,18 +217,18 @@ def render_check(console: Console, report: CheckReport, *, detailed: bool) -> No
             break
 
 
+def _shown(verdicts: Sequence[Verdict]) -> list[Verdict]:
+    """Terminal tables leave out a supported precision: it is a precondition, not a budget."""
+    return [v for v in verdicts if v.metric != "precision" or not v.ok]
+
+
 def render_gate(console: Console, report: GateReport) -> None:
-    table = Table(title=f"edgefit gate: {report.config_path}", title_justify="left")
-    for column, justify in (("gate", "left"), ("target", "left"), ("budget", "left"), ("estimate", "right"),
-                            ("limit", "right"), ("margin", "right"), ("", "left")):
-        table.add_column(column, justify=justify)
+    console.print(Text(f"edgefit gate: {report.config_path}", style="bold"))
     for result in report.results:
-        for i, v in enumerate(result.verdicts):
-            table.add_row(result.spec.name if i == 0 else "", result.target.profile.name if i == 0 else "",
-                          METRIC_LABELS.get(v.metric, v.metric), format_value(v), format_limit(v),
-                          format_margin(v), _ok_mark(v.ok))
-        table.add_section()
-    console.print(table)
+        mark = "passed" if result.passed else "FAILED"
+        title = (f"{mark}: {result.spec.name}, {result.target.profile.name} at {result.target.estimate.precision} "
+                 f"({result.spec.model_label})")
+        console.print(_verdict_table(title, result.verdicts))
     for result in report.failed:
         for v in result.verdicts:
             if not v.ok:

@@ -7,7 +7,7 @@ from edgefit.units import format_bytes
 
 METRIC_LABELS = {
     "ram": "RAM", "flash": "flash", "latency": "latency", "power": "power", "precision": "precision",
-    "ram_growth": "activation RAM growth", "flash_growth": "weight growth",
+    "ram_growth": "arena growth", "flash_growth": "weight growth",
 }
 # How many fitting devices a one-line summary names before it abbreviates.
 _NAMED_DEVICES = 3
