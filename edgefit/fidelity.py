@@ -85,6 +85,8 @@ def load_samples(path: str | Path, model: ModelProto, *, batch_size: int = DEFAU
     """
     path = Path(path)
     inputs = _model_inputs(model)
+    if not path.exists():
+        raise ConfigError(f"data file not found: {path}")
     if path.is_dir():
         arrays = _read_npy_folder(path, [i.name for i in inputs])
     elif path.suffix == ".npz" and path.is_file():

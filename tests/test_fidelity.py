@@ -78,8 +78,11 @@ def test_data_errors_are_one_line_config_errors(tmp_path):
     np.savez(tmp_path / "one.npz", a=np.zeros((2, 1)))
     with pytest.raises(ConfigError, match=r"no array for input\(s\) \['b'\]"):
         load_samples(tmp_path / "one.npz", two_inputs)
-    with pytest.raises(ConfigError, match="neither an .npz"):
+    with pytest.raises(ConfigError, match="data file not found"):
         load_samples(tmp_path / "missing.npz", classifier())
+    (tmp_path / "data.csv").write_text("1,2")
+    with pytest.raises(ConfigError, match="neither an .npz"):
+        load_samples(tmp_path / "data.csv", classifier())
 
 
 def test_synthetic_samples_are_seeded_and_bind_dims():

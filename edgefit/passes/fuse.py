@@ -42,7 +42,7 @@ used. Symbolic dimensions are fine: rewrites that need a static shape are skippe
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -92,7 +92,6 @@ class FuseStats:
     initializers_removed: int
     notes: tuple[str, ...] = ()
     name: str = "fuse"
-    details: tuple[str, ...] = field(default=(), repr=False)   # one line per rewrite, for --verbose reports
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "nodes_before": self.nodes_before, "nodes_after": self.nodes_after,
@@ -108,14 +107,13 @@ def fuse(model: ModelProto) -> PassResult:
     opsets = {o.domain or "": o.version for o in result.opset_import}
     editor = GraphEditor(graph)
     rewrites: Counter[str] = Counter()
-    details: list[str] = []
     held_back: dict[str, str] = {}
     while True:
         info = infer_tensor_info(result)
-        changed = (_fold_constants(editor, info, opsets, rewrites, details)
-                   + _remove_noops(editor, info, rewrites, details)
-                   + _fold_affine_into_hosts(editor, rewrites, details, held_back)
-                   + _matmul_add_to_gemm(editor, info, rewrites, details))
+        changed = (_fold_constants(editor, info, opsets, rewrites)
+                   + _remove_noops(editor, info, rewrites)
+                   + _fold_affine_into_hosts(editor, rewrites, held_back)
+                   + _matmul_add_to_gemm(editor, info, rewrites))
         if not changed:
             break
     dead_nodes, dead_initializers = editor.remove_dead()
@@ -124,17 +122,17 @@ def fuse(model: ModelProto) -> PassResult:
     notes = [f"{node_label(n)} ({n.op_type}): its subgraphs are left unchanged (fuse rewrites the top-level graph)"
              for n in graph.node if has_subgraph(n)]
     notes += [reason for name, reason in held_back.items() if any(n.name == name for n in graph.node)]
-    stats = FuseStats(nodes_before, len(graph.node), dict(rewrites), dead_initializers, tuple(notes),
-                      details=tuple(details))
+    stats = FuseStats(nodes_before, len(graph.node), dict(rewrites), dead_initializers, tuple(notes))
     return PassResult(result, stats)
 
 
 # ---- constant folding --------------------------------------------------------------------------------
 
-def _fold_constants(editor: GraphEditor, info: TensorInfo, opsets: dict[str, int], rewrites: Counter,
-                    details: list[str]) -> int:
+def _fold_constants(editor: GraphEditor, info: TensorInfo, opsets: dict[str, int], rewrites: Counter) -> int:
     folded = 0
     for node in list(editor.graph.node):
+        if node.op_type == "Constant" and all(o in editor.output_names for o in node.output):
+            continue   # a Constant that is itself a graph output is as folded as it gets
         values = _constant_outputs(node, editor, info, opsets)
         if values is None:
             continue
@@ -152,10 +150,7 @@ def _fold_constants(editor: GraphEditor, info: TensorInfo, opsets: dict[str, int
         editor.refresh()
         kind = {"Constant": "constant_nodes_to_initializers", "Shape": "static_shapes_folded"}.get(
             node.op_type, "constants_folded")
-        if node.op_type == "Constant" and all(n in editor.output_names for n in node.output):
-            continue  # a Constant that is itself a graph output is already as folded as it gets
         rewrites[kind] += 1
-        details.append(f"{kind}: {node_label(node)} ({node.op_type})")
         folded += 1
     return folded
 
@@ -192,7 +187,7 @@ def _constant_outputs(node: NodeProto, editor: GraphEditor, info: TensorInfo,
 
 # ---- no-op removal -----------------------------------------------------------------------------------
 
-def _remove_noops(editor: GraphEditor, info: TensorInfo, rewrites: Counter, details: list[str]) -> int:
+def _remove_noops(editor: GraphEditor, info: TensorInfo, rewrites: Counter) -> int:
     removed = 0
     for node in list(editor.graph.node):
         if node not in editor.graph.node:
@@ -205,7 +200,6 @@ def _remove_noops(editor: GraphEditor, info: TensorInfo, rewrites: Counter, deta
         elif not editor.bypass(node, source):
             continue
         rewrites[kind] += 1
-        details.append(f"{kind}: {node_label(node)}")
         removed += 1
     return removed
 
@@ -284,7 +278,7 @@ def _compose_transposes(second: NodeProto, editor: GraphEditor, info: TensorInfo
 
 # ---- BatchNorm / Mul / Add into Conv, ConvTranspose, Gemm --------------------------------------------
 
-def _fold_affine_into_hosts(editor: GraphEditor, rewrites: Counter, details: list[str],
+def _fold_affine_into_hosts(editor: GraphEditor, rewrites: Counter,
                             held_back: dict[str, str]) -> int:
     folded = 0
     for node in list(editor.graph.node):
@@ -305,7 +299,6 @@ def _fold_affine_into_hosts(editor: GraphEditor, rewrites: Counter, details: lis
                 continue
             kind = {"BatchNormalization": "batchnorm_folded", "Mul": "mul_folded", "Add": "add_folded"}[node.op_type]
             rewrites[kind] += 1
-            details.append(f"{kind}: {node_label(node)} into {node_label(host)} ({host.op_type})")
             held_back.pop(node.name, None)
             folded += 1
             break
@@ -405,7 +398,7 @@ def _absorb(host: NodeProto, scale: np.ndarray, shift: np.ndarray, editor: Graph
 
 # ---- MatMul + Add -> Gemm ----------------------------------------------------------------------------
 
-def _matmul_add_to_gemm(editor: GraphEditor, info: TensorInfo, rewrites: Counter, details: list[str]) -> int:
+def _matmul_add_to_gemm(editor: GraphEditor, info: TensorInfo, rewrites: Counter) -> int:
     fused = 0
     for matmul in list(editor.graph.node):
         if matmul.op_type != "MatMul" or matmul not in editor.graph.node:
@@ -424,7 +417,6 @@ def _matmul_add_to_gemm(editor: GraphEditor, info: TensorInfo, rewrites: Counter
         editor.graph.node.remove(matmul)
         editor.refresh()
         rewrites["matmul_add_to_gemm"] += 1
-        details.append(f"matmul_add_to_gemm: {node_label(matmul)} + {node_label(add)}")
         fused += 1
     return fused
 
