@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-from helpers import model, weight
+from helpers import model
 from onnx import TensorProto, helper, numpy_helper
 
 from edgefit.cli import main
