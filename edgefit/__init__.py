@@ -1,10 +1,19 @@
-"""edgefit: will this ONNX model fit the device? Footprint analysis, device budgets and optimisation passes."""
+"""edgefit: will this ONNX model fit the device? Footprint analysis, device budgets and optimisation passes.
+
+The library mirrors the CLI: each command is a thin layer over one of these functions, which return plain
+frozen dataclasses that the reporters in edgefit.report format.
+"""
 
 from edgefit.analysis.footprint import Footprint, LayerStats, analyze
 from edgefit.errors import ConfigError, EdgefitError, ModelError, PassError, ProfileError, ShapeError
+from edgefit.fidelity import Fidelity, compare
 from edgefit.model import load_model, save_model
+from edgefit.passes import PassOptions, PassResult, PipelineResult, fuse, prune, quantize, run_passes
+from edgefit.passes.pipeline import OptimizeReport, optimize_file
 
 __all__ = [
     "analyze", "Footprint", "LayerStats", "load_model", "save_model",
+    "fuse", "prune", "quantize", "run_passes", "optimize_file", "PassOptions", "PassResult", "PipelineResult",
+    "OptimizeReport", "compare", "Fidelity",
     "EdgefitError", "ModelError", "ShapeError", "ProfileError", "PassError", "ConfigError",
 ]

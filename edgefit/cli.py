@@ -18,7 +18,8 @@ from edgefit.errors import ConfigError, EdgefitError, ShapeError
 
 app = typer.Typer(
     name="edgefit",
-    help="Will this ONNX model fit the device? Footprint analysis, device budgets, and fuse/prune/quantize passes.",
+    help="Will this ONNX model fit the device? Footprint analysis, device budgets, and fuse/prune/quantize passes. "
+    "Sizes accept units: KB/MB/GB = 1000 bytes, KiB/MiB/GiB = 1024. Exit codes: 0 ok/fits, 1 over budget, 2 error.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -71,7 +72,8 @@ def parse_dims(specs: list[str] | None) -> dict[str, int]:
 
 @app.callback()
 def _root() -> None:
-    """Will this ONNX model fit the device? Sizes accept units: KB/MB/GB = 1000, KiB/MiB/GiB = 1024."""
+    # A callback makes typer treat `analyze` as a subcommand even while it is the only command registered.
+    pass
 
 
 def print_json(data: object) -> None:
