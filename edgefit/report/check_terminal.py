@@ -166,22 +166,25 @@ def _target_detail(console: Console, report: CheckReport, result: TargetResult) 
 def _summary_table(report: CheckReport) -> Table:
     """One row per device, grouped by tier; narrow enough for an 80-column terminal."""
     table = Table(title=f"edgefit check: {report.model_path or 'model'} at {report.precision}", title_justify="left",
-                  box=box.SIMPLE_HEAD, pad_edge=False)
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    # Average power means little without a rate or a power budget, and the table has no room to spare.
+    show_power = report.rate_hz is not None or report.budgets.max_power_w is not None
     table.add_column("device", no_wrap=True)
-    for column in ("RAM", "flash", "latency", "power"):
+    for column in ("RAM", "flash", "latency") + (("power",) if show_power else ()):
         table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("fits")
+    table.add_column("fits", no_wrap=True)
     for tier in TIERS:
         members = [r for r in report.targets if r.profile.tier == tier]
         if not members:
             continue
         table.add_row(Text(tier.capitalize(), style="bold"))
         for result in members:
-            power = result.verdict("power")
-            table.add_row(f" {result.profile.name}", _cell(result.verdict("ram")), _cell(result.verdict("flash")),
-                          _cell(result.verdict("latency")),
-                          _cell(power) if power else _power(result.estimate.avg_power_w),
-                          Text("yes", style="green") if result.fits else Text("no", style="red"))
+            cells = [_cell(result.verdict("ram")), _cell(result.verdict("flash")), _cell(result.verdict("latency"))]
+            if show_power:
+                power = result.verdict("power")
+                cells.append(_cell(power) if power else Text(_power(result.estimate.avg_power_w)))
+            fits = Text("yes", style="green") if result.fits else Text("no", style="red")
+            table.add_row(f" {result.profile.name}", *cells, fits)
     return table
 
 
