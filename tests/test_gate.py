@@ -1,0 +1,220 @@
+"""edgefit gate: edgefit.toml parsing, budgets and baselines, every output format, exit codes, config errors."""
+
+import json
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import onnx
+import pytest
+from test_check import dense_model
+
+from edgefit.check import load_gate_config, run_gate
+from edgefit.cli import main
+from edgefit.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A project with one small model: a 64 x 10 Gemm, 650 params, 2600 B of fp32 weights."""
+    onnx.save(dense_model(64, 10), tmp_path / "model.onnx")
+    return tmp_path
+
+
+def write_config(project: Path, text: str) -> Path:
+    path = project / "edgefit.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+PASSING = """\
+    [defaults]
+    precision = "int8"
+
+    [[gate]]
+    name = "small on esp32"
+    model = "model.onnx"
+    target = "esp32"
+    max_latency = "50ms"
+
+    [[gate]]
+    model = "model.onnx"
+    target = "nano33ble"
+    rate = 1
+    max_power = "25mW"
+    """
+
+# The second gate asks for 1 KiB of RAM: the ESP32 needs 220 KiB for ESP-IDF alone.
+FAILING = PASSING.replace('max_latency = "50ms"', 'max_latency = "50ms"\nmax_ram = "1KiB"')
+
+
+def test_config_parsing(project):
+    config = load_gate_config(write_config(project, PASSING))
+    first, second = config.gates
+    assert first.name == "small on esp32" and first.model == project / "model.onnx"
+    assert first.precision == "int8" and first.budgets.max_latency_s == pytest.approx(0.05)
+    assert second.name == "model.onnx on nano33ble", "unnamed gates are named after model and target"
+    assert second.rate_hz == 1.0 and second.budgets.max_power_w == pytest.approx(0.025)
+
+
+def test_passing_gate(project, capsys):
+    report = run_gate(write_config(project, PASSING))
+    assert report.passed and len(report.results) == 2
+    assert [r.target.profile.name for r in report.results] == ["esp32", "arduino-nano-33-ble-sense"]
+    assert main(["gate", "--config", str(project / "edgefit.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "2/2 gates passed" in out and "small on esp32" in out
+
+
+def test_failing_gate_exits_1(project, capsys):
+    config = write_config(project, FAILING)
+    report = run_gate(config)
+    assert not report.passed and [r.passed for r in report.results] == [False, True]
+    assert main(["gate", "-c", str(config)]) == 1
+    assert "FAIL small on esp32: RAM" in " ".join(capsys.readouterr().out.split())
+
+
+def test_json_format(project, capsys):
+    assert main(["gate", "-c", str(write_config(project, FAILING)), "--format", "json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert (data["passed"], data["gates"], data["failed"]) == (False, 2, 1)
+    first = data["results"][0]
+    assert first["name"] == "small on esp32" and first["target"] == "esp32" and first["precision"] == "int8"
+    ram = next(c for c in first["checks"] if c["metric"] == "ram")
+    assert ram["ok"] is False and ram["limit"] == 1024 and ram["limit_source"] == "budget"
+
+
+def test_junit_format_one_testcase_per_gate_and_budget(project, capsys):
+    assert main(["gate", "-c", str(write_config(project, FAILING)), "--format", "junit"]) == 1
+    root = ET.fromstring(capsys.readouterr().out)
+    suite = root.find("testsuite")
+    cases = suite.findall("testcase")
+    # esp32: ram, flash, latency, precision; nano: ram, flash, latency, power, precision
+    assert len(cases) == 9 == int(suite.get("tests")) == int(root.get("tests"))
+    failed = [c for c in cases if c.find("failure") is not None]
+    assert len(failed) == 1 == int(suite.get("failures"))
+    assert failed[0].get("name") == "ram on esp32"
+    assert failed[0].get("classname") == "edgefit.gate.small on esp32"
+    assert "RAM" in failed[0].find("failure").get("message")
+
+
+def test_markdown_format(project, capsys):
+    assert main(["gate", "-c", str(write_config(project, FAILING)), "--format", "markdown"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("### edgefit gate: ❌ 1 of 2 gates failed")
+    assert "| gate | model | target | precision | budget | estimate | limit | margin | result |" in out
+    assert "|---|---|---|---|---|---|---|---|---|" in out
+    rows = [line for line in out.splitlines() if line.startswith("| small on esp32")]
+    assert len(rows) == 4 and sum("❌ over" in r for r in rows) == 1
+
+
+def test_github_format(project, capsys):
+    assert main(["gate", "-c", str(write_config(project, FAILING)), "--format", "github"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    errors = [line for line in lines if line.startswith("::error ")]
+    assert len(errors) == 1
+    assert errors[0].startswith("::error file=model.onnx,title=edgefit gate%3A small on esp32::esp32 at int8: RAM")
+    assert lines[-1].startswith("edgefit gate: 1/2 gates passed")
+    assert main(["gate", "-c", str(write_config(project, PASSING)), "-f", "github"]) == 0
+    assert "::error" not in capsys.readouterr().out
+
+
+def test_baseline_growth_fails_while_under_budget(project, capsys):
+    main(["analyze", str(project / "model.onnx"), "--json"])
+    baseline = json.loads(capsys.readouterr().out)
+    assert baseline["weight_bytes"] == 650 * 4
+    (project / "same.json").write_text(json.dumps(baseline))
+    # A baseline 10% smaller than today: today's model grew 11% since, beyond 5%.
+    shrunk = dict(baseline, weight_bytes=int(baseline["weight_bytes"] / 1.1))
+    (project / "smaller.json").write_text(json.dumps(shrunk))
+    gate = """\
+        [[gate]]
+        model = "model.onnx"
+        target = "esp32"
+        max_latency = "1s"
+        baseline = "{baseline}"
+        max_growth = "5%"
+        """
+    same = run_gate(write_config(project, gate.format(baseline="same.json")))
+    assert same.passed
+    growth = {v.metric: v for v in same.results[0].growth}
+    assert growth["flash_growth"].limit == pytest.approx(2600 * 1.05) and growth["flash_growth"].ok
+    assert growth["ram_growth"].value == baseline["peak_activation_bytes"]
+
+    grown = run_gate(write_config(project, gate.format(baseline="smaller.json")))
+    assert not grown.passed
+    failed = [v for v in grown.results[0].verdicts if not v.ok]
+    assert [v.metric for v in failed] == ["flash_growth"], "under every budget, failed only by the growth"
+    assert failed[0].limit_source == "baseline +5%"
+
+
+def test_baseline_without_max_growth_allows_no_growth(project, capsys):
+    main(["analyze", str(project / "model.onnx"), "--json"])
+    baseline = json.loads(capsys.readouterr().out)
+    (project / "base.json").write_text(json.dumps(dict(baseline, peak_activation_bytes=1)))
+    report = run_gate(write_config(project, """\
+        [[gate]]
+        model = "model.onnx"
+        target = "esp32"
+        max_latency = "1s"
+        baseline = "base.json"
+        """))
+    assert [v.metric for r in report.results for v in r.verdicts if not v.ok] == ["ram_growth"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[[gate]]\nmodel = "model.onnx"\ntarget = "esp32"\nmax_rams = "1KB"\n',
+     "[[gate]] #1: unknown key 'max_rams' (did you mean 'max_ram'?)"),
+    ('[[gate]]\nmodel = "model.onnx"\n', "[[gate]] #1: missing 'target'"),
+    ('[[gate]]\nmodel = "missing.onnx"\ntarget = "esp32"\n', "model file 'missing.onnx' not found"),
+    ('[[gate]]\nmodel = "model.onnx"\ntarget = "esp32"\nbaseline = "nope.json"\n',
+     "baseline file 'nope.json' not found"),
+    ('[[gate]]\nmodel = "model.onnx"\ntarget = "esp32"\nmax_growth = "5%"\n', "max_growth needs a baseline"),
+    ('[[gate]]\nmodel = "model.onnx"\ntarget = "esp32"\nprecision = "int4"\n', "precision 'int4'"),
+    ('[[gate]]\nmodel = "model.onnx"\ntarget = "esp32"\nmax_latency = "soon"\n', "invalid duration 'soon'"),
+    ('[[gate]]\nmodel = "model.onnx"\ntarget = "esp32"\nrate = -1\n', "rate -1"),
+    ('[[gate]]\nname = "x"\nmodel = "model.onnx"\ntarget = "esp32"\ninput_shape = {x = "1xAx3"}\n',
+     "[[gate]] #1 (x): input_shape.x"),
+    ('[defaults]\nmodel = "model.onnx"\n[[gate]]\ntarget = "esp32"\n', "[defaults]: unknown key 'model'"),
+    ('gates = []\n', "unknown key 'gates' (did you mean 'gate'?)"),
+    ('[defaults]\nprecision = "int8"\n', "no [[gate]] entries"),
+    ('[[gate]\n', "not valid TOML"),
+])
+def test_malformed_config(project, text, message):
+    path = write_config(project, text)
+    with pytest.raises(ConfigError) as error:
+        run_gate(path)
+    assert message in str(error.value)
+    assert str(path) in str(error.value)
+
+
+def test_config_errors_exit_2(project, capsys):
+    assert main(["gate", "-c", str(project / "absent.toml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    path = write_config(project, '[[gate]]\nmodel = "model.onnx"\ntarget = "esp32"\nbaseline = "b.json"\n')
+    (project / "b.json").write_text('{"weight_bytes": 1}')
+    assert main(["gate", "-c", str(path)]) == 2
+    assert "missing or invalid 'peak_activation_bytes'" in capsys.readouterr().err
+    write_config(project, '[[gate]]\nmodel = "model.onnx"\ntarget = "esp32-cma"\n')
+    assert main(["gate", "-c", str(path)]) == 2
+    assert "did you mean 'esp32-cam'" in capsys.readouterr().err
+
+
+def test_custom_profiles_dir_in_config(project):
+    (project / "boards").mkdir()
+    builtin = (REPO / "profiles" / "esp32.toml").read_text()
+    (project / "boards" / "my-board.toml").write_text(
+        builtin.replace('name = "esp32"', 'name = "my-board"').replace(
+            'aliases = ["esp32-wroom-32", "esp32-devkitc"]', "aliases = []"))
+    report = run_gate(write_config(project, 'profiles_dir = "boards"\n[[gate]]\nmodel = "model.onnx"\n'
+                                            'target = "my-board"\nmax_latency = "1s"\n'))
+    assert report.passed and report.results[0].target.profile.name == "my-board"
+
+
+def test_repository_config_gates_the_sample_models():
+    report = run_gate(REPO / "edgefit.toml")
+    assert report.passed, [(r.spec.name, [v.metric for v in r.verdicts if not v.ok]) for r in report.failed]
+    assert {r.spec.model.name for r in report.results} == {
+        "kws_dscnn.onnx", "vww_mobilenet_v1_025.onnx", "ic_resnet8.onnx", "ad_autoencoder.onnx", "digits_cnn.onnx"}
