@@ -189,7 +189,7 @@ def _summary_table(report: CheckReport) -> Table:
 
 
 def _tier_table(report: CheckReport) -> Table:
-    table = Table(title="Tiers", title_justify="left")
+    table = Table(title="Tiers", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("tier", "fits", "devices that fit / why not"):
         table.add_column(column)
     for result in report.tiers.tiers:
