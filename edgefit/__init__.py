@@ -5,6 +5,8 @@ frozen dataclasses that the reporters in edgefit.report format.
 """
 
 from edgefit.analysis.footprint import Footprint, LayerStats, analyze
+from edgefit.check import Budgets, CheckReport, GateReport, TierSummary, check_footprint, run_gate, tier_summary
+from edgefit.devices import DeviceProfile, list_profiles, load_profile
 from edgefit.errors import ConfigError, EdgefitError, ModelError, PassError, ProfileError, ShapeError
 from edgefit.fidelity import Fidelity, compare
 from edgefit.model import load_model, save_model
@@ -13,6 +15,9 @@ from edgefit.passes.pipeline import OptimizeReport, optimize_file
 
 __all__ = [
     "analyze", "Footprint", "LayerStats", "load_model", "save_model",
+    # `check` and `estimate` stay in their modules: as package attributes they would shadow the submodules.
+    "check_footprint", "tier_summary", "run_gate", "Budgets", "CheckReport", "GateReport", "TierSummary",
+    "load_profile", "list_profiles", "DeviceProfile",
     "fuse", "prune", "quantize", "run_passes", "optimize_file", "PassOptions", "PassResult", "PipelineResult",
     "OptimizeReport", "compare", "Fidelity",
     "EdgefitError", "ModelError", "ShapeError", "ProfileError", "PassError", "ConfigError",

@@ -96,12 +96,17 @@ def analyze(
     from edgefit import analyze as analyze_model
     from edgefit.report import terminal
 
+    from edgefit.check import tier_summary
+    from edgefit.report.check_text import render_tier_line
+
     footprint = analyze_model(model, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
                               alignment=alignment)
+    # The first command a user runs should already answer the main question: which tiers does it fit?
+    tier_line = render_tier_line(tier_summary(footprint))
     if json_out:
-        print_json(footprint.to_dict())
+        print_json({**footprint.to_dict(), "tier_summary": tier_line})
     else:
-        terminal.render_footprint(console, footprint, per_layer=per_layer, top=top)
+        terminal.render_footprint(console, footprint, per_layer=per_layer, top=top, tier_line=tier_line)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,6 +54,7 @@ def test_api_mirrors_cli(samples, capsys):
     assert main(["analyze", str(path), "--dim", "batch=4", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     fp = edgefit.analyze(path, dims={"batch": 4})
+    assert data.pop("tier_summary").startswith("Fits: Cloud, Edge, Mobile")
     assert data == json.loads(json.dumps(fp.to_dict()))
     assert fp.inputs["input"] == [4, 1, 8, 8]
     assert fp.warnings == ()

@@ -77,7 +77,7 @@ def render_footprint(console: Console, fp: Footprint, *, per_layer: bool = False
     for reason in fp.unknowns:
         console.print(Text(f"unknown: {reason}", style="magenta"))
     if tier_line:
-        console.print(Text.from_markup(tier_line))
+        console.print(Text(tier_line, style="bold"))
 
 
 def _layer_table(title: str, layers) -> Table:
