@@ -106,6 +106,11 @@ class Estimate:
         }
 
 
+# An int8 runtime fuses the QuantizeLinear/DequantizeLinear pairs of a QDQ model into its integer kernels
+# (TFLite Micro, onnxruntime's QDQ transformer, TensorRT), so they cost neither time nor an op dispatch there.
+_FUSED_IN_INT8 = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
 def _float_scale(dtype: str, precision: str) -> float:
     """How much a tensor of `dtype` grows or shrinks when floats are stored at `precision`."""
     if dtype not in FLOAT_DTYPES or not DTYPE_BYTES.get(dtype):
@@ -134,7 +139,8 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
     compute_s = 0.0
     memory_bound = 0
     without_macs = []
-    for layer in footprint.layers:
+    layers = [l for l in footprint.layers if not (precision == "int8" and l.op_type in _FUSED_IN_INT8)]
+    for layer in layers:
         activation_moved = ((layer.input_bytes or 0) + (layer.output_bytes or 0)) * _float_scale(layer.dtype, precision)
         memory_time = (activation_moved / profile.memory_bandwidth_bytes_per_s
                        + layer.weight_bytes * weight_scale / weight_bandwidth)
@@ -146,7 +152,7 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
         memory_bound += memory_time > mac_time
         compute_s += max(mac_time, memory_time)
 
-    overhead_s = profile.inference_overhead_s + profile.per_op_overhead_s * len(footprint.layers)
+    overhead_s = profile.inference_overhead_s + profile.per_op_overhead_s * len(layers)
     busy_s = compute_s + overhead_s
     energy_j = profile.active_power_w * busy_s
     duty_cycle = 1.0 if rate_hz is None else min(1.0, rate_hz * busy_s)

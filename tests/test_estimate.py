@@ -158,3 +158,25 @@ def test_bad_precision_or_rate():
 
 def test_estimates_are_labelled():
     assert estimate(two_layer_footprint(), mcu()).to_dict()["estimated"] is True
+
+
+def test_qdq_pairs_cost_nothing_at_int8(samples):
+    # A QDQ model spells every int8 layer as DequantizeLinear -> op -> QuantizeLinear; an int8 runtime fuses
+    # those pairs, so the quantized file's int8 estimate must match the float model's int8 estimate.
+    import onnx
+
+    import edgefit
+    from edgefit.devices import load_profile
+    from edgefit.fidelity import load_samples
+    from edgefit.passes import quantize
+
+    float_model = onnx.load(samples / "digits_cnn.onnx")
+    calibration = load_samples(samples / "digits_calib.npz", float_model)
+    quantized = quantize(float_model, "int8", calibration=calibration).model
+    profile = load_profile("esp32-cam")
+    float_fp = edgefit.analyze(float_model, dims={"batch": 1})
+    int8_fp = edgefit.analyze(quantized, dims={"batch": 1})
+    assert any(l.op_type == "QuantizeLinear" for l in int8_fp.layers)
+    float_estimate, int8_estimate = estimate(float_fp, profile, "int8"), estimate(int8_fp, profile, "int8")
+    assert int8_estimate.overhead_s == float_estimate.overhead_s
+    assert int8_estimate.latency_s < estimate(float_fp, profile, "fp32").latency_s
