@@ -105,8 +105,10 @@ def _run(model: Path, output: Path | None, suffix: str, passes: str, *, force: b
         profile = load_profile(target)
     chosen_mode = mode or (mode_for_precisions(profile.precisions) if profile else "int8")
     calibration = load_samples(calib, load_model(model).proto) if calib else None
+    # Ops the target's int8 kernels cannot run stay in float (the profile's int8_ops; unset means all).
+    int8_op_types = profile.int8_ops if profile and chosen_mode == "int8" else None
     options = PassOptions(mode=chosen_mode, calibration=calibration, input_shapes=parse_input_shapes(input_shape),
-                          dims=parse_dims(dim), **pass_options)
+                          dims=parse_dims(dim), int8_op_types=int8_op_types, **pass_options)
     out = output or model.with_name(f"{model.stem}.{suffix.format(mode=chosen_mode)}.onnx")
     with _progress_bars(not json_out) as progress:
         report = optimize_file(model, out, passes, options, eval_path=eval_path, eval_limit=samples, force=force,

@@ -109,3 +109,35 @@ def test_refuses_bad_modes_and_already_quantized_models():
     quantized = quantize(proto, "int8", calibration=synthetic_samples(proto, 2)).model
     with pytest.raises(PassError, match="already quantized"):
         quantize(quantized, "fp16")
+
+
+
+def test_target_int8_ops_keep_other_ops_float(tmp_path, samples, monkeypatch):
+    # A device whose int8 kernels cover only Conv: the Gemm must stay float in the quantized model.
+    import onnx
+
+    from edgefit.cli import main
+
+    lines = (samples.parent / "profiles" / "esp32.toml").read_text().splitlines()
+    profile = []
+    for line in lines:
+        if line.startswith("name ="):
+            line = 'name = "conv-only-mcu"'
+        if line.startswith("aliases ="):
+            continue
+        profile.append(line)
+        if line.startswith("precisions ="):
+            profile.append('int8_ops = ["Conv"]')
+    (tmp_path / "conv-only-mcu.toml").write_text("\n".join(profile) + "\n")
+    monkeypatch.setenv("EDGEFIT_PROFILES", str(tmp_path))
+    out = tmp_path / "q.onnx"
+    rc = main(["quantize", str(samples / "digits_cnn.onnx"), "--target", "conv-only-mcu",
+               "--calib", str(samples / "digits_calib.npz"), "-o", str(out), "--json"])
+    assert rc in (0, 1)
+    quantized = onnx.load(out)
+    producers = {o: n.op_type for n in quantized.graph.node for o in n.output}
+    convs = [n for n in quantized.graph.node if n.op_type == "Conv"]
+    gemm = next(n for n in quantized.graph.node if n.op_type == "Gemm")
+    assert convs and all(producers.get(n.input[0]) == "DequantizeLinear" for n in convs)
+    assert producers.get(gemm.input[0]) != "DequantizeLinear"
+    assert producers.get(gemm.input[1]) != "DequantizeLinear" and gemm.input[1] not in producers

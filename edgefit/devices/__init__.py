@@ -58,6 +58,7 @@ class DeviceProfile:
     battery_mah: float | None = None
     battery_v: float | None = None
     aliases: tuple[str, ...] = ()
+    int8_ops: tuple[str, ...] | None = None   # ONNX op types the int8 kernels cover; None: every quantizable op
     notes: str = ""
     sources: Mapping[str, str] = field(default_factory=dict)
     path: Path | None = None
@@ -87,6 +88,7 @@ class DeviceProfile:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "display_name": self.display_name, "tier": self.tier, "aliases": list(self.aliases),
+            "int8_ops": list(self.int8_ops) if self.int8_ops is not None else None,
             "processor": self.processor, "runtime": self.runtime, "precisions": list(self.precisions),
             "ram_bytes": self.ram_bytes, "ram_usable_fraction": self.ram_usable_fraction,
             "ram_limit_bytes": self.ram_limit_bytes, "flash_bytes": self.flash_bytes,
@@ -163,6 +165,12 @@ def _aliases(value: Any) -> tuple[str, ...]:
     return tuple(normalize_name(a) for a in value)
 
 
+def _op_types(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(op, str) and op.isidentifier() for op in value):
+        raise ValueError(f"expected a non-empty list of ONNX op types such as [\"Conv\", \"Gemm\"], got {value!r}")
+    return tuple(value)
+
+
 def _efficiency(value: Any) -> dict[str, float]:
     """One fraction for every precision, or a table per precision: {fp32 = 0.2, int8 = 0.05}."""
     if isinstance(value, dict):
@@ -214,10 +222,11 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "battery_mah": ("battery_mah", _positive(_number), False),
     "battery_v": ("battery_v", _positive(_number), False),
     "aliases": ("aliases", _aliases, False),
+    "int8_ops": ("int8_ops", _op_types, False),
     "notes": ("notes", _text, False),
 }
 # Keys that are not numbers about the device and so need no source note.
-_DESCRIPTIVE = frozenset({"name", "display_name", "tier", "aliases", "notes", "runtime", "precisions"})
+_DESCRIPTIVE = frozenset({"name", "display_name", "tier", "aliases", "notes", "runtime", "precisions", "int8_ops"})
 
 
 def normalize_name(name: str) -> str:
