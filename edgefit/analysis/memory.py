@@ -51,29 +51,36 @@ def plan_arena(buffers: Sequence[Buffer], alignment: int = 16) -> ArenaPlan:
     # Placed buffers indexed by step, so finding time-overlapping ones costs their lifetimes, not all buffers.
     placed_at: list[list[int]] = [[] for _ in range(steps)]
     offsets = [0] * len(buffers)
+    aligned = [_align(b.bytes, alignment) for b in buffers]
     order = sorted(range(len(buffers)), key=lambda i: (-buffers[i].bytes, buffers[i].first, buffers[i].name))
     size = 0
     for i in order:
         buf = buffers[i]
-        need = _align(buf.bytes, alignment)
-        neighbours = {j for t in range(buf.first, buf.last + 1) for j in placed_at[t]}
-        spans = sorted((offsets[j], offsets[j] + _align(buffers[j].bytes, alignment)) for j in neighbours)
+        first, last, need = buf.first, buf.last, aligned[i]
+        if first == last:
+            neighbours = placed_at[first]
+        else:
+            neighbours = {j for t in range(first, last + 1) for j in placed_at[t]}
         offset = 0
-        for start, end in spans:
-            if start - offset >= need:
-                break
-            offset = max(offset, end)
+        if neighbours:
+            for start, end in sorted([(offsets[j], offsets[j] + aligned[j]) for j in neighbours]):
+                if start - offset >= need:
+                    break
+                if end > offset:
+                    offset = end
         offsets[i] = offset
-        size = max(size, offset + need)
-        for t in range(buf.first, buf.last + 1):
+        if offset + need > size:
+            size = offset + need
+        for t in range(first, last + 1):
             placed_at[t].append(i)
-    # The step whose live buffers reach highest in the arena.
+    # The step whose live buffers reach highest in the arena (the earliest of equals).
     extent = [0] * steps
     for i, buf in enumerate(buffers):
-        top = offsets[i] + _align(buf.bytes, alignment)
+        top = offsets[i] + aligned[i]
         for t in range(buf.first, buf.last + 1):
-            extent[t] = max(extent[t], top)
-    peak_step = max(range(steps), key=lambda t: (extent[t], -t))
+            if top > extent[t]:
+                extent[t] = top
+    peak_step = extent.index(max(extent))
     live = sorted((b for b in buffers if b.first <= peak_step <= b.last), key=lambda b: -b.bytes)
     return ArenaPlan(size, {b.name: offsets[i] for i, b in enumerate(buffers)}, peak_step,
                      tuple(b.name for b in live))
@@ -108,35 +115,35 @@ class Step:
 def lifetimes(steps: Sequence[Step], order: Sequence[int], sizes: dict[str, tuple[int, str, int]],
               graph_inputs: Sequence[str], graph_outputs: Sequence[str]) -> list[Buffer]:
     """Buffers with lifetimes for running `steps` in `order`. sizes: name -> (elements, dtype, bytes)."""
-    position = {node: pos for pos, node in enumerate(order)}
     end = max(len(order) - 1, 0)
     first: dict[str, int] = {name: 0 for name in graph_inputs}
     last: dict[str, int] = {name: 0 for name in graph_inputs}
-    for node in order:
-        pos = position[node]
-        for name in steps[node].writes:
-            first.setdefault(name, pos)
-            last.setdefault(name, pos)
-        for name in steps[node].reads:
-            if name in first:
-                last[name] = max(last[name], pos)
+    for pos, node in enumerate(order):
+        step = steps[node]
+        for name in step.writes:
+            if name not in first:
+                first[name] = last[name] = pos
+        for name in step.reads:
+            if name in first and last[name] < pos:
+                last[name] = pos
     for name in graph_outputs:
         if name in first:
             last[name] = end
     buffers = [Buffer(name, *sizes[name], first[name], last[name]) for name in first if name in sizes]
-    for node in order:
+    for pos, node in enumerate(order):
         if steps[node].workspace_bytes:
-            pos = position[node]
             buffers.append(Buffer(f"{steps[node].name}/workspace", 0, "uint8", steps[node].workspace_bytes, pos, pos))
     return buffers
 
 
 def lower_bound(steps: Sequence[Step], sizes: dict[str, tuple[int, str, int]]) -> int:
     """max over nodes of (its activation inputs + outputs + workspace): no order or placement goes below it."""
+    nbytes = {name: size[2] for name, size in sizes.items()}
     bound = 0
     for step in steps:
-        names = set(step.reads) | set(step.writes)
-        bound = max(bound, sum(sizes[n][2] for n in names if n in sizes) + step.workspace_bytes)
+        need = sum(nbytes.get(n, 0) for n in {*step.reads, *step.writes}) + step.workspace_bytes
+        if need > bound:
+            bound = need
     return bound
 
 
@@ -151,42 +158,48 @@ def memory_aware_order(steps: Sequence[Step], sizes: dict[str, tuple[int, str, i
     for i, step in enumerate(steps):
         for name in step.writes:
             producers.setdefault(name, i)
-    readers: dict[str, set[int]] = {}
-    waiting = [0] * len(steps)
-    for i, step in enumerate(steps):
-        deps = {producers[n] for n in step.reads if n in producers and producers[n] != i}
-        waiting[i] = len(deps)
-        for name in set(step.reads):
-            readers.setdefault(name, set()).add(i)
+    distinct_reads = [set(step.reads) for step in steps]
+    remaining_readers: dict[str, int] = {}   # name -> steps still to read it
     dependents: dict[int, set[int]] = {}
-    for i, step in enumerate(steps):
-        for n in step.reads:
-            if n in producers and producers[n] != i:
-                dependents.setdefault(producers[n], set()).add(i)
-    remaining_readers = {name: len(r) for name, r in readers.items()}
+    waiting = [0] * len(steps)
+    for i, reads in enumerate(distinct_reads):
+        deps = set()
+        for name in reads:
+            remaining_readers[name] = remaining_readers.get(name, 0) + 1
+            producer = producers.get(name)
+            if producer is not None and producer != i:
+                deps.add(producer)
+        waiting[i] = len(deps)
+        for producer in deps:
+            dependents.setdefault(producer, set()).add(i)
     keep = set(graph_outputs)
+    # What each step allocates never changes; what it frees depends on which readers remain, so only the
+    # candidate frees (distinct reads with a known size that are not graph outputs) are kept for the search.
+    nbytes = {name: size[2] for name, size in sizes.items()}
+    allocated = [sum(nbytes.get(n, 0) for n in step.writes) for step in steps]
+    freeable = [[(n, nbytes[n]) for n in reads if n in nbytes and n not in keep] for reads in distinct_reads]
 
-    def growth(i: int) -> int:
-        step = steps[i]
-        allocated = sum(sizes[n][2] for n in step.writes if n in sizes)
-        freed = sum(sizes[n][2] for n in set(step.reads)
-                    if n in sizes and n not in keep and remaining_readers.get(n) == 1)
-        return allocated - freed
-
+    # The choice depends only on which nodes are ready (ties go to the lower index), not on how they are stored.
     ready = [i for i in range(len(steps)) if waiting[i] == 0]
-    heapq.heapify(ready)
     order: list[int] = []
     while ready:
-        candidates = heapq.nsmallest(max_candidates, ready)
-        chosen = min(candidates, key=lambda i: (growth(i), i))
-        ready.remove(chosen)
-        heapq.heapify(ready)
+        if len(ready) == 1:   # nothing to choose between
+            chosen = ready.pop()
+        else:
+            # Among the max_candidates lowest indices, the least growth.
+            candidates = ready if len(ready) <= max_candidates else heapq.nsmallest(max_candidates, ready)
+            chosen = best = -1
+            for i in candidates:
+                growth = allocated[i] - sum(size for n, size in freeable[i] if remaining_readers.get(n) == 1)
+                if chosen < 0 or growth < best or (growth == best and i < chosen):
+                    chosen, best = i, growth
+            ready.remove(chosen)
         order.append(chosen)
-        for name in set(steps[chosen].reads):
+        for name in distinct_reads[chosen]:
             if name in remaining_readers:
                 remaining_readers[name] -= 1
         for j in dependents.get(chosen, ()):
             waiting[j] -= 1
             if waiting[j] == 0:
-                heapq.heappush(ready, j)
+                ready.append(j)
     return order
