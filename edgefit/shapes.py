@@ -120,18 +120,26 @@ def _bind_input_shapes(graph: GraphProto, pinned: dict[str, list[int]], dims: di
     return resolved
 
 
-def _collect(graph: GraphProto, scope: str, scopes: dict[str, dict[str, TensorInfo]]) -> None:
+def _collect(graph: GraphProto, scope: str, scopes: dict[str, dict[str, TensorInfo]],
+             interned: dict[tuple[int, tuple[int, ...] | None], TensorInfo]) -> None:
+    """Record the graph's typed values; `interned` shares one TensorInfo per (element type, shape) across calls."""
     table = scopes.setdefault(scope, {})
     for value in [*graph.input, *graph.output, *graph.value_info]:
-        if not value.type.HasField("tensor_type"):
+        if value.type.WhichOneof("value") != "tensor_type":
             continue
         tensor_type = value.type.tensor_type
         shape = None
-        if tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in tensor_type.shape.dim):
-            shape = tuple(d.dim_value for d in tensor_type.shape.dim)
+        if tensor_type.HasField("shape"):
+            dims = tensor_type.shape.dim
+            if all(d.WhichOneof("value") == "dim_value" for d in dims):
+                shape = tuple([d.dim_value for d in dims])
         previous = table.get(value.name)
         if previous is None or previous.shape is None:
-            table[value.name] = TensorInfo(dtype_name(tensor_type.elem_type), shape)
+            key = (tensor_type.elem_type, shape)
+            info = interned.get(key)
+            if info is None:
+                info = interned[key] = TensorInfo(dtype_name(tensor_type.elem_type), shape)
+            table[value.name] = info
     for tensor in graph.initializer:
         table[tensor.name] = TensorInfo(dtype_name(tensor.data_type), tuple(tensor.dims))
     for sparse in graph.sparse_initializer:
@@ -141,6 +149,23 @@ def _collect(graph: GraphProto, scope: str, scopes: dict[str, dict[str, TensorIn
             info = constant_node_info(node)
             if info is not None:
                 table[node.output[0]] = info
+
+
+# Ops whose output is a tensor's shape or size: data propagation exists to carry such values into shape inputs.
+_SHAPE_READERS = {"Shape", "Size"}
+
+
+def _all_outputs_known(graphs: list[tuple[str, str, GraphProto]], scopes: dict[str, dict[str, TensorInfo]]) -> bool:
+    """Does every node output of every graph have a known shape in its own scope?"""
+    for scope, _, graph in graphs:
+        table = scopes[scope]
+        for node in graph.node:
+            for name in node.output:
+                if name:
+                    info = table.get(name)
+                    if info is None or info.shape is None:
+                        return False
+    return True
 
 
 def constant_node_info(node: onnx.NodeProto) -> TensorInfo | None:
@@ -163,11 +188,15 @@ def constant_node_info(node: onnx.NodeProto) -> TensorInfo | None:
 
 def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None = None,
                    dims: dict[str, int] | None = None, *, weights_loaded: bool = True,
-                   order: list[int] | None = None) -> ResolvedShapes:
-    """Shapes of every tensor; `order` is a topological order of the main graph when its file order is not."""
+                   order: list[int] | None = None, light: ModelProto | None = None) -> ResolvedShapes:
+    """Shapes of every tensor; `order` is a topological order of the main graph when its file order is not.
+
+    `light` is a metadata_only_copy(proto, order) the caller made already; it is modified here.
+    """
     warnings: list[str] = []
     resolved = _bind_input_shapes(proto.graph, input_shapes or {}, dims or {}, warnings)
-    light = metadata_only_copy(proto, order)
+    if light is None:
+        light = metadata_only_copy(proto, order)
     # Stale annotations (value_info, declared output shapes, in subgraphs too) would override the shapes that
     # follow from the resolved inputs: inference keeps a declared shape that conflicts with what it infers.
     for _, _, graph in iter_graphs(light.graph):
@@ -180,17 +209,29 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
             value.type.tensor_type.shape.Clear()
             for size in resolved[value.name]:
                 value.type.tensor_type.shape.dim.add().dim_value = size
-    try:
-        inferred = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
-    except Exception as error:  # inference can fail on one odd node; per-node unknowns are handled below
-        warnings.append(f"onnx shape inference failed ({str(error).splitlines()[0]}); shapes come from the model's "
-                        f"annotations only")
-        inferred = light
-    scopes: dict[str, dict[str, TensorInfo]] = {}
-    parents: dict[str, str] = {}
-    for scope, parent, graph in iter_graphs(inferred.graph):
-        _collect(graph, scope, scopes)
-        parents[scope] = parent
+    # Data propagation (the values of Shape -> Gather -> Concat chains) makes inference much slower and only
+    # informs shapes that stay unknown without it. Where no node reads a shape at run time it is rarely needed,
+    # so inference runs without it first and again with it only if some node output is left unknown.
+    reads_shapes = any(node.op_type in _SHAPE_READERS for _, _, graph in iter_graphs(light.graph) for node in graph.node)
+    for data_prop in ((True,) if reads_shapes else (False, True)):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False,
+                                                         data_prop=data_prop)
+        except Exception as error:  # inference can fail on one odd node; per-node unknowns are handled below
+            if not data_prop:
+                continue
+            warnings.append(f"onnx shape inference failed ({str(error).splitlines()[0]}); shapes come from the "
+                            f"model's annotations only")
+            inferred = light
+        scopes: dict[str, dict[str, TensorInfo]] = {}
+        parents: dict[str, str] = {}
+        interned: dict[tuple[int, tuple[int, ...] | None], TensorInfo] = {}
+        subgraphs = list(iter_graphs(inferred.graph))
+        for scope, parent, graph in subgraphs:
+            _collect(graph, scope, scopes, interned)
+            parents[scope] = parent
+        if data_prop or _all_outputs_known(subgraphs, scopes):
+            break
     negative = {name: info.shape for table in scopes.values() for name, info in table.items()
                 if info.shape and min(info.shape) < 0}
     if negative:   # e.g. an input smaller than a kernel: the model cannot run at these shapes
