@@ -256,6 +256,7 @@ class GraphIndex:
     order: list[int]                                   # node indices in a valid execution order
     producer: dict[str, int] = field(default_factory=dict)
     reads: list[tuple[str, ...]] = field(default_factory=list)   # per node: inputs + outer names its subgraphs use
+    with_subgraphs: set[int] = field(default_factory=set)        # nodes holding subgraphs (If, Loop, Scan ...)
 
     @property
     def in_file_order(self) -> bool:
@@ -290,11 +291,13 @@ def index_graph(graph: GraphProto, outer_names: frozenset[str] = frozenset()) ->
                 producer[name] = i
     available = {i.name for i in graph.input} | initializer_names(graph) | outer_names
     reads: list[tuple[str, ...]] = []
+    with_subgraphs: set[int] = set()
     waiting = [0] * len(nodes)
     dependents: list[list[int]] = [[] for _ in nodes]
     for i, node in enumerate(nodes):
         names = tuple(n for n in node.input if n)
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            with_subgraphs.add(i)
             names += tuple(sorted(subgraph_outer_reads(node) - set(names)))
         reads.append(names)
         deps = set()
@@ -321,4 +324,4 @@ def index_graph(graph: GraphProto, outer_names: frozenset[str] = frozenset()) ->
     if len(order) != len(nodes):
         stuck = next(nodes[i] for i in range(len(nodes)) if waiting[i] > 0)
         raise ModelError(f"graph has a cycle (node {stuck.name or stuck.op_type!r} depends on its own output)")
-    return GraphIndex(graph, order, producer, reads)
+    return GraphIndex(graph, order, producer, reads, with_subgraphs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ from edgefit.errors import ShapeError
 from edgefit.model import (GraphIndex, LoadedModel, external_location, index_graph, iter_tensors, load_model, node_subgraphs,
                            subgraph_scope, validate)
 from edgefit.model import initializer_names
-from edgefit.shapes import ResolvedShapes, resolve_shapes
+from edgefit.shapes import ResolvedShapes, TensorInfo, resolve_shapes
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,11 @@ class _Analysis:
         index = index or index_graph(graph, outer_names)
         view = constant_view(graph, index, outer_constants)
         table = self.shapes.scopes.get(scope, {})
-        visible = outer_names | {i.name for i in graph.input} | initializer_names(graph) | {
-            o for n in graph.node for o in n.output if o}
+        lookup = self._lookup_in(scope, table)
+        # Names a subgraph may read from here; only control-flow nodes need them.
+        visible = (outer_names | {i.name for i in graph.input} | initializer_names(graph) | {
+            o for n in graph.node for o in n.output if o}) if index.with_subgraphs else outer_names
+        constants = view.constants
         layers: list[LayerStats] = []
         steps: list[Step] = []
         macs_total: int | None = 0
@@ -153,26 +157,29 @@ class _Analysis:
             if i in view.folded_nodes:
                 continue
             node = graph.node[i]
-            label = node.name or f"{node.op_type}_{i}"
-            self.histogram[node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"] += 1
+            op_type, domain = node.op_type, node.domain
+            inputs, outputs = tuple(node.input), tuple(node.output)
+            label = node.name or f"{op_type}_{i}"
+            self.histogram[op_type if domain in ("", "ai.onnx") else f"{domain}.{op_type}"] += 1
             params, weight_bytes = self.tally.add_consumer(graph, view, self.shapes, scope, node, index.reads[i])
-            subgraphs = node_subgraphs(node)
+            subgraphs = node_subgraphs(node) if i in index.with_subgraphs else []
             branches: dict[str, dict[str, int | None]] = {}
             workspace = 0
             if subgraphs:
                 macs, flops, branch_params, branch_bytes, workspace, branches = self._control_flow(
-                    node, i, label, scope, subgraphs, view.constants, visible)
+                    node, i, label, scope, subgraphs, constants, visible)
                 params += branch_params
                 weight_bytes += branch_bytes
             else:
-                macs, flops = self._cost(node, label, scope)
-            reads = tuple(n for n in index.reads[i] if n not in view.constants)
-            writes = tuple(o for o in node.output if o)
+                macs, flops = self._cost(node, label, [lookup(n) if n else None for n in inputs],
+                                         [lookup(n) if n else None for n in outputs])
+            reads = tuple(n for n in index.reads[i] if n not in constants)
+            writes = tuple(o for o in outputs if o)
             steps.append(Step(label, reads, writes, workspace))
             layers.append(LayerStats(
-                name=label, op_type=node.op_type, params=params, weight_bytes=weight_bytes, macs=macs, flops=flops,
-                input_bytes=self._bytes(scope, reads), output_bytes=self._bytes(scope, writes),
-                dtype=self._dtype(scope, writes), branches=branches))
+                name=label, op_type=op_type, params=params, weight_bytes=weight_bytes, macs=macs, flops=flops,
+                input_bytes=_total_bytes(lookup, reads), output_bytes=_total_bytes(lookup, writes),
+                dtype=_first_dtype(lookup, writes), branches=branches))
             macs_total = None if macs is None or macs_total is None else macs_total + macs
             flops_total = None if flops is None or flops_total is None else flops_total + flops
             params_total += params
@@ -181,9 +188,20 @@ class _Analysis:
         self._plan_memory(graph, scope, table, view, steps, stats)
         return stats
 
-    def _cost(self, node: NodeProto, label: str, scope: str) -> tuple[int | None, int | None]:
-        ctx = OpContext(node, [self.shapes.lookup(scope, n) if n else None for n in node.input],
-                        [self.shapes.lookup(scope, n) if n else None for n in node.output])
+    def _lookup_in(self, scope: str, table: dict[str, TensorInfo]) -> Callable[[str], TensorInfo | None]:
+        """shapes.lookup for one scope, with the scope's own table (where nearly every name is) tried first."""
+        if not scope:
+            return table.get
+        shapes = self.shapes
+
+        def lookup(name: str) -> TensorInfo | None:
+            info = table.get(name)
+            return info if info is not None else shapes.lookup(scope, name)
+        return lookup
+
+    def _cost(self, node: NodeProto, label: str, inputs: list[TensorInfo | None],
+              outputs: list[TensorInfo | None]) -> tuple[int | None, int | None]:
+        ctx = OpContext(node, inputs, outputs)
         try:
             return node_cost(ctx)
         except UnknownCost as reason:
@@ -241,20 +259,6 @@ class _Analysis:
             return info.shape[axis]
         return None
 
-    def _bytes(self, scope: str, names: tuple[str, ...]) -> int | None:
-        total = 0
-        for name in names:
-            info = self.shapes.lookup(scope, name)
-            size = None if info is None or info.shape is None else tensor_bytes(info.elements, info.dtype)
-            if size is None:
-                return None
-            total += size
-        return total
-
-    def _dtype(self, scope: str, names: tuple[str, ...]) -> str:
-        info = self.shapes.lookup(scope, names[0]) if names else None
-        return info.dtype if info is not None else "unknown"
-
     def _plan_memory(self, graph: GraphProto, scope: str, table: dict, view: ConstantView, steps: list[Step],
                      stats: _GraphStats) -> None:
         sizes: dict[str, tuple[int, str, int]] = {}
@@ -287,6 +291,22 @@ class _Analysis:
             stats.peak_node = steps[best_order[min(best_plan.peak_step, len(best_order) - 1)]].name
         by_name = {b.name: b.bytes for b in best_buffers}
         stats.live_at_peak = tuple(LiveTensor(n, by_name[n]) for n in best_plan.live_at_peak)
+
+
+def _total_bytes(lookup: Callable[[str], TensorInfo | None], names: tuple[str, ...]) -> int | None:
+    total = 0
+    for name in names:
+        info = lookup(name)
+        size = None if info is None or info.shape is None else tensor_bytes(info.elements, info.dtype)
+        if size is None:
+            return None
+        total += size
+    return total
+
+
+def _first_dtype(lookup: Callable[[str], TensorInfo | None], names: tuple[str, ...]) -> str:
+    info = lookup(names[0]) if names else None
+    return info.dtype if info is not None else "unknown"
 
 
 def _has_fan_out(steps: list[Step]) -> bool:
