@@ -145,17 +145,21 @@ def load_model(path: str | os.PathLike, *, load_weights: bool = False) -> Loaded
     return LoadedModel(proto, path, has_external, weights_loaded=load_weights or not has_external)
 
 
-def validate(proto: ModelProto, source: str = "model", order: list[int] | None = None) -> None:
+def validate(proto: ModelProto, source: str = "model", order: list[int] | None = None,
+             light: ModelProto | None = None) -> None:
     """onnx.checker on the graph structure, run on a metadata-only copy (external files were checked at load).
 
     `order` is a topological order for graphs stored unsorted: onnxruntime accepts those, the checker does not.
+    `light` is a metadata_only_copy(proto, order) the caller made already; it is left as it was given.
     """
-    light = metadata_only_copy(proto, order)
+    if light is None:
+        light = metadata_only_copy(proto, order)
     # The IR makes a tensor type's shape optional (rank unknown) and onnxruntime accepts such outputs, but the
-    # checker demands the field on graph inputs and outputs; give it an empty one on this throwaway copy.
-    for value in [*light.graph.input, *light.graph.output]:
-        if value.type.HasField("tensor_type") and not value.type.tensor_type.HasField("shape"):
-            value.type.tensor_type.shape.SetInParent()
+    # checker demands the field on graph inputs and outputs; give it an empty one while checking.
+    shapeless = [value.type.tensor_type for value in [*light.graph.input, *light.graph.output]
+                 if value.type.HasField("tensor_type") and not value.type.tensor_type.HasField("shape")]
+    for tensor_type in shapeless:
+        tensor_type.shape.SetInParent()
     try:
         onnx.checker.check_model(light)
     except onnx.checker.ValidationError as error:
@@ -163,6 +167,9 @@ def validate(proto: ModelProto, source: str = "model", order: list[int] | None =
         raise ModelError(f"{source} is not a valid ONNX graph: {first_line}") from None
     except Exception as error:
         raise ModelError(f"{source} could not be checked: {str(error).strip().splitlines()[0]}") from None
+    finally:
+        for tensor_type in shapeless:
+            tensor_type.ClearField("shape")
 
 
 # Top-level initializers with more elements than this are left out of the copy used for checking and shape

@@ -6,6 +6,7 @@ weights are in memory, a real onnxruntime run on synthetic inputs of the resolve
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -27,7 +28,7 @@ class TensorInfo:
     dtype: str
     shape: tuple[int, ...] | None   # None: unknown rank or some unknown dimension
 
-    @property
+    @functools.cached_property   # asked for many times per tensor; instances are shared and immutable
     def elements(self) -> int | None:
         return None if self.shape is None else math.prod(self.shape)
 

@@ -17,8 +17,8 @@ from edgefit.analysis.memory import (Buffer, Step, lifetimes, lower_bound, memor
 from edgefit.analysis.weights import ConstantView, WeightTally, constant_view
 from edgefit.analysis.dtypes import tensor_bytes
 from edgefit.errors import ShapeError
-from edgefit.model import (GraphIndex, LoadedModel, external_location, index_graph, iter_tensors, load_model, node_subgraphs,
-                           subgraph_scope, validate)
+from edgefit.model import (GraphIndex, LoadedModel, external_location, index_graph, iter_tensors, load_model,
+                           metadata_only_copy, node_subgraphs, subgraph_scope, validate)
 from edgefit.model import initializer_names
 from edgefit.shapes import ResolvedShapes, TensorInfo, resolve_shapes
 
@@ -349,8 +349,10 @@ def analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: d
     proto = loaded.proto
     source = str(loaded.path) if loaded.path else "model"
     index = index_graph(proto.graph)   # cycles and dangling inputs get our own clear message before the checker's
-    validate(proto, source, index.order)
-    shapes = resolve_shapes(proto, input_shapes, dims, weights_loaded=loaded.weights_loaded, order=index.order)
+    light = metadata_only_copy(proto, index.order)   # one copy serves the checker and then shape inference
+    validate(proto, source, index.order, light=light)
+    shapes = resolve_shapes(proto, input_shapes, dims, weights_loaded=loaded.weights_loaded, order=index.order,
+                            light=light)
     walk = _Analysis(proto, shapes, alignment)
     stats = walk.graph(proto.graph, "", frozenset(), frozenset(), index)
     unknowns: list[str] = list(dict.fromkeys(walk.tally.unknowns))
