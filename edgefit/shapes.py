@@ -121,28 +121,31 @@ def _bind_input_shapes(graph: GraphProto, pinned: dict[str, list[int]], dims: di
     return resolved
 
 
-def _collect(graph: GraphProto, scope: str, scopes: dict[str, dict[str, TensorInfo]],
-             interned: dict[tuple[int, tuple[int, ...] | None], TensorInfo]) -> None:
-    """Record the graph's typed values; `interned` shares one TensorInfo per (element type, shape) across calls."""
+def _collect(graph: GraphProto, scope: str, scopes: dict[str, dict[str, TensorInfo]], cache: dict) -> None:
+    """Record the graph's typed values. `cache`, shared across calls, holds one TensorInfo per (element type,
+    shape) and the TensorInfo (None: not a tensor) of each serialized TypeProto seen: reading a proto's dims
+    field by field costs far more than serializing it, and most tensors share their type with another."""
     table = scopes.setdefault(scope, {})
+
+    def info_of(elem_type: int, shape: tuple[int, ...] | None) -> TensorInfo:
+        info = cache.get((elem_type, shape))
+        if info is None:
+            info = cache[(elem_type, shape)] = TensorInfo(dtype_name(elem_type), shape)
+        return info
+
     for value in [*graph.input, *graph.output, *graph.value_info]:
-        if value.type.WhichOneof("value") != "tensor_type":
+        type_key = value.type.SerializeToString()
+        if type_key in cache:
+            info = cache[type_key]
+        else:
+            info = cache[type_key] = _type_info(value.type, info_of)
+        if info is None:
             continue
-        tensor_type = value.type.tensor_type
-        shape = None
-        if tensor_type.HasField("shape"):
-            dims = tensor_type.shape.dim
-            if all(d.WhichOneof("value") == "dim_value" for d in dims):
-                shape = tuple([d.dim_value for d in dims])
         previous = table.get(value.name)
         if previous is None or previous.shape is None:
-            key = (tensor_type.elem_type, shape)
-            info = interned.get(key)
-            if info is None:
-                info = interned[key] = TensorInfo(dtype_name(tensor_type.elem_type), shape)
             table[value.name] = info
     for tensor in graph.initializer:
-        table[tensor.name] = TensorInfo(dtype_name(tensor.data_type), tuple(tensor.dims))
+        table[tensor.name] = info_of(tensor.data_type, tuple(tensor.dims))
     for sparse in graph.sparse_initializer:
         table[sparse.values.name] = TensorInfo(dtype_name(sparse.values.data_type), tuple(sparse.dims))
     for node in graph.node:
@@ -150,6 +153,19 @@ def _collect(graph: GraphProto, scope: str, scopes: dict[str, dict[str, TensorIn
             info = constant_node_info(node)
             if info is not None:
                 table[node.output[0]] = info
+
+
+def _type_info(type_proto: onnx.TypeProto, info_of) -> TensorInfo | None:
+    """TensorInfo of a tensor type (shape None unless every dimension is a number); None for other types."""
+    if type_proto.WhichOneof("value") != "tensor_type":
+        return None
+    tensor_type = type_proto.tensor_type
+    shape = None
+    if tensor_type.HasField("shape"):
+        dims = tensor_type.shape.dim
+        if all(d.WhichOneof("value") == "dim_value" for d in dims):
+            shape = tuple(d.dim_value for d in dims)
+    return info_of(tensor_type.elem_type, shape)
 
 
 # Ops whose output is a tensor's shape or size: data propagation exists to carry such values into shape inputs.
@@ -226,10 +242,10 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
             inferred = light
         scopes: dict[str, dict[str, TensorInfo]] = {}
         parents: dict[str, str] = {}
-        interned: dict[tuple[int, tuple[int, ...] | None], TensorInfo] = {}
+        cache: dict = {}
         subgraphs = list(iter_graphs(inferred.graph))
         for scope, parent, graph in subgraphs:
-            _collect(graph, scope, scopes, interned)
+            _collect(graph, scope, scopes, cache)
             parents[scope] = parent
         if data_prop or _all_outputs_known(subgraphs, scopes):
             break
