@@ -54,21 +54,31 @@ def iter_graphs(graph: GraphProto, scope: str = "", parent: str = "") -> Iterato
 
 
 def iter_tensors(graph: GraphProto) -> Iterator[TensorProto]:
-    """Every stored tensor: initializers and Constant-node / attribute tensors, in all subgraphs."""
-    for _, _, sub in iter_graphs(graph):
-        yield from sub.initializer
-        for sparse in sub.sparse_initializer:
-            yield sparse.values
-            yield sparse.indices
-        for node in sub.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.TENSOR:
-                    yield attr.t
-                elif attr.type == onnx.AttributeProto.TENSORS:
-                    yield from attr.tensors
-                elif attr.type == onnx.AttributeProto.SPARSE_TENSOR:
-                    yield attr.sparse_tensor.values
-                    yield attr.sparse_tensor.indices
+    """Every stored tensor: initializers and Constant-node / attribute tensors, in all subgraphs.
+
+    Graph by graph in the order of iter_graphs; each node's attributes are read once for tensors and subgraphs.
+    """
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    subgraphs: list[GraphProto] = []
+    for node in graph.node:
+        for attr in node.attribute:
+            kind = attr.type
+            if kind == onnx.AttributeProto.TENSOR:
+                yield attr.t
+            elif kind == onnx.AttributeProto.TENSORS:
+                yield from attr.tensors
+            elif kind == onnx.AttributeProto.SPARSE_TENSOR:
+                yield attr.sparse_tensor.values
+                yield attr.sparse_tensor.indices
+            elif kind == onnx.AttributeProto.GRAPH:
+                subgraphs.append(attr.g)
+            elif kind == onnx.AttributeProto.GRAPHS:
+                subgraphs.extend(attr.graphs)
+    for sub in subgraphs:
+        yield from iter_tensors(sub)
 
 
 def initializer_names(graph: GraphProto) -> set[str]:
@@ -301,9 +311,12 @@ def index_graph(graph: GraphProto, outer_names: frozenset[str] = frozenset()) ->
     with_subgraphs: set[int] = set()
     waiting = [0] * len(nodes)
     dependents: list[list[int]] = [[] for _ in nodes]
+    graph_kinds = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+    in_file_order = True   # every node depends only on earlier ones
     for i, node in enumerate(nodes):
-        names = tuple(n for n in node.input if n)
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+        names = tuple(filter(None, node.input))
+        attributes = node.attribute
+        if attributes and any(a.type in graph_kinds for a in attributes):
             with_subgraphs.add(i)
             names += tuple(sorted(subgraph_outer_reads(node) - set(names)))
         reads.append(names)
@@ -318,6 +331,10 @@ def index_graph(graph: GraphProto, outer_names: frozenset[str] = frozenset()) ->
         waiting[i] = len(deps)
         for d in deps:
             dependents[d].append(i)
+            if d > i:
+                in_file_order = False
+    if in_file_order:   # the stable sort below would return the file order itself
+        return GraphIndex(graph, list(range(len(nodes))), producer, reads, with_subgraphs)
     ready = [i for i in range(len(nodes)) if waiting[i] == 0]
     heapq.heapify(ready)
     order: list[int] = []
