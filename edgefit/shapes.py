@@ -16,11 +16,13 @@ from onnx import GraphProto, ModelProto, TensorProto
 
 from edgefit.analysis.dtypes import dtype_code, dtype_name
 from edgefit.errors import ShapeError
-from edgefit.model import initializer_names, iter_graphs, metadata_only_copy
+from edgefit.model import initializer_names, iter_graphs, metadata_only_copy, subgraph_scope
 
 # Synthetic inputs for the onnxruntime fallback are allocated for real; above this they would cost more
 # memory than the analysis is worth, so the fallback is skipped and the shapes stay unknown.
 _FALLBACK_MAX_INPUT_BYTES = 256 * 2**20
+# A Loop whose condition never turns false on synthetic inputs (or a huge trip count) would run forever.
+_FALLBACK_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -216,11 +218,13 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
         light = metadata_only_copy(proto, order)
     # Stale annotations (value_info, declared output shapes, in subgraphs too) would override the shapes that
     # follow from the resolved inputs: inference keeps a declared shape that conflicts with what it infers.
+    reads_shapes = False   # does any node read a shape at run time (see data propagation below)?
     for _, _, graph in iter_graphs(light.graph):
         del graph.value_info[:]
         for value in graph.output:
             if value.type.HasField("tensor_type"):
                 value.type.tensor_type.ClearField("shape")
+        reads_shapes = reads_shapes or any(node.op_type in _SHAPE_READERS for node in graph.node)
     for value in light.graph.input:
         if value.name in resolved:
             value.type.tensor_type.shape.Clear()
@@ -229,7 +233,6 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
     # Data propagation (the values of Shape -> Gather -> Concat chains) makes inference much slower and only
     # informs shapes that stay unknown without it. Where no node reads a shape at run time it is rarely needed,
     # so inference runs without it first and again with it only if some node output is left unknown.
-    reads_shapes = any(node.op_type in _SHAPE_READERS for _, _, graph in iter_graphs(light.graph) for node in graph.node)
     for data_prop in ((True,) if reads_shapes else (False, True)):
         try:
             inferred = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False,
@@ -249,6 +252,21 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
             parents[scope] = parent
         if data_prop or _all_outputs_known(subgraphs, scopes):
             break
+    filled = _loop_state_shapes(subgraphs, scopes, parents)
+    if filled and not _all_outputs_known(subgraphs, scopes):
+        # Tell inference the Loop/Scan state shapes and let it carry them on to the nodes that read them.
+        graphs = {scope: graph for scope, _, graph in iter_graphs(light.graph)}
+        for scope, name, info in filled:
+            graphs[scope].value_info.append(onnx.helper.make_tensor_value_info(name, dtype_code(info.dtype),
+                                                                               info.shape))
+        try:
+            inferred = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
+            subgraphs = list(iter_graphs(inferred.graph))
+            for scope, _, graph in subgraphs:
+                _collect(graph, scope, scopes, cache)
+            _loop_state_shapes(subgraphs, scopes, parents)
+        except Exception:  # keep what the first pass found
+            pass
     negative = {name: info.shape for table in scopes.values() for name, info in table.items()
                 if info.shape and min(info.shape) < 0}
     if negative:   # e.g. an input smaller than a kernel: the model cannot run at these shapes
@@ -276,6 +294,35 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
     return result
 
 
+def _loop_state_shapes(subgraphs: list[tuple[str, str, GraphProto]], scopes: dict[str, dict[str, TensorInfo]],
+                       parents: dict[str, str]) -> list[tuple[str, str, TensorInfo]]:
+    """onnx infers no shapes for the state outputs of Loop (and Scan); a state whose body output has the same
+    shape as its initial value keeps that shape through every iteration, so the node's output has it too."""
+    lookup = ResolvedShapes(scopes, parents, {}).lookup
+    filled = []
+    for scope, _, graph in reversed(subgraphs):   # inner graphs first: their results feed the outer bodies
+        for position, node in enumerate(graph.node):
+            if node.op_type not in ("Loop", "Scan") or node.domain not in ("", "ai.onnx"):
+                continue
+            body = next((a.g for a in node.attribute if a.name == "body"), None)
+            if body is None:
+                continue
+            if node.op_type == "Loop":
+                states, body_outputs = node.input[2:], body.output[1:]
+            else:
+                scan_inputs = next((a.i for a in node.attribute if a.name == "num_scan_inputs"), 0)
+                states, body_outputs = node.input[:len(node.input) - scan_inputs], body.output
+            body_table = scopes.get(subgraph_scope(scope, position, node, "body"), {})
+            for output, initial, body_output in zip(node.output, states, body_outputs):
+                start, end = lookup(scope, initial), body_table.get(body_output.name)
+                known = scopes[scope].get(output)
+                if (output and start is not None and end is not None and start.shape is not None
+                        and start.shape == end.shape and (known is None or known.shape is None)):
+                    scopes[scope][output] = TensorInfo(end.dtype, end.shape)
+                    filled.append((scope, output, scopes[scope][output]))
+    return filled
+
+
 def _synthetic_input(shape: list[int], dtype: str) -> np.ndarray:
     """Inputs that keep data-dependent ops (NonZero, TopK, Range) well-behaved: small positive values."""
     np_dtype = onnx.helper.tensor_dtype_to_np_dtype(dtype_code(dtype))
@@ -284,6 +331,27 @@ def _synthetic_input(shape: list[int], dtype: str) -> np.ndarray:
     if np_dtype == np.bool_:
         return np.ones(shape, dtype=np.bool_)
     return np.ones(shape, dtype=np_dtype)
+
+
+def _run_with_timeout(session, names: list[str], feeds: dict[str, np.ndarray]) -> list:
+    import threading
+
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.log_severity_level = 4   # the termination is reported in our warning, not as an onnxruntime log line
+    timer = threading.Timer(_FALLBACK_TIMEOUT_S, setattr, (options, "terminate", True))
+    timer.daemon = True
+    timer.start()
+    try:
+        return session.run(names, feeds, options)
+    except Exception:
+        if options.terminate:
+            raise TimeoutError(f"stopped after {_FALLBACK_TIMEOUT_S:g} s on synthetic inputs (a Loop that does not "
+                               f"end?)") from None
+        raise
+    finally:
+        timer.cancel()
 
 
 def _fill_with_onnxruntime(proto: ModelProto, result: ResolvedShapes, missing: list[str],
@@ -319,7 +387,7 @@ def _fill_with_onnxruntime(proto: ModelProto, result: ResolvedShapes, missing: l
             feeds = {i.name: _synthetic_input(inputs[i.name], table[i.name].dtype if i.name in table else "float32")
                      for i in session.get_inputs()}
             names = [o.name for o in session.get_outputs()]
-            for name, value in zip(names, session.run(names, feeds)):
+            for name, value in zip(names, _run_with_timeout(session, names, feeds)):
                 if isinstance(value, np.ndarray) and name in missing:
                     dtype = table[name].dtype if name in table else dtype_name(
                         onnx.helper.np_dtype_to_tensor_dtype(value.dtype))
