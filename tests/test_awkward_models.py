@@ -272,6 +272,59 @@ def test_loop_with_unknown_trip_count_is_an_honest_unknown(tmp_path):
     assert fp.params == 16
 
 
+def _state_body(scan_output=False):
+    nodes = [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+             helper.make_node("MatMul", ["h_in", "W"], ["h_out"], name="body_mm")]
+    outputs = [vi("cond_out", B, []), vi("h_out", F, [1, 4])]
+    if scan_output:
+        nodes.append(helper.make_node("Relu", ["h_out"], ["s_out"]))
+        outputs.append(vi("s_out", F, [1, 4]))
+    return helper.make_graph(nodes, "body", [vi("i", I64, []), vi("cond_in", B, []), vi("h_in", F, [1, 4])], outputs)
+
+
+def test_loop_state_shape_reaches_the_nodes_after_the_loop(tmp_path):
+    # Condition-only Loop (no trip count); onnx infers no shape for its state output, but the body maps
+    # h [1,4] -> [1,4], so y is [1,4] and the Relu after it does 4 FLOPs -- without an onnxruntime run.
+    nodes = [helper.make_node("Loop", ["", "c", "x"], ["y"], name="loop", body=_state_body()),
+             helper.make_node("Relu", ["y"], ["z"], name="relu")]
+    model = build(nodes, [vi("c", B, []), vi("x", F, [1, 4])], [vi("z", F, None)], [const("W", rng_f32(4, 4))])
+    fp = edgefit.analyze(save(model, tmp_path))
+    assert fp.outputs == {"z": [1, 4]}
+    assert layer(fp, "relu").flops == 4
+    assert fp.shape_source == "onnx shape inference"
+    assert len(fp.unknowns) == 1 and "trip count unknown" in fp.unknowns[0]
+
+
+def test_never_ending_loop_does_not_hang_the_onnxruntime_fallback(tmp_path, monkeypatch):
+    # The synthetic condition is True and the body passes it on: the Loop never ends. Its scan output ys has a
+    # data-dependent length, so the fallback runs -- and must give up, saying so.
+    monkeypatch.setattr("edgefit.shapes._FALLBACK_TIMEOUT_S", 0.5)
+    nodes = [helper.make_node("Loop", ["", "c", "x"], ["y", "ys"], name="loop", body=_state_body(scan_output=True))]
+    model = build(nodes, [vi("c", B, []), vi("x", F, [1, 4])], [vi("y", F, None), vi("ys", F, None)],
+                  [const("W", rng_f32(4, 4))])
+    start = time.perf_counter()
+    fp = edgefit.analyze(save(model, tmp_path))
+    assert time.perf_counter() - start < 5
+    assert any("stopped after 0.5 s" in w for w in fp.warnings)
+    assert fp.outputs == {"y": [1, 4], "ys": None}
+    assert layer(fp, "loop").macs is None
+    assert any("ys" in u for u in fp.unknowns)     # its activation bytes are unknown, and said to be
+
+
+def test_loop_trip_count_from_a_subgraph_initializer(tmp_path):
+    # The Loop sits in the then-branch of an If, its trip count M3 = 3 is an initializer of that branch:
+    # 3 x 16 = 48 MACs; the else-branch Relu has none.
+    then_g = helper.make_graph([helper.make_node("Loop", ["M3", "", "x"], ["t"], name="inner_loop", body=_state_body())],
+                               "then", [], [vi("t", F, [1, 4])], initializer=[const("M3", np.array(3, np.int64))])
+    else_g = helper.make_graph([helper.make_node("Relu", ["x"], ["e"])], "else", [], [vi("e", F, [1, 4])])
+    nodes = [helper.make_node("If", ["c"], ["y"], name="if", then_branch=then_g, else_branch=else_g)]
+    model = build(nodes, [vi("c", B, []), vi("x", F, [1, 4])], [vi("y", F, [1, 4])], [const("W", rng_f32(4, 4))])
+    fp = edgefit.analyze(save(model, tmp_path))
+    assert layer(fp, "if").branches["then_branch"]["macs"] == 48
+    assert fp.macs == 48
+    assert fp.unknowns == ()
+
+
 @pytest.mark.parametrize("axis, xs_shape, trips", [(0, [5, 1, 4], 5), (1, [1, 7, 4], 7)])
 def test_scan_trip_count_from_scan_axis(tmp_path, axis, xs_shape, trips):
     body = helper.make_graph(

@@ -19,7 +19,7 @@ from edgefit.analysis.dtypes import tensor_bytes
 from edgefit.errors import ShapeError
 from edgefit.model import (GraphIndex, LoadedModel, external_location, index_graph, iter_tensors, load_model,
                            metadata_only_copy, node_subgraphs, subgraph_scope, validate)
-from edgefit.model import initializer_names
+from edgefit.model import initializer_names, iter_graphs
 from edgefit.shapes import ResolvedShapes, TensorInfo, resolve_shapes
 
 
@@ -315,12 +315,14 @@ def _has_fan_out(steps: list[Step]) -> bool:
 
 
 def constant_int(proto: ModelProto, name: str) -> int | None:
-    """Value of a scalar integer initializer or Constant node in the main graph (e.g. a Loop's trip count)."""
-    for tensor in proto.graph.initializer:
+    """Value of a scalar integer initializer or Constant node (e.g. a Loop's trip count), in any graph of the
+    model: names are unique across scopes, so a subgraph's constant cannot be mistaken for another."""
+    graphs = [graph for _, _, graph in iter_graphs(proto.graph)]
+    for tensor in (t for graph in graphs for t in graph.initializer):
         if tensor.name == name and tensor.data_location != TensorProto.EXTERNAL:
             values = numpy_helper.to_array(tensor).reshape(-1)
             return int(values[0]) if values.size == 1 else None
-    for node in proto.graph.node:
+    for node in (n for graph in graphs for n in graph.node):
         if node.op_type == "Constant" and name in node.output:
             for attr in node.attribute:
                 if attr.name == "value":
