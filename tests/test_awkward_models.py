@@ -603,3 +603,26 @@ def test_outer_scope_folded_weight_read_only_in_subgraphs_counts_its_storage(tmp
     # [1,4]x[4,8] = 32 MACs in either branch.
     assert fp.macs == 32
     assert [l.op_type for l in fp.layers] == ["If"]
+
+
+def test_awkward_models_render_in_the_terminal_and_as_json(tmp_path, capsys):
+    import json
+
+    from edgefit.cli import main
+
+    models = {
+        "loop_unknown.onnx": _loop_model(trip_count_input=True),
+        "qdq.onnx": _qdq_conv(tmp_path),
+        "symbolic.onnx": _symbolic_matmul(),
+    }
+    for name, model in models.items():
+        path = save(model, tmp_path, name)
+        assert main(["analyze", str(path), "--per-layer"]) == 0
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err and "params" in out.lower()
+        assert main(["analyze", str(path), "--json"]) == 0
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err
+        data = json.loads(out)
+        assert {"params", "weight_bytes", "macs", "flops", "peak_activation_bytes", "activation_lower_bound_bytes",
+                "inputs", "unknowns", "layers"} <= set(data)
