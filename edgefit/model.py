@@ -30,8 +30,13 @@ class LoadedModel:
 
 
 def subgraph_scope(scope: str, position: int, node: NodeProto, attr_name: str) -> str:
-    """The scope key of a node's subgraph, unique in the model and equal in copies of it: node position + attr."""
-    return f"{scope}>{position}:{node.name or node.op_type}.{attr_name}"
+    """The scope key of a node's subgraph, unique in the model and equal in reordered copies of it.
+
+    A node's first output names it uniquely (outputs are single-assignment); its position is the fallback for
+    the rare node without outputs, and is stable only while the graph keeps its order.
+    """
+    anchor = next((o for o in node.output if o), f"#{position}:{node.op_type}")
+    return f"{scope}>{anchor}.{attr_name}"
 
 
 def node_subgraphs(node: NodeProto) -> list[tuple[str, GraphProto]]:

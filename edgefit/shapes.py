@@ -51,7 +51,7 @@ class ResolvedShapes:
             info = self.scopes.get(scope, {}).get(name)
             if info is not None or not scope:
                 return info
-            scope = self.parents[scope]
+            scope = self.parents.get(scope, "")
 
 
 def real_inputs(graph: GraphProto) -> list[onnx.ValueInfoProto]:

@@ -626,3 +626,43 @@ def test_awkward_models_render_in_the_terminal_and_as_json(tmp_path, capsys):
         data = json.loads(out)
         assert {"params", "weight_bytes", "macs", "flops", "peak_activation_bytes", "activation_lower_bound_bytes",
                 "inputs", "unknowns", "layers"} <= set(data)
+
+
+def test_unsorted_graph_with_if_subgraph_keeps_branch_shapes():
+    # The If node comes before the node producing its input in the file; branch costs must still resolve:
+    # then: MatMul [1,4]x[4,3] = 12 MACs; else: MatMul [1,4]x[4,5] = 20 MACs -> max 20.
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    def branch(name, cols):
+        w = numpy_helper.from_array(np.ones((4, cols), np.float32), f"w_{name}")
+        return helper.make_graph([helper.make_node("MatMul", ["r", f"w_{name}"], [f"out_{name}"])], name, [],
+                                 [helper.make_tensor_value_info(f"out_{name}", TensorProto.FLOAT, None)], [w])
+
+    nodes = [helper.make_node("If", ["cond"], ["y"], then_branch=branch("then", 3), else_branch=branch("else", 5)),
+             helper.make_node("Relu", ["x"], ["r"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+                                           helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    fp = edgefit.analyze(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    if_layer = next(layer for layer in fp.layers if layer.op_type == "If")
+    assert if_layer.macs == 20
+    assert fp.params == 12 + 20
+    assert fp.unknowns == ()
+
+
+def test_empty_optional_input_keeps_slot_positions():
+    # QuantizeLinear(x, scale, "") and DequantizeLinear(q, scale): the float scales sit at slot 1, a
+    # quantization parameter, so params stay 0 while weight_bytes holds both 4-byte scales.
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", ""], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s2"], ["y"])]
+    init = [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+            numpy_helper.from_array(np.array(0.2, np.float32), "s2")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], init)
+    fp = edgefit.analyze(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert fp.params == 0
+    assert fp.weight_bytes == 8

@@ -116,8 +116,12 @@ class WeightTally:
                      node: NodeProto, reads: Iterable[str]) -> tuple[int, int]:
         """Count the weights a computing node reads; returns the (params, bytes) newly attributed to it."""
         params = stored = 0
-        for slot, name in enumerate(reads):
-            if name not in view.constants:
+        # Slots follow node.input, empty optional inputs included, so that is_parameter sees true positions;
+        # names a node's subgraphs read from this scope come after, at no slot (never a parameter here).
+        explicit = list(node.input)
+        implicit = [n for n in reads if n not in set(explicit)]
+        for slot, name in enumerate(explicit + implicit):
+            if not name or name not in view.constants:
                 continue
             info = shapes.lookup(scope, name)
             if info is None or info.shape is None:
