@@ -52,25 +52,25 @@ def parse_power_w(text: str | int | float) -> float:
     return _parse(text, _POWER_UNITS, "power")
 
 
-def format_bytes(n: float | int | None) -> str:
-    """Human-readable binary size: 1536 -> '1.50 KiB'."""
+def _scaled(n: float | int | None, base: int, units: tuple[str, ...], first: str) -> str:
+    """Divide by `base` until below it; the first unit prints as an integer, the others with 2 decimals."""
     if n is None:
         return "unknown"
     value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.2f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    for unit in units[:-1]:
+        if abs(value) < base:
+            break
+        value /= base
+    else:
+        unit = units[-1]
+    return f"{int(value)}{first}" if unit == units[0] else f"{value:.2f}{unit}"
+
+
+def format_bytes(n: float | int | None) -> str:
+    """Human-readable binary size: 1536 -> '1.50 KiB'."""
+    return _scaled(n, 1024, ("", " KiB", " MiB", " GiB", " TiB"), " B")
 
 
 def format_count(n: float | int | None) -> str:
     """Human-readable count with SI suffix: 1_234_000 -> '1.23 M'."""
-    if n is None:
-        return "unknown"
-    value = float(n)
-    for suffix in ("", " K", " M", " G", " T"):
-        if abs(value) < 1000 or suffix == " T":
-            return f"{int(value)}" if suffix == "" else f"{value:.2f}{suffix}"
-        value /= 1000
-    raise AssertionError("unreachable")
+    return _scaled(n, 1000, ("", " K", " M", " G", " T"), "")
