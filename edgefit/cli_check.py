@@ -40,6 +40,7 @@ class GateFormat(str, Enum):
     markdown = "markdown"
     junit = "junit"
     github = "github"
+    html = "html"
 
 
 ProfilesDirOpt = Annotated[Optional[list[Path]], typer.Option(
@@ -135,13 +136,14 @@ def check(
 def gate(
     config: Annotated[Path, typer.Option("--config", "-c", help="Gate configuration file.")] = Path("edgefit.toml"),
     output_format: Annotated[GateFormat, typer.Option(
-        "--format", "-f", help="table, json, markdown (PR comment), junit (XML test report) or github "
-        "(workflow annotations).")] = GateFormat.table,
+        "--format", "-f", help="table, json, markdown (PR comment), junit (XML test report), github "
+        "(workflow annotations) or html (a standalone page for CI artifacts).")] = GateFormat.table,
     profiles_dir: ProfilesDirOpt = None,
 ) -> None:
-    """Check every [[gate]] of edgefit.toml against its budgets and baseline; exit 1 on any breach."""
+    """Check every \\[\\[gate]] of edgefit.toml against its budgets and baseline; exit 1 on any breach."""
     from edgefit.check import run_gate
     from edgefit.report.github_format import GithubFormat
+    from edgefit.report.html_format import HtmlFormat
     from edgefit.report.json_format import JsonFormat
     from edgefit.report.junit_format import JUnitFormat
     from edgefit.report.markdown_format import MarkdownFormat
@@ -153,7 +155,7 @@ def gate(
         render_gate(console, report)
     else:
         renderers = {GateFormat.json: JsonFormat, GateFormat.markdown: MarkdownFormat, GateFormat.junit: JUnitFormat,
-                     GateFormat.github: GithubFormat}
+                     GateFormat.github: GithubFormat, GateFormat.html: HtmlFormat}
         sys.stdout.write(renderers[output_format]().render(report))
     if not report.passed:
         raise typer.Exit(EXIT_OVER_BUDGET)

@@ -110,6 +110,29 @@ def test_markdown_format(project, capsys):
     assert len(rows) == 4 and sum("❌ over" in r for r in rows) == 1
 
 
+def test_html_format(project, capsys):
+    from html.parser import HTMLParser
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.rows, self.in_row = [], False
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "tr":
+                self.rows.append([])
+            if tag == "td":
+                self.rows[-1].append(dict(attrs).get("class", ""))
+
+    assert main(["gate", "-c", str(write_config(project, FAILING)), "--format", "html"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("<!DOCTYPE html>") and "1 of 2 gates failed" in out
+    parser = Cells()
+    parser.feed(out)
+    body = parser.rows[1:]   # the first row holds the headers
+    assert len(body) == 9 and sum(row[-1] == "over" for row in body) == 1
+
+
 def test_github_format(project, capsys):
     assert main(["gate", "-c", str(write_config(project, FAILING)), "--format", "github"]) == 1
     lines = capsys.readouterr().out.splitlines()

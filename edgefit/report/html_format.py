@@ -1,0 +1,39 @@
+"""Self-contained HTML gate report: one page, no scripts or external assets, for CI artifacts."""
+
+from __future__ import annotations
+
+from html import escape
+
+from edgefit.check import GateReport
+from edgefit.report.check_text import METRIC_LABELS, format_limit, format_margin, format_value
+
+_STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}
+th{background:#f4f4f4}td.num{text-align:right}.ok{color:#186a1d}.over{color:#b00020;font-weight:bold}
+.note{color:#666;font-size:.9em}"""
+
+
+class HtmlFormat:
+    name = "html"
+
+    def render(self, report: GateReport) -> str:
+        failed = len(report.failed)
+        headline = (f"all {len(report.results)} gates passed" if report.passed
+                    else f"{failed} of {len(report.results)} gates failed")
+        rows = []
+        for result in report.results:
+            for verdict in result.verdicts:
+                status = '<td class="ok">ok</td>' if verdict.ok else '<td class="over">over</td>'
+                cells = (result.spec.name, result.spec.model_label, result.target.profile.name,
+                         result.target.estimate.precision, METRIC_LABELS.get(verdict.metric, verdict.metric))
+                numbers = (format_value(verdict), format_limit(verdict), format_margin(verdict))
+                rows.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells)
+                            + "".join(f'<td class="num">{escape(n)}</td>' for n in numbers) + status + "</tr>")
+        header = "".join(f"<th>{h}</th>" for h in ("gate", "model", "target", "precision", "budget", "estimate",
+                                                    "limit", "margin", "result"))
+        return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>edgefit gate: {escape(headline)}"
+                f"</title><style>{_STYLE}</style></head><body>\n"
+                f"<h1 class=\"{'ok' if report.passed else 'over'}\">edgefit gate: {escape(headline)}</h1>\n"
+                f"<table><thead><tr>{header}</tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>\n"
+                f"<p class=\"note\">Latency, energy and power are estimates (roofline from datasheet figures), not "
+                f"measurements. Config: {escape(str(report.config_path))}</p>\n</body></html>\n")
