@@ -276,6 +276,7 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
         raise ShapeError(f"the input shapes ({given}) give tensor {first!r} a negative dimension "
                          f"{list(negative[first])}: the model cannot run at these shapes (an input smaller than a "
                          f"kernel?); pass larger ones with --input-shape")
+    _dropout_masks(subgraphs, scopes)
     result = ResolvedShapes(scopes, parents, resolved, warnings)
     missing = [o for n in proto.graph.node for o in n.output
                if o and (scopes[""].get(o) is None or scopes[""][o].shape is None)]
@@ -292,6 +293,18 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
                 warnings.append(f"shape of output {value.name!r} is taken from the model's declaration; it could "
                                 f"not be inferred for the resolved input shapes")
     return result
+
+
+def _dropout_masks(subgraphs: list[tuple[str, str, GraphProto]], scopes: dict[str, dict[str, TensorInfo]]) -> None:
+    """onnx infers no shape for the mask output of Dropout before opset 12, nor does onnxruntime produce it at
+    inference; by definition it has the data's shape (bool)."""
+    for scope, _, graph in subgraphs:
+        table = scopes[scope]
+        for node in graph.node:
+            if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]:
+                data, mask = table.get(node.input[0]), table.get(node.output[1])
+                if data is not None and data.shape is not None and (mask is None or mask.shape is None):
+                    table[node.output[1]] = TensorInfo("bool", data.shape)
 
 
 def _loop_state_shapes(subgraphs: list[tuple[str, str, GraphProto]], scopes: dict[str, dict[str, TensorInfo]],
