@@ -36,7 +36,7 @@ def _open(proto: ModelProto, optimize: bool):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4   # fatal only: our own messages explain failures in one line
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     providers = ["CPUExecutionProvider"]
