@@ -116,6 +116,20 @@ def _check_external_paths(proto: ModelProto, base_dir: Path) -> bool:
     return found
 
 
+def external_data_bytes(proto: ModelProto) -> int:
+    """Bytes of all externally stored tensors, from their metadata (the files are not touched)."""
+    from edgefit.analysis.dtypes import dtype_name, tensor_bytes
+
+    total = 0
+    for tensor in iter_tensors(proto.graph):
+        if external_location(tensor) is not None:
+            elements = 1
+            for d in tensor.dims:
+                elements *= d
+            total += tensor_bytes(elements, dtype_name(tensor.data_type)) or 0
+    return total
+
+
 def parse_model_bytes(data: bytes, source: str) -> ModelProto:
     proto = ModelProto()
     try:

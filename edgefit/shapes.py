@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,11 +17,13 @@ from onnx import GraphProto, ModelProto, TensorProto
 
 from edgefit.analysis.dtypes import dtype_code, dtype_name
 from edgefit.errors import ShapeError
-from edgefit.model import initializer_names, iter_graphs, metadata_only_copy, subgraph_scope
+from edgefit.model import external_data_bytes, initializer_names, iter_graphs, metadata_only_copy, subgraph_scope
 
 # Synthetic inputs for the onnxruntime fallback are allocated for real; above this they would cost more
 # memory than the analysis is worth, so the fallback is skipped and the shapes stay unknown.
 _FALLBACK_MAX_INPUT_BYTES = 256 * 2**20
+# External weights are read into memory for that run only up to this size.
+_FALLBACK_MAX_EXTERNAL_BYTES = 2**30
 # A Loop whose condition never turns false on synthetic inputs (or a huge trip count) would run forever.
 _FALLBACK_TIMEOUT_S = 10.0
 
@@ -207,6 +210,7 @@ def constant_node_info(node: onnx.NodeProto) -> TensorInfo | None:
 
 def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None = None,
                    dims: dict[str, int] | None = None, *, weights_loaded: bool = True,
+                   external_dir: Path | None = None,
                    order: list[int] | None = None, light: ModelProto | None = None) -> ResolvedShapes:
     """Shapes of every tensor; `order` is a topological order of the main graph when its file order is not.
 
@@ -281,7 +285,7 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
     missing = [o for n in proto.graph.node for o in n.output
                if o and (scopes[""].get(o) is None or scopes[""][o].shape is None)]
     if missing:
-        _fill_with_onnxruntime(proto, result, missing, weights_loaded)
+        _fill_with_onnxruntime(proto, result, missing, weights_loaded, external_dir)
     for value in proto.graph.output:   # a declared output shape is the last resort, used only when nothing knew
         known = scopes[""].get(value.name)
         if (known is None or known.shape is None) and value.type.HasField("tensor_type"):
@@ -368,14 +372,20 @@ def _run_with_timeout(session, names: list[str], feeds: dict[str, np.ndarray]) -
 
 
 def _fill_with_onnxruntime(proto: ModelProto, result: ResolvedShapes, missing: list[str],
-                           weights_loaded: bool) -> None:
-    """Run the model once with every unresolved main-graph tensor exposed as an output and record their shapes."""
+                           weights_loaded: bool, external_dir: Path | None) -> None:
+    """Run the model once with every unresolved main-graph tensor exposed as an output and record their shapes.
+
+    External weights are read for the run (from `external_dir`) only while they are small enough to hold.
+    """
     inputs = result.inputs
     table = result.scopes[""]
     input_bytes = sum(math.prod(s) * 8 for s in inputs.values())
     reason = None
-    if not weights_loaded:
+    if not weights_loaded and external_dir is None:
         reason = "weights are in external data that was not loaded"
+    elif not weights_loaded and external_data_bytes(proto) > _FALLBACK_MAX_EXTERNAL_BYTES:
+        reason = (f"its external weights ({external_data_bytes(proto) / 2**30:.1f} GiB) are too large to load "
+                  f"for a run")
     elif input_bytes > _FALLBACK_MAX_INPUT_BYTES:
         reason = "synthetic inputs would be too large to allocate"
     if reason is None:
@@ -384,6 +394,8 @@ def _fill_with_onnxruntime(proto: ModelProto, result: ResolvedShapes, missing: l
 
             probe = ModelProto()
             probe.CopyFrom(proto)
+            if not weights_loaded:
+                onnx.load_external_data_for_model(probe, str(external_dir))
             del probe.graph.value_info[:]
             known_outputs = {o.name for o in probe.graph.output}
             for name in missing:
@@ -405,7 +417,8 @@ def _fill_with_onnxruntime(proto: ModelProto, result: ResolvedShapes, missing: l
                     dtype = table[name].dtype if name in table else dtype_name(
                         onnx.helper.np_dtype_to_tensor_dtype(value.dtype))
                     table[name] = TensorInfo(dtype, tuple(int(d) for d in value.shape))
-            result.source = "onnx shape inference + onnxruntime run on synthetic inputs"
+            result.source = "onnx shape inference + onnxruntime run on synthetic inputs" + (
+                "" if weights_loaded else " (external weights loaded for it)")
             result.warnings.append(f"{len(missing)} tensor shape(s) came from an onnxruntime run on synthetic inputs; "
                                    f"data-dependent shapes may differ for real data")
             return

@@ -666,3 +666,22 @@ def test_empty_optional_input_keeps_slot_positions():
     fp = edgefit.analyze(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     assert fp.params == 0
     assert fp.weight_bytes == 8
+
+
+def test_onnxruntime_fallback_loads_small_external_weights(tmp_path):
+    # NonZero of a 3x4 all-ones input gives [2, 12]; its float cast times W [12, 5]: 2 * 12 * 5 = 120 MACs.
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("Cast", ["nz"], ["f"], to=1),
+             helper.make_node("MatMul", ["f", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.ones((12, 5), np.float32), "w")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path,
+              save_as_external_data=True, location="m.data", size_threshold=0)
+    fp = edgefit.analyze(path)
+    assert fp.macs == 120
+    assert fp.unknowns == ()
+    assert "external weights loaded" in fp.shape_source

@@ -354,6 +354,7 @@ def analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: d
     light = metadata_only_copy(proto, index.order)   # one copy serves the checker and then shape inference
     validate(proto, source, index.order, light=light)
     shapes = resolve_shapes(proto, input_shapes, dims, weights_loaded=loaded.weights_loaded, order=index.order,
+                            external_dir=loaded.path.parent if loaded.path and loaded.has_external_data else None,
                             light=light)
     walk = _Analysis(proto, shapes, alignment)
     stats = walk.graph(proto.graph, "", frozenset(), frozenset(), index)
