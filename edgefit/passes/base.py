@@ -228,14 +228,15 @@ Shape = tuple[int | str | None, ...]
 
 
 @dataclass(frozen=True)
-class TensorInfo:
-    """What onnx shape inference knows about each tensor: shape (ints, dim_param strings, None) and dtype."""
+class SymbolicShapes:
+    """What onnx shape inference knows about each tensor, symbolic dims kept (ints, dim_param strings, None), and
+    its dtype: the passes rewrite graphs for every input shape, unlike analysis, which resolves concrete ones."""
 
     shapes: dict[str, Shape]
     types: dict[str, int]
 
 
-def infer_tensor_info(model: ModelProto) -> TensorInfo:
+def infer_tensor_info(model: ModelProto) -> SymbolicShapes:
     """Best effort: runs on a metadata-only copy (weights are not serialized). When inference fails (custom
     ops, broken graphs) only the initializers are known, so shape-dependent rewrites are simply skipped."""
     shapes: dict[str, Shape] = {}
@@ -257,7 +258,7 @@ def infer_tensor_info(model: ModelProto) -> TensorInfo:
     for tensor in model.graph.initializer:
         shapes[tensor.name] = tuple(tensor.dims)
         types[tensor.name] = tensor.data_type
-    return TensorInfo(shapes, types)
+    return SymbolicShapes(shapes, types)
 
 
 def is_static(shape: Shape | None) -> bool:

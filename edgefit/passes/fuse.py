@@ -51,7 +51,7 @@ from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
 from edgefit.passes.base import (
     GraphEditor,
     PassResult,
-    TensorInfo,
+    SymbolicShapes,
     copy_model,
     get_attribute,
     has_subgraph,
@@ -128,7 +128,7 @@ def fuse(model: ModelProto) -> PassResult:
 
 # ---- constant folding --------------------------------------------------------------------------------
 
-def _fold_constants(editor: GraphEditor, info: TensorInfo, opsets: dict[str, int], rewrites: Counter) -> int:
+def _fold_constants(editor: GraphEditor, info: SymbolicShapes, opsets: dict[str, int], rewrites: Counter) -> int:
     folded = 0
     for node in list(editor.graph.node):
         if node.op_type == "Constant" and all(o in editor.output_names for o in node.output):
@@ -155,7 +155,7 @@ def _fold_constants(editor: GraphEditor, info: TensorInfo, opsets: dict[str, int
     return folded
 
 
-def _constant_outputs(node: NodeProto, editor: GraphEditor, info: TensorInfo,
+def _constant_outputs(node: NodeProto, editor: GraphEditor, info: SymbolicShapes,
                       opsets: dict[str, int]) -> list[np.ndarray] | None:
     """The node's output values when they follow from constants alone, else None."""
     if node.domain not in ("", "ai.onnx") or node.op_type in _NONDETERMINISTIC or has_subgraph(node):
@@ -187,7 +187,7 @@ def _constant_outputs(node: NodeProto, editor: GraphEditor, info: TensorInfo,
 
 # ---- no-op removal -----------------------------------------------------------------------------------
 
-def _remove_noops(editor: GraphEditor, info: TensorInfo, rewrites: Counter) -> int:
+def _remove_noops(editor: GraphEditor, info: SymbolicShapes, rewrites: Counter) -> int:
     removed = 0
     for node in list(editor.graph.node):
         if node not in editor.graph.node:
@@ -204,7 +204,7 @@ def _remove_noops(editor: GraphEditor, info: TensorInfo, rewrites: Counter) -> i
     return removed
 
 
-def _noop_source(node: NodeProto, editor: GraphEditor, info: TensorInfo) -> tuple[str | None, str]:
+def _noop_source(node: NodeProto, editor: GraphEditor, info: SymbolicShapes) -> tuple[str | None, str]:
     """(kind of removal, the tensor the node's output equals) or (None, '')."""
     op, x = node.op_type, (node.input[0] if node.input else "")
     if node.domain not in ("", "ai.onnx") or not x:
@@ -254,7 +254,7 @@ def _perm(node: NodeProto, rank: int | None) -> list[int] | None:
     return None if rank is None else list(reversed(range(rank)))
 
 
-def _composed_perm(first: NodeProto, second: NodeProto, info: TensorInfo) -> list[int] | None:
+def _composed_perm(first: NodeProto, second: NodeProto, info: SymbolicShapes) -> list[int] | None:
     shape = info.shapes.get(first.input[0])
     rank = None if shape is None else len(shape)
     p1, p2 = _perm(first, rank), _perm(second, rank)
@@ -264,7 +264,7 @@ def _composed_perm(first: NodeProto, second: NodeProto, info: TensorInfo) -> lis
     return [p1[i] for i in p2]
 
 
-def _compose_transposes(second: NodeProto, editor: GraphEditor, info: TensorInfo) -> None:
+def _compose_transposes(second: NodeProto, editor: GraphEditor, info: SymbolicShapes) -> None:
     first = editor.producer[second.input[0]]
     composed = _composed_perm(first, second, info)
     second.input[0] = first.input[0]
@@ -398,7 +398,7 @@ def _absorb(host: NodeProto, scale: np.ndarray, shift: np.ndarray, editor: Graph
 
 # ---- MatMul + Add -> Gemm ----------------------------------------------------------------------------
 
-def _matmul_add_to_gemm(editor: GraphEditor, info: TensorInfo, rewrites: Counter) -> int:
+def _matmul_add_to_gemm(editor: GraphEditor, info: SymbolicShapes, rewrites: Counter) -> int:
     fused = 0
     for matmul in list(editor.graph.node):
         if matmul.op_type != "MatMul" or matmul not in editor.graph.node:
@@ -424,7 +424,7 @@ def _matmul_add_to_gemm(editor: GraphEditor, info: TensorInfo, rewrites: Counter
 _GEMM_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 
 
-def _gemm_compatible(info: TensorInfo, a: str, b: str, c: str, product: str) -> bool:
+def _gemm_compatible(info: SymbolicShapes, a: str, b: str, c: str, product: str) -> bool:
     shapes = info.shapes
     a_shape, b_shape, c_shape, out = shapes.get(a), shapes.get(b), shapes.get(c), shapes.get(product)
     if a_shape is None or b_shape is None or c_shape is None or out is None:
