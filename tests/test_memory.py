@@ -1,5 +1,7 @@
 """Planner invariants on random DAGs, and hand-computed peaks on small graphs."""
 
+import dataclasses
+
 from hypothesis import given, settings, strategies as st
 from onnx import helper
 
@@ -46,6 +48,10 @@ def test_arena_plans_never_overlap_live_buffers(dag, alignment):
         bound = lower_bound(steps, sizes)
         assert bound <= live_bytes_peak(buffers) <= plan.size
         assert plan.size <= sum(-(-b.bytes // alignment) * alignment for b in buffers)
+        # The reported peak step is the one holding the most (aligned) live bytes.
+        aligned = {b.name: -(-b.bytes // alignment) * alignment for b in buffers}
+        assert sum(aligned[n] for n in plan.live_at_peak) == live_bytes_peak(
+            [dataclasses.replace(b, bytes=aligned[b.name]) for b in buffers])
 
 
 @settings(max_examples=150, deadline=None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,14 +74,14 @@ def plan_arena(buffers: Sequence[Buffer], alignment: int = 16) -> ArenaPlan:
             size = offset + need
         for t in range(first, last + 1):
             placed_at[t].append(i)
-    # The step whose live buffers reach highest in the arena (the earliest of equals).
-    extent = [0] * steps
+    # The step holding the most live bytes (the earliest of equals): the node that sets the peak. (The step
+    # whose buffers reach highest in the arena can be a step where a tiny buffer merely sits above a gap.)
+    delta = [0] * (steps + 1)
     for i, buf in enumerate(buffers):
-        top = offsets[i] + aligned[i]
-        for t in range(buf.first, buf.last + 1):
-            if top > extent[t]:
-                extent[t] = top
-    peak_step = extent.index(max(extent))
+        delta[buf.first] += aligned[i]
+        delta[buf.last + 1] -= aligned[i]
+    live_bytes = list(itertools.accumulate(delta[:steps]))
+    peak_step = live_bytes.index(max(live_bytes))
     live = sorted((b for b in buffers if b.first <= peak_step <= b.last), key=lambda b: -b.bytes)
     return ArenaPlan(size, {b.name: offsets[i] for i, b in enumerate(buffers)}, peak_step,
                      tuple(b.name for b in live))
