@@ -368,3 +368,21 @@ def index_graph(graph: GraphProto, outer_names: frozenset[str] = frozenset()) ->
         stuck = next(nodes[i] for i in range(len(nodes)) if waiting[i] > 0)
         raise ModelError(f"graph has a cycle (node {stuck.name or stuck.op_type!r} depends on its own output)")
     return GraphIndex(graph, order, producer, reads, with_subgraphs)
+
+
+def sort_nodes(proto: ModelProto) -> None:
+    """Put the main graph's nodes in a topological order that counts subgraphs' reads of outer tensors.
+
+    For models edgefit itself just created (never a user's input): tools that sort graphs without looking into
+    If/Loop bodies (onnxruntime's quantizer, for one) can place an If before the node producing what its
+    branches read.
+    """
+    order = index_graph(proto.graph).order
+    if order == list(range(len(order))):
+        return
+    nodes = [proto.graph.node[i] for i in order]
+    copies = [NodeProto() for _ in nodes]
+    for copy, node in zip(copies, nodes):
+        copy.CopyFrom(node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(copies)

@@ -141,3 +141,37 @@ def test_target_int8_ops_keep_other_ops_float(tmp_path, samples, monkeypatch):
     assert convs and all(producers.get(n.input[0]) == "DequantizeLinear" for n in convs)
     assert producers.get(gemm.input[0]) != "DequantizeLinear"
     assert producers.get(gemm.input[1]) != "DequantizeLinear" and gemm.input[1] not in producers
+
+
+def test_if_reading_outer_tensors_stays_topologically_valid():
+    # onnxruntime's quantizer sorts the main graph without looking into If branches and can put the If above
+    # the Flatten its branches read; the pass must hand back a graph the checker and onnxruntime accept.
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgefit.fidelity import synthetic_samples
+    from edgefit.passes import quantize
+    from edgefit.runtime import session
+
+    def branch(name, seed):
+        weights = numpy_helper.from_array(
+            np.random.default_rng(seed).standard_normal((8 * 6 * 6, 4)).astype(np.float32), f"wb_{name}")
+        return helper.make_graph([helper.make_node("MatMul", ["flat", f"wb_{name}"], [f"o_{name}"])], name, [],
+                                 [helper.make_tensor_value_info(f"o_{name}", TensorProto.FLOAT, None)], [weights])
+
+    conv_weights = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Flatten", ["r"], ["flat"]),
+             helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0),
+             helper.make_node("Greater", ["m", "zero"], ["cond"]),
+             helper.make_node("If", ["cond"], ["y"], then_branch=branch("then", 1), else_branch=branch("else", 2))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [conv_weights, numpy_helper.from_array(np.array(0, np.float32), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    result = quantize(model, "int8", calibration=synthetic_samples(model, count=4)).model
+    onnx.checker.check_model(result)
+    x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    assert session(result).run(None, {"x": x})[0].shape == (1, 4)

@@ -28,7 +28,7 @@ from onnx import ModelProto
 
 from edgefit.errors import PassError
 from edgefit.fidelity import SampleSet
-from edgefit.model import index_graph
+from edgefit.model import index_graph, sort_nodes
 from edgefit.passes.base import PassResult, copy_model, ensure_node_names, has_subgraph, node_label
 
 MODES = ("int8", "dynamic", "fp16")
@@ -178,7 +178,9 @@ def _save(model: ModelProto, path: Path) -> Path:
 
 
 def _load(path: Path) -> ModelProto:
-    return onnx.load(str(path), load_external_data=True)
+    model = onnx.load(str(path), load_external_data=True)
+    sort_nodes(model)   # onnxruntime's quantizer may move an If above the producers its branches read
+    return model
 
 
 def _preprocess(model: ModelProto, work: Path, notes: list[str]) -> Path:
