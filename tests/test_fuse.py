@@ -208,3 +208,29 @@ def test_sample_models_fold_every_batchnorm(samples, name):
     shape = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     result = fused_equivalent(proto, {"input": RNG.standard_normal(shape).astype(np.float32)})
     assert "BatchNormalization" not in ops(result.model)
+
+
+def test_ir3_weights_listed_as_inputs_are_folded():
+    # IR 3: the ConstantOfShape shape and the bias are initializers that are also graph inputs. They cannot be
+    # overridden in IR 3, so fuse folds the generated weight into an initializer and returns an IR 4 model.
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgefit.passes import fuse
+    from edgefit.runtime import session
+
+    shape = numpy_helper.from_array(np.array([2, 3, 1, 1], np.int64), "w_shape")
+    nodes = [helper.make_node("ConstantOfShape", ["w_shape"], ["w"],
+                              value=numpy_helper.from_array(np.array([0.5], np.float32))),
+             helper.make_node("Conv", ["x", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4]),
+                                           helper.make_tensor_value_info("w_shape", TensorProto.INT64, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])], [shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
+    model.ir_version = 3
+    fused = fuse(model).model
+    assert [n.op_type for n in fused.graph.node] == ["Conv"]
+    assert fused.ir_version == 4 and [i.name for i in fused.graph.input] == ["x"]
+    x = np.random.default_rng(0).standard_normal((1, 3, 4, 4)).astype(np.float32)
+    np.testing.assert_allclose(session(fused).run(None, {"x": x})[0], 0.5 * x.sum(axis=1, keepdims=True).repeat(2, 1),
+                               rtol=1e-5, atol=1e-6)

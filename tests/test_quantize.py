@@ -175,3 +175,32 @@ def test_if_reading_outer_tensors_stays_topologically_valid():
     onnx.checker.check_model(result)
     x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
     assert session(result).run(None, {"x": x})[0].shape == (1, 4)
+
+
+def test_old_ir3_opset9_model_is_upgraded_and_quantized():
+    # IR 3 lists every weight as a graph input and opset 9 has no per-channel QDQ: the pass upgrades both
+    # (IR 4, opset 13), quantizes the Conv, and the result runs.
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgefit.fidelity import synthetic_samples
+    from edgefit.passes import quantize
+    from edgefit.runtime import session
+
+    weights = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+                               helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])], [weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
+    model.ir_version = 3
+    result = quantize(model, "int8", calibration=synthetic_samples(model, count=4))
+    quantized = result.model
+    assert quantized.ir_version >= 4
+    assert [i.name for i in quantized.graph.input] == ["x"]
+    assert max(o.version for o in quantized.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    assert any("opset 9 to 13" in note for note in result.stats.notes)
+    assert any(n.op_type == "DequantizeLinear" for n in quantized.graph.node)
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    assert session(quantized).run(None, {"x": x})[0].shape == (1, 4, 6, 6)

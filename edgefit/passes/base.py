@@ -33,7 +33,18 @@ class PassResult:
 
 
 def copy_model(model: ModelProto) -> ModelProto:
-    return copy.deepcopy(model)
+    """The copy a pass edits. Models older than IR version 4 come back as IR 4 with their initializers no
+    longer listed as graph inputs: IR 3 had to list every weight as an input, IR 4 reads an initializer that
+    is also an input as overridable (not constant), so without this no weight of an old model could be
+    folded or pruned. Runtimes already treat IR 3 initializers as constants, so behaviour is unchanged."""
+    result = copy.deepcopy(model)
+    if result.ir_version < 4:
+        weights = {t.name for t in result.graph.initializer}
+        inputs = [i for i in result.graph.input if i.name not in weights]
+        del result.graph.input[:]
+        result.graph.input.extend(inputs)
+        result.ir_version = 4
+    return result
 
 
 def model_digest(model: ModelProto) -> str:

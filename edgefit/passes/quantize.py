@@ -94,6 +94,8 @@ def quantize(model: ModelProto, mode: str = "int8", *, calibration: SampleSet | 
     prepared.ir_version = min(prepared.ir_version, _QUANTIZER_IR_VERSION)
     excluded_names = _resolve_exclude(prepared, exclude)
     notes: list[str] = []
+    if mode in ("int8", "dynamic"):
+        prepared = _upgrade_opset(prepared, notes)
     with tempfile.TemporaryDirectory(prefix="edgefit-quantize-") as folder, _captured_warnings(notes):
         work = Path(folder)
         if mode == "int8":
@@ -119,6 +121,27 @@ def quantize(model: ModelProto, mode: str = "int8", *, calibration: SampleSet | 
         tuple(quantized), tuple(floating), dict(Counter(n.op_type for n in prepared.graph.node)),
         dict(Counter(n.op_type for n in result.graph.node)), tuple(notes))
     return PassResult(result, stats)
+
+
+# Per-channel QuantizeLinear/DequantizeLinear (the `axis` attribute) exist from opset 13.
+_QDQ_MIN_OPSET = 13
+
+
+def _upgrade_opset(model: ModelProto, notes: list[str]) -> ModelProto:
+    """Older models go through onnx's version converter first: onnxruntime's quantizer writes per-channel
+    QDQ nodes whatever the model's opset, and they are invalid below opset 13."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), _QDQ_MIN_OPSET)
+    if opset >= _QDQ_MIN_OPSET:
+        return model
+    from onnx import version_converter
+
+    try:
+        upgraded = version_converter.convert_version(model, _QDQ_MIN_OPSET)
+    except Exception as error:  # noqa: BLE001 - the converter raises several error types
+        raise PassError(f"quantization needs opset {_QDQ_MIN_OPSET} and onnx could not convert this opset-{opset} "
+                        f"model: {str(error).strip().splitlines()[0]}") from None
+    notes.append(f"converted from opset {opset} to {_QDQ_MIN_OPSET} (needed for per-channel int8)")
+    return upgraded
 
 
 @contextmanager
