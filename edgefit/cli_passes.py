@@ -139,8 +139,10 @@ def prune(model: ModelArg, sparsity: SparsityOpt = 0.5, per_layer: PerLayerOpt =
           structured: StructuredOpt = False, output: OutputOpt = None, force: ForceOpt = False,
           target: TargetOpt = None, eval_path: EvalOpt = None, samples: SamplesOpt = None,
           input_shape: InputShapeOpt = None, dim: DimOpt = None, json_out: JsonOpt = False) -> None:
-    """Magnitude pruning: zero the smallest weights, or remove whole channels with --structured."""
-    _run(model, output, "slim" if structured else "pruned", "prune", force=force, target=target,
+    """Magnitude pruning: zero the smallest weights, or remove whole channels with --structured (folds first)."""
+    # Folding first turns weights computed by Constant/ConstantOfShape nodes into prunable initializers and
+    # BatchNorm into its conv (numerically equivalent), so pruning reaches every weight.
+    _run(model, output, "slim" if structured else "pruned", "fuse,prune", force=force, target=target,
          eval_path=eval_path, samples=samples, input_shape=input_shape, dim=dim, json_out=json_out,
          sparsity=sparsity, per_layer=per_layer, skip=_split(skip), structured=structured)
 
