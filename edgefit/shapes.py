@@ -399,10 +399,10 @@ def _fill_with_onnxruntime(proto: ModelProto, result: ResolvedShapes, missing: l
             del probe.graph.value_info[:]
             known_outputs = {o.name for o in probe.graph.output}
             for name in missing:
-                # onnxruntime needs an element type on every graph output; the rank may stay open.
-                if name not in known_outputs and name in table:
+                # The element type is given where known; onnxruntime infers it for the rest (e.g. contrib ops).
+                if name not in known_outputs:
                     probe.graph.output.append(onnx.helper.make_tensor_value_info(
-                        name, dtype_code(table[name].dtype), None))
+                        name, dtype_code(table[name].dtype), None) if name in table else onnx.ValueInfoProto(name=name))
             for value in probe.graph.input:
                 if value.name in inputs:
                     value.type.tensor_type.shape.Clear()
@@ -412,17 +412,22 @@ def _fill_with_onnxruntime(proto: ModelProto, result: ResolvedShapes, missing: l
             feeds = {i.name: _synthetic_input(inputs[i.name], table[i.name].dtype if i.name in table else "float32")
                      for i in session.get_inputs()}
             names = [o.name for o in session.get_outputs()]
+            filled = 0
             for name, value in zip(names, _run_with_timeout(session, names, feeds)):
                 if isinstance(value, np.ndarray) and name in missing:
+                    filled += 1
                     dtype = table[name].dtype if name in table else dtype_name(
                         onnx.helper.np_dtype_to_tensor_dtype(value.dtype))
                     table[name] = TensorInfo(dtype, tuple(int(d) for d in value.shape))
-            result.source = "onnx shape inference + onnxruntime run on synthetic inputs" + (
-                "" if weights_loaded else " (external weights loaded for it)")
-            result.warnings.append(f"{len(missing)} tensor shape(s) came from an onnxruntime run on synthetic inputs; "
-                                   f"data-dependent shapes may differ for real data")
-            return
+            if filled:
+                result.source = "onnx shape inference + onnxruntime run on synthetic inputs" + (
+                    "" if weights_loaded else " (external weights loaded for it)")
+                result.warnings.append(f"{filled} tensor shape(s) came from an onnxruntime run on synthetic inputs; "
+                                       f"data-dependent shapes may differ for real data")
+            if filled == len(missing):
+                return
+            reason = f"onnxruntime did not return {len(missing) - filled} of them"
         except Exception as error:  # a model onnxruntime cannot run leaves those shapes unknown, with the reason
             reason = f"onnxruntime could not run the model ({str(error).strip().splitlines()[0][:160]})"
-    result.warnings.append(f"{len(missing)} tensor shape(s) unresolved by shape inference; no onnxruntime fallback: "
-                           f"{reason}")
+    result.warnings.append(f"{len(missing)} tensor shape(s) unresolved by shape inference; the onnxruntime fallback "
+                           f"could not fill them all: {reason}")

@@ -685,3 +685,20 @@ def test_onnxruntime_fallback_loads_small_external_weights(tmp_path):
     assert fp.macs == 120
     assert fp.unknowns == ()
     assert "external weights loaded" in fp.shape_source
+
+
+def test_onnxruntime_optimized_model_with_contrib_ops(tmp_path, samples):
+    # onnxruntime's extended optimizer fuses Conv+BN+Relu into com.microsoft.FusedConv, whose shapes onnx cannot
+    # infer; the onnxruntime run fills them in and the MACs equal the original model's (BN folded away).
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "resnet8.ortopt.onnx")
+    ort.InferenceSession(str(samples / "ic_resnet8.onnx"), options, providers=["CPUExecutionProvider"])
+    fp = edgefit.analyze(tmp_path / "resnet8.ortopt.onnx")
+    assert "com.microsoft.FusedConv" in fp.op_histogram
+    assert fp.macs == 12_501_632
+    assert fp.params == 77_706            # the BN-folded count of the Keras reference
+    assert fp.unknowns == ()
+    assert "onnxruntime run" in fp.shape_source
