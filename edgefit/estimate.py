@@ -128,7 +128,7 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
         raise ConfigError(f"invalid rate {rate_hz!r}: expected a positive number of inferences per second")
 
     weight_bytes = footprint.weight_bytes_at(precision)
-    activation_bytes = footprint.activation_bytes_at(precision)
+    activation_bytes = footprint.activation_bytes_at(precision, shared_storage=profile.shares_activation_storage)
     flash_bytes = weight_bytes + profile.runtime_flash_bytes
     ram_bytes = activation_bytes + profile.runtime_ram_bytes + (weight_bytes if profile.weights_in_ram else 0)
 

@@ -180,3 +180,16 @@ def test_qdq_pairs_cost_nothing_at_int8(samples):
     float_estimate, int8_estimate = estimate(float_fp, profile, "int8"), estimate(int8_fp, profile, "int8")
     assert int8_estimate.overhead_s == float_estimate.overhead_s
     assert int8_estimate.latency_s < estimate(float_fp, profile, "fp32").latency_s
+
+
+def test_storage_sharing_runtimes_get_the_shared_arena(samples):
+    # digits_cnn: own buffers 4,096 B (conv1's 2,048 B output + its Relu's); where the runtime shares storage the
+    # Relu runs in place and conv2 (reads 2,048 B, writes 16x4x4 floats = 1,024 B) sets the peak: 3,072 B.
+    # Raspberry Pi 5 runs onnxruntime (sharing), the ESP32 TensorFlow Lite Micro (no sharing).
+    import edgefit
+    from edgefit.devices import load_profile
+
+    fp = edgefit.analyze(samples / "digits_cnn.onnx", dims={"batch": 1})
+    assert (fp.peak_activation_bytes, fp.shared_storage_peak_bytes) == (4096, 3072)
+    assert estimate(fp, load_profile("raspberry-pi-5"), "fp32").activation_bytes == 3072
+    assert estimate(fp, load_profile("esp32"), "fp32").activation_bytes == 4096

@@ -102,3 +102,27 @@ def test_precision_replanning_quarters_float_activations():
     assert fp.peak_activation_bytes == 2048
     assert fp.activation_bytes_at("int8") == 512
     assert fp.activation_bytes_at("fp16") == 1024
+
+
+def test_shared_storage_aliases_views_and_runs_elementwise_in_place():
+    # x [1,64] -> MatMul (64x256) -> a [1,256] -> Relu -> b -> Reshape [1,256] -> c -> MatMul (256x64) -> y [1,64].
+    # Own buffers (TFLite Micro): Relu holds a and b, Reshape holds b and c: 1024 + 1024 = 2048 B.
+    # Shared storage: b takes a's buffer (a dies at the Relu), c is a view of b: the largest steps are the
+    # MatMuls, 256 + 1024 = 1280 B.
+    from helpers import weight
+
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Reshape", ["b", "shape"], ["c"]), helper.make_node("MatMul", ["c", "w2"], ["y"])]
+    shape = helper.make_tensor("shape", 7, [2], [1, 256])
+    fp = edgefit.analyze(model(nodes, [("x", [1, 64])], [("y", None)], [weight("w1", 64, 256), weight("w2", 256, 64),
+                                                                          shape]))
+    assert fp.peak_activation_bytes == 2048
+    assert fp.shared_storage_peak_bytes == 1280
+    assert fp.activation_bytes_at("int8", shared_storage=True) == 320
+    assert fp.activation_bytes_at(None, shared_storage=True) == 1280
+
+
+def test_shared_storage_never_overwrites_graph_inputs_or_outputs():
+    # Relu(x) -> y: x is the caller's input and y the caller's output, so both keep their own buffers.
+    fp = edgefit.analyze(model([helper.make_node("Relu", ["x"], ["y"])], [("x", [1, 256])], [("y", None)]))
+    assert fp.shared_storage_peak_bytes == fp.peak_activation_bytes == 2048

@@ -13,7 +13,8 @@ from onnx import GraphProto, ModelProto, NodeProto, TensorProto, numpy_helper
 
 from edgefit.analysis.dtypes import DTYPE_BYTES, FLOAT_DTYPES, PRECISION_BYTES
 from edgefit.analysis.macs import OpContext, UnknownCost, cost_rule, node_cost
-from edgefit.analysis.memory import (Buffer, Step, lifetimes, lower_bound, memory_aware_order, plan_arena)
+from edgefit.analysis.memory import (INPLACE_OPS, VIEW_OPS, Buffer, Step, lifetimes, lower_bound,
+                                     memory_aware_order, plan_arena, shared_storage)
 from edgefit.analysis.weights import ConstantView, WeightTally, constant_view
 from edgefit.analysis.dtypes import tensor_bytes
 from edgefit.errors import ShapeError
@@ -69,6 +70,10 @@ class Footprint:
     shape_source: str                   # "onnx shape inference" or "onnx shape inference + onnxruntime run"
     buffers: tuple[Buffer, ...]         # activation tensors with lifetimes in the best order (for re-planning)
     alignment: int = 16
+    # The arena when the runtime shares storage (views alias their input, elementwise ops run in place), as
+    # onnxruntime's planner does; only targets whose runtime really does it use it. None: not computed.
+    shared_storage_peak_bytes: int | None = None
+    shared_buffers: tuple[Buffer, ...] = ()
 
     @property
     def dominant_dtype(self) -> str:
@@ -77,15 +82,17 @@ class Footprint:
             return "float32"
         return max(self.weight_bytes_by_dtype.items(), key=lambda kv: kv[1])[0]
 
-    def activation_bytes_at(self, precision: str | None) -> int:
+    def activation_bytes_at(self, precision: str | None, *, shared_storage: bool = False) -> int:
         """Arena size if floating-point activations were stored at `precision` ('fp32', 'fp16', 'int8').
 
         None keeps the model's own dtypes. Integer and bool tensors keep their size either way.
+        `shared_storage`: for a runtime that aliases views and runs elementwise ops in place.
         """
+        shared = shared_storage and self.shared_storage_peak_bytes is not None
         if precision is None:
-            return self.peak_activation_bytes
+            return self.shared_storage_peak_bytes if shared else self.peak_activation_bytes
         element_bytes = PRECISION_BYTES[precision]
-        resized = [b.at_float_precision(element_bytes) for b in self.buffers]
+        resized = [b.at_float_precision(element_bytes) for b in (self.shared_buffers if shared else self.buffers)]
         return plan_arena(resized, alignment=self.alignment).size
 
     def weight_bytes_at(self, precision: str | None) -> int:
@@ -106,6 +113,7 @@ class Footprint:
         """JSON-ready dict with the keys of DESIGN.md section 3 (and more)."""
         data = dataclasses.asdict(self)
         data.pop("buffers")
+        data.pop("shared_buffers")
         data["live_at_peak"] = [dataclasses.asdict(t) for t in self.live_at_peak]
         return data
 
@@ -124,6 +132,8 @@ class _GraphStats:
     peak_node: str | None = None
     live_at_peak: tuple[LiveTensor, ...] = ()
     buffers: tuple[Buffer, ...] = ()
+    shared_arena_bytes: int = 0
+    shared_buffers: tuple[Buffer, ...] = ()
 
 
 class _Analysis:
@@ -175,7 +185,7 @@ class _Analysis:
                                          [lookup(n) if n else None for n in outputs])
             reads = tuple(n for n in index.reads[i] if n not in constants)
             writes = tuple(o for o in outputs if o)
-            steps.append(Step(label, reads, writes, workspace))
+            steps.append(Step(label, reads, writes, workspace, _storage_sharing(node, op_type, inputs, constants)))
             layers.append(LayerStats(
                 name=label, op_type=op_type, params=params, weight_bytes=weight_bytes, macs=macs, flops=flops,
                 input_bytes=_total_bytes(lookup, reads), output_bytes=_total_bytes(lookup, writes),
@@ -289,8 +299,22 @@ class _Analysis:
         stats.buffers = tuple(best_buffers)
         if best_plan.peak_step is not None and best_order:
             stats.peak_node = steps[best_order[min(best_plan.peak_step, len(best_order) - 1)]].name
+        shared = shared_storage(best_buffers, steps, best_order, frozenset(inputs) | frozenset(outputs))
+        stats.shared_buffers = tuple(shared)
+        stats.shared_arena_bytes = plan_arena(shared, self.alignment).size
         by_name = {b.name: b.bytes for b in best_buffers}
         stats.live_at_peak = tuple(LiveTensor(n, by_name[n]) for n in best_plan.live_at_peak)
+
+
+def _storage_sharing(node: NodeProto, op_type: str, inputs, constants) -> tuple[str, str] | None:
+    """Which input buffer a storage-sharing runtime may hand to this node's output, and how."""
+    if node.domain not in ("", "ai.onnx") or not inputs or not inputs[0] or inputs[0] in constants:
+        return None
+    if op_type in VIEW_OPS:
+        return inputs[0], "view"
+    if op_type in INPLACE_OPS:
+        return inputs[0], "inplace"
+    return None
 
 
 def _total_bytes(lookup: Callable[[str], TensorInfo | None], names: tuple[str, ...]) -> int | None:
@@ -392,4 +416,6 @@ def analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: d
         shape_source=shapes.source,
         buffers=stats.buffers,
         alignment=alignment,
+        shared_storage_peak_bytes=stats.shared_arena_bytes,
+        shared_buffers=stats.shared_buffers,
     )

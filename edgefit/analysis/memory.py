@@ -111,6 +111,54 @@ class Step:
     reads: tuple[str, ...]
     writes: tuple[str, ...]
     workspace_bytes: int = 0
+    # (input, "view" | "inplace"): a runtime that shares storage may give the first output this input's buffer.
+    shares: tuple[str, str] | None = None
+
+
+# Ops whose output is the input's bytes reinterpreted: runtimes that share storage alias them.
+VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
+# Elementwise ops that can overwrite their first input when nothing reads it afterwards.
+INPLACE_OPS = frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish", "Elu", "Selu",
+                         "Softplus", "Neg", "Abs", "Exp", "Log", "Sqrt", "Add", "Sub", "Mul", "Div",
+                         "BatchNormalization", "QuantizeLinear", "DequantizeLinear", "Cast"})
+
+
+def shared_storage(buffers: Sequence[Buffer], steps: Sequence[Step], order: Sequence[int],
+                   keep: frozenset[str]) -> list[Buffer]:
+    """The buffers a runtime that shares storage allocates: each view joins its input's buffer, and an in-place
+    op's output takes its input's buffer when that input dies at this step, fits, and is not a graph input or
+    output (`keep`), which runtimes never overwrite. Modelled on onnxruntime's allocation planner."""
+    by_name = {b.name: b for b in buffers}
+    root: dict[str, str] = {name: name for name in by_name}
+    group = {name: [b.first, b.last, b.bytes, b.elements, b.dtype] for name, b in by_name.items()}
+
+    def find(name: str) -> str:
+        while root[name] != name:
+            root[name] = root[root[name]]
+            name = root[name]
+        return name
+
+    for position, node in enumerate(order):
+        step = steps[node]
+        if step.shares is None or not step.writes:
+            continue
+        source, kind = step.shares
+        target = step.writes[0]
+        if source not in by_name or target not in by_name:
+            continue
+        kept, taken = find(source), find(target)
+        kept_group, taken_group = group[kept], group[taken]
+        if kind == "inplace" and (kept_group[1] != position or source in keep or target in keep
+                                  or taken_group[2] > kept_group[2]):
+            continue
+        root[taken] = kept
+        kept_group[0] = min(kept_group[0], taken_group[0])
+        kept_group[1] = max(kept_group[1], taken_group[1])
+        if taken_group[2] > kept_group[2]:
+            kept_group[2:] = taken_group[2:]
+        del group[taken]
+    return [Buffer(name, elements, dtype, size, first, last)
+            for name, (first, last, size, elements, dtype) in group.items()]
 
 
 def lifetimes(steps: Sequence[Step], order: Sequence[int], sizes: dict[str, tuple[int, str, int]],

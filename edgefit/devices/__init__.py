@@ -59,6 +59,7 @@ class DeviceProfile:
     battery_v: float | None = None
     aliases: tuple[str, ...] = ()
     int8_ops: tuple[str, ...] | None = None   # ONNX op types the int8 kernels cover; None: every quantizable op
+    shares_activation_storage: bool = False   # runtime aliases views and runs elementwise ops in place
     notes: str = ""
     sources: Mapping[str, str] = field(default_factory=dict)
     path: Path | None = None
@@ -89,6 +90,7 @@ class DeviceProfile:
         return {
             "name": self.name, "display_name": self.display_name, "tier": self.tier, "aliases": list(self.aliases),
             "int8_ops": list(self.int8_ops) if self.int8_ops is not None else None,
+            "shares_activation_storage": self.shares_activation_storage,
             "processor": self.processor, "runtime": self.runtime, "precisions": list(self.precisions),
             "ram_bytes": self.ram_bytes, "ram_usable_fraction": self.ram_usable_fraction,
             "ram_limit_bytes": self.ram_limit_bytes, "flash_bytes": self.flash_bytes,
@@ -223,6 +225,7 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "battery_v": ("battery_v", _positive(_number), False),
     "aliases": ("aliases", _aliases, False),
     "int8_ops": ("int8_ops", _op_types, False),
+    "shares_activation_storage": ("shares_activation_storage", _boolean, False),
     "notes": ("notes", _text, False),
 }
 # Keys that are not numbers about the device and so need no source note.

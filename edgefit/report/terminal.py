@@ -34,6 +34,9 @@ def render_footprint(console: Console, fp: Footprint, *, per_layer: bool = False
     summary.add_row("peak activation RAM", f"{fp.peak_activation_bytes:,}",
                     f"{format_bytes(fp.peak_activation_bytes)} arena, best order, {fp.alignment}-byte aligned")
     summary.add_row("  in file order", f"{fp.file_order_peak_bytes:,}", format_bytes(fp.file_order_peak_bytes))
+    if fp.shared_storage_peak_bytes is not None:
+        summary.add_row("  with shared storage", f"{fp.shared_storage_peak_bytes:,}",
+                        format_bytes(fp.shared_storage_peak_bytes) + " (runtimes that alias views / work in place)")
     summary.add_row("  lower bound", f"{fp.activation_lower_bound_bytes:,}",
                     format_bytes(fp.activation_lower_bound_bytes) + " (no schedule can go below)")
     summary.add_row("peak set by", fp.peak_node or "-", "")
