@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from edgefit.errors import ConfigError, EdgefitError, ShapeError
+from edgefit.errors import EdgefitError, ShapeError
 
 app = typer.Typer(
     name="edgefit",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import GraphProto, ModelProto, TensorProto
+from onnx import GraphProto, ModelProto
 
 from edgefit.analysis.dtypes import dtype_code, dtype_name
 from edgefit.errors import ShapeError

@@ -181,7 +181,6 @@ def test_old_ir3_opset9_model_is_upgraded_and_quantized():
     # IR 3 lists every weight as a graph input and opset 9 has no per-channel QDQ: the pass upgrades both
     # (IR 4, opset 13), quantizes the Conv, and the result runs.
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from edgefit.fidelity import synthetic_samples

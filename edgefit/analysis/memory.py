@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edgefit.analysis.dtypes import FLOAT_DTYPES, tensor_bytes
+from edgefit.analysis.dtypes import FLOAT_DTYPES
 
 
 @dataclass(frozen=True)
