@@ -139,6 +139,7 @@ def gate(
         "--format", "-f", help="table, json, markdown (PR comment), junit (XML test report), github "
         "(workflow annotations) or html (a standalone page for CI artifacts).")] = GateFormat.table,
     profiles_dir: ProfilesDirOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
 ) -> None:
     """Check every \\[\\[gate]] of edgefit.toml against its budgets and baseline; exit 1 on any breach."""
     from edgefit.check import run_gate
@@ -149,6 +150,8 @@ def gate(
     from edgefit.report.markdown_format import MarkdownFormat
 
     report = run_gate(config, profiles_dir)
+    if json_out:
+        output_format = GateFormat.json
     if output_format is GateFormat.table:
         from edgefit.report.check_terminal import render_gate
 

@@ -241,3 +241,14 @@ def test_repository_config_gates_the_sample_models():
     assert report.passed, [(r.spec.name, [v.metric for v in r.verdicts if not v.ok]) for r in report.failed]
     assert {r.spec.model.name for r in report.results} == {
         "kws_dscnn.onnx", "vww_mobilenet_v1_025.onnx", "ic_resnet8.onnx", "ad_autoencoder.onnx", "digits_cnn.onnx"}
+
+
+def test_json_switch_equals_json_format(project, capsys):
+    import json
+
+    config = str(write_config(project, FAILING))
+    assert main(["gate", "-c", config, "--format", "json"]) == 1
+    by_format = json.loads(capsys.readouterr().out)
+    assert main(["gate", "-c", config, "--json"]) == 1
+    assert json.loads(capsys.readouterr().out) == by_format
+    assert by_format["passed"] is False
