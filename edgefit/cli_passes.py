@@ -91,8 +91,6 @@ def _run(model: Path, output: Path | None, suffix: str, passes: str, *, force: b
          eval_path: Path | None, samples: int | None, input_shape: list[str] | None, dim: list[str] | None,
          json_out: bool, calib: Path | None = None, mode: str | None = None, **pass_options) -> None:
     """Shared body of the four commands."""
-    from edgefit.fidelity import load_samples
-    from edgefit.model import load_model
     from edgefit.passes.pipeline import PassOptions, optimize_file
     from edgefit.passes.quantize import mode_for_precisions
     from edgefit.report.passes_terminal import render_optimize_report
@@ -104,15 +102,14 @@ def _run(model: Path, output: Path | None, suffix: str, passes: str, *, force: b
 
         profile = load_profile(target)
     chosen_mode = mode or (mode_for_precisions(profile.precisions) if profile else "int8")
-    calibration = load_samples(calib, load_model(model).proto) if calib else None
     # Ops the target's int8 kernels cannot run stay in float (the profile's int8_ops; unset means all).
     int8_op_types = profile.int8_ops if profile and chosen_mode == "int8" else None
-    options = PassOptions(mode=chosen_mode, calibration=calibration, input_shapes=parse_input_shapes(input_shape),
+    options = PassOptions(mode=chosen_mode, input_shapes=parse_input_shapes(input_shape),
                           dims=parse_dims(dim), int8_op_types=int8_op_types, **pass_options)
     out = output or model.with_name(f"{model.stem}.{suffix.format(mode=chosen_mode)}.onnx")
     with _progress_bars(not json_out) as progress:
-        report = optimize_file(model, out, passes, options, eval_path=eval_path, eval_limit=samples, force=force,
-                               progress=progress)
+        report = optimize_file(model, out, passes, options, eval_path=eval_path, calib_path=calib,
+                               eval_limit=samples, force=force, progress=progress)
     verdict = assess_target(profile, report.before, report.after) if profile else None
     if json_out:
         data = report.to_dict()

@@ -18,7 +18,8 @@ from onnx import ModelProto
 
 from edgefit.analysis.footprint import Footprint
 from edgefit.errors import ConfigError, ModelError, PassError
-from edgefit.fidelity import Fidelity, SampleSet, compare, run_model, select_samples, synthetic_samples
+from edgefit.fidelity import (Fidelity, SampleSet, compare, load_samples, run_model, select_samples,
+                              synthetic_samples)
 from edgefit.model import load_model, save_model, validate
 from edgefit.passes.base import PassResult, PassStats, model_digest
 
@@ -182,7 +183,7 @@ class OptimizeReport:
 
 def optimize_file(input_path: str | Path, output_path: str | Path, passes: str | Sequence[PassSpec],
                   options: PassOptions = PassOptions(), *, eval_path: str | Path | None = None,
-                  eval_limit: int | None = None, force: bool = False,
+                  calib_path: str | Path | None = None, eval_limit: int | None = None, force: bool = False,
                   progress: Progress | None = None) -> OptimizeReport:
     """Load a model file, run the passes with fidelity after each, save the result atomically, and report.
 
@@ -195,6 +196,8 @@ def optimize_file(input_path: str | Path, output_path: str | Path, passes: str |
     if target.resolve() == source.resolve() and not force:
         raise ConfigError(f"refusing to overwrite the input model {source}; choose another -o or pass --force")
     loaded = load_model(source, load_weights=True)
+    if calib_path is not None:   # read here, against the model loaded once, rather than by the caller
+        options = dataclasses.replace(options, calibration=load_samples(calib_path, loaded.proto))
     before = analyze(loaded, options.input_shapes, options.dims)
     samples = select_samples(loaded.proto, eval_path=eval_path, calib=options.calibration,
                              input_shapes=options.input_shapes, dims=options.dims, limit=eval_limit)
