@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import GraphProto, ModelProto
+from onnx import GraphProto, ModelProto, TensorProto
 
 from edgefit.analysis.dtypes import dtype_code, dtype_name
 from edgefit.errors import ShapeError
@@ -431,3 +431,73 @@ def _fill_with_onnxruntime(proto: ModelProto, result: ResolvedShapes, missing: l
             reason = f"onnxruntime could not run the model ({str(error).strip().splitlines()[0][:160]})"
     result.warnings.append(f"{len(missing)} tensor shape(s) unresolved by shape inference; the onnxruntime fallback "
                            f"could not fill them all: {reason}")
+
+
+# Ops whose output depends on their input's shape only, not on its values.
+_SHAPE_READERS = frozenset({"Shape", "Size"})
+_MAX_VALUE_NODES = 256
+
+
+def shape_derived_int(proto: ModelProto, name: str, inputs: dict[str, list[int]]) -> int | None:
+    """The value of a scalar integer of the main graph computed from input shapes and small constants only
+    (a Loop trip count such as Gather(Shape(x), 1)), by running just its ancestors once in onnxruntime.
+
+    None when the value depends on input data (the answer would be an artefact of synthetic inputs), on large
+    or external weights, or on subgraphs.
+    """
+    producer = {o: node for node in proto.graph.node for o in node.output if o}
+    weights = {t.name: t for t in proto.graph.initializer}
+    graph_inputs = {i.name for i in real_inputs(proto.graph)}
+    needed: set[int] = set()
+    used_weights: dict[str, TensorProto] = {}
+    used_inputs: set[str] = set()
+    data_dependent: dict[str, bool] = {}
+    positions = {id(node): k for k, node in enumerate(proto.graph.node)}
+
+    def depends_on_data(tensor: str) -> bool | None:
+        """Whether `tensor`'s value follows from input data; None when it cannot be evaluated cheaply."""
+        if tensor in data_dependent:
+            return data_dependent[tensor]
+        if tensor in weights:
+            weight = weights[tensor]
+            if weight.data_location == TensorProto.EXTERNAL or math.prod(weight.dims) > 4096:
+                return None
+            used_weights[tensor] = weight
+            data_dependent[tensor] = False
+            return False
+        if tensor in graph_inputs:
+            used_inputs.add(tensor)
+            data_dependent[tensor] = True
+            return True
+        node = producer.get(tensor)
+        if node is None or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                               for a in node.attribute) or len(needed) >= _MAX_VALUE_NODES:
+            return None
+        needed.add(positions[id(node)])
+        flags = [depends_on_data(n) for n in node.input if n]
+        if None in flags:
+            return None
+        data_dependent[tensor] = node.op_type not in _SHAPE_READERS and any(flags)
+        return data_dependent[tensor]
+
+    if depends_on_data(name) is not False or any(n not in inputs for n in used_inputs):
+        return None
+    nodes = [proto.graph.node[k] for k in sorted(needed)]
+    graph = onnx.helper.make_graph(
+        nodes, "value", [_typed_input(proto.graph, n, inputs[n]) for n in sorted(used_inputs)],
+        [onnx.ValueInfoProto(name=name)], list(used_weights.values()))
+    probe = onnx.helper.make_model(graph, opset_imports=proto.opset_import, ir_version=proto.ir_version)
+    try:
+        from edgefit.runtime import session
+
+        feeds = {n: _synthetic_input(inputs[n], dtype_name(next(i for i in proto.graph.input if i.name == n)
+                                                           .type.tensor_type.elem_type)) for n in used_inputs}
+        value = np.asarray(session(probe).run([name], feeds)[0]).reshape(-1)
+    except Exception:   # an op onnxruntime cannot run on this fragment: the trip count stays unknown
+        return None
+    return int(value[0]) if value.size == 1 and np.issubdtype(value.dtype, np.integer) else None
+
+
+def _typed_input(graph: GraphProto, name: str, shape: list[int]) -> onnx.ValueInfoProto:
+    declared = next(i for i in graph.input if i.name == name)
+    return onnx.helper.make_tensor_value_info(name, declared.type.tensor_type.elem_type, shape)

@@ -702,3 +702,48 @@ def test_onnxruntime_optimized_model_with_contrib_ops(tmp_path, samples):
     assert fp.params == 77_706            # the BN-folded count of the Keras reference
     assert fp.unknowns == ()
     assert "onnxruntime run" in fp.shape_source
+
+
+def _loop_over_sequence(trip_count_nodes, trip_count_name):
+    """x [1, T, 8]; Loop runs trip_count times, each iteration a [1, 8] x [8, 8] MatMul on the carried state."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["h_in", "w"], ["h_out"]), helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("h_in", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [1, 8])])
+    nodes = trip_count_nodes + [helper.make_node("Loop", [trip_count_name, "cond", "h0"], ["h"], body=body)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T", 8]),
+                                           helper.make_tensor_value_info("h0", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, 8])],
+                              [numpy_helper.from_array(np.ones((8, 8), np.float32), "w"),
+                               numpy_helper.from_array(np.array(True), "cond"),
+                               numpy_helper.from_array(np.array([1], np.int64), "axis1")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_loop_trip_count_from_an_input_shape():
+    # M = Squeeze(Gather(Shape(x), [1])) = T: with T = 12, 12 iterations x 64 MACs = 768.
+    from onnx import helper
+
+    count = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "axis1"], ["t1"], axis=0),
+             helper.make_node("Squeeze", ["t1"], ["M"])]
+    fp = edgefit.analyze(_loop_over_sequence(count, "M"), dims={"T": 12})
+    loop = next(layer for layer in fp.layers if layer.op_type == "Loop")
+    assert loop.branches["trip_count"] == {"value": 12}
+    assert loop.macs == 12 * 64
+
+
+def test_loop_trip_count_from_input_values_stays_unknown():
+    # M = Cast(ReduceMax(x)) depends on the data, not the shape: an honest unknown, never a synthetic guess.
+    from onnx import helper
+
+    count = [helper.make_node("ReduceMax", ["x"], ["mx"], keepdims=0), helper.make_node("Cast", ["mx"], ["M"], to=7)]
+    fp = edgefit.analyze(_loop_over_sequence(count, "M"), dims={"T": 12})
+    loop = next(layer for layer in fp.layers if layer.op_type == "Loop")
+    assert loop.macs is None
+    assert any("trip count unknown" in reason for reason in fp.unknowns)

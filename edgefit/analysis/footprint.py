@@ -21,7 +21,7 @@ from edgefit.errors import ShapeError
 from edgefit.model import (GraphIndex, LoadedModel, external_location, index_graph, iter_tensors, load_model,
                            metadata_only_copy, node_subgraphs, subgraph_scope, validate)
 from edgefit.model import initializer_names, iter_graphs
-from edgefit.shapes import ResolvedShapes, TensorInfo, resolve_shapes
+from edgefit.shapes import ResolvedShapes, TensorInfo, resolve_shapes, shape_derived_int
 
 
 @dataclass(frozen=True)
@@ -254,7 +254,12 @@ class _Analysis:
 
     def _trip_count(self, node: NodeProto, scope: str) -> int | None:
         if node.op_type == "Loop":
-            return constant_int(self.proto, node.input[0]) if node.input and node.input[0] else None
+            if not node.input or not node.input[0]:
+                return None
+            count = constant_int(self.proto, node.input[0])
+            if count is None and not scope:
+                count = shape_derived_int(self.proto, node.input[0], self.shapes.inputs)
+            return count
         if node.op_type == "Scan":
             num_scan_inputs = next((a.i for a in node.attribute if a.name == "num_scan_inputs"), 0)
             if not num_scan_inputs:
