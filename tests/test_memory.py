@@ -126,3 +126,12 @@ def test_shared_storage_never_overwrites_graph_inputs_or_outputs():
     # Relu(x) -> y: x is the caller's input and y the caller's output, so both keep their own buffers.
     fp = edgefit.analyze(model([helper.make_node("Relu", ["x"], ["y"])], [("x", [1, 256])], [("y", None)]))
     assert fp.shared_storage_peak_bytes == fp.peak_activation_bytes == 2048
+
+
+def test_replanned_arenas_are_cached_per_precision():
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["y"])]
+    fp = edgefit.analyze(model(nodes, [("x", [1, 256])], [("y", None)]))
+    first = fp.activation_bytes_at("int8")
+    assert fp._arena_cache == {("int8", False): first}
+    assert fp.activation_bytes_at("int8") == first == 512
+    assert "_arena_cache" not in fp.to_dict()

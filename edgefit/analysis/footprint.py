@@ -74,6 +74,9 @@ class Footprint:
     # onnxruntime's planner does; only targets whose runtime really does it use it. None: not computed.
     shared_storage_peak_bytes: int | None = None
     shared_buffers: tuple[Buffer, ...] = ()
+    # Re-planned arena sizes by (precision, shared storage): checking one model on every device asks for the
+    # same few plans dozens of times, and a plan of a large graph costs tens of milliseconds.
+    _arena_cache: dict[tuple[str, bool], int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def dominant_dtype(self) -> str:
@@ -91,9 +94,12 @@ class Footprint:
         shared = shared_storage and self.shared_storage_peak_bytes is not None
         if precision is None:
             return self.shared_storage_peak_bytes if shared else self.peak_activation_bytes
-        element_bytes = PRECISION_BYTES[precision]
-        resized = [b.at_float_precision(element_bytes) for b in (self.shared_buffers if shared else self.buffers)]
-        return plan_arena(resized, alignment=self.alignment).size
+        key = (precision, shared)
+        if key not in self._arena_cache:
+            element_bytes = PRECISION_BYTES[precision]
+            resized = [b.at_float_precision(element_bytes) for b in (self.shared_buffers if shared else self.buffers)]
+            self._arena_cache[key] = plan_arena(resized, alignment=self.alignment).size
+        return self._arena_cache[key]
 
     def weight_bytes_at(self, precision: str | None) -> int:
         """Weight storage if floating-point weights were stored at `precision`; quantized weights stay as they are."""
@@ -112,8 +118,8 @@ class Footprint:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with the keys of DESIGN.md section 3 (and more)."""
         data = dataclasses.asdict(self)
-        data.pop("buffers")
-        data.pop("shared_buffers")
+        for internal in ("buffers", "shared_buffers", "_arena_cache"):
+            data.pop(internal)
         data["live_at_peak"] = [dataclasses.asdict(t) for t in self.live_at_peak]
         return data
 

@@ -7,7 +7,6 @@ the end), placed largest-first at the lowest aligned offset that no time-overlap
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import itertools
 import math
@@ -29,7 +28,8 @@ class Buffer:
     def at_float_precision(self, element_bytes: float) -> "Buffer":
         if self.dtype not in FLOAT_DTYPES:
             return self
-        return dataclasses.replace(self, bytes=math.ceil(self.elements * element_bytes))
+        return Buffer(self.name, self.elements, self.dtype, math.ceil(self.elements * element_bytes), self.first,
+                      self.last)
 
 
 @dataclass(frozen=True)
