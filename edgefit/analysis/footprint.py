@@ -70,9 +70,8 @@ class Footprint:
     shape_source: str                   # "onnx shape inference" or "onnx shape inference + onnxruntime run"
     buffers: tuple[Buffer, ...]         # activation tensors with lifetimes in the best order (for re-planning)
     alignment: int = 16
-    # The arena when the runtime shares storage (views alias their input, elementwise ops run in place), as
-    # onnxruntime's planner does; only targets whose runtime really does it use it. None: not computed.
-    shared_storage_peak_bytes: int | None = None
+    # Buffers when the runtime shares storage (views alias their input, elementwise ops run in place), as
+    # onnxruntime's planner does; only targets whose runtime really does it use them. Empty: not computed.
     shared_buffers: tuple[Buffer, ...] = ()
     # Re-planned arena sizes by (precision, shared storage): checking one model on every device asks for the
     # same few plans dozens of times, and a plan of a large graph costs tens of milliseconds.
@@ -91,15 +90,21 @@ class Footprint:
         None keeps the model's own dtypes. Integer and bool tensors keep their size either way.
         `shared_storage`: for a runtime that aliases views and runs elementwise ops in place.
         """
-        shared = shared_storage and self.shared_storage_peak_bytes is not None
-        if precision is None:
-            return self.shared_storage_peak_bytes if shared else self.peak_activation_bytes
-        key = (precision, shared)
+        shared = shared_storage and bool(self.shared_buffers)
+        if precision is None and not shared:
+            return self.peak_activation_bytes
+        key = (precision or "model", shared)
         if key not in self._arena_cache:
-            element_bytes = PRECISION_BYTES[precision]
-            resized = [b.at_float_precision(element_bytes) for b in (self.shared_buffers if shared else self.buffers)]
-            self._arena_cache[key] = plan_arena(resized, alignment=self.alignment).size
+            buffers = self.shared_buffers if shared else self.buffers
+            if precision is not None:
+                buffers = [b.at_float_precision(PRECISION_BYTES[precision]) for b in buffers]
+            self._arena_cache[key] = plan_arena(buffers, alignment=self.alignment).size
         return self._arena_cache[key]
+
+    @property
+    def shared_storage_peak_bytes(self) -> int | None:
+        """The arena for a runtime that shares storage (planned on first use); None when not computed."""
+        return self.activation_bytes_at(None, shared_storage=True) if self.shared_buffers else None
 
     def weight_bytes_at(self, precision: str | None) -> int:
         """Weight storage if floating-point weights were stored at `precision`; quantized weights stay as they are."""
@@ -120,6 +125,7 @@ class Footprint:
         data = dataclasses.asdict(self)
         for internal in ("buffers", "shared_buffers", "_arena_cache"):
             data.pop(internal)
+        data["shared_storage_peak_bytes"] = self.shared_storage_peak_bytes
         data["live_at_peak"] = [dataclasses.asdict(t) for t in self.live_at_peak]
         return data
 
@@ -138,7 +144,6 @@ class _GraphStats:
     peak_node: str | None = None
     live_at_peak: tuple[LiveTensor, ...] = ()
     buffers: tuple[Buffer, ...] = ()
-    shared_arena_bytes: int = 0
     shared_buffers: tuple[Buffer, ...] = ()
 
 
@@ -312,7 +317,6 @@ class _Analysis:
             stats.peak_node = steps[best_order[min(best_plan.peak_step, len(best_order) - 1)]].name
         shared = shared_storage(best_buffers, steps, best_order, frozenset(inputs) | frozenset(outputs))
         stats.shared_buffers = tuple(shared)
-        stats.shared_arena_bytes = plan_arena(shared, self.alignment).size
         by_name = {b.name: b.bytes for b in best_buffers}
         stats.live_at_peak = tuple(LiveTensor(n, by_name[n]) for n in best_plan.live_at_peak)
 
@@ -427,6 +431,5 @@ def analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: d
         shape_source=shapes.source,
         buffers=stats.buffers,
         alignment=alignment,
-        shared_storage_peak_bytes=stats.shared_arena_bytes,
         shared_buffers=stats.shared_buffers,
     )
