@@ -79,3 +79,17 @@ def test_per_layer_lists_every_layer(samples, capsys):
     for name in ("conv1", "block4_pw", "fc"):
         assert name in out
     assert "Op histogram" in out
+
+
+@pytest.mark.parametrize("name", sorted(MLPERF_TINY))
+def test_fused_mlperf_models_have_the_bn_folded_reference_counts(samples, name):
+    # The fuse pass folds every BatchNorm into its conv/dense layer: the folded Keras count, same MACs.
+    import onnx
+
+    from edgefit.passes import fuse
+
+    with_bn, folded, macs = MLPERF_TINY[name]
+    fp = edgefit.analyze(fuse(onnx.load(samples / name)).model)
+    assert fp.params == folded
+    assert fp.macs == macs
+    assert "BatchNormalization" not in fp.op_histogram
