@@ -131,3 +131,12 @@ def test_layer_records_match_totals():
     assert sum(l.macs for l in fp.layers) == fp.macs == 2 * 2 * 2 * 9
     assert sum(l.params for l in fp.layers) == fp.params == 18
     assert [l.name for l in fp.layers] == ["Conv_0", "Relu_1"]
+
+
+def test_mismatched_inner_dimensions_are_unknown_not_counted():
+    # A [1, 16] x B^T [10, 64]: the model cannot run at this input shape, so no MACs are claimed for the Gemm.
+    m = model([helper.make_node("Gemm", ["a", "b"], ["y"], transB=1)], [("a", [1, 16])], [("y", None)],
+              [weight("b", 10, 64)])
+    fp = edgefit.analyze(m)
+    assert fp.layers[0].macs is None
+    assert any("inner dimensions disagree" in reason for reason in fp.unknowns)

@@ -89,7 +89,8 @@ def _gemm(a: int, b: int, c: int | None) -> Rule:
     def rule(ctx: OpContext) -> Cost:
         a_shape, b_shape = ctx.in_shape(a), ctx.in_shape(b)
         m, k = (a_shape[1], a_shape[0]) if ctx.attr("transA", 0) else (a_shape[0], a_shape[1])
-        n = b_shape[0] if ctx.attr("transB", 0) else b_shape[1]
+        n, b_k = (b_shape[0], b_shape[1]) if ctx.attr("transB", 0) else (b_shape[1], b_shape[0])
+        _check_inner(ctx, k, b_k, a_shape, b_shape)
         adds = m * n if c is not None and ctx.has_input(c) else 0
         return m * n * k, 2 * m * n * k + adds
     return rule
@@ -100,6 +101,7 @@ def _matmul(a: int, b: int) -> Rule:
         # Output elements (batch dims already broadcast) x the contracted length K.
         a_shape, b_shape = ctx.in_shape(a), ctx.in_shape(b)
         k = a_shape[-1] if a_shape else 1
+        _check_inner(ctx, k, b_shape[-2] if len(b_shape) >= 2 else b_shape[0], a_shape, b_shape)
         try:
             out = math.prod(ctx.out_shape())
         except UnknownCost:
@@ -109,6 +111,14 @@ def _matmul(a: int, b: int) -> Rule:
             out = math.prod(batch) * m * n
         return out * k, 2 * out * k
     return rule
+
+
+def _check_inner(ctx: OpContext, a_k: int, b_k: int, a_shape, b_shape) -> None:
+    """onnx shape inference (non-strict) lets a contraction over mismatched lengths through: such a model cannot
+    run at these input shapes, so its cost is unknown rather than a number."""
+    if a_k != b_k:
+        raise UnknownCost(f"{ctx.node.op_type} inner dimensions disagree ({list(a_shape)} x {list(b_shape)}): the "
+                          f"model cannot run at these input shapes")
 
 
 def _broadcast(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
