@@ -135,3 +135,46 @@ def test_replanned_arenas_are_cached_per_precision():
     assert fp._arena_cache == {("int8", False): first}
     assert fp.activation_bytes_at("int8") == first == 512
     assert "_arena_cache" not in fp.to_dict()
+
+
+@st.composite
+def random_onnx_dags(draw):
+    """ONNX graphs over [1, C] tensors: each node reads earlier tensors (elementwise ops, or a MatMul with its own
+    C x C weight), so every count can be predicted while the wiring stays random."""
+    from helpers import weight
+
+    width = draw(st.sampled_from([4, 16, 40]))
+    count = draw(st.integers(min_value=1, max_value=14))
+    tensors, nodes, weights, matmuls = ["x"], [], [], 0
+    for i in range(count):
+        op = draw(st.sampled_from(["Add", "Mul", "Relu", "Sigmoid", "MatMul"]))
+        first = draw(st.sampled_from(tensors))
+        if op in ("Add", "Mul"):
+            inputs = [first, draw(st.sampled_from(tensors))]
+        elif op == "MatMul":
+            weights.append(weight(f"w{i}", width, width, seed=i))
+            inputs = [first, f"w{i}"]
+            matmuls += 1
+        else:
+            inputs = [first]
+        nodes.append(helper.make_node(op, inputs, [f"t{i}"]))
+        tensors.append(f"t{i}")
+    outputs = sorted({f"t{count - 1}", draw(st.sampled_from(tensors[1:]))})
+    return model(nodes, [("x", [1, width])], [(o, None) for o in outputs], weights), width, count, matmuls
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_onnx_dags())
+def test_analyze_invariants_on_random_onnx_graphs(case):
+    m, width, count, matmuls = case
+    fp = edgefit.analyze(m)
+    tensor_bytes = 4 * width
+    aligned = -(-tensor_bytes // 16) * 16
+    assert fp.unknowns == ()
+    assert fp.params == matmuls * width * width
+    assert fp.macs == matmuls * width * width
+    assert len(fp.layers) == count
+    assert fp.activation_lower_bound_bytes <= fp.peak_activation_bytes <= fp.file_order_peak_bytes
+    assert fp.peak_activation_bytes <= (count + 1) * aligned     # every tensor in its own slot
+    # Sharing storage merges buffers, so at no step can it hold more live bytes than own buffers do.
+    assert live_bytes_peak(fp.shared_buffers) <= live_bytes_peak(fp.buffers)
