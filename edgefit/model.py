@@ -249,12 +249,18 @@ def metadata_only_copy(proto: ModelProto, order: list[int] | None = None) -> Mod
     return light
 
 
+def refuse_overwrite(input_path: str | os.PathLike, out_path: str | os.PathLike, force: bool) -> None:
+    """The input model is never written unless the user insists."""
+    if Path(out_path).resolve() == Path(input_path).resolve() and not force:
+        raise ModelError(f"refusing to overwrite the input model {out_path}; choose another -o or pass --force")
+
+
 def save_model(proto: ModelProto, out_path: str | os.PathLike, *, input_path: str | os.PathLike | None = None,
                force: bool = False) -> Path:
     """Write atomically (temp file + rename); never over the input unless force; external data above 2 GB."""
     out = Path(out_path)
-    if input_path is not None and out.resolve() == Path(input_path).resolve() and not force:
-        raise ModelError(f"refusing to overwrite the input model {out}; choose another -o or pass --force")
+    if input_path is not None:
+        refuse_overwrite(input_path, out, force)
     if out.is_dir():
         raise ModelError(f"output path {out} is a directory")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from edgefit.model import GraphIndex, initializer_names
 from edgefit.shapes import ResolvedShapes, constant_node_info
 
 # Ops whose outputs differ from run to run: never constant even when all their inputs are.
-_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+NONDETERMINISTIC_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
                      "Bernoulli"}
 # Constant-only ops that expand a small stored description into a large tensor: a deployed model holds the
 # expanded tensor, so that is what weight bytes count for them.
@@ -70,7 +70,7 @@ def constant_view(graph: GraphProto, index: GraphIndex, outer_constants: Iterabl
             stored.update({o: "node" for o in node.output})
             sparse.update({node.output[0]: a.sparse_tensor for a in node.attribute if a.name == "sparse_value"})
             folded.add(i)
-        elif (node.op_type not in _NONDETERMINISTIC and index.reads[i] and not _has_subgraph(node)
+        elif (node.op_type not in NONDETERMINISTIC_OPS and index.reads[i] and not _has_subgraph(node)
               and all(name in constants for name in index.reads[i])):
             constants.update(o for o in node.output if o)
             folded.add(i)

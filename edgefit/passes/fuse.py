@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
 
+from edgefit.analysis.weights import NONDETERMINISTIC_OPS
 from edgefit.passes.base import (
     GraphEditor,
     PassResult,
@@ -61,8 +62,6 @@ from edgefit.passes.base import (
 )
 
 _AFFINE_HOSTS = ("Conv", "ConvTranspose", "Gemm")
-_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-                     "Bernoulli"}
 # Ops that decompress a stored weight: folding them would inflate the file for nothing.
 _STORAGE_EXPANDERS = {"DequantizeLinear", "Cast"}
 _KEEP_EXPANDED_ABOVE_BYTES = 1024
@@ -158,7 +157,7 @@ def _fold_constants(editor: GraphEditor, info: SymbolicShapes, opsets: dict[str,
 def _constant_outputs(node: NodeProto, editor: GraphEditor, info: SymbolicShapes,
                       opsets: dict[str, int]) -> list[np.ndarray] | None:
     """The node's output values when they follow from constants alone, else None."""
-    if node.domain not in ("", "ai.onnx") or node.op_type in _NONDETERMINISTIC or has_subgraph(node):
+    if node.domain not in ("", "ai.onnx") or node.op_type in NONDETERMINISTIC_OPS or has_subgraph(node):
         return None
     if node.op_type == "Shape":
         shape = info.shapes.get(node.input[0])

@@ -20,7 +20,7 @@ from edgefit.analysis.footprint import Footprint
 from edgefit.errors import ConfigError, ModelError, PassError
 from edgefit.fidelity import (Fidelity, SampleSet, compare, load_samples, run_model, select_samples,
                               synthetic_samples)
-from edgefit.model import load_model, save_model, validate
+from edgefit.model import load_model, refuse_overwrite, save_model, validate
 from edgefit.passes.base import PassResult, PassStats, model_digest
 
 PASS_NAMES = ("fuse", "prune", "quantize")
@@ -193,8 +193,7 @@ def optimize_file(input_path: str | Path, output_path: str | Path, passes: str |
     from edgefit.analysis.footprint import analyze
 
     source, target = Path(input_path), Path(output_path)
-    if target.resolve() == source.resolve() and not force:
-        raise ConfigError(f"refusing to overwrite the input model {source}; choose another -o or pass --force")
+    refuse_overwrite(source, target, force)   # before any work, not only at save time
     loaded = load_model(source, load_weights=True)
     if calib_path is not None:   # read here, against the model loaded once, rather than by the caller
         options = dataclasses.replace(options, calibration=load_samples(calib_path, loaded.proto))
