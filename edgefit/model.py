@@ -202,9 +202,10 @@ def validate(proto: ModelProto, source: str = "model", order: list[int] | None =
 
 
 # Top-level initializers with more elements than this are left out of the copy used for checking and shape
-# inference: both need only their dtype and dims, and serializing gigabytes of weights (or reading external
-# files) would dominate the analysis time.
-_STUB_ABOVE_ELEMENTS = 4096
+# inference: both need only their dtype and dims. Values matter only for tensors that describe shapes (Reshape
+# targets, Slice bounds, Resize scales, axes), which hold at most a few elements per axis; copying and
+# serializing the weights themselves would cost more than the checker and inference together.
+_STUB_ABOVE_ELEMENTS = 64
 
 
 def _is_repeated(field_descriptor) -> bool:
@@ -238,14 +239,24 @@ def metadata_only_copy(proto: ModelProto, order: list[int] | None = None) -> Mod
     nodes = proto.graph.node
     light.graph.node.extend(nodes if order is None else (nodes[i] for i in order))
     declared = {i.name for i in proto.graph.input}
+    # Most weights share a type with another: one serialized TypeProto per (dtype, dims), merged into each stub,
+    # costs a fraction of building every stub's dimensions field by field.
+    stub_types: dict[tuple[int, tuple[int, ...]], bytes] = {}
     for tensor in proto.graph.initializer:
+        dims = tuple(tensor.dims)
         elements = 1
-        for d in tensor.dims:
+        for d in dims:
             elements *= d
         if elements <= _STUB_ABOVE_ELEMENTS and tensor.data_location != TensorProto.EXTERNAL:
             light.graph.initializer.add().CopyFrom(tensor)
         elif tensor.name not in declared:
-            light.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+            key = (tensor.data_type, dims)
+            type_bytes = stub_types.get(key)
+            if type_bytes is None:
+                type_bytes = stub_types[key] = onnx.helper.make_tensor_type_proto(*key).SerializeToString()
+            stub = light.graph.input.add()
+            stub.name = tensor.name
+            stub.type.MergeFromString(type_bytes)
     return light
 
 
@@ -299,10 +310,15 @@ class GraphIndex:
     producer: dict[str, int] = field(default_factory=dict)
     reads: list[tuple[str, ...]] = field(default_factory=list)   # per node: inputs + outer names its subgraphs use
     with_subgraphs: set[int] = field(default_factory=set)        # nodes holding subgraphs (If, Loop, Scan ...)
+    # The graph read once: every later pass takes nodes and their input/output names from here. Reading a field
+    # through protobuf costs far more than reading a Python tuple, and a graph has tens of thousands of nodes.
+    nodes: list[NodeProto] = field(default_factory=list)
+    inputs: list[tuple[str, ...]] = field(default_factory=list)  # node.input as stored, empty optionals included
+    outputs: list[tuple[str, ...]] = field(default_factory=list)
 
     @property
     def in_file_order(self) -> bool:
-        return self.order == list(range(len(self.graph.node)))
+        return self.order == list(range(len(self.nodes)))
 
 
 def subgraph_outer_reads(node: NodeProto) -> set[str]:
@@ -323,10 +339,11 @@ def subgraph_outer_reads(node: NodeProto) -> set[str]:
 
 def index_graph(graph: GraphProto, outer_names: frozenset[str] = frozenset()) -> GraphIndex:
     """Topologically sort (Kahn, stable: file order wins ties) and reject cycles and undefined inputs."""
-    nodes = graph.node
+    nodes = list(graph.node)
+    outputs = [tuple(node.output) for node in nodes]
     producer: dict[str, int] = {}
-    for i, node in enumerate(nodes):
-        for name in node.output:
+    for i, names in enumerate(outputs):
+        for name in names:
             if name:
                 if name in producer:
                     raise ModelError(f"tensor {name!r} is produced by two nodes")
@@ -338,8 +355,11 @@ def index_graph(graph: GraphProto, outer_names: frozenset[str] = frozenset()) ->
     dependents: list[list[int]] = [[] for _ in nodes]
     graph_kinds = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
     in_file_order = True   # every node depends only on earlier ones
+    inputs: list[tuple[str, ...]] = []
     for i, node in enumerate(nodes):
-        names = tuple(filter(None, node.input))
+        stored = tuple(node.input)
+        inputs.append(stored)
+        names = stored if "" not in stored else tuple(filter(None, stored))
         attributes = node.attribute
         if attributes and any(a.type in graph_kinds for a in attributes):
             with_subgraphs.add(i)
@@ -359,7 +379,7 @@ def index_graph(graph: GraphProto, outer_names: frozenset[str] = frozenset()) ->
             if d > i:
                 in_file_order = False
     if in_file_order:   # the stable sort below would return the file order itself
-        return GraphIndex(graph, list(range(len(nodes))), producer, reads, with_subgraphs)
+        return GraphIndex(graph, list(range(len(nodes))), producer, reads, with_subgraphs, nodes, inputs, outputs)
     ready = [i for i in range(len(nodes)) if waiting[i] == 0]
     heapq.heapify(ready)
     order: list[int] = []
@@ -373,7 +393,7 @@ def index_graph(graph: GraphProto, outer_names: frozenset[str] = frozenset()) ->
     if len(order) != len(nodes):
         stuck = next(nodes[i] for i in range(len(nodes)) if waiting[i] > 0)
         raise ModelError(f"graph has a cycle (node {stuck.name or stuck.op_type!r} depends on its own output)")
-    return GraphIndex(graph, order, producer, reads, with_subgraphs)
+    return GraphIndex(graph, order, producer, reads, with_subgraphs, nodes, inputs, outputs)
 
 
 def sort_nodes(proto: ModelProto) -> None:

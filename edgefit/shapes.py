@@ -15,9 +15,10 @@ import numpy as np
 import onnx
 from onnx import GraphProto, ModelProto, TensorProto
 
-from edgefit.analysis.dtypes import dtype_code, dtype_name
+from edgefit.analysis.dtypes import dtype_code, dtype_name, tensor_bytes
 from edgefit.errors import ShapeError
-from edgefit.model import external_data_bytes, initializer_names, iter_graphs, metadata_only_copy, subgraph_scope
+from edgefit.model import (GraphIndex, external_data_bytes, index_graph, initializer_names, iter_graphs,
+                           metadata_only_copy, subgraph_scope)
 
 # Synthetic inputs for the onnxruntime fallback are allocated for real; above this they would cost more
 # memory than the analysis is worth, so the fallback is skipped and the shapes stay unknown.
@@ -36,6 +37,11 @@ class TensorInfo:
     @functools.cached_property   # asked for many times per tensor; instances are shared and immutable
     def elements(self) -> int | None:
         return None if self.shape is None else math.prod(self.shape)
+
+    @functools.cached_property
+    def nbytes(self) -> int | None:
+        """Storage bytes; None when the shape is unknown or the type has no fixed size (strings)."""
+        return None if self.shape is None else tensor_bytes(self.elements, self.dtype)
 
 
 @dataclass
@@ -126,7 +132,8 @@ def _bind_input_shapes(graph: GraphProto, pinned: dict[str, list[int]], dims: di
     return resolved
 
 
-def _collect(graph: GraphProto, scope: str, scopes: dict[str, dict[str, TensorInfo]], cache: dict) -> None:
+def _collect(graph: GraphProto, scope: str, scopes: dict[str, dict[str, TensorInfo]], cache: dict,
+             nodes: list[onnx.NodeProto] | None = None) -> None:
     """Record the graph's typed values. `cache`, shared across calls, holds one TensorInfo per (element type,
     shape) and the TensorInfo (None: not a tensor) of each serialized TypeProto seen: reading a proto's dims
     field by field costs far more than serializing it, and most tensors share their type with another."""
@@ -153,7 +160,7 @@ def _collect(graph: GraphProto, scope: str, scopes: dict[str, dict[str, TensorIn
         table[tensor.name] = info_of(tensor.data_type, tuple(tensor.dims))
     for sparse in graph.sparse_initializer:
         table[sparse.values.name] = TensorInfo(dtype_name(sparse.values.data_type), tuple(sparse.dims))
-    for node in graph.node:
+    for node in graph.node if nodes is None else nodes:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
             info = constant_node_info(node)
             if info is not None:
@@ -177,16 +184,16 @@ def _type_info(type_proto: onnx.TypeProto, info_of) -> TensorInfo | None:
 _SHAPE_READERS = {"Shape", "Size"}
 
 
-def _all_outputs_known(graphs: list[tuple[str, str, GraphProto]], scopes: dict[str, dict[str, TensorInfo]]) -> bool:
+def _all_outputs_known(graphs: list[tuple[str, str, GraphProto]], scopes: dict[str, dict[str, TensorInfo]],
+                       main_outputs: list[str]) -> bool:
     """Does every node output of every graph have a known shape in its own scope?"""
     for scope, _, graph in graphs:
         table = scopes[scope]
-        for node in graph.node:
-            for name in node.output:
-                if name:
-                    info = table.get(name)
-                    if info is None or info.shape is None:
-                        return False
+        names = main_outputs if not scope else [name for node in graph.node for name in node.output if name]
+        for name in names:
+            info = table.get(name)
+            if info is None or info.shape is None:
+                return False
     return True
 
 
@@ -211,24 +218,33 @@ def constant_node_info(node: onnx.NodeProto) -> TensorInfo | None:
 def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None = None,
                    dims: dict[str, int] | None = None, *, weights_loaded: bool = True,
                    external_dir: Path | None = None,
-                   order: list[int] | None = None, light: ModelProto | None = None) -> ResolvedShapes:
-    """Shapes of every tensor; `order` is a topological order of the main graph when its file order is not.
+                   index: GraphIndex | None = None, light: ModelProto | None = None) -> ResolvedShapes:
+    """Shapes of every tensor. `index` is the main graph's index_graph (for its topological order and nodes).
 
-    `light` is a metadata_only_copy(proto, order) the caller made already; it is modified here.
+    `light` is a metadata_only_copy(proto, index.order) the caller made already; it is modified here.
     """
     warnings: list[str] = []
     resolved = _bind_input_shapes(proto.graph, input_shapes or {}, dims or {}, warnings)
+    if index is None:
+        index = index_graph(proto.graph)
     if light is None:
-        light = metadata_only_copy(proto, order)
+        light = metadata_only_copy(proto, index.order)
+    main_outputs = [name for names in index.outputs for name in names if name]
+
+    def graphs_of(graph: GraphProto) -> list[tuple[str, str, GraphProto]]:
+        # Most models hold no subgraph: then walking every node's attributes to look for one is wasted time.
+        return list(iter_graphs(graph)) if index.with_subgraphs else [("", "", graph)]
+    # Does any node read a shape at run time (see data propagation below)?
+    reads_shapes = any(node.op_type in _SHAPE_READERS for node in index.nodes)
     # Stale annotations (value_info, declared output shapes, in subgraphs too) would override the shapes that
     # follow from the resolved inputs: inference keeps a declared shape that conflicts with what it infers.
-    reads_shapes = False   # does any node read a shape at run time (see data propagation below)?
-    for _, _, graph in iter_graphs(light.graph):
+    for scope, _, graph in graphs_of(light.graph):
         del graph.value_info[:]
         for value in graph.output:
             if value.type.HasField("tensor_type"):
                 value.type.tensor_type.ClearField("shape")
-        reads_shapes = reads_shapes or any(node.op_type in _SHAPE_READERS for node in graph.node)
+        if scope:
+            reads_shapes = reads_shapes or any(node.op_type in _SHAPE_READERS for node in graph.node)
     for value in light.graph.input:
         if value.name in resolved:
             value.type.tensor_type.shape.Clear()
@@ -250,40 +266,43 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
         scopes: dict[str, dict[str, TensorInfo]] = {}
         parents: dict[str, str] = {}
         cache: dict = {}
-        subgraphs = list(iter_graphs(inferred.graph))
+        subgraphs = graphs_of(inferred.graph)
         for scope, parent, graph in subgraphs:
-            _collect(graph, scope, scopes, cache)
+            _collect(graph, scope, scopes, cache, None if scope else index.nodes)
             parents[scope] = parent
-        if data_prop or _all_outputs_known(subgraphs, scopes):
+        if data_prop or _all_outputs_known(subgraphs, scopes, main_outputs):
             break
-    filled = _loop_state_shapes(subgraphs, scopes, parents)
-    if filled and not _all_outputs_known(subgraphs, scopes):
+    filled = _loop_state_shapes(subgraphs, scopes, parents) if index.with_subgraphs else []
+    if filled and not _all_outputs_known(subgraphs, scopes, main_outputs):
         # Tell inference the Loop/Scan state shapes and let it carry them on to the nodes that read them.
-        graphs = {scope: graph for scope, _, graph in iter_graphs(light.graph)}
+        graphs = {scope: graph for scope, _, graph in graphs_of(light.graph)}
         for scope, name, info in filled:
             graphs[scope].value_info.append(onnx.helper.make_tensor_value_info(name, dtype_code(info.dtype),
                                                                                info.shape))
         try:
             inferred = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
-            subgraphs = list(iter_graphs(inferred.graph))
+            subgraphs = graphs_of(inferred.graph)
             for scope, _, graph in subgraphs:
-                _collect(graph, scope, scopes, cache)
+                _collect(graph, scope, scopes, cache, None if scope else index.nodes)
             _loop_state_shapes(subgraphs, scopes, parents)
         except Exception:  # keep what the first pass found
             pass
-    negative = {name: info.shape for table in scopes.values() for name, info in table.items()
-                if info.shape and min(info.shape) < 0}
-    if negative:   # e.g. an input smaller than a kernel: the model cannot run at these shapes
+    # Tensors share TensorInfo objects: test each distinct one, and look for the names only when one fails.
+    distinct = {id(info): info for table in scopes.values() for info in table.values()}.values()
+    if any(info.shape and min(info.shape) < 0 for info in distinct):
+        # e.g. an input smaller than a kernel: the model cannot run at these shapes
+        negative = {name: info.shape for table in scopes.values() for name, info in table.items()
+                    if info.shape and min(info.shape) < 0}
         first = next((o for _, _, g in iter_graphs(proto.graph) for n in g.node for o in n.output if o in negative),
                      next(iter(negative)))
         given = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in resolved.items())
         raise ShapeError(f"the input shapes ({given}) give tensor {first!r} a negative dimension "
                          f"{list(negative[first])}: the model cannot run at these shapes (an input smaller than a "
                          f"kernel?); pass larger ones with --input-shape")
-    _dropout_masks(subgraphs, scopes)
+    _dropout_masks(subgraphs, scopes, index.nodes)
     result = ResolvedShapes(scopes, parents, resolved, warnings)
-    missing = [o for n in proto.graph.node for o in n.output
-               if o and (scopes[""].get(o) is None or scopes[""][o].shape is None)]
+    main = scopes[""]
+    missing = [o for o in main_outputs if main.get(o) is None or main[o].shape is None]
     if missing:
         _fill_with_onnxruntime(proto, result, missing, weights_loaded, external_dir)
     for value in proto.graph.output:   # a declared output shape is the last resort, used only when nothing knew
@@ -299,12 +318,13 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
     return result
 
 
-def _dropout_masks(subgraphs: list[tuple[str, str, GraphProto]], scopes: dict[str, dict[str, TensorInfo]]) -> None:
+def _dropout_masks(subgraphs: list[tuple[str, str, GraphProto]], scopes: dict[str, dict[str, TensorInfo]],
+                   main_nodes: list[onnx.NodeProto]) -> None:
     """onnx infers no shape for the mask output of Dropout before opset 12, nor does onnxruntime produce it at
     inference; by definition it has the data's shape (bool)."""
     for scope, _, graph in subgraphs:
         table = scopes[scope]
-        for node in graph.node:
+        for node in graph.node if scope else main_nodes:
             if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]:
                 data, mask = table.get(node.input[0]), table.get(node.output[1])
                 if data is not None and data.shape is not None and (mask is None or mask.shape is None):

@@ -24,7 +24,7 @@ from edgefit.model import initializer_names, iter_graphs
 from edgefit.shapes import ResolvedShapes, TensorInfo, resolve_shapes, shape_derived_int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)   # not frozen: one per node, and frozen dataclasses are three times slower to build
 class LayerStats:
     """One computing node of the top-level graph (control-flow nodes carry their subgraphs' totals)."""
 
@@ -167,42 +167,51 @@ class _Analysis:
         lookup = self._lookup_in(scope, table)
         # Names a subgraph may read from here; only control-flow nodes need them.
         visible = (outer_names | {i.name for i in graph.input} | initializer_names(graph) | {
-            o for n in graph.node for o in n.output if o}) if index.with_subgraphs else outer_names
+            o for names in index.outputs for o in names if o}) if index.with_subgraphs else outer_names
         constants = view.constants
+        folded = view.folded_nodes
+        histogram = self.histogram
+        tally = self.tally
         layers: list[LayerStats] = []
         steps: list[Step] = []
         macs_total: int | None = 0
         flops_total: int | None = 0
         params_total = bytes_total = 0
         for i in index.order:
-            if i in view.folded_nodes:
+            if i in folded:
                 continue
-            node = graph.node[i]
+            node = index.nodes[i]
             op_type, domain = node.op_type, node.domain
-            inputs, outputs = tuple(node.input), tuple(node.output)
+            inputs, outputs, all_reads = index.inputs[i], index.outputs[i], index.reads[i]
             label = node.name or f"{op_type}_{i}"
-            self.histogram[op_type if domain in ("", "ai.onnx") else f"{domain}.{op_type}"] += 1
-            params, weight_bytes = self.tally.add_consumer(graph, view, self.shapes, scope, node, index.reads[i])
-            subgraphs = node_subgraphs(node) if i in index.with_subgraphs else []
+            histogram[op_type if domain in ("", "ai.onnx") else f"{domain}.{op_type}"] += 1
+            params, weight_bytes = tally.add_consumer(graph, view, lookup, node, inputs, all_reads)
             branches: dict[str, dict[str, int | None]] = {}
             workspace = 0
-            if subgraphs:
+            if i in index.with_subgraphs:
                 macs, flops, branch_params, branch_bytes, workspace, branches = self._control_flow(
-                    node, i, label, scope, subgraphs, constants, visible)
+                    node, i, label, scope, node_subgraphs(node), constants, visible)
                 params += branch_params
                 weight_bytes += branch_bytes
             else:
                 macs, flops = self._cost(node, label, [lookup(n) if n else None for n in inputs],
                                          [lookup(n) if n else None for n in outputs])
-            reads = tuple(n for n in index.reads[i] if n not in constants)
-            writes = tuple(o for o in outputs if o)
-            steps.append(Step(label, reads, writes, workspace, _storage_sharing(node, op_type, inputs, constants)))
+            reads = tuple(n for n in all_reads if n not in constants)
+            writes = outputs if "" not in outputs else tuple(o for o in outputs if o)
+            steps.append(Step(label, reads, writes, workspace, _storage_sharing(domain, op_type, inputs, constants)))
+            written = [lookup(n) for n in writes]
             layers.append(LayerStats(
-                name=label, op_type=op_type, params=params, weight_bytes=weight_bytes, macs=macs, flops=flops,
-                input_bytes=_total_bytes(lookup, reads), output_bytes=_total_bytes(lookup, writes),
-                dtype=_first_dtype(lookup, writes), branches=branches))
-            macs_total = None if macs is None or macs_total is None else macs_total + macs
-            flops_total = None if flops is None or flops_total is None else flops_total + flops
+                label, op_type, params, weight_bytes, macs, flops, _total_bytes(lookup, reads),
+                _total_bytes(lookup, writes), written[0].dtype if written and written[0] is not None else "unknown",
+                branches))
+            if macs is None or macs_total is None:
+                macs_total = None
+            else:
+                macs_total += macs
+            if flops is None or flops_total is None:
+                flops_total = None
+            else:
+                flops_total += flops
             params_total += params
             bytes_total += weight_bytes
         stats = _GraphStats(layers, macs_total, flops_total, params_total, bytes_total, 0, 0, 0)
@@ -321,9 +330,9 @@ class _Analysis:
         stats.live_at_peak = tuple(LiveTensor(n, by_name[n]) for n in best_plan.live_at_peak)
 
 
-def _storage_sharing(node: NodeProto, op_type: str, inputs, constants) -> tuple[str, str] | None:
+def _storage_sharing(domain: str, op_type: str, inputs: tuple[str, ...], constants) -> tuple[str, str] | None:
     """Which input buffer a storage-sharing runtime may hand to this node's output, and how."""
-    if node.domain not in ("", "ai.onnx") or not inputs or not inputs[0] or inputs[0] in constants:
+    if domain not in ("", "ai.onnx") or not inputs or not inputs[0] or inputs[0] in constants:
         return None
     if op_type in VIEW_OPS:
         return inputs[0], "view"
@@ -336,16 +345,11 @@ def _total_bytes(lookup: Callable[[str], TensorInfo | None], names: tuple[str, .
     total = 0
     for name in names:
         info = lookup(name)
-        size = None if info is None or info.shape is None else tensor_bytes(info.elements, info.dtype)
+        size = None if info is None else info.nbytes
         if size is None:
             return None
         total += size
     return total
-
-
-def _first_dtype(lookup: Callable[[str], TensorInfo | None], names: tuple[str, ...]) -> str:
-    info = lookup(names[0]) if names else None
-    return info.dtype if info is not None else "unknown"
 
 
 def _has_fan_out(steps: list[Step]) -> bool:
@@ -392,7 +396,7 @@ def analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: d
     index = index_graph(proto.graph)   # cycles and dangling inputs get our own clear message before the checker's
     light = metadata_only_copy(proto, index.order)   # one copy serves the checker and then shape inference
     validate(proto, source, index.order, light=light)
-    shapes = resolve_shapes(proto, input_shapes, dims, weights_loaded=loaded.weights_loaded, order=index.order,
+    shapes = resolve_shapes(proto, input_shapes, dims, weights_loaded=loaded.weights_loaded, index=index,
                             external_dir=loaded.path.parent if loaded.path and loaded.has_external_data else None,
                             light=light)
     walk = _Analysis(proto, shapes, alignment)

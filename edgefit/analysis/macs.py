@@ -21,7 +21,7 @@ class UnknownCost(Exception):
     """The rule needs a shape or attribute that is not known; the message is the reason."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OpContext:
     node: NodeProto
     inputs: Sequence[TensorInfo | None]    # None for an absent optional input

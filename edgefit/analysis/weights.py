@@ -9,14 +9,14 @@ activations.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from onnx import GraphProto, NodeProto, SparseTensorProto
 
 from edgefit.analysis.dtypes import FLOAT_DTYPES, QUANTIZED_DTYPES, dtype_name, tensor_bytes
 from edgefit.model import GraphIndex, initializer_names
-from edgefit.shapes import ResolvedShapes, constant_node_info
+from edgefit.shapes import TensorInfo, constant_node_info
 
 # Ops whose outputs differ from run to run: never constant even when all their inputs are.
 NONDETERMINISTIC_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
@@ -63,22 +63,20 @@ def constant_view(graph: GraphProto, index: GraphIndex, outer_constants: Iterabl
         constants.add(tensor.name)
         stored[tensor.name] = "initializer"
     folded: set[int] = set()
+    nodes, reads, outputs, with_subgraphs = index.nodes, index.reads, index.outputs, index.with_subgraphs
     for i in index.order:
-        node = graph.node[i]
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            constants.update(node.output)
-            stored.update({o: "node" for o in node.output})
-            sparse.update({node.output[0]: a.sparse_tensor for a in node.attribute if a.name == "sparse_value"})
+        node = nodes[i]
+        op_type = node.op_type
+        if op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            constants.update(outputs[i])
+            stored.update({o: "node" for o in outputs[i]})
+            sparse.update({outputs[i][0]: a.sparse_tensor for a in node.attribute if a.name == "sparse_value"})
             folded.add(i)
-        elif (node.op_type not in NONDETERMINISTIC_OPS and index.reads[i] and not _has_subgraph(node)
-              and all(name in constants for name in index.reads[i])):
-            constants.update(o for o in node.output if o)
+        elif (reads[i] and op_type not in NONDETERMINISTIC_OPS and i not in with_subgraphs
+              and all(name in constants for name in reads[i])):
+            constants.update(o for o in outputs[i] if o)
             folded.add(i)
     return ConstantView(constants, folded, index.producer, stored, sparse)
-
-
-def _has_subgraph(node: NodeProto) -> bool:
-    return any(a.type in (5, 10) for a in node.attribute)  # GRAPH, GRAPHS
 
 
 # Folded ops whose output holds the values of their first input, re-typed or re-arranged.
@@ -86,7 +84,10 @@ _VALUE_PRESERVING = {"Cast", "CastLike", "DequantizeLinear", "Reshape", "Transpo
                      "Identity", "Slice", "Gather", "Concat", "Split"}
 
 
-def _stored_dtype(graph: GraphProto, view: ConstantView, shapes: ResolvedShapes, scope: str, name: str) -> str | None:
+Lookup = Callable[[str], TensorInfo | None]   # a tensor's info as seen from the graph being walked
+
+
+def _stored_dtype(graph: GraphProto, view: ConstantView, lookup: Lookup, name: str) -> str | None:
     """The dtype a weight is stored in: int8 for DequantizeLinear(int8), float16 for Cast(float16 -> float32)."""
     current = name
     while True:
@@ -98,7 +99,7 @@ def _stored_dtype(graph: GraphProto, view: ConstantView, shapes: ResolvedShapes,
         current = node.input[0]
     if current in view.sparse:
         return dtype_name(view.sparse[current].values.data_type)
-    info = shapes.lookup(scope, current)
+    info = lookup(current)
     return info.dtype if info is not None else None
 
 
@@ -112,31 +113,36 @@ class WeightTally:
     counted_storage: set[str] = field(default_factory=set)
     unknowns: list[str] = field(default_factory=list)
 
-    def add_consumer(self, graph: GraphProto, view: ConstantView, shapes: ResolvedShapes, scope: str,
-                     node: NodeProto, reads: Iterable[str]) -> tuple[int, int]:
-        """Count the weights a computing node reads; returns the (params, bytes) newly attributed to it."""
+    def add_consumer(self, graph: GraphProto, view: ConstantView, lookup: Lookup, node: NodeProto,
+                     inputs: tuple[str, ...], reads: tuple[str, ...]) -> tuple[int, int]:
+        """Count the weights a computing node reads; returns the (params, bytes) newly attributed to it.
+
+        `inputs` is node.input as stored; `reads` adds the names the node's subgraphs read from this scope.
+        """
+        constants = view.constants
+        if not any(name in constants for name in reads):
+            return 0, 0
         params = stored = 0
         # Slots follow node.input, empty optional inputs included, so that is_parameter sees true positions;
         # names a node's subgraphs read from this scope come after, at no slot (never a parameter here).
-        explicit = list(node.input)
-        implicit = [n for n in reads if n not in set(explicit)]
-        for slot, name in enumerate(explicit + implicit):
-            if not name or name not in view.constants:
+        implicit = [n for n in reads if n not in inputs] if len(reads) > len(inputs) or "" in inputs else []
+        for slot, name in enumerate(inputs + tuple(implicit)):
+            if not name or name not in constants:
                 continue
-            info = shapes.lookup(scope, name)
+            info = lookup(name)
             if info is None or info.shape is None:
                 self.unknowns.append(f"weight {name!r} of node {node.name or node.op_type!r} has an unknown shape")
                 continue
-            if name not in self.counted_params and slot < len(node.input) and is_parameter(node, slot, info.dtype):
+            if name not in self.counted_params and slot < len(inputs) and is_parameter(node, slot, info.dtype):
                 self.counted_params.add(name)
-                dtype = _stored_dtype(graph, view, shapes, scope, name) or info.dtype
+                dtype = _stored_dtype(graph, view, lookup, name) or info.dtype
                 self.params_by_dtype[dtype] = self.params_by_dtype.get(dtype, 0) + info.elements
                 params += info.elements
-            stored += self._count_storage(graph, view, shapes, scope, name)
+            if name not in self.counted_storage:
+                stored += self._count_storage(graph, view, lookup, name)
         return params, stored
 
-    def _count_storage(self, graph: GraphProto, view: ConstantView, shapes: ResolvedShapes, scope: str,
-                       name: str) -> int:
+    def _count_storage(self, graph: GraphProto, view: ConstantView, lookup: Lookup, name: str) -> int:
         """Bytes of the stored tensors a constant is computed from (walking back through folded nodes)."""
         total = 0
         pending = [name]
@@ -154,13 +160,13 @@ class WeightTally:
                     self.bytes_by_dtype[dtype] = self.bytes_by_dtype.get(dtype, 0) + size
                     total += size
             elif node is None or view.stored.get(current) or node.op_type in _GENERATORS:
-                info = shapes.lookup(scope, current)
+                info = lookup(current)
                 if info is None and node is not None and node.op_type == "Constant":
                     info = constant_node_info(node)
                 if info is None or info.shape is None:
                     self.unknowns.append(f"stored size of constant {current!r} is unknown")
                     continue
-                size = tensor_bytes(info.elements, info.dtype) or 0
+                size = info.nbytes or 0
                 self.bytes_by_dtype[info.dtype] = self.bytes_by_dtype.get(info.dtype, 0) + size
                 total += size
             else:
