@@ -13,8 +13,7 @@ from onnx import GraphProto, ModelProto, NodeProto, TensorProto, numpy_helper
 
 from edgefit.analysis.dtypes import DTYPE_BYTES, FLOAT_DTYPES, PRECISION_BYTES
 from edgefit.analysis.macs import OpContext, UnknownCost, cost_rule, node_cost
-from edgefit.analysis.memory import (INPLACE_OPS, VIEW_OPS, Buffer, Step, lifetimes, lower_bound,
-                                     memory_aware_order, plan_arena, shared_storage)
+from edgefit.analysis.memory import INPLACE_OPS, VIEW_OPS, Buffer, Step, plan_arena, plan_steps
 from edgefit.analysis.weights import ConstantView, WeightTally, constant_view
 from edgefit.analysis.dtypes import tensor_bytes
 from edgefit.errors import ShapeError
@@ -306,28 +305,16 @@ class _Analysis:
             else:
                 sizes[name] = (info.elements, info.dtype, size)
         inputs = [i.name for i in graph.input if i.name not in view.constants]
-        outputs = [o.name for o in graph.output]
-        file_order = list(range(len(steps)))
-        file_buffers = lifetimes(steps, file_order, sizes, inputs, outputs)
-        file_plan = plan_arena(file_buffers, self.alignment)
-        best_order, best_buffers, best_plan = file_order, file_buffers, file_plan
-        if _has_fan_out(steps):
-            order = memory_aware_order(steps, sizes, outputs)
-            if order != file_order:   # the same order would give the same plan: skip re-planning it
-                buffers = lifetimes(steps, order, sizes, inputs, outputs)
-                plan = plan_arena(buffers, self.alignment)
-                if plan.size < file_plan.size:
-                    best_order, best_buffers, best_plan = order, buffers, plan
-        stats.arena_bytes = best_plan.size
-        stats.file_order_arena_bytes = file_plan.size
-        stats.lower_bound_bytes = lower_bound(steps, sizes)
-        stats.buffers = tuple(best_buffers)
-        if best_plan.peak_step is not None and best_order:
-            stats.peak_node = steps[best_order[min(best_plan.peak_step, len(best_order) - 1)]].name
-        shared = shared_storage(best_buffers, steps, best_order, frozenset(inputs) | frozenset(outputs))
-        stats.shared_buffers = tuple(shared)
-        by_name = {b.name: b.bytes for b in best_buffers}
-        stats.live_at_peak = tuple(LiveTensor(n, by_name[n]) for n in best_plan.live_at_peak)
+        plan = plan_steps(steps, sizes, inputs, [o.name for o in graph.output], self.alignment)
+        stats.arena_bytes = plan.arena.size
+        stats.file_order_arena_bytes = plan.file_order_size
+        stats.lower_bound_bytes = plan.lower_bound
+        stats.buffers = tuple(plan.buffers)
+        stats.shared_buffers = tuple(plan.shared_buffers)
+        if plan.arena.peak_step is not None and plan.order:
+            stats.peak_node = steps[plan.order[min(plan.arena.peak_step, len(plan.order) - 1)]].name
+        by_name = {b.name: b.bytes for b in plan.buffers}
+        stats.live_at_peak = tuple(LiveTensor(n, by_name[n]) for n in plan.arena.live_at_peak)
 
 
 def _storage_sharing(domain: str, op_type: str, inputs: tuple[str, ...], constants) -> tuple[str, str] | None:
@@ -350,11 +337,6 @@ def _total_bytes(lookup: Callable[[str], TensorInfo | None], names: tuple[str, .
             return None
         total += size
     return total
-
-
-def _has_fan_out(steps: list[Step]) -> bool:
-    readers: Counter[str] = Counter(n for s in steps for n in set(s.reads))
-    return any(count > 1 for count in readers.values())
 
 
 def constant_int(proto: ModelProto, name: str) -> int | None:

@@ -40,28 +40,32 @@ class ArenaPlan:
     live_at_peak: tuple[str, ...]  # buffers alive at that step, largest first
 
 
-def _align(n: int, alignment: int) -> int:
-    return (n + alignment - 1) // alignment * alignment
-
-
 def plan_arena(buffers: Sequence[Buffer], alignment: int = 16) -> ArenaPlan:
     """Greedy-by-size placement; buffers overlap in memory only if their lifetimes are disjoint."""
     if not buffers:
         return ArenaPlan(0, {}, None, ())
-    steps = max(b.last for b in buffers) + 1
+    size, offsets, peak_step, live = _place([b.bytes for b in buffers], [b.first for b in buffers],
+                                            [b.last for b in buffers], [b.name for b in buffers], alignment)
+    return ArenaPlan(size, {b.name: offsets[i] for i, b in enumerate(buffers)}, peak_step,
+                     tuple(buffers[i].name for i in live))
+
+
+def _place(nbytes: list[int], first: list[int], last: list[int], names: list[str],
+           alignment: int) -> tuple[int, list[int], int, list[int]]:
+    """plan_arena on parallel lists: (arena size, offsets, peak step, indices live at it, largest first)."""
+    steps = max(last) + 1
     # Placed buffers indexed by step, so finding time-overlapping ones costs their lifetimes, not all buffers.
     placed_at: list[list[int]] = [[] for _ in range(steps)]
-    offsets = [0] * len(buffers)
-    aligned = [_align(b.bytes, alignment) for b in buffers]
-    order = sorted(range(len(buffers)), key=lambda i: (-buffers[i].bytes, buffers[i].first, buffers[i].name))
+    offsets = [0] * len(nbytes)
+    aligned = [(n + alignment - 1) // alignment * alignment for n in nbytes]
+    order = sorted(range(len(nbytes)), key=lambda i: (-nbytes[i], first[i], names[i]))
     size = 0
     for i in order:
-        buf = buffers[i]
-        first, last, need = buf.first, buf.last, aligned[i]
-        if first == last:
-            neighbours = placed_at[first]
+        start_step, end_step, need = first[i], last[i], aligned[i]
+        if start_step == end_step:
+            neighbours = placed_at[start_step]
         else:
-            neighbours = {j for t in range(first, last + 1) for j in placed_at[t]}
+            neighbours = {j for t in range(start_step, end_step + 1) for j in placed_at[t]}
         offset = 0
         if neighbours:
             for start, end in sorted([(offsets[j], offsets[j] + aligned[j]) for j in neighbours]):
@@ -72,19 +76,18 @@ def plan_arena(buffers: Sequence[Buffer], alignment: int = 16) -> ArenaPlan:
         offsets[i] = offset
         if offset + need > size:
             size = offset + need
-        for t in range(first, last + 1):
+        for t in range(start_step, end_step + 1):
             placed_at[t].append(i)
     # The step holding the most live bytes (the earliest of equals): the node that sets the peak. (The step
     # whose buffers reach highest in the arena can be a step where a tiny buffer merely sits above a gap.)
     delta = [0] * (steps + 1)
-    for i, buf in enumerate(buffers):
-        delta[buf.first] += aligned[i]
-        delta[buf.last + 1] -= aligned[i]
+    for i, need in enumerate(aligned):
+        delta[first[i]] += need
+        delta[last[i] + 1] -= need
     live_bytes = list(itertools.accumulate(delta[:steps]))
     peak_step = live_bytes.index(max(live_bytes))
-    live = sorted((b for b in buffers if b.first <= peak_step <= b.last), key=lambda b: -b.bytes)
-    return ArenaPlan(size, {b.name: offsets[i] for i, b in enumerate(buffers)}, peak_step,
-                     tuple(b.name for b in live))
+    live = sorted((i for i in range(len(nbytes)) if first[i] <= peak_step <= last[i]), key=lambda i: -nbytes[i])
+    return size, offsets, peak_step, live
 
 
 def live_bytes_peak(buffers: Sequence[Buffer]) -> int:
@@ -123,77 +126,229 @@ INPLACE_OPS = frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSi
                          "BatchNormalization", "QuantizeLinear", "DequantizeLinear", "Cast"})
 
 
-def shared_storage(buffers: Sequence[Buffer], steps: Sequence[Step], order: Sequence[int],
-                   keep: frozenset[str]) -> list[Buffer]:
-    """The buffers a runtime that shares storage allocates: each view joins its input's buffer, and an in-place
-    op's output takes its input's buffer when that input dies at this step, fits, and is not a graph input or
-    output (`keep`), which runtimes never overwrite. Modelled on onnxruntime's allocation planner."""
-    by_name = {b.name: b for b in buffers}
-    root: dict[str, str] = {name: name for name in by_name}
-    group = {name: [b.first, b.last, b.bytes, b.elements, b.dtype] for name, b in by_name.items()}
 
-    def find(name: str) -> str:
-        while root[name] != name:
-            root[name] = root[root[name]]
-            name = root[name]
-        return name
+class _Numbered:
+    """Steps with their sized tensors numbered 0..n-1 (graph inputs first, then outputs in step order): the
+    planner's loops then index lists instead of hashing names, which matters on graphs of 10,000+ nodes."""
 
-    for position, node in enumerate(order):
-        step = steps[node]
-        if step.shares is None or not step.writes:
-            continue
-        source, kind = step.shares
-        target = step.writes[0]
-        if source not in by_name or target not in by_name:
-            continue
-        kept, taken = find(source), find(target)
-        kept_group, taken_group = group[kept], group[taken]
-        if kind == "inplace" and (kept_group[1] != position or source in keep or target in keep
-                                  or taken_group[2] > kept_group[2]):
-            continue
-        root[taken] = kept
-        kept_group[0] = min(kept_group[0], taken_group[0])
-        kept_group[1] = max(kept_group[1], taken_group[1])
-        if taken_group[2] > kept_group[2]:
-            kept_group[2:] = taken_group[2:]
-        del group[taken]
-    return [Buffer(name, elements, dtype, size, first, last)
-            for name, (first, last, size, elements, dtype) in group.items()]
+    def __init__(self, steps: Sequence[Step], sizes: dict[str, tuple[int, str, int]], graph_inputs: Sequence[str],
+                 graph_outputs: Sequence[str]):
+        self.steps = steps
+        ids: dict[str, int] = {}
+        names: list[str] = []
+        for name in graph_inputs:
+            if name in sizes and name not in ids:
+                ids[name] = len(names)
+                names.append(name)
+        self.inputs = list(range(len(names)))
+        writes: list[list[int]] = []
+        for step in steps:
+            numbered = []
+            for name in step.writes:
+                if name in sizes:
+                    k = ids.get(name)
+                    if k is None:
+                        k = ids[name] = len(names)
+                        names.append(name)
+                    numbered.append(k)
+            writes.append(numbered)
+        get = ids.get
+        # Distinct reads only: a node reading a tensor twice frees or needs it once.
+        self.reads = [list({k for k in map(get, step.reads) if k is not None}) for step in steps]
+        self.writes = writes
+        self.ids, self.names = ids, names
+        self.sizes = sizes
+        self.nbytes = [sizes[name][2] for name in names]
+        self.outputs = {ids[name] for name in graph_outputs if name in ids}
+
+    def lifetimes(self, order: Sequence[int]) -> tuple[list[int], list[int]]:
+        """(first, last) step position of every tensor when running the steps in `order`; -1: never made."""
+        first = [-1] * len(self.names)
+        last = [0] * len(self.names)
+        for k in self.inputs:
+            first[k] = 0
+        reads, writes = self.reads, self.writes
+        for pos, node in enumerate(order):
+            for k in writes[node]:
+                if first[k] < 0:
+                    first[k] = last[k] = pos
+            for k in reads[node]:
+                if first[k] >= 0 and last[k] < pos:
+                    last[k] = pos
+        end = max(len(order) - 1, 0)
+        for k in self.outputs:
+            if first[k] >= 0:
+                last[k] = end
+        return first, last
+
+    def buffers(self, order: Sequence[int]) -> list[Buffer]:
+        """Buffers in the order they come alive (inputs first), then each node's workspace."""
+        first, last = self.lifetimes(order)
+        made = sorted((k for k in range(len(self.names)) if first[k] >= 0), key=lambda k: (first[k], k))
+        names, sizes = self.names, self.sizes
+        return [Buffer(names[k], *sizes[names[k]], first[k], last[k]) for k in made] + self._workspaces(order)
+
+    def arena(self, order: Sequence[int], alignment: int) -> tuple[list[Buffer], ArenaPlan]:
+        """The buffers of these steps run in `order` and plan_arena's plan for them."""
+        buffers = self.buffers(order)
+        return buffers, plan_arena(buffers, alignment)
+
+    def lower_bound(self) -> int:
+        nbytes = self.nbytes
+        bound = 0
+        for node, step in enumerate(self.steps):
+            need = step.workspace_bytes
+            for k in self.reads[node]:
+                need += nbytes[k]
+            for k in set(self.writes[node]):
+                need += nbytes[k]
+            if need > bound:
+                bound = need
+        return bound
+
+    def has_fan_out(self) -> bool:
+        """Is some tensor read by more than one step? If not, branches cannot interleave to save memory."""
+        readers: set[str] = set()
+        for step in self.steps:
+            for name in set(step.reads):
+                if name in readers:
+                    return True
+                readers.add(name)
+        return False
+
+    def memory_aware_order(self, max_candidates: int) -> list[int]:
+        steps = self.steps
+        producers: dict[str, int] = {}
+        for i, step in enumerate(steps):
+            for name in step.writes:
+                producers.setdefault(name, i)
+        dependents: list[list[int]] = [[] for _ in steps]
+        waiting = [0] * len(steps)
+        for i, step in enumerate(steps):
+            deps = {producers[name] for name in step.reads if name in producers}
+            deps.discard(i)
+            waiting[i] = len(deps)
+            for producer in deps:
+                dependents[producer].append(i)
+        remaining = [0] * len(self.names)   # tensor -> steps still to read it
+        for reads in self.reads:
+            for k in reads:
+                remaining[k] += 1
+        nbytes, keep = self.nbytes, self.outputs
+        # What each step allocates never changes; what it frees depends on which readers remain, so only the
+        # candidate frees (distinct reads that are not graph outputs) are kept for the search.
+        allocated = [sum(nbytes[k] for k in writes) for writes in self.writes]
+        freeable = [[k for k in reads if k not in keep] for reads in self.reads]
+        # The choice depends only on which nodes are ready (ties go to the lower index), not on how they are stored.
+        ready = [i for i in range(len(steps)) if waiting[i] == 0]
+        order: list[int] = []
+        while ready:
+            if len(ready) == 1:   # nothing to choose between
+                chosen = ready.pop()
+            else:
+                # Among the max_candidates lowest indices, the least growth.
+                candidates = ready if len(ready) <= max_candidates else heapq.nsmallest(max_candidates, ready)
+                chosen = best = -1
+                for i in candidates:
+                    growth = allocated[i]
+                    for k in freeable[i]:
+                        if remaining[k] == 1:
+                            growth -= nbytes[k]
+                    if chosen < 0 or growth < best or (growth == best and i < chosen):
+                        chosen, best = i, growth
+                ready.remove(chosen)
+            order.append(chosen)
+            for k in self.reads[chosen]:
+                remaining[k] -= 1
+            for j in dependents[chosen]:
+                waiting[j] -= 1
+                if waiting[j] == 0:
+                    ready.append(j)
+        return order
+
+    def shared_buffers(self, order: Sequence[int]) -> list[Buffer]:
+        """The buffers a runtime that shares storage allocates: each view joins its input's buffer, and an
+        in-place op's output takes its input's buffer when that input dies at this step, fits, and is not a graph
+        input or output, which runtimes never overwrite. Modelled on onnxruntime's allocation planner."""
+        first, last = self.lifetimes(order)
+        count = len(self.names)
+        root = list(range(count))
+        nbytes = list(self.nbytes)
+        carrier = list(range(count))   # the tensor whose element type and count describe the group's buffer
+        keep = set(self.inputs) | self.outputs
+
+        def find(k: int) -> int:
+            while root[k] != k:
+                root[k] = root[root[k]]
+                k = root[k]
+            return k
+
+        ids, sizes = self.ids, self.sizes
+        for position, node in enumerate(order):
+            step = self.steps[node]
+            if step.shares is None or not step.writes:
+                continue
+            source, kind = step.shares
+            source_id, target_id = ids.get(source), ids.get(step.writes[0])
+            if source_id is None or target_id is None or first[source_id] < 0 or first[target_id] < 0:
+                continue
+            kept, taken = find(source_id), find(target_id)
+            if kind == "inplace" and (last[kept] != position or source_id in keep or target_id in keep
+                                      or nbytes[taken] > nbytes[kept]):
+                continue
+            root[taken] = kept
+            first[kept] = min(first[kept], first[taken])
+            last[kept] = max(last[kept], last[taken])
+            if nbytes[taken] > nbytes[kept]:
+                nbytes[kept], carrier[kept] = nbytes[taken], carrier[taken]
+        groups = [k for k in range(count) if root[k] == k and first[k] >= 0]
+        shared = [Buffer(self.names[k], sizes[self.names[carrier[k]]][0], sizes[self.names[carrier[k]]][1],
+                         nbytes[k], first[k], last[k]) for k in groups]
+        return shared + self._workspaces(order)
+
+    def _workspaces(self, order: Sequence[int]) -> list[Buffer]:
+        return [Buffer(f"{self.steps[node].name}/workspace", 0, "uint8", self.steps[node].workspace_bytes, pos, pos)
+                for pos, node in enumerate(order) if self.steps[node].workspace_bytes]
+
+
+@dataclass
+class GraphPlan:
+    """Everything the footprint reports about one graph's activation memory."""
+
+    order: list[int]             # the execution order with the smaller arena (file order on ties)
+    buffers: list[Buffer]        # lifetimes in that order
+    arena: ArenaPlan
+    file_order_size: int         # arena size in file order
+    lower_bound: int
+    shared_buffers: list[Buffer]
+
+
+def plan_steps(steps: Sequence[Step], sizes: dict[str, tuple[int, str, int]], graph_inputs: Sequence[str],
+               graph_outputs: Sequence[str], alignment: int = 16, max_candidates: int = 64) -> GraphPlan:
+    """Plan the arena in file order and in a memory-aware order, keep the better, and model shared storage."""
+    numbered = _Numbered(steps, sizes, graph_inputs, graph_outputs)
+    file_order = list(range(len(steps)))
+    best_order = file_order
+    best_buffers, best_plan = file_buffers, file_plan = numbered.arena(file_order, alignment)
+    if numbered.has_fan_out():
+        order = numbered.memory_aware_order(max_candidates)
+        if order != file_order:   # the same order would give the same plan: skip re-planning it
+            buffers, plan = numbered.arena(order, alignment)
+            if plan.size < file_plan.size:
+                best_order, best_buffers, best_plan = order, buffers, plan
+    return GraphPlan(best_order, best_buffers, best_plan, file_plan.size, numbered.lower_bound(),
+                     numbered.shared_buffers(best_order))
 
 
 def lifetimes(steps: Sequence[Step], order: Sequence[int], sizes: dict[str, tuple[int, str, int]],
               graph_inputs: Sequence[str], graph_outputs: Sequence[str]) -> list[Buffer]:
     """Buffers with lifetimes for running `steps` in `order`. sizes: name -> (elements, dtype, bytes)."""
-    end = max(len(order) - 1, 0)
-    first: dict[str, int] = {name: 0 for name in graph_inputs}
-    last: dict[str, int] = {name: 0 for name in graph_inputs}
-    for pos, node in enumerate(order):
-        step = steps[node]
-        for name in step.writes:
-            if name not in first:
-                first[name] = last[name] = pos
-        for name in step.reads:
-            if name in first and last[name] < pos:
-                last[name] = pos
-    for name in graph_outputs:
-        if name in first:
-            last[name] = end
-    buffers = [Buffer(name, *sizes[name], first[name], last[name]) for name in first if name in sizes]
-    for pos, node in enumerate(order):
-        if steps[node].workspace_bytes:
-            buffers.append(Buffer(f"{steps[node].name}/workspace", 0, "uint8", steps[node].workspace_bytes, pos, pos))
-    return buffers
+    return _Numbered(steps, sizes, graph_inputs, graph_outputs).buffers(order)
 
 
 def lower_bound(steps: Sequence[Step], sizes: dict[str, tuple[int, str, int]]) -> int:
     """max over nodes of (its activation inputs + outputs + workspace): no order or placement goes below it."""
-    nbytes = {name: size[2] for name, size in sizes.items()}
-    bound = 0
-    for step in steps:
-        need = sum(nbytes.get(n, 0) for n in {*step.reads, *step.writes}) + step.workspace_bytes
-        if need > bound:
-            bound = need
-    return bound
+    return _Numbered(steps, sizes, list(sizes), []).lower_bound()
 
 
 def memory_aware_order(steps: Sequence[Step], sizes: dict[str, tuple[int, str, int]],
@@ -203,52 +358,4 @@ def memory_aware_order(steps: Sequence[Step], sizes: dict[str, tuple[int, str, i
     An exact minimum-peak schedule is NP-hard; this greedy list scheduler is what memory-aware
     compilers use as a first pass and is linear enough for graphs with tens of thousands of nodes.
     """
-    producers: dict[str, int] = {}
-    for i, step in enumerate(steps):
-        for name in step.writes:
-            producers.setdefault(name, i)
-    distinct_reads = [set(step.reads) for step in steps]
-    remaining_readers: dict[str, int] = {}   # name -> steps still to read it
-    dependents: dict[int, set[int]] = {}
-    waiting = [0] * len(steps)
-    for i, reads in enumerate(distinct_reads):
-        deps = set()
-        for name in reads:
-            remaining_readers[name] = remaining_readers.get(name, 0) + 1
-            producer = producers.get(name)
-            if producer is not None and producer != i:
-                deps.add(producer)
-        waiting[i] = len(deps)
-        for producer in deps:
-            dependents.setdefault(producer, set()).add(i)
-    keep = set(graph_outputs)
-    # What each step allocates never changes; what it frees depends on which readers remain, so only the
-    # candidate frees (distinct reads with a known size that are not graph outputs) are kept for the search.
-    nbytes = {name: size[2] for name, size in sizes.items()}
-    allocated = [sum(nbytes.get(n, 0) for n in step.writes) for step in steps]
-    freeable = [[(n, nbytes[n]) for n in reads if n in nbytes and n not in keep] for reads in distinct_reads]
-
-    # The choice depends only on which nodes are ready (ties go to the lower index), not on how they are stored.
-    ready = [i for i in range(len(steps)) if waiting[i] == 0]
-    order: list[int] = []
-    while ready:
-        if len(ready) == 1:   # nothing to choose between
-            chosen = ready.pop()
-        else:
-            # Among the max_candidates lowest indices, the least growth.
-            candidates = ready if len(ready) <= max_candidates else heapq.nsmallest(max_candidates, ready)
-            chosen = best = -1
-            for i in candidates:
-                growth = allocated[i] - sum(size for n, size in freeable[i] if remaining_readers.get(n) == 1)
-                if chosen < 0 or growth < best or (growth == best and i < chosen):
-                    chosen, best = i, growth
-            ready.remove(chosen)
-        order.append(chosen)
-        for name in distinct_reads[chosen]:
-            if name in remaining_readers:
-                remaining_readers[name] -= 1
-        for j in dependents.get(chosen, ()):
-            waiting[j] -= 1
-            if waiting[j] == 0:
-                ready.append(j)
-    return order
+    return _Numbered(steps, sizes, list(sizes), graph_outputs).memory_aware_order(max_candidates)
