@@ -69,7 +69,10 @@ def iter_tensors(graph: GraphProto) -> Iterator[TensorProto]:
         yield sparse.indices
     subgraphs: list[GraphProto] = []
     for node in graph.node:
-        for attr in node.attribute:
+        attributes = node.attribute
+        if not attributes:   # most nodes: skip setting up the loop
+            continue
+        for attr in attributes:
             kind = attr.type
             if kind == onnx.AttributeProto.TENSOR:
                 yield attr.t
@@ -97,23 +100,21 @@ def external_location(tensor: TensorProto) -> str | None:
     return next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
 
 
-def _check_external_paths(proto: ModelProto, base_dir: Path) -> bool:
-    """Refuse external data outside the model's folder; True when the model has external data at all."""
+def _external_locations(proto: ModelProto, base_dir: Path) -> dict[str, str]:
+    """External data files (location -> first tensor stored there); refuses locations outside the model's folder."""
     root = base_dir.resolve()
-    found = False
-    checked: set[str] = set()   # one data file usually serves every tensor: resolve each location once
+    locations: dict[str, str] = {}
     for tensor in iter_tensors(proto.graph):
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
         location = external_location(tensor)
-        if location is None:
+        if location in locations:   # one data file usually serves every tensor: resolve each location once
             continue
-        found = True
-        if location in checked:
-            continue
-        checked.add(location)
+        locations[location] = tensor.name
         target = (root / location).resolve()
         if Path(location).is_absolute() or not target.is_relative_to(root):
             raise ModelError(f"external data of tensor {tensor.name!r} points outside the model's folder: {location!r}")
-    return found
+    return locations
 
 
 def external_data_bytes(proto: ModelProto) -> int:
@@ -156,16 +157,11 @@ def load_model(path: str | os.PathLike, *, load_weights: bool = False) -> Loaded
         raise ModelError(f"{path} is empty")
     proto = parse_model_bytes(data, str(path))
     del data
-    has_external = _check_external_paths(proto, path.parent)
-    if has_external:
-        present: set[str] = set()
-        for tensor in iter_tensors(proto.graph):
-            location = external_location(tensor)
-            if location is None or location in present:
-                continue
-            present.add(location)
-            if not (path.parent / location).is_file():
-                raise ModelError(f"external data file {location!r} of tensor {tensor.name!r} is missing next to {path}")
+    locations = _external_locations(proto, path.parent)
+    has_external = bool(locations)
+    for location, tensor_name in locations.items():
+        if not (path.parent / location).is_file():
+            raise ModelError(f"external data file {location!r} of tensor {tensor_name!r} is missing next to {path}")
     if has_external and load_weights:
         try:
             onnx.load_external_data_for_model(proto, str(path.parent))
@@ -351,8 +347,6 @@ def index_graph(graph: GraphProto, outer_names: frozenset[str] = frozenset()) ->
     available = {i.name for i in graph.input} | initializer_names(graph) | outer_names
     reads: list[tuple[str, ...]] = []
     with_subgraphs: set[int] = set()
-    waiting = [0] * len(nodes)
-    dependents: list[list[int]] = [[] for _ in nodes]
     graph_kinds = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
     in_file_order = True   # every node depends only on earlier ones
     inputs: list[tuple[str, ...]] = []
@@ -365,21 +359,30 @@ def index_graph(graph: GraphProto, outer_names: frozenset[str] = frozenset()) ->
             with_subgraphs.add(i)
             names += tuple(sorted(subgraph_outer_reads(node) - set(names)))
         reads.append(names)
-        deps = set()
         for name in names:
-            if name in producer and name not in available:
-                deps.add(producer[name])
-            elif name not in available:
+            if name in available:
+                continue
+            source = producer.get(name)
+            if source is None:
                 raise ModelError(f"node {node.name or node.op_type!r} reads {name!r}, which nothing produces")
-        if i in deps:
-            raise ModelError(f"graph has a cycle: node {node.name or node.op_type!r} reads its own output")
+            if source >= i:
+                if source == i:
+                    raise ModelError(f"graph has a cycle: node {node.name or node.op_type!r} reads its own output")
+                in_file_order = False
+    order = list(range(len(nodes))) if in_file_order else _kahn_order(nodes, reads, producer, available)
+    return GraphIndex(graph, order, producer, reads, with_subgraphs, nodes, inputs, outputs)
+
+
+def _kahn_order(nodes: list[NodeProto], reads: list[tuple[str, ...]], producer: dict[str, int],
+                available: set[str]) -> list[int]:
+    """A stable topological order (file order wins ties) of a graph stored out of order; rejects cycles."""
+    waiting = [0] * len(nodes)
+    dependents: list[list[int]] = [[] for _ in nodes]
+    for i, names in enumerate(reads):
+        deps = {producer[name] for name in names if name not in available}
         waiting[i] = len(deps)
         for d in deps:
             dependents[d].append(i)
-            if d > i:
-                in_file_order = False
-    if in_file_order:   # the stable sort below would return the file order itself
-        return GraphIndex(graph, list(range(len(nodes))), producer, reads, with_subgraphs, nodes, inputs, outputs)
     ready = [i for i in range(len(nodes)) if waiting[i] == 0]
     heapq.heapify(ready)
     order: list[int] = []
@@ -393,7 +396,7 @@ def index_graph(graph: GraphProto, outer_names: frozenset[str] = frozenset()) ->
     if len(order) != len(nodes):
         stuck = next(nodes[i] for i in range(len(nodes)) if waiting[i] > 0)
         raise ModelError(f"graph has a cycle (node {stuck.name or stuck.op_type!r} depends on its own output)")
-    return GraphIndex(graph, order, producer, reads, with_subgraphs, nodes, inputs, outputs)
+    return order
 
 
 def sort_nodes(proto: ModelProto) -> None:

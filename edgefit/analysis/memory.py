@@ -40,6 +40,10 @@ class ArenaPlan:
     live_at_peak: tuple[str, ...]  # buffers alive at that step, largest first
 
 
+def _aligned(n: int, alignment: int) -> int:
+    return (n + alignment - 1) // alignment * alignment
+
+
 def plan_arena(buffers: Sequence[Buffer], alignment: int = 16) -> ArenaPlan:
     """Greedy-by-size placement; buffers overlap in memory only if their lifetimes are disjoint."""
     if not buffers:
@@ -57,7 +61,7 @@ def _place(nbytes: list[int], first: list[int], last: list[int], names: list[str
     # Placed buffers indexed by step, so finding time-overlapping ones costs their lifetimes, not all buffers.
     placed_at: list[list[int]] = [[] for _ in range(steps)]
     offsets = [0] * len(nbytes)
-    aligned = [(n + alignment - 1) // alignment * alignment for n in nbytes]
+    aligned = [_aligned(n, alignment) for n in nbytes]
     order = sorted(range(len(nbytes)), key=lambda i: (-nbytes[i], first[i], names[i]))
     size = 0
     for i in order:
@@ -192,6 +196,20 @@ class _Numbered:
         """The buffers of these steps run in `order` and plan_arena's plan for them."""
         buffers = self.buffers(order)
         return buffers, plan_arena(buffers, alignment)
+
+    def live_peak(self, order: Sequence[int], alignment: int) -> int:
+        """Most aligned bytes live at one step in `order`: a lower bound on the arena plan_arena gives it."""
+        first, last = self.lifetimes(order)
+        delta = [0] * (len(order) + 1)
+        for k, need in enumerate(self.nbytes):
+            if first[k] >= 0:
+                need = _aligned(need, alignment)
+                delta[first[k]] += need
+                delta[last[k] + 1] -= need
+        for workspace in self._workspaces(order):
+            delta[workspace.first] += _aligned(workspace.bytes, alignment)
+            delta[workspace.first + 1] -= _aligned(workspace.bytes, alignment)
+        return max(itertools.accumulate(delta), default=0)
 
     def lower_bound(self) -> int:
         nbytes = self.nbytes
@@ -332,7 +350,9 @@ def plan_steps(steps: Sequence[Step], sizes: dict[str, tuple[int, str, int]], gr
     best_buffers, best_plan = file_buffers, file_plan = numbered.arena(file_order, alignment)
     if numbered.has_fan_out():
         order = numbered.memory_aware_order(max_candidates)
-        if order != file_order:   # the same order would give the same plan: skip re-planning it
+        # Placing buffers costs far more than summing live bytes, and no placement beats the bytes live at once:
+        # plan the new order only when that bound leaves it a chance (and never the same order twice).
+        if order != file_order and numbered.live_peak(order, alignment) < file_plan.size:
             buffers, plan = numbered.arena(order, alignment)
             if plan.size < file_plan.size:
                 best_order, best_buffers, best_plan = order, buffers, plan
