@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import gc
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -69,12 +71,21 @@ class Footprint:
     shape_source: str                   # "onnx shape inference" or "onnx shape inference + onnxruntime run"
     buffers: tuple[Buffer, ...]         # activation tensors with lifetimes in the best order (for re-planning)
     alignment: int = 16
-    # Buffers when the runtime shares storage (views alias their input, elementwise ops run in place), as
-    # onnxruntime's planner does; only targets whose runtime really does it use them. Empty: not computed.
-    shared_buffers: tuple[Buffer, ...] = ()
+    # Builds the buffers of a runtime that shares storage (views alias their input, elementwise ops run in
+    # place), as onnxruntime's planner does. Only targets whose runtime really does it ask for them, so they are
+    # made on first use (see shared_buffers). None: not available.
+    shared_planner: Callable[[], list[Buffer]] | None = field(default=None, repr=False, compare=False)
     # Re-planned arena sizes by (precision, shared storage): checking one model on every device asks for the
     # same few plans dozens of times, and a plan of a large graph costs tens of milliseconds.
     _arena_cache: dict[tuple[str, bool], int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _shared_buffers: list[tuple[Buffer, ...]] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    @property
+    def shared_buffers(self) -> tuple[Buffer, ...]:
+        """Buffers when the runtime shares storage; empty when not available."""
+        if not self._shared_buffers:
+            self._shared_buffers.append(tuple(self.shared_planner()) if self.shared_planner else ())
+        return self._shared_buffers[0]
 
     @property
     def dominant_dtype(self) -> str:
@@ -121,11 +132,12 @@ class Footprint:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with the keys of DESIGN.md section 3 (and more)."""
-        data = dataclasses.asdict(self)
-        for internal in ("buffers", "shared_buffers", "_arena_cache"):
-            data.pop(internal)
-        data["shared_storage_peak_bytes"] = self.shared_storage_peak_bytes
+        # Buffers and planners are for re-planning, not for reporting (and a large graph has tens of thousands).
+        data = copy.deepcopy({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                              if f.name not in ("buffers", "shared_planner") and not f.name.startswith("_")})
+        data["layers"] = [dataclasses.asdict(layer) for layer in self.layers]
         data["live_at_peak"] = [dataclasses.asdict(t) for t in self.live_at_peak]
+        data["shared_storage_peak_bytes"] = self.shared_storage_peak_bytes
         return data
 
 
@@ -143,7 +155,7 @@ class _GraphStats:
     peak_node: str | None = None
     live_at_peak: tuple[LiveTensor, ...] = ()
     buffers: tuple[Buffer, ...] = ()
-    shared_buffers: tuple[Buffer, ...] = ()
+    shared_planner: Callable[[], list[Buffer]] | None = None
 
 
 class _Analysis:
@@ -168,23 +180,29 @@ class _Analysis:
         visible = (outer_names | {i.name for i in graph.input} | initializer_names(graph) | {
             o for names in index.outputs for o in names if o}) if index.with_subgraphs else outer_names
         constants = view.constants
-        folded = view.folded_nodes
-        histogram = self.histogram
-        tally = self.tally
+        histogram: dict[str, int] = {}
+        add_consumer = self.tally.add_consumer
+        nodes, node_inputs, node_outputs, node_reads = index.nodes, index.inputs, index.outputs, index.reads
         layers: list[LayerStats] = []
         steps: list[Step] = []
         macs_total: int | None = 0
         flops_total: int | None = 0
         params_total = bytes_total = 0
         for i in index.order:
-            if i in folded:
+            if i in view.folded_nodes:
                 continue
-            node = index.nodes[i]
+            node = nodes[i]
             op_type, domain = node.op_type, node.domain
-            inputs, outputs, all_reads = index.inputs[i], index.outputs[i], index.reads[i]
+            inputs, outputs, all_reads = node_inputs[i], node_outputs[i], node_reads[i]
             label = node.name or f"{op_type}_{i}"
-            histogram[op_type if domain in ("", "ai.onnx") else f"{domain}.{op_type}"] += 1
-            params, weight_bytes = tally.add_consumer(graph, view, lookup, node, inputs, all_reads)
+            key = op_type if domain in ("", "ai.onnx") else f"{domain}.{op_type}"
+            histogram[key] = histogram.get(key, 0) + 1
+            if constants.isdisjoint(all_reads):
+                params = weight_bytes = 0
+                reads = all_reads
+            else:
+                params, weight_bytes = add_consumer(graph, view, lookup, node, inputs, all_reads)
+                reads = tuple([n for n in all_reads if n not in constants])
             branches: dict[str, dict[str, int | None]] = {}
             workspace = 0
             if i in index.with_subgraphs:
@@ -195,13 +213,12 @@ class _Analysis:
             else:
                 macs, flops = self._cost(node, label, [lookup(n) if n else None for n in inputs],
                                          [lookup(n) if n else None for n in outputs])
-            reads = tuple(n for n in all_reads if n not in constants)
-            writes = outputs if "" not in outputs else tuple(o for o in outputs if o)
+            writes = outputs if "" not in outputs else tuple([o for o in outputs if o])
             steps.append(Step(label, reads, writes, workspace, _storage_sharing(domain, op_type, inputs, constants)))
-            written = [lookup(n) for n in writes]
+            first_written = lookup(writes[0]) if writes else None
             layers.append(LayerStats(
                 label, op_type, params, weight_bytes, macs, flops, _total_bytes(lookup, reads),
-                _total_bytes(lookup, writes), written[0].dtype if written and written[0] is not None else "unknown",
+                _total_bytes(lookup, writes), first_written.dtype if first_written is not None else "unknown",
                 branches))
             if macs is None or macs_total is None:
                 macs_total = None
@@ -213,6 +230,8 @@ class _Analysis:
                 flops_total += flops
             params_total += params
             bytes_total += weight_bytes
+        for key, count in histogram.items():
+            self.histogram[key] += count
         stats = _GraphStats(layers, macs_total, flops_total, params_total, bytes_total, 0, 0, 0)
         self._plan_memory(graph, scope, table, view, steps, stats)
         return stats
@@ -230,9 +249,8 @@ class _Analysis:
 
     def _cost(self, node: NodeProto, label: str, inputs: list[TensorInfo | None],
               outputs: list[TensorInfo | None]) -> tuple[int | None, int | None]:
-        ctx = OpContext(node, inputs, outputs)
         try:
-            return node_cost(ctx)
+            return node_cost(OpContext(node, inputs, outputs))
         except UnknownCost as reason:
             if node.domain in ("", "ai.onnx") and cost_rule(node) is None:
                 # Every standard op that multiplies-accumulates has a rule, so MACs are 0; only FLOPs are unknown.
@@ -310,7 +328,7 @@ class _Analysis:
         stats.file_order_arena_bytes = plan.file_order_size
         stats.lower_bound_bytes = plan.lower_bound
         stats.buffers = tuple(plan.buffers)
-        stats.shared_buffers = tuple(plan.shared_buffers)
+        stats.shared_planner = plan.shared_buffers
         if plan.arena.peak_step is not None and plan.order:
             stats.peak_node = steps[plan.order[min(plan.arena.peak_step, len(plan.order) - 1)]].name
         by_name = {b.name: b.bytes for b in plan.buffers}
@@ -364,6 +382,19 @@ _MAX_LISTED = 20
 def analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: dict[str, list[int]] | None = None,
             dims: dict[str, int] | None = None, *, alignment: int = 16) -> Footprint:
     """The footprint of a model file (or an in-memory ModelProto) for the given input shapes."""
+    # The analysis makes a few small objects per tensor and node (hundreds of thousands on a large graph), none of
+    # them in reference cycles: the cyclic collector's passes over them would add ~15% to the run for nothing.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _analyze(model, input_shapes, dims, alignment)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: dict[str, list[int]] | None,
+             dims: dict[str, int] | None, alignment: int) -> Footprint:
     if isinstance(model, LoadedModel):
         loaded = model
     elif isinstance(model, ModelProto):
@@ -417,5 +448,5 @@ def analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: d
         shape_source=shapes.source,
         buffers=stats.buffers,
         alignment=alignment,
-        shared_buffers=stats.shared_buffers,
+        shared_planner=stats.shared_planner,
     )

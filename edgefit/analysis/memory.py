@@ -7,10 +7,11 @@ the end), placed largest-first at the lowest aligned offset that no time-overlap
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edgefit.analysis.dtypes import FLOAT_DTYPES
@@ -338,7 +339,7 @@ class GraphPlan:
     arena: ArenaPlan
     file_order_size: int         # arena size in file order
     lower_bound: int
-    shared_buffers: list[Buffer]
+    shared_buffers: Callable[[], list[Buffer]]   # the buffers if the runtime shares storage, made when asked
 
 
 def plan_steps(steps: Sequence[Step], sizes: dict[str, tuple[int, str, int]], graph_inputs: Sequence[str],
@@ -357,7 +358,7 @@ def plan_steps(steps: Sequence[Step], sizes: dict[str, tuple[int, str, int]], gr
             if plan.size < file_plan.size:
                 best_order, best_buffers, best_plan = order, buffers, plan
     return GraphPlan(best_order, best_buffers, best_plan, file_plan.size, numbered.lower_bound(),
-                     numbered.shared_buffers(best_order))
+                     functools.partial(numbered.shared_buffers, best_order))
 
 
 def lifetimes(steps: Sequence[Step], order: Sequence[int], sizes: dict[str, tuple[int, str, int]],
