@@ -62,23 +62,28 @@ def _place(nbytes: list[int], first: list[int], last: list[int], names: list[str
     # Placed buffers indexed by step, so finding time-overlapping ones costs their lifetimes, not all buffers.
     placed_at: list[list[int]] = [[] for _ in range(steps)]
     offsets = [0] * len(nbytes)
+    ends = [0] * len(nbytes)
     aligned = [_aligned(n, alignment) for n in nbytes]
-    order = sorted(range(len(nbytes)), key=lambda i: (-nbytes[i], first[i], names[i]))
+    # Largest first; ties by creation step, then name, so that equal inputs give equal plans.
+    order = [i for *_, i in sorted(zip([-n for n in nbytes], first, names, range(len(nbytes))))]
     size = 0
     for i in order:
         start_step, end_step, need = first[i], last[i], aligned[i]
         if start_step == end_step:
             neighbours = placed_at[start_step]
         else:
-            neighbours = {j for t in range(start_step, end_step + 1) for j in placed_at[t]}
+            neighbours = set(placed_at[start_step])
+            for t in range(start_step + 1, end_step + 1):
+                neighbours.update(placed_at[t])
         offset = 0
         if neighbours:
-            for start, end in sorted([(offsets[j], offsets[j] + aligned[j]) for j in neighbours]):
+            for start, end in sorted([(offsets[j], ends[j]) for j in neighbours]):
                 if start - offset >= need:
                     break
                 if end > offset:
                     offset = end
         offsets[i] = offset
+        ends[i] = offset + need
         if offset + need > size:
             size = offset + need
         for t in range(start_step, end_step + 1):
@@ -165,6 +170,7 @@ class _Numbered:
         self.sizes = sizes
         self.nbytes = [sizes[name][2] for name in names]
         self.outputs = {ids[name] for name in graph_outputs if name in ids}
+        self.with_workspace = [i for i, step in enumerate(steps) if step.workspace_bytes]
 
     def lifetimes(self, order: Sequence[int]) -> tuple[list[int], list[int]]:
         """(first, last) step position of every tensor when running the steps in `order`; -1: never made."""
@@ -186,17 +192,36 @@ class _Numbered:
                 last[k] = end
         return first, last
 
+    def _made(self, order: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
+        """(tensors made when running in `order`, in the order they come alive; first; last)."""
+        first, last = self.lifetimes(order)
+        made = sorted([k for k in range(len(self.names)) if first[k] >= 0], key=first.__getitem__)
+        return made, first, last
+
     def buffers(self, order: Sequence[int]) -> list[Buffer]:
         """Buffers in the order they come alive (inputs first), then each node's workspace."""
-        first, last = self.lifetimes(order)
-        made = sorted((k for k in range(len(self.names)) if first[k] >= 0), key=lambda k: (first[k], k))
+        made, first, last = self._made(order)
         names, sizes = self.names, self.sizes
         return [Buffer(names[k], *sizes[names[k]], first[k], last[k]) for k in made] + self._workspaces(order)
 
-    def arena(self, order: Sequence[int], alignment: int) -> tuple[list[Buffer], ArenaPlan]:
-        """The buffers of these steps run in `order` and plan_arena's plan for them."""
-        buffers = self.buffers(order)
-        return buffers, plan_arena(buffers, alignment)
+    def arena(self, order: Sequence[int], alignment: int) -> tuple[int, Callable[[], tuple[list[Buffer], ArenaPlan]]]:
+        """The arena size of running in `order`, and a function giving (buffers, plan_arena's plan) for it: the
+        Buffer objects are worth building only for the order that wins."""
+        made, first, last = self._made(order)
+        workspaces = self._workspaces(order)
+        names = [self.names[k] for k in made] + [w.name for w in workspaces]
+        if not names:
+            return 0, lambda: ([], ArenaPlan(0, {}, None, ()))
+        size, offsets, peak_step, live = _place(
+            [self.nbytes[k] for k in made] + [w.bytes for w in workspaces],
+            [first[k] for k in made] + [w.first for w in workspaces],
+            [last[k] for k in made] + [w.last for w in workspaces], names, alignment)
+
+        def plan() -> tuple[list[Buffer], ArenaPlan]:
+            sizes = self.sizes
+            buffers = [Buffer(self.names[k], *sizes[self.names[k]], first[k], last[k]) for k in made] + workspaces
+            return buffers, ArenaPlan(size, dict(zip(names, offsets)), peak_step, tuple(names[i] for i in live))
+        return size, plan
 
     def live_peak(self, order: Sequence[int], alignment: int) -> int:
         """Most aligned bytes live at one step in `order`: a lower bound on the arena plan_arena gives it."""
@@ -219,21 +244,20 @@ class _Numbered:
             need = step.workspace_bytes
             for k in self.reads[node]:
                 need += nbytes[k]
-            for k in set(self.writes[node]):
+            for k in self.writes[node]:   # outputs are distinct: each name is written once
                 need += nbytes[k]
             if need > bound:
                 bound = need
         return bound
 
-    def has_fan_out(self) -> bool:
-        """Is some tensor read by more than one step? If not, branches cannot interleave to save memory."""
-        readers: set[str] = set()
-        for step in self.steps:
-            for name in set(step.reads):
-                if name in readers:
-                    return True
-                readers.add(name)
-        return False
+    def file_order_is_only_order(self) -> bool:
+        """Does every step read something the step before it wrote? Then no other topological order exists."""
+        previous: tuple[str, ...] = ()
+        for position, step in enumerate(self.steps):
+            if position and not any(name in previous for name in step.reads):
+                return False
+            previous = step.writes
+        return True
 
     def memory_aware_order(self, max_candidates: int) -> list[int]:
         steps = self.steps
@@ -243,8 +267,10 @@ class _Numbered:
                 producers.setdefault(name, i)
         dependents: list[list[int]] = [[] for _ in steps]
         waiting = [0] * len(steps)
+        get = producers.get
         for i, step in enumerate(steps):
-            deps = {producers[name] for name in step.reads if name in producers}
+            deps = set(map(get, step.reads))
+            deps.discard(None)
             deps.discard(i)
             waiting[i] = len(deps)
             for producer in deps:
@@ -256,7 +282,7 @@ class _Numbered:
         nbytes, keep = self.nbytes, self.outputs
         # What each step allocates never changes; what it frees depends on which readers remain, so only the
         # candidate frees (distinct reads that are not graph outputs) are kept for the search.
-        allocated = [sum(nbytes[k] for k in writes) for writes in self.writes]
+        allocated = [sum(map(nbytes.__getitem__, writes)) for writes in self.writes]
         freeable = [[k for k in reads if k not in keep] for reads in self.reads]
         # The choice depends only on which nodes are ready (ties go to the lower index), not on how they are stored.
         ready = [i for i in range(len(steps)) if waiting[i] == 0]
@@ -326,8 +352,12 @@ class _Numbered:
         return shared + self._workspaces(order)
 
     def _workspaces(self, order: Sequence[int]) -> list[Buffer]:
-        return [Buffer(f"{self.steps[node].name}/workspace", 0, "uint8", self.steps[node].workspace_bytes, pos, pos)
-                for pos, node in enumerate(order) if self.steps[node].workspace_bytes]
+        if not self.with_workspace:
+            return []
+        position = {node: pos for pos, node in enumerate(order)}
+        return sorted((Buffer(f"{self.steps[node].name}/workspace", 0, "uint8", self.steps[node].workspace_bytes,
+                              position[node], position[node]) for node in self.with_workspace),
+                      key=lambda b: b.first)
 
 
 @dataclass
@@ -348,16 +378,17 @@ def plan_steps(steps: Sequence[Step], sizes: dict[str, tuple[int, str, int]], gr
     numbered = _Numbered(steps, sizes, graph_inputs, graph_outputs)
     file_order = list(range(len(steps)))
     best_order = file_order
-    best_buffers, best_plan = file_buffers, file_plan = numbered.arena(file_order, alignment)
-    if numbered.has_fan_out():
+    file_size, best_plan = numbered.arena(file_order, alignment)
+    if not numbered.file_order_is_only_order():
         order = numbered.memory_aware_order(max_candidates)
         # Placing buffers costs far more than summing live bytes, and no placement beats the bytes live at once:
         # plan the new order only when that bound leaves it a chance (and never the same order twice).
-        if order != file_order and numbered.live_peak(order, alignment) < file_plan.size:
-            buffers, plan = numbered.arena(order, alignment)
-            if plan.size < file_plan.size:
-                best_order, best_buffers, best_plan = order, buffers, plan
-    return GraphPlan(best_order, best_buffers, best_plan, file_plan.size, numbered.lower_bound(),
+        if order != file_order and numbered.live_peak(order, alignment) < file_size:
+            size, plan = numbered.arena(order, alignment)
+            if size < file_size:
+                best_order, best_plan = order, plan
+    buffers, arena = best_plan()
+    return GraphPlan(best_order, buffers, arena, file_size, numbered.lower_bound(),
                      functools.partial(numbered.shared_buffers, best_order))
 
 
