@@ -181,7 +181,9 @@ def validate(proto: ModelProto, source: str = "model", order: list[int] | None =
         light = metadata_only_copy(proto, order)
     # The IR makes a tensor type's shape optional (rank unknown) and onnxruntime accepts such outputs, but the
     # checker demands the field on graph inputs and outputs; give it an empty one while checking.
-    shapeless = [value.type.tensor_type for value in [*light.graph.input, *light.graph.output]
+    # The copy lists the model's own inputs first, then the stubs for weights, which always have a shape.
+    declared = list(light.graph.input[:len(proto.graph.input)]) + list(light.graph.output)
+    shapeless = [value.type.tensor_type for value in declared
                  if value.type.HasField("tensor_type") and not value.type.tensor_type.HasField("shape")]
     for tensor_type in shapeless:
         tensor_type.shape.SetInParent()

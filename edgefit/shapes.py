@@ -245,7 +245,7 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
                 value.type.tensor_type.ClearField("shape")
         if scope:
             reads_shapes = reads_shapes or any(node.op_type in _SHAPE_READERS for node in graph.node)
-    for value in light.graph.input:
+    for value in light.graph.input[:len(proto.graph.input)]:   # the stubs for weights come after
         if value.name in resolved:
             value.type.tensor_type.shape.Clear()
             for size in resolved[value.name]:

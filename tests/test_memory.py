@@ -96,6 +96,28 @@ def test_best_order_beats_file_order_on_branches():
     assert fp.activation_lower_bound_bytes == 4 + 4000   # Tile: x + bigA
 
 
+def test_independent_chains_are_interleaved_without_any_shared_tensor():
+    # Two chains from two inputs, no tensor read twice: x1 -> Tile -> bigA (4000 B) -> ReduceSum -> a, likewise
+    # x2 -> bigB -> b, then y = a + b. File order makes both big tensors first; finishing one chain first needs
+    # only one of them at a time. (No fan-out does not mean only one order.)
+    reps = helper.make_tensor("reps", 7, [1], [1000])
+    nodes = [helper.make_node("Tile", ["x1", "reps"], ["bigA"]), helper.make_node("Tile", ["x2", "reps"], ["bigB"]),
+             helper.make_node("ReduceSum", ["bigA"], ["a"], keepdims=1),
+             helper.make_node("ReduceSum", ["bigB"], ["b"], keepdims=1), helper.make_node("Add", ["a", "b"], ["y"])]
+    fp = edgefit.analyze(model(nodes, [("x1", [1]), ("x2", [1])], [("y", None)], [reps]))
+    # File order, at ReduceSum(A): bigA, bigB and a live (x1, x2 already read): 4000 + 4000 + 16.
+    assert fp.file_order_peak_bytes == 4000 + 4000 + 16
+    # Best order: x2 (not yet read), bigA and a live while reducing A.
+    assert fp.peak_activation_bytes == 16 + 4000 + 16
+
+
+def test_a_chain_has_one_order_and_both_peaks_agree():
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Sigmoid", ["a"], ["b"]),
+             helper.make_node("Relu", ["b"], ["y"])]
+    fp = edgefit.analyze(model(nodes, [("x", [1, 100])], [("y", None)]))
+    assert fp.peak_activation_bytes == fp.file_order_peak_bytes == 800
+
+
 def test_precision_replanning_quarters_float_activations():
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["y"])]
     fp = edgefit.analyze(model(nodes, [("x", [1, 256])], [("y", None)]))
