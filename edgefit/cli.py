@@ -28,8 +28,9 @@ app = typer.Typer(
 
 EXIT_OK, EXIT_OVER_BUDGET, EXIT_USAGE = 0, 1, 2
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# No emoji codes: a node named "conv:x:" must not print as a cross mark.
+console = Console(highlight=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, emoji=False)
 
 # Options shared by every command that takes a MODEL (DESIGN.md section 3).
 ModelArg = Annotated[Path, typer.Argument(help="Path to an .onnx model file.", show_default=False)]

@@ -15,6 +15,7 @@ files) or are synthetic (seeded standard normal), and every result says which.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto
 
-from edgefit.errors import ConfigError
+from edgefit.errors import ConfigError, PassError
 
 Feed = dict[str, np.ndarray]
 Progress = Callable[[int, int], None]   # (samples done, samples total)
@@ -54,15 +55,25 @@ class Fidelity:
     top1_agreement: float | None      # None: no classifier-shaped output
     accuracy_before: float | None     # None: no labels
     accuracy_after: float | None
+    # Outputs whose shape differs from the original's (data-dependent ops such as NonZero): they cannot be
+    # compared element by element and are left out of cosine / SQNR / max abs error.
+    mismatched_outputs: int = 0
+
+    @property
+    def identical(self) -> bool:
+        return self.sqnr_db == math.inf and not self.mismatched_outputs
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "inputs": self.inputs, "samples": self.samples, "cosine": self.cosine,
             # JSON has no infinity: identical outputs are reported as null with identical: true.
+            # -inf (an all-zero original output against a nonzero one) is not "identical" either.
             "sqnr_db": None if math.isinf(self.sqnr_db) else self.sqnr_db,
-            "identical": math.isinf(self.sqnr_db),
+            "identical": self.identical,
             "max_abs_error": self.max_abs_error, "top1_agreement": self.top1_agreement,
         }
+        if self.mismatched_outputs:
+            data["mismatched_outputs"] = self.mismatched_outputs
         if self.accuracy_before is not None:
             data["accuracy"] = {"before": self.accuracy_before, "after": self.accuracy_after}
         return data
@@ -201,23 +212,47 @@ def synthetic_samples(model: ModelProto, count: int = SYNTHETIC_SAMPLES, *,
 
 # ---- running and comparing ---------------------------------------------------------------------------
 
-def run_model(model: ModelProto, samples: SampleSet, progress: Progress | None = None) -> list[list[np.ndarray]]:
-    """Outputs per batch (in output order)."""
+def feed_samples(feed: Feed) -> int:
+    """Samples in one feed: the length of its first input's batch axis (1 for a scalar input or no input)."""
+    first = next(iter(feed.values()), None)
+    return int(np.shape(first)[0]) if first is not None and np.ndim(first) else 1
+
+
+_ORT_SOURCE_LOCATION = re.compile(r"\S+\.(?:h|cc|cpp):\d+ [^(]*\([^)]*\) ")
+
+
+def runtime_reason(error: Exception) -> str:
+    """onnxruntime's message in one line, without its C++ source location."""
+    lines = str(error).strip().splitlines()
+    return _ORT_SOURCE_LOCATION.sub("", lines[0]) if lines else type(error).__name__
+
+
+def run_model(model: ModelProto, samples: SampleSet, progress: Progress | None = None, *,
+              what: str = "the model") -> list[list[np.ndarray]]:
+    """Outputs per batch (in output order). An onnxruntime failure is a PassError naming `what` failed."""
     from edgefit.runtime import session as make_session
 
     # Optimised like a deployment: onnxruntime then runs QDQ models with its integer kernels.
-    session = make_session(model, optimize=True)
+    try:
+        session = make_session(model, optimize=True)
+    except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise PassError(f"onnxruntime cannot load {what}, so fidelity cannot be measured: "
+                        f"{runtime_reason(error)}") from None
     results, done = [], 0
     for feed in samples.feeds:
-        results.append(session.run(None, feed))
-        done += len(next(iter(feed.values()))) if feed else 1
+        try:
+            results.append(session.run(None, feed))
+        except Exception as error:  # noqa: BLE001 - see above
+            raise PassError(f"onnxruntime cannot run {what} on the fidelity inputs: {runtime_reason(error)}") from None
+        done += feed_samples(feed)
         if progress:
             progress(min(done, samples.samples), samples.samples)
     return results
 
 
 def compare(reference: ModelProto, candidate: ModelProto, samples: SampleSet,
-            progress: Progress | None = None, reference_outputs: list[list[np.ndarray]] | None = None) -> Fidelity:
+            progress: Progress | None = None, reference_outputs: list[list[np.ndarray]] | None = None, *,
+            candidate_name: str = "the optimised model") -> Fidelity:
     """Run both models on the same samples and measure how far the candidate's outputs are from the reference's.
 
     `reference_outputs` (from run_model) saves re-running the reference when several candidates are compared.
@@ -227,8 +262,9 @@ def compare(reference: ModelProto, candidate: ModelProto, samples: SampleSet,
     def step(offset: int) -> Progress | None:
         return None if progress is None else (lambda done, _total: progress(offset + done, total_steps))
 
-    ref = reference_outputs if reference_outputs is not None else run_model(reference, samples, step(0))
-    out = run_model(candidate, samples, step(total_steps - samples.samples))
+    ref = (reference_outputs if reference_outputs is not None
+           else run_model(reference, samples, step(0), what="the original model"))
+    out = run_model(candidate, samples, step(total_steps - samples.samples), what=candidate_name)
     return measure(ref, out, samples, classifier_output(reference, samples))
 
 
@@ -236,10 +272,12 @@ def measure(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]
             classifier: int | None) -> Fidelity:
     """Metrics of the candidate's outputs against the reference's; `classifier` is the index of the output
     whose argmax is the predicted class (None: top-1 and accuracy are not reported)."""
-    ref_flat, out_flat = [], []
+    ref_flat, out_flat, mismatched = [], [], set()
     for ref_batch, out_batch in zip(reference, candidate):
-        for r, o in zip(ref_batch, out_batch):
-            if np.issubdtype(np.asarray(r).dtype, np.floating):
+        for k, (r, o) in enumerate(zip(ref_batch, out_batch)):
+            if np.shape(r) != np.shape(o):
+                mismatched.add(k)
+            elif np.issubdtype(np.asarray(r).dtype, np.floating):
                 ref_flat.append(np.asarray(r, dtype=np.float64).reshape(-1))
                 out_flat.append(np.asarray(o, dtype=np.float64).reshape(-1))
     ref_all = np.concatenate(ref_flat) if ref_flat else np.zeros(0)
@@ -255,7 +293,7 @@ def measure(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]
     max_abs = float(np.max(np.abs(ref_all - out_all))) if ref_all.size else 0.0
     index = classifier
     agreement = accuracy_before = accuracy_after = None
-    if index is not None:
+    if index is not None and index not in mismatched:
         ref_top = np.concatenate([np.argmax(b[index], axis=-1).reshape(-1) for b in reference])
         out_top = np.concatenate([np.argmax(b[index], axis=-1).reshape(-1) for b in candidate])
         agreement = float(np.mean(ref_top == out_top))
@@ -263,7 +301,7 @@ def measure(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]
             accuracy_before = float(np.mean(ref_top == samples.labels))
             accuracy_after = float(np.mean(out_top == samples.labels))
     return Fidelity(samples.source, samples.samples, cosine, sqnr, max_abs, agreement, accuracy_before,
-                    accuracy_after)
+                    accuracy_after, len(mismatched))
 
 
 _CLASSIFIER_HEADS = {"Softmax", "LogSoftmax", "Sigmoid"}

@@ -20,8 +20,8 @@ from edgefit.analysis.footprint import Footprint
 from edgefit.errors import ConfigError, ModelError, PassError
 from edgefit.fidelity import (Fidelity, SampleSet, compare, load_samples, run_model, select_samples,
                               synthetic_samples)
-from edgefit.model import load_model, refuse_overwrite, save_model, validate
-from edgefit.passes.base import PassResult, PassStats, model_digest
+from edgefit.model import index_graph, load_model, refuse_overwrite, save_model, sort_nodes, validate
+from edgefit.passes.base import PassResult, PassStats, copy_model, model_digest
 
 PASS_NAMES = ("fuse", "prune", "quantize")
 Progress = Callable[[str, int, int], None]   # (what is running, done, total)
@@ -136,8 +136,8 @@ def run_passes(model: ModelProto, passes: str | Sequence[PassSpec], options: Pas
     reference_outputs = None
     if fidelity_samples is not None:
         report = None if progress is None else (lambda done, total: progress("running original", done, total))
-        reference_outputs = run_model(model, fidelity_samples, report)
-    current, steps, quantize_input = model, [], None
+        reference_outputs = run_model(model, fidelity_samples, report, what="the original model")
+    current, steps, quantize_input = _topologically_sorted(model), [], None
     for spec in specs:
         digest = model_digest(current)
         result = apply_pass(current, spec, options, progress)
@@ -151,13 +151,25 @@ def run_passes(model: ModelProto, passes: str | Sequence[PassSpec], options: Pas
         if fidelity_samples is not None:
             report = None if progress is None else (lambda done, total, s=spec: progress(f"fidelity after {s}",
                                                                                          done, total))
-            fidelity = compare(model, result.model, fidelity_samples, report, reference_outputs=reference_outputs)
+            fidelity = compare(model, result.model, fidelity_samples, report, reference_outputs=reference_outputs,
+                               candidate_name=f"the result of pass {spec}")
         steps.append(PassStep(str(spec), result.stats, fidelity))
         mode = getattr(result.stats, "mode", None)
         if mode in ("int8", "fp16"):
             quantize_input = (current, mode)
         current = result.model
     return PipelineResult(current, tuple(steps), quantize_input)
+
+
+def _topologically_sorted(model: ModelProto) -> ModelProto:
+    """The model itself, or a sorted copy when its nodes are stored out of topological order: onnxruntime and
+    edgefit's analysis accept such files, but a pass result must pass onnx.checker, which requires the order."""
+    order = index_graph(model.graph).order
+    if order == list(range(len(order))):
+        return model
+    ordered = copy_model(model)
+    sort_nodes(ordered)
+    return ordered
 
 
 @dataclass(frozen=True)

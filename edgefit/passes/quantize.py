@@ -27,8 +27,8 @@ import onnx
 from onnx import ModelProto
 
 from edgefit.errors import PassError
-from edgefit.fidelity import SampleSet
-from edgefit.model import index_graph, sort_nodes
+from edgefit.fidelity import SampleSet, feed_samples
+from edgefit.model import index_graph, iter_graphs, sort_nodes
 from edgefit.passes.base import PassResult, copy_model, ensure_node_names, has_subgraph, node_label
 
 MODES = ("int8", "dynamic", "fp16")
@@ -96,6 +96,7 @@ def quantize(model: ModelProto, mode: str = "int8", *, calibration: SampleSet | 
     notes: list[str] = []
     if mode in ("int8", "dynamic"):
         prepared = _upgrade_opset(prepared, notes)
+        _float16_to_float32(prepared, notes)
     with tempfile.TemporaryDirectory(prefix="edgefit-quantize-") as folder, _captured_warnings(notes):
         work = Path(folder)
         if mode == "int8":
@@ -142,6 +143,78 @@ def _upgrade_opset(model: ModelProto, notes: list[str]) -> ModelProto:
                         f"model: {str(error).strip().splitlines()[0]}") from None
     notes.append(f"converted from opset {opset} to {_QDQ_MIN_OPSET} (needed for per-channel int8)")
     return upgraded
+
+
+_FLOAT16 = onnx.TensorProto.FLOAT16
+_FLOAT = onnx.TensorProto.FLOAT
+
+
+def _float16_to_float32(model: ModelProto, notes: list[str]) -> None:
+    """Compute in float32 inside a float16 model (in place; `model` is the pass's private copy).
+
+    onnxruntime's quantizer writes float32 scales whatever the weights' type, and DequantizeLinear with float32
+    scales cannot feed float16 ops, so an fp16 model would come out invalid. Every float16 weight, attribute
+    tensor, Cast target and value type becomes float32; the model's float16 inputs and outputs keep their type
+    through Cast nodes at the boundary, so the quantized model takes and returns what the original did.
+    """
+    graph = model.graph
+    changed = 0
+    for *_, sub in iter_graphs(graph):
+        for tensor in sub.initializer:
+            changed += _tensor_to_float32(tensor)
+        for node in sub.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    changed += _tensor_to_float32(attr.t)
+                elif attr.type == onnx.AttributeProto.INT and attr.name in ("to", "dtype") and attr.i == _FLOAT16:
+                    attr.i, changed = _FLOAT, changed + 1
+        boundary = () if sub is graph else (*sub.input, *sub.output)
+        for value in (*sub.value_info, *boundary):
+            if value.type.tensor_type.elem_type == _FLOAT16:
+                value.type.tensor_type.elem_type, changed = _FLOAT, changed + 1
+    if not changed and not any(v.type.tensor_type.elem_type == _FLOAT16 for v in (*graph.input, *graph.output)):
+        return
+    initializers = {t.name for t in graph.initializer}
+    renames: dict[str, str] = {}
+    casts_in, casts_out = [], []
+    for value in graph.input:
+        if value.type.tensor_type.elem_type == _FLOAT16 and value.name not in initializers:
+            renames[value.name] = f"{value.name}__edgefit_fp32"
+            casts_in.append(onnx.helper.make_node("Cast", [value.name], [renames[value.name]], to=_FLOAT,
+                                                  name=f"{value.name}__edgefit_to_fp32"))
+    for value in graph.output:
+        if value.type.tensor_type.elem_type == _FLOAT16 and value.name not in renames and value.name not in {
+                v.name for v in graph.input}:
+            inner = f"{value.name}__edgefit_fp32"
+            for node in graph.node:
+                for k, name in enumerate(node.output):
+                    if name == value.name:
+                        node.output[k] = inner
+            for tensor in graph.initializer:
+                if tensor.name == value.name:
+                    tensor.name = inner
+            renames[value.name] = inner
+            casts_out.append(onnx.helper.make_node("Cast", [inner], [value.name], to=_FLOAT16,
+                                                   name=f"{value.name}__edgefit_to_fp16"))
+    for *_, sub in iter_graphs(graph):
+        for node in sub.node:
+            for k, name in enumerate(node.input):
+                if name in renames:
+                    node.input[k] = renames[name]
+    nodes = casts_in + list(graph.node) + casts_out
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    notes.append("float16 model: weights and compute widened to float32 for quantization; float16 inputs and "
+                 "outputs are kept through Cast nodes")
+
+
+def _tensor_to_float32(tensor: onnx.TensorProto) -> int:
+    if tensor.data_type != _FLOAT16:
+        return 0
+    from onnx import numpy_helper
+
+    tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype("float32"), tensor.name))
+    return 1
 
 
 @contextmanager
@@ -241,10 +314,15 @@ def _quantize_static(source: Path, work: Path, calibration: SampleSet, method: s
         def get_next(self):
             feed = next(self._feeds, None)
             if feed is not None and progress is not None:
-                self._done += len(next(iter(feed.values()))) if feed else 1
+                self._done += feed_samples(feed)
                 progress(min(self._done, calibration.samples), calibration.samples)
             return feed
 
+    import onnxruntime
+
+    # The calibration sessions onnxruntime's quantizer opens log warnings straight to stderr (e.g. "Removing
+    # initializer ..." for a graph whose outputs need no computation); our notes carry what matters.
+    onnxruntime.set_default_logger_severity(3)
     target = work / "int8.onnx"
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
@@ -279,18 +357,60 @@ def _convert_fp16(model: ModelProto, exclude: tuple[str, ...], excluded: set[str
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     op_types = {n.op_type for n in model.graph.node}
-    blocked_types = list(DEFAULT_OP_BLOCK_LIST) + [e for e in exclude if e in op_types]
+    blocked_types = list(DEFAULT_OP_BLOCK_LIST) + list(_FP16_BLOCKED) + [e for e in exclude if e in op_types]
+    prepared, passthrough = _without_passthrough_outputs(copy_model(model))
     try:
-        converted = convert_float_to_float16(copy_model(model), keep_io_types=True, op_block_list=blocked_types,
+        converted = convert_float_to_float16(prepared, keep_io_types=True, op_block_list=blocked_types,
                                              node_block_list=sorted(excluded))
     except Exception as error:  # noqa: BLE001 - see _quantize_static
         raise PassError(f"fp16 conversion failed: {str(error).strip().splitlines()[0]}") from None
+    for position, output in passthrough:
+        converted.graph.output.insert(position, output)
     # The converter appends its input Casts after the nodes that read them; ONNX requires topological order.
     order = index_graph(converted.graph).order
     nodes = [converted.graph.node[i] for i in order]
     converted.graph.ClearField("node")
     converted.graph.node.extend(nodes)
     return converted
+
+
+# The float16 converter retypes Optional values' contents but not the optional type itself, which onnxruntime
+# then rejects ("Type (optional(tensor(float))) ... does not match expected type (optional(tensor(float16)))").
+_FP16_BLOCKED = ("Optional", "OptionalGetElement", "OptionalHasElement")
+
+
+def _without_passthrough_outputs(model: ModelProto) -> tuple[ModelProto, list[tuple[int, onnx.ValueInfoProto]]]:
+    """Prepare graph outputs that no node produces for the float16 converter, which (with keep_io_types) writes a
+    Cast producing every graph output, a second definition of a graph input or initializer of that name.
+
+    A graph input passed straight through (kept float32 as every input is) is taken out of the outputs and
+    returned with its position, to be put back after conversion. An initializer that is also an output is
+    renamed and re-emitted by an Identity node, which the converter then handles like any computed output.
+    """
+    graph = model.graph
+    produced = {name for node in graph.node for name in node.output}
+    inputs = {value.name for value in graph.input}
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    passthrough: list[tuple[int, onnx.ValueInfoProto]] = []
+    for position, output in enumerate(list(graph.output)):
+        if output.name in produced:
+            continue
+        if output.name in inputs:
+            kept = onnx.ValueInfoProto()
+            kept.CopyFrom(output)
+            passthrough.append((position, kept))
+        elif output.name in initializers:
+            stored = f"{output.name}__edgefit_weight"
+            initializers[output.name].name = stored
+            for *_, sub in iter_graphs(graph):   # subgraphs may read it as an outer-scope name
+                for node, k, name in ((n, k, i) for n in sub.node for k, i in enumerate(n.input)):
+                    if name == output.name:
+                        node.input[k] = stored
+            graph.node.append(onnx.helper.make_node("Identity", [stored], [output.name],
+                                                    name=f"{output.name}__edgefit_output"))
+    for position, _ in reversed(passthrough):
+        del graph.output[position]
+    return model, passthrough
 
 
 def _subgraph_notes(model: ModelProto) -> list[str]:

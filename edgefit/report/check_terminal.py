@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -165,7 +166,7 @@ def _target_detail(console: Console, report: CheckReport, result: TargetResult) 
 
 def _summary_table(report: CheckReport) -> Table:
     """One row per device, grouped by tier; narrow enough for an 80-column terminal."""
-    table = Table(title=f"edgefit check: {report.model_path or 'model'} at {report.precision}", title_justify="left",
+    table = Table(title=f"edgefit check: {escape(report.model_path or 'model')} at {report.precision}", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     # Average power means little without a rate or a power budget, and the table has no room to spare.
     show_power = report.rate_hz is not None or report.budgets.max_power_w is not None

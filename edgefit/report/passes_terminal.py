@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgefit.fidelity import Fidelity
@@ -36,8 +37,8 @@ def _seconds(value: float | None) -> str:
 
 
 def render_optimize_report(console: Console, report: OptimizeReport, verdict: TargetVerdict | None = None) -> None:
-    steps = " -> ".join(s.spec for s in report.steps)
-    table = Table(title=f"edgefit {steps}: {report.input_path} -> {report.output_path}", title_justify="left")
+    steps = escape(" -> ".join(s.spec for s in report.steps))
+    table = Table(title=f"edgefit {steps}: {escape(report.input_path)} -> {escape(report.output_path)}", title_justify="left")
     table.add_column("")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
@@ -65,11 +66,11 @@ def render_optimize_report(console: Console, report: OptimizeReport, verdict: Ta
         word = "FITS" if verdict.fits else "DOES NOT FIT"
         console.print(f"[{style}]{verdict.device}: {word}[/] ({verdict.precision_after}; before: "
                       f"{'fits' if verdict.fits_before else 'does not fit'} at {verdict.precision_before}) - "
-                      f"{verdict.summary}")
+                      f"{escape(verdict.summary)}")
 
 
 def _render_stats(console: Console, spec: str, stats: PassStats) -> None:
-    console.print(f"\n[bold]{spec}[/]")
+    console.print(f"\n[bold]{escape(spec)}[/]")
     if isinstance(stats, FuseStats):
         done = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(stats.rewrites.items()))
         console.print(f"  nodes {stats.nodes_before} -> {stats.nodes_after}; {done or 'nothing to fuse'}; "
@@ -83,9 +84,9 @@ def _render_stats(console: Console, spec: str, stats: PassStats) -> None:
         console.print(f"  mode {stats.mode}{source}; {len(stats.quantized_layers)} layer(s) quantized, "
                       f"{len(stats.float_layers)} kept in float")
         for line in stats.float_layers[:_MAX_LISTED]:
-            console.print(f"  [dim]{line}[/]")
+            console.print(f"  [dim]{escape(line)}[/]")
     for note in stats.notes:
-        console.print(f"  [yellow]note:[/] {note}")
+        console.print(f"  [yellow]note:[/] {escape(note)}")
 
 
 def _render_prune(console: Console, stats: PruneStats) -> None:
@@ -96,22 +97,22 @@ def _render_prune(console: Console, stats: PruneStats) -> None:
         for column in ("layer", "op", "channels", "rewired"):
             table.add_column(column, justify="right" if column == "channels" else "left")
         for layer in stats.channels:
-            table.add_row(layer.layer, layer.op_type, f"{layer.channels_before} -> {layer.channels_after}",
-                          ", ".join(layer.rewired))
+            table.add_row(escape(layer.layer), escape(layer.op_type), f"{layer.channels_before} -> {layer.channels_after}",
+                          escape(", ".join(layer.rewired)))
         console.print(table)
     else:
         table = Table(show_edge=False, pad_edge=False, box=None)
         for column in ("layer", "op", "weights", "sparsity", "dense", "sparse storage"):
             table.add_column(column, justify="left" if column in ("layer", "op") else "right")
         for layer in stats.layers:
-            table.add_row(layer.layer, layer.op_type, f"{layer.elements:,}", f"{layer.sparsity:.1%}",
+            table.add_row(escape(layer.layer), escape(layer.op_type), f"{layer.elements:,}", f"{layer.sparsity:.1%}",
                           format_bytes(layer.dense_bytes), f"{format_bytes(layer.sparse_bytes)} {layer.sparse_format}")
         console.print(table)
         console.print(f"  pruned tensors: {format_bytes(stats.dense_weight_bytes)} dense in the ONNX file, "
                       f"{format_bytes(stats.sparse_weight_bytes)} in sparse storage")
-        console.print(f"  [dim]{stats.sparse_runtimes}[/]")
+        console.print(f"  [dim]{escape(stats.sparse_runtimes)}[/]")
     for line in stats.skipped:
-        console.print(f"  [yellow]skipped[/] {line}")
+        console.print(f"  [yellow]skipped[/] {escape(line)}")
 
 
 def _render_fidelity(console: Console, report: OptimizeReport) -> None:
@@ -127,16 +128,22 @@ def _render_fidelity(console: Console, report: OptimizeReport) -> None:
     if with_accuracy:
         table.add_column("accuracy", justify="right")
     for spec, fidelity in measured:
-        row = [spec, f"{fidelity.cosine:.6f}", _sqnr(fidelity), f"{fidelity.max_abs_error:.3g}",
+        row = [escape(spec), f"{fidelity.cosine:.6f}", _sqnr(fidelity), f"{fidelity.max_abs_error:.3g}",
                "n/a" if fidelity.top1_agreement is None else f"{fidelity.top1_agreement:.2%}"]
         if with_accuracy:
             row.append(f"{fidelity.accuracy_before:.2%} -> {fidelity.accuracy_after:.2%}")
         table.add_row(*row)
     console.print(table)
+    for spec, fidelity in measured:
+        if fidelity.mismatched_outputs:
+            console.print(f"[yellow]after {escape(spec)}: {fidelity.mismatched_outputs} output(s) changed shape "
+                          "(data-dependent ops) and are left out of the metrics above[/]")
     if first.inputs == "synthetic":
         console.print("[yellow]fidelity measured on synthetic random inputs; pass --eval with real samples for "
                       "numbers that reflect your data[/]")
 
 
 def _sqnr(fidelity: Fidelity) -> str:
-    return "identical" if math.isinf(fidelity.sqnr_db) else f"{fidelity.sqnr_db:.1f}"
+    if fidelity.identical:
+        return "identical"
+    return "inf" if fidelity.sqnr_db == math.inf else f"{fidelity.sqnr_db:.1f}"   # -inf: the original is all 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -21,12 +22,12 @@ def _maybe(value: int | None, fmt) -> str:
 def render_footprint(console: Console, fp: Footprint, *, per_layer: bool = False, top: int = 10,
                      tier_line: str | None = None) -> None:
     title = fp.model_path or "model"
-    summary = Table(title=f"edgefit analyze: {title}", show_header=False, title_justify="left")
+    summary = Table(title=f"edgefit analyze: {escape(title)}", show_header=False, title_justify="left")
     summary.add_column("metric", style="bold")
     summary.add_column("value", justify="right")
     summary.add_column("note", style="dim")
-    summary.add_row("inputs", ", ".join(f"{n} {_shape(s)}" for n, s in fp.inputs.items()), fp.shape_source)
-    summary.add_row("outputs", ", ".join(f"{n} {_shape(s)}" for n, s in fp.outputs.items()), f"opset {fp.opset}")
+    summary.add_row("inputs", escape(", ".join(f"{n} {_shape(s)}" for n, s in fp.inputs.items())), fp.shape_source)
+    summary.add_row("outputs", escape(", ".join(f"{n} {_shape(s)}" for n, s in fp.outputs.items())), f"opset {fp.opset}")
     summary.add_row("parameters", f"{fp.params:,}", format_count(fp.params))
     summary.add_row("weight bytes", f"{fp.weight_bytes:,}", format_bytes(fp.weight_bytes) + " as stored")
     summary.add_row("MACs", f"{fp.macs:,}", format_count(fp.macs))
@@ -39,7 +40,7 @@ def render_footprint(console: Console, fp: Footprint, *, per_layer: bool = False
                         format_bytes(fp.shared_storage_peak_bytes) + " (runtimes that alias views / work in place)")
     summary.add_row("  lower bound", f"{fp.activation_lower_bound_bytes:,}",
                     format_bytes(fp.activation_lower_bound_bytes) + " (no schedule can go below)")
-    summary.add_row("peak set by", fp.peak_node or "-", "")
+    summary.add_row("peak set by", escape(fp.peak_node or "-"), "")
     console.print(summary)
 
     if fp.weight_bytes_by_dtype:
@@ -64,15 +65,15 @@ def render_footprint(console: Console, fp: Footprint, *, per_layer: bool = False
     ops.add_column("op")
     ops.add_column("count", justify="right")
     for op, count in fp.op_histogram.items():
-        ops.add_row(op, str(count))
+        ops.add_row(escape(op), str(count))
     console.print(ops)
 
     if fp.live_at_peak:
-        live = Table(title=f"Tensors live at the peak ({fp.peak_node})", title_justify="left")
+        live = Table(title=f"Tensors live at the peak ({escape(fp.peak_node)})", title_justify="left")
         live.add_column("tensor")
         live.add_column("bytes", justify="right")
         for tensor in fp.live_at_peak[:top]:
-            live.add_row(tensor.name, format_bytes(tensor.bytes))
+            live.add_row(escape(tensor.name), format_bytes(tensor.bytes))
         console.print(live)
 
     for warning in fp.warnings:
@@ -89,9 +90,9 @@ def _layer_table(title: str, layers) -> Table:
                             ("FLOPs", "right"), ("output", "right"), ("dtype", "left")):
         table.add_column(column, justify=justify)
     for layer in layers:
-        table.add_row(layer.name, layer.op_type, f"{layer.params:,}", _maybe(layer.macs, format_count),
+        table.add_row(escape(layer.name), escape(layer.op_type), f"{layer.params:,}", _maybe(layer.macs, format_count),
                       _maybe(layer.flops, format_count), _maybe(layer.output_bytes, format_bytes), layer.dtype)
         for branch, numbers in layer.branches.items():
             detail = ", ".join(f"{k} {v if v is not None else 'unknown'}" for k, v in numbers.items())
-            table.add_row(f"  └ {branch}", "", "", "", "", "", detail)
+            table.add_row(escape(f"  └ {branch}"), "", "", "", "", "", escape(detail))
     return table

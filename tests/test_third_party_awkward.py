@@ -1,0 +1,269 @@
+"""Passes, fidelity and rendering on awkward third-party-style models: float16 weights, scalar inputs, graphs stored
+out of order, names full of markup characters, outputs that are inputs or weights, data-dependent output shapes,
+models onnxruntime cannot run.
+
+Every model is built here with onnx.helper; expected values are worked out by hand beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgefit.cli import main
+from edgefit.fidelity import SampleSet, measure
+from edgefit.passes.pipeline import run_passes
+from edgefit.passes.quantize import quantize
+
+F, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
+
+
+def vi(name, elem, shape):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def build(nodes, inputs, outputs, inits=(), opset=17, extra_opsets=()):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), *extra_opsets])
+
+
+def save(model, tmp_path: Path, name="m.onnx") -> Path:
+    path = tmp_path / name
+    onnx.save_model(model, str(path))
+    return path
+
+
+def weight(name, *shape, dtype=np.float32, seed=0):
+    return numpy_helper.from_array(np.random.default_rng(seed).standard_normal(shape).astype(dtype), name)
+
+
+def run(model: onnx.ModelProto, feed: dict) -> list[np.ndarray]:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    copy.ir_version = min(copy.ir_version, 10)
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    return ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, feed)
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def fp16_convnet() -> onnx.ModelProto:
+    """x[1,3,8,8] fp16 -> Conv(8x3x3x3, bias) -> Relu -> Flatten -> Gemm(10x288, transB) -> y[1,10] fp16."""
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", kernel_shape=[3, 3]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Flatten", ["r"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="fc", transB=1)]
+    inits = [weight("w", 8, 3, 3, 3, dtype=np.float16), weight("b", 8, dtype=np.float16, seed=1),
+             weight("fw", 10, 288, dtype=np.float16, seed=2), weight("fb", 10, dtype=np.float16, seed=3)]
+    return build(nodes, [vi("x", F16, [1, 3, 8, 8])], [vi("y", F16, [1, 10])], inits)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fidelity metrics
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_all_zero_original_against_nonzero_result_is_not_identical():
+    # signal 0, noise 4 * 1^2 = 4: SQNR = 10 log10(0 / 4) = -inf, which used to print as "identical".
+    samples = SampleSet(({"x": np.zeros((1, 4), np.float32)},), 1, "synthetic")
+    fidelity = measure([[np.zeros(4, np.float32)]], [[np.ones(4, np.float32)]], samples, None)
+    assert fidelity.sqnr_db == -math.inf
+    assert fidelity.max_abs_error == 1.0
+    assert not fidelity.identical
+    assert fidelity.to_dict()["identical"] is False
+
+
+def test_output_whose_shape_changed_is_left_out_and_counted():
+    # Output 0 (NonZero-like) has 3 rows before and 2 after: not comparable. Output 1 matches exactly.
+    samples = SampleSet(({"x": np.zeros((1, 4), np.float32)},), 1, "synthetic")
+    ref = [[np.ones((3, 2), np.float32), np.array([1.0, 2.0], np.float32)]]
+    out = [[np.ones((2, 2), np.float32), np.array([1.0, 2.0], np.float32)]]
+    fidelity = measure(ref, out, samples, None)
+    assert fidelity.mismatched_outputs == 1
+    assert fidelity.cosine == 1.0 and fidelity.max_abs_error == 0.0
+    assert not fidelity.identical   # one output differs in shape, so the models are not identical
+    data = fidelity.to_dict()
+    assert data["mismatched_outputs"] == 1 and data["identical"] is False
+
+
+def test_int8_quantization_changing_a_nonzero_count_reports_fidelity(tmp_path, capsys):
+    # x -> NonZero (data-dependent row count) and x -> MatMul(8x4). int8 QDQ on x rounds small values to 0,
+    # so NonZero's output can change shape; this used to crash with "operands could not be broadcast".
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("Transpose", ["nz"], ["nzt"]),
+             helper.make_node("MatMul", ["x", "w"], ["y"])]
+    model = build(nodes, [vi("x", F, [2, 8])], [vi("nzt", TensorProto.INT64, None), vi("y", F, [2, 4])],
+                  [weight("w", 8, 4)])
+    # Calibration range max |x| = 10: scale 10/127 ~ 0.079, so the 0.001 entries quantize to 0 and NonZero
+    # finds 16 - 3 = 13 entries instead of 16 in every sample.
+    x = np.ones((4, 2, 8), np.float32)
+    x[:, 0, 0] = 10.0
+    x[:, 1, :3] = 0.001
+    np.savez(tmp_path / "calib.npz", x=x)
+    code, out, err = cli(capsys, "quantize", save(model, tmp_path), "--mode", "int8", "-o", tmp_path / "q.onnx",
+                         "--calib", tmp_path / "calib.npz", "--json")
+    assert code == 0, err
+    fidelity = json.loads(out)["fidelity"]
+    assert fidelity["mismatched_outputs"] == 1
+    assert fidelity["identical"] is False and fidelity["cosine"] > 0.99
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models the passes used to crash on
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_scalar_input_model_goes_through_the_passes(tmp_path, capsys):
+    # y = x * 2 with x a scalar (shape []): counting samples took len() of a 0-d array.
+    model = build([helper.make_node("Mul", ["x", "c"], ["y"])], [vi("x", F, [])], [vi("y", F, [])],
+                  [numpy_helper.from_array(np.array(2.0, np.float32), "c")])
+    path = save(model, tmp_path)
+    code, out, err = cli(capsys, "fuse", path, "-o", tmp_path / "f.onnx", "--json")
+    assert code == 0, err
+    assert json.loads(out)["fidelity"]["identical"] is True
+    code, out, err = cli(capsys, "quantize", path, "--mode", "int8", "-o", tmp_path / "q.onnx", "--json")
+    assert code == 0, err
+    assert json.loads(out)["fidelity"]["samples"] == 16
+
+
+def test_graph_stored_out_of_order_is_sorted_by_the_passes(tmp_path, capsys):
+    # File order m2, r, m1 (onnxruntime accepts it); the fused result must pass onnx.checker.
+    nodes = [helper.make_node("MatMul", ["b", "w2"], ["y"], name="m2"), helper.make_node("Relu", ["a"], ["b"], name="r"),
+             helper.make_node("MatMul", ["x", "w1"], ["a"], name="m1")]
+    model = build(nodes, [vi("x", F, [1, 8])], [vi("y", F, [1, 4])], [weight("w1", 8, 8), weight("w2", 8, 4, seed=1)])
+    path = save(model, tmp_path)
+    code, out, err = cli(capsys, "fuse", path, "-o", tmp_path / "f.onnx", "--json")
+    assert code == 0, err
+    fused = onnx.load(str(tmp_path / "f.onnx"))
+    onnx.checker.check_model(fused)
+    assert [n.name for n in fused.graph.node] == ["m1", "r", "m2"]
+    assert json.loads(out)["fidelity"]["identical"] is True
+    assert [n.name for n in onnx.load(str(path)).graph.node] == ["m2", "r", "m1"]   # the input file is untouched
+
+
+def test_model_onnxruntime_cannot_load_is_a_one_line_error(tmp_path, capsys):
+    # A made-up domain op: edgefit analyses it (with an unknown), but fidelity needs onnxruntime to run it.
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["a"]), helper.make_node("Frobnicate", ["a"], ["y"], domain="com.acme")]
+    model = build(nodes, [vi("x", F, [1, 4])], [vi("y", F, [1, 4])], [weight("w", 4, 4)],
+                  extra_opsets=[helper.make_opsetid("com.acme", 1)])
+    code, out, err = cli(capsys, "fuse", save(model, tmp_path), "-o", tmp_path / "f.onnx")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("error: onnxruntime cannot load the original model") and "Frobnicate" in err
+    assert not (tmp_path / "f.onnx").exists()
+
+
+def test_model_onnxruntime_cannot_run_is_a_one_line_error(tmp_path, capsys):
+    # Dilated Conv with auto_pad SAME_UPPER: valid ONNX, but onnxruntime's CPU Conv refuses it at run time.
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], dilations=[2, 2], auto_pad="SAME_UPPER")]
+    model = build(nodes, [vi("x", F, [1, 2, 8, 8])], [vi("y", F, [1, 2, 8, 8])], [weight("w", 2, 2, 3, 3)])
+    code, out, err = cli(capsys, "fuse", save(model, tmp_path), "-o", tmp_path / "f.onnx")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("error: onnxruntime cannot run the original model on the fidelity inputs")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# float16 models
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["int8", "dynamic"])
+def test_float16_model_quantizes_to_a_runnable_model_with_float16_io(tmp_path, capsys, mode):
+    # onnxruntime's quantizer writes float32 scales: on an fp16 model its DequantizeLinear fed fp16 ops and the
+    # result was invalid ("Type 'tensor(float16)' of input parameter (w_scale) ... is invalid").
+    model = fp16_convnet()
+    code, out, err = cli(capsys, "quantize", save(model, tmp_path), "--mode", mode, "-o", tmp_path / "q.onnx", "--json")
+    assert code == 0, err
+    result = onnx.load(str(tmp_path / "q.onnx"))
+    assert [i.type.tensor_type.elem_type for i in result.graph.input] == [F16]
+    assert [o.type.tensor_type.elem_type for o in result.graph.output] == [F16]
+    assert TensorProto.INT8 in {t.data_type for t in result.graph.initializer}
+    x = np.random.default_rng(5).standard_normal((1, 3, 8, 8)).astype(np.float16)
+    (expected,), (got,) = run(model, {"x": x}), run(result, {"x": x})
+    assert got.dtype == np.float16 and got.shape == (1, 10)
+    assert np.abs(got.astype(np.float32) - expected).max() < 0.05 * np.abs(expected).max()
+    data = json.loads(out)
+    assert any("float16 model" in note for note in data["passes"][-1]["stats"]["notes"])
+    assert data["fidelity"]["cosine"] > 0.99
+
+
+def test_fp16_conversion_keeps_outputs_that_are_inputs_or_weights(tmp_path):
+    # Outputs: y = (x @ w) @ w, x itself, and the weight w. The converter used to add a Cast defining 'x' / 'w'
+    # a second time ("node 'm1' reads 'graph_output_cast_1', which nothing produces").
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["a"], name="m1"), helper.make_node("MatMul", ["a", "w"], ["y"], name="m2")]
+    model = build(nodes, [vi("x", F, [1, 8])], [vi("y", F, [1, 8]), vi("x", F, [1, 8]), vi("w", F, [8, 8])],
+                  [weight("w", 8, 8)])
+    result = quantize(model, "fp16").model
+    onnx.checker.check_model(result)
+    assert [o.name for o in result.graph.output] == ["y", "x", "w"]
+    x = np.random.default_rng(1).standard_normal((1, 8)).astype(np.float32)
+    expected, got = run(model, {"x": x}), run(result, {"x": x})
+    assert np.array_equal(got[1], x)                                   # passed straight through
+    assert got[2].dtype == np.float32 and np.allclose(got[2], expected[2], rtol=1e-3, atol=1e-3)  # fp16-rounded
+    assert np.allclose(got[0], expected[0], rtol=1e-2, atol=1e-2)
+
+
+def test_fp16_conversion_of_a_model_without_nodes(tmp_path):
+    model = build([], [vi("x", F, [1, 4])], [vi("x", F, [1, 4])])
+    result = quantize(model, "fp16").model
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    assert np.array_equal(run(result, {"x": x})[0], x)
+
+
+def test_fp16_conversion_leaves_optional_values_runnable():
+    # Optional(x) -> OptionalGetElement: the converter retyped the element but not optional(tensor(float)).
+    nodes = [helper.make_node("Optional", ["x"], ["o"]), helper.make_node("OptionalGetElement", ["o"], ["y"])]
+    model = build(nodes, [vi("x", F, [2, 8])], [vi("y", F, [2, 8])], opset=18)
+    result = quantize(model, "fp16").model
+    x = np.ones((2, 8), np.float32)
+    assert np.array_equal(run(result, {"x": x})[0], x)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Names that look like rich markup or emoji codes
+# ---------------------------------------------------------------------------------------------------------------
+
+def markup_model() -> onnx.ModelProto:
+    nodes = [helper.make_node("Conv", ["x[bold]", "w[/]"], ["c[/red]"], kernel_shape=[3, 3], name="conv[/]:x:"),
+             helper.make_node("Relu", ["c[/red]"], ["y:smile:"], name="relu[red]")]
+    return build(nodes, [vi("x[bold]", F, [1, 3, 5, 5])], [vi("y:smile:", F, [1, 4, 3, 3])], [weight("w[/]", 4, 3, 3, 3)])
+
+
+def test_names_with_markup_characters_print_literally(tmp_path, capsys):
+    # '[/]' in a node name raised rich.errors.MarkupError (a traceback); ':x:' printed as an emoji.
+    code, out, err = cli(capsys, "analyze", save(markup_model(), tmp_path, "m[v2].onnx"), "--per-layer")
+    assert code == 0, err
+    assert "conv[/]:x:" in out and "relu[red]" in out and "c[/red]" in out and "m[v2].onnx" in out
+
+
+def test_error_message_with_an_emoji_code_prints_literally(tmp_path, capsys):
+    # Structured pruning refuses: the conv's channels reach the graph output. The message names both.
+    code, out, err = cli(capsys, "prune", save(markup_model(), tmp_path), "--structured", "-o", tmp_path / "p.onnx")
+    assert code == 2
+    assert "conv[/]:x:" in err and "'y:smile:'" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_pass_report_with_markup_names_prints(tmp_path, capsys):
+    code, out, err = cli(capsys, "prune", save(markup_model(), tmp_path), "-o", tmp_path / "p[1].onnx")
+    assert code == 0, err
+    assert "conv[/]:x:" in out and "p[1].onnx" in out
+
+
+def test_int8_quantization_of_a_passthrough_model_prints_nothing_on_stderr(tmp_path, capfd):
+    # y = x: onnxruntime's calibration session logged "[W:onnxruntime ...] Removing initializer" to stderr.
+    model = build([], [vi("x", F, [1, 4])], [vi("x", F, [1, 4])])
+    assert main(["quantize", str(save(model, tmp_path)), "--mode", "int8", "-o", str(tmp_path / "q.onnx"),
+                 "--json"]) == 0
+    captured = capfd.readouterr()
+    assert captured.err == ""
+    assert json.loads(captured.out)["fidelity"]["identical"] is True
