@@ -152,7 +152,9 @@ class _Numbered:
                 names.append(name)
         self.inputs = list(range(len(names)))
         writes: list[list[int]] = []
-        for step in steps:
+        producer = [-1] * len(names)   # tensor -> the step writing it (-1: a graph input)
+        self.all_sized = True          # every tensor a step reads or writes has a size (and so a number)
+        for i, step in enumerate(steps):
             numbered = []
             for name in step.writes:
                 if name in sizes:
@@ -160,11 +162,15 @@ class _Numbered:
                     if k is None:
                         k = ids[name] = len(names)
                         names.append(name)
+                        producer.append(i)
                     numbered.append(k)
+                else:
+                    self.all_sized = False
             writes.append(numbered)
         get = ids.get
         # Distinct reads only: a node reading a tensor twice frees or needs it once.
         self.reads = [list({k for k in map(get, step.reads) if k is not None}) for step in steps]
+        self.producer = producer
         self.writes = writes
         self.ids, self.names = ids, names
         self.sizes = sizes
@@ -261,20 +267,24 @@ class _Numbered:
 
     def memory_aware_order(self, max_candidates: int) -> list[int]:
         steps = self.steps
-        producers: dict[str, int] = {}
-        for i, step in enumerate(steps):
-            for name in step.writes:
-                producers.setdefault(name, i)
         dependents: list[list[int]] = [[] for _ in steps]
         waiting = [0] * len(steps)
-        get = producers.get
-        for i, step in enumerate(steps):
-            deps = set(map(get, step.reads))
-            deps.discard(None)
+        if self.all_sized:   # every dependency runs through a numbered tensor
+            producer = self.producer
+            step_reads = [[producer[k] for k in reads] for reads in self.reads]
+        else:
+            producers: dict[str, int] = {}
+            for i, step in enumerate(steps):
+                for name in step.writes:
+                    producers.setdefault(name, i)
+            step_reads = [[producers.get(name, -1) for name in step.reads] for step in steps]
+        for i, sources in enumerate(step_reads):
+            deps = set(sources)
+            deps.discard(-1)
             deps.discard(i)
             waiting[i] = len(deps)
-            for producer in deps:
-                dependents[producer].append(i)
+            for source in deps:
+                dependents[source].append(i)
         remaining = [0] * len(self.names)   # tensor -> steps still to read it
         for reads in self.reads:
             for k in reads:
@@ -379,7 +389,9 @@ def plan_steps(steps: Sequence[Step], sizes: dict[str, tuple[int, str, int]], gr
     file_order = list(range(len(steps)))
     best_order = file_order
     file_size, best_plan = numbered.arena(file_order, alignment)
-    if not numbered.file_order_is_only_order():
+    bound = numbered.lower_bound()
+    # No order can beat one that reaches the bound, and a file order that is the only order has no rival.
+    if file_size > bound and not numbered.file_order_is_only_order():
         order = numbered.memory_aware_order(max_candidates)
         # Placing buffers costs far more than summing live bytes, and no placement beats the bytes live at once:
         # plan the new order only when that bound leaves it a chance (and never the same order twice).
@@ -388,7 +400,7 @@ def plan_steps(steps: Sequence[Step], sizes: dict[str, tuple[int, str, int]], gr
             if size < file_size:
                 best_order, best_plan = order, plan
     buffers, arena = best_plan()
-    return GraphPlan(best_order, buffers, arena, file_size, numbered.lower_bound(),
+    return GraphPlan(best_order, buffers, arena, file_size, bound,
                      functools.partial(numbered.shared_buffers, best_order))
 
 
@@ -410,4 +422,6 @@ def memory_aware_order(steps: Sequence[Step], sizes: dict[str, tuple[int, str, i
     An exact minimum-peak schedule is NP-hard; this greedy list scheduler is what memory-aware
     compilers use as a first pass and is linear enough for graphs with tens of thousands of nodes.
     """
-    return _Numbered(steps, sizes, list(sizes), graph_outputs).memory_aware_order(max_candidates)
+    written = {name for step in steps for name in step.writes}
+    graph_inputs = [name for name in sizes if name not in written]
+    return _Numbered(steps, sizes, graph_inputs, graph_outputs).memory_aware_order(max_candidates)
