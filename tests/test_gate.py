@@ -10,6 +10,7 @@ import pytest
 from test_check import dense_model
 
 from edgefit.check import load_gate_config, run_gate
+from edgefit.devices import BUILTIN_PROFILES_DIR
 from edgefit.cli import main
 from edgefit.errors import ConfigError
 
@@ -227,7 +228,7 @@ def test_config_errors_exit_2(project, capsys):
 
 def test_custom_profiles_dir_in_config(project):
     (project / "boards").mkdir()
-    builtin = (REPO / "profiles" / "esp32.toml").read_text()
+    builtin = (BUILTIN_PROFILES_DIR / "esp32.toml").read_text()
     (project / "boards" / "my-board.toml").write_text(
         builtin.replace('name = "esp32"', 'name = "my-board"').replace(
             'aliases = ["esp32-wroom-32", "esp32-devkitc"]', "aliases = []"))

@@ -118,7 +118,9 @@ def test_target_int8_ops_keep_other_ops_float(tmp_path, samples, monkeypatch):
 
     from edgefit.cli import main
 
-    lines = (samples.parent / "profiles" / "esp32.toml").read_text().splitlines()
+    from edgefit.devices import BUILTIN_PROFILES_DIR
+
+    lines = (BUILTIN_PROFILES_DIR / "esp32.toml").read_text().splitlines()
     profile = []
     for line in lines:
         if line.startswith("name ="):

@@ -1,7 +1,8 @@
 """Device profiles: one TOML file per device, validated into frozen DeviceProfile objects.
 
 Profiles are looked up along a search path: directories given with `--profiles-dir`, then those in the
-EDGEFIT_PROFILES environment variable (os.pathsep-separated), then the built-in `profiles/` directory.
+EDGEFIT_PROFILES environment variable (os.pathsep-separated), then the built-in `edgefit/profiles/` directory
+(package data, so installed wheels carry it).
 A profile in an earlier directory shadows a later one of the same name, so users can override built-ins.
 """
 
@@ -25,7 +26,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # cloud 100-1000 ms incl. a 100-500 ms network round trip, edge 10-100 ms, mobile 5-50 ms, tiny 1-10 ms).
 TIER_LATENCY_BUDGET_S = {"cloud": 1.0, "edge": 0.100, "mobile": 0.050, "tiny": 0.010}
 
-BUILTIN_PROFILES_DIR = Path(__file__).resolve().parent.parent.parent / "profiles"
+BUILTIN_PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 PROFILES_ENV = "EDGEFIT_PROFILES"
 
 
