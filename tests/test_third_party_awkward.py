@@ -267,3 +267,41 @@ def test_int8_quantization_of_a_passthrough_model_prints_nothing_on_stderr(tmp_p
     captured = capfd.readouterr()
     assert captured.err == ""
     assert json.loads(captured.out)["fidelity"]["identical"] is True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# check: unknown MACs make latency, energy and power at a rate minimums
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_estimate_line_marks_lower_bounds_when_a_loop_trip_count_is_unknown(tmp_path, capsys):
+    # Loop whose trip count is the input value n: MACs unknown, so latency is a lower bound; the estimate line
+    # said "latency 0.127 ms; energy 0.0253 mJ" as if exact while the verdict table said ">= 0.127 ms".
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cin"], ["cout"]), helper.make_node("MatMul", ["s", "w"], ["sout"])], "body",
+        [vi("i", TensorProto.INT64, []), vi("cin", TensorProto.BOOL, []), vi("s", F, [1, 8])],
+        [vi("cout", TensorProto.BOOL, []), vi("sout", F, [1, 8])])
+    model = build([helper.make_node("Loop", ["n", "c", "x"], ["y"], body=body, name="loop")],
+                  [vi("x", F, [1, 8]), vi("n", TensorProto.INT64, [])], [vi("y", F, [1, 8])],
+                  [weight("w", 8, 8), numpy_helper.from_array(np.array(True), "c")])
+    code, out, err = cli(capsys, "check", save(model, tmp_path), "--target", "esp32", "--rate", "1")
+    assert code == 0, err
+    line = " ".join(out.split())
+    assert "latency >= " in line and "energy >= " in line and "average power >= " in line
+    code, out, err = cli(capsys, "check", save(model, tmp_path), "--target", "esp32")
+    line = " ".join(out.split())
+    assert "latency >= " in line and "average power >= " not in line   # back to back: exactly the active power
+
+
+def test_model_digest_sees_weight_and_attribute_changes():
+    model = fp16_convnet()
+    from edgefit.passes.base import model_digest
+
+    same = onnx.ModelProto()
+    same.CopyFrom(model)
+    assert model_digest(same) == model_digest(model)
+    same.graph.initializer[0].raw_data = b"\0" * len(same.graph.initializer[0].raw_data)
+    assert model_digest(same) != model_digest(model)
+    other = onnx.ModelProto()
+    other.CopyFrom(model)
+    other.graph.node[0].attribute[0].ints[0] = 1
+    assert model_digest(other) != model_digest(model)

@@ -48,8 +48,45 @@ def copy_model(model: ModelProto) -> ModelProto:
 
 
 def model_digest(model: ModelProto) -> str:
-    """A hash of the serialized model, to prove a pass left its input alone."""
-    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+    """A hash of the serialized model, to prove a pass left its input alone.
+
+    Piece by piece: protobuf refuses to serialize a message of 2 GiB or more, which a model (or one tensor) with
+    large in-memory weights is; such a message is hashed field by field, its bytes fields directly.
+    """
+    digest = hashlib.sha256()
+
+    def feed(message) -> None:
+        # Containers go field by field; other messages whole unless they hold huge bytes (a failed attempt at
+        # serializing costs as much as a successful one).
+        name = message.DESCRIPTOR.name
+        if name not in ("ModelProto", "GraphProto") and not (name == "TensorProto" and len(message.raw_data) > 2**30):
+            try:
+                digest.update(message.SerializeToString(deterministic=True))
+                return
+            except Exception:  # noqa: BLE001 - google.protobuf.message.EncodeError: 2 GiB or more
+                pass
+        for field, value in message.ListFields():
+            digest.update(field.name.encode())
+            values = value if field.is_repeated else [value]
+            for item in values:
+                if field.message_type is not None:
+                    feed(item)
+                elif isinstance(item, bytes):
+                    digest.update(item)
+                else:
+                    digest.update(repr(item).encode())
+
+    feed(model)
+    return digest.hexdigest()
+
+
+def serialized_size(model) -> int:
+    """The model's (or any message's) size in bytes as one protobuf message; above 2 GiB, at least 2 GiB (protobuf will not
+    measure, let alone write, a message that large and raises instead)."""
+    try:
+        return model.ByteSize()
+    except Exception:  # noqa: BLE001 - google.protobuf.message.EncodeError, by implementation
+        return 2**31
 
 
 def node_label(node: NodeProto) -> str:

@@ -29,7 +29,8 @@ from onnx import ModelProto
 from edgefit.errors import PassError
 from edgefit.fidelity import SampleSet, feed_samples
 from edgefit.model import index_graph, iter_graphs, sort_nodes
-from edgefit.passes.base import PassResult, copy_model, ensure_node_names, has_subgraph, node_label
+from edgefit.passes.base import (PassResult, copy_model, ensure_node_names, has_subgraph, node_label,
+                                 serialized_size)
 
 MODES = ("int8", "dynamic", "fp16")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -268,7 +269,7 @@ def _resolve_exclude(model: ModelProto, exclude: tuple[str, ...]) -> set[str]:
 
 
 def _save(model: ModelProto, path: Path) -> Path:
-    big = model.ByteSize() > _EXTERNAL_ABOVE
+    big = serialized_size(model) > _EXTERNAL_ABOVE
     onnx.save_model(model, str(path), save_as_external_data=big, location=path.name + ".data" if big else None)
     return path
 
@@ -287,7 +288,7 @@ def _preprocess(model: ModelProto, work: Path, notes: list[str]) -> Path:
     target = work / "preprocessed.onnx"
     try:
         quant_pre_process(str(source), str(target), skip_optimization=True,
-                          save_as_external_data=model.ByteSize() > _EXTERNAL_ABOVE)
+                          save_as_external_data=serialized_size(model) > _EXTERNAL_ABOVE)
         return target
     except Exception as error:  # noqa: BLE001 - symbolic shape inference fails on some exotic graphs
         notes.append(f"quantization pre-processing (shape inference) failed and was skipped: "

@@ -142,11 +142,14 @@ def _verdict_table(title: str, verdicts: Sequence[Verdict]) -> Table:
 def _estimate_line(result: TargetResult) -> str:
     est = result.estimate
     rate = "back to back" if est.rate_hz is None else f"{est.rate_hz:g}/s"
+    # Unknown MACs (e.g. a Loop without a known trip count): latency, and with it energy and power, are minimums.
+    at_least = ">= " if est.latency_is_lower_bound else ""
     parts = [
-        f"latency {format_quantity(est.latency_s * 1e3, 'ms')}"
+        f"latency {at_least}{format_quantity(est.latency_s * 1e3, 'ms')}"
         + (f" incl. {format_quantity(est.network_s * 1e3, 'ms')} network round trip" if est.network_s else ""),
-        f"energy {format_quantity(est.energy_j * 1e3, 'mJ')}/inference",
-        f"average power {_power(est.avg_power_w)} at {rate}",
+        f"energy {at_least}{format_quantity(est.energy_j * 1e3, 'mJ')}/inference",
+        # back to back, the device is always busy: average power is the active power whatever the latency
+        f"average power {at_least if est.rate_hz is not None else ''}{_power(est.avg_power_w)} at {rate}",
         f"weights {format_bytes(est.weight_bytes)}, activations {format_bytes(est.activation_bytes)}",
     ]
     if est.battery_life_h is not None:
