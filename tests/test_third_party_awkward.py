@@ -305,3 +305,41 @@ def test_model_digest_sees_weight_and_attribute_changes():
     other.CopyFrom(model)
     other.graph.node[0].attribute[0].ints[0] = 1
     assert model_digest(other) != model_digest(model)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# QDQ models keep their int8 weights through fuse
+# ---------------------------------------------------------------------------------------------------------------
+
+def qdq_conv_model() -> onnx.ModelProto:
+    """x -> Q/DQ (scale 0.02) -> Conv(DQ(int8 8x3x3x3, per-channel scales), DQ(int32 bias)) -> Relu."""
+    rng = np.random.default_rng(0)
+    scales = (rng.random(8) * 0.01 + 0.001).astype(np.float32)
+    inits = [numpy_helper.from_array(rng.integers(-127, 127, (8, 3, 3, 3)).astype(np.int8), "wq"),
+             numpy_helper.from_array(scales, "ws"), numpy_helper.from_array(np.zeros(8, np.int8), "wz"),
+             numpy_helper.from_array(np.array(0.02, np.float32), "xs"),
+             numpy_helper.from_array(np.array(0, np.int8), "xz"),
+             numpy_helper.from_array(rng.integers(-100, 100, 8).astype(np.int32), "bq"),
+             numpy_helper.from_array(scales * 0.02, "bs")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
+             helper.make_node("DequantizeLinear", ["bq", "bs"], ["bd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd", "bd"], ["c"], kernel_shape=[3, 3], name="qconv"),
+             helper.make_node("Relu", ["c"], ["y"])]
+    return build(nodes, [vi("x", F, [1, 3, 8, 8])], [vi("y", F, [1, 8, 6, 6])], inits, opset=13)
+
+
+def test_fuse_keeps_small_quantized_weights_quantized(tmp_path, capsys):
+    # The 8x3x3x3 weight dequantizes to 864 B (< the 1 KiB "keep expanded" limit), so fuse folded its
+    # DequantizeLinear: weight bytes went from int8 216 (+8 zero points +1) to float32 900 and the layer lost
+    # its QDQ pattern (onnxruntime then runs it as a float Conv).
+    code, out, err = cli(capsys, "fuse", save(qdq_conv_model(), tmp_path), "-o", tmp_path / "f.onnx", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    # int8: wq 216 + wz 8 + xz 1 = 225; float32: ws 32 + bs 32 + xs 4 = 68; int32: bq 32
+    assert data["before"]["weight_bytes_by_dtype"] == {"float32": 68, "int8": 225, "int32": 32}
+    assert data["after"]["weight_bytes_by_dtype"] == {"float32": 68, "int8": 225, "int32": 32}
+    assert data["fidelity"]["identical"] is True
+    fused = onnx.load(str(tmp_path / "f.onnx"))
+    assert sum(n.op_type == "DequantizeLinear" for n in fused.graph.node) == 3

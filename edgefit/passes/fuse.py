@@ -28,8 +28,10 @@ the output shape (M, N), which is Gemm's rule for C.
 
 Constant folding evaluates any deterministic default-domain node whose inputs are all constants (with onnx's
 reference evaluator) and stores the result as an initializer; `Constant` nodes become initializers and `Shape`
-of a tensor with a fully static shape becomes a constant. Two folds are held back on purpose: DequantizeLinear
-and widening Cast of a weight larger than 1 KiB, because they are how a model stores weights compactly.
+of a tensor with a fully static shape becomes a constant. Two folds are held back on purpose, because they are
+how a model stores weights compactly: DequantizeLinear of a weight, whatever its size (with it the layer is
+the QDQ pattern a runtime executes as an int8 kernel; folded, even a small depthwise layer would run in
+float), and widening Cast of a weight larger than 1 KiB.
 
 No-ops: Identity; Dropout (inference, mask unused); Reshape whose input already has the static target shape;
 Cast to the type the tensor already has; Cast A->B->A when B holds every value of A exactly; Transpose pairs
@@ -179,6 +181,8 @@ def _constant_outputs(node: NodeProto, editor: GraphEditor, info: SymbolicShapes
     out_bytes = sum(np.asarray(v).nbytes for v in values)
     if out_bytes > _MAX_FOLDED_BYTES:
         return None
+    if node.op_type == "DequantizeLinear":
+        return None   # DequantizeLinear(int8 weight) -> layer is the QDQ pattern runtimes run as an int8 kernel
     if node.op_type in _STORAGE_EXPANDERS and out_bytes > max(input_bytes, _KEEP_EXPANDED_ABOVE_BYTES):
         return None
     return [np.asarray(v) for v in values]
