@@ -562,7 +562,12 @@ def run_gate(config_path: str | Path = "edgefit.toml", profiles_dir: ProfilesDir
     for spec in config.gates:
         key = (spec.model.resolve(), tuple(sorted(spec.input_shapes.items())), tuple(sorted(spec.dims.items())))
         if key not in footprints:
-            footprints[key] = _analyze(spec.model, spec.input_shapes, spec.dims)
+            try:
+                footprints[key] = _analyze(spec.model, spec.input_shapes, spec.dims)
+            except EdgefitError as error:   # say which gate: a config may name many models
+                hint = " (a gate sets it with input_shape = { NAME = [1, 3, 224, 224] })" if (
+                    "--input-shape" in str(error)) else ""
+                raise type(error)(f"{config.path}: gate {spec.name!r}: {error}{hint}") from None
         footprint = footprints[key]
         try:
             profile = find_profile(spec.target, profiles)

@@ -343,3 +343,28 @@ def test_fuse_keeps_small_quantized_weights_quantized(tmp_path, capsys):
     assert data["fidelity"]["identical"] is True
     fused = onnx.load(str(tmp_path / "f.onnx"))
     assert sum(n.op_type == "DequantizeLinear" for n in fused.graph.node) == 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# gate
+# ---------------------------------------------------------------------------------------------------------------
+
+def relu_model(shape) -> onnx.ModelProto:
+    return build([helper.make_node("Relu", ["x"], ["y"])], [vi("x", F, shape)], [vi("y", F, shape)])
+
+
+def test_gate_on_a_model_without_input_shape_names_the_gate(tmp_path, capsys):
+    save(relu_model(None), tmp_path, "noshape.onnx")
+    (tmp_path / "edgefit.toml").write_text('[[gate]]\nname = "kws"\nmodel = "noshape.onnx"\ntarget = "esp32"\n')
+    code, out, err = cli(capsys, "gate", "--config", tmp_path / "edgefit.toml")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "gate 'kws': input 'x' has no declared shape" in err and "input_shape = {" in err
+
+
+def test_gate_name_with_brackets_prints_literally(tmp_path, capsys):
+    save(relu_model([1, 4]), tmp_path, "m.onnx")
+    (tmp_path / "edgefit.toml").write_text('[[gate]]\nname = "kws [v2]"\nmodel = "m.onnx"\ntarget = "esp32"\n')
+    code, out, err = cli(capsys, "gate", "--config", tmp_path / "edgefit.toml")
+    assert code == 0, err
+    assert "kws [v2]" in out

@@ -235,7 +235,7 @@ def render_gate(console: Console, report: GateReport) -> None:
         mark = "passed" if result.passed else "FAILED"
         title = (f"{mark}: {result.spec.name}, {result.target.profile.name} at {result.target.estimate.precision} "
                  f"({result.spec.model_label})")
-        console.print(_verdict_table(title, result.verdicts))
+        console.print(_verdict_table(escape(title), result.verdicts))   # names and paths are the user's
     for result in report.failed:
         for v in result.verdicts:
             if not v.ok:
