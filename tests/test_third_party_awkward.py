@@ -368,3 +368,24 @@ def test_gate_name_with_brackets_prints_literally(tmp_path, capsys):
     code, out, err = cli(capsys, "gate", "--config", tmp_path / "edgefit.toml")
     assert code == 0, err
     assert "kws [v2]" in out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# External data belongs to the input
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_pass_output_over_the_inputs_external_data_file_is_refused(tmp_path, capsys):
+    # `edgefit fuse model.onnx -o w.bin` replaced the weights file the input model reads: the input was destroyed.
+    model = build([helper.make_node("MatMul", ["x", "w"], ["y"])], [vi("x", F, [1, 8])], [vi("y", F, [1, 4])],
+                  [weight("w", 8, 4)])
+    (tmp_path / "sub").mkdir()
+    onnx.save_model(model, str(tmp_path / "m.onnx"), save_as_external_data=True, location="sub/w.bin",
+                    size_threshold=0)
+    before = (tmp_path / "sub" / "w.bin").read_bytes()
+    code, out, err = cli(capsys, "fuse", tmp_path / "m.onnx", "-o", tmp_path / "sub" / "w.bin", "--force")
+    assert code == 2
+    assert err.startswith("error: refusing to write") and "external data" in err
+    assert (tmp_path / "sub" / "w.bin").read_bytes() == before
+    code, out, err = cli(capsys, "fuse", tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--json")
+    assert code == 0, err
+    assert json.loads(out)["fidelity"]["identical"] is True

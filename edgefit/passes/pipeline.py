@@ -172,6 +172,22 @@ def _topologically_sorted(model: ModelProto) -> ModelProto:
     return ordered
 
 
+def _refuse_external_data_overwrite(source: Path, target: Path, force: bool) -> None:
+    """The input model's external data files are part of the input: never write the result (or the .data file
+    a result above 2 GiB gets) over one of them, even with --force, which is about the model file itself."""
+    import onnx
+
+    from edgefit.model import iter_tensors
+
+    metadata = onnx.load(str(source), load_external_data=False)
+    data_files = {(source.parent / entry.value).resolve() for tensor in iter_tensors(metadata.graph)
+                  for entry in tensor.external_data if entry.key == "location"}
+    for written in (target, target.with_name(target.name + ".data")):
+        if written.resolve() in data_files and written.resolve() != source.resolve():
+            raise ModelError(f"refusing to write {written}: it holds external data of the input model {source}; "
+                             "choose another -o")
+
+
 @dataclass(frozen=True)
 class OptimizeReport:
     """Everything one optimisation command reports: footprints before and after, each pass, final fidelity."""
@@ -207,6 +223,8 @@ def optimize_file(input_path: str | Path, output_path: str | Path, passes: str |
     source, target = Path(input_path), Path(output_path)
     refuse_overwrite(source, target, force)   # before any work, not only at save time
     loaded = load_model(source, load_weights=True)
+    if loaded.has_external_data:
+        _refuse_external_data_overwrite(source, target, force)
     if calib_path is not None:   # read here, against the model loaded once, rather than by the caller
         options = dataclasses.replace(options, calibration=load_samples(calib_path, loaded.proto))
     before = analyze(loaded, options.input_shapes, options.dims)
