@@ -111,15 +111,35 @@ def analyze(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the app; EdgefitError becomes one line on stderr and exit 2. Returns the exit code."""
+    """Run the app; EdgefitError and command-line usage errors become one line on stderr and exit 2.
+    Returns the exit code."""
+    try:   # typer >= 0.20 vendors click as typer._click; older typer uses click itself
+        from typer._click import exceptions as click
+    except ImportError:
+        from click import exceptions as click
+
     try:
-        app(args=argv, prog_name="edgefit")   # standalone mode: usage errors exit 2, typer.Exit(n) exits n
+        # Not standalone: click's usage errors (unknown option, value out of range, missing argument) reach us
+        # instead of printing a multi-line usage panel; typer.Exit(n) comes back as n.
+        result = app(args=argv, prog_name="edgefit", standalone_mode=False)
     except EdgefitError as error:
         err_console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
         return EXIT_USAGE
+    except click.NoArgsIsHelpError as help_request:   # `edgefit` or `edgefit check` alone: the help
+        text = help_request.format_message()   # typer's rich help prints itself while being formatted
+        if text.strip():
+            sys.stderr.write(text + "\n")
+        return EXIT_USAGE
+    except click.ClickException as error:
+        where = f" (see '{error.ctx.command_path} --help')" if getattr(error, "ctx", None) is not None else ""
+        err_console.print(f"[bold red]error:[/] {escape(error.format_message())}{escape(where)}", soft_wrap=True)
+        return EXIT_USAGE if isinstance(error, click.UsageError) else error.exit_code
+    except click.Abort:
+        err_console.print("[bold red]error:[/] aborted", soft_wrap=True)
+        return 1
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else (EXIT_OK if exit_.code is None else EXIT_USAGE)
-    return EXIT_OK
+    return result if isinstance(result, int) else EXIT_OK
 
 
 def run() -> None:

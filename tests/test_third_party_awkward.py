@@ -389,3 +389,36 @@ def test_pass_output_over_the_inputs_external_data_file_is_refused(tmp_path, cap
     code, out, err = cli(capsys, "fuse", tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--json")
     assert code == 0, err
     assert json.loads(out)["fidelity"]["identical"] is True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command-line usage errors are one line too
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, mentions", [
+    (["analyze", "--bogus", "m.onnx"], "No such option: --bogus"),
+    (["analyze"], "Missing argument 'model'"),
+    (["check", "m.onnx", "--precision", "int4"], "'int4' is not one of"),
+    (["prune", "m.onnx", "--sparsity", "1.5"], "--sparsity"),
+    (["analyze", "m.onnx", "--top", "abc"], "--top"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+])
+def test_usage_errors_are_one_line_with_exit_2(tmp_path, capsys, monkeypatch, args, mentions):
+    # typer printed a multi-line "Usage: ... ╭─ Error ─╮" panel for these.
+    monkeypatch.chdir(tmp_path)
+    save(relu_model([1, 4]), tmp_path)
+    code, out, err = cli(capsys, *args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and mentions in lines[0], err
+    assert "--help" in lines[0]
+
+
+def test_help_and_exit_codes_survive_the_usage_error_handling(tmp_path, capsys):
+    code, out, err = cli(capsys, "analyze", "--help")
+    assert code == 0 and "--per-layer" in out
+    path = save(relu_model([1, 4]), tmp_path)
+    assert cli(capsys, "check", path, "--target", "esp32")[0] == 0
+    big = build([helper.make_node("MatMul", ["x", "w"], ["y"])], [vi("x", F, [1, 64])], [vi("y", F, [1, 64])],
+                [weight("w", 64, 64)])   # 16 KiB of weights: over the Arduino Uno's 32 KB flash with its runtime
+    assert cli(capsys, "check", save(big, tmp_path, "big.onnx"), "--target", "arduino-uno")[0] == 1
