@@ -55,8 +55,9 @@ class Fidelity:
     top1_agreement: float | None      # None: no classifier-shaped output
     accuracy_before: float | None     # None: no labels
     accuracy_after: float | None
-    # Outputs whose shape differs from the original's (data-dependent ops such as NonZero): they cannot be
-    # compared element by element and are left out of cosine / SQNR / max abs error.
+    # Outputs that differ from the original's in a way cosine / SQNR / max abs error cannot measure, and are
+    # left out of them: a changed shape (data-dependent ops such as NonZero) or, for integer and bool outputs
+    # (ArgMax labels, masks, indices), any changed value.
     mismatched_outputs: int = 0
 
     @property
@@ -280,6 +281,8 @@ def measure(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]
             elif np.issubdtype(np.asarray(r).dtype, np.floating):
                 ref_flat.append(np.asarray(r, dtype=np.float64).reshape(-1))
                 out_flat.append(np.asarray(o, dtype=np.float64).reshape(-1))
+            elif not np.array_equal(np.asarray(r), np.asarray(o)):   # labels, indices, masks: equal or not
+                mismatched.add(k)
     ref_all = np.concatenate(ref_flat) if ref_flat else np.zeros(0)
     out_all = np.concatenate(out_flat) if out_flat else np.zeros(0)
     noise = float(np.sum((ref_all - out_all) ** 2))

@@ -422,3 +422,13 @@ def test_help_and_exit_codes_survive_the_usage_error_handling(tmp_path, capsys):
     big = build([helper.make_node("MatMul", ["x", "w"], ["y"])], [vi("x", F, [1, 64])], [vi("y", F, [1, 64])],
                 [weight("w", 64, 64)])   # 16 KiB of weights: over the Arduino Uno's 32 KB flash with its runtime
     assert cli(capsys, "check", save(big, tmp_path, "big.onnx"), "--target", "arduino-uno")[0] == 1
+
+
+def test_changed_integer_output_is_not_identical():
+    # An ArgMax label output (int64) changes from [1, 2] to [1, 3]: integer outputs were skipped entirely, so
+    # with no float output left the result read "identical".
+    samples = SampleSet(({"x": np.zeros((2, 4), np.float32)},), 2, "synthetic")
+    fidelity = measure([[np.array([1, 2], np.int64)]], [[np.array([1, 3], np.int64)]], samples, None)
+    assert fidelity.mismatched_outputs == 1 and not fidelity.identical
+    same = measure([[np.array([1, 2], np.int64)]], [[np.array([1, 2], np.int64)]], samples, None)
+    assert same.mismatched_outputs == 0 and same.identical
