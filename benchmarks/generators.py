@@ -47,16 +47,14 @@ LLAMA_7B = DecoderConfig()
 
 
 def decoder_params(cfg: DecoderConfig) -> int:
-    """Parameters of the generated decoder: LLaMA's count, plus the one shared attention-scale scalar.
+    """Parameters of the generated decoder, LLaMA's count (6,738,415,616 for LLaMA-7B).
 
-    embedding V*H + per layer (4 H^2 attention + 3 H F SwiGLU + 2 H RMSNorm scales) + final norm H + lm_head H*V
-    + 1 (the float scalar 1/sqrt(head_dim) that every layer's attention Mul reads: a float constant a computing
-    node consumes, so a parameter by edgefit's definition).
-    LLaMA-7B: 6,738,415,616 + 1.
+    embedding V*H + per layer (4 H^2 attention + 3 H F SwiGLU + 2 H RMSNorm scales) + final norm H + lm_head H*V.
+    The float scalar 1/sqrt(head_dim) every layer's attention Mul reads is a hyperparameter, not a parameter.
     """
     h, f, v = cfg.hidden, cfg.ffn, cfg.vocab
     per_layer = 4 * h * h + 3 * h * f + 2 * h
-    return v * h + cfg.layers * per_layer + h + h * v + 1
+    return v * h + cfg.layers * per_layer + h + h * v
 
 
 def decoder_node_count(cfg: DecoderConfig) -> int:

@@ -258,6 +258,15 @@ def metadata_only_copy(proto: ModelProto, order: list[int] | None = None) -> Mod
     return light
 
 
+def serialized_size(message) -> int:
+    """A message's size in bytes as one protobuf; at least 2 GiB when it is that large (protobuf will not measure,
+    let alone write, such a message: recent releases raise instead of answering)."""
+    try:
+        return message.ByteSize()
+    except Exception:  # noqa: BLE001 - google.protobuf.message.EncodeError, by implementation
+        return 2**31
+
+
 def refuse_overwrite(input_path: str | os.PathLike, out_path: str | os.PathLike, force: bool) -> None:
     """The input model is never written unless the user insists."""
     if Path(out_path).resolve() == Path(input_path).resolve() and not force:
@@ -277,7 +286,7 @@ def save_model(proto: ModelProto, out_path: str | os.PathLike, *, input_path: st
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        if proto.ByteSize() > _PROTOBUF_LIMIT - 2**20:
+        if serialized_size(proto) > _PROTOBUF_LIMIT - 2**20:
             data_name = out.name + ".data"
             tmp_data = out.parent / f".{data_name}.tmp"
             onnx.save_model(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,

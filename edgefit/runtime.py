@@ -8,6 +8,8 @@ from pathlib import Path
 
 from onnx import ModelProto
 
+from edgefit.model import serialized_size
+
 _IR_TOO_NEW = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
 # Protobuf cannot serialize a message over 2 GiB, so larger models go to onnxruntime as a file + external data.
 _SERIALIZE_LIMIT = 2**31 - 2**24
@@ -40,7 +42,7 @@ def _open(proto: ModelProto, optimize: bool):
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     providers = ["CPUExecutionProvider"]
-    if proto.ByteSize() < _SERIALIZE_LIMIT:
+    if serialized_size(proto) < _SERIALIZE_LIMIT:
         return ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
     import onnx
 

@@ -747,3 +747,58 @@ def test_loop_trip_count_from_input_values_stays_unknown():
     loop = next(layer for layer in fp.layers if layer.op_type == "Loop")
     assert loop.macs is None
     assert any("trip count unknown" in reason for reason in fp.unknowns)
+
+
+# --- What counts as a parameter ------------------------------------------------------------------------------------
+
+def test_tied_embedding_read_through_transpose_is_counted_once(tmp_path):
+    # E [100, 16] feeds Gather (embedding) and, transposed, the LM head MatMul: one stored table.
+    # params 1600, weight bytes 6400; MACs: [1, 5, 16] x [16, 100] = 5 * 16 * 100 = 8000.
+    nodes = [helper.make_node("Gather", ["E", "ids"], ["h"], name="embed"),
+             helper.make_node("Transpose", ["E"], ["Et"], perm=[1, 0]),
+             helper.make_node("MatMul", ["h", "Et"], ["logits"], name="lm_head")]
+    graph = helper.make_graph(nodes, "g", [vi("ids", I64, [1, 5])], [vi("logits", F, None)],
+                              [const("E", np.ones((100, 16), np.float32))])
+    fp = edgefit.analyze(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert (fp.params, fp.weight_bytes, fp.macs) == (1600, 6400, 8000)
+    assert [layer.params for layer in fp.layers] == [1600, 0]
+
+
+def test_constant_node_weight_read_directly_and_through_identity_is_counted_once():
+    # One 8x8 Constant read by Gemm and, through Identity, by MatMul: 64 params, 256 bytes.
+    nodes = [helper.make_node("Constant", [], ["W"], value=const("Wv", np.ones((8, 8), np.float32))),
+             helper.make_node("Identity", ["W"], ["W2"]),
+             helper.make_node("Gemm", ["x", "W"], ["a"]), helper.make_node("MatMul", ["a", "W2"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [vi("x", F, [1, 8])], [vi("y", F, None)])
+    fp = edgefit.analyze(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert (fp.params, fp.weight_bytes) == (64, 256)
+
+
+def test_configuration_constants_are_stored_but_not_parameters():
+    # Conv weight 4x3x3x3 = 108 and MatMul weight 8x4 = 32 are parameters (140). Clip bounds (2 floats), Pad's
+    # value (1 float), Resize scales (4 floats), Dropout's ratio (1 float), a LayerNorm-style epsilon added as a
+    # scalar (1 float) and the int64 pads (8) are configuration: stored (4 * (140 + 2 + 1 + 4 + 1 + 1) + 8 * 8 =
+    # 660 bytes), not parameters.
+    f32 = lambda name, value: const(name, np.array(value, np.float32))  # noqa: E731
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3]),
+             helper.make_node("Clip", ["c", "lo", "hi"], ["r6"]),
+             helper.make_node("Pad", ["r6", "pads", "pv"], ["p"], mode="constant"),
+             helper.make_node("Resize", ["p", "", "scales"], ["y"], mode="nearest"),
+             helper.make_node("MatMul", ["v", "mw"], ["m"]), helper.make_node("Dropout", ["m", "ratio"], ["d"]),
+             helper.make_node("Add", ["d", "eps"], ["z"])]
+    weights = [f32("w", np.ones((4, 3, 3, 3))), f32("lo", 0.0), f32("hi", 6.0),
+               const("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)), f32("pv", 0.0),
+               f32("scales", [1, 1, 2, 2]), f32("mw", np.ones((8, 4))), f32("ratio", 0.5), f32("eps", 1e-5)]
+    graph = helper.make_graph(nodes, "g", [vi("x", F, [1, 3, 5, 5]), vi("v", F, [1, 8])],
+                              [vi("y", F, None), vi("z", F, None)], weights)
+    fp = edgefit.analyze(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert fp.params == 140 and fp.params_by_dtype == {"float32": 140}
+    assert fp.weight_bytes == 660 and fp.weight_bytes_by_dtype == {"float32": 596, "int64": 64}
+
+
+def test_a_learned_bias_vector_in_an_add_is_a_parameter():
+    # Only one-value constants of elementwise ops are taken for hyperparameters: a [4] bias is learned.
+    nodes = [helper.make_node("Add", ["x", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [vi("x", F, [1, 4])], [vi("y", F, None)],
+                              [const("b", np.ones(4, np.float32))])
+    assert edgefit.analyze(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])).params == 4

@@ -31,9 +31,9 @@ def _bytes_read() -> int | None:
 
 
 def test_decoder_params_analytic():
-    assert generators.decoder_params(generators.LLAMA_7B) == 6_738_415_616 + 1   # LLaMA-7B + the shared scale
+    assert generators.decoder_params(generators.LLAMA_7B) == 6_738_415_616   # LLaMA-7B as published
     h, f, v = SMALL.hidden, SMALL.ffn, SMALL.vocab
-    assert generators.decoder_params(SMALL) == v * h + 2 * (4 * h * h + 3 * h * f + 2 * h) + h + h * v + 1
+    assert generators.decoder_params(SMALL) == v * h + 2 * (4 * h * h + 3 * h * f + 2 * h) + h + h * v
 
 
 def test_small_decoder_sparse_external_data_never_read(tmp_path, monkeypatch):
@@ -60,7 +60,8 @@ def test_small_decoder_sparse_external_data_never_read(tmp_path, monkeypatch):
     after = _bytes_read()
 
     assert fp.params == generators.decoder_params(SMALL)
-    assert fp.weight_bytes == 4 * fp.params + 8 * (4 + 3)   # + the two int64 Reshape shapes (not parameters)
+    # + the two int64 Reshape shapes and the float attention scale: stored, but not parameters
+    assert fp.weight_bytes == 4 * fp.params + 8 * (4 + 3) + 4
     assert not fp.unknowns
     assert fp.inputs == {"input_ids": [1, 16]}
     assert fp.outputs == {"logits": [1, 16, SMALL.vocab]}

@@ -24,19 +24,28 @@ NONDETERMINISTIC_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "Ra
 # Constant-only ops that expand a small stored description into a large tensor: a deployed model holds the
 # expanded tensor, so that is what weight bytes count for them.
 _GENERATORS = {"ConstantOfShape", "Expand", "Tile", "Range", "EyeLike", "Resize", "Upsample", "Pad", "OneHot"}
-# Inputs that configure an op rather than hold learned values: quantization scales and zero points.
-_QUANT_PARAM_SLOTS = {
+# Inputs that configure an op rather than hold learned values: quantization scales and zero points, clip
+# bounds, padding values, resize scales, dropout ratios, one-hot values, range bounds.
+_CONFIG_SLOTS = {
     "QuantizeLinear": {1, 2}, "DequantizeLinear": {1, 2}, "DynamicQuantizeLinear": set(),
     "QLinearConv": {1, 2, 4, 5, 6, 7}, "QLinearMatMul": {1, 2, 4, 5, 6, 7},
     "ConvInteger": {2, 3}, "MatMulInteger": {2, 3},
+    "Clip": {1, 2}, "Pad": {1, 2, 3}, "Resize": {1, 2, 3}, "Upsample": {1}, "Dropout": {1, 2}, "OneHot": {1, 2},
+    "Range": {0, 1, 2},
 }
+# Elementwise ops whose one-value constant operand is a hyperparameter, not a learned tensor: exporters write
+# LayerNorm, GELU and attention as formulas with constants such as an epsilon, 0.5, 0.044715 or 1/sqrt(d).
+_SCALAR_CONFIG_OPS = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mod", "Where", "Equal", "Greater", "Less",
+                      "GreaterOrEqual", "LessOrEqual"}
 # Integer bias inputs of integer-arithmetic ops are parameters although int32.
 _INT32_BIAS_SLOTS = {"QLinearConv": {8}}
 
 
-def is_parameter(node: NodeProto, slot: int, dtype: str) -> bool:
+def is_parameter(node: NodeProto, slot: int, dtype: str, elements: int | None = None) -> bool:
     """Does the constant at input `slot` of `node` hold learned values (as opposed to shapes, axes, scales)?"""
-    if slot in _QUANT_PARAM_SLOTS.get(node.op_type, ()):
+    if slot in _CONFIG_SLOTS.get(node.op_type, ()):
+        return False
+    if elements == 1 and node.op_type in _SCALAR_CONFIG_OPS:
         return False
     if dtype in FLOAT_DTYPES or dtype in QUANTIZED_DTYPES:
         return True
@@ -79,24 +88,32 @@ def constant_view(graph: GraphProto, index: GraphIndex, outer_constants: Iterabl
     return ConstantView(constants, folded, index.producer, stored, sparse)
 
 
-# Folded ops whose output holds the values of their first input, re-typed or re-arranged.
-_VALUE_PRESERVING = {"Cast", "CastLike", "DequantizeLinear", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten",
-                     "Identity", "Slice", "Gather", "Concat", "Split"}
+# Folded ops whose output holds every value of their first input and nothing else, re-typed or re-arranged: a
+# weight read through them (a tied embedding transposed for the output layer) is the same parameters.
+_SAME_VALUES = {"Cast", "CastLike", "DequantizeLinear", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten",
+                "Identity"}
+# Folded ops whose output holds values of their first input (some or all): they keep its storage dtype.
+_VALUE_PRESERVING = _SAME_VALUES | {"Slice", "Gather", "Concat", "Split"}
 
 
 Lookup = Callable[[str], TensorInfo | None]   # a tensor's info as seen from the graph being walked
 
 
-def _stored_dtype(graph: GraphProto, view: ConstantView, lookup: Lookup, name: str) -> str | None:
-    """The dtype a weight is stored in: int8 for DequantizeLinear(int8), float16 for Cast(float16 -> float32)."""
+def _source(graph: GraphProto, view: ConstantView, name: str, through: set[str]) -> str:
+    """The constant `name` is computed from by folded ops in `through` (following their first input)."""
     current = name
     while True:
         producer = view.producer.get(current)
         node = graph.node[producer] if producer is not None else None
-        if (node is None or view.stored.get(current) or node.op_type not in _VALUE_PRESERVING or not node.input
+        if (node is None or view.stored.get(current) or node.op_type not in through or not node.input
                 or not node.input[0] or node.input[0] not in view.constants):
-            break
+            return current
         current = node.input[0]
+
+
+def _stored_dtype(graph: GraphProto, view: ConstantView, lookup: Lookup, name: str) -> str | None:
+    """The dtype a weight is stored in: int8 for DequantizeLinear(int8), float16 for Cast(float16 -> float32)."""
+    current = _source(graph, view, name, _VALUE_PRESERVING)
     if current in view.sparse:
         return dtype_name(view.sparse[current].values.data_type)
     info = lookup(current)
@@ -133,8 +150,10 @@ class WeightTally:
             if info is None or info.shape is None:
                 self.unknowns.append(f"weight {name!r} of node {node.name or node.op_type!r} has an unknown shape")
                 continue
-            if name not in self.counted_params and slot < len(inputs) and is_parameter(node, slot, info.dtype):
-                self.counted_params.add(name)
+            source = _source(graph, view, name, _SAME_VALUES)
+            if (source not in self.counted_params and slot < len(inputs)
+                    and is_parameter(node, slot, info.dtype, info.elements)):
+                self.counted_params.add(source)
                 dtype = _stored_dtype(graph, view, lookup, name) or info.dtype
                 self.params_by_dtype[dtype] = self.params_by_dtype.get(dtype, 0) + info.elements
                 params += info.elements

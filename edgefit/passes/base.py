@@ -80,15 +80,6 @@ def model_digest(model: ModelProto) -> str:
     return digest.hexdigest()
 
 
-def serialized_size(model) -> int:
-    """The model's (or any message's) size in bytes as one protobuf message; above 2 GiB, at least 2 GiB (protobuf will not
-    measure, let alone write, a message that large and raises instead)."""
-    try:
-        return model.ByteSize()
-    except Exception:  # noqa: BLE001 - google.protobuf.message.EncodeError, by implementation
-        return 2**31
-
-
 def node_label(node: NodeProto) -> str:
     return node.name or f"{node.op_type}({node.output[0] if node.output else ''})"
 

@@ -28,9 +28,8 @@ from onnx import ModelProto
 
 from edgefit.errors import PassError
 from edgefit.fidelity import SampleSet, feed_samples
-from edgefit.model import index_graph, iter_graphs, sort_nodes
-from edgefit.passes.base import (PassResult, copy_model, ensure_node_names, has_subgraph, node_label,
-                                 serialized_size)
+from edgefit.model import index_graph, iter_graphs, serialized_size, sort_nodes
+from edgefit.passes.base import PassResult, copy_model, ensure_node_names, has_subgraph, node_label
 
 MODES = ("int8", "dynamic", "fp16")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
