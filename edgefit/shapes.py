@@ -245,6 +245,7 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
                 value.type.tensor_type.ClearField("shape")
         if scope:
             reads_shapes = reads_shapes or any(node.op_type in _SHAPE_READERS for node in graph.node)
+            _share_outer_constants(graph, light.graph)
     for value in light.graph.input[:len(proto.graph.input)]:   # the stubs for weights come after
         if value.name in resolved:
             value.type.tensor_type.shape.Clear()
@@ -316,6 +317,22 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
                 warnings.append(f"shape of output {value.name!r} is taken from the model's declaration; it could "
                                 f"not be inferred for the resolved input shapes")
     return result
+
+
+def _share_outer_constants(subgraph: GraphProto, main: GraphProto) -> None:
+    """Give a subgraph copies of the small main-graph constants it reads (Tile repeats, Reshape shapes).
+
+    onnx shape inference shows a subgraph only the types of outer values, not their contents, so a shape that
+    follows from an outer constant would stay unknown inside the branch. The copy is for inference only.
+    """
+    defined = {i.name for i in subgraph.input} | {t.name for t in subgraph.initializer}
+    read: set[str] = set()
+    for node in subgraph.node:
+        defined.update(node.output)
+        read.update(node.input)
+    wanted = read - defined
+    if wanted:
+        subgraph.initializer.extend(t for t in main.initializer if t.name in wanted)
 
 
 def _dropout_masks(subgraphs: list[tuple[str, str, GraphProto]], scopes: dict[str, dict[str, TensorInfo]],

@@ -325,7 +325,7 @@ def test_loop_trip_count_from_a_subgraph_initializer(tmp_path):
     assert fp.unknowns == ()
 
 
-@pytest.mark.parametrize("axis, xs_shape, trips", [(0, [5, 1, 4], 5), (1, [1, 7, 4], 7)])
+@pytest.mark.parametrize("axis, xs_shape, trips", [(0, [5, 1, 4], 5), (1, [1, 7, 4], 7), (-2, [1, 7, 4], 7)])
 def test_scan_trip_count_from_scan_axis(tmp_path, axis, xs_shape, trips):
     body = helper.make_graph(
         [helper.make_node("Add", ["h_in", "x_t"], ["s"], name="body_add"),
@@ -344,6 +344,37 @@ def test_scan_trip_count_from_scan_axis(tmp_path, axis, xs_shape, trips):
     assert layer(fp, "scan").flops == 36 * trips
     assert fp.params == 16
     assert fp.unknowns == ()
+
+
+def test_branch_shape_that_follows_from_an_outer_constant_is_resolved(tmp_path):
+    # else branch: e0 = x @ wb [1, 2], e = Tile(e0, rep) with rep = [1, 4] an outer initializer: e is [1, 8].
+    # then branch: x @ wa, 8 x 8 = 64 MACs (the costlier); activation RAM knows every tensor.
+    then_g = helper.make_graph([helper.make_node("MatMul", ["x", "wa"], ["t"])], "then", [], [vi("t", F, [1, 8])])
+    else_g = helper.make_graph([helper.make_node("MatMul", ["x", "wb"], ["e0"]),
+                                helper.make_node("Tile", ["e0", "rep"], ["e"])], "else", [], [vi("e", F, [1, 8])])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0), helper.make_node("Greater", ["s", "z"], ["c"]),
+             helper.make_node("If", ["c"], ["y"], name="if", then_branch=then_g, else_branch=else_g)]
+    model = build(nodes, [vi("x", F, [1, 8])], [vi("y", F, [1, 8])],
+                  [const("wa", rng_f32(8, 8)), const("wb", rng_f32(8, 2)), const("z", np.array(0, np.float32)),
+                   const("rep", np.array([1, 4], np.int64))])
+    fp = edgefit.analyze(save(model, tmp_path))
+    assert fp.unknowns == ()
+    assert fp.macs == 64
+    assert layer(fp, "if").branches["else_branch"]["peak_activation_bytes"] == 16 + 32   # e0 + e, 16-aligned
+
+
+def test_scan_8_runs_its_body_per_batch_item_and_step(tmp_path):
+    # Scan-8 inputs are [batch, seq, ...]: xs [2, 6, 4] runs the body 2 x 6 = 12 times; MatMul [4] x [4, 4] = 16
+    # MACs each: 192.
+    body = helper.make_graph([helper.make_node("MatMul", ["xi", "w"], ["m"]), helper.make_node("Add", ["st", "m"], ["st2"]),
+                              helper.make_node("Identity", ["st2"], ["yo"])],
+                             "b", [vi("st", F, [4]), vi("xi", F, [4])], [vi("st2", F, [4]), vi("yo", F, [4])])
+    nodes = [helper.make_node("Scan", ["", "s0", "xs"], ["sf", "ys"], name="scan", body=body, num_scan_inputs=1)]
+    model = build(nodes, [vi("s0", F, [2, 4]), vi("xs", F, [2, 6, 4])], [vi("sf", F, [2, 4]), vi("ys", F, [2, 6, 4])],
+                  [const("w", rng_f32(4, 4))], opset=8)
+    fp = edgefit.analyze(save(model, tmp_path))
+    assert layer(fp, "scan").branches["trip_count"] == {"value": 12}
+    assert fp.macs == 192
 
 
 def test_weights_inside_nested_subgraphs_and_outer_weights_counted_once(tmp_path):

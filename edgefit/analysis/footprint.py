@@ -305,10 +305,12 @@ class _Analysis:
             info = self.shapes.lookup(scope, first_scan)
             axes = next((list(a.ints) for a in node.attribute if a.name == "scan_input_axes"), [0])
             opset = next((o.version for o in self.proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-            axis = axes[0] if opset >= 9 else 1   # opset 8 Scan has a leading batch axis
-            if info is None or info.shape is None or len(info.shape) <= axis:
+            if info is None or info.shape is None:
                 return None
-            return info.shape[axis]
+            if opset < 9:   # Scan-8: inputs are [batch, sequence, ...] and the body runs per item and step
+                return info.shape[0] * info.shape[1] if len(info.shape) > 1 else None
+            axis = axes[0] if axes[0] >= 0 else axes[0] + len(info.shape)
+            return info.shape[axis] if 0 <= axis < len(info.shape) else None
         return None
 
     def _plan_memory(self, graph: GraphProto, scope: str, table: dict, view: ConstantView, steps: list[Step],
