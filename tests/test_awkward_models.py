@@ -833,3 +833,19 @@ def test_a_learned_bias_vector_in_an_add_is_a_parameter():
     graph = helper.make_graph(nodes, "g", [vi("x", F, [1, 4])], [vi("y", F, None)],
                               [const("b", np.ones(4, np.float32))])
     assert edgefit.analyze(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])).params == 4
+
+
+def test_size_of_a_model_protobuf_refuses_to_measure_sends_it_to_external_data():
+    # Recent protobuf raises instead of returning ByteSize() for messages of 2 GiB or more; the save and session
+    # paths must then take the external-data route, which needs a size of at least 2 GiB.
+    from google.protobuf.message import EncodeError
+
+    from edgefit.model import serialized_size
+
+    class OverTwoGiB:
+        def ByteSize(self):
+            raise EncodeError("Failed to serialize proto")
+
+    assert serialized_size(OverTwoGiB()) == 2**31
+    assert serialized_size(helper.make_tensor("t", F, [3], [1.0, 2.0, 3.0])) == helper.make_tensor(
+        "t", F, [3], [1.0, 2.0, 3.0]).ByteSize()
