@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         where = f" (see '{error.ctx.command_path} --help')" if getattr(error, "ctx", None) is not None else ""
         err_console.print(f"[bold red]error:[/] {escape(error.format_message())}{escape(where)}", soft_wrap=True)
         return EXIT_USAGE if isinstance(error, click.UsageError) else error.exit_code
-    except click.Abort:
+    except (typer.Abort, getattr(click, "Abort", typer.Abort)):   # Ctrl-C at a prompt
         err_console.print("[bold red]error:[/] aborted", soft_wrap=True)
         return 1
     except SystemExit as exit_:

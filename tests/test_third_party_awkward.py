@@ -432,3 +432,11 @@ def test_changed_integer_output_is_not_identical():
     assert fidelity.mismatched_outputs == 1 and not fidelity.identical
     same = measure([[np.array([1, 2], np.int64)]], [[np.array([1, 2], np.int64)]], samples, None)
     assert same.mismatched_outputs == 0 and same.identical
+
+
+def test_model_without_nodes_renders_in_the_terminal(tmp_path, capsys):
+    # y is the input itself: no node sets the peak (peak_node None), yet the input is live: 16 B (4 floats).
+    model = build([], [vi("x", F, [1, 4])], [vi("x", F, [1, 4])])
+    code, out, err = cli(capsys, "analyze", save(model, tmp_path), "--per-layer")
+    assert code == 0, err
+    assert "Tensors live at the peak (-)" in " ".join(out.split())

@@ -69,7 +69,7 @@ def render_footprint(console: Console, fp: Footprint, *, per_layer: bool = False
     console.print(ops)
 
     if fp.live_at_peak:
-        live = Table(title=f"Tensors live at the peak ({escape(fp.peak_node)})", title_justify="left")
+        live = Table(title=f"Tensors live at the peak ({escape(fp.peak_node or '-')})", title_justify="left")
         live.add_column("tensor")
         live.add_column("bytes", justify="right")
         for tensor in fp.live_at_peak[:top]:
