@@ -306,16 +306,25 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
     missing = [o for o in main_outputs if main.get(o) is None or main[o].shape is None]
     if missing:
         _fill_with_onnxruntime(proto, result, missing, weights_loaded, external_dir)
-    for value in proto.graph.output:   # a declared output shape is the last resort, used only when nothing knew
+    for value in proto.graph.output:
+        if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+            continue
+        declared = value.type.tensor_type
+        dims = declared.shape.dim
         known = scopes[""].get(value.name)
-        if (known is None or known.shape is None) and value.type.HasField("tensor_type"):
-            declared = value.type.tensor_type
-            if declared.HasField("shape") and all(d.HasField("dim_value") and d.dim_value >= 0
-                                                  for d in declared.shape.dim):
-                scopes[""][value.name] = TensorInfo(dtype_name(declared.elem_type),
-                                                    tuple(d.dim_value for d in declared.shape.dim))
-                warnings.append(f"shape of output {value.name!r} is taken from the model's declaration; it could "
-                                f"not be inferred for the resolved input shapes")
+        if known is not None and known.shape is not None:
+            # A declaration the graph contradicts is ignored (the graph is what runs), but the user should know.
+            if len(dims) != len(known.shape) or any(d.HasField("dim_value") and 0 <= d.dim_value != size
+                                                     for d, size in zip(dims, known.shape)):
+                shown = "x".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
+                warnings.append(f"output {value.name!r} is declared {shown or 'a scalar'} but computes "
+                                f"{'x'.join(map(str, known.shape)) or 'a scalar'} at these input shapes; the "
+                                f"computed shape is used")
+        elif all(d.HasField("dim_value") and d.dim_value >= 0 for d in dims):
+            # A declared output shape is the last resort, used only when nothing knew.
+            scopes[""][value.name] = TensorInfo(dtype_name(declared.elem_type), tuple(d.dim_value for d in dims))
+            warnings.append(f"shape of output {value.name!r} is taken from the model's declaration; it could "
+                            f"not be inferred for the resolved input shapes")
     return result
 
 

@@ -849,3 +849,42 @@ def test_size_of_a_model_protobuf_refuses_to_measure_sends_it_to_external_data()
     assert serialized_size(OverTwoGiB()) == 2**31
     assert serialized_size(helper.make_tensor("t", F, [3], [1.0, 2.0, 3.0])) == helper.make_tensor(
         "t", F, [3], [1.0, 2.0, 3.0]).ByteSize()
+
+
+# --- Honest notes about what the file says ------------------------------------------------------------------------
+
+def test_declared_output_shape_the_graph_contradicts_is_reported(tmp_path):
+    # Conv 8x3x3x3 on [1, 3, 8, 8] computes [1, 8, 6, 6]; the file declares [1, 1000].
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3])]
+    model = build(nodes, [vi("x", F, [1, 3, 8, 8])], [vi("y", F, [1, 1000])], [const("w", rng_f32(8, 3, 3, 3))])
+    fp = edgefit.analyze(save(model, tmp_path))
+    assert fp.outputs == {"y": [1, 8, 6, 6]}
+    assert any("'y' is declared 1x1000 but computes 1x8x6x6" in w for w in fp.warnings)
+
+
+def test_weights_fed_as_graph_inputs_are_noted(tmp_path):
+    # Exported without parameters: Conv's kernel and bias are graph inputs, so nothing is stored (params 0).
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3])]
+    model = build(nodes, [vi("x", F, [1, 3, 8, 8]), vi("w", F, [8, 3, 3, 3]), vi("b", F, [8])], [vi("y", F, None)])
+    fp = edgefit.analyze(save(model, tmp_path))
+    assert fp.params == 0
+    assert any("w (Conv), b (Conv) feed weight slots" in w for w in fp.warnings)
+
+
+def test_model_local_functions_are_inlined_and_costed(tmp_path):
+    # Function Linear(X, W) = MatMul(X, W) + 1-value bias; called once on x [1, 8] with W 8x4: 32 MACs,
+    # 32 params (W; the scalar inside the function is configuration).
+    function = helper.make_function(
+        "local", "Linear", ["X", "W"], ["Y"],
+        [helper.make_node("MatMul", ["X", "W"], ["P"]),
+         helper.make_node("Constant", [], ["one"], value=const("one_v", np.array(1.0, np.float32))),
+         helper.make_node("Add", ["P", "one"], ["Y"])],
+        [helper.make_opsetid("", 17)])
+    nodes = [helper.make_node("Linear", ["x", "W"], ["y"], domain="local", name="linear")]
+    model = build(nodes, [vi("x", F, [1, 8])], [vi("y", F, None)], [const("W", rng_f32(8, 4))],
+                  extra_opsets=[helper.make_opsetid("local", 1)])
+    model.functions.append(function)
+    fp = edgefit.analyze(save(model, tmp_path))
+    assert (fp.macs, fp.params) == (32, 32)
+    assert fp.unknowns == ()
+    assert any("Linear inlined" in w for w in fp.warnings)

@@ -11,12 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import onnx.inliner
 from onnx import GraphProto, ModelProto, NodeProto, TensorProto, numpy_helper
 
 from edgefit.analysis.dtypes import DTYPE_BYTES, FLOAT_DTYPES, PRECISION_BYTES
 from edgefit.analysis.macs import OpContext, UnknownCost, cost_rule, node_cost
 from edgefit.analysis.memory import INPLACE_OPS, VIEW_OPS, Buffer, Step, plan_arena, plan_steps
-from edgefit.analysis.weights import ConstantView, WeightTally, constant_view
+from edgefit.analysis.weights import WEIGHT_SLOTS, ConstantView, WeightTally, constant_view
 from edgefit.analysis.dtypes import tensor_bytes
 from edgefit.errors import ShapeError
 from edgefit.model import (GraphIndex, LoadedModel, external_location, index_graph, iter_tensors, load_model,
@@ -381,6 +382,37 @@ def constant_int(proto: ModelProto, name: str) -> int | None:
 _MAX_LISTED = 20
 
 
+def _inline_functions(proto: ModelProto, notes: list[str]) -> ModelProto:
+    """The model with its model-local functions expanded in place (onnx's inliner), so that their contents get
+    cost rules, weights and memory like any other node; the model itself if the inliner cannot do it."""
+    names = sorted({f.name for f in proto.functions})
+    try:
+        inlined = onnx.inliner.inline_local_functions(proto)
+    except Exception as error:  # a function the inliner rejects stays a node without a cost rule
+        notes.append(f"model-local functions {', '.join(names)} could not be inlined "
+                     f"({str(error).strip().splitlines()[0][:120]}); their nodes are not costed")
+        return proto
+    notes.append(f"model-local function(s) {', '.join(names)} inlined to count what they compute")
+    return inlined
+
+
+def _unstored_weights(index: GraphIndex, graph: GraphProto) -> list[str]:
+    """A note for graph inputs that sit where weights go (a Conv's kernel, a Gemm's B): a model exported without
+    its parameters, whose params and weight bytes would otherwise read as a silent zero."""
+    fed = {i.name for i in graph.input} - initializer_names(graph)
+    found: dict[str, str] = {}
+    for node, inputs in zip(index.nodes, index.inputs):
+        for slot in WEIGHT_SLOTS.get(node.op_type, ()):
+            if slot < len(inputs) and inputs[slot] in fed:
+                found.setdefault(inputs[slot], node.op_type)
+    if not found:
+        return []
+    shown = ", ".join(f"{name} ({op})" for name, op in list(found.items())[:5]) + (
+        f" and {len(found) - 5} more" if len(found) > 5 else "")
+    return [f"graph input(s) {shown} feed weight slots but the model stores no values for them (exported without "
+            f"its parameters?): params and weight_bytes leave them out, activation RAM counts them as inputs"]
+
+
 def analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: dict[str, list[int]] | None = None,
             dims: dict[str, int] | None = None, *, alignment: int = 16) -> Footprint:
     """The footprint of a model file (or an in-memory ModelProto) for the given input shapes."""
@@ -408,6 +440,9 @@ def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: 
         raise ShapeError(f"alignment must be a positive number of bytes, got {alignment}")
     proto = loaded.proto
     source = str(loaded.path) if loaded.path else "model"
+    notes: list[str] = []
+    if proto.functions:
+        proto = _inline_functions(proto, notes)
     index = index_graph(proto.graph)   # cycles and dangling inputs get our own clear message before the checker's
     light = metadata_only_copy(proto, index.order)   # one copy serves the checker and then shape inference
     validate(proto, source, index.order, light=light)
@@ -445,8 +480,9 @@ def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: 
         op_histogram=dict(walk.histogram.most_common()),
         unknowns=tuple(unknowns[:_MAX_LISTED] + ([f"... and {len(unknowns) - _MAX_LISTED} more"]
                                                   if len(unknowns) > _MAX_LISTED else [])),
-        warnings=tuple(shapes.warnings) + (() if index.in_file_order else (
-            "nodes are stored out of topological order; 'file order' means a stable topological order",)),
+        warnings=tuple(notes + shapes.warnings + _unstored_weights(index, proto.graph)) + (
+            () if index.in_file_order else (
+                "nodes are stored out of topological order; 'file order' means a stable topological order",)),
         shape_source=shapes.source,
         buffers=stats.buffers,
         alignment=alignment,

@@ -37,6 +37,13 @@ _CONFIG_SLOTS = {
 # LayerNorm, GELU and attention as formulas with constants such as an epsilon, 0.5, 0.044715 or 1/sqrt(d).
 _SCALAR_CONFIG_OPS = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mod", "Where", "Equal", "Greater", "Less",
                       "GreaterOrEqual", "LessOrEqual"}
+# Input slots that hold learned weights wherever these ops appear: a graph input there means a model exported
+# without its parameters.
+WEIGHT_SLOTS = {
+    "Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "BatchNormalization": (1, 2, 3, 4),
+    "LayerNormalization": (1, 2), "InstanceNormalization": (1, 2), "GroupNormalization": (1, 2),
+    "LSTM": (1, 2, 3), "GRU": (1, 2, 3), "RNN": (1, 2, 3), "PRelu": (1,),
+}
 # Integer bias inputs of integer-arithmetic ops are parameters although int32.
 _INT32_BIAS_SLOTS = {"QLinearConv": {8}}
 
