@@ -16,30 +16,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 import edgefit
 from edgefit import ModelError, ShapeError
+from helpers import build, save, vi
 
 F, I64, I8, F16, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.INT8, TensorProto.FLOAT16, TensorProto.BOOL
 
 
-def vi(name, elem, shape):
-    return helper.make_tensor_value_info(name, elem, shape)
-
-
 def const(name, array):
     return numpy_helper.from_array(np.asarray(array), name)
-
-
-def build(nodes, inputs, outputs, inits=(), opset=17, ir_version=None, extra_opsets=()):
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), *extra_opsets])
-    if ir_version is not None:
-        model.ir_version = ir_version
-    return model
-
-
-def save(model, tmp_path: Path, name="m.onnx") -> Path:
-    path = tmp_path / name
-    onnx.save_model(model, str(path))
-    return path
 
 
 def layer(fp, name):

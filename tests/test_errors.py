@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -18,23 +17,9 @@ import edgefit
 from edgefit import ConfigError
 from edgefit.cli import main
 from edgefit.units import format_bytes, format_count, parse_duration_s, parse_power_w, parse_size
+from helpers import build, save, vi
 
 F = TensorProto.FLOAT
-
-
-def vi(name, elem, shape):
-    return helper.make_tensor_value_info(name, elem, shape)
-
-
-def build(nodes, inputs, outputs, inits=(), opset=17, extra_opsets=()):
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), *extra_opsets])
-
-
-def save(model, tmp_path: Path, name="m.onnx") -> Path:
-    path = tmp_path / name
-    path.write_bytes(model.SerializeToString())   # no checks: some of these models are broken on purpose
-    return path
 
 
 def good_model() -> onnx.ModelProto:

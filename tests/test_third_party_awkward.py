@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -19,25 +18,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgefit.cli import main
 from edgefit.fidelity import SampleSet, measure
-from edgefit.passes.pipeline import run_passes
 from edgefit.passes.quantize import quantize
+from helpers import build, save, vi
 
 F, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
-
-
-def vi(name, elem, shape):
-    return helper.make_tensor_value_info(name, elem, shape)
-
-
-def build(nodes, inputs, outputs, inits=(), opset=17, extra_opsets=()):
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), *extra_opsets])
-
-
-def save(model, tmp_path: Path, name="m.onnx") -> Path:
-    path = tmp_path / name
-    onnx.save_model(model, str(path))
-    return path
 
 
 def weight(name, *shape, dtype=np.float32, seed=0):
