@@ -140,3 +140,17 @@ def test_mismatched_inner_dimensions_are_unknown_not_counted():
     fp = edgefit.analyze(m)
     assert fp.layers[0].macs is None
     assert any("inner dimensions disagree" in reason for reason in fp.unknowns)
+
+
+def test_sequence_ops_cost_nothing():
+    # SequenceConstruct(a, b) -> SequenceErase (drops the last) -> ConcatFromSequence: data movement only.
+    from onnx import TensorProto
+
+    nodes = [helper.make_node("SequenceConstruct", ["a", "b"], ["s"]), helper.make_node("SequenceErase", ["s"], ["t"]),
+             helper.make_node("ConcatFromSequence", ["t"], ["y"], axis=0)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3]) for n in "ab"],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    fp = edgefit.analyze(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert (fp.macs, fp.flops) == (0, 0)
+    # Sequences are not tensors: their memory is honestly unknown, their cost is not.
+    assert fp.unknowns == ("activation RAM excludes 2 tensor(s) of unknown size: s, t",)

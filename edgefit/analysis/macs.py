@@ -213,12 +213,14 @@ _ELEMENTWISE = ("Add Sub Mul Div Pow Mod Neg Abs Sqrt Reciprocal Exp Log Sin Cos
                 "BitwiseNot IsNaN IsInf Shrink").split()
 _REDUCTIONS = ("ReduceSum ReduceMean ReduceMax ReduceMin ReduceProd ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp "
                "ReduceSumSquare ArgMax ArgMin CumSum TopK GlobalAveragePool GlobalMaxPool GlobalLpPool").split()
-# Data movement, shape arithmetic and type conversion: no arithmetic worth counting.
+# Data movement, shape arithmetic, type conversion, sequences, strings and random draws: no arithmetic worth
+# counting.
 _FREE = ("Identity Reshape Flatten Squeeze Unsqueeze Transpose Concat Split Slice Gather GatherElements GatherND "
          "ScatterElements ScatterND Scatter Expand Tile Pad Shape Size Cast CastLike Dropout DepthToSpace SpaceToDepth "
          "ConstantOfShape Range EyeLike OneHot NonZero Compress ReverseSequence Trilu Optional OptionalGetElement "
          "OptionalHasElement SequenceAt SequenceConstruct SequenceEmpty SequenceInsert SequenceLength SplitToSequence "
-         "ConcatFromSequence Upsample Unique").split()
+         "SequenceErase ConcatFromSequence Upsample Unique StringNormalizer StringConcat StringSplit RegexFullMatch "
+         "Bernoulli Multinomial RandomNormal RandomNormalLike RandomUniform RandomUniformLike").split()
 
 COST_RULES: dict[str, Rule] = {
     "Conv": _conv(weight=1, bias=2),
