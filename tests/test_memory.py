@@ -111,6 +111,37 @@ def test_independent_chains_are_interleaved_without_any_shared_tensor():
     assert fp.peak_activation_bytes == 16 + 4000 + 16
 
 
+def test_memory_aware_order_considers_every_ready_node_on_wide_graphs():
+    # 100 branches: r_i = Relu(x) (32 B), s_i = Tile(r_i) (2048 B), t_i = ReduceSum(s_i) (4 B, 16 aligned), then
+    # one Concat. Least growth first runs every Relu (+32 B each; the last frees x), then each Tile directly
+    # followed by its ReduceSum (which frees the 2048 B). Peak, at the first Tile: all r_i + s_0 = 3200 + 2048.
+    # File order holds all 100 tiles at once.
+    n = 100
+    nodes = ([helper.make_node("Relu", ["x"], [f"r{i}"]) for i in range(n)]
+             + [helper.make_node("Tile", [f"r{i}", "reps"], [f"s{i}"]) for i in range(n)]
+             + [helper.make_node("ReduceSum", [f"s{i}"], [f"t{i}"], keepdims=1) for i in range(n)]
+             + [helper.make_node("Concat", [f"t{i}" for i in range(n)], ["y"], axis=1)])
+    reps = helper.make_tensor("reps", 7, [2], [1, 64])
+    fp = edgefit.analyze(model(nodes, [("x", [1, 8])], [("y", None)], [reps]))
+    assert fp.peak_activation_bytes == 32 * n + 2048
+    assert fp.file_order_peak_bytes > n * 2048
+
+
+def test_wide_graph_placement_matches_the_step_index_placement():
+    # Thousands of long-lived buffers take the numpy placement; it must give the very offsets of the other.
+    import random
+
+    from edgefit.analysis.memory import _offsets_by_overlap, _offsets_by_step
+
+    rng = random.Random(0)
+    count, steps = 400, 60
+    first = [rng.randrange(steps) for _ in range(count)]
+    last = [f + rng.randrange(steps - f) for f in first]
+    aligned = [16 * rng.randrange(1, 50) for _ in range(count)]
+    order = sorted(range(count), key=lambda i: (-aligned[i], first[i], i))
+    assert _offsets_by_overlap(order, aligned, first, last) == _offsets_by_step(order, aligned, first, last, steps)
+
+
 def test_a_chain_has_one_order_and_both_peaks_agree():
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Sigmoid", ["a"], ["b"]),
              helper.make_node("Relu", ["b"], ["y"])]

@@ -14,6 +14,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from edgefit.analysis.dtypes import FLOAT_DTYPES
 
 
@@ -59,14 +61,54 @@ def _place(nbytes: list[int], first: list[int], last: list[int], names: list[str
            alignment: int) -> tuple[int, list[int], int, list[int]]:
     """plan_arena on parallel lists: (arena size, offsets, peak step, indices live at it, largest first)."""
     steps = max(last) + 1
-    # Placed buffers indexed by step, so finding time-overlapping ones costs their lifetimes, not all buffers.
-    placed_at: list[list[int]] = [[] for _ in range(steps)]
-    offsets = [0] * len(nbytes)
-    ends = [0] * len(nbytes)
     aligned = [_aligned(n, alignment) for n in nbytes]
     # Largest first; ties by creation step, then name, so that equal inputs give equal plans.
     order = [i for *_, i in sorted(zip([-n for n in nbytes], first, names, range(len(nbytes))))]
-    size = 0
+    # Finding the placed buffers that overlap one in time, step by step, costs the buffers live over its lifetime:
+    # little on deep graphs, cubic on wide ones (thousands of branches alive until one Concat). There, testing
+    # every placed buffer at once with numpy is far cheaper.
+    live_count = list(itertools.accumulate(_step_deltas([1] * len(nbytes), first, last, steps)))
+    running = [0, *itertools.accumulate(live_count)]
+    visits = sum(running[last[i] + 1] - running[first[i]] for i in range(len(nbytes)))
+    if visits > 64 * len(nbytes) and max(aligned) * len(nbytes) < 2**62:
+        offsets = _offsets_by_overlap(order, aligned, first, last)
+    else:
+        offsets = _offsets_by_step(order, aligned, first, last, steps)
+    size = max((offsets[i] + aligned[i] for i in range(len(nbytes))), default=0)
+    # The step holding the most live bytes (the earliest of equals): the node that sets the peak. (The step
+    # whose buffers reach highest in the arena can be a step where a tiny buffer merely sits above a gap.)
+    live_bytes = list(itertools.accumulate(_step_deltas(aligned, first, last, steps)))
+    peak_step = live_bytes.index(max(live_bytes))
+    live = sorted((i for i in range(len(nbytes)) if first[i] <= peak_step <= last[i]), key=lambda i: -nbytes[i])
+    return size, offsets, peak_step, live
+
+
+def _step_deltas(amounts: list[int], first: list[int], last: list[int], steps: int) -> list[int]:
+    """Per step, what comes alive minus what died the step before: accumulated, the amount live at each step."""
+    delta = [0] * (steps + 1)
+    for i, amount in enumerate(amounts):
+        delta[first[i]] += amount
+        delta[last[i] + 1] -= amount
+    return delta[:steps]
+
+
+def _lowest_gap(spans: list[tuple[int, int]], need: int) -> int:
+    """The lowest offset where `need` bytes fit between the (start, end) spans already placed there."""
+    offset = 0
+    for start, end in sorted(spans):
+        if start - offset >= need:
+            break
+        if end > offset:
+            offset = end
+    return offset
+
+
+def _offsets_by_step(order: list[int], aligned: list[int], first: list[int], last: list[int],
+                     steps: int) -> list[int]:
+    """Greedy placement finding time-overlapping buffers through an index of the placed ones by step."""
+    placed_at: list[list[int]] = [[] for _ in range(steps)]
+    offsets = [0] * len(aligned)
+    ends = [0] * len(aligned)
     for i in order:
         start_step, end_step, need = first[i], last[i], aligned[i]
         if start_step == end_step:
@@ -75,29 +117,39 @@ def _place(nbytes: list[int], first: list[int], last: list[int], names: list[str
             neighbours = set(placed_at[start_step])
             for t in range(start_step + 1, end_step + 1):
                 neighbours.update(placed_at[t])
-        offset = 0
-        if neighbours:
-            for start, end in sorted([(offsets[j], ends[j]) for j in neighbours]):
-                if start - offset >= need:
-                    break
-                if end > offset:
-                    offset = end
+        offset = _lowest_gap([(offsets[j], ends[j]) for j in neighbours], need) if neighbours else 0
         offsets[i] = offset
         ends[i] = offset + need
-        if offset + need > size:
-            size = offset + need
         for t in range(start_step, end_step + 1):
             placed_at[t].append(i)
-    # The step holding the most live bytes (the earliest of equals): the node that sets the peak. (The step
-    # whose buffers reach highest in the arena can be a step where a tiny buffer merely sits above a gap.)
-    delta = [0] * (steps + 1)
-    for i, need in enumerate(aligned):
-        delta[first[i]] += need
-        delta[last[i] + 1] -= need
-    live_bytes = list(itertools.accumulate(delta[:steps]))
-    peak_step = live_bytes.index(max(live_bytes))
-    live = sorted((i for i in range(len(nbytes)) if first[i] <= peak_step <= last[i]), key=lambda i: -nbytes[i])
-    return size, offsets, peak_step, live
+    return offsets
+
+
+def _offsets_by_overlap(order: list[int], aligned: list[int], first: list[int], last: list[int]) -> list[int]:
+    """The same greedy placement, testing all placed buffers for time overlap at once (numpy)."""
+    count = len(order)
+    placed_first = np.empty(count, np.int64)
+    placed_last = np.empty(count, np.int64)
+    placed_start = np.empty(count, np.int64)
+    placed_end = np.empty(count, np.int64)
+    offsets = [0] * count
+    for k, i in enumerate(order):
+        need = aligned[i]
+        overlapping = (placed_first[:k] <= last[i]) & (placed_last[:k] >= first[i])
+        starts, ends = placed_start[:k][overlapping], placed_end[:k][overlapping]
+        offset = 0
+        if starts.size:
+            by_start = np.argsort(starts, kind="stable")
+            starts, ends = starts[by_start], ends[by_start]
+            # Before span j the offset has been pushed to the highest end so far (0 before the first); the first
+            # span that starts at least `need` above that leaves the gap, else the offset ends above them all.
+            reached = np.maximum.accumulate(ends)
+            before = np.concatenate(([0], reached[:-1]))
+            fits = np.flatnonzero(starts - before >= need)
+            offset = int(before[fits[0]]) if fits.size else int(reached[-1])
+        offsets[i] = offset
+        placed_first[k], placed_last[k], placed_start[k], placed_end[k] = first[i], last[i], offset, offset + need
+    return offsets
 
 
 def live_bytes_peak(buffers: Sequence[Buffer]) -> int:
@@ -265,7 +317,10 @@ class _Numbered:
             previous = step.writes
         return True
 
-    def memory_aware_order(self, max_candidates: int) -> list[int]:
+    def memory_aware_order(self) -> list[int]:
+        """Greedy list scheduling: always run, among all ready steps, the one that grows live memory least (ties:
+        the lowest index). Growths sit in a heap and are re-pushed when they change, so wide graphs with
+        thousands of ready steps cost O(edges log steps), not a scan of the ready set per step."""
         steps = self.steps
         dependents: list[list[int]] = [[] for _ in steps]
         waiting = [0] * len(steps)
@@ -285,40 +340,39 @@ class _Numbered:
             waiting[i] = len(deps)
             for source in deps:
                 dependents[source].append(i)
-        remaining = [0] * len(self.names)   # tensor -> steps still to read it
-        for reads in self.reads:
+        readers: list[list[int]] = [[] for _ in self.names]   # tensor -> the steps reading it
+        for i, reads in enumerate(self.reads):
             for k in reads:
-                remaining[k] += 1
+                readers[k].append(i)
+        remaining = [len(r) for r in readers]   # tensor -> steps still to read it
         nbytes, keep = self.nbytes, self.outputs
-        # What each step allocates never changes; what it frees depends on which readers remain, so only the
-        # candidate frees (distinct reads that are not graph outputs) are kept for the search.
-        allocated = [sum(map(nbytes.__getitem__, writes)) for writes in self.writes]
-        freeable = [[k for k in reads if k not in keep] for reads in self.reads]
-        # The choice depends only on which nodes are ready (ties go to the lower index), not on how they are stored.
-        ready = [i for i in range(len(steps)) if waiting[i] == 0]
+        # A step's growth: what it allocates minus the tensors it is the last reader of (graph outputs stay).
+        growth = [sum(map(nbytes.__getitem__, writes)) for writes in self.writes]
+        for k, count in enumerate(remaining):
+            if count == 1 and k not in keep:
+                growth[readers[k][0]] -= nbytes[k]
+        ready = [(growth[i], i) for i in range(len(steps)) if waiting[i] == 0]
+        heapq.heapify(ready)
+        done = [False] * len(steps)
         order: list[int] = []
         while ready:
-            if len(ready) == 1:   # nothing to choose between
-                chosen = ready.pop()
-            else:
-                # Among the max_candidates lowest indices, the least growth.
-                candidates = ready if len(ready) <= max_candidates else heapq.nsmallest(max_candidates, ready)
-                chosen = best = -1
-                for i in candidates:
-                    growth = allocated[i]
-                    for k in freeable[i]:
-                        if remaining[k] == 1:
-                            growth -= nbytes[k]
-                    if chosen < 0 or growth < best or (growth == best and i < chosen):
-                        chosen, best = i, growth
-                ready.remove(chosen)
+            current, chosen = heapq.heappop(ready)
+            if done[chosen] or current != growth[chosen]:   # an entry superseded by a re-push
+                continue
+            done[chosen] = True
             order.append(chosen)
             for k in self.reads[chosen]:
                 remaining[k] -= 1
+                if remaining[k] == 1 and k not in keep:
+                    # The one step still to read k now frees it when it runs.
+                    last_reader = next(j for j in readers[k] if not done[j])
+                    growth[last_reader] -= nbytes[k]
+                    if waiting[last_reader] == 0:
+                        heapq.heappush(ready, (growth[last_reader], last_reader))
             for j in dependents[chosen]:
                 waiting[j] -= 1
                 if waiting[j] == 0:
-                    ready.append(j)
+                    heapq.heappush(ready, (growth[j], j))
         return order
 
     def shared_buffers(self, order: Sequence[int]) -> list[Buffer]:
@@ -383,7 +437,7 @@ class GraphPlan:
 
 
 def plan_steps(steps: Sequence[Step], sizes: dict[str, tuple[int, str, int]], graph_inputs: Sequence[str],
-               graph_outputs: Sequence[str], alignment: int = 16, max_candidates: int = 64) -> GraphPlan:
+               graph_outputs: Sequence[str], alignment: int = 16) -> GraphPlan:
     """Plan the arena in file order and in a memory-aware order, keep the better, and model shared storage."""
     numbered = _Numbered(steps, sizes, graph_inputs, graph_outputs)
     file_order = list(range(len(steps)))
@@ -392,7 +446,7 @@ def plan_steps(steps: Sequence[Step], sizes: dict[str, tuple[int, str, int]], gr
     bound = numbered.lower_bound()
     # No order can beat one that reaches the bound, and a file order that is the only order has no rival.
     if file_size > bound and not numbered.file_order_is_only_order():
-        order = numbered.memory_aware_order(max_candidates)
+        order = numbered.memory_aware_order()
         # Placing buffers costs far more than summing live bytes, and no placement beats the bytes live at once:
         # plan the new order only when that bound leaves it a chance (and never the same order twice).
         if order != file_order and numbered.live_peak(order, alignment) < file_size:
@@ -416,7 +470,7 @@ def lower_bound(steps: Sequence[Step], sizes: dict[str, tuple[int, str, int]]) -
 
 
 def memory_aware_order(steps: Sequence[Step], sizes: dict[str, tuple[int, str, int]],
-                       graph_outputs: Sequence[str], max_candidates: int = 64) -> list[int]:
+                       graph_outputs: Sequence[str]) -> list[int]:
     """A topological order that greedily runs, among the ready nodes, the one that grows live memory least.
 
     An exact minimum-peak schedule is NP-hard; this greedy list scheduler is what memory-aware
@@ -424,4 +478,4 @@ def memory_aware_order(steps: Sequence[Step], sizes: dict[str, tuple[int, str, i
     """
     written = {name for step in steps for name in step.writes}
     graph_inputs = [name for name in sizes if name not in written]
-    return _Numbered(steps, sizes, graph_inputs, graph_outputs).memory_aware_order(max_candidates)
+    return _Numbered(steps, sizes, graph_inputs, graph_outputs).memory_aware_order()
