@@ -238,6 +238,7 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
     reads_shapes = any(node.op_type in _SHAPE_READERS for node in index.nodes)
     # Stale annotations (value_info, declared output shapes, in subgraphs too) would override the shapes that
     # follow from the resolved inputs: inference keeps a declared shape that conflicts with what it infers.
+    main_constants = {t.name: t for t in light.graph.initializer} if index.with_subgraphs else {}
     for scope, _, graph in graphs_of(light.graph):
         del graph.value_info[:]
         for value in graph.output:
@@ -245,7 +246,7 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
                 value.type.tensor_type.ClearField("shape")
         if scope:
             reads_shapes = reads_shapes or any(node.op_type in _SHAPE_READERS for node in graph.node)
-            _share_outer_constants(graph, light.graph)
+            _share_outer_constants(graph, main_constants)
     for value in light.graph.input[:len(proto.graph.input)]:   # the stubs for weights come after
         if value.name in resolved:
             value.type.tensor_type.shape.Clear()
@@ -328,7 +329,7 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
     return result
 
 
-def _share_outer_constants(subgraph: GraphProto, main: GraphProto) -> None:
+def _share_outer_constants(subgraph: GraphProto, main_constants: dict[str, TensorProto]) -> None:
     """Give a subgraph copies of the small main-graph constants it reads (Tile repeats, Reshape shapes).
 
     onnx shape inference shows a subgraph only the types of outer values, not their contents, so a shape that
@@ -339,9 +340,7 @@ def _share_outer_constants(subgraph: GraphProto, main: GraphProto) -> None:
     for node in subgraph.node:
         defined.update(node.output)
         read.update(node.input)
-    wanted = read - defined
-    if wanted:
-        subgraph.initializer.extend(t for t in main.initializer if t.name in wanted)
+    subgraph.initializer.extend(main_constants[name] for name in sorted(read - defined) if name in main_constants)
 
 
 def _dropout_masks(subgraphs: list[tuple[str, str, GraphProto]], scopes: dict[str, dict[str, TensorInfo]],
