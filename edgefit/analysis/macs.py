@@ -8,6 +8,7 @@ otherwise. Control flow (If/Loop/Scan) is costed by the footprint from its subgr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -111,6 +112,25 @@ def _matmul(a: int, b: int) -> Rule:
             out = math.prod(batch) * m * n
         return out * k, 2 * out * k
     return rule
+
+
+def _fused_matmul(ctx: OpContext) -> Cost:
+    # onnxruntime's FusedMatMul: alpha x op(A) x op(B), op transposing the last two dims when transA / transB.
+    if ctx.attr("transBatchA", 0) or ctx.attr("transBatchB", 0):
+        raise UnknownCost("FusedMatMul with transBatchA/transBatchB")
+    shapes = []
+    for index, flag in ((0, "transA"), (1, "transB")):
+        shape = ctx.in_shape(index)
+        if ctx.attr(flag, 0) and len(shape) >= 2:
+            shape = (*shape[:-2], shape[-1], shape[-2])
+        shapes.append(shape)
+    a_shape, b_shape = shapes
+    return _matmul(0, 1)(OpContext(ctx.node, [_with_shape(ctx.inputs[0], a_shape), _with_shape(ctx.inputs[1], b_shape)],
+                                   ctx.outputs))
+
+
+def _with_shape(info: TensorInfo | None, shape: tuple[int, ...]) -> TensorInfo | None:
+    return None if info is None else dataclasses.replace(info, shape=shape)
 
 
 def _check_inner(ctx: OpContext, a_k: int, b_k: int, a_shape, b_shape) -> None:
@@ -257,7 +277,11 @@ COST_RULES: dict[str, Rule] = {
 # Domain-qualified rules for the contrib ops that onnxruntime's own optimizer writes into saved models.
 CONTRIB_RULES: dict[str, Rule] = {
     "com.microsoft.FusedConv": _conv(weight=1, bias=2),
-    "com.microsoft.FusedMatMul": _matmul(0, 1),
+    "com.microsoft.FusedMatMul": _fused_matmul,
+    "com.microsoft.FusedGemm": _gemm(0, 1, 2),
+    "com.microsoft.MatMulIntegerToFloat": _matmul(0, 1),
+    "com.microsoft.DynamicQuantizeMatMul": _matmul(0, 1),
+    "com.microsoft.DynamicQuantizeLSTM": _recurrent(gates=4),
     "com.microsoft.QGemm": _gemm(0, 3, 6),
     "com.microsoft.QLinearAdd": _per_output_element(1),
     "com.microsoft.QLinearMul": _per_output_element(1),
@@ -265,7 +289,10 @@ CONTRIB_RULES: dict[str, Rule] = {
     "com.microsoft.QLinearLeakyRelu": _per_output_element(1),
     "com.microsoft.QLinearGlobalAveragePool": _per_input_element(1),
     "com.microsoft.QLinearAveragePool": _pool,
+    "com.microsoft.QLinearSoftmax": _per_output_element(3),
+    "com.microsoft.QLinearConcat": _free,
     "com.microsoft.Gelu": _per_output_element(1),
+    "com.microsoft.QuickGelu": _per_output_element(1),
     "com.microsoft.FastGelu": _per_output_element(1),
     "com.microsoft.BiasGelu": _per_output_element(2),
     "com.microsoft.SkipLayerNormalization": _per_output_element(6),

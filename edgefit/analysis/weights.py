@@ -31,8 +31,23 @@ _CONFIG_SLOTS = {
     "QLinearConv": {1, 2, 4, 5, 6, 7}, "QLinearMatMul": {1, 2, 4, 5, 6, 7},
     "ConvInteger": {2, 3}, "MatMulInteger": {2, 3},
     "Clip": {1, 2}, "Pad": {1, 2, 3}, "Resize": {1, 2, 3}, "Upsample": {1}, "Dropout": {1, 2}, "OneHot": {1, 2},
-    "Range": {0, 1, 2},
+    "Range": {0, 1, 2}, "NonMaxSuppression": {2, 3, 4},
+    # Initial states of recurrent cells: zeros (or a caller's state), not learned.
+    "LSTM": {5, 6}, "GRU": {5}, "RNN": {5},
+    # onnxruntime's contrib ops (com.microsoft), as its quantizer and optimizer write them.
+    "QLinearAdd": {1, 2, 4, 5, 6, 7}, "QLinearMul": {1, 2, 4, 5, 6, 7}, "QGemm": {1, 2, 4, 5, 7, 8},
+    "QLinearSigmoid": {1, 2, 3, 4}, "QLinearLeakyRelu": {1, 2, 3, 4}, "QLinearSoftmax": {1, 2, 3, 4},
+    "QLinearGlobalAveragePool": {1, 2, 3, 4}, "QLinearAveragePool": {1, 2, 3, 4},
+    "MatMulIntegerToFloat": {2, 3, 4, 5}, "DynamicQuantizeMatMul": {2, 3}, "DynamicQuantizeLSTM": {5, 6, 8, 9, 10, 11},
 }
+
+
+def _variadic_config_slot(op_type: str, slot: int) -> bool:
+    """Config slots of ops with variadic inputs: QLinearConcat (Y scale, Y zero point, then (X, scale, zero point)
+    per input) and Loop (trip count, condition, then the initial values of its loop-carried state)."""
+    if op_type == "QLinearConcat":
+        return slot < 2 or (slot - 2) % 3 != 0
+    return op_type == "Loop"
 # Elementwise ops whose one-value constant operand is a hyperparameter, not a learned tensor: exporters write
 # LayerNorm, GELU and attention as formulas with constants such as an epsilon, 0.5, 0.044715 or 1/sqrt(d).
 _SCALAR_CONFIG_OPS = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mod", "Where", "Equal", "Greater", "Less",
@@ -45,12 +60,12 @@ WEIGHT_SLOTS = {
     "LSTM": (1, 2, 3), "GRU": (1, 2, 3), "RNN": (1, 2, 3), "PRelu": (1,),
 }
 # Integer bias inputs of integer-arithmetic ops are parameters although int32.
-_INT32_BIAS_SLOTS = {"QLinearConv": {8}}
+_INT32_BIAS_SLOTS = {"QLinearConv": {8}, "QGemm": {6}}
 
 
 def is_parameter(node: NodeProto, slot: int, dtype: str, elements: int | None = None) -> bool:
     """Does the constant at input `slot` of `node` hold learned values (as opposed to shapes, axes, scales)?"""
-    if slot in _CONFIG_SLOTS.get(node.op_type, ()):
+    if slot in _CONFIG_SLOTS.get(node.op_type, ()) or _variadic_config_slot(node.op_type, slot):
         return False
     if elements == 1 and node.op_type in _SCALAR_CONFIG_OPS:
         return False

@@ -31,7 +31,9 @@ reference evaluator) and stores the result as an initializer; `Constant` nodes b
 of a tensor with a fully static shape becomes a constant. Two folds are held back on purpose, because they are
 how a model stores weights compactly: DequantizeLinear of a weight, whatever its size (with it the layer is
 the QDQ pattern a runtime executes as an int8 kernel; folded, even a small depthwise layer would run in
-float), and widening Cast of a weight larger than 1 KiB.
+float), and widening Cast of a weight larger than 1 KiB. A node computing more than 1 KiB from a weight above
+1 KiB that other nodes read too (the Transpose of a tied embedding for the output layer) stays as well: folded,
+the model would store that weight twice.
 
 No-ops: Identity; Dropout (inference, mask unused); Reshape whose input already has the static target shape;
 Cast to the type the tensor already has; Cast A->B->A when B holds every value of A exactly; Transpose pairs
@@ -185,7 +187,17 @@ def _constant_outputs(node: NodeProto, editor: GraphEditor, info: SymbolicShapes
         return None   # DequantizeLinear(int8 weight) -> layer is the QDQ pattern runtimes run as an int8 kernel
     if node.op_type in _STORAGE_EXPANDERS and out_bytes > max(input_bytes, _KEEP_EXPANDED_ABOVE_BYTES):
         return None
+    if out_bytes > _KEEP_EXPANDED_ABOVE_BYTES and any(
+            value.nbytes > _KEEP_EXPANDED_ABOVE_BYTES and _read_elsewhere(name, node, editor)
+            for name, value in inputs.items()):
+        return None   # the weight stays for its other readers (a tied embedding): folding would store it twice
     return [np.asarray(v) for v in values]
+
+
+def _read_elsewhere(name: str, node: NodeProto, editor: GraphEditor) -> bool:
+    """Does a node other than `node` (or the graph's outputs) read `name`?"""
+    return name in editor.output_names or any(list(reader.output) != list(node.output)
+                                              for reader in editor.consumers.get(name, []))
 
 
 # ---- no-op removal -----------------------------------------------------------------------------------

@@ -1,0 +1,144 @@
+"""Analysis of models shaped like real exporters write them: onnxruntime's own quantizer (QOperator contrib ops,
+DynamicQuantizeLSTM) and optimizer (FusedMatMul, QuickGelu), detection heads (NonMaxSuppression), recurrent models
+with initial states and Loop-carried state.
+
+Every model is built here with onnx.helper; expected values are worked out by hand beside them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+import edgefit
+from helpers import build, vi
+
+F, U8, I8, I32, I64 = TensorProto.FLOAT, TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32, TensorProto.INT64
+MS = helper.make_opsetid("com.microsoft", 1)
+
+
+def const(name, value, dtype):
+    return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+
+
+def weight(name, *shape, dtype=np.float32, seed=0):
+    return numpy_helper.from_array((np.random.default_rng(seed).standard_normal(shape) * 10).astype(dtype), name)
+
+
+def test_nms_thresholds_are_configuration_not_parameters():
+    # NonMaxSuppression's max_output_boxes_per_class (int64), iou_threshold and score_threshold (float) configure
+    # it: no parameters; they are stored, so 8 + 4 + 4 weight bytes.
+    nodes = [helper.make_node("NonMaxSuppression", ["boxes", "scores", "max_out", "iou", "score_th"], ["sel"])]
+    inits = [const("max_out", [50], np.int64), const("iou", [0.5], np.float32), const("score_th", [0.25], np.float32)]
+    model = build(nodes, [vi("boxes", F, [1, 100, 4]), vi("scores", F, [1, 1, 100])], [vi("sel", I64, ["n", 3])],
+                  inits, opset=13, ir_version=8)
+    fp = edgefit.analyze(model)
+    assert fp.params == 0
+    assert fp.weight_bytes == 16
+
+
+def test_recurrent_initial_states_and_loop_state_are_not_parameters():
+    # LSTM seq 5, batch 2, input 3, hidden 4 with constant zero initial_h / initial_c: parameters are W 1x16x3 (48)
+    # + R 1x16x4 (64) + B 1x32 (32) = 144, the states (2 x 8 zeros) are not. MACs 5 x 2 x 4 gates x 4 x (3 + 4) = 1,120.
+    # A Loop (2 trips) whose carried accumulator starts from a constant 1x2x4 zeros: its body's Add reads no weight,
+    # so the Loop adds no parameter either.
+    body = helper.make_graph(
+        [helper.make_node("Add", ["acc_in", "Yh"], ["acc_out"]), helper.make_node("Identity", ["c_in"], ["c_out"])],
+        "body", [vi("i", I64, []), vi("c_in", TensorProto.BOOL, []), vi("acc_in", F, [1, 2, 4])],
+        [vi("c_out", TensorProto.BOOL, []), vi("acc_out", F, [1, 2, 4])])
+    nodes = [helper.make_node("LSTM", ["x", "W", "R", "B", "", "h0", "c0"], ["Y", "Yh"], hidden_size=4),
+             helper.make_node("Loop", ["trips", "cond", "acc0"], ["acc"], body=body)]
+    inits = [weight("W", 1, 16, 3), weight("R", 1, 16, 4), weight("B", 1, 32),
+             const("h0", np.zeros((1, 2, 4)), np.float32), const("c0", np.zeros((1, 2, 4)), np.float32),
+             const("trips", 2, np.int64), const("cond", True, np.bool_), const("acc0", np.zeros((1, 2, 4)), np.float32)]
+    model = build(nodes, [vi("x", F, [5, 2, 3])], [vi("Y", F, [5, 1, 2, 4]), vi("acc", F, [1, 2, 4])], inits,
+                  opset=14, ir_version=8)
+    fp = edgefit.analyze(model)
+    assert fp.params == 144
+    assert fp.macs == 1120
+    assert fp.weight_bytes == 144 * 4 + 2 * 32 + 8 + 1 + 32
+
+
+def _qoperator_model():
+    """What onnxruntime's quantize_static writes in QOperator format: x [2, 8] uint8 -> QGemm (B int8 8x4, int32
+    bias 4) -> QLinearAdd with a uint8 constant [4] -> QLinearConcat with the QGemm output -> QLinearSoftmax."""
+    scale = lambda name: const(name, 0.05, np.float32)      # noqa: E731
+    zero = lambda name: const(name, 128, np.uint8)          # noqa: E731
+    inits = [scale("xs"), zero("xz"), const("W", np.arange(32).reshape(8, 4) - 16, np.int8),
+             const("ws", np.full(4, 0.01), np.float32), const("wz", np.zeros(4), np.int8),
+             const("bias", [1, 2, 3, 4], np.int32), scale("ys"), zero("yz"),
+             const("c", [1, 2, 3, 4], np.uint8), scale("cs"), zero("cz"), scale("as"), zero("az"),
+             scale("ks"), zero("kz"), scale("ss"), zero("sz")]
+    nodes = [helper.make_node("QGemm", ["x", "xs", "xz", "W", "ws", "wz", "bias", "ys", "yz"], ["y"],
+                              domain="com.microsoft"),
+             helper.make_node("QLinearAdd", ["y", "ys", "yz", "c", "cs", "cz", "as", "az"], ["a"],
+                              domain="com.microsoft"),
+             helper.make_node("QLinearConcat", ["ks", "kz", "a", "as", "az", "y", "ys", "yz"], ["k"], axis=1,
+                              domain="com.microsoft"),
+             helper.make_node("QLinearSoftmax", ["k", "ks", "kz", "ss", "sz"], ["s"], axis=-1, opset=13,
+                              domain="com.microsoft")]
+    return build(nodes, [vi("x", U8, [2, 8])], [vi("s", U8, [2, 8])], inits, opset=13, ir_version=8,
+                 extra_opsets=[MS])
+
+
+def test_onnxruntime_qoperator_scales_and_zero_points_are_not_parameters():
+    # Parameters: QGemm's int8 weights 32 + int32 bias 4 + QLinearAdd's uint8 constant 4 = 40; every scale and zero
+    # point is configuration. MACs: QGemm 2 x 4 x 8 = 64. FLOPs: 2 x 64 + 8 bias adds, Add 8, Concat 0, Softmax
+    # 3 x 16.
+    fp = edgefit.analyze(_qoperator_model())
+    assert fp.params == 40
+    assert fp.params_by_dtype == {"int8": 32, "int32": 4, "uint8": 4}
+    assert fp.macs == 64
+    assert fp.flops == 128 + 8 + 8 + 48
+    assert not fp.unknowns
+
+
+def test_fused_matmul_honours_its_transposes():
+    # onnxruntime fuses Transpose(K) into the attention scores MatMul: FusedMatMul(q [2,3,5,4], k [2,3,6,4],
+    # transB=1) -> [2,3,5,6], 2 x 3 x 5 x 6 x 4 = 720 MACs; then transA on a [2,3,4,5] operand: the same 720.
+    nodes = [helper.make_node("FusedMatMul", ["q", "k"], ["s"], transB=1, alpha=0.5, domain="com.microsoft"),
+             helper.make_node("FusedMatMul", ["qt", "k"], ["s2"], transA=1, transB=1, domain="com.microsoft")]
+    model = build(nodes, [vi("q", F, [2, 3, 5, 4]), vi("k", F, [2, 3, 6, 4]), vi("qt", F, [2, 3, 4, 5])],
+                  [vi("s", F, [2, 3, 5, 6]), vi("s2", F, [2, 3, 5, 6])], opset=13, ir_version=8, extra_opsets=[MS])
+    fp = edgefit.analyze(model)
+    assert not fp.unknowns
+    assert [layer.macs for layer in fp.layers] == [720, 720]
+
+
+def test_onnxruntime_dynamic_lstm_and_quick_gelu_are_costed():
+    # quantize_dynamic turns a bidirectional LSTM (seq 4, batch 1, input 3, hidden 2) into DynamicQuantizeLSTM with
+    # int8 W [2, 3, 8] and R [2, 2, 8]: MACs 2 directions x 4 x 1 x 4 gates x 2 x (3 + 2) = 320, as for the float
+    # LSTM. Parameters 48 + 32 + B 2x16 = 112; the weight scales / zero points are not. ORT's QuickGelu costs 1 FLOP
+    # per element.
+    inits = [const("W", np.ones((2, 3, 8)), np.int8), const("R", np.ones((2, 2, 8)), np.int8), weight("B", 2, 16),
+             const("Ws", [0.1, 0.1], np.float32), const("Wz", [0, 0], np.int8),
+             const("Rs", [0.1, 0.1], np.float32), const("Rz", [0, 0], np.int8)]
+    nodes = [helper.make_node("DynamicQuantizeLSTM", ["x", "W", "R", "B", "", "", "", "", "Ws", "Wz", "Rs", "Rz"],
+                              ["Y"], hidden_size=2, direction="bidirectional", domain="com.microsoft"),
+             helper.make_node("QuickGelu", ["Y"], ["g"], alpha=1.702, domain="com.microsoft")]
+    model = build(nodes, [vi("x", F, [4, 1, 3])], [vi("g", F, [4, 2, 1, 2])], inits, opset=13, ir_version=8,
+                  extra_opsets=[MS])
+    fp = edgefit.analyze(model)
+    assert not fp.unknowns
+    assert fp.params == 112
+    assert fp.macs == 320
+    assert [layer.flops for layer in fp.layers][1] == 16
+
+
+def test_fuse_keeps_a_tied_embedding_stored_once():
+    # PyTorch exports a tied embedding as Gather(E) at the input and MatMul(h, Transpose(E)) at the output. Folding
+    # that Transpose would store E [100, 16] (6,400 bytes) twice; it stays. A weight only its Transpose reads
+    # (K [4, 100], 1,600 bytes) is still folded.
+    from edgefit.passes import fuse
+
+    nodes = [helper.make_node("Gather", ["E", "ids"], ["h"]),
+             helper.make_node("Transpose", ["E"], ["Et"], perm=[1, 0]),
+             helper.make_node("MatMul", ["h", "Et"], ["logits"]),
+             helper.make_node("Transpose", ["K"], ["Kt"], perm=[1, 0]),
+             helper.make_node("MatMul", ["logits", "Kt"], ["y"])]
+    model = build(nodes, [vi("ids", I64, [1, 4])], [vi("y", F, [1, 4, 4])], [weight("E", 100, 16), weight("K", 4, 100)],
+                  opset=17, ir_version=8)
+    result = fuse(model)
+    assert [n.op_type for n in result.model.graph.node] == ["Gather", "Transpose", "MatMul", "MatMul"]
+    assert result.stats.rewrites == {"constants_folded": 1}
+    assert edgefit.analyze(result.model).weight_bytes == edgefit.analyze(model).weight_bytes == (1600 + 400) * 4
