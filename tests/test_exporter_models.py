@@ -142,3 +142,38 @@ def test_fuse_keeps_a_tied_embedding_stored_once():
     assert [n.op_type for n in result.model.graph.node] == ["Gather", "Transpose", "MatMul", "MatMul"]
     assert result.stats.rewrites == {"constants_folded": 1}
     assert edgefit.analyze(result.model).weight_bytes == edgefit.analyze(model).weight_bytes == (1600 + 400) * 4
+
+
+def _tied_embedding_model():
+    # ids [1, 4] -> Gather(E [50, 8]) -> MatMul(h, W [8, 8]) -> MatMul(., Transpose(E)) -> logits [1, 4, 50]:
+    # parameters 400 + 64 = 464.
+    nodes = [helper.make_node("Gather", ["E", "ids"], ["h"]), helper.make_node("MatMul", ["h", "W"], ["m"]),
+             helper.make_node("Transpose", ["E"], ["Et"], perm=[1, 0]), helper.make_node("MatMul", ["m", "Et"], ["y"])]
+    return build(nodes, [vi("ids", I64, [1, 4])], [vi("y", F, [1, 4, 50])], [weight("E", 50, 8), weight("W", 8, 8)],
+                 opset=17, ir_version=8)
+
+
+def test_onnxruntime_quantizers_keep_the_parameter_count(tmp_path):
+    # quantize_static (QDQ) writes the tied embedding's output layer as Q(Transpose(DQ(E_int8))) -> DQ: the same
+    # 400 parameters, not 400 more. quantize_dynamic (per channel) writes MatMulInteger + Mul(activation scale,
+    # weight scales [8]): the weight scales are configuration. Both keep 464 parameters.
+    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_dynamic, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter([{"ids": np.array([[1, 2, 3, 4]], np.int64)}])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    source = tmp_path / "tied.onnx"
+    source.write_bytes(_tied_embedding_model().SerializeToString())
+    assert edgefit.analyze(source).params == 464
+    quantize_static(str(source), str(tmp_path / "qdq.onnx"), Reader(), per_channel=False)
+    qdq = edgefit.analyze(tmp_path / "qdq.onnx")
+    assert qdq.params == 464 and qdq.params_by_dtype == {"int8": 464}
+    quantize_dynamic(str(source), str(tmp_path / "dyn.onnx"), weight_type=QuantType.QInt8, per_channel=True,
+                     op_types_to_quantize=["MatMul"])
+    dynamic = edgefit.analyze(tmp_path / "dyn.onnx")
+    assert any(layer.op_type == "MatMulInteger" for layer in dynamic.layers)
+    assert dynamic.params == 464

@@ -116,6 +116,9 @@ _SAME_VALUES = {"Cast", "CastLike", "DequantizeLinear", "Reshape", "Transpose", 
                 "Identity"}
 # Folded ops whose output holds values of their first input (some or all): they keep its storage dtype.
 _VALUE_PRESERVING = _SAME_VALUES | {"Slice", "Gather", "Concat", "Split"}
+# The same parameters also when requantized: onnxruntime's QDQ quantizer writes Q(Transpose(DQ(int8 weight))) for
+# a tied embedding's output layer. (Not a storage dtype: a float weight behind QuantizeLinear deploys as int8.)
+_SAME_PARAMETERS = _SAME_VALUES | {"QuantizeLinear"}
 
 
 Lookup = Callable[[str], TensorInfo | None]   # a tensor's info as seen from the graph being walked
@@ -140,6 +143,19 @@ def _stored_dtype(graph: GraphProto, view: ConstantView, lookup: Lookup, name: s
         return dtype_name(view.sparse[current].values.data_type)
     info = lookup(current)
     return info.dtype if info is not None else None
+
+
+def _scales_a_dynamic_quantization(graph: GraphProto, view: ConstantView, node: NodeProto) -> bool:
+    """A Mul of the activation scale a DynamicQuantizeLinear computes: its constant operand is the weight's
+    (per-channel) quantization scale, as onnxruntime's quantize_dynamic writes MatMulInteger layers."""
+    if node.op_type != "Mul":
+        return False
+    for name in node.input:
+        producer = view.producer.get(name)
+        if producer is not None and graph.node[producer].op_type == "DynamicQuantizeLinear" and (
+                list(graph.node[producer].output).index(name) == 1):
+            return True
+    return False
 
 
 @dataclass
@@ -172,9 +188,10 @@ class WeightTally:
             if info is None or info.shape is None:
                 self.unknowns.append(f"weight {name!r} of node {node.name or node.op_type!r} has an unknown shape")
                 continue
-            source = _source(graph, view, name, _SAME_VALUES)
+            source = _source(graph, view, name, _SAME_PARAMETERS)
             if (source not in self.counted_params and slot < len(inputs)
-                    and is_parameter(node, slot, info.dtype, info.elements)):
+                    and is_parameter(node, slot, info.dtype, info.elements)
+                    and not _scales_a_dynamic_quantization(graph, view, node)):
                 self.counted_params.add(source)
                 dtype = _stored_dtype(graph, view, lookup, name) or info.dtype
                 self.params_by_dtype[dtype] = self.params_by_dtype.get(dtype, 0) + info.elements
