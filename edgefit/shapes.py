@@ -6,8 +6,10 @@ weights are in memory, a real onnxruntime run on synthetic inputs of the resolve
 
 from __future__ import annotations
 
+import ast
 import functools
 import math
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,6 +122,8 @@ def _bind_input_shapes(graph: GraphProto, pinned: dict[str, list[int]], dims: di
                 shape.append(dim.dim_value)
             elif dim.HasField("dim_param") and dim.dim_param in dims:
                 shape.append(dims[dim.dim_param])
+            elif dim.HasField("dim_param") and (size := _dim_expression(dim.dim_param, dims, declared_params)) is not None:
+                shape.append(size)
             else:
                 label = dim.dim_param or f"axis {axis} (unnamed)"
                 unbound.setdefault(label, []).append(value.name)
@@ -130,6 +134,41 @@ def _bind_input_shapes(graph: GraphProto, pinned: dict[str, list[int]], dims: di
         warnings.append(f"unbound dimensions set to 1: {described}; bind them with --dim NAME=VALUE or "
                         f"--input-shape")
     return resolved
+
+
+_DIM_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
+                  ast.Div: operator.floordiv}
+
+
+def _dim_expression(text: str, dims: dict[str, int], declared: set[str]) -> int | None:
+    """The value of a dimension named by arithmetic on other dimensions, as Hugging Face Optimum writes them
+    ('past_sequence_length + 1', 'past_sequence_length + sequence_length'): names bound with --dim take their
+    value, other names the model's inputs declare take 1 (their unbound default, warned about). None when the
+    text is a plain name or anything else."""
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except (SyntaxError, ValueError):
+        return None
+    if not isinstance(tree, ast.BinOp):
+        return None
+
+    def value(node: ast.AST) -> int:
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return node.value
+        if isinstance(node, ast.Name) and (node.id in dims or node.id in declared):
+            return dims.get(node.id, 1)
+        if isinstance(node, ast.BinOp) and type(node.op) in _DIM_OPERATORS:
+            left, right = value(node.left), value(node.right)
+            if right == 0 and isinstance(node.op, (ast.FloorDiv, ast.Div)):
+                raise ValueError(text)
+            return _DIM_OPERATORS[type(node.op)](left, right)
+        raise ValueError(text)
+
+    try:
+        size = value(tree)
+    except ValueError:
+        return None
+    return size if 0 <= size < 2**63 else None
 
 
 def _collect(graph: GraphProto, scope: str, scopes: dict[str, dict[str, TensorInfo]], cache: dict,

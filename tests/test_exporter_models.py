@@ -177,3 +177,22 @@ def test_onnxruntime_quantizers_keep_the_parameter_count(tmp_path):
     dynamic = edgefit.analyze(tmp_path / "dyn.onnx")
     assert any(layer.op_type == "MatMulInteger" for layer in dynamic.layers)
     assert dynamic.params == 464
+
+
+def test_dimension_named_by_arithmetic_follows_the_dimensions_it_names():
+    # Hugging Face Optimum names a decoder's attention_mask axis 'past_sequence_length + 1': with past 5 it is 6;
+    # unbound, past defaults to 1 (warned) and the mask to 2, as the graph computes it. An unparsable or foreign
+    # name stays a plain unbound dimension.
+    nodes = [helper.make_node("Relu", ["mask"], ["m"]), helper.make_node("Relu", ["past"], ["p"]),
+             helper.make_node("Relu", ["other"], ["o"])]
+    model = build(nodes, [vi("mask", F, ["batch", "past_sequence_length + 1"]),
+                          vi("past", F, ["batch", 2, "past_sequence_length", 4]),
+                          vi("other", F, ["2 * unknown_name", "batch-size"])],
+                  [vi("m", F, None), vi("p", F, None), vi("o", F, None)], opset=17, ir_version=8)
+    fp = edgefit.analyze(model, dims={"batch": 3, "past_sequence_length": 5})
+    assert fp.inputs["mask"] == [3, 6] and fp.inputs["past"] == [3, 2, 5, 4] and fp.inputs["other"] == [1, 1]
+    assert fp.warnings == ("unbound dimensions set to 1: 2 * unknown_name (in other), batch-size (in other); bind "
+                           "them with --dim NAME=VALUE or --input-shape",)
+    fp = edgefit.analyze(model, dims={"batch": 1})
+    assert fp.inputs["mask"] == [1, 2] and fp.inputs["past"] == [1, 2, 1, 4]
+    assert "past_sequence_length (in past)" in fp.warnings[0] and "+ 1" not in fp.warnings[0]
