@@ -8,9 +8,11 @@ Every model is built here with onnx.helper; expected values are worked out by ha
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import edgefit
+from edgefit.errors import PassError
 from helpers import build, vi
 
 F, U8, I8, I32, I64 = TensorProto.FLOAT, TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32, TensorProto.INT64
@@ -196,3 +198,34 @@ def test_dimension_named_by_arithmetic_follows_the_dimensions_it_names():
     fp = edgefit.analyze(model, dims={"batch": 1})
     assert fp.inputs["mask"] == [1, 2] and fp.inputs["past"] == [1, 2, 1, 4]
     assert "past_sequence_length (in past)" in fp.warnings[0] and "+ 1" not in fp.warnings[0]
+
+
+def _conv_pad_conv(pads):
+    # tf2onnx's 'SAME' strided conv: x [1,3,8,8] -> Conv A (4 x 3x3x3, pads 1) -> Relu -> Pad -> Conv B (2 x 4x3x3,
+    # stride 2, no pads) -> y [1,2,4,4].
+    nodes = [helper.make_node("Conv", ["x", "A", "a"], ["h"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="A"),
+             helper.make_node("Relu", ["h"], ["r"]), helper.make_node("Pad", ["r", "pads"], ["p"]),
+             helper.make_node("Conv", ["p", "B", "b"], ["y"], kernel_shape=[3, 3], strides=[2, 2], name="B")]
+    inits = [weight("A", 4, 3, 3, 3), weight("a", 4), weight("B", 2, 4, 3, 3), weight("b", 2),
+             const("pads", pads, np.int64)]
+    return build(nodes, [vi("x", F, [1, 3, 8, 8])], [vi("y", F, [1, 2, None, None])], inits, opset=13, ir_version=8)
+
+
+def test_structured_pruning_passes_channels_through_a_spatial_pad():
+    # Half of A's 4 channels go, and B loses the matching input channels: params A 2x27+2 = 56, B 2x2x9+2 = 38 (from
+    # 112 + 74); MACs A 2 x 64 x 27 = 3,456 + B 2 x 16 x 18 = 576 (from 8,064). A Pad that pads channels blocks.
+    import onnxruntime as ort
+
+    from edgefit.passes import prune
+
+    model = _conv_pad_conv([0, 0, 1, 1, 0, 0, 1, 1])
+    result = prune(model, 0.5, structured=True)
+    assert [(c.layer, c.channels_before, c.channels_after, c.rewired) for c in result.stats.channels] == [
+        ("A", 4, 2, ("B",))]
+    before, after = edgefit.analyze(model), edgefit.analyze(result.model)
+    assert (before.params, before.macs, after.params, after.macs) == (186, 8064, 94, 4032)
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    y = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert y[0].shape == (1, 2, 4, 4)
+    with pytest.raises(PassError, match="A: its channels reach Pad"):
+        prune(_conv_pad_conv([0, 1, 1, 1, 0, 1, 1, 1]), 0.5, structured=True)

@@ -338,7 +338,8 @@ def _follow(tensor: str, keep: list[int], total: int, editor: GraphEditor, shape
             plan.slices += [(reader, k, 0, keep) for k in range(1, 5)]
             plan.rewired.append(label)
             _follow(reader.output[0], keep, total, editor, shapes, plan)
-        elif op in _CHANNEL_PASSTHROUGH and position == 0:
+        elif (op in _CHANNEL_PASSTHROUGH or op == "Pad" and _pads_spatial_only(reader, shapes.get(tensor), editor)) \
+                and position == 0:
             _follow(reader.output[0], keep, total, editor, shapes, plan)
         elif op in _CHANNEL_CONSTANT_OPS:
             _cut_channel_constant(reader, position, keep, total, editor, shapes, plan)
@@ -371,6 +372,26 @@ def _follow(tensor: str, keep: list[int], total: int, editor: GraphEditor, shape
                            "that is not cut the same way")
         else:
             raise _Blocked(f"its channels reach {op} {label}, which structured pruning cannot rewire")
+
+
+def _pads_spatial_only(pad: NodeProto, shape, editor: GraphEditor) -> bool:
+    """A Pad that leaves axes 0 and 1 alone (tf2onnx writes one before each 'SAME' strided Conv) passes channels
+    through: it pads every channel the same way, whatever its mode."""
+    if len(pad.input) > 1 and pad.input[1]:
+        pads = editor.constant(pad.input[1])
+    else:
+        pads = get_attribute(pad, "pads", None)
+    if pads is None:
+        return False
+    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+    count = len(pads) // 2
+    axes = list(range(count))
+    if len(pad.input) > 3 and pad.input[3]:
+        given = editor.constant(pad.input[3])
+        if given is None or (shape is None and any(int(a) < 0 for a in given.reshape(-1))):
+            return False
+        axes = [int(a) % len(shape) if int(a) < 0 else int(a) for a in given.reshape(-1)]
+    return all(begin == 0 and end == 0 for axis, begin, end in zip(axes, pads[:count], pads[count:]) if axis < 2)
 
 
 def _require_constant(node: NodeProto, index: int, editor: GraphEditor) -> np.ndarray:
