@@ -229,3 +229,15 @@ def test_structured_pruning_passes_channels_through_a_spatial_pad():
     assert y[0].shape == (1, 2, 4, 4)
     with pytest.raises(PassError, match="A: its channels reach Pad"):
         prune(_conv_pad_conv([0, 1, 1, 1, 0, 1, 1, 1]), 0.5, structured=True)
+
+
+def test_quantize_reports_activation_operand_matmuls_as_quantized():
+    # onnxruntime's QDQ quantizer puts DequantizeLinear on both operands of the output layer MatMul(m, Transpose(E))
+    # of a tied embedding (and of attention's Q.K^T): it runs as an int8 kernel, so it is reported as quantized.
+    from edgefit.fidelity import synthetic_samples
+    from edgefit.passes import quantize
+
+    model = _tied_embedding_model()
+    result = quantize(model, "int8", calibration=synthetic_samples(model))
+    assert len(result.stats.quantized_layers) == 2
+    assert not result.stats.float_layers

@@ -442,10 +442,13 @@ def _layer_precisions(before: ModelProto, after: ModelProto, mode: str,
     for layer in layers:
         label = node_label(layer)
         node = after_nodes.get(layer.name)
-        if mode == "int8":   # its weight is now an int8 initializer behind a DequantizeLinear
-            done = node is not None and any(
+        if mode == "int8":   # its weight is now an int8 initializer behind a DequantizeLinear, or both operands
+            # come through DequantizeLinear (activation x activation, a requantized tied embedding): an int8 kernel
+            dequantized = [producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
+                           for i in (node.input[:2] if node is not None else ())]
+            done = node is not None and (len(dequantized) == 2 and all(dequantized) or any(
                 producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
-                and producers[i].input[0] in int8_weights for i in node.input)
+                and producers[i].input[0] in int8_weights for i in node.input))
         elif mode == "dynamic":
             done = node is None or node.op_type != layer.op_type   # replaced by its integer form
         else:
