@@ -109,7 +109,12 @@ class Footprint:
             buffers = self.shared_buffers if shared else self.buffers
             if precision is not None:
                 buffers = [b.at_float_precision(PRECISION_BYTES[precision]) for b in buffers]
-            self._arena_cache[key] = plan_arena(buffers, alignment=self.alignment).size
+            size = plan_arena(buffers, alignment=self.alignment).size
+            if shared:
+                # Sharing is an option a runtime takes, never a cost: where the merged buffers place worse (greedy
+                # placement can fragment around a long-lived merged buffer), the plan without sharing still holds.
+                size = min(size, self.activation_bytes_at(precision))
+            self._arena_cache[key] = size
         return self._arena_cache[key]
 
     @property
