@@ -20,7 +20,10 @@ device is assumed to infer back to back (d = 1). Battery life = battery energy /
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
+
+import numpy as np
 
 from edgefit.analysis.dtypes import DTYPE_BYTES, FLOAT_DTYPES, PRECISION_BYTES
 from edgefit.analysis.footprint import Footprint
@@ -118,6 +121,36 @@ def _float_scale(dtype: str, precision: str) -> float:
     return PRECISION_BYTES[precision] / DTYPE_BYTES[dtype]
 
 
+@dataclass(frozen=True)
+class _LayerColumns:
+    """The per-layer figures every device's estimate needs, as arrays: one model is checked against dozens of
+    devices, and a Python loop over tens of thousands of layers per device would dominate `check --all`."""
+
+    count: int
+    activation_moved: np.ndarray   # bytes each layer reads and writes at the precision
+    weight_bytes: np.ndarray
+    macs: np.ndarray               # 0 where unknown
+    without_macs: tuple[str, ...]
+
+
+_columns_cache: dict[tuple[int, str], _LayerColumns] = {}
+
+
+def _layer_columns(footprint: Footprint, precision: str) -> _LayerColumns:
+    key = (id(footprint), precision)
+    if key not in _columns_cache:
+        layers = [l for l in footprint.layers if not (precision == "int8" and l.op_type in _FUSED_IN_INT8)]
+        _columns_cache[key] = _LayerColumns(
+            len(layers),
+            np.array([((l.input_bytes or 0) + (l.output_bytes or 0)) * _float_scale(l.dtype, precision)
+                      for l in layers], dtype=np.float64),
+            np.array([l.weight_bytes for l in layers], dtype=np.float64),
+            np.array([l.macs or 0 for l in layers], dtype=np.float64),
+            tuple(l.name for l in layers if l.macs is None))
+        weakref.finalize(footprint, _columns_cache.pop, key, None)   # the entry lives as long as the footprint
+    return _columns_cache[key]
+
+
 def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None = None,
              rate_hz: float | None = None) -> Estimate:
     """Estimate memory, latency, energy and power of `footprint` on `profile` at `precision` (default: the model's)."""
@@ -132,27 +165,18 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
     flash_bytes = weight_bytes + profile.runtime_flash_bytes
     ram_bytes = activation_bytes + profile.runtime_ram_bytes + (weight_bytes if profile.weights_in_ram else 0)
 
-    macs_per_s = profile.macs_per_s(precision)
     weight_bandwidth = (profile.memory_bandwidth_bytes_per_s if profile.weights_in_ram
                         else profile.flash_bandwidth_bytes_per_s)
     weight_scale = weight_bytes / footprint.weight_bytes if footprint.weight_bytes else 1.0
-    compute_s = 0.0
-    memory_bound = 0
-    without_macs = []
-    layers = [l for l in footprint.layers if not (precision == "int8" and l.op_type in _FUSED_IN_INT8)]
-    for layer in layers:
-        activation_moved = ((layer.input_bytes or 0) + (layer.output_bytes or 0)) * _float_scale(layer.dtype, precision)
-        memory_time = (activation_moved / profile.memory_bandwidth_bytes_per_s
-                       + layer.weight_bytes * weight_scale / weight_bandwidth)
-        if layer.macs is None:
-            without_macs.append(layer.name)
-            mac_time = 0.0
-        else:
-            mac_time = layer.macs / macs_per_s
-        memory_bound += memory_time > mac_time
-        compute_s += max(mac_time, memory_time)
+    columns = _layer_columns(footprint, precision)
+    memory_time = (columns.activation_moved / profile.memory_bandwidth_bytes_per_s
+                   + columns.weight_bytes * (weight_scale / weight_bandwidth))
+    mac_time = columns.macs / profile.macs_per_s(precision)
+    memory_bound = int(np.count_nonzero(memory_time > mac_time))
+    compute_s = float(np.maximum(mac_time, memory_time).sum())
+    without_macs = columns.without_macs
 
-    overhead_s = profile.inference_overhead_s + profile.per_op_overhead_s * len(layers)
+    overhead_s = profile.inference_overhead_s + profile.per_op_overhead_s * columns.count
     busy_s = compute_s + overhead_s
     energy_j = profile.active_power_w * busy_s
     duty_cycle = 1.0 if rate_hz is None else min(1.0, rate_hz * busy_s)
