@@ -7,6 +7,7 @@ with a 27 GB weight file is analysed from its small graph file alone.
 from __future__ import annotations
 
 import heapq
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -100,21 +101,57 @@ def external_location(tensor: TensorProto) -> str | None:
     return next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
 
 
-def _external_locations(proto: ModelProto, base_dir: Path) -> dict[str, str]:
-    """External data files (location -> first tensor stored there); refuses locations outside the model's folder."""
+@dataclass
+class _DataFile:
+    """What a model expects of one external data file: the first tensor stored there, the furthest byte read."""
+
+    first_tensor: str
+    end: int = 0
+    end_tensor: str = ""
+
+
+def _external_files(proto: ModelProto, base_dir: Path) -> dict[str, _DataFile]:
+    """External data files by location; refuses locations outside the model's folder."""
+    from edgefit.analysis.dtypes import dtype_name, tensor_bytes
+
     root = base_dir.resolve()
-    locations: dict[str, str] = {}
+    files: dict[str, _DataFile] = {}
     for tensor in iter_tensors(proto.graph):
         if tensor.data_location != TensorProto.EXTERNAL:
             continue
-        location = external_location(tensor)
-        if location in locations:   # one data file usually serves every tensor: resolve each location once
-            continue
-        locations[location] = tensor.name
-        target = (root / location).resolve()
-        if Path(location).is_absolute() or not target.is_relative_to(root):
-            raise ModelError(f"external data of tensor {tensor.name!r} points outside the model's folder: {location!r}")
-    return locations
+        entries = {entry.key: entry.value for entry in tensor.external_data}
+        location = entries.get("location", "")
+        data_file = files.get(location)
+        if data_file is None:   # one data file usually serves every tensor: resolve each location once
+            target = (root / location).resolve()
+            if Path(location).is_absolute() or not target.is_relative_to(root):
+                raise ModelError(f"external data of tensor {tensor.name!r} points outside the model's folder: "
+                                 f"{location!r}")
+            data_file = files[location] = _DataFile(tensor.name)
+        try:
+            offset = int(entries.get("offset", 0))
+            length = int(entries["length"]) if "length" in entries else tensor_bytes(
+                math.prod(tensor.dims), dtype_name(tensor.data_type)) or 0
+        except ValueError:
+            raise ModelError(f"external data of tensor {tensor.name!r} has a malformed offset or length") from None
+        if offset + length > data_file.end:
+            data_file.end, data_file.end_tensor = offset + length, tensor.name
+    return files
+
+
+def _check_data_file(path: Path, location: str, data_file: _DataFile, model_path: Path) -> None:
+    """The file exists and holds every byte the model's metadata points at (a truncated download or a Git LFS
+    pointer would otherwise pass the analysis, which never reads it, and fail much later)."""
+    if not path.is_file():
+        raise ModelError(f"external data file {location!r} of tensor {data_file.first_tensor!r} is missing next to "
+                         f"{model_path}")
+    size = path.stat().st_size
+    if size < data_file.end:
+        with path.open("rb") as handle:
+            pointer = handle.read(len(_LFS_POINTER)) == _LFS_POINTER
+        hint = "it is a Git LFS pointer: run `git lfs pull`" if pointer else "truncated?"
+        raise ModelError(f"external data file {location!r} has {size:,} bytes but tensor {data_file.end_tensor!r} "
+                         f"ends at byte {data_file.end:,} ({hint})")
 
 
 def external_data_bytes(proto: ModelProto) -> int:
@@ -131,7 +168,13 @@ def external_data_bytes(proto: ModelProto) -> int:
     return total
 
 
+# The first bytes of a Git LFS pointer file, which a clone without `git lfs pull` has in place of the real file.
+_LFS_POINTER = b"version https://git-lfs"
+
+
 def parse_model_bytes(data: bytes, source: str) -> ModelProto:
+    if data.startswith(_LFS_POINTER):
+        raise ModelError(f"{source} is a Git LFS pointer, not the model: run `git lfs pull` to fetch it")
     proto = ModelProto()
     try:
         proto.ParseFromString(data)
@@ -157,11 +200,10 @@ def load_model(path: str | os.PathLike, *, load_weights: bool = False) -> Loaded
         raise ModelError(f"{path} is empty")
     proto = parse_model_bytes(data, str(path))
     del data
-    locations = _external_locations(proto, path.parent)
-    has_external = bool(locations)
-    for location, tensor_name in locations.items():
-        if not (path.parent / location).is_file():
-            raise ModelError(f"external data file {location!r} of tensor {tensor_name!r} is missing next to {path}")
+    files = _external_files(proto, path.parent)
+    has_external = bool(files)
+    for location, data_file in files.items():
+        _check_data_file(path.parent / location, location, data_file, path)
     if has_external and load_weights:
         try:
             onnx.load_external_data_for_model(proto, str(path.parent))

@@ -585,6 +585,28 @@ def test_missing_external_data_file(tmp_path):
         edgefit.analyze(path)
 
 
+def test_truncated_external_data_file_is_refused_with_the_tensor_it_cuts(tmp_path):
+    # _mlp's weights: 64x64 + 64 + 64x10 float32 = 19,200 bytes, the large ones in weights.bin. Cut the file short.
+    path = _save_external(_mlp(), tmp_path / "ext")
+    data = tmp_path / "ext" / "weights.bin"
+    full = data.stat().st_size
+    data.write_bytes(data.read_bytes()[:1000])
+    with pytest.raises(ModelError, match=rf"'weights.bin' has 1,000 bytes but tensor '\w+' ends at byte {full:,} "
+                                         r"\(truncated\?\)"):
+        edgefit.analyze(path)
+
+
+def test_git_lfs_pointers_instead_of_the_model_or_its_data_are_named(tmp_path):
+    pointer = b"version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 19200\n"
+    path = _save_external(_mlp(), tmp_path / "ext")
+    (tmp_path / "ext" / "weights.bin").write_bytes(pointer)
+    with pytest.raises(ModelError, match="Git LFS pointer: run `git lfs pull`"):
+        edgefit.analyze(path)
+    (tmp_path / "model.onnx").write_bytes(pointer)
+    with pytest.raises(ModelError, match="is a Git LFS pointer, not the model"):
+        edgefit.analyze(tmp_path / "model.onnx")
+
+
 def test_sparse_initializer(tmp_path):
     values = const("M", np.array([1.0, 2.0, 3.0, 4.0], np.float32))
     indices = const("M_idx", np.array([[0, 0], [1, 3], [2, 5], [9, 7]], np.int64))   # [nnz, rank] form
