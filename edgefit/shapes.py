@@ -55,6 +55,7 @@ class ResolvedShapes:
     inputs: dict[str, list[int]]
     warnings: list[str] = field(default_factory=list)
     source: str = "onnx shape inference"
+    non_tensors: set[str] = field(default_factory=set)   # sequences, maps, optionals: no shape to resolve
 
     def lookup(self, scope: str, name: str) -> TensorInfo | None:
         """Find `name` in `scope` or the enclosing scopes (subgraphs read outer tensors by name)."""
@@ -172,7 +173,7 @@ def _dim_expression(text: str, dims: dict[str, int], declared: set[str]) -> int 
 
 
 def _collect(graph: GraphProto, scope: str, scopes: dict[str, dict[str, TensorInfo]], cache: dict,
-             nodes: list[onnx.NodeProto] | None = None) -> None:
+             non_tensors: set[str], nodes: list[onnx.NodeProto] | None = None) -> None:
     """Record the graph's typed values. `cache`, shared across calls, holds one TensorInfo per (element type,
     shape) and the TensorInfo (None: not a tensor) of each serialized TypeProto seen: reading a proto's dims
     field by field costs far more than serializing it, and most tensors share their type with another."""
@@ -192,6 +193,9 @@ def _collect(graph: GraphProto, scope: str, scopes: dict[str, dict[str, TensorIn
             info = cache[type_key] = _type_info(value.type, info_of)
         if info is None:
             continue
+        if info is _NOT_A_TENSOR:
+            non_tensors.add(value.name)
+            continue
         previous = table.get(value.name)
         if previous is None or previous.shape is None:
             table[value.name] = info
@@ -206,10 +210,18 @@ def _collect(graph: GraphProto, scope: str, scopes: dict[str, dict[str, TensorIn
                 table[node.output[0]] = info
 
 
+# The type of a sequence, map or optional value: it has no tensor shape to resolve, ever.
+_NOT_A_TENSOR = TensorInfo("not a tensor", None)
+
+
 def _type_info(type_proto: onnx.TypeProto, info_of) -> TensorInfo | None:
-    """TensorInfo of a tensor type (shape None unless every dimension is a number); None for other types."""
-    if type_proto.WhichOneof("value") != "tensor_type":
+    """TensorInfo of a tensor type (shape None unless every dimension is a number); _NOT_A_TENSOR for sequences,
+    maps and optionals; None when no type is given."""
+    kind = type_proto.WhichOneof("value")
+    if kind is None:
         return None
+    if kind != "tensor_type":
+        return _NOT_A_TENSOR
     tensor_type = type_proto.tensor_type
     shape = None
     if tensor_type.HasField("shape"):
@@ -307,9 +319,10 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
         scopes: dict[str, dict[str, TensorInfo]] = {}
         parents: dict[str, str] = {}
         cache: dict = {}
+        non_tensors: set[str] = set()
         subgraphs = graphs_of(inferred.graph)
         for scope, parent, graph in subgraphs:
-            _collect(graph, scope, scopes, cache, None if scope else index.nodes)
+            _collect(graph, scope, scopes, cache, non_tensors, None if scope else index.nodes)
             parents[scope] = parent
         if data_prop or _all_outputs_known(subgraphs, scopes, main_outputs):
             break
@@ -324,7 +337,7 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
             inferred = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
             subgraphs = graphs_of(inferred.graph)
             for scope, _, graph in subgraphs:
-                _collect(graph, scope, scopes, cache, None if scope else index.nodes)
+                _collect(graph, scope, scopes, cache, non_tensors, None if scope else index.nodes)
             _loop_state_shapes(subgraphs, scopes, parents)
         except Exception:  # keep what the first pass found
             pass
@@ -343,7 +356,8 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
     _dropout_masks(subgraphs, scopes, index.nodes)
     result = ResolvedShapes(scopes, parents, resolved, warnings)
     main = scopes[""]
-    missing = [o for o in main_outputs if main.get(o) is None or main[o].shape is None]
+    missing = [o for o in main_outputs if (main.get(o) is None or main[o].shape is None) and o not in non_tensors]
+    result.non_tensors = non_tensors
     if missing:
         _fill_with_onnxruntime(proto, result, missing, weights_loaded, external_dir)
     for value in proto.graph.output:

@@ -214,6 +214,10 @@ class _Analysis:
             else:
                 params, weight_bytes = add_consumer(graph, view, lookup, node, inputs, all_reads)
                 reads = tuple([n for n in all_reads if n not in constants])
+            if domain == "ai.onnx.ml":   # classical-ML ops keep what they learned in attributes
+                held_params, held_bytes = self.tally.add_attribute_weights(node)
+                params += held_params
+                weight_bytes += held_bytes
             branches: dict[str, dict[str, int | None]] = {}
             workspace = 0
             if i in index.with_subgraphs:
@@ -465,9 +469,12 @@ def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: 
     for reason, nodes in walk.unknown_nodes.items():
         shown = ", ".join(nodes[:5]) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
         unknowns.append(f"{reason} ({len(nodes)} node{'s' if len(nodes) > 1 else ''}: {shown})")
-    if walk.unsized:
-        shown = ", ".join(walk.unsized[:5]) + (f" and {len(walk.unsized) - 5} more" if len(walk.unsized) > 5 else "")
-        unknowns.append(f"activation RAM excludes {len(walk.unsized)} tensor(s) of unknown size: {shown}")
+    sequences = [name for name in walk.unsized if name in shapes.non_tensors]
+    for names, what in (([n for n in walk.unsized if n not in shapes.non_tensors], "tensor(s) of unknown size"),
+                        (sequences, "sequence/map value(s), whose size depends on the data")):
+        if names:
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            unknowns.append(f"activation RAM excludes {len(names)} {what}: {shown}")
     table = shapes.scopes[""]
     return Footprint(
         model_path=str(loaded.path) if loaded.path else None,

@@ -274,8 +274,62 @@ COST_RULES: dict[str, Rule] = {
     **{op: _free for op in _FREE},
 }
 
-# Domain-qualified rules for the contrib ops that onnxruntime's own optimizer writes into saved models.
+def _rows(ctx: OpContext) -> int:
+    """Samples in a classical-ML op's input: [N, features] (or one sample for a 1-D input)."""
+    shape = ctx.in_shape(0)
+    return shape[0] if len(shape) > 1 else 1
+
+
+def _linear_model(ctx: OpContext) -> Cost:
+    # ai.onnx.ml LinearClassifier / LinearRegressor: coefficients hold targets x features weights.
+    macs = _rows(ctx) * len(ctx.attr("coefficients", []))
+    return macs, 2 * macs + _rows(ctx) * len(ctx.attr("intercepts", []))
+
+
+def _svm(ctx: OpContext) -> Cost:
+    # ai.onnx.ml SVMClassifier / SVMRegressor: one kernel product per support vector value, then the weighted sum.
+    macs = _rows(ctx) * (len(ctx.attr("support_vectors", [])) + len(ctx.attr("coefficients", [])))
+    return macs, 2 * macs
+
+
+def _tree_ensemble(ctx: OpContext) -> Cost:
+    """ai.onnx.ml TreeEnsembleClassifier / Regressor: no MACs; one comparison per level of each tree on the
+    deepest path, per sample (an upper bound on what a traversal does)."""
+    trees, nodes = ctx.attr("nodes_treeids"), ctx.attr("nodes_nodeids")
+    true_ids, false_ids, modes = ctx.attr("nodes_truenodeids"), ctx.attr("nodes_falsenodeids"), ctx.attr("nodes_modes")
+    if not trees or not (len(trees) == len(nodes) == len(true_ids) == len(false_ids) == len(modes)):
+        raise UnknownCost("tree ensemble without a complete node table")
+    children = {(t, n): (yes, no) for t, n, yes, no, mode in zip(trees, nodes, true_ids, false_ids, modes)
+                if (mode.decode() if isinstance(mode, bytes) else mode) != "LEAF"}
+    comparisons = 0
+    for tree in set(trees):
+        referenced = {child for (t, _), pair in children.items() if t == tree for child in pair}
+        roots = [n for t, n in zip(trees, nodes) if t == tree and n not in referenced]
+        depth, level = 0, {roots[0]} if roots else set()
+        while level and depth <= len(nodes):
+            depth += 1
+            level = {child for n in level if (tree, n) in children for child in children[(tree, n)]}
+        comparisons += depth - 1 if roots else 0
+    return 0, _rows(ctx) * comparisons
+
+
+# Classical-ML ops (ai.onnx.ml, what sklearn-onnx and other converters write) that only look values up.
+_ML_FREE = "ZipMap LabelEncoder CategoryMapper ArrayFeatureExtractor FeatureVectorizer OneHotEncoder DictVectorizer CastMap"
+
+# Domain-qualified rules: classical-ML ops, and the contrib ops that onnxruntime's own optimizer writes into
+# saved models.
 CONTRIB_RULES: dict[str, Rule] = {
+    "ai.onnx.ml.LinearClassifier": _linear_model,
+    "ai.onnx.ml.LinearRegressor": _linear_model,
+    "ai.onnx.ml.SVMClassifier": _svm,
+    "ai.onnx.ml.SVMRegressor": _svm,
+    "ai.onnx.ml.TreeEnsembleClassifier": _tree_ensemble,
+    "ai.onnx.ml.TreeEnsembleRegressor": _tree_ensemble,
+    "ai.onnx.ml.Scaler": _per_input_element(2),
+    "ai.onnx.ml.Normalizer": _per_input_element(3),
+    "ai.onnx.ml.Binarizer": _per_input_element(1),
+    "ai.onnx.ml.Imputer": _per_input_element(1),
+    **{f"ai.onnx.ml.{op}": _free for op in _ML_FREE.split()},
     "com.microsoft.FusedConv": _conv(weight=1, bias=2),
     "com.microsoft.FusedMatMul": _fused_matmul,
     "com.microsoft.FusedGemm": _gemm(0, 1, 2),

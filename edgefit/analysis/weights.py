@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from onnx import GraphProto, NodeProto, SparseTensorProto
+from onnx import AttributeProto, GraphProto, NodeProto, SparseTensorProto
 
 from edgefit.analysis.dtypes import FLOAT_DTYPES, QUANTIZED_DTYPES, dtype_name, tensor_bytes
 from edgefit.model import GraphIndex, initializer_names
@@ -198,6 +198,36 @@ class WeightTally:
                 params += info.elements
             if name not in self.counted_storage:
                 stored += self._count_storage(graph, view, lookup, name)
+        return params, stored
+
+    def add_attribute_weights(self, node: NodeProto) -> tuple[int, int]:
+        """Weights a classical-ML op (ai.onnx.ml: linear models, SVMs, tree ensembles, encoders) holds in its
+        attributes; returns (params, bytes). Float arrays (coefficients, support vectors, thresholds, leaf values)
+        are parameters; every array attribute (also node ids, class labels, category strings) is stored data."""
+        params = stored = 0
+        for attr in node.attribute:
+            if attr.type == AttributeProto.FLOATS:
+                entries = [("float32", len(attr.floats), 4 * len(attr.floats))]
+            elif attr.type == AttributeProto.INTS:
+                entries = [("int64", 0, 8 * len(attr.ints))]
+            elif attr.type == AttributeProto.STRINGS:
+                entries = [("string", 0, sum(len(text) for text in attr.strings))]
+            elif attr.type in (AttributeProto.TENSOR, AttributeProto.TENSORS):
+                tensors = [attr.t] if attr.type == AttributeProto.TENSOR else list(attr.tensors)
+                entries = []
+                for tensor in tensors:
+                    dtype, elements = dtype_name(tensor.data_type), math.prod(tensor.dims)
+                    entries.append((dtype, elements if dtype in FLOAT_DTYPES else 0,
+                                    tensor_bytes(elements, dtype) or 0))
+            else:
+                continue
+            for dtype, learned, size in entries:
+                if learned:
+                    self.params_by_dtype[dtype] = self.params_by_dtype.get(dtype, 0) + learned
+                if size:
+                    self.bytes_by_dtype[dtype] = self.bytes_by_dtype.get(dtype, 0) + size
+                params += learned
+                stored += size
         return params, stored
 
     def _count_storage(self, graph: GraphProto, view: ConstantView, lookup: Lookup, name: str) -> int:
