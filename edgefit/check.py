@@ -306,8 +306,8 @@ def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] 
     footprint = model if isinstance(model, Footprint) else _analyze(model, input_shapes, dims)
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if rate_hz is not None and not rate_hz > 0:
-        raise ConfigError(f"invalid rate {rate_hz!r}: expected a positive number of inferences per second")
+    if rate_hz is not None and not 0 < rate_hz < math.inf:
+        raise ConfigError(f"invalid rate {rate_hz!r}: expected a positive, finite number of inferences per second")
     profiles = resolve_targets(targets, profiles_dir)
     deployed = precision or model_precision(footprint)
     results = tuple(check_footprint(footprint, p, deployed, budgets, rate_hz) for p in profiles)
@@ -463,8 +463,8 @@ def _parse_gate(entry: Mapping[str, Any], defaults: Mapping[str, Any], index: in
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from None
     rate = values.get("rate")
-    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0):
-        raise ConfigError(f"{where}: rate {rate!r}: expected a positive number of inferences per second")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf):
+        raise ConfigError(f"{where}: rate {rate!r}: expected a positive, finite number of inferences per second")
     baseline = None
     if "baseline" in values:
         if not isinstance(values["baseline"], str):

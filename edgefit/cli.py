@@ -78,9 +78,10 @@ def _root() -> None:
 
 
 def print_json(data: object) -> None:
-    import json
+    """One JSON object on stdout; NaN / infinity (not JSON) are written as null."""
+    from edgefit.report.json_format import dumps
 
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.write(dumps(data))
 
 
 @app.command()
@@ -89,7 +90,7 @@ def analyze(
     input_shape: InputShapeOpt = None,
     dim: DimOpt = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Show every layer, not just the top ones.")] = False,
-    top: Annotated[int, typer.Option("--top", help="How many layers to list by MACs and by memory.")] = 10,
+    top: Annotated[int, typer.Option("--top", help="How many layers to list by MACs and by memory.", min=0)] = 10,
     alignment: Annotated[int, typer.Option("--alignment", help="Arena buffer alignment in bytes.")] = 16,
     json_out: JsonOpt = False,
 ) -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import re
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +58,9 @@ class Fidelity:
     accuracy_before: float | None     # None: no labels
     accuracy_after: float | None
     # Outputs that differ from the original's in a way cosine / SQNR / max abs error cannot measure, and are
-    # left out of them: a changed shape (data-dependent ops such as NonZero) or, for integer and bool outputs
-    # (ArgMax labels, masks, indices), any changed value.
+    # left out of them: a changed shape (data-dependent ops such as NonZero), NaN or infinity where the original
+    # has another value (or vice versa) or, for integer and bool outputs (ArgMax labels, masks, indices), any
+    # changed value. NaN and infinities both outputs hold at the same places are equal and left out of the metrics.
     mismatched_outputs: int = 0
 
     @property
@@ -94,6 +97,7 @@ def load_samples(path: str | Path, model: ModelProto, *, batch_size: int = DEFAU
     A folder holds either `<input name>.npy` files (stacked samples per input) or, for a one-input model, any
     .npy files whose samples are concatenated in file-name order; `labels.npy` holds labels. Arrays stack
     samples along axis 0 (a batch axis the model has), or hold one whole model input per entry (rank + 1).
+    Arrays are never unpickled; values must be finite and convert to the input's type without loss.
     """
     path = Path(path)
     inputs = _model_inputs(model)
@@ -101,12 +105,12 @@ def load_samples(path: str | Path, model: ModelProto, *, batch_size: int = DEFAU
         raise ConfigError(f"data file not found: {path}")
     if path.is_dir():
         arrays = _read_npy_folder(path, [i.name for i in inputs])
-    elif path.suffix == ".npz" and path.is_file():
+    elif path.suffix.lower() == ".npz" and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
-        except (OSError, ValueError) as error:
-            raise ConfigError(f"cannot read {path}: {error}") from None
+        except _UNREADABLE as error:
+            raise ConfigError(f"cannot read {path}: {_reason(error)}") from None
     else:
         raise ConfigError(f"{path} is neither an .npz file nor a folder of .npy files")
     labels = next((arrays.pop(k) for k in _LABEL_KEYS if k in arrays and k not in {i.name for i in inputs}), None)
@@ -118,38 +122,84 @@ def load_samples(path: str | Path, model: ModelProto, *, batch_size: int = DEFAU
         raise ConfigError(f"{path} has no array for input(s) {missing}; it holds {sorted(arrays)}")
     per_input = {i.name: _as_samples(arrays[i.name], i, path) for i in inputs}
     counts = {name: len(samples) for name, samples in per_input.items()}
-    if len(set(counts.values())) != 1:
+    if len(set(counts.values())) > 1:
         raise ConfigError(f"{path}: inputs hold different numbers of samples: {counts}")
-    total = next(iter(counts.values()))
+    total = next(iter(counts.values()), 0)
+    if names and not total:
+        raise ConfigError(f"{path}: no samples: the array for {names[0]!r} has shape "
+                          f"{list(np.shape(arrays[names[0]]))}")
+    if labels is not None:
+        labels = _class_labels(labels, total, path)
     if limit is not None:
         total = min(total, limit)
-    if labels is not None:
-        labels = np.asarray(labels).reshape(-1)
-        if len(labels) < total:
-            raise ConfigError(f"{path}: {len(labels)} labels for {total} samples")
-        labels = labels[:total]
+        labels = None if labels is None else labels[:total]
     feeds = _batches(per_input, inputs, total, batch_size)
     return SampleSet(tuple(feeds), total, "user", labels)
 
 
+# What numpy raises for a file that is not (or no longer) a readable .npy / .npz: truncated, corrupt, a folder,
+# pickled objects (refused: allow_pickle is never set on user data).
+_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    first = text[0] if text else type(error).__name__
+    if isinstance(error, ValueError) and "Object arrays" in first:
+        return "it holds an array of Python objects, which edgefit never unpickles; save plain numeric arrays"
+    if isinstance(error, ValueError) and "pickled" in first:
+        return "not a NumPy array file (edgefit never unpickles data)"
+    return first
+
+
+def _class_labels(labels: np.ndarray, samples: int, path: Path) -> np.ndarray:
+    """Class indices, one per sample: [N] or [N, 1] indices, or [N, classes] one-hot rows / scores (argmax)."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        labels = np.argmax(labels, axis=1)
+    elif labels.ndim > 1 and labels.size == labels.shape[0] or labels.ndim == 0:
+        labels = labels.reshape(-1)
+    if labels.ndim != 1:
+        raise ConfigError(f"{path}: labels have shape {list(labels.shape)}; expected [{samples}] class indices "
+                          f"or [{samples}, classes] one-hot rows")
+    if labels.dtype.kind == "f" and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)):
+        labels = labels.astype(np.int64)
+    if labels.dtype.kind not in "biu":
+        raise ConfigError(f"{path}: labels must be integer class indices, got {labels.dtype} values")
+    if len(labels) != samples:
+        raise ConfigError(f"{path}: {len(labels)} labels for {samples} samples; give one label per sample")
+    return labels
+
+
 def _read_npy_folder(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
-    files = sorted(folder.glob("*.npy"))
+    files = sorted(f for f in folder.glob("*.npy") if f.is_file())
     if not files:
         raise ConfigError(f"{folder} holds no .npy files")
     by_stem = {f.stem: f for f in files}
+
+    def read(file: Path) -> np.ndarray:
+        try:
+            return np.load(file, allow_pickle=False)
+        except _UNREADABLE as error:
+            raise ConfigError(f"cannot read {file}: {_reason(error)}") from None
+
+    if any(n in by_stem for n in names):
+        return {stem: read(f) for stem, f in by_stem.items()}
+    if len(names) != 1:
+        raise ConfigError(f"{folder}: name the files after the model's inputs {names} (e.g. {names[0]}.npy)")
+    labels = [f for f in files if f.stem in _LABEL_KEYS]
+    data = [read(f) for f in files if f not in labels]
+    if not data:
+        raise ConfigError(f"{folder} holds labels but no input samples")
     try:
-        if any(n in by_stem for n in names):
-            return {stem: np.load(f, allow_pickle=False) for stem, f in by_stem.items()}
-        if len(names) != 1:
-            raise ConfigError(f"{folder}: name the files after the model's inputs {names} (e.g. {names[0]}.npy)")
-        labels = [f for f in files if f.stem in _LABEL_KEYS]
-        data = [np.load(f, allow_pickle=False) for f in files if f not in labels]
         arrays = {names[0]: np.concatenate([d if d.ndim else d[None] for d in data], axis=0)}
-        if labels:
-            arrays[labels[0].stem] = np.load(labels[0], allow_pickle=False)
-        return arrays
-    except ValueError as error:
-        raise ConfigError(f"cannot read the .npy files in {folder}: {error}") from None
+    except ValueError:
+        shapes = ", ".join(f"{f.name} {list(d.shape)}" for f, d in zip((f for f in files if f not in labels), data))
+        raise ConfigError(f"{folder}: the .npy files cannot be stacked into one input, their shapes differ: "
+                          f"{shapes}") from None
+    if labels:
+        arrays[labels[0].stem] = read(labels[0])
+    return arrays
 
 
 def _declared_dims(value: onnx.ValueInfoProto) -> list[int | None]:
@@ -159,14 +209,16 @@ def _declared_dims(value: onnx.ValueInfoProto) -> list[int | None]:
 def _as_samples(array: np.ndarray, value: onnx.ValueInfoProto, source: Path) -> list[np.ndarray]:
     """Split an array into per-sample arrays that each keep the model's batch axis (size 1 or whole)."""
     dims = _declared_dims(value)
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+    array = _converted(np.asarray(array), value, source)
     if array.ndim == len(dims) + 1:
-        samples = [np.asarray(a, dtype=dtype) for a in array]
+        samples = [np.asarray(a) for a in array]
+    elif array.ndim == len(dims) == 0:      # a scalar input given one value
+        samples = [array]
     elif array.ndim == len(dims):
         step = dims[0] if dims and dims[0] else 1
         if len(array) % step:
             raise ConfigError(f"{source}: {len(array)} samples of {value.name!r} do not fill batches of {step}")
-        samples = [np.asarray(array[k:k + step], dtype=dtype) for k in range(0, len(array), step)]
+        samples = [array[k:k + step] for k in range(0, len(array), step)]
     else:
         raise ConfigError(f"{source}: array {value.name!r} has shape {list(array.shape)}; the model's input has "
                           f"rank {len(dims)} ({_shape_text(dims)})")
@@ -178,6 +230,31 @@ def _as_samples(array: np.ndarray, value: onnx.ValueInfoProto, source: Path) -> 
     return samples
 
 
+def _converted(array: np.ndarray, value: onnx.ValueInfoProto, source: Path) -> np.ndarray:
+    """The array in the input's element type; refuses values the conversion would change or the model cannot
+    use: NaN / infinity, complex numbers, text, fractions for an integer input, integers out of its range."""
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
+    where = f"{source}: array {value.name!r}"
+    if array.dtype.kind not in "biuf":
+        raise ConfigError(f"{where} holds {array.dtype} values; the model's input takes {dtype} numbers")
+    if dtype.kind in "iu" and array.size:
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array) & (array == np.round(array))):
+            raise ConfigError(f"{where} holds fractional, NaN or infinite values; the model's input takes "
+                              f"{dtype} integers")
+        low, high = np.iinfo(dtype).min, np.iinfo(dtype).max
+        if array.min() < low or array.max() > high:
+            raise ConfigError(f"{where} holds values outside {dtype}'s range [{low}, {high}]")
+    with np.errstate(over="ignore"):
+        converted = array.astype(dtype, copy=False)
+    if converted.dtype.kind == "f":
+        bad = converted.size - int(np.count_nonzero(np.isfinite(converted)))
+        if bad:
+            beyond = " (or beyond its range)" if array.dtype.itemsize > converted.dtype.itemsize else ""
+            raise ConfigError(f"{where} holds {bad} NaN or infinite value(s){beyond}; calibration and fidelity "
+                              f"need finite {dtype} inputs")
+    return converted
+
+
 def _shape_text(dims: list[int | None]) -> str:
     return "x".join("?" if d is None else str(d) for d in dims)
 
@@ -187,6 +264,8 @@ def _batches(per_input: dict[str, list[np.ndarray]], inputs: list[onnx.ValueInfo
     """Group samples into batches when every input has a free batch axis, else one sample per run."""
     free_batch = all(_declared_dims(i)[:1] == [None] for i in inputs)
     step = max(batch_size, 1) if free_batch else 1
+    if step == 1:   # each sample is a whole model input already (also a scalar input, which has no axis to join)
+        return [{name: samples[k] for name, samples in per_input.items()} for k in range(total)]
     return [{name: np.concatenate(samples[k:min(k + step, total)], axis=0) for name, samples in per_input.items()}
             for k in range(0, total, step)]
 
@@ -279,8 +358,15 @@ def measure(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]
             if np.shape(r) != np.shape(o):
                 mismatched.add(k)
             elif np.issubdtype(np.asarray(r).dtype, np.floating):
-                ref_flat.append(np.asarray(r, dtype=np.float64).reshape(-1))
-                out_flat.append(np.asarray(o, dtype=np.float64).reshape(-1))
+                r, o = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (r, o))
+                finite = np.isfinite(r) & np.isfinite(o)
+                if not finite.all():   # NaN / inf: the same ones in both, or the output is mismatched
+                    if not np.array_equal(r[~finite], o[~finite], equal_nan=True):
+                        mismatched.add(k)
+                        continue
+                    r, o = r[finite], o[finite]
+                ref_flat.append(r)
+                out_flat.append(o)
             elif not np.array_equal(np.asarray(r), np.asarray(o)):   # labels, indices, masks: equal or not
                 mismatched.add(k)
     ref_all = np.concatenate(ref_flat) if ref_flat else np.zeros(0)

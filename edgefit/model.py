@@ -315,19 +315,45 @@ def refuse_overwrite(input_path: str | os.PathLike, out_path: str | os.PathLike,
         raise ModelError(f"refusing to overwrite the input model {out_path}; choose another -o or pass --force")
 
 
+def prepare_output(out_path: str | os.PathLike) -> Path:
+    """Make sure a model can be written at `out_path` (creating missing folders), before any work is done."""
+    out = Path(out_path)
+    try:
+        if out.is_dir():
+            raise ModelError(f"output path {out} is a directory")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=_temp_prefix(out), suffix=".tmp", dir=out.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise ModelError(f"cannot write {out}: {error.strerror or error}") from None
+    return out
+
+
+def _temp_prefix(out: Path) -> str:
+    return f".{out.name[:64]}."   # a hidden sibling; short, so that a long output name still leaves room
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_model(proto: ModelProto, out_path: str | os.PathLike, *, input_path: str | os.PathLike | None = None,
                force: bool = False) -> Path:
-    """Write atomically (temp file + rename); never over the input unless force; external data above 2 GB."""
+    """Write atomically (temp file + rename); never over the input unless force; external data above 2 GB.
+    The files get the permissions a newly created file gets (0666 less the umask), as with any other writer."""
     out = Path(out_path)
     if input_path is not None:
         refuse_overwrite(input_path, out, force)
-    if out.is_dir():
-        raise ModelError(f"output path {out} is a directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    prepare_output(out)
+    mode = 0o666 & ~_umask()
+    tmp = tmp_data = None
     try:
+        fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(out), suffix=".tmp", dir=out.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
         if serialized_size(proto) > _PROTOBUF_LIMIT - 2**20:
             data_name = out.name + ".data"
             tmp_data = out.parent / f".{data_name}.tmp"
@@ -340,14 +366,25 @@ def save_model(proto: ModelProto, out_path: str | os.PathLike, *, input_path: st
                     if entry.key == "location":
                         entry.value = data_name
             onnx.save_model(saved, str(tmp))
+            os.chmod(tmp_data, mode)
             os.replace(tmp_data, out.parent / data_name)
         else:
             onnx.save_model(proto, str(tmp))
+        os.chmod(tmp, mode)   # mkstemp creates 0600: the model would be unreadable to other users
         os.replace(tmp, out)
+    except OSError as error:
+        _remove(tmp, tmp_data)
+        raise ModelError(f"cannot write {out}: {error.strerror or error}") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp, tmp_data)
         raise
     return out
+
+
+def _remove(*paths: Path | None) -> None:
+    for path in paths:
+        if path is not None:
+            path.unlink(missing_ok=True)
 
 
 @dataclass

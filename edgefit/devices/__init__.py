@@ -9,6 +9,7 @@ A profile in an earlier directory shadows a later one of the same name, so users
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -125,8 +126,8 @@ def _positive(parse: Callable[[Any], float], allow_zero: bool = False) -> Callab
 
 
 def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value!r}")
     return float(value)
 
 

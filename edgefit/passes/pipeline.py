@@ -20,7 +20,8 @@ from edgefit.analysis.footprint import Footprint
 from edgefit.errors import ConfigError, ModelError, PassError
 from edgefit.fidelity import (Fidelity, SampleSet, compare, load_samples, run_model, select_samples,
                               synthetic_samples)
-from edgefit.model import index_graph, load_model, refuse_overwrite, save_model, sort_nodes, validate
+from edgefit.model import (index_graph, load_model, prepare_output, refuse_overwrite, save_model, sort_nodes,
+                           validate)
 from edgefit.passes.base import PassResult, PassStats, copy_model, model_digest
 
 PASS_NAMES = ("fuse", "prune", "quantize")
@@ -222,6 +223,7 @@ def optimize_file(input_path: str | Path, output_path: str | Path, passes: str |
 
     source, target = Path(input_path), Path(output_path)
     refuse_overwrite(source, target, force)   # before any work, not only at save time
+    prepare_output(target)
     loaded = load_model(source, load_weights=True)
     if loaded.has_external_data:
         _refuse_external_data_overwrite(source, target, force)

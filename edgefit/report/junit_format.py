@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 from edgefit.check import GateReport
 from edgefit.report.check_text import describe_verdict
+
+
+# Characters XML 1.0 cannot hold at all, not even as character references (control characters other than tab,
+# newline and carriage return; lone surrogates; U+FFFE/U+FFFF). ElementTree writes them as they are, which makes
+# the document unparseable, so they are written as visible \xNN / \uNNNN escapes instead.
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml(text: object) -> str:
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                        else f"\\u{ord(m.group()):04x}", str(text))
 
 
 class JUnitFormat:
@@ -16,18 +28,18 @@ class JUnitFormat:
         failures = sum(not v.ok for _, v in cases)
         counts = {"tests": str(len(cases)), "failures": str(failures), "errors": "0", "skipped": "0", "time": "0"}
         suites = ET.Element("testsuites", name="edgefit gate", **counts)
-        suite = ET.SubElement(suites, "testsuite", name=f"edgefit gate ({report.config_path})", **counts)
+        suite = ET.SubElement(suites, "testsuite", name=_xml(f"edgefit gate ({report.config_path})"), **counts)
         for result, v in cases:
-            case = ET.SubElement(suite, "testcase", classname=f"edgefit.gate.{result.spec.name}",
-                                 name=f"{v.metric} on {result.target.profile.name}", time="0",
-                                 file=result.spec.model_label)
-            detail = describe_verdict(v)
+            case = ET.SubElement(suite, "testcase", classname=_xml(f"edgefit.gate.{result.spec.name}"),
+                                 name=_xml(f"{v.metric} on {result.target.profile.name}"), time="0",
+                                 file=_xml(result.spec.model_label))
+            detail = _xml(describe_verdict(v))
             if v.ok:
                 ET.SubElement(case, "system-out").text = detail
             else:
                 failure = ET.SubElement(case, "failure", message=detail, type="OverBudget")
-                failure.text = (f"{result.spec.name}: {detail}\nmodel: {result.spec.model_label}\n"
-                                f"target: {result.target.profile.name} at {result.target.estimate.precision}\n"
-                                "figures are estimates (roofline from datasheet figures)")
+                failure.text = _xml(f"{result.spec.name}: {detail}\nmodel: {result.spec.model_label}\n"
+                                    f"target: {result.target.profile.name} at {result.target.estimate.precision}\n"
+                                    "figures are estimates (roofline from datasheet figures)")
         ET.indent(suites)
         return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import re
+
 from edgefit.check import GateReport
 from edgefit.report.check_text import METRIC_LABELS, format_limit, format_margin, format_value
 
 
+def _one_line(text: str) -> str:
+    """Markdown ends a table row at any line break: CR, LF or CRLF."""
+    return " ".join(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+
+
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Plain text in a table cell: pipes escaped, HTML shown as text (GitHub drops tags such as <script>)."""
+    return (_one_line(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("|", "\\|"))
+
+
+def _code(text: str) -> str:
+    """Text as an inline code span in a table cell, fenced with more backticks than it holds."""
+    text = _one_line(text).replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 class MarkdownFormat:
@@ -25,10 +42,12 @@ class MarkdownFormat:
         ]
         for result in report.results:
             for v in result.verdicts:
-                lines.append("| " + " | ".join(_cell(c) for c in (
-                    result.spec.name, f"`{result.spec.model_label}`", result.target.profile.name,
-                    result.target.estimate.precision, METRIC_LABELS.get(v.metric, v.metric), format_value(v),
-                    format_limit(v), format_margin(v), "✅ ok" if v.ok else "❌ over")) + " |")
+                cells = [_cell(c) for c in (
+                    result.spec.name, result.target.profile.name, result.target.estimate.precision,
+                    METRIC_LABELS.get(v.metric, v.metric), format_value(v), format_limit(v), format_margin(v),
+                    "✅ ok" if v.ok else "❌ over")]
+                cells.insert(1, _code(result.spec.model_label))
+                lines.append("| " + " | ".join(cells) + " |")
         lines += ["", f"_Latency, energy and power are estimates (roofline from datasheet figures), "
-                      f"not measurements. Config: `{report.config_path}`._", ""]
+                      f"not measurements. Config: {_code(str(report.config_path))}._", ""]
         return "\n".join(lines)

@@ -137,8 +137,8 @@ def _render_fidelity(console: Console, report: OptimizeReport) -> None:
     for spec, fidelity in measured:
         if fidelity.mismatched_outputs:
             console.print(f"[yellow]after {escape(spec)}: {fidelity.mismatched_outputs} output(s) changed shape "
-                          "(data-dependent ops) or integer values (labels, indices) and are left out of the "
-                          "metrics above[/]")
+                          "(data-dependent ops), integer values (labels, indices) or where they are NaN / infinite, "
+                          "and are left out of the metrics above[/]")
     if first.inputs == "synthetic":
         console.print("[yellow]fidelity measured on synthetic random inputs; pass --eval with real samples for "
                       "numbers that reflect your data[/]")
