@@ -56,7 +56,10 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
         parts = dims.replace(",", "x").split("x") if dims else []
         if not parts or not all(p.strip().isdigit() for p in parts):
             raise ShapeError(f"invalid --input-shape {spec!r}: expected NAME=1x3x224x224 (positive integers)")
-        shapes[name.strip()] = [int(p) for p in parts]
+        shape = [int(p) for p in parts]
+        if shapes.get(name.strip(), shape) != shape:
+            raise ShapeError(f"--input-shape {spec!r} conflicts with an earlier --input-shape for the same input")
+        shapes[name.strip()] = shape
     return shapes
 
 
@@ -67,6 +70,8 @@ def parse_dims(specs: list[str] | None) -> dict[str, int]:
         name, sep, value = spec.partition("=")
         if not sep or not name.strip() or not value.strip().isdigit():
             raise ShapeError(f"invalid --dim {spec!r}: expected NAME=VALUE with a non-negative integer VALUE")
+        if dims.get(name.strip(), int(value)) != int(value):
+            raise ShapeError(f"--dim {spec!r} conflicts with an earlier --dim {name.strip()}={dims[name.strip()]}")
         dims[name.strip()] = int(value)
     return dims
 

@@ -79,6 +79,9 @@ def _bind_input_shapes(graph: GraphProto, pinned: dict[str, list[int]], dims: di
     if "" in pinned:
         if len(inputs) != 1:
             raise ShapeError(f"--input-shape without NAME= needs a model with one input; this one has {names}")
+        if names[0] in pinned and list(pinned[names[0]]) != list(pinned[""]):
+            raise ShapeError(f"--input-shape gives {names[0]!r} two shapes: "
+                             f"{'x'.join(map(str, pinned[names[0]]))} and {'x'.join(map(str, pinned['']))}")
         pinned = {**{k: v for k, v in pinned.items() if k}, names[0]: pinned[""]}
     for name in pinned:
         if name not in names:

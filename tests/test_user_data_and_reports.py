@@ -292,3 +292,30 @@ def test_markdown_rows_survive_line_breaks_pipes_html_and_backticks(awkward_gate
     rows = [line for line in out.splitlines() if line.startswith("| ctrl")]
     assert len(rows) == 4          # RAM, flash, latency, precision: one line each
     assert rows[0].startswith('| ctrl \x01 &lt;b&gt;&amp;"&lt;/b&gt; a\\|b next line | ``m`x.onnx`` | esp32 |')
+
+
+def test_annotations_point_at_the_model_from_the_working_directory(tmp_path, monkeypatch, capsys):
+    (tmp_path / "ml").mkdir()
+    onnx.save(dense_model(64, 10), tmp_path / "ml" / "m.onnx")
+    (tmp_path / "ml" / "edgefit.toml").write_text('[[gate]]\nmodel = "m.onnx"\ntarget = "esp32"\nmax_ram = "1KiB"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["gate", "-c", "ml/edgefit.toml", "--format", "github"]) == 1
+    assert capsys.readouterr().out.startswith("::error file=ml/m.onnx,title=edgefit gate%3A m.onnx on esp32::")
+    assert main(["gate", "-c", str(tmp_path / "ml" / "edgefit.toml"), "--format", "junit"]) == 1
+    root = ET.fromstring(capsys.readouterr().out.split("\n", 1)[1])
+    assert {case.get("file") for case in root.iter("testcase")} == {"ml/m.onnx"}
+
+
+# ---- conflicting options -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["--input-shape", "x=1x8", "--input-shape", "x=2x8"], "conflicts with an earlier --input-shape"),
+    (["--input-shape", "x=1x8", "--input-shape", "2x8"], "--input-shape gives 'x' two shapes: 1x8 and 2x8"),
+    (["--dim", "N=1", "--dim", "N=2"], "--dim 'N=2' conflicts with an earlier --dim N=1"),
+])
+def test_conflicting_repeated_options_are_refused(tmp_path, capsys, args, message):
+    onnx.save(model([helper.make_node("Relu", ["x"], ["y"])], [("x", ["N", 8])], [("y", ["N", 8])]),
+              tmp_path / "m.onnx")
+    assert main(["analyze", str(tmp_path / "m.onnx"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path / "m.onnx"), "--json", *args[:2], *args[:2]]) == 0   # repeated, same

@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
-from edgefit.check import GateReport
+import os
+from pathlib import Path
+
+from edgefit.check import GateReport, GateSpec
 from edgefit.report.check_text import describe_verdict
+
+
+def workspace_path(spec: GateSpec) -> str:
+    """The model's path relative to the working directory (the repository root in a CI job), where annotations
+    and test reports look for it; the config's own spelling when the model lies outside it. The config
+    spells it relative to the config file, which may sit in a subfolder."""
+    try:   # absolute, not resolved: a model that is a symlink is annotated where the repository has it
+        return Path(os.path.abspath(spec.model)).relative_to(os.getcwd()).as_posix()
+    except (ValueError, OSError):
+        return spec.model_label
 
 
 def _escape_data(text: str) -> str:
@@ -26,7 +39,7 @@ class GithubFormat:
                 title = f"edgefit gate: {result.spec.name}"
                 message = (f"{result.target.profile.name} at {result.target.estimate.precision}: "
                            f"{describe_verdict(v)} (estimate)")
-                lines.append(f"::error file={_escape_property(result.spec.model_label)},"
+                lines.append(f"::error file={_escape_property(workspace_path(result.spec))},"
                              f"title={_escape_property(title)}::{_escape_data(message)}")
         passed = len(report.results) - len(report.failed)
         lines.append(f"edgefit gate: {passed}/{len(report.results)} gates passed (figures are estimates)")

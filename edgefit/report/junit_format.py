@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 
 from edgefit.check import GateReport
 from edgefit.report.check_text import describe_verdict
+from edgefit.report.github_format import workspace_path
 
 
 # Characters XML 1.0 cannot hold at all, not even as character references (control characters other than tab,
@@ -32,7 +33,7 @@ class JUnitFormat:
         for result, v in cases:
             case = ET.SubElement(suite, "testcase", classname=_xml(f"edgefit.gate.{result.spec.name}"),
                                  name=_xml(f"{v.metric} on {result.target.profile.name}"), time="0",
-                                 file=_xml(result.spec.model_label))
+                                 file=_xml(workspace_path(result.spec)))
             detail = _xml(describe_verdict(v))
             if v.ok:
                 ET.SubElement(case, "system-out").text = detail
