@@ -319,3 +319,25 @@ def test_conflicting_repeated_options_are_refused(tmp_path, capsys, args, messag
     assert main(["analyze", str(tmp_path / "m.onnx"), *args]) == 2
     assert message in capsys.readouterr().err
     assert main(["analyze", str(tmp_path / "m.onnx"), "--json", *args[:2], *args[:2]]) == 0   # repeated, same
+
+
+# ---- calibration methods on user data ----------------------------------------------------------------
+
+def conv_classifier():
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Flatten", ["r"], ["f"]), helper.make_node("Gemm", ["f", "G"], ["logits"], transB=1)]
+    return model(nodes, [("x", ["N", 1, 4, 4])], [("logits", ["N", 3])],
+                 [weight("W", 2, 1, 3, 3), weight("G", 3, 32, seed=1)], opset=13)
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histogram_calibration_on_a_short_last_batch_keeps_stdout_json(tmp_path, capsys, method):
+    onnx.save(conv_classifier(), tmp_path / "m.onnx")
+    x = np.random.default_rng(0).standard_normal((40, 1, 4, 4)).astype(np.float32)   # batches of 32 + 8
+    np.savez(tmp_path / "calib.npz", x=x)
+    assert main(["quantize", str(tmp_path / "m.onnx"), "--method", method, "--calib", str(tmp_path / "calib.npz"),
+                 "-o", str(tmp_path / "q.onnx"), "--json"]) == 0
+    data = strict_json(capsys.readouterr().out)
+    stats = data["passes"][-1]["stats"]
+    assert (stats["method"], stats["calibration"], stats["calibration_samples"]) == (method, "user", 40)
+    assert data["fidelity"]["samples"] == 40 and data["fidelity"]["cosine"] > 0.99

@@ -14,11 +14,12 @@ optimisation step is skipped: `fuse` does that in plain ONNX), so activations of
 
 from __future__ import annotations
 
+import io
 import logging
 import tempfile
 from collections import Counter
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -306,9 +307,16 @@ def _quantize_static(source: Path, work: Path, calibration: SampleSet, method: s
         quantize_static,
     )
 
+    feeds = calibration.feeds
+    if method != "minmax" and len({feed_samples(f) for f in feeds}) > 1:
+        # The histogram calibrators (entropy, percentile) stack every batch's outputs into one array, which
+        # fails on a short last batch (100 samples: 32 + 32 + 32 + 4); they get one sample per run instead.
+        feeds = tuple({name: value[k:k + 1] for name, value in feed.items()}
+                      for feed in feeds for k in range(feed_samples(feed)))
+
     class SampleReader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._feeds = iter(calibration.feeds)
+            self._feeds = iter(feeds)
             self._done = 0
 
         def get_next(self):
@@ -327,14 +335,17 @@ def _quantize_static(source: Path, work: Path, calibration: SampleSet, method: s
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
     try:
-        quantize_static(
-            str(source), str(target), SampleReader(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate,
-            op_types_to_quantize=list(int8_op_types) if int8_op_types is not None else None,
-            nodes_to_exclude=sorted(excluded), use_external_data_format=source.stat().st_size > _EXTERNAL_ABOVE,
-            calibration_cache_path=None,
-            extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True},
-        )
+        # onnxruntime's histogram calibrators print their progress to stdout, which must hold nothing but
+        # --json's object; the report says what matters (method, samples).
+        with redirect_stdout(io.StringIO()):
+            quantize_static(
+                str(source), str(target), SampleReader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate,
+                op_types_to_quantize=list(int8_op_types) if int8_op_types is not None else None,
+                nodes_to_exclude=sorted(excluded), use_external_data_format=source.stat().st_size > _EXTERNAL_ABOVE,
+                calibration_cache_path=None,
+                extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True},
+            )
     except Exception as error:  # noqa: BLE001 - surface onnxruntime's reason as a one-line PassError
         raise PassError(f"onnxruntime static quantization failed: {str(error).strip().splitlines()[0]}") from None
     return _load(target)
