@@ -12,14 +12,13 @@ import difflib
 import json
 import math
 import re
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgefit.analysis.footprint import Footprint
-from edgefit.devices import PRECISIONS, TIERS, DeviceProfile, find_profile, list_profiles
+from edgefit.devices import PRECISIONS, TIERS, DeviceProfile, find_profile, list_profiles, read_toml, toml_problem
 from edgefit.errors import ConfigError, EdgefitError
 from edgefit.estimate import METHOD, Estimate, estimate, model_precision
 from edgefit.units import parse_duration_s, parse_power_w, parse_size
@@ -494,14 +493,13 @@ def load_gate_config(path: str | Path = "edgefit.toml") -> GateConfig:
     """Parse and validate an edgefit.toml; errors name the file, the gate and the key."""
     path = Path(path)
     try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
+        data = read_toml(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file (edgefit gate reads ./edgefit.toml unless given --config)") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except ValueError as error:   # tomllib.TOMLDecodeError, UnicodeDecodeError
+        raise ConfigError(f"{path}: {toml_problem(error)}") from None
     for key in data:
         if key not in _TOP_KEYS:
             raise _unknown_key(str(path), key, _TOP_KEYS)

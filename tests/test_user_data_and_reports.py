@@ -341,3 +341,22 @@ def test_histogram_calibration_on_a_short_last_batch_keeps_stdout_json(tmp_path,
     stats = data["passes"][-1]["stats"]
     assert (stats["method"], stats["calibration"], stats["calibration_samples"]) == (method, "user", 40)
     assert data["fidelity"]["samples"] == 40 and data["fidelity"]["cosine"] > 0.99
+
+
+# ---- TOML files from other editors -------------------------------------------------------------------
+
+def test_toml_with_a_byte_order_mark_is_read_and_non_utf8_is_one_line_error(tmp_path, capsys):
+    onnx.save(dense_model(8, 2), tmp_path / "m.onnx")
+    config = tmp_path / "edgefit.toml"
+    config.write_bytes(b'\xef\xbb\xbf[[gate]]\nmodel = "m.onnx"\ntarget = "esp32"\n')
+    assert [g.target for g in load_gate_config(config).gates] == ["esp32"]
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    write_profile(boards).write_bytes(b"\xef\xbb\xbf" + VALID.encode())
+    assert load_profile_file(boards / "test-board.toml").name == "test-board"
+    config.write_bytes(b'[[gate]]\nname = "caf\xe9"\nmodel = "m.onnx"\ntarget = "esp32"\n')   # Latin-1
+    assert main(["gate", "-c", str(config)]) == 2
+    assert capsys.readouterr().err == f"error: {config}: not valid TOML: not UTF-8 text (byte 0xe9 at offset 20)\n"
+    (boards / "test-board.toml").write_bytes(VALID.replace("Test board", "T\xe9st").encode("latin-1"))
+    assert main(["profiles", "list", "--profiles-dir", str(boards)]) == 2
+    assert "test-board.toml: not valid TOML: not UTF-8 text (byte 0xe9" in capsys.readouterr().err

@@ -284,15 +284,27 @@ def parse_profile(data: Mapping[str, Any], origin: str, path: Path | None = None
     return DeviceProfile(**values, sources=dict(sources), path=path)
 
 
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's table. UTF-8, with or without the byte order mark Windows editors write. Raises OSError,
+    UnicodeDecodeError (not UTF-8) or tomllib.TOMLDecodeError."""
+    return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+
+
+def toml_problem(error: ValueError) -> str:
+    """Why a file is not valid TOML, in one line (for read_toml's ValueErrors)."""
+    if isinstance(error, UnicodeDecodeError):
+        return f"not valid TOML: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start})"
+    return f"not valid TOML: {error}"
+
+
 def load_profile_file(path: str | Path) -> DeviceProfile:
     path = Path(path)
     try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
+        data = read_toml(path)
     except OSError as error:
         raise ProfileError(f"{path}: cannot read profile: {error.strerror or error}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ProfileError(f"{path}: not valid TOML: {error}") from None
+    except ValueError as error:   # tomllib.TOMLDecodeError, UnicodeDecodeError
+        raise ProfileError(f"{path}: {toml_problem(error)}") from None
     return parse_profile(data, str(path), path)
 
 
