@@ -523,7 +523,7 @@ def load_gate_config(path: str | Path = "edgefit.toml") -> GateConfig:
 def _read_baseline(spec: GateSpec) -> dict[str, int]:
     assert spec.baseline is not None
     try:
-        data = json.loads(spec.baseline.read_text())
+        data = json.loads(spec.baseline.read_bytes())   # UTF-8, -16 or -32, BOM or not (PowerShell writes UTF-16)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ConfigError(f"{spec.baseline}: not a JSON file written by `edgefit analyze --json` ({error})") from None
     figures = {}

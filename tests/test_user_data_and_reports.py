@@ -360,3 +360,15 @@ def test_toml_with_a_byte_order_mark_is_read_and_non_utf8_is_one_line_error(tmp_
     (boards / "test-board.toml").write_bytes(VALID.replace("Test board", "T\xe9st").encode("latin-1"))
     assert main(["profiles", "list", "--profiles-dir", str(boards)]) == 2
     assert "test-board.toml: not valid TOML: not UTF-8 text (byte 0xe9" in capsys.readouterr().err
+
+
+def test_baseline_written_by_powershell_as_utf16_is_read(tmp_path, capsys):
+    onnx.save(dense_model(64, 10), tmp_path / "m.onnx")
+    assert main(["analyze", str(tmp_path / "m.onnx"), "--json"]) == 0
+    (tmp_path / "base.json").write_bytes(capsys.readouterr().out.encode("utf-16"))   # with its BOM
+    config = tmp_path / "edgefit.toml"
+    config.write_text('[[gate]]\nmodel = "m.onnx"\ntarget = "esp32"\nbaseline = "base.json"\n')
+    assert main(["gate", "-c", str(config), "--json"]) == 0
+    checks = strict_json(capsys.readouterr().out)["results"][0]["checks"]
+    growth = {c["metric"]: (c["value"], c["limit"]) for c in checks if c["metric"].endswith("_growth")}
+    assert growth == {"flash_growth": (2600, 2600.0), "ram_growth": (304, 304.0)}   # (64 + 10) x 4 B, 16-aligned
