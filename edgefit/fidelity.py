@@ -128,11 +128,20 @@ def load_samples(path: str | Path, model: ModelProto, *, batch_size: int = DEFAU
     if names and not total:
         raise ConfigError(f"{path}: no samples: the array for {names[0]!r} has shape "
                           f"{list(np.shape(arrays[names[0]]))}")
+    # A model with a fixed batch of B takes B rows per sample, and its class scores have B rows: labels may be
+    # given per sample or per row.
+    rows = [int(s.shape[0]) if s.ndim else 1 for s in per_input[names[0]]] if names else []
+    per_row = False
     if labels is not None:
         labels = _class_labels(labels, total, path)
+        per_row = len(labels) == sum(rows) != total
+        if len(labels) != total and not per_row:
+            in_rows = f" ({sum(rows)} rows)" if sum(rows) != total else ""
+            raise ConfigError(f"{path}: {len(labels)} labels for {total} samples{in_rows}; give one label per "
+                              "sample")
     if limit is not None:
         total = min(total, limit)
-        labels = None if labels is None else labels[:total]
+        labels = None if labels is None else labels[:sum(rows[:total]) if per_row else total]
     feeds = _batches(per_input, inputs, total, batch_size)
     return SampleSet(tuple(feeds), total, "user", labels)
 
@@ -153,7 +162,7 @@ def _reason(error: Exception) -> str:
 
 
 def _class_labels(labels: np.ndarray, samples: int, path: Path) -> np.ndarray:
-    """Class indices, one per sample: [N] or [N, 1] indices, or [N, classes] one-hot rows / scores (argmax)."""
+    """Class indices: [N] or [N, 1] indices, or [N, classes] one-hot rows / scores (argmax)."""
     labels = np.asarray(labels)
     if labels.ndim == 2 and labels.shape[1] > 1:
         labels = np.argmax(labels, axis=1)
@@ -166,8 +175,6 @@ def _class_labels(labels: np.ndarray, samples: int, path: Path) -> np.ndarray:
         labels = labels.astype(np.int64)
     if labels.dtype.kind not in "biu":
         raise ConfigError(f"{path}: labels must be integer class indices, got {labels.dtype} values")
-    if len(labels) != samples:
-        raise ConfigError(f"{path}: {len(labels)} labels for {samples} samples; give one label per sample")
     return labels
 
 

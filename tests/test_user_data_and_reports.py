@@ -372,3 +372,19 @@ def test_baseline_written_by_powershell_as_utf16_is_read(tmp_path, capsys):
     checks = strict_json(capsys.readouterr().out)["results"][0]["checks"]
     growth = {c["metric"]: (c["value"], c["limit"]) for c in checks if c["metric"].endswith("_growth")}
     assert growth == {"flash_growth": (2600, 2600.0), "ram_growth": (304, 304.0)}   # (64 + 10) x 4 B, 16-aligned
+
+
+def test_fixed_batch_of_two_takes_labels_per_row(tmp_path):
+    x = np.random.default_rng(1).standard_normal((6, 4)).astype(np.float32)      # 3 samples of 2 rows
+    logits = x @ np.asarray(onnx.numpy_helper.to_array(classifier().graph.initializer[0])).T
+    truth = np.argmax(logits, axis=1)
+    labels = truth.copy()
+    labels[0] = (labels[0] + 1) % 3                                              # one of six rows wrong
+    np.savez(tmp_path / "rows.npz", x=x, labels=labels)
+    samples = load_samples(tmp_path / "rows.npz", classifier(batch=2))
+    assert samples.samples == 3 and len(samples.labels) == 6
+    assert compare(classifier(batch=2), classifier(batch=2), samples).accuracy_before == pytest.approx(5 / 6)
+    assert load_samples(tmp_path / "rows.npz", classifier(batch=2), limit=2).labels.tolist() == labels[:4].tolist()
+    np.savez(tmp_path / "odd.npz", x=x, labels=labels[:5])
+    with pytest.raises(ConfigError, match=r"5 labels for 3 samples \(6 rows\); give one label per sample"):
+        load_samples(tmp_path / "odd.npz", classifier(batch=2))
