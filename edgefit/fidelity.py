@@ -62,6 +62,7 @@ class Fidelity:
     # has another value (or vice versa) or, for integer and bool outputs (ArgMax labels, masks, indices), any
     # changed value. NaN and infinities both outputs hold at the same places are equal and left out of the metrics.
     mismatched_outputs: int = 0
+    labels_unused: str | None = None  # why the given labels gave no accuracy
 
     @property
     def identical(self) -> bool:
@@ -80,6 +81,8 @@ class Fidelity:
             data["mismatched_outputs"] = self.mismatched_outputs
         if self.accuracy_before is not None:
             data["accuracy"] = {"before": self.accuracy_before, "after": self.accuracy_after}
+        if self.labels_unused:
+            data["labels_unused"] = self.labels_unused
         return data
 
 
@@ -389,15 +392,24 @@ def measure(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]
     max_abs = float(np.max(np.abs(ref_all - out_all))) if ref_all.size else 0.0
     index = classifier
     agreement = accuracy_before = accuracy_after = None
-    if index is not None and index not in mismatched:
+    # Labels the user gave but accuracy cannot use are said so, not dropped silently.
+    unused = None if samples.labels is None else (
+        "no output looks like class scores ([batch, classes] from Softmax/LogSoftmax/Sigmoid, or named like "
+        "logits/probs/classes)")
+    if index is not None and index in mismatched:
+        unused = unused and "the class-score output changed shape"
+    elif index is not None:
         ref_top = np.concatenate([np.argmax(b[index], axis=-1).reshape(-1) for b in reference])
         out_top = np.concatenate([np.argmax(b[index], axis=-1).reshape(-1) for b in candidate])
         agreement = float(np.mean(ref_top == out_top))
         if samples.labels is not None and len(samples.labels) == len(ref_top):
             accuracy_before = float(np.mean(ref_top == samples.labels))
             accuracy_after = float(np.mean(out_top == samples.labels))
+            unused = None
+        elif unused:
+            unused = f"{len(samples.labels)} labels for {len(ref_top)} rows of class scores"
     return Fidelity(samples.source, samples.samples, cosine, sqnr, max_abs, agreement, accuracy_before,
-                    accuracy_after, len(mismatched))
+                    accuracy_after, len(mismatched), unused)
 
 
 _CLASSIFIER_HEADS = {"Softmax", "LogSoftmax", "Sigmoid"}

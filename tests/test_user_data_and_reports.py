@@ -388,3 +388,20 @@ def test_fixed_batch_of_two_takes_labels_per_row(tmp_path):
     np.savez(tmp_path / "odd.npz", x=x, labels=labels[:5])
     with pytest.raises(ConfigError, match=r"5 labels for 3 samples \(6 rows\); give one label per sample"):
         load_samples(tmp_path / "odd.npz", classifier(batch=2))
+
+
+def test_labels_without_a_class_score_output_are_reported_unused(tmp_path, capsys):
+    two_heads = model([helper.make_node("Gemm", ["x", "W"], ["a"], transB=1),
+                       helper.make_node("Gemm", ["x", "V"], ["b"], transB=1)],
+                      [("x", ["N", 4])], [("a", ["N", 3]), ("b", ["N", 3])],
+                      [weight("W", 3, 4), weight("V", 3, 4, seed=2)])
+    onnx.save(two_heads, tmp_path / "m.onnx")
+    np.savez(tmp_path / "eval.npz", x=np.ones((5, 4), np.float32), labels=np.arange(5) % 3)
+    assert main(["fuse", str(tmp_path / "m.onnx"), "--eval", str(tmp_path / "eval.npz"), "-o",
+                 str(tmp_path / "out.onnx"), "--json"]) == 0
+    fidelity = strict_json(capsys.readouterr().out)["fidelity"]
+    assert "accuracy" not in fidelity
+    assert fidelity["labels_unused"].startswith("no output looks like class scores ([batch, classes]")
+    assert main(["fuse", str(tmp_path / "m.onnx"), "--eval", str(tmp_path / "eval.npz"), "-o",
+                 str(tmp_path / "out.onnx")]) == 0
+    assert "the data's labels give no accuracy: no output looks like class scores" in capsys.readouterr().out

@@ -139,6 +139,9 @@ def _render_fidelity(console: Console, report: OptimizeReport) -> None:
             console.print(f"[yellow]after {escape(spec)}: {fidelity.mismatched_outputs} output(s) changed shape "
                           "(data-dependent ops), integer values (labels, indices) or where they are NaN / infinite, "
                           "and are left out of the metrics above[/]")
+    unused = next((f.labels_unused for _, f in measured if f.labels_unused), None)
+    if unused:
+        console.print(f"[yellow]the data's labels give no accuracy: {escape(unused)}[/]")
     if first.inputs == "synthetic":
         console.print("[yellow]fidelity measured on synthetic random inputs; pass --eval with real samples for "
                       "numbers that reflect your data[/]")
