@@ -149,6 +149,8 @@ def gate(
     from edgefit.report.junit_format import JUnitFormat
     from edgefit.report.markdown_format import MarkdownFormat
 
+    if json_out and output_format not in (GateFormat.table, GateFormat.json):
+        raise ConfigError(f"--json and --format {output_format.value} ask for two formats; give one")
     report = run_gate(config, profiles_dir)
     if json_out:
         output_format = GateFormat.json

@@ -405,3 +405,8 @@ def test_labels_without_a_class_score_output_are_reported_unused(tmp_path, capsy
     assert main(["fuse", str(tmp_path / "m.onnx"), "--eval", str(tmp_path / "eval.npz"), "-o",
                  str(tmp_path / "out.onnx")]) == 0
     assert "the data's labels give no accuracy: no output looks like class scores" in capsys.readouterr().out
+
+
+def test_gate_json_with_another_format_is_a_usage_error(awkward_gate, capsys):
+    assert main(["gate", "-c", str(awkward_gate), "--json", "--format", "junit"]) == 2
+    assert capsys.readouterr().err == "error: --json and --format junit ask for two formats; give one\n"
