@@ -186,6 +186,11 @@ class CheckReport:
 
 # ---- one target ----------------------------------------------------------------------------------------
 
+def _check_rate(rate_hz: float | None) -> None:
+    if rate_hz is not None and not 0 < rate_hz < math.inf:   # NaN fails too
+        raise ConfigError(f"invalid rate {rate_hz!r}: expected a positive, finite number of inferences per second")
+
+
 def _tightest(device_limit: float, budget: float | None) -> tuple[float, str]:
     if budget is not None and budget < device_limit:
         return budget, "budget"
@@ -198,6 +203,7 @@ def check_footprint(footprint: Footprint, profile: DeviceProfile | str, precisio
     compare every figure with its limit."""
     if isinstance(profile, str):
         profile = find_profile(profile, list_profiles())
+    _check_rate(rate_hz)
     est = estimate(footprint, profile, precision, rate_hz)
     ram_limit, ram_source = _tightest(profile.ram_limit_bytes, budgets.max_ram_bytes)
     flash_limit, flash_source = _tightest(profile.flash_bytes, budgets.max_flash_bytes)
@@ -305,8 +311,7 @@ def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] 
     footprint = model if isinstance(model, Footprint) else _analyze(model, input_shapes, dims)
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if rate_hz is not None and not 0 < rate_hz < math.inf:
-        raise ConfigError(f"invalid rate {rate_hz!r}: expected a positive, finite number of inferences per second")
+    _check_rate(rate_hz)
     profiles = resolve_targets(targets, profiles_dir)
     deployed = precision or model_precision(footprint)
     results = tuple(check_footprint(footprint, p, deployed, budgets, rate_hz) for p in profiles)

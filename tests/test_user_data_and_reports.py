@@ -18,7 +18,8 @@ from onnx import TensorProto, helper
 from test_check import dense_model
 from test_profiles import VALID, write_profile
 
-from edgefit.check import check, load_gate_config
+from edgefit import analyze
+from edgefit.check import check, check_footprint, load_gate_config
 from edgefit.cli import main
 from edgefit.devices import load_profile_file
 from edgefit.errors import ConfigError, ProfileError
@@ -206,6 +207,8 @@ def test_infinite_rate_is_refused(tmp_path, capsys, rate):
     assert captured.out == "" and "positive, finite number of inferences per second" in captured.err
     with pytest.raises(ConfigError):
         check(str(tmp_path / "m.onnx"), ["esp32"], rate_hz=math.inf)
+    with pytest.raises(ConfigError, match="invalid rate nan"):
+        check_footprint(analyze(tmp_path / "m.onnx"), "esp32", rate_hz=math.nan)
 
 
 @pytest.mark.parametrize("rate", ["inf", "nan"])
