@@ -311,8 +311,16 @@ def serialized_size(message) -> int:
 
 def refuse_overwrite(input_path: str | os.PathLike, out_path: str | os.PathLike, force: bool) -> None:
     """The input model is never written unless the user insists."""
-    if Path(out_path).resolve() == Path(input_path).resolve() and not force:
+    if not force and (Path(out_path).resolve() == Path(input_path).resolve() or _same_file(input_path, out_path)):
         raise ModelError(f"refusing to overwrite the input model {out_path}; choose another -o or pass --force")
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """One file under two names: a hard link, a bind mount, another case on a case-insensitive file system."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:   # the output does not exist yet (or cannot be inspected)
+        return False
 
 
 def prepare_output(out_path: str | os.PathLike) -> Path:

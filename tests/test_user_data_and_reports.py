@@ -413,3 +413,11 @@ def test_labels_without_a_class_score_output_are_reported_unused(tmp_path, capsy
 def test_gate_json_with_another_format_is_a_usage_error(awkward_gate, capsys):
     assert main(["gate", "-c", str(awkward_gate), "--json", "--format", "junit"]) == 2
     assert capsys.readouterr().err == "error: --json and --format junit ask for two formats; give one\n"
+
+
+def test_output_that_is_a_hard_link_to_the_input_is_refused(tmp_path, capsys):
+    onnx.save(dense_model(8, 2), tmp_path / "m.onnx")
+    os.link(tmp_path / "m.onnx", tmp_path / "same.onnx")
+    assert main(["fuse", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "same.onnx")]) == 2
+    assert "refusing to overwrite the input model" in capsys.readouterr().err
+    assert main(["fuse", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "same.onnx"), "--force", "--json"]) == 0
