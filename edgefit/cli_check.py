@@ -59,7 +59,7 @@ def profiles_list(profiles_dir: ProfilesDirOpt = None, json_out: JsonOpt = False
 
     profiles = list_profiles(profiles_dir)
     if json_out:
-        print_json([p.to_dict() for p in profiles])
+        print_json({"profiles": [p.to_dict() for p in profiles]})
     else:
         render_profiles(console, profiles)
 

@@ -20,6 +20,7 @@ device is assumed to infer back to back (d = 1). Battery life = battery energy /
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass
 
@@ -157,7 +158,7 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
     precision = precision or model_precision(footprint)
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if rate_hz is not None and rate_hz <= 0:
+    if rate_hz is not None and not 0 < rate_hz < math.inf:   # NaN fails both comparisons
         raise ConfigError(f"invalid rate {rate_hz!r}: expected a positive number of inferences per second")
 
     weight_bytes = footprint.weight_bytes_at(precision)

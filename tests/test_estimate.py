@@ -152,8 +152,9 @@ def test_model_precision_from_dominant_dtype():
 def test_bad_precision_or_rate():
     with pytest.raises(ConfigError, match="unknown precision 'int4'"):
         estimate(two_layer_footprint(), mcu(), "int4")
-    with pytest.raises(ConfigError, match="invalid rate"):
-        estimate(two_layer_footprint(), mcu(), rate_hz=0)
+    for rate in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="invalid rate"):
+            estimate(two_layer_footprint(), mcu(), rate_hz=rate)
 
 
 def test_estimates_are_labelled():

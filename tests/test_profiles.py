@@ -186,7 +186,7 @@ def test_cli_profiles_list_and_show(capsys):
     out = capsys.readouterr().out
     assert "esp32-cam" in out and "Tiny devices" in out
     assert main(["profiles", "list", "--json"]) == 0
-    listed = json.loads(capsys.readouterr().out)
+    listed = json.loads(capsys.readouterr().out)["profiles"]   # one JSON object, like every --json
     assert {p["name"] for p in listed} >= DESIGN_DEVICES
     assert main(["profiles", "show", "esp32cam", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
