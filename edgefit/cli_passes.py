@@ -37,7 +37,8 @@ EvalOpt = Annotated[Optional[Path], typer.Option(
     "--eval", help="Fidelity inputs: .npz with one array per input name (+ optional 'labels' for accuracy), "
     "or a folder of .npy files. Default: the calibration data, else synthetic inputs.", show_default=False)]
 SamplesOpt = Annotated[Optional[int], typer.Option(
-    "--samples", help="Use at most this many --eval samples for fidelity.", min=1, show_default=False)]
+    "--samples", help="Use at most this many --eval samples for fidelity (without --eval, fidelity runs on all of "
+    "the --calib data or on synthetic samples).", min=1, show_default=False)]
 SparsityOpt = Annotated[float, typer.Option(
     "--sparsity", "-s", help="Fraction of weights to zero (unstructured) or of channels to remove (--structured).",
     min=0.0, max=0.99)]
