@@ -254,7 +254,8 @@ def _is_repeated(field_descriptor) -> bool:
     return field_descriptor.label == field_descriptor.LABEL_REPEATED
 
 
-def _copy_fields(source, target, skip: tuple[str, ...] = ()) -> None:
+def copy_fields(source, target, skip: tuple[str, ...] = ()) -> None:
+    """Copy every set field of one protobuf message into another of the same type, except those named in `skip`."""
     for field_descriptor, value in source.ListFields():
         if field_descriptor.name in skip:
             continue
@@ -274,8 +275,8 @@ def metadata_only_copy(proto: ModelProto, order: list[int] | None = None) -> Mod
     topologically sorted, which onnxruntime does not demand of a model file.
     """
     light = ModelProto()
-    _copy_fields(proto, light, skip=("graph",))
-    _copy_fields(proto.graph, light.graph, skip=("initializer", "node"))
+    copy_fields(proto, light, skip=("graph",))
+    copy_fields(proto.graph, light.graph, skip=("initializer", "node"))
     nodes = proto.graph.node
     light.graph.node.extend(nodes if order is None else (nodes[i] for i in order))
     declared = {i.name for i in proto.graph.input}
