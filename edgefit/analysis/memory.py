@@ -39,7 +39,7 @@ class Buffer:
 class ArenaPlan:
     size: int                      # bytes the arena needs
     offsets: dict[str, int]        # buffer name -> byte offset in the arena
-    peak_step: int | None          # a step at which the arena's used extent is reached
+    peak_step: int | None          # the step holding the most live bytes (the earliest of equals)
     live_at_peak: tuple[str, ...]  # buffers alive at that step, largest first
 
 
