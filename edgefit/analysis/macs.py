@@ -50,9 +50,6 @@ class OpContext:
     def has_input(self, index: int) -> bool:
         return index < len(self.node.input) and bool(self.node.input[index])
 
-    def out_elements(self) -> int:
-        return sum(math.prod(self.out_shape(i)) for i in range(len(self.node.output)) if self.node.output[i])
-
 
 def _input_name(node: NodeProto, index: int) -> str:
     return node.input[index] if index < len(node.input) else "missing"
