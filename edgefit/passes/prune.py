@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from onnx import ModelProto, NodeProto
+from onnx import ModelProto, NodeProto, helper
 
 from edgefit.errors import PassError
 from edgefit.passes.base import (
@@ -179,14 +179,22 @@ def _prune_unstructured(model: ModelProto, sparsity: float, per_layer: bool, ski
     layers = [(n, w) for n, w in layers if node_label(n) not in skipped_names]
     if not layers:
         raise PassError("no Conv/ConvTranspose/Gemm/MatMul layer with constant float weights to prune")
-    values = {w: editor.constant(w) for _, w in layers}
-    masks = _magnitude_masks(values, sparsity, per_layer)
+    # One weight tensor at a time: masks come from a magnitude threshold (one over all layers, or one per layer)
+    # instead of index arrays over every weight, so the pass never holds the model's weights twice more.
+    groups = [[w for _, w in layers]] if not per_layer else [[w] for _, w in layers]
+    thresholds: dict[str, list] = {}
+    for group in groups:
+        threshold = _threshold(editor, group, sparsity)
+        for name in group:
+            thresholds[name] = threshold   # shared [t, ties left]: ties go to the tensors in order
     stats_layers = []
     for node, weight in layers:
-        before = values[weight]
-        after = np.where(masks[weight], np.zeros((), before.dtype), before)
-        editor.replace_initializer(weight, after)
+        before = editor.constant(weight)
+        after = np.where(_below(before, thresholds[weight]), np.zeros((), before.dtype), before)
         stats_layers.append(_layer_sparsity(node, weight, before, after))
+        del before
+        editor.replace_initializer(weight, after)
+        del after
     total = sum(s.elements for s in stats_layers)
     zeros = sum(s.zeros_after for s in stats_layers)
     stats = PruneStats("unstructured-per-layer" if per_layer else "unstructured-global", sparsity,
@@ -196,24 +204,34 @@ def _prune_unstructured(model: ModelProto, sparsity: float, per_layer: bool, ski
     return PassResult(result, stats)
 
 
-def _magnitude_masks(values: dict[str, np.ndarray], sparsity: float, per_layer: bool) -> dict[str, np.ndarray]:
-    """Boolean masks (True = zero it) selecting exactly round(sparsity x n) smallest-magnitude weights."""
-    if per_layer:
-        return {name: _smallest(np.abs(v).reshape(-1), sparsity).reshape(v.shape) for name, v in values.items()}
-    flat = np.concatenate([np.abs(v).reshape(-1).astype(np.float64) for v in values.values()])
-    chosen = _smallest(flat, sparsity)
-    masks, start = {}, 0
-    for name, v in values.items():
-        masks[name] = chosen[start:start + v.size].reshape(v.shape)
-        start += v.size
-    return masks
+def _threshold(editor: GraphEditor, weights: list[str], sparsity: float) -> list:
+    """[t, ties]: zeroing every |w| < t and the first `ties` weights with |w| == t (tensors and elements in
+    order) zeroes exactly round(sparsity x n) of the smallest-magnitude weights of `weights` together."""
+    tensors = [editor.initializers[name] for name in weights]
+    sizes = [int(np.prod(t.dims, dtype=np.int64)) for t in tensors]
+    # abs is exact in every float type and the widest type holds the others exactly, so it orders as float64.
+    flat = np.empty(sum(sizes), dtype=np.result_type(*(helper.tensor_dtype_to_np_dtype(t.data_type)
+                                                         for t in tensors)))
+    start = 0
+    for name, size in zip(weights, sizes):
+        np.abs(editor.constant(name).reshape(-1), out=flat[start:start + size])
+        start += size
+    chosen = int(round(sparsity * flat.size))
+    if chosen == 0:
+        return [-np.inf, 0]
+    flat.partition(chosen - 1)   # in place: the array is ours; everything before index chosen-1 is <= t
+    threshold = flat[chosen - 1]
+    return [threshold, chosen - int(np.count_nonzero(flat[:chosen] < threshold))]
 
 
-def _smallest(magnitudes: np.ndarray, sparsity: float) -> np.ndarray:
-    count = int(round(sparsity * magnitudes.size))
-    mask = np.zeros(magnitudes.size, dtype=bool)
-    if count:
-        mask[np.argpartition(magnitudes, count - 1)[:count]] = True
+def _below(values: np.ndarray, threshold: list) -> np.ndarray:
+    """The mask of the weights to zero; uses up the ties it takes from the shared `threshold` entry."""
+    magnitude = np.abs(values)
+    mask = magnitude < threshold[0]
+    if threshold[1] > 0:
+        equal = np.flatnonzero(magnitude == threshold[0])[:threshold[1]]
+        mask.reshape(-1)[equal] = True
+        threshold[1] -= equal.size
     return mask
 
 

@@ -29,7 +29,7 @@ from onnx import ModelProto
 
 from edgefit.errors import PassError
 from edgefit.fidelity import SampleSet, feed_samples
-from edgefit.model import index_graph, iter_graphs, serialized_size, sort_nodes
+from edgefit.model import copy_fields, index_graph, iter_graphs, serialized_size, sort_nodes
 from edgefit.passes.base import PassResult, copy_model, ensure_node_names, has_subgraph, node_label
 
 MODES = ("int8", "dynamic", "fp16")
@@ -98,20 +98,28 @@ def quantize(model: ModelProto, mode: str = "int8", *, calibration: SampleSet | 
     if mode in ("int8", "dynamic"):
         prepared = _upgrade_opset(prepared, notes)
         _float16_to_float32(prepared, notes)
+    if mode == "int8" and calibration is None:
+        raise PassError("static int8 quantization needs calibration samples")
+    # What the stats need of the float model is its nodes: its weights are released as soon as onnxruntime has
+    # them (a file for int8 / dynamic, the converter's own model for fp16), so they are not held twice more.
+    outline = _outline(prepared)
     with tempfile.TemporaryDirectory(prefix="edgefit-quantize-") as folder, _captured_warnings(notes):
         work = Path(folder)
         if mode == "int8":
-            if calibration is None:
-                raise PassError("static int8 quantization needs calibration samples")
             if calibration.source == "synthetic":
                 notes.append(SYNTHETIC_WARNING)
             source = _preprocess(prepared, work, notes)
+            del prepared
             result = _quantize_static(source, work, calibration, method, excluded_names, int8_op_types,
                                       symmetric_activations, progress)
         elif mode == "dynamic":
-            result = _quantize_dynamic(_preprocess(prepared, work, notes), work, excluded_names)
+            source = _preprocess(prepared, work, notes)
+            del prepared
+            result = _quantize_dynamic(source, work, excluded_names)
         else:
             result = _convert_fp16(prepared, exclude, excluded_names)
+            del prepared
+    prepared = outline
     quantized, floating = _layer_precisions(prepared, result, mode, excluded_names)
     notes += _subgraph_notes(result)
     if not quantized:
@@ -369,7 +377,7 @@ def _convert_fp16(model: ModelProto, exclude: tuple[str, ...], excluded: set[str
 
     op_types = {n.op_type for n in model.graph.node}
     blocked_types = list(DEFAULT_OP_BLOCK_LIST) + list(_FP16_BLOCKED) + [e for e in exclude if e in op_types]
-    prepared, passthrough = _without_passthrough_outputs(copy_model(model))
+    prepared, passthrough = _without_passthrough_outputs(model)   # the pass's private copy: edited in place
     try:
         converted = convert_float_to_float16(prepared, keep_io_types=True, op_block_list=blocked_types,
                                              node_block_list=sorted(excluded))
@@ -422,6 +430,14 @@ def _without_passthrough_outputs(model: ModelProto) -> tuple[ModelProto, list[tu
     for position, _ in reversed(passthrough):
         del graph.output[position]
     return model, passthrough
+
+
+def _outline(model: ModelProto) -> ModelProto:
+    """The model without its initializers (nodes, subgraphs and value infos kept): enough for the stats."""
+    outline = ModelProto()
+    copy_fields(model, outline, skip=("graph",))
+    copy_fields(model.graph, outline.graph, skip=("initializer",))
+    return outline
 
 
 def _subgraph_notes(model: ModelProto) -> list[str]:

@@ -1,0 +1,83 @@
+"""Passes on awkward structure: exact pruning counts with ties and mixed float types, quantization that releases
+the float weights early and still reports every layer, weights shared with control-flow bodies."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edgefit.passes import prune, quantize
+from edgefit.passes.base import model_digest
+from helpers import build, vi
+
+F, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
+
+
+def _array(model: onnx.ModelProto, name: str) -> np.ndarray:
+    return numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == name))
+
+
+def _two_matmuls(a: np.ndarray, b: np.ndarray, type_a=F, type_b=F) -> onnx.ModelProto:
+    nodes = [helper.make_node("MatMul", ["x", "A"], ["ya"], name="ma"),
+             helper.make_node("MatMul", ["z", "B"], ["yb"], name="mb")]
+    return build(nodes, [vi("x", type_a, [1, 2]), vi("z", type_b, [1, 2])],
+                 [vi("ya", type_a, [1, 2]), vi("yb", type_b, [1, 2])],
+                 [numpy_helper.from_array(a, "A"), numpy_helper.from_array(b, "B")])
+
+
+def test_global_pruning_with_ties_zeroes_exactly_round_s_n_and_takes_ties_in_tensor_order():
+    # |w|: five 1s, then 2, 3, 4; S = 0.5 of n = 8 -> 4 zeros, all at the tie value 1: the first four in order
+    # (all of A), none of B's single 1 -- never more than 4 because of the tie.
+    model = _two_matmuls(np.ones((2, 2), np.float32), np.array([[1, 2], [3, 4]], np.float32))
+    digest = model_digest(model)
+    result = prune(model, 0.5)
+    assert model_digest(model) == digest
+    assert np.array_equal(_array(result.model, "A"), np.zeros((2, 2), np.float32))
+    assert np.array_equal(_array(result.model, "B"), np.array([[1, 2], [3, 4]], np.float32))
+    assert [layer.zeros_after for layer in result.stats.layers] == [4, 0]
+    assert result.stats.achieved_sparsity == 0.5
+
+
+def test_per_layer_pruning_with_ties_takes_round_s_n_of_each_layer():
+    # Each 2x2 layer loses round(0.5 x 4) = 2: A's first two tied 1s, B's two smallest (-1 and 1: ties at 1).
+    model = _two_matmuls(np.ones((2, 2), np.float32), np.array([[5, -1], [1, 7]], np.float32))
+    result = prune(model, 0.5, per_layer=True)
+    assert np.array_equal(_array(result.model, "A"), np.array([[0, 0], [1, 1]], np.float32))
+    assert np.array_equal(_array(result.model, "B"), np.array([[5, 0], [0, 7]], np.float32))
+
+
+def test_global_pruning_orders_float16_and_float32_weights_together():
+    # 8 weights, S = 0.5: the four smallest magnitudes over both tensors are 0.1, 0.25, 0.3 and 0.5.
+    a = np.array([[0.25, -4], [2, 0.5]], np.float16)
+    b = np.array([[1, -0.3], [3, -0.1]], np.float32)
+    result = prune(_two_matmuls(a, b, F16, F), 0.5)
+    assert np.array_equal(_array(result.model, "A"), np.array([[0, -4], [2, 0]], np.float16))
+    assert np.array_equal(_array(result.model, "B"), np.array([[1, 0], [3, 0]], np.float32))
+    assert _array(result.model, "A").dtype == np.float16
+
+
+def test_global_pruning_rounds_the_count_like_the_readme_says():
+    # n = 6 weights, S = 0.25 -> round(1.5) = 2 (Python rounds half to even): 0.1 and 0.2 go.
+    weights = np.array([[0.3, -0.1, 0.6], [0.2, 0.5, -0.4]], np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["y"])]
+    model = build(nodes, [vi("x", F, [1, 2])], [vi("y", F, [1, 3])], [numpy_helper.from_array(weights, "W")])
+    result = prune(model, 0.25)
+    assert np.array_equal(_array(result.model, "W"), np.array([[0.3, 0, 0.6], [0, 0.5, -0.4]], np.float32))
+
+
+def test_fp16_quantization_of_a_weight_that_is_also_an_output_leaves_the_input_alone_and_reports_the_layer():
+    # The converter edits the pass's private copy in place; the caller's model and the layer report must not
+    # notice (the report reads the float model's nodes, kept apart from its released weights).
+    w = numpy_helper.from_array(np.arange(4, dtype=np.float32).reshape(2, 2), "W")
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")]
+    model = build(nodes, [vi("x", F, [1, 2])], [vi("y", F, [1, 2]), vi("W", F, [2, 2])], [w])
+    digest = model_digest(model)
+    result = quantize(model, "fp16")
+    assert model_digest(model) == digest
+    assert result.stats.quantized_layers == ("mm",)
+    assert result.stats.ops_before == {"MatMul": 1}
+    import onnxruntime as ort
+    session = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y, weight_out = session.run(None, {"x": np.array([[1, 1]], np.float32)})
+    assert np.array_equal(y, np.array([[2, 4]], np.float32)) and np.array_equal(weight_out, numpy_helper.to_array(w))
