@@ -20,6 +20,7 @@ from onnx import GraphProto, ModelProto, NodeProto, TensorProto
 from edgefit.errors import ModelError
 
 _PROTOBUF_LIMIT = 2**31 - 1
+_EXTERNAL_TENSOR_BYTES = 1024   # smaller tensors stay inside a model saved with external data
 
 
 @dataclass(frozen=True)
@@ -365,16 +366,10 @@ def save_model(proto: ModelProto, out_path: str | os.PathLike, *, input_path: st
         tmp = Path(tmp_name)
         if serialized_size(proto) > _PROTOBUF_LIMIT - 2**20:
             data_name = out.name + ".data"
-            tmp_data = out.parent / f".{data_name}.tmp"
-            onnx.save_model(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=tmp_data.name, size_threshold=1024)
-            # Re-point the graph at the final data file name before the renames make it real.
-            saved = onnx.load(str(tmp), load_external_data=False)
-            for tensor in iter_tensors(saved.graph):
-                for entry in tensor.external_data:
-                    if entry.key == "location":
-                        entry.value = data_name
-            onnx.save_model(saved, str(tmp))
+            fd, data_tmp_name = tempfile.mkstemp(prefix=_temp_prefix(out), suffix=".data.tmp", dir=out.parent)
+            os.close(fd)
+            tmp_data = Path(data_tmp_name)
+            onnx.save_model(_with_external_weights(proto, tmp_data, data_name), str(tmp))
             os.chmod(tmp_data, mode)
             os.replace(tmp_data, out.parent / data_name)
         else:
@@ -388,6 +383,36 @@ def save_model(proto: ModelProto, out_path: str | os.PathLike, *, input_path: st
         _remove(tmp, tmp_data)
         raise
     return out
+
+
+def _with_external_weights(proto: ModelProto, data_path: Path, location: str) -> ModelProto:
+    """A copy of `proto` whose top-level initializers of 1 KiB or more point at `location`, their bytes written to
+    `data_path`. onnx.save_model(save_as_external_data=True) would instead strip the weights out of the caller's
+    model (the in-memory result) and point it at a temporary file name; this writes each tensor's bytes as it
+    is and copies only the rest of the model."""
+    light = ModelProto()
+    copy_fields(proto, light, skip=("graph",))
+    copy_fields(proto.graph, light.graph, skip=("initializer",))
+    offset = 0
+    with open(data_path, "wb") as data:
+        for tensor in proto.graph.initializer:
+            stub = light.graph.initializer.add()
+            if tensor.data_location == TensorProto.EXTERNAL or not tensor.HasField("raw_data") \
+                    or serialized_size(tensor) < _EXTERNAL_TENSOR_BYTES:
+                stub.CopyFrom(tensor)
+                continue
+            copy_fields(tensor, stub, skip=("raw_data",))
+            padding = -offset % 4096   # aligned, as onnx writes them, so runtimes can map the data
+            data.write(b"\0" * padding)
+            offset += padding
+            raw = tensor.raw_data
+            data.write(raw)
+            stub.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", location), ("offset", str(offset)), ("length", str(len(raw)))):
+                stub.external_data.add(key=key, value=value)
+            offset += len(raw)
+            del raw
+    return light
 
 
 def _remove(*paths: Path | None) -> None:

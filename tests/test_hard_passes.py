@@ -81,3 +81,32 @@ def test_fp16_quantization_of_a_weight_that_is_also_an_output_leaves_the_input_a
     session = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
     y, weight_out = session.run(None, {"x": np.array([[1, 1]], np.float32)})
     assert np.array_equal(y, np.array([[2, 4]], np.float32)) and np.array_equal(weight_out, numpy_helper.to_array(w))
+
+
+def test_saving_with_external_data_leaves_the_in_memory_model_intact(tmp_path, monkeypatch):
+    # Above the protobuf limit (lowered here to 4 KiB) the weights go to OUT.data. onnx's own external-data save
+    # strips raw_data out of the model it is given and points it at the temporary file name, which broke the
+    # caller's result model; now only a copy without the weights is written.
+    import edgefit.model as model_module
+    from edgefit.model import save_model
+
+    big = numpy_helper.from_array(np.arange(2048, dtype=np.float32).reshape(2, 1024), "W")   # 8 KiB: external
+    bias = numpy_helper.from_array(np.ones(1024, np.float32), "b2")                          # 4 KiB: external
+    small = numpy_helper.from_array(np.arange(2, dtype=np.float32), "b")                     # 8 bytes: inline
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["m"]), helper.make_node("Add", ["m", "b2"], ["y"]),
+             helper.make_node("Add", ["x", "b"], ["z"])]
+    built = build(nodes, [vi("x", F, [1, 2])], [vi("y", F, [1, 1024]), vi("z", F, [1, 2])], [big, small, bias])
+    monkeypatch.setattr(model_module, "_PROTOBUF_LIMIT", 2**20 + 4096)
+    digest = model_digest(built)
+    save_model(built, tmp_path / "out.onnx")
+    assert model_digest(built) == digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx", "out.onnx.data"]
+    stored = onnx.load(str(tmp_path / "out.onnx"), load_external_data=False)
+    layout = {t.name: {e.key: e.value for e in t.external_data} for t in stored.graph.initializer}
+    assert layout["W"] == {"location": "out.onnx.data", "offset": "0", "length": "8192"}
+    assert layout["b2"] == {"location": "out.onnx.data", "offset": "8192", "length": "4096"}
+    assert layout["b"] == {}
+    assert (tmp_path / "out.onnx.data").stat().st_size == 8192 + 4096
+    reloaded = onnx.load(str(tmp_path / "out.onnx"))
+    for name in ("W", "b", "b2"):
+        assert np.array_equal(_array(reloaded, name), _array(built, name))
