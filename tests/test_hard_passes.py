@@ -110,3 +110,28 @@ def test_saving_with_external_data_leaves_the_in_memory_model_intact(tmp_path, m
     reloaded = onnx.load(str(tmp_path / "out.onnx"))
     for name in ("W", "b", "b2"):
         assert np.array_equal(_array(reloaded, name), _array(built, name))
+
+
+def test_int8_preprocessing_sees_no_large_weight_values_and_its_shapes_reach_the_quantizer(monkeypatch):
+    # The shape-inference pre-processing held several copies of every weight; it now gets a copy whose 16x16
+    # weight (256 elements > 64) is a typed graph input, and its mark and value infos go back into the model.
+    from onnxruntime.quantization import shape_inference
+
+    from edgefit.fidelity import synthetic_samples
+
+    seen = []
+    original = shape_inference.quant_pre_process
+
+    def spy(model, *args, **kwargs):
+        seen.append(({t.name for t in model.graph.initializer}, {i.name for i in model.graph.input}))
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(shape_inference, "quant_pre_process", spy)
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32), "W")
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"), helper.make_node("Relu", ["h"], ["y"])]
+    model = build(nodes, [vi("x", F, [1, 16])], [vi("y", F, [1, 16])], [w])
+    result = quantize(model, "int8", calibration=synthetic_samples(model))
+    assert seen == [(set(), {"x", "W"})]
+    assert result.stats.quantized_layers == ("mm",)
+    assert not any("pre-processing" in note for note in result.stats.notes)
+    assert [i.name for i in result.model.graph.input] == ["x"]

@@ -29,7 +29,7 @@ from onnx import ModelProto
 
 from edgefit.errors import PassError
 from edgefit.fidelity import SampleSet, feed_samples
-from edgefit.model import copy_fields, index_graph, iter_graphs, serialized_size, sort_nodes
+from edgefit.model import copy_fields, index_graph, iter_graphs, metadata_only_copy, serialized_size, sort_nodes
 from edgefit.passes.base import PassResult, copy_model, ensure_node_names, has_subgraph, node_label
 
 MODES = ("int8", "dynamic", "fp16")
@@ -289,19 +289,35 @@ def _load(path: Path) -> ModelProto:
 
 
 def _preprocess(model: ModelProto, work: Path, notes: list[str]) -> Path:
-    """onnxruntime's quant pre-processing (shape inference only); falls back to the model as it is."""
+    """onnxruntime's quant pre-processing (shape inference only), then the model saved for the quantizer.
+
+    The pre-processing runs on a copy whose large weights are typed graph inputs (no shape rule needs their
+    values): given the weights it holds several copies of them at once. What it adds -- value infos, also in
+    subgraphs, and output shapes -- goes back into `model` (the pass's private copy). When it fails, the model
+    is quantized as it is."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    source = _save(model, work / "float.onnx")
-    target = work / "preprocessed.onnx"
+    light = metadata_only_copy(model)
+    stubs = {i.name for i in light.graph.input} - {i.name for i in model.graph.input}
     try:
-        quant_pre_process(str(source), str(target), skip_optimization=True,
-                          save_as_external_data=serialized_size(model) > _EXTERNAL_ABOVE)
-        return target
+        quant_pre_process(light, str(work / "inferred.onnx"), skip_optimization=True)
+        inferred = onnx.load(str(work / "inferred.onnx"))
     except Exception as error:  # noqa: BLE001 - symbolic shape inference fails on some exotic graphs
         notes.append(f"quantization pre-processing (shape inference) failed and was skipped: "
                      f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
-        return source
+        return _save(model, work / "float.onnx")
+    graph, shaped = model.graph, inferred.graph
+    if [n.output[:] for n in shaped.node] == [n.output[:] for n in graph.node] \
+            and [o.name for o in shaped.output] == [o.name for o in graph.output]:
+        for field in ("node", "value_info", "output"):
+            graph.ClearField(field)
+            getattr(graph, field).extend(v for v in getattr(shaped, field) if field == "node" or v.name not in stubs)
+        model.ClearField("metadata_props")   # with the pre-processing's mark, which onnxruntime's quantizer checks
+        model.metadata_props.extend(inferred.metadata_props)
+    else:
+        notes.append("quantization pre-processing (shape inference) changed the graph's nodes; its shapes were "
+                     "not used")
+    return _save(model, work / "preprocessed.onnx")
 
 
 def _quantize_static(source: Path, work: Path, calibration: SampleSet, method: str, excluded: set[str],
