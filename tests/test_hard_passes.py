@@ -135,3 +135,20 @@ def test_int8_preprocessing_sees_no_large_weight_values_and_its_shapes_reach_the
     assert result.stats.quantized_layers == ("mm",)
     assert not any("pre-processing" in note for note in result.stats.notes)
     assert [i.name for i in result.model.graph.input] == ["x"]
+
+
+def test_pruning_a_weight_a_loop_body_also_reads_says_so():
+    # W feeds the top-level MatMul and, as an outer-scope name, the Loop body's MatMul: zeroing it changes the
+    # body too, which the note used to deny ("weights inside its subgraphs are left as they are").
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["s", "W"], ["s2"]), helper.make_node("Identity", ["c"], ["c2"])], "body",
+        [vi("i", TensorProto.INT64, []), vi("c", TensorProto.BOOL, []), vi("s", F, [1, 2])],
+        [vi("c2", TensorProto.BOOL, []), vi("s2", F, [1, 2])])
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+             helper.make_node("Loop", ["n", "", "h"], ["y"], body=body, name="loop")]
+    model = build(nodes, [vi("x", F, [1, 2])], [vi("y", F, [1, 2])],
+                  [numpy_helper.from_array(np.array([[1, -2], [3, 0.5]], np.float32), "W"),
+                   numpy_helper.from_array(np.array(2, np.int64), "n")])
+    result = prune(model, 0.5)
+    assert np.array_equal(_array(result.model, "W"), np.array([[0, -2], [3, 0]], np.float32))
+    assert "'W' is also read inside the subgraphs of loop (Loop): pruned there too" in result.stats.notes

@@ -175,6 +175,11 @@ def _prune_unstructured(model: ModelProto, sparsity: float, per_layer: bool, ski
         seen.add(weight)
         layers.append((node, weight))
     skipped_names = _resolve_skip(skip, [node_label(n) for n, _ in layers])
+    for node, weight in layers:
+        if node_label(node) not in skipped_names:
+            notes += [f"{weight!r} is also read inside the subgraphs of {node_label(reader)} ({reader.op_type}): "
+                      "pruned there too" for reader in editor.consumers.get(weight, [])
+                      if has_subgraph(reader) and weight not in reader.input]
     skipped = [f"{name}: skipped on request" for name in skipped_names]
     layers = [(n, w) for n, w in layers if node_label(n) not in skipped_names]
     if not layers:
