@@ -144,6 +144,12 @@ def run_passes(model: ModelProto, passes: str | Sequence[PassSpec], options: Pas
         result = apply_pass(current, spec, options, progress)
         if model_digest(current) != digest:
             raise RuntimeError(f"edgefit bug: pass {spec} modified its input model")
+        mode = getattr(result.stats, "mode", None)
+        if mode in ("int8", "fp16"):
+            quantize_input = (current, mode)
+        # Let go of the pass's input before the result's checks and fidelity run: with large weights the
+        # intermediate model would otherwise sit beside the result and its onnxruntime session.
+        current = result.model
         try:
             validate(result.model, f"the result of pass {spec}")
         except ModelError as error:
@@ -155,10 +161,6 @@ def run_passes(model: ModelProto, passes: str | Sequence[PassSpec], options: Pas
             fidelity = compare(model, result.model, fidelity_samples, report, reference_outputs=reference_outputs,
                                candidate_name=f"the result of pass {spec}")
         steps.append(PassStep(str(spec), result.stats, fidelity))
-        mode = getattr(result.stats, "mode", None)
-        if mode in ("int8", "fp16"):
-            quantize_input = (current, mode)
-        current = result.model
     return PipelineResult(current, tuple(steps), quantize_input)
 
 
