@@ -152,3 +152,25 @@ def test_pruning_a_weight_a_loop_body_also_reads_says_so():
     result = prune(model, 0.5)
     assert np.array_equal(_array(result.model, "W"), np.array([[0, -2], [3, 0]], np.float32))
     assert "'W' is also read inside the subgraphs of loop (Loop): pruned there too" in result.stats.notes
+
+
+def test_fp16_conversion_gets_shapes_inferred_without_the_weights_values(monkeypatch):
+    # The converter's own inference serializes the whole model; it now gets value infos found on a copy whose
+    # large weights are typed inputs, and is told to skip its own.
+    from onnxruntime.transformers import float16
+
+    calls = []
+    original = float16.convert_float_to_float16
+
+    def spy(model, **kwargs):
+        calls.append((kwargs["disable_shape_infer"], {v.name for v in model.graph.value_info}))
+        return original(model, **kwargs)
+
+    monkeypatch.setattr(float16, "convert_float_to_float16", spy)
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32), "W")
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"), helper.make_node("Relu", ["h"], ["y"])]
+    model = build(nodes, [vi("x", F, [1, 16])], [vi("y", F, [1, 16])], [w])
+    result = quantize(model, "fp16")
+    assert calls == [(True, {"h"})]
+    assert result.stats.quantized_layers == ("mm",)
+    assert _array(result.model, "W").dtype == np.float16

@@ -298,7 +298,6 @@ def _preprocess(model: ModelProto, work: Path, notes: list[str]) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     light = metadata_only_copy(model)
-    stubs = {i.name for i in light.graph.input} - {i.name for i in model.graph.input}
     try:
         quant_pre_process(light, str(work / "inferred.onnx"), skip_optimization=True)
         inferred = onnx.load(str(work / "inferred.onnx"))
@@ -306,18 +305,27 @@ def _preprocess(model: ModelProto, work: Path, notes: list[str]) -> Path:
         notes.append(f"quantization pre-processing (shape inference) failed and was skipped: "
                      f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
         return _save(model, work / "float.onnx")
-    graph, shaped = model.graph, inferred.graph
-    if [n.output[:] for n in shaped.node] == [n.output[:] for n in graph.node] \
-            and [o.name for o in shaped.output] == [o.name for o in graph.output]:
-        for field in ("node", "value_info", "output"):
-            graph.ClearField(field)
-            getattr(graph, field).extend(v for v in getattr(shaped, field) if field == "node" or v.name not in stubs)
+    if _take_shapes(model, light, inferred):
         model.ClearField("metadata_props")   # with the pre-processing's mark, which onnxruntime's quantizer checks
         model.metadata_props.extend(inferred.metadata_props)
     else:
         notes.append("quantization pre-processing (shape inference) changed the graph's nodes; its shapes were "
                      "not used")
     return _save(model, work / "preprocessed.onnx")
+
+
+def _take_shapes(model: ModelProto, light: ModelProto, inferred: ModelProto) -> bool:
+    """Put what shape inference on `light` (metadata_only_copy(model)) found -- value infos, also those inside
+    subgraphs, which live in the nodes, and output types -- into `model`; False when the graph differs."""
+    graph, shaped = model.graph, inferred.graph
+    if [n.output[:] for n in shaped.node] != [n.output[:] for n in graph.node] \
+            or [o.name for o in shaped.output] != [o.name for o in graph.output]:
+        return False
+    stubs = {i.name for i in light.graph.input} - {i.name for i in graph.input}
+    for field in ("node", "value_info", "output"):
+        graph.ClearField(field)
+        getattr(graph, field).extend(v for v in getattr(shaped, field) if field == "node" or v.name not in stubs)
+    return True
 
 
 def _quantize_static(source: Path, work: Path, calibration: SampleSet, method: str, excluded: set[str],
@@ -394,9 +402,17 @@ def _convert_fp16(model: ModelProto, exclude: tuple[str, ...], excluded: set[str
     op_types = {n.op_type for n in model.graph.node}
     blocked_types = list(DEFAULT_OP_BLOCK_LIST) + list(_FP16_BLOCKED) + [e for e in exclude if e in op_types]
     prepared, passthrough = _without_passthrough_outputs(model)   # the pass's private copy: edited in place
+    # The converter's own type inference would serialize and re-parse the whole model, weights included.
+    light = metadata_only_copy(prepared)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light)
+    except Exception:  # noqa: BLE001 - onnx raises several error types; the converter then infers itself
+        inferred = None
+    inferred_here = inferred is not None and _take_shapes(prepared, light, inferred)
+    del light, inferred
     try:
         converted = convert_float_to_float16(prepared, keep_io_types=True, op_block_list=blocked_types,
-                                             node_block_list=sorted(excluded))
+                                             node_block_list=sorted(excluded), disable_shape_infer=inferred_here)
     except Exception as error:  # noqa: BLE001 - see _quantize_static
         raise PassError(f"fp16 conversion failed: {str(error).strip().splitlines()[0]}") from None
     for position, output in passthrough:
