@@ -16,7 +16,7 @@ from typing import Any
 
 from onnx import ModelProto
 
-from edgefit.analysis.footprint import Footprint
+from edgefit.analysis.footprint import Footprint, analyze
 from edgefit.errors import ConfigError, ModelError, PassError
 from edgefit.fidelity import (Fidelity, SampleSet, compare, load_samples, run_model, select_samples,
                               synthetic_samples)
@@ -70,9 +70,9 @@ class PassStep:
 class PipelineResult:
     model: ModelProto
     steps: tuple[PassStep, ...]
-    # The model the last int8/fp16 quantize pass started from: its float activations, at the new precision, are
-    # what a runtime that fuses the QDQ pairs (or runs fp16) keeps in its arena.
-    quantize_input: tuple[ModelProto, str] | None = None
+    # The arena of the last int8/fp16 quantize pass's input with its float activations at the new precision:
+    # what a runtime that fuses the QDQ pairs (or runs fp16) keeps. None: no such pass.
+    deployed_activation_bytes: int | None = None
 
     @property
     def fidelity(self) -> Fidelity | None:
@@ -138,15 +138,15 @@ def run_passes(model: ModelProto, passes: str | Sequence[PassSpec], options: Pas
     if fidelity_samples is not None:
         report = None if progress is None else (lambda done, total: progress("running original", done, total))
         reference_outputs = run_model(model, fidelity_samples, report, what="the original model")
-    current, steps, quantize_input = _topologically_sorted(model), [], None
+    current, steps, deployed = _topologically_sorted(model), [], None
     for spec in specs:
         digest = model_digest(current)
         result = apply_pass(current, spec, options, progress)
         if model_digest(current) != digest:
             raise RuntimeError(f"edgefit bug: pass {spec} modified its input model")
         mode = getattr(result.stats, "mode", None)
-        if mode in ("int8", "fp16"):
-            quantize_input = (current, mode)
+        if mode in ("int8", "fp16"):   # worked out now, so the float model need not be kept to the end
+            deployed = analyze(current, options.input_shapes, options.dims).activation_bytes_at(mode)
         # Let go of the pass's input before the result's checks and fidelity run: with large weights the
         # intermediate model would otherwise sit beside the result and its onnxruntime session.
         current = result.model
@@ -161,7 +161,7 @@ def run_passes(model: ModelProto, passes: str | Sequence[PassSpec], options: Pas
             fidelity = compare(model, result.model, fidelity_samples, report, reference_outputs=reference_outputs,
                                candidate_name=f"the result of pass {spec}")
         steps.append(PassStep(str(spec), result.stats, fidelity))
-    return PipelineResult(current, tuple(steps), quantize_input)
+    return PipelineResult(current, tuple(steps), deployed)
 
 
 def _topologically_sorted(model: ModelProto) -> ModelProto:
@@ -221,8 +221,6 @@ def optimize_file(input_path: str | Path, output_path: str | Path, passes: str |
     Fidelity runs on `eval_path` (with labels: accuracy too), else on the calibration samples, else on
     synthetic inputs. The input file is never written; `output_path` equal to it is refused unless `force`.
     """
-    from edgefit.analysis.footprint import analyze
-
     source, target = Path(input_path), Path(output_path)
     refuse_overwrite(source, target, force)   # before any work, not only at save time
     prepare_output(target)
@@ -237,8 +235,5 @@ def optimize_file(input_path: str | Path, output_path: str | Path, passes: str |
     result = run_passes(loaded.proto, passes, options, fidelity_samples=samples, progress=progress)
     save_model(result.model, target, input_path=source, force=force)
     after = analyze(result.model, options.input_shapes, options.dims)
-    deployed = None
-    if result.quantize_input is not None:
-        float_model, mode = result.quantize_input
-        deployed = analyze(float_model, options.input_shapes, options.dims).activation_bytes_at(mode)
-    return OptimizeReport(str(source), str(target), before, after, result.steps, result.fidelity, deployed)
+    return OptimizeReport(str(source), str(target), before, after, result.steps, result.fidelity,
+                          result.deployed_activation_bytes)
