@@ -53,6 +53,9 @@ def test_pipeline_measures_every_pass_against_the_original(samples):
     assert prune_fidelity.sqnr_db > quantize_fidelity.sqnr_db - 3   # quantizing adds error on top of pruning
     assert result.fidelity is quantize_fidelity
     session(result.model)
+    # The deployed arena: the pruned float model's activations at one byte each (kws: 16,000 B of 64,000 B).
+    assert result.deployed_activation_bytes == 16_000
+    assert run_passes(original, "fuse").deployed_activation_bytes is None
 
 
 def test_pipeline_catches_a_pass_that_mutates_its_input(monkeypatch):
