@@ -48,6 +48,8 @@ def _variadic_config_slot(op_type: str, slot: int) -> bool:
     if op_type == "QLinearConcat":
         return slot < 2 or (slot - 2) % 3 != 0
     return op_type == "Loop"
+
+
 # Elementwise ops whose one-value constant operand is a hyperparameter, not a learned tensor: exporters write
 # LayerNorm, GELU and attention as formulas with constants such as an epsilon, 0.5, 0.044715 or 1/sqrt(d).
 _SCALAR_CONFIG_OPS = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mod", "Where", "Equal", "Greater", "Less",
