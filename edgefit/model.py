@@ -246,7 +246,7 @@ def validate(proto: ModelProto, source: str = "model", order: list[int] | None =
 # inference: both need only their dtype and dims. Values matter only for tensors that describe shapes (Reshape
 # targets, Slice bounds, Resize scales, axes), which hold at most a few elements per axis; copying and
 # serializing the weights themselves would cost more than the checker and inference together.
-_STUB_ABOVE_ELEMENTS = 64
+STUB_ABOVE_ELEMENTS = 64
 
 
 def _is_repeated(field_descriptor) -> bool:
@@ -289,7 +289,7 @@ def metadata_only_copy(proto: ModelProto, order: list[int] | None = None) -> Mod
         elements = 1
         for d in dims:
             elements *= d
-        if elements <= _STUB_ABOVE_ELEMENTS and tensor.data_location != TensorProto.EXTERNAL:
+        if elements <= STUB_ABOVE_ELEMENTS and tensor.data_location != TensorProto.EXTERNAL:
             light.graph.initializer.add().CopyFrom(tensor)
         elif tensor.name not in declared:
             key = (tensor.data_type, dims)

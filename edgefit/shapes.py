@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import GraphProto, ModelProto, TensorProto
+from onnx import GraphProto, ModelProto, TensorProto, numpy_helper
 
 from edgefit.analysis.dtypes import dtype_code, dtype_name, tensor_bytes
 from edgefit.errors import ShapeError
-from edgefit.model import (GraphIndex, external_data_bytes, index_graph, initializer_names, iter_graphs,
-                           metadata_only_copy, subgraph_scope)
+from edgefit.model import (STUB_ABOVE_ELEMENTS, GraphIndex, external_data_bytes, index_graph, initializer_names,
+                           iter_graphs, metadata_only_copy, subgraph_scope)
 
 # Synthetic inputs for the onnxruntime fallback are allocated for real; above this they would cost more
 # memory than the analysis is worth, so the fallback is skipped and the shapes stay unknown.
@@ -292,7 +292,7 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
     reads_shapes = any(node.op_type in _SHAPE_READERS for node in index.nodes)
     # Stale annotations (value_info, declared output shapes, in subgraphs too) would override the shapes that
     # follow from the resolved inputs: inference keeps a declared shape that conflicts with what it infers.
-    main_constants = {t.name: t for t in light.graph.initializer} if index.with_subgraphs else {}
+    main_constants = _small_constants(light.graph) if index.with_subgraphs else {}
     for scope, _, graph in graphs_of(light.graph):
         del graph.value_info[:]
         for value in graph.output:
@@ -383,6 +383,34 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
             warnings.append(f"shape of output {value.name!r} is taken from the model's declaration; it could "
                             f"not be inferred for the resolved input shapes")
     return result
+
+
+def _small_constants(graph: GraphProto) -> dict[str, TensorProto]:
+    """The graph's constants whose values the light copy keeps: its small initializers and Constant nodes (which
+    exporters such as PyTorch's use for shapes), by name."""
+    constants = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or not node.output:
+            continue
+        value = _small_constant_value(node)
+        if value is not None:
+            constants[node.output[0]] = numpy_helper.from_array(value, node.output[0])
+    return constants
+
+
+def _small_constant_value(node: onnx.NodeProto) -> np.ndarray | None:
+    """A Constant node's value when it has at most STUB_ABOVE_ELEMENTS elements (what the light copy keeps)."""
+    for attr in node.attribute:
+        if attr.name == "value" and attr.t.data_location != TensorProto.EXTERNAL:
+            return numpy_helper.to_array(attr.t) if math.prod(attr.t.dims) <= STUB_ABOVE_ELEMENTS else None
+        if attr.name in ("value_float", "value_int"):
+            return np.array(attr.f if attr.name == "value_float" else attr.i,
+                            np.float32 if attr.name == "value_float" else np.int64)
+        if attr.name in ("value_floats", "value_ints"):
+            values = attr.floats if attr.name == "value_floats" else attr.ints
+            if len(values) <= STUB_ABOVE_ELEMENTS:
+                return np.array(list(values), np.float32 if attr.name == "value_floats" else np.int64)
+    return None
 
 
 def _share_outer_constants(subgraph: GraphProto, main_constants: dict[str, TensorProto]) -> None:

@@ -345,6 +345,13 @@ def test_branch_shape_that_follows_from_an_outer_constant_is_resolved(tmp_path):
     assert fp.macs == 64
     assert layer(fp, "if").branches["else_branch"]["peak_activation_bytes"] == 16 + 32   # e0 + e, 16-aligned
 
+    # The same with the repeats in a Constant node, as PyTorch's exporter writes them.
+    rep_node = helper.make_node("Constant", [], ["rep"], value=const("rep_value", np.array([1, 4], np.int64)))
+    model.graph.initializer.pop()
+    model.graph.node.insert(0, rep_node)
+    fp = edgefit.analyze(save(model, tmp_path, "constant_node.onnx"))
+    assert fp.unknowns == () and fp.macs == 64
+
 
 def test_scan_8_runs_its_body_per_batch_item_and_step(tmp_path):
     # Scan-8 inputs are [batch, seq, ...]: xs [2, 6, 4] runs the body 2 x 6 = 12 times; MatMul [4] x [4, 4] = 16
