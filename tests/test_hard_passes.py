@@ -174,3 +174,19 @@ def test_fp16_conversion_gets_shapes_inferred_without_the_weights_values(monkeyp
     assert calls == [(True, {"h"})]
     assert result.stats.quantized_layers == ("mm",)
     assert _array(result.model, "W").dtype == np.float16
+
+
+def test_onnxruntimes_preprocessing_advice_is_not_repeated_as_notes():
+    # edgefit runs the pre-processing itself and notes when it fails; onnxruntime's quantizer then warns twice,
+    # in two wordings, to run it: those are dropped, other warnings kept (once each).
+    import logging
+
+    from edgefit.passes.quantize import _captured_warnings
+
+    notes: list[str] = []
+    with _captured_warnings(notes):
+        logging.warning("Please consider to run pre-processing before quantization. Refer to example: https://x")
+        logging.warning("unsupported broadcast between a and b")
+        logging.warning("Please consider pre-processing before quantization. See https://x")
+        logging.warning("unsupported broadcast between a and b")
+    assert notes == ["onnxruntime: unsupported broadcast between a and b"]

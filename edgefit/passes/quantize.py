@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -226,6 +227,11 @@ def _tensor_to_float32(tensor: onnx.TensorProto) -> int:
     return 1
 
 
+# edgefit runs onnxruntime's quantization pre-processing itself and notes when it could not; onnxruntime's advice
+# to run it (printed twice, in two wordings) would only repeat that.
+_PREPROCESSING_ADVICE = re.compile(r"Please consider (to run )?pre-processing", re.IGNORECASE)
+
+
 @contextmanager
 def _captured_warnings(notes: list[str]):
     """onnxruntime.quantization logs warnings on the root logger; the library never prints, so they become notes."""
@@ -244,7 +250,7 @@ def _captured_warnings(notes: list[str]):
     finally:
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
-        unique = list(dict.fromkeys(captured))
+        unique = [m for m in dict.fromkeys(captured) if not _PREPROCESSING_ADVICE.match(m)]
         notes.extend(f"onnxruntime: {message}" for message in unique[:_MAX_RUNTIME_NOTES])
         if len(unique) > _MAX_RUNTIME_NOTES:
             notes.append(f"onnxruntime: {len(unique) - _MAX_RUNTIME_NOTES} more warnings")
