@@ -900,3 +900,22 @@ def test_model_local_functions_are_inlined_and_costed(tmp_path):
     assert (fp.macs, fp.params) == (32, 32)
     assert fp.unknowns == ()
     assert any("Linear inlined" in w for w in fp.warnings)
+
+
+def test_analysis_leaves_the_model_it_is_given_unchanged():
+    # Analyses never mutate: copies carry the stubs, bound shapes, shared outer constants and inlined functions.
+    then_g = helper.make_graph([helper.make_node("Tile", ["x", "rep"], ["t"])], "then", [], [vi("t", F, [1, 8])])
+    else_g = helper.make_graph([helper.make_node("Tile", ["x", "rep"], ["e"])], "else", [], [vi("e", F, [1, 8])])
+    function = helper.make_function("local", "Twice", ["X"], ["Y"], [helper.make_node("Add", ["X", "X"], ["Y"])],
+                                    [helper.make_opsetid("", 17)])
+    nodes = [helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g),
+             helper.make_node("MatMul", ["y", "W"], ["m"]), helper.make_node("Twice", ["m"], ["z"], domain="local")]
+    model = build(nodes, [vi("c", B, []), vi("x", F, ["batch", 2])], [vi("z", F, [1, 999])],
+                  [const("rep", np.array([1, 4], np.int64)), const("W", rng_f32(8, 100))],
+                  extra_opsets=[helper.make_opsetid("local", 1)])
+    model.functions.append(function)
+    model.graph.value_info.append(vi("m", F, [7, 7]))   # stale annotation
+    before = model.SerializeToString(deterministic=True)
+    fp = edgefit.analyze(model, dims={"batch": 1})
+    assert fp.macs == 8 * 100 and fp.params == 800
+    assert model.SerializeToString(deterministic=True) == before
