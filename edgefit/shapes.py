@@ -357,10 +357,9 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
                          f"{list(negative[first])}: the model cannot run at these shapes (an input smaller than a "
                          f"kernel?); pass larger ones with --input-shape")
     _dropout_masks(subgraphs, scopes, index.nodes)
-    result = ResolvedShapes(scopes, parents, resolved, warnings)
+    result = ResolvedShapes(scopes, parents, resolved, warnings, non_tensors=non_tensors)
     main = scopes[""]
     missing = [o for o in main_outputs if (main.get(o) is None or main[o].shape is None) and o not in non_tensors]
-    result.non_tensors = non_tensors
     if missing:
         _fill_with_onnxruntime(proto, result, missing, weights_loaded, external_dir)
     for value in proto.graph.output:
