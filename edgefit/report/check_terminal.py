@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
@@ -10,13 +11,16 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from edgefit.check import CheckReport, GateReport, TargetResult, Verdict
 from edgefit.devices import PRECISIONS, TIERS, DeviceProfile
 from edgefit.report.check_text import (
     METRIC_LABELS, describe_verdict, format_limit, format_margin, format_quantity, format_value, render_tier_line,
     why_tier_misses,
 )
 from edgefit.units import format_bytes, format_count
+
+if TYPE_CHECKING:   # `profiles list` renders here without loading the analysis (onnx, numpy)
+    from edgefit.check import CheckReport, TargetResult, Verdict
+    from edgefit.gate import GateReport
 
 _ESTIMATE_NOTE = ("All latency, energy and power figures are estimates (per-layer roofline from datasheet figures), "
                   "not measurements.")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from edgefit.check import TargetResult, TierResult, TierSummary, Verdict
+from typing import TYPE_CHECKING
+
 from edgefit.units import format_bytes
+
+if TYPE_CHECKING:
+    from edgefit.check import TargetResult, TierResult, TierSummary, Verdict
 
 METRIC_LABELS = {
     "ram": "RAM", "flash": "flash", "latency": "latency", "power": "power", "precision": "precision",

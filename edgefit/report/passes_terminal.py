@@ -16,6 +16,7 @@ from edgefit.passes.pipeline import OptimizeReport
 from edgefit.passes.prune import PruneStats
 from edgefit.passes.quantize import QuantizeStats
 from edgefit.passes.target import TargetVerdict
+from edgefit.report.check_text import describe_target
 from edgefit.units import format_bytes, format_count
 
 _MAX_LISTED = 12
@@ -54,7 +55,7 @@ def render_optimize_report(console: Console, report: OptimizeReport, verdict: Ta
         rows.append(("  deployed (int8/fp16 activations)", b.peak_activation_bytes, report.deployed_activation_bytes,
                      format_bytes))
     if verdict is not None:
-        rows.append((f"est. latency on {verdict.device}", verdict.latency_before_s, verdict.latency_after_s, _seconds))
+        rows.append((f"est. latency on {verdict.device}", verdict.before.latency_s, verdict.after.latency_s, _seconds))
     for label, before, after, fmt in rows:
         table.add_row(label, fmt(before), fmt(after), _change(before, after))
     console.print(table)
@@ -64,9 +65,15 @@ def render_optimize_report(console: Console, report: OptimizeReport, verdict: Ta
     if verdict is not None:
         style = "bold green" if verdict.fits else "bold red"
         word = "FITS" if verdict.fits else "DOES NOT FIT"
-        console.print(f"[{style}]{verdict.device}: {word}[/] ({verdict.precision_after}; before: "
-                      f"{'fits' if verdict.fits_before else 'does not fit'} at {verdict.precision_before}) - "
-                      f"{escape(verdict.summary)}")
+        before = verdict.before
+        console.print(f"[{style}]{verdict.device}: {word}[/] ({verdict.after.estimate.precision}; before: "
+                      f"{'fits' if before.fits else 'does not fit'} at {before.estimate.precision}) - "
+                      f"{escape(describe_target(verdict.after))}")
+
+
+def target_verdict_dict(verdict: TargetVerdict) -> dict:
+    """The --json form of a pass command's target verdict, with its one-line summary."""
+    return {**verdict.to_dict(), "summary": describe_target(verdict.after)}
 
 
 def _render_stats(console: Console, spec: str, stats: PassStats) -> None:
