@@ -55,7 +55,10 @@ from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
 from edgefit.analysis.weights import NONDETERMINISTIC_OPS
 from edgefit.passes.base import (
     GraphEditor,
+    Pass,
+    PassOptions,
     PassResult,
+    Progress,
     SymbolicShapes,
     copy_model,
     get_attribute,
@@ -101,9 +104,32 @@ class FuseStats:
                 "rewrites": dict(self.rewrites), "initializers_removed": self.initializers_removed,
                 "notes": list(self.notes)}
 
+    def render(self, console) -> None:
+        done = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(self.rewrites.items()))
+        console.print(f"  nodes {self.nodes_before} -> {self.nodes_after}; {done or 'nothing to fuse'}; "
+                      f"{self.initializers_removed} unused initializers removed")
+
+
+class Fuse(Pass):
+    """Fold constants, BatchNorm/Mul/Add into Conv/ConvTranspose/Gemm, MatMul+Add into Gemm; drop no-ops."""
+
+    name = "fuse"
+    usage = "fuse"
+    ensures = frozenset({"folded constants"})
+
+    def run(self, model: ModelProto, options: PassOptions, progress: Progress | None) -> PassResult:
+        return _fuse(model)
+
+
+PASS = Fuse
+
 
 def fuse(model: ModelProto) -> PassResult:
     """Fold constants, BatchNorm/Mul/Add into Conv/ConvTranspose/Gemm, MatMul+Add into Gemm; drop no-ops."""
+    return Fuse().apply(model)
+
+
+def _fuse(model: ModelProto) -> PassResult:
     result = copy_model(model)
     graph = result.graph
     nodes_before = len(graph.node)

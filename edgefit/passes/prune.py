@@ -27,10 +27,13 @@ from typing import Any
 import numpy as np
 from onnx import ModelProto, NodeProto, helper
 
-from edgefit.errors import PassError
+from edgefit.errors import ConfigError, PassError
 from edgefit.passes.base import (
     GraphEditor,
+    Pass,
+    PassOptions,
     PassResult,
+    Progress,
     copy_model,
     get_attribute,
     has_subgraph,
@@ -106,15 +109,73 @@ class PruneStats:
             data["sparse_runtimes"] = self.sparse_runtimes
         return data
 
+    def render(self, console) -> None:
+        from rich.markup import escape
+        from rich.table import Table
+
+        from edgefit.units import format_bytes
+
+        console.print(f"  {self.method}: requested {self.requested_sparsity:.0%}, achieved "
+                      f"{self.achieved_sparsity:.2%}")
+        table = Table(show_edge=False, pad_edge=False, box=None)
+        if self.method == "structured":
+            for column in ("layer", "op", "channels", "rewired"):
+                table.add_column(column, justify="right" if column == "channels" else "left")
+            for layer in self.channels:
+                table.add_row(escape(layer.layer), escape(layer.op_type),
+                              f"{layer.channels_before} -> {layer.channels_after}", escape(", ".join(layer.rewired)))
+            console.print(table)
+        else:
+            for column in ("layer", "op", "weights", "sparsity", "dense", "sparse storage"):
+                table.add_column(column, justify="left" if column in ("layer", "op") else "right")
+            for layer in self.layers:
+                table.add_row(escape(layer.layer), escape(layer.op_type), f"{layer.elements:,}",
+                              f"{layer.sparsity:.1%}", format_bytes(layer.dense_bytes),
+                              f"{format_bytes(layer.sparse_bytes)} {layer.sparse_format}")
+            console.print(table)
+            console.print(f"  pruned tensors: {format_bytes(self.dense_weight_bytes)} dense in the ONNX file, "
+                          f"{format_bytes(self.sparse_weight_bytes)} in sparse storage")
+            console.print(f"  [dim]{escape(self.sparse_runtimes)}[/]")
+        for line in self.skipped:
+            console.print(f"  [yellow]skipped[/] {escape(line)}")
+
+
+class Prune(Pass):
+    """Magnitude pruning; `skip` holds layer (node) names and/or 'first' / 'last' (the first/last prunable layer)."""
+
+    name = "prune"
+    usage = "prune:SPARSITY[:structured|:per-layer]"
+    requires = frozenset({"float weights"})
+
+    @classmethod
+    def parse_args(cls, args, spec: str) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        for arg in args:
+            if arg in ("structured", "per-layer"):
+                changes[arg.replace("-", "_")] = True
+                continue
+            try:
+                changes["sparsity"] = float(arg)
+            except ValueError:
+                raise ConfigError(f"--passes {spec!r}: expected {cls.usage}") from None
+        return changes
+
+    def run(self, model: ModelProto, options: PassOptions, progress: Progress | None) -> PassResult:
+        if not 0.0 <= options.sparsity < 1.0:
+            raise PassError(f"sparsity must be in [0, 1), got {options.sparsity}")
+        if options.structured:
+            return _prune_structured(model, options.sparsity, options.skip)
+        return _prune_unstructured(model, options.sparsity, options.per_layer, options.skip)
+
+
+PASS = Prune
+
 
 def prune(model: ModelProto, sparsity: float, *, per_layer: bool = False, skip: tuple[str, ...] = (),
           structured: bool = False) -> PassResult:
     """Magnitude pruning; `skip` holds layer (node) names and/or 'first' / 'last' (the first/last prunable layer)."""
-    if not 0.0 <= sparsity < 1.0:
-        raise PassError(f"sparsity must be in [0, 1), got {sparsity}")
-    if structured:
-        return _prune_structured(model, sparsity, skip)
-    return _prune_unstructured(model, sparsity, per_layer, skip)
+    return Prune().apply(model, PassOptions(sparsity=sparsity, per_layer=per_layer, skip=tuple(skip),
+                                            structured=structured))
 
 
 def _subgraph_notes(model: ModelProto) -> list[str]:
