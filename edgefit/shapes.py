@@ -234,8 +234,9 @@ def _type_info(type_proto: onnx.TypeProto, info_of) -> TensorInfo | None:
     return info_of(tensor_type.elem_type, shape)
 
 
-# Ops whose output is a tensor's shape or size: data propagation exists to carry such values into shape inputs.
-_SHAPE_READERS = {"Shape", "Size"}
+# Ops whose output is a tensor's shape or size, which depends on the input's shape only, not on its values: data
+# propagation exists to carry such values into shape inputs.
+_SHAPE_READERS = frozenset({"Shape", "Size"})
 
 
 def _all_outputs_known(graphs: list[tuple[str, str, GraphProto]], scopes: dict[str, dict[str, TensorInfo]],
@@ -561,8 +562,6 @@ def _fill_with_onnxruntime(proto: ModelProto, result: ResolvedShapes, missing: l
                            f"could not fill them all: {reason}")
 
 
-# Ops whose output depends on their input's shape only, not on its values.
-_SHAPE_READERS = frozenset({"Shape", "Size"})
 _MAX_VALUE_NODES = 256
 
 

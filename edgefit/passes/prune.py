@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from onnx import ModelProto, NodeProto, helper
 
+from edgefit.analysis.weights import LINEAR_LAYER_OPS
 from edgefit.errors import ConfigError, PassError
 from edgefit.passes.base import (
     GraphEditor,
@@ -49,8 +50,6 @@ SPARSE_RUNTIMES = (
     "DeepSparse, XNNPACK sparse inference via TensorFlow Lite, TVM sparse conversion, or compressing the "
     "weights in flash and expanding them at load time); use --structured for a model that is smaller everywhere."
 )
-
-_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,7 @@ class PruneStats:
         from rich.markup import escape
         from rich.table import Table
 
-        from edgefit.units import format_bytes
+        from edgefit.report.quantities import format_bytes
 
         console.print(f"  {self.method}: requested {self.requested_sparsity:.0%}, achieved "
                       f"{self.achieved_sparsity:.2%}")
@@ -204,7 +203,7 @@ def _weight_input(node: NodeProto, editor: GraphEditor) -> str | None:
     """The float constant weight a layer multiplies by, if it has one."""
     if node.op_type == "MatMul":
         positions = (1, 0)
-    elif node.op_type in _WEIGHT_OPS:
+    elif node.op_type in LINEAR_LAYER_OPS:
         positions = (1,)
     else:
         return None
@@ -225,7 +224,7 @@ def _prune_unstructured(model: ModelProto, sparsity: float, per_layer: bool, ski
     for node in result.graph.node:
         weight = _weight_input(node, editor)
         if weight is None:
-            if node.op_type in _WEIGHT_OPS and any(
+            if node.op_type in LINEAR_LAYER_OPS and any(
                     editor.producer.get(i) is not None and editor.producer[i].op_type == "DequantizeLinear"
                     for i in node.input[1:2]):
                 notes.append(f"{node_label(node)}: weights are quantized; prune before quantizing")

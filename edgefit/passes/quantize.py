@@ -27,6 +27,7 @@ from typing import Any
 import onnx
 from onnx import ModelProto
 
+from edgefit.analysis.weights import LINEAR_LAYER_OPS
 from edgefit.errors import ConfigError, PassError
 from edgefit.fidelity import SampleSet, feed_samples, synthetic_samples
 from edgefit.model import copy_fields, index_graph, iter_graphs, metadata_only_copy, serialized_size, sort_nodes
@@ -36,7 +37,6 @@ from edgefit.passes.base import (Pass, PassOptions, PassResult, Progress, copy_m
 MODES = ("int8", "dynamic", "fp16")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 _DYNAMIC_OP_TYPES = ("MatMul", "Gemm", "LSTM", "GRU", "Attention", "Gather", "EmbedLayerNormalization")
-_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _EXTERNAL_ABOVE = 2**31 - 2**24
 _MAX_RUNTIME_NOTES = 5
 _MAX_LISTED_FLOAT_LAYERS = 12
@@ -544,7 +544,7 @@ def _subgraph_notes(model: ModelProto) -> list[str]:
 def _layer_precisions(before: ModelProto, after: ModelProto, mode: str,
                       excluded: set[str]) -> tuple[list[str], list[str]]:
     """Weight layers (Conv/ConvTranspose/Gemm/MatMul of the input) that changed precision, and those that did not."""
-    layers = [n for n in before.graph.node if n.op_type in _WEIGHT_OPS]
+    layers = [n for n in before.graph.node if n.op_type in LINEAR_LAYER_OPS]
     after_nodes = {n.name: n for n in after.graph.node}
     producers = {o: n for n in after.graph.node for o in n.output}
     float16_names = {t.name for t in after.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}

@@ -14,7 +14,7 @@ from edgefit.passes.base import PassStats
 from edgefit.passes.pipeline import OptimizeReport
 from edgefit.passes.target import TargetVerdict
 from edgefit.report.check_text import describe_target
-from edgefit.units import format_bytes, format_count
+from edgefit.report.quantities import format_bytes, format_count, format_seconds
 
 def _change(before: float | None, after: float | None) -> str:
     if not before or after is None:
@@ -23,12 +23,6 @@ def _change(before: float | None, after: float | None) -> str:
     if math.isclose(ratio, 1.0, rel_tol=1e-9):
         return "="
     return f"{(ratio - 1) * 100:+.1f}%  (x{ratio:.2f})"
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "unknown"
-    return f"{value:,.2f} s" if value >= 1 else f"{value * 1000:.3g} ms"
 
 
 def render_optimize_report(console: Console, report: OptimizeReport, verdict: TargetVerdict | None = None) -> None:
@@ -49,7 +43,7 @@ def render_optimize_report(console: Console, report: OptimizeReport, verdict: Ta
         rows.append(("  deployed (int8/fp16 activations)", b.peak_activation_bytes, report.deployed_activation_bytes,
                      format_bytes))
     if verdict is not None:
-        rows.append((f"est. latency on {verdict.device}", verdict.before.latency_s, verdict.after.latency_s, _seconds))
+        rows.append((f"est. latency on {verdict.device}", verdict.before.latency_s, verdict.after.latency_s, format_seconds))
     for label, before, after, fmt in rows:
         table.add_row(label, fmt(before), fmt(after), _change(before, after))
     console.print(table)
