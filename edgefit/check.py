@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from edgefit.analysis.footprint import Footprint
-from edgefit.devices import PRECISIONS, TIERS, DeviceProfile, find_profile, list_profiles
+from edgefit.devices import TIERS, DeviceProfile, check_precision, find_profile, list_profiles
 from edgefit.errors import ConfigError
 from edgefit.estimate import METHOD, Estimate, estimate, model_precision
-from edgefit.units import parse_duration_s, parse_power_w, parse_size
+from edgefit.units import check_rate_hz, parse_duration_s, parse_power_w, parse_size
 
 ProfilesDir = str | Path | Iterable[str | Path] | None
 
@@ -176,11 +176,6 @@ class CheckReport:
 
 # ---- one target ----------------------------------------------------------------------------------------
 
-def _check_rate(rate_hz: float | None) -> None:
-    if rate_hz is not None and not 0 < rate_hz < math.inf:   # NaN fails too
-        raise ConfigError(f"invalid rate {rate_hz!r}: expected a positive, finite number of inferences per second")
-
-
 def _tightest(device_limit: float, budget: float | None) -> tuple[float, str]:
     if budget is not None and budget < device_limit:
         return budget, "budget"
@@ -193,7 +188,7 @@ def check_footprint(footprint: Footprint, profile: DeviceProfile | str, precisio
     compare every figure with its limit."""
     if isinstance(profile, str):
         profile = find_profile(profile, list_profiles())
-    _check_rate(rate_hz)
+    check_rate_hz(rate_hz)
     est = estimate(footprint, profile, precision, rate_hz)
     ram_limit, ram_source = _tightest(profile.ram_limit_bytes, budgets.max_ram_bytes)
     flash_limit, flash_source = _tightest(profile.flash_bytes, budgets.max_flash_bytes)
@@ -299,9 +294,8 @@ def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] 
           dims: Mapping[str, int] | None = None) -> CheckReport:
     """Check a model (a Footprint, or a path analyzed here) against targets (names or profiles; None: all)."""
     footprint = model if isinstance(model, Footprint) else analyze_for_check(model, input_shapes, dims)
-    if precision is not None and precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    _check_rate(rate_hz)
+    check_precision(precision)
+    check_rate_hz(rate_hz)
     profiles = resolve_targets(targets, profiles_dir)
     deployed = precision or model_precision(footprint)
     results = tuple(check_footprint(footprint, p, deployed, budgets, rate_hz) for p in profiles)

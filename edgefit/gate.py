@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from edgefit.analysis.footprint import Footprint
-from edgefit.check import Budgets, CheckReport, ProfilesDir, TargetResult, Verdict, analyze_for_check, check_footprint
-from edgefit.devices import PRECISIONS, find_profile, list_profiles, read_toml, toml_problem
+from edgefit.check import (Budgets, CheckReport, ProfilesDir, TargetResult, Verdict, analyze_for_check,
+                           check_footprint)
+from edgefit.devices import check_precision, find_profile, list_profiles, read_toml, toml_problem
 from edgefit.errors import ConfigError, EdgefitError
 from edgefit.estimate import METHOD
+from edgefit.units import check_rate_hz
 
 
 GATE_KEYS = ("name", "model", "target", "precision", "max_ram", "max_flash", "max_latency", "max_power", "rate",
@@ -170,17 +171,14 @@ def _parse_gate(entry: Mapping[str, Any], defaults: Mapping[str, Any], index: in
     model = base / values["model"]
     if not model.is_file():
         raise ConfigError(f"{where}: model file {values['model']!r} not found (paths are relative to {base})")
-    precision = values.get("precision")
-    if precision is not None and precision not in PRECISIONS:
-        raise ConfigError(f"{where}: precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    precision, rate = values.get("precision"), values.get("rate")
     try:
+        check_precision(precision)
+        check_rate_hz(rate)
         budgets = Budgets.parse(values.get("max_ram"), values.get("max_flash"), values.get("max_latency"),
                                 values.get("max_power"))
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from None
-    rate = values.get("rate")
-    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf):
-        raise ConfigError(f"{where}: rate {rate!r}: expected a positive, finite number of inferences per second")
     baseline = None
     if "baseline" in values:
         if not isinstance(values["baseline"], str):

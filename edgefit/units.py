@@ -50,3 +50,12 @@ def parse_duration_s(text: str | int | float) -> float:
 def parse_power_w(text: str | int | float) -> float:
     """Watts from '50mW', '2.5W', '300uW'; a bare number means watts."""
     return _parse(text, _POWER_UNITS, "power")
+
+
+def check_rate_hz(rate: object) -> float | None:
+    """None, or a positive, finite number of inferences per second (NaN, booleans and strings are refused)."""
+    if rate is None:
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf:
+        raise ConfigError(f"invalid rate {rate!r}: expected a positive, finite number of inferences per second")
+    return float(rate)

@@ -94,3 +94,18 @@ def test_every_pass_is_checked_for_touching_its_input_also_outside_a_pipeline():
     proto = model([helper.make_node("Relu", ["x"], ["y"])], [("x", [2])], [("y", [2])])
     with pytest.raises(RuntimeError, match="pass rename modified its input"):
         Vandal().apply(proto)
+
+
+def test_one_progress_type_reports_every_long_step():
+    from edgefit.fidelity import synthetic_samples
+
+    proto = model([helper.make_node("Relu", ["x"], ["y"])], [("x", [1, 4])], [("y", [1, 4])])
+    heard = []
+    run_passes(proto, "fuse,quantize", fidelity_samples=synthetic_samples(proto, 3),
+               progress=lambda label, done, total: heard.append((label, done, total)))
+    # One sample per batch (the input's batch is 1): the original once, then each pass's result; the original's
+    # outputs are reused, so each fidelity step counts 3 samples.
+    assert heard[:3] == [("running original", 1, 3), ("running original", 2, 3), ("running original", 3, 3)]
+    assert [h for h in heard if h[0] == "fidelity after fuse"] == [("fidelity after fuse", k, 3) for k in (1, 2, 3)]
+    assert heard[-1] == ("fidelity after quantize", 3, 3)
+    assert any(label == "calibrating" for label, _, _ in heard)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -21,14 +21,13 @@ import onnx
 from onnx import GraphProto, ModelProto, NodeProto, numpy_helper
 
 from edgefit.errors import ConfigError
-from edgefit.model import metadata_only_copy, subgraph_outer_reads
+from edgefit.fidelity import Progress
+from edgefit.model import has_subgraph, metadata_only_copy, subgraph_outer_reads
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from edgefit.fidelity import SampleSet
-
-Progress = Callable[[str, int, int], None]   # (what is running, done, total)
 
 
 class PassStats(Protocol):
@@ -166,25 +165,6 @@ def ensure_node_names(graph: GraphProto) -> None:
                 name, k = f"{base}_{k}", k + 1
             node.name = name
             taken.add(name)
-
-
-def has_subgraph(node: NodeProto) -> bool:
-    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
-
-
-def get_attribute(node: NodeProto, name: str, default: Any = None) -> Any:
-    for attr in node.attribute:
-        if attr.name == name:
-            return onnx.helper.get_attribute_value(attr)
-    return default
-
-
-def set_attribute(node: NodeProto, name: str, value: Any) -> None:
-    for i, attr in enumerate(node.attribute):
-        if attr.name == name:
-            del node.attribute[i]
-            break
-    node.attribute.append(onnx.helper.make_attribute(name, value))
 
 
 def _rename_outer_reads(graph: GraphProto, old: str, new: str) -> None:

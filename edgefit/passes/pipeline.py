@@ -19,10 +19,10 @@ from onnx import ModelProto
 
 from edgefit.analysis.footprint import Footprint, analyze
 from edgefit.errors import ConfigError, ModelError, PassError
-from edgefit.fidelity import Fidelity, SampleSet, compare, load_samples, run_model, select_samples
+from edgefit.fidelity import Fidelity, Progress, SampleSet, compare, load_samples, run_model, select_samples
 from edgefit.model import (index_graph, load_model, prepare_output, refuse_overwrite, save_model, sort_nodes,
                            validate)
-from edgefit.passes.base import PassOptions, PassResult, PassStats, Progress, copy_model
+from edgefit.passes.base import PassOptions, PassResult, PassStats, copy_model
 from edgefit.passes.registry import get_pass
 
 
@@ -95,8 +95,8 @@ def run_passes(model: ModelProto, passes: str | Sequence[PassSpec], options: Pas
     specs = parse_passes(passes, options) if isinstance(passes, str) else tuple(passes)
     reference_outputs = None
     if fidelity_samples is not None:
-        report = None if progress is None else (lambda done, total: progress("running original", done, total))
-        reference_outputs = run_model(model, fidelity_samples, report, what="the original model")
+        reference_outputs = run_model(model, fidelity_samples, progress, what="the original model",
+                                      label="running original")
     current, steps, deployed = _topologically_sorted(model), [], None
     for spec in specs:
         result = apply_pass(current, spec, options, progress)
@@ -112,10 +112,8 @@ def run_passes(model: ModelProto, passes: str | Sequence[PassSpec], options: Pas
             raise PassError(str(error)) from None
         fidelity = None
         if fidelity_samples is not None:
-            report = None if progress is None else (lambda done, total, s=spec: progress(f"fidelity after {s}",
-                                                                                         done, total))
-            fidelity = compare(model, result.model, fidelity_samples, report, reference_outputs=reference_outputs,
-                               candidate_name=f"the result of pass {spec}")
+            fidelity = compare(model, result.model, fidelity_samples, progress, reference_outputs=reference_outputs,
+                               candidate_name=f"the result of pass {spec}", label=f"fidelity after {spec}")
         steps.append(PassStep(str(spec), result.stats, fidelity))
     return PipelineResult(current, tuple(steps), deployed)
 

@@ -29,6 +29,7 @@ from onnx import ModelProto, NodeProto, helper
 
 from edgefit.analysis.weights import LINEAR_LAYER_OPS
 from edgefit.errors import ConfigError, PassError
+from edgefit.model import has_subgraph, node_attribute, set_attribute
 from edgefit.passes.base import (
     GraphEditor,
     Pass,
@@ -36,12 +37,9 @@ from edgefit.passes.base import (
     PassResult,
     Progress,
     copy_model,
-    get_attribute,
-    has_subgraph,
     infer_tensor_info,
     is_static,
     node_label,
-    set_attribute,
 )
 
 SPARSE_RUNTIMES = (
@@ -361,7 +359,7 @@ def _prune_structured(model: ModelProto, sparsity: float, skip: tuple[str, ...])
     cut: list[LayerChannels] = []
     # The achieved sparsity is over every layer that could have been cut, not just the ones that were: one cut
     # SE squeeze among seven layers is 2% of the channels, not the 50% asked for.
-    channels_total = sum(_output_channels(host, editor) for host in hosts if get_attribute(host, "group", 1) == 1)
+    channels_total = sum(_output_channels(host, editor) for host in hosts if node_attribute(host, "group", 1) == 1)
     channels_removed = 0
     for host in hosts:
         label = node_label(host)
@@ -388,7 +386,7 @@ def _output_axis(host: NodeProto) -> int:
     """The axis of a Conv / Gemm weight that holds its output channels."""
     if host.op_type == "Conv":
         return 0
-    return 0 if get_attribute(host, "transB", 0) else 1
+    return 0 if node_attribute(host, "transB", 0) else 1
 
 
 def _output_channels(host: NodeProto, editor: GraphEditor) -> int:
@@ -397,7 +395,7 @@ def _output_channels(host: NodeProto, editor: GraphEditor) -> int:
 
 def _plan_cut(host: NodeProto, editor: GraphEditor, shapes: dict, sparsity: float) -> tuple[_CutPlan, int, list[int]]:
     weight = editor.constant(host.input[1])
-    group = get_attribute(host, "group", 1)
+    group = node_attribute(host, "group", 1)
     if host.op_type == "Conv" and group != 1:
         raise _Blocked(f"grouped Conv (group={group}): its channels are cut with the layer feeding it")
     out_axis = _output_axis(host)
@@ -439,7 +437,7 @@ def _follow(tensor: str, keep: list[int], total: int, editor: GraphEditor, shape
         elif op in _CHANNEL_CONSTANT_OPS:
             _cut_channel_constant(reader, position, keep, total, editor, shapes, plan)
             _follow(reader.output[0], keep, total, editor, shapes, plan)
-        elif op == "Flatten" and get_attribute(reader, "axis", 1) == 1:
+        elif op == "Flatten" and node_attribute(reader, "axis", 1) == 1:
             shape = shapes.get(tensor)
             if shape is None or len(shape) < 2 or not is_static(shape[2:]):
                 raise _Blocked(f"Flatten {label} reads a tensor whose spatial size is not static")
@@ -448,13 +446,13 @@ def _follow(tensor: str, keep: list[int], total: int, editor: GraphEditor, shape
             _follow(reader.output[0], features, total * block, editor, shapes, plan)
         elif op == "Conv" and position == 0:
             _cut_conv_input(reader, keep, total, editor, shapes, plan)
-        elif op == "ConvTranspose" and position == 0 and get_attribute(reader, "group", 1) == 1:
+        elif op == "ConvTranspose" and position == 0 and node_attribute(reader, "group", 1) == 1:
             _require_constant(reader, 1, editor)
             plan.slices.append((reader, 1, 0, keep))
             plan.rewired.append(label)
-        elif op == "Gemm" and position == 0 and not get_attribute(reader, "transA", 0):
+        elif op == "Gemm" and position == 0 and not node_attribute(reader, "transA", 0):
             _require_constant(reader, 1, editor)
-            plan.slices.append((reader, 1, 1 if get_attribute(reader, "transB", 0) else 0, keep))
+            plan.slices.append((reader, 1, 1 if node_attribute(reader, "transB", 0) else 0, keep))
             plan.rewired.append(label)
         elif op == "MatMul" and position == 0 and len(shapes.get(tensor, ())) == 2:
             weight = _require_constant(reader, 1, editor)
@@ -475,7 +473,7 @@ def _pads_spatial_only(pad: NodeProto, shape, editor: GraphEditor) -> bool:
     if len(pad.input) > 1 and pad.input[1]:
         pads = editor.constant(pad.input[1])
     else:
-        pads = get_attribute(pad, "pads", None)
+        pads = node_attribute(pad, "pads", None)
     if pads is None:
         return False
     pads = [int(p) for p in np.asarray(pads).reshape(-1)]
@@ -499,7 +497,7 @@ def _require_constant(node: NodeProto, index: int, editor: GraphEditor) -> np.nd
 def _cut_conv_input(conv: NodeProto, keep: list[int], total: int, editor: GraphEditor, shapes: dict,
                     plan: _CutPlan) -> None:
     weight = _require_constant(conv, 1, editor)
-    group = get_attribute(conv, "group", 1)
+    group = node_attribute(conv, "group", 1)
     label = node_label(conv)
     if group == 1:
         plan.slices.append((conv, 1, 1, keep))

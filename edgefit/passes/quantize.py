@@ -30,9 +30,17 @@ from onnx import ModelProto
 from edgefit.analysis.weights import LINEAR_LAYER_OPS
 from edgefit.errors import ConfigError, PassError
 from edgefit.fidelity import SampleSet, feed_samples, synthetic_samples
-from edgefit.model import copy_fields, index_graph, iter_graphs, metadata_only_copy, serialized_size, sort_nodes
-from edgefit.passes.base import (Pass, PassOptions, PassResult, Progress, copy_model, ensure_node_names, has_subgraph,
-                                 node_label)
+from edgefit.model import (copy_fields, default_opset, has_subgraph, index_graph, iter_graphs, metadata_only_copy,
+                           serialized_size, sort_nodes)
+from edgefit.passes.base import (
+    Pass,
+    PassOptions,
+    PassResult,
+    Progress,
+    copy_model,
+    ensure_node_names,
+    node_label,
+)
 
 MODES = ("int8", "dynamic", "fp16")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -187,7 +195,7 @@ _QDQ_MIN_OPSET = 13
 def _upgrade_opset(model: ModelProto, notes: list[str]) -> ModelProto:
     """Older models go through onnx's version converter first: onnxruntime's quantizer writes per-channel
     QDQ nodes whatever the model's opset, and they are invalid below opset 13."""
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), _QDQ_MIN_OPSET)
+    opset = default_opset(model, missing=_QDQ_MIN_OPSET)
     if opset >= _QDQ_MIN_OPSET:
         return model
     from onnx import version_converter
