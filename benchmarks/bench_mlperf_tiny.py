@@ -18,7 +18,7 @@ element and an operator dispatch, each worth so many standard-convolution MACs),
 its cycles per convolution MAC. The shared ratios are found on a grid, each stack's scale in closed form (the
 geometric mean of measured / modelled cycles, i.e. least squares on log latency).
 
-Usage: python benchmarks/bench_mlperf_tiny.py [--fit]
+Usage: python benchmarks/bench_mlperf_tiny.py [--fit | --markdown]
 """
 
 from __future__ import annotations
@@ -118,6 +118,32 @@ def goals(pairs: list[Pair]) -> Goals:
                  float(np.mean(np.maximum(energy, 1 / energy) <= ENERGY_GOAL)), _worst(energy))
 
 
+def summary_lines(result: Goals, pairs: int) -> list[str]:
+    return [f"latency: {result.latency_share:.0%} of {pairs} published pairs within ±25% (goal ≥ "
+            f"{LATENCY_SHARE_GOAL:.0%}); worst ratio {result.latency_worst:.2f}x (goal ≤ {WORST_GOAL:g}x)",
+            f"energy: {result.energy_share:.0%} of {result.energy_pairs} published pairs within 2x; "
+            f"worst ratio {result.energy_worst:.2f}x (goal ≤ {ENERGY_GOAL:g}x)"]
+
+
+def markdown() -> bool:
+    """One Markdown table, latency and energy side by side (the one in the README)."""
+    pairs = compare()
+    print("| board | stack | MLPerf Tiny | submitter | benchmark | published ms | edgefit ms | ratio "
+          "| published µJ | edgefit µJ | ratio |")
+    print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for pair in pairs:
+        row = pair.row
+        energy = (f"{float(row['energy_uj']):.0f} | {pair.energy_uj:.0f} | {pair.energy_ratio:.2f}"
+                  if pair.energy_ratio is not None else "| |")
+        print(f"| {row['board']} | {row['stack']} | v{row['version']} | {row['submitter']} | {row['benchmark']} "
+              f"| {float(row['latency_ms']):.2f} | {pair.latency_ms:.2f} | {pair.latency_ratio:.2f} | {energy} |")
+    result = goals(pairs)
+    print()
+    for line in summary_lines(result, len(pairs)):
+        print(line)
+    return result.hold
+
+
 def reproduce(console: Console) -> bool:
     pairs = compare()
     latency = Table(title="MLPerf Tiny latency: published vs edgefit (int8)")
@@ -138,10 +164,8 @@ def reproduce(console: Console) -> bool:
     console.print(latency)
     console.print(energy)
     result = goals(pairs)
-    console.print(f"latency: {result.latency_share:.0%} of {len(pairs)} published pairs within ±25% "
-                  f"(goal ≥ {LATENCY_SHARE_GOAL:.0%}); worst ratio {result.latency_worst:.2f}x (goal ≤ {WORST_GOAL:g}x)")
-    console.print(f"energy: {result.energy_share:.0%} of {result.energy_pairs} published pairs within 2x; "
-                  f"worst ratio {result.energy_worst:.2f}x (goal ≤ {ENERGY_GOAL:g}x)")
+    for line in summary_lines(result, len(pairs)):
+        console.print(line)
     return result.hold
 
 
@@ -241,10 +265,14 @@ def fit(console: Console) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fit", action="store_true", help="derive the profiles' runtime coefficients")
+    parser.add_argument("--markdown", action="store_true", help="print the reproduction as one Markdown table")
+    args = parser.parse_args()
     console = Console(width=140)
-    if parser.parse_args().fit:
+    if args.fit:
         fit(console)
         return 0
+    if args.markdown:
+        return 0 if markdown() else 1
     return 0 if reproduce(console) else 1
 
 
