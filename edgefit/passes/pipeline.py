@@ -2,8 +2,8 @@
 against the original model after every pass.
 
 A pass list is written `fuse,prune:0.5,quantize` -- each name optionally followed by colon-separated arguments:
-`prune:SPARSITY[:structured|:per-layer]`, `quantize[:int8|:dynamic|:fp16]`. What a pass does not get from its
-arguments comes from PassOptions.
+`prune:SPARSITY[:structured|:per-layer]`, `quantize[:int8|:dynamic|:fp16]`, `reorder`. What a pass does not get
+from its arguments comes from PassOptions.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from edgefit.model import (index_graph, load_model, prepare_output, refuse_overw
                            validate)
 from edgefit.passes.base import PassResult, PassStats, copy_model, model_digest
 
-PASS_NAMES = ("fuse", "prune", "quantize")
+PASS_NAMES = ("fuse", "prune", "quantize", "reorder")
 Progress = Callable[[str, int, int], None]   # (what is running, done, total)
 
 
@@ -113,11 +113,14 @@ def apply_pass(model: ModelProto, spec: PassSpec, options: PassOptions = PassOpt
     from edgefit.passes.fuse import fuse
     from edgefit.passes.prune import prune
     from edgefit.passes.quantize import quantize
+    from edgefit.passes.reorder import reorder
 
     opts = spec.options or options
     name = spec.name.split(":")[0]
     if name == "fuse":
         return fuse(model)
+    if name == "reorder":
+        return reorder(model, opts.input_shapes, opts.dims)
     if name == "prune":
         return prune(model, opts.sparsity, per_layer=opts.per_layer, skip=opts.skip, structured=opts.structured)
     calibration = opts.calibration

@@ -15,6 +15,7 @@ from edgefit.passes.fuse import FuseStats
 from edgefit.passes.pipeline import OptimizeReport
 from edgefit.passes.prune import PruneStats
 from edgefit.passes.quantize import QuantizeStats
+from edgefit.passes.reorder import ReorderStats
 from edgefit.passes.target import TargetVerdict
 from edgefit.units import format_bytes, format_count
 
@@ -85,6 +86,10 @@ def _render_stats(console: Console, spec: str, stats: PassStats) -> None:
                       f"{len(stats.float_layers)} kept in float")
         for line in stats.float_layers[:_MAX_LISTED]:
             console.print(f"  [dim]{escape(line)}[/]")
+    elif isinstance(stats, ReorderStats):
+        console.print(f"  file-order arena {format_bytes(stats.file_order_peak_before)} -> "
+                      f"{format_bytes(stats.file_order_peak_after)} ({stats.nodes_moved} nodes moved; lower bound "
+                      f"{format_bytes(stats.lower_bound)})")
     for note in stats.notes:
         console.print(f"  [yellow]note:[/] {escape(note)}")
 
