@@ -8,6 +8,7 @@ one), so a budget replaces it, and `rate` caps it at 1/rate so the device keeps 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefit.analysis.footprint import Footprint
+from edgefit.analysis.patching import PatchAdvice, PatchPlan, advise_patching, patch_plans
 from edgefit.devices import PRECISIONS, TIERS, DeviceProfile, find_profile, list_profiles, read_toml, toml_problem
 from edgefit.errors import ConfigError, EdgefitError
 from edgefit.estimate import METHOD, Estimate, estimate, model_precision
@@ -89,6 +91,7 @@ class TargetResult:
     profile: DeviceProfile
     estimate: Estimate
     verdicts: tuple[Verdict, ...]
+    patch_plan: PatchAdvice | None = None   # patch-based execution advice, when RAM binds
 
     @property
     def fits(self) -> bool:
@@ -115,7 +118,9 @@ class TargetResult:
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.profile.name, "name": self.profile.display_name, "tier": self.profile.tier,
                 "runtime": self.profile.runtime, "fits": self.fits,
-                "checks": [v.to_dict() for v in self.verdicts], "estimates": self.estimate.to_dict()}
+                "checks": [v.to_dict() for v in self.verdicts],
+                "estimates": {**self.estimate.to_dict(),
+                              **({"patch_plan": self.patch_plan.to_dict()} if self.patch_plan else {})}}
 
 
 @dataclass(frozen=True)
@@ -229,6 +234,25 @@ def check_footprint(footprint: Footprint, profile: DeviceProfile | str, precisio
     return TargetResult(profile, est, tuple(verdicts))
 
 
+def with_model_advice(results: Sequence[TargetResult], footprint: Footprint) -> tuple[TargetResult, ...]:
+    """The results with what needs the model's graph, not only its footprint: where RAM binds, patch-based
+    execution advice for the RAM the device leaves to activations. Plans are worked out once per precision."""
+    plans: dict[str, list[PatchPlan]] = {}
+    advised = []
+    for result in results:
+        ram = result.verdict("ram")
+        if ram is not None and not ram.ok and footprint.model_path is not None:
+            precision = result.estimate.precision
+            if precision not in plans:
+                from edgefit.model import load_model
+
+                plans[precision] = patch_plans(load_model(footprint.model_path).proto, footprint, precision)
+            left = int(ram.limit) - (result.estimate.ram_bytes - result.estimate.activation_bytes)
+            result = dataclasses.replace(result, patch_plan=advise_patching(plans[precision], left))
+        advised.append(result)
+    return tuple(advised)
+
+
 # ---- tiers ---------------------------------------------------------------------------------------------
 
 def _closest_to_fitting(results: Sequence[TargetResult]) -> TargetResult:
@@ -314,7 +338,8 @@ def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] 
     _check_rate(rate_hz)
     profiles = resolve_targets(targets, profiles_dir)
     deployed = precision or model_precision(footprint)
-    results = tuple(check_footprint(footprint, p, deployed, budgets, rate_hz) for p in profiles)
+    results = with_model_advice(tuple(check_footprint(footprint, p, deployed, budgets, rate_hz) for p in profiles),
+                                footprint)
     int8_results = () if deployed == "int8" else tuple(
         check_footprint(footprint, r.profile, "int8", budgets, rate_hz) for r in results if not r.fits)
     return CheckReport(

@@ -13,8 +13,8 @@ from rich.text import Text
 from edgefit.check import CheckReport, GateReport, TargetResult, Verdict
 from edgefit.devices import PRECISIONS, TIERS, DeviceProfile
 from edgefit.report.check_text import (
-    METRIC_LABELS, describe_verdict, format_limit, format_margin, format_quantity, format_value, render_tier_line,
-    why_tier_misses,
+    METRIC_LABELS, describe_patch_plan, describe_verdict, format_limit, format_margin, format_quantity, format_value,
+    render_tier_line, why_tier_misses,
 )
 from edgefit.units import format_bytes, format_count
 
@@ -213,6 +213,10 @@ def render_check(console: Console, report: CheckReport, *, detailed: bool) -> No
         console.print(_summary_table(report))
         console.print(_tier_table(report))
         console.print(Text(render_tier_line(report.tiers), style="bold"))
+    for result in report.targets:
+        line = describe_patch_plan(result)
+        if line:
+            console.print(Text(line, style="cyan"))
     precision_note = "the model's own" if report.precision_is_models_own else "requested"
     console.print(Text(f"precision: {report.precision} ({precision_note}). {_ESTIMATE_NOTE}", style="dim"))
     for reason in report.unknowns:

@@ -104,3 +104,18 @@ def render_tier_line(summary: TierSummary) -> str:
     parts = [f"Fits: {', '.join(fitting) if fitting else 'none'}."]
     parts += [f"{t.tier.capitalize()}: no — {why_tier_misses(t)}." for t in summary.tiers if not t.fits]
     return " ".join(parts)
+
+
+def describe_patch_plan(result: TargetResult) -> str | None:
+    """'fits stm32h7 RAM with 4x4 patches over the first 6 layers: peak 96.00 KiB -> 38.00 KiB, +11% MACs', or the
+    best patching reaches when no plan fits; None when there is no advice worth a line."""
+    advice = result.patch_plan
+    if advice is None or advice.smallest is None or advice.notes:
+        return None
+    plan = advice.cheapest_fitting or advice.smallest
+    how = (f"{plan.grid}x{plan.grid} patches over the first {plan.layers} layers: peak "
+           f"{format_bytes(plan.unpatched_bytes)} -> {format_bytes(plan.peak_bytes)}, +{plan.extra_macs_pct:.0f}% MACs")
+    if advice.cheapest_fitting is not None:
+        return f"fits {result.profile.name} RAM with {how} (patch-based execution)"
+    left = "no RAM" if advice.limit_bytes is None or advice.limit_bytes <= 0 else format_bytes(advice.limit_bytes)
+    return f"{result.profile.name}: patch-based execution at best {how}; activations have {left} there"
