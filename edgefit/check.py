@@ -20,6 +20,7 @@ from typing import Any
 
 from edgefit.analysis.footprint import Footprint
 from edgefit.analysis.patching import PatchAdvice, PatchPlan, advise_patching, patch_plans
+from edgefit.operators import Coverage, ModelGraph, operator_coverage
 from edgefit.devices import PRECISIONS, TIERS, DeviceProfile, find_profile, list_profiles, read_toml, toml_problem
 from edgefit.errors import ConfigError, EdgefitError
 from edgefit.estimate import METHOD, Estimate, estimate, model_precision
@@ -92,6 +93,7 @@ class TargetResult:
     estimate: Estimate
     verdicts: tuple[Verdict, ...]
     patch_plan: PatchAdvice | None = None   # patch-based execution advice, when RAM binds
+    operators: Coverage | None = None       # the model's ops on the profile's operator list, when it names one
 
     @property
     def fits(self) -> bool:
@@ -120,7 +122,8 @@ class TargetResult:
                 "runtime": self.profile.runtime, "fits": self.fits,
                 "checks": [v.to_dict() for v in self.verdicts],
                 "estimates": {**self.estimate.to_dict(),
-                              **({"patch_plan": self.patch_plan.to_dict()} if self.patch_plan else {})}}
+                              **({"patch_plan": self.patch_plan.to_dict()} if self.patch_plan else {})},
+                "operators": self.operators.to_dict() if self.operators else None}
 
 
 @dataclass(frozen=True)
@@ -235,22 +238,56 @@ def check_footprint(footprint: Footprint, profile: DeviceProfile | str, precisio
 
 
 def with_model_advice(results: Sequence[TargetResult], footprint: Footprint) -> tuple[TargetResult, ...]:
-    """The results with what needs the model's graph, not only its footprint: where RAM binds, patch-based
-    execution advice for the RAM the device leaves to activations. Plans are worked out once per precision."""
+    """The results with what needs the model's graph, not only its footprint (which names the model file; an
+    in-memory footprint gets neither): the `operators` verdict on the profile's operator list, and where RAM binds,
+    patch-based execution advice for the RAM the device leaves to activations."""
+    if footprint.model_path is None or not Path(footprint.model_path).is_file():
+        return tuple(results)
+    from edgefit.model import load_model
+
+    loaded: list[Any] = []   # the model, then its ModelGraph: made on first use, shared by every target
+
+    def model() -> Any:
+        if not loaded:
+            loaded.append(load_model(footprint.model_path).proto)
+        return loaded[0]
+
+    def graph() -> ModelGraph:
+        if len(loaded) < 2:
+            loaded.append(ModelGraph(model(), footprint))
+        return loaded[1]
+
     plans: dict[str, list[PatchPlan]] = {}
     advised = []
     for result in results:
+        precision = result.estimate.precision
+        if result.profile.operators is not None:
+            coverage = operator_coverage(graph(), footprint, result.profile.operators, precision, result.profile)
+            result = dataclasses.replace(result, operators=coverage,
+                                         verdicts=(*result.verdicts, _operators_verdict(coverage)))
         ram = result.verdict("ram")
-        if ram is not None and not ram.ok and footprint.model_path is not None:
-            precision = result.estimate.precision
+        if ram is not None and not ram.ok:
             if precision not in plans:
-                from edgefit.model import load_model
-
-                plans[precision] = patch_plans(load_model(footprint.model_path).proto, footprint, precision)
+                plans[precision] = patch_plans(model(), footprint, precision)
             left = int(ram.limit) - (result.estimate.ram_bytes - result.estimate.activation_bytes)
             result = dataclasses.replace(result, patch_plan=advise_patching(plans[precision], left))
         advised.append(result)
     return tuple(advised)
+
+
+def _operators_verdict(coverage: Coverage) -> Verdict:
+    """Fails only where the model cannot run (an MCU runtime missing a kernel); a fallback to the host CPU or an
+    op edgefit cannot judge is reported in the value, not as a failure."""
+    failing, unknown = len(coverage.not_running), len(coverage.unknown)
+    if not coverage.runs:
+        value = f"{failing} unsupported"
+    elif coverage.fallback_layers:
+        value = f"{len(coverage.fallback_layers)} on CPU"
+    else:
+        value = "all supported" if not unknown else "unknown"
+    if unknown and value != "unknown":
+        value += f", {unknown} unknown"
+    return Verdict("operators", value, coverage.runtime, "", coverage.runs, "runtime")
 
 
 # ---- tiers ---------------------------------------------------------------------------------------------
@@ -601,6 +638,7 @@ def run_gate(config_path: str | Path = "edgefit.toml", profiles_dir: ProfilesDir
             profile = find_profile(spec.target, profiles)
         except EdgefitError as error:
             raise ConfigError(f"{config.path}: gate {spec.name!r}: {error}") from None
-        target = check_footprint(footprint, profile, spec.precision, spec.budgets, spec.rate_hz)
+        target = with_model_advice((check_footprint(footprint, profile, spec.precision, spec.budgets, spec.rate_hz),),
+                                   footprint)[0]
         results.append(GateResult(spec, target, _growth_verdicts(spec, footprint), footprint.unknowns))
     return GateReport(config.path, tuple(results))

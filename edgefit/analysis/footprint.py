@@ -382,6 +382,14 @@ def _total_bytes(lookup: Callable[[str], TensorInfo | None], names: tuple[str, .
     return total
 
 
+def computing_nodes(graph: GraphProto) -> tuple[GraphIndex, ConstantView, list[int]]:
+    """The graph's index, its constants, and the indices of the nodes that compute at run time in execution order:
+    the nodes behind Footprint.layers, one for one."""
+    index = index_graph(graph)
+    view = constant_view(graph, index)
+    return index, view, [i for i in index.order if i not in view.folded_nodes]
+
+
 def constant_int(proto: ModelProto, name: str) -> int | None:
     """Value of a scalar integer initializer or Constant node (e.g. a Loop's trip count), in any graph of the
     model: names are unique across scopes, so a subgraph's constant cannot be mistaken for another."""

@@ -34,10 +34,8 @@ from typing import Any
 from onnx import ModelProto, NodeProto
 
 from edgefit.analysis.dtypes import FLOAT_DTYPES, PRECISION_BYTES, tensor_bytes
-from edgefit.analysis.footprint import Footprint
+from edgefit.analysis.footprint import Footprint, computing_nodes
 from edgefit.analysis.memory import Step, _aligned, plan_steps
-from edgefit.analysis.weights import constant_view
-from edgefit.model import index_graph
 from edgefit.shapes import TensorInfo, resolve_shapes
 
 _WINDOW_OPS = frozenset({"Conv", "QLinearConv", "MaxPool", "AveragePool", "LpPool"})
@@ -206,14 +204,12 @@ def _elementwise_ok(node: NodeProto, network_shapes: dict[str, TensorInfo], read
 def _network(model: ModelProto, footprint: Footprint) -> _Network | None:
     """The model's computing nodes with what patching needs, or None when it has no single 4-D input."""
     graph = model.graph
-    index = index_graph(graph)
-    view = constant_view(graph, index)
+    index, view, computing = computing_nodes(graph)
     inputs = [i.name for i in graph.input if i.name not in view.constants]
     if len(inputs) != 1:
         return None
     shapes = resolve_shapes(model, {k: list(v) for k, v in footprint.inputs.items()}, weights_loaded=False,
                             index=index).scopes[""]
-    computing = [i for i in index.order if i not in view.folded_nodes]
     if len(computing) != len(footprint.layers):   # the footprint counted another graph
         return None
     nodes = []

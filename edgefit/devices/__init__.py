@@ -61,6 +61,7 @@ class DeviceProfile:
     battery_v: float | None = None
     aliases: tuple[str, ...] = ()
     int8_ops: tuple[str, ...] | None = None   # ONNX op types the int8 kernels cover; None: every quantizable op
+    operators: str | None = None   # the runtime's operator list (edgefit/operators/NAME.toml); None: not judged
     shares_activation_storage: bool = False   # runtime aliases views and runs elementwise ops in place
     notes: str = ""
     sources: Mapping[str, str] = field(default_factory=dict)
@@ -92,6 +93,7 @@ class DeviceProfile:
         return {
             "name": self.name, "display_name": self.display_name, "tier": self.tier, "aliases": list(self.aliases),
             "int8_ops": list(self.int8_ops) if self.int8_ops is not None else None,
+            "operators": self.operators,
             "shares_activation_storage": self.shares_activation_storage,
             "processor": self.processor, "runtime": self.runtime, "precisions": list(self.precisions),
             "ram_bytes": self.ram_bytes, "ram_usable_fraction": self.ram_usable_fraction,
@@ -199,6 +201,13 @@ def _peak_gmacs(value: Any) -> dict[str, float]:
     return rates
 
 
+def _operator_list(value: Any) -> str:
+    """The name of one of edgefit's operator lists; loading it checks that it exists."""
+    from edgefit.operators import load_operator_list
+
+    return load_operator_list(_text(value)).name
+
+
 # key in the TOML file -> (attribute, parser, required). Numbers with units accept the units of edgefit.units.
 _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "name": ("name", lambda v: normalize_name(_text(v)), True),
@@ -227,11 +236,13 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "battery_v": ("battery_v", _positive(_number), False),
     "aliases": ("aliases", _aliases, False),
     "int8_ops": ("int8_ops", _op_types, False),
+    "operators": ("operators", _operator_list, False),
     "shares_activation_storage": ("shares_activation_storage", _boolean, False),
     "notes": ("notes", _text, False),
 }
 # Keys that are not numbers about the device and so need no source note.
-_DESCRIPTIVE = frozenset({"name", "display_name", "tier", "aliases", "notes", "runtime", "precisions", "int8_ops"})
+_DESCRIPTIVE = frozenset({"name", "display_name", "tier", "aliases", "notes", "runtime", "precisions", "int8_ops",
+                          "operators"})
 
 
 def normalize_name(name: str) -> str:

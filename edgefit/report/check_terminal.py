@@ -13,7 +13,7 @@ from rich.text import Text
 from edgefit.check import CheckReport, GateReport, TargetResult, Verdict
 from edgefit.devices import PRECISIONS, TIERS, DeviceProfile
 from edgefit.report.check_text import (
-    METRIC_LABELS, describe_patch_plan, describe_verdict, format_limit, format_margin, format_quantity, format_value,
+    METRIC_LABELS, describe_operators, describe_patch_plan, describe_verdict, format_limit, format_margin, format_quantity, format_value,
     render_tier_line, why_tier_misses,
 )
 from edgefit.units import format_bytes, format_count
@@ -81,6 +81,7 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
         ("processor", profile.processor, source("processor", "")),
         ("runtime", profile.runtime, ""),
         ("precisions", ", ".join(profile.precisions), ""),
+        ("operators", profile.operators or "- (not judged)", ""),
         ("ram", format_bytes(profile.ram_bytes), source("ram", "")),
         ("flash", format_bytes(profile.flash_bytes), source("flash", "")),
         ("runtime_ram", format_bytes(profile.runtime_ram_bytes), source("runtime_ram", "")),
@@ -214,9 +215,9 @@ def render_check(console: Console, report: CheckReport, *, detailed: bool) -> No
         console.print(_tier_table(report))
         console.print(Text(render_tier_line(report.tiers), style="bold"))
     for result in report.targets:
-        line = describe_patch_plan(result)
-        if line:
-            console.print(Text(line, style="cyan"))
+        for line, style in ((describe_operators(result), "yellow"), (describe_patch_plan(result), "cyan")):
+            if line:
+                console.print(Text(line, style=style))
     precision_note = "the model's own" if report.precision_is_models_own else "requested"
     console.print(Text(f"precision: {report.precision} ({precision_note}). {_ESTIMATE_NOTE}", style="dim"))
     for reason in report.unknowns:

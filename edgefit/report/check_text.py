@@ -7,7 +7,7 @@ from edgefit.units import format_bytes
 
 METRIC_LABELS = {
     "ram": "RAM", "flash": "flash", "latency": "latency", "power": "power", "precision": "precision",
-    "ram_growth": "arena growth", "flash_growth": "weight growth",
+    "ram_growth": "arena growth", "flash_growth": "weight growth", "operators": "operators",
 }
 # How many fitting devices a one-line summary names before it abbreviates.
 _NAMED_DEVICES = 3
@@ -119,3 +119,37 @@ def describe_patch_plan(result: TargetResult) -> str | None:
         return f"fits {result.profile.name} RAM with {how} (patch-based execution)"
     left = "no RAM" if advice.limit_bytes is None or advice.limit_bytes <= 0 else format_bytes(advice.limit_bytes)
     return f"{result.profile.name}: patch-based execution at best {how}; activations have {left} there"
+
+
+_LISTED_OPS = 5
+
+
+def _nodes(nodes) -> str:
+    reasons = {n.reason for n in nodes if n.status == "violates"}
+    if len(nodes) > 1 and len(reasons) == 1 and all(n.status == "violates" for n in nodes):
+        return f"every one {reasons.pop()}"   # e.g. an int8-only accelerator and an fp32 model
+    shown = ", ".join(f"{n.op_type} ({n.layer}{': ' + n.reason if n.status == 'violates' else ''})"
+                      for n in nodes[:_LISTED_OPS])
+    return shown + (f" and {len(nodes) - _LISTED_OPS} more" if len(nodes) > _LISTED_OPS else "")
+
+
+def describe_operators(result: TargetResult) -> str | None:
+    """'esp32: TensorFlow Lite Micro cannot run 1 op: Einsum (mix)' / '... 3 of 30 ops fall back to the CPU ...';
+    None when every op is supported or the profile names no operator list."""
+    coverage = result.operators
+    if coverage is None or coverage.verdict == "supported":
+        return None
+    name, total = result.profile.name, len(coverage.nodes)
+    if coverage.verdict == "does-not-run":
+        failing = coverage.not_running
+        line = f"{name}: {coverage.title} cannot run {len(failing)} of {total} ops: {_nodes(failing)}"
+    elif coverage.verdict == "fallback":
+        extra = ("" if coverage.fallback_latency_s is None else
+                 f", est. +{format_quantity(coverage.fallback_latency_s * 1e3, 'ms')} on the host core")
+        line = (f"{name}: {len(coverage.fallback_layers)} of {total} ops fall back to the CPU on {coverage.title}"
+                f"{extra}: {_nodes(coverage.not_running)}")
+    else:
+        line = f"{name}: {coverage.title} runs the known ops"
+    if coverage.unknown:
+        line += f"; {len(coverage.unknown)} unknown (not judged): {_nodes(coverage.unknown)}"
+    return line
