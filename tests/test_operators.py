@@ -13,7 +13,8 @@ from edgefit.check import check
 from edgefit.cli import main
 from edgefit.devices import list_profiles, parse_profile
 from edgefit.errors import ConfigError, ProfileError
-from edgefit.operators import ModelGraph, load_operator_list, operator_coverage, operator_list_names
+from edgefit.operators import load_operator_list, operator_list_names
+from edgefit.operators.coverage import ModelGraph, operator_coverage
 from edgefit.report.check_text import describe_operators
 
 

@@ -20,9 +20,9 @@ from typing import Any
 
 from onnx import ModelProto
 
-from edgefit.analysis.footprint import analyze
+from edgefit.fidelity import Progress
 from edgefit.model import index_graph
-from edgefit.passes.base import PassResult, copy_model
+from edgefit.passes.base import Pass, PassOptions, PassResult, copy_model
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,37 @@ class ReorderStats:
                 "file_order_peak_after": self.file_order_peak_after, "lower_bound": self.lower_bound,
                 "nodes_moved": self.nodes_moved, "notes": list(self.notes)}
 
+    def render(self, console) -> None:
+        from edgefit.report.quantities import format_bytes
+
+        console.print(f"  file-order arena {format_bytes(self.file_order_peak_before)} -> "
+                      f"{format_bytes(self.file_order_peak_after)} ({self.nodes_moved} nodes moved; lower bound "
+                      f"{format_bytes(self.lower_bound)})")
+
+
+class Reorder(Pass):
+    """Store the nodes in the memory-aware execution order when it lowers the file-order arena."""
+
+    name = "reorder"
+    usage = "reorder"
+
+    def run(self, model: ModelProto, options: PassOptions, progress: Progress | None) -> PassResult:
+        return _reorder(model, options.input_shapes, options.dims)
+
+
+PASS = Reorder
+
 
 def reorder(model: ModelProto, input_shapes: dict[str, list[int]] | None = None,
             dims: dict[str, int] | None = None) -> PassResult:
     """Write the planner's memory-aware order into the main graph's node list when it lowers the file-order arena."""
+    return Reorder().apply(model, PassOptions(input_shapes=input_shapes, dims=dims))
+
+
+def _reorder(model: ModelProto, input_shapes: dict[str, list[int]] | None,
+             dims: dict[str, int] | None) -> PassResult:
+    from edgefit.analysis.footprint import analyze
+
     footprint = analyze(model, input_shapes, dims)
     before = footprint.file_order_peak_bytes
     result = copy_model(model)
