@@ -364,6 +364,8 @@ def patch_plans(model: ModelProto, footprint: Footprint, precision: str | None =
     plans, cache = [], {}
     for stage in network.stages:
         rest = _rest_bytes(network, stage)
+        if rest >= unpatched:   # the layers after the cut alone need the whole arena: no grid can help
+            continue
         shape = network.shapes[stage.output].shape
         for grid in range(2, min(max_grid, shape[2], shape[3]) + 1):
             plans.append(_plan(network, stage, grid, unpatched, footprint.macs, rest, cache))
