@@ -107,6 +107,14 @@ def test_an_op_edgefit_cannot_judge_is_unknown_never_supported():
         result = coverage(built, runtime)
         assert statuses(result)["fancy"][0] == "unknown"
         assert result.verdict == "unknown" and result.runs
+    # TFLM has IF, but what its branches run is not looked at: the node is unknown, not supported.
+    def branch(name):
+        return helper.make_graph([helper.make_node("Neg", ["f"], [name])], name, [],
+                                 [helper.make_tensor_value_info(name, 1, [1, 8])])
+    cond = helper.make_node("If", ["flag"], ["y2"], then_branch=branch("t"), else_branch=branch("e"), name="choose")
+    with_if = small_cnn(extra=[cond])
+    with_if.graph.input.append(helper.make_tensor_value_info("flag", 9, []))
+    assert statuses(coverage(with_if, "tflm"))["choose"] == ("unknown", "the ops inside its subgraphs are not judged")
     hardmax = helper.make_node("Hardmax", ["f"], ["y2"], name="hardmax")
     partial = coverage(small_cnn(extra=[hardmax]), "tensorrt")   # a partial list: not listed means unknown
     assert statuses(partial)["hardmax"][0] == "unknown"

@@ -36,6 +36,7 @@ from onnx import ModelProto, NodeProto
 from edgefit.analysis.dtypes import FLOAT_DTYPES, PRECISION_BYTES, tensor_bytes
 from edgefit.analysis.footprint import Footprint, computing_nodes
 from edgefit.analysis.memory import Step, _aligned, plan_steps
+from edgefit.model import node_attribute
 from edgefit.shapes import TensorInfo, resolve_shapes
 
 _WINDOW_OPS = frozenset({"Conv", "QLinearConv", "MaxPool", "AveragePool", "LpPool"})
@@ -139,15 +140,6 @@ class _Network:
         return self.nbytes(name, shape[0] * shape[1] * (region[1] - region[0]) * (region[3] - region[2]))
 
 
-def _attr(node: NodeProto, name: str, default: Any) -> Any:
-    from onnx import helper
-
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return helper.get_attribute_value(attribute)
-    return default
-
-
 def _window(node: NodeProto, in_shape: Sequence[int], out_shape: Sequence[int],
             weight_shape: Sequence[int] | None):
     """Per spatial axis (kernel, stride, begin pad, dilation) of a 2-D window op; None if not patchable."""
@@ -156,14 +148,13 @@ def _window(node: NodeProto, in_shape: Sequence[int], out_shape: Sequence[int],
             return None
         kernel = list(weight_shape[2:])
     else:
-        kernel = list(_attr(node, "kernel_shape", []))
-        if _attr(node, "ceil_mode", 0) or len(kernel) != 2:
+        kernel = list(node_attribute(node, "kernel_shape", []))
+        if node_attribute(node, "ceil_mode", 0) or len(kernel) != 2:
             return None
-    strides = list(_attr(node, "strides", [1, 1]))
-    dilations = list(_attr(node, "dilations", [1, 1]))
-    pads = list(_attr(node, "pads", [0, 0, 0, 0]))
-    auto_pad = _attr(node, "auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    strides = list(node_attribute(node, "strides", [1, 1]))
+    dilations = list(node_attribute(node, "dilations", [1, 1]))
+    pads = list(node_attribute(node, "pads", [0, 0, 0, 0]))
+    auto_pad = node_attribute(node, "auto_pad", "NOTSET")
     axes = []
     for axis in range(2):
         k, s, d = kernel[axis], strides[axis], dilations[axis]
@@ -182,7 +173,7 @@ def _elementwise_ok(node: NodeProto, network_shapes: dict[str, TensorInfo], read
                     out_shape: Sequence[int]) -> bool:
     """Reads the window it writes: every stage input has the output's spatial size, every constant is flat
     over the spatial axes, a Concat joins channels."""
-    if node.op_type == "Concat" and _attr(node, "axis", 1) not in (1, -3):
+    if node.op_type == "Concat" and node_attribute(node, "axis", 1) not in (1, -3):
         return False
     # These ops take bounds, scales or per-channel statistics after their first input, never spatial data.
     first_only = node.op_type in ("Clip", "QuantizeLinear", "DequantizeLinear", "BatchNormalization")

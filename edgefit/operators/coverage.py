@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
+from onnx import ModelProto, NodeProto, TensorProto, numpy_helper
 
 from edgefit.analysis.footprint import Footprint
+from edgefit.model import has_subgraph, node_attribute
 from edgefit.operators import WINDOW_RULES, OperatorList, load_operator_list
 
 _ALL_STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
@@ -79,6 +80,13 @@ class ModelGraph:
         from edgefit.analysis.footprint import computing_nodes
         from edgefit.shapes import resolve_shapes
 
+        if model.functions:   # the footprint counted the functions' contents, inlined the same way
+            import onnx.inliner
+
+            try:
+                model = onnx.inliner.inline_local_functions(model)
+            except Exception:  # noqa: BLE001 - the footprint then kept them as nodes too
+                pass
         index, view, order = computing_nodes(model.graph)
         self.nodes = [index.nodes[i] for i in order]
         self.constants = view.constants
@@ -101,14 +109,6 @@ class ModelGraph:
         return numpy_helper.to_array(tensor)
 
 
-def _attribute(node: NodeProto, name: str, default: Any = None) -> Any:
-    for attribute in node.attribute:
-        if attribute.name == name:
-            value = helper.get_attribute_value(attribute)
-            return value.decode() if isinstance(value, bytes) else value
-    return default
-
-
 def _in(values: Sequence[int], bounds: Sequence[int]) -> bool:
     return all(bounds[0] <= v <= bounds[1] for v in values)
 
@@ -127,9 +127,9 @@ def _window_problem(node: NodeProto, rules: Mapping[str, Any], graph: ModelGraph
         weight = graph.shape(node.input[3 if node.op_type == "QLinearConv" else 1])
         kernel = list(weight[2:]) if weight is not None else None
     else:
-        kernel = list(_attribute(node, "kernel_shape", [])) or None
-    strides = list(_attribute(node, "strides", [1] * spatial))
-    dilations = list(_attribute(node, "dilations", [1] * spatial))
+        kernel = list(node_attribute(node, "kernel_shape", [])) or None
+    strides = list(node_attribute(node, "strides", [1] * spatial))
+    dilations = list(node_attribute(node, "dilations", [1] * spatial))
     # A window as large as its input yields one output: the stride never applies (compilers rewrite it as 1).
     whole = kernel is not None and list(kernel) == list(x[2:])
     if "strides" in rules and not whole and not _in(strides, rules["strides"]):
@@ -140,7 +140,7 @@ def _window_problem(node: NodeProto, rules: Mapping[str, Any], graph: ModelGraph
         return "" if {"kernel", "padded_kernel", "dilated_kernel_height", "dilated_kernel_area"} & set(rules) else None
     if "kernel" in rules and not _in(kernel, rules["kernel"]):
         return f"kernel {'x'.join(map(str, kernel))} (runs {rules['kernel'][0]}-{rules['kernel'][1]})"
-    padded = any(_attribute(node, "pads", [0])) or _attribute(node, "auto_pad", "NOTSET") in ("SAME_UPPER",
+    padded = any(node_attribute(node, "pads", [0])) or node_attribute(node, "auto_pad", "NOTSET") in ("SAME_UPPER",
                                                                                               "SAME_LOWER")
     if "padded_kernel" in rules and padded and not _in(kernel, rules["padded_kernel"]):
         bounds = rules["padded_kernel"]
@@ -160,13 +160,13 @@ def _spatial_axes_problem(node: NodeProto, graph: ModelGraph) -> str | None:
         return ""
     rank = len(x)
     if node.op_type == "Pad":
-        pads = _attribute(node, "pads") if len(node.input) < 2 else graph.value(node.input[1])
+        pads = node_attribute(node, "pads") if len(node.input) < 2 else graph.value(node.input[1])
         if pads is None:
             return ""
         pads = [int(p) for p in np.asarray(pads).reshape(-1)]
         axes = [a for a in range(rank) if pads[a] or pads[a + rank]]
     else:
-        axes = _attribute(node, "axes")
+        axes = node_attribute(node, "axes")
         if axes is None and len(node.input) > 1 and node.input[1]:
             value = graph.value(node.input[1])
             if value is None:
@@ -187,7 +187,7 @@ def _problem(node: NodeProto, rules: Mapping[str, Any], graph: ModelGraph) -> st
         if slot < len(node.input) and node.input[slot] and node.input[slot] not in graph.constants:
             return f"input {slot} is computed at run time (runs a constant weight)"
     for name, allowed in rules.get("attributes", {}).items():
-        value = _attribute(node, name)
+        value = node_attribute(node, name)
         if value is not None and value not in allowed:
             return f"{name}={value} (runs {', '.join(map(str, allowed))})"
     if rules.get("spatial_axes_only"):
@@ -220,9 +220,11 @@ def _tensor_problem(node: NodeProto, operators: OperatorList, graph: ModelGraph,
 def _judge(node: NodeProto, label: str, operators: OperatorList, graph: ModelGraph, precision: str) -> NodeCoverage:
     domain = node.domain if node.domain not in ("", "ai.onnx") else ""
     key = node.op_type if not domain else f"{domain}.{node.op_type}"
+    if operators.all_standard_ops and domain in _ALL_STANDARD_DOMAINS:
+        return NodeCoverage(label, key, "supported")
+    if key in operators.ops and has_subgraph(node):
+        return NodeCoverage(label, key, "unknown", "the ops inside its subgraphs are not judged")
     if key not in operators.ops:
-        if operators.all_standard_ops and domain in _ALL_STANDARD_DOMAINS:
-            return NodeCoverage(label, key, "supported")
         if operators.complete and not domain:
             return NodeCoverage(label, key, "unsupported", f"{operators.title} has no kernel for {key}")
         return NodeCoverage(label, key, "unknown", f"{key} is not in edgefit's {operators.name} list")
@@ -242,9 +244,12 @@ def operator_coverage(graph: ModelGraph, footprint: Footprint, runtime: str | Op
     the deployed `precision`. `host`: a DeviceProfile whose fp32 figures describe the CPU that runs fallbacks."""
     operators = runtime if isinstance(runtime, OperatorList) else load_operator_list(runtime)
     layers = footprint.layers
-    if len(graph.nodes) != len(layers):
-        raise ValueError("the footprint was not made from this model")
-    nodes = tuple(_judge(node, layer.name, operators, graph, precision) for node, layer in zip(graph.nodes, layers))
+    if len(graph.nodes) == len(layers):
+        nodes = tuple(_judge(node, layer.name, operators, graph, precision)
+                      for node, layer in zip(graph.nodes, layers))
+    else:   # model-local functions the inliner refused: the nodes cannot be matched with the footprint's layers
+        nodes = tuple(NodeCoverage(layer.name, layer.op_type, "unknown", "not matched with the model's nodes")
+                      for layer in layers)
     fallback: list[int] = []
     if operators.kind == "accelerator":
         failing = [i for i, n in enumerate(nodes) if n.status in ("unsupported", "violates")]
