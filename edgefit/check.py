@@ -9,6 +9,7 @@ one), so a budget replaces it, and `rate` caps it at 1/rate so the device keeps 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -230,17 +231,13 @@ def with_model_advice(results: Sequence[TargetResult], footprint: Footprint) -> 
         return tuple(results)
     from edgefit.model import load_model
 
-    loaded: list[Any] = []   # the model, then its ModelGraph: made on first use, shared by every target
-
+    @functools.cache   # the model and its graph: read on first use, shared by every target
     def model() -> Any:
-        if not loaded:
-            loaded.append(load_model(footprint.model_path).proto)
-        return loaded[0]
+        return load_model(footprint.model_path).proto
 
+    @functools.cache
     def graph() -> ModelGraph:
-        if len(loaded) < 2:
-            loaded.append(ModelGraph(model(), footprint))
-        return loaded[1]
+        return ModelGraph(model(), footprint)
 
     plans: dict[str, list[PatchPlan]] = {}
     advised = []
@@ -361,8 +358,8 @@ def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] 
     deployed = precision or model_precision(footprint)
     results = with_model_advice(tuple(check_footprint(footprint, p, deployed, budgets, rate_hz) for p in profiles),
                                 footprint)
-    int8_results = () if deployed == "int8" else tuple(
-        check_footprint(footprint, r.profile, "int8", budgets, rate_hz) for r in results if not r.fits)
+    int8_results = () if deployed == "int8" else with_model_advice(tuple(
+        check_footprint(footprint, r.profile, "int8", budgets, rate_hz) for r in results if not r.fits), footprint)
     return CheckReport(
         model_path=footprint.model_path, precision=deployed, precision_is_models_own=precision is None,
         rate_hz=rate_hz, budgets=budgets, targets=results,

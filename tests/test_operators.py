@@ -15,7 +15,7 @@ from edgefit.devices import list_profiles, parse_profile
 from edgefit.errors import ConfigError, ProfileError
 from edgefit.operators import load_operator_list, operator_list_names
 from edgefit.operators.coverage import ModelGraph, operator_coverage
-from edgefit.report.check_text import describe_operators
+from edgefit.report.check_text import describe_operators, render_tier_line
 
 
 def coverage(built, runtime, precision="fp32", host=None):
@@ -152,6 +152,9 @@ def test_check_reports_the_operators_verdict(tmp_path, capsys):
     data = result.to_dict()["operators"]
     assert data["verdict"] == "does-not-run" and data["not_running"][0]["layer"] == "mix"
     assert check(path, [mcu(latency_budget_s=10.0, ram_bytes=10**6)], "fp32").targets[0].operators is None
+    # The tier line names the missing kernel, and int8 does not pretend to help.
+    assert render_tier_line(check(path, ["esp32"], "fp32").tiers) == (
+        "Fits: none. Tiny: no — 1 unsupported ops on tflm (best device esp32); int8 would not fit either.")
     assert main(["check", str(path), "--target", "stm32h7", "--json"]) == 1
     target = json.loads(capsys.readouterr().out)["targets"][0]
     assert target["operators"]["not_running"] == [

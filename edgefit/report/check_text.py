@@ -68,6 +68,8 @@ def why_tier_misses(tier: TierResult) -> str:
     assert binding is not None
     if binding.metric == "precision":
         reason = f"{binding.value} is not supported (best device {tier.best_device} runs {binding.limit})"
+    elif binding.metric == "operators":
+        reason = f"{binding.value} ops on {binding.limit} (best device {tier.best_device})"
     else:
         label = METRIC_LABELS.get(binding.metric, binding.metric)
         reason = (f"needs {format_value(binding)} {label}, best device ({tier.best_device}) "
@@ -77,7 +79,7 @@ def why_tier_misses(tier: TierResult) -> str:
         return reason
     if outlook.fits:
         return f"{reason}; int8 would fit ({_devices(outlook.devices)})"
-    if outlook.binding is not None and not outlook.binding.ok:
+    if outlook.binding is not None and not outlook.binding.ok and outlook.binding.metric != "operators":
         return f"{reason}; int8 would need {format_value(outlook.binding)}, still too much"
     return f"{reason}; int8 would not fit either"
 
