@@ -192,13 +192,14 @@ def _tightest(device_limit: float, budget: float | None) -> tuple[float, str]:
 
 
 def check_footprint(footprint: Footprint, profile: DeviceProfile | str, precision: str | None = None,
-                    budgets: Budgets = Budgets(), rate_hz: float | None = None) -> TargetResult:
+                    budgets: Budgets = Budgets(), rate_hz: float | None = None,
+                    runtime: str | None = None) -> TargetResult:
     """Estimate `footprint` on one device (a profile, or a name looked up on the default search path) and
     compare every figure with its limit."""
     if isinstance(profile, str):
         profile = find_profile(profile, list_profiles())
     check_rate_hz(rate_hz)
-    est = estimate(footprint, profile, precision, rate_hz)
+    est = estimate(footprint, profile, precision, rate_hz, runtime)
     ram_limit, ram_source = _tightest(profile.ram_limit_bytes, budgets.max_ram_bytes)
     flash_limit, flash_source = _tightest(profile.flash_bytes, budgets.max_flash_bytes)
     if budgets.max_latency_s is not None:
@@ -349,17 +350,19 @@ def resolve_targets(targets: Iterable[str | DeviceProfile] | None,
 def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] | None = None,
           precision: str | None = None, budgets: Budgets = Budgets(), rate_hz: float | None = None, *,
           profiles_dir: ProfilesDir = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
-          dims: Mapping[str, int] | None = None) -> CheckReport:
-    """Check a model (a Footprint, or a path analyzed here) against targets (names or profiles; None: all)."""
+          dims: Mapping[str, int] | None = None, runtime: str | None = None) -> CheckReport:
+    """Check a model (a Footprint, or a path analyzed here) against targets (names or profiles; None: all),
+    with the targets' runtime stack `runtime` (default: each profile's default stack)."""
     footprint = model if isinstance(model, Footprint) else analyze_for_check(model, input_shapes, dims)
     check_precision(precision)
     check_rate_hz(rate_hz)
     profiles = resolve_targets(targets, profiles_dir)
     deployed = precision or model_precision(footprint)
-    results = with_model_advice(tuple(check_footprint(footprint, p, deployed, budgets, rate_hz) for p in profiles),
-                                footprint)
+    results = with_model_advice(tuple(check_footprint(footprint, p, deployed, budgets, rate_hz, runtime)
+                                      for p in profiles), footprint)
     int8_results = () if deployed == "int8" else with_model_advice(tuple(
-        check_footprint(footprint, r.profile, "int8", budgets, rate_hz) for r in results if not r.fits), footprint)
+        check_footprint(footprint, r.profile, "int8", budgets, rate_hz, runtime) for r in results if not r.fits),
+        footprint)
     return CheckReport(
         model_path=footprint.model_path, precision=deployed, precision_is_models_own=precision is None,
         rate_hz=rate_hz, budgets=budgets, targets=results,

@@ -40,6 +40,8 @@ class LayerStats:
     output_bytes: int | None    # outputs it writes
     dtype: str                  # element type of its first output, e.g. "float32", "int8"
     branches: dict[str, dict[str, int | None]] = field(default_factory=dict)  # If/Loop/Scan: per subgraph
+    group: int = 1              # convolutions' `group` attribute (> 1: grouped or depthwise)
+    inputs_from: tuple[int, ...] = ()   # positions in the same layer list of the layers whose outputs it reads
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,7 @@ class _Analysis:
         add_consumer = self.tally.add_consumer
         nodes, node_inputs, node_outputs, node_reads = index.nodes, index.inputs, index.outputs, index.reads
         layers: list[LayerStats] = []
+        layer_writing: dict[str, int] = {}   # tensor -> position of the layer that writes it
         steps: list[Step] = []
         step_nodes: list[int] = []
         macs_total: int | None = 0
@@ -237,10 +240,13 @@ class _Analysis:
             steps.append(Step(label, reads, writes, workspace, _storage_sharing(domain, op_type, inputs, constants)))
             step_nodes.append(i)
             first_written = lookup(writes[0]) if writes else None
+            inputs_from = tuple(dict.fromkeys([layer_writing[n] for n in reads if n in layer_writing]))
+            for name in writes:
+                layer_writing[name] = len(layers)
             layers.append(LayerStats(
                 label, op_type, params, weight_bytes, macs, flops, _total_bytes(lookup, reads),
                 _total_bytes(lookup, writes), first_written.dtype if first_written is not None else "unknown",
-                branches))
+                branches, _group(node) if op_type in _GROUPED_OPS else 1, inputs_from))
             if macs is None or macs_total is None:
                 macs_total = None
             else:
@@ -358,6 +364,14 @@ class _Analysis:
             stats.peak_node = steps[plan.order[min(plan.arena.peak_step, len(plan.order) - 1)]].name
         by_name = {b.name: b.bytes for b in plan.buffers}
         stats.live_at_peak = tuple(LiveTensor(n, by_name[n]) for n in plan.arena.live_at_peak)
+
+
+# Ops with a `group` attribute: a group count above 1 makes a grouped (depthwise when one channel per group) conv.
+_GROUPED_OPS = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "FusedConv", "NhwcConv"})
+
+
+def _group(node: NodeProto) -> int:
+    return next((attr.i for attr in node.attribute if attr.name == "group"), 1)
 
 
 def _storage_sharing(domain: str, op_type: str, inputs: tuple[str, ...], constants) -> tuple[str, str] | None:
