@@ -42,6 +42,18 @@ class LayerStats:
     branches: dict[str, dict[str, int | None]] = field(default_factory=dict)  # If/Loop/Scan: per subgraph
 
 
+@dataclass(frozen=True, slots=True)
+class OpSite:
+    """Where one top-level layer sits in the graph (index-aligned with Footprint.layers): what a runtime's memory
+    model needs to rebuild the graph it would run (fusing activations into their producer, folding BatchNorm)."""
+
+    reads: tuple[str, ...]              # non-constant inputs
+    writes: tuple[str, ...]             # outputs
+    constants: int                      # constant (weight) inputs it reads
+    output_shape: tuple[int, ...] | None  # of its first output
+    group: int                          # Conv's `group` attribute (1 for every other op)
+
+
 @dataclass(frozen=True)
 class LiveTensor:
     name: str
@@ -72,6 +84,7 @@ class Footprint:
     shape_source: str                   # "onnx shape inference" or "onnx shape inference + onnxruntime run"
     buffers: tuple[Buffer, ...]         # activation tensors with lifetimes in the best order (for re-planning)
     alignment: int = 16
+    ops: tuple[OpSite, ...] = ()        # one per layer of the top-level graph
     # Builds the buffers of a runtime that shares storage (views alias their input, elementwise ops run in
     # place), as onnxruntime's planner does. Only targets whose runtime really does it ask for them, so they are
     # made on first use (see shared_buffers). None: not available.
@@ -141,7 +154,7 @@ class Footprint:
         # Buffers and planners are for re-planning, not for reporting (and a large graph has tens of thousands);
         # layers are converted field by field: dataclasses.asdict deep-copies every value, 10x slower.
         data = copy.deepcopy({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                              if f.name not in ("buffers", "shared_planner", "layers", "live_at_peak")
+                              if f.name not in ("buffers", "shared_planner", "layers", "live_at_peak", "ops")
                               and not f.name.startswith("_")})
         names = [f.name for f in dataclasses.fields(LayerStats)]
         data["layers"] = [{name: getattr(layer, name) for name in names} for layer in self.layers]
@@ -167,6 +180,7 @@ class _GraphStats:
     live_at_peak: tuple[LiveTensor, ...] = ()
     buffers: tuple[Buffer, ...] = ()
     shared_planner: Callable[[], list[Buffer]] | None = None
+    sites: tuple[OpSite, ...] = ()
 
 
 class _Analysis:
@@ -199,6 +213,7 @@ class _Analysis:
         macs_total: int | None = 0
         flops_total: int | None = 0
         params_total = bytes_total = 0
+        sites: list[OpSite] | None = None if scope else []
         for i in index.order:
             if i in view.folded_nodes:
                 continue
@@ -235,6 +250,12 @@ class _Analysis:
                 label, op_type, params, weight_bytes, macs, flops, _total_bytes(lookup, reads),
                 _total_bytes(lookup, writes), first_written.dtype if first_written is not None else "unknown",
                 branches))
+            if sites is not None:
+                sites.append(OpSite(
+                    reads, writes, len(all_reads) - len(reads),
+                    tuple(first_written.shape) if first_written is not None and first_written.shape is not None
+                    else None,
+                    next((a.i for a in node.attribute if a.name == "group"), 1) if op_type == "Conv" else 1))
             if macs is None or macs_total is None:
                 macs_total = None
             else:
@@ -247,7 +268,8 @@ class _Analysis:
             bytes_total += weight_bytes
         for key, count in histogram.items():
             self.histogram[key] += count
-        stats = _GraphStats(layers, macs_total, flops_total, params_total, bytes_total, 0, 0, 0)
+        stats = _GraphStats(layers, macs_total, flops_total, params_total, bytes_total, 0, 0, 0,
+                            sites=tuple(sites or ()))
         self._plan_memory(graph, scope, table, view, steps, stats)
         return stats
 
@@ -504,4 +526,5 @@ def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: 
         buffers=stats.buffers,
         alignment=alignment,
         shared_planner=stats.shared_planner,
+        ops=stats.sites,
     )
