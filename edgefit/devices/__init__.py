@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgefit.errors import EdgefitError, ProfileError
+from edgefit.runtime_memory import MEMORY_MODELS
 from edgefit.units import parse_duration_s, parse_power_w, parse_size
 
 TIERS = ("cloud", "edge", "mobile", "tiny")
@@ -62,6 +63,7 @@ class DeviceProfile:
     aliases: tuple[str, ...] = ()
     int8_ops: tuple[str, ...] | None = None   # ONNX op types the int8 kernels cover; None: every quantizable op
     shares_activation_storage: bool = False   # runtime aliases views and runs elementwise ops in place
+    memory_model: str = "static"         # how the runtime spends RAM beside the activations (edgefit.runtime_memory)
     notes: str = ""
     sources: Mapping[str, str] = field(default_factory=dict)
     path: Path | None = None
@@ -92,7 +94,7 @@ class DeviceProfile:
         return {
             "name": self.name, "display_name": self.display_name, "tier": self.tier, "aliases": list(self.aliases),
             "int8_ops": list(self.int8_ops) if self.int8_ops is not None else None,
-            "shares_activation_storage": self.shares_activation_storage,
+            "shares_activation_storage": self.shares_activation_storage, "memory_model": self.memory_model,
             "processor": self.processor, "runtime": self.runtime, "precisions": list(self.precisions),
             "ram_bytes": self.ram_bytes, "ram_usable_fraction": self.ram_usable_fraction,
             "ram_limit_bytes": self.ram_limit_bytes, "flash_bytes": self.flash_bytes,
@@ -199,6 +201,13 @@ def _peak_gmacs(value: Any) -> dict[str, float]:
     return rates
 
 
+def _memory_model(value: Any) -> str:
+    name = _text(value)
+    if name not in MEMORY_MODELS:
+        raise ValueError(f"unknown memory model {name!r}: expected one of {', '.join(MEMORY_MODELS)}")
+    return name
+
+
 # key in the TOML file -> (attribute, parser, required). Numbers with units accept the units of edgefit.units.
 _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "name": ("name", lambda v: normalize_name(_text(v)), True),
@@ -228,10 +237,12 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "aliases": ("aliases", _aliases, False),
     "int8_ops": ("int8_ops", _op_types, False),
     "shares_activation_storage": ("shares_activation_storage", _boolean, False),
+    "memory_model": ("memory_model", _memory_model, False),
     "notes": ("notes", _text, False),
 }
 # Keys that are not numbers about the device and so need no source note.
-_DESCRIPTIVE = frozenset({"name", "display_name", "tier", "aliases", "notes", "runtime", "precisions", "int8_ops"})
+_DESCRIPTIVE = frozenset({"name", "display_name", "tier", "aliases", "notes", "runtime", "precisions", "int8_ops",
+                          "memory_model"})
 
 
 def normalize_name(name: str) -> str:
