@@ -17,7 +17,8 @@ its real tail is somewhat smaller and the figure stays a safe arena size there.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -25,7 +26,7 @@ from edgefit.analysis.dtypes import PRECISION_BYTES
 from edgefit.analysis.footprint import Footprint
 
 # The memory models, by the name a profile gives in `memory_model`.
-MEMORY_MODELS: tuple[str, ...] = ("tflm", "tflite", "onnxruntime", "coreml", "tensorrt", "static")
+MEMORY_MODELS: tuple[str, ...] = ("tflm", "tflm-cmsis-nn", "tflite", "onnxruntime", "coreml", "tensorrt", "static")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class TfliteOp:
     constants: int         # constant input tensors (weights, bias, shape)
     reads: tuple[str, ...]     # activation tensors, by the ONNX name of the tensor holding them
     writes: tuple[str, ...]
+    window: tuple[int, ...] = ()   # a conv's input channels per group and kernel height and width
 
     @property
     def outputs(self) -> int:
@@ -129,11 +131,10 @@ def tflite_graph(footprint: Footprint, precision: str | None) -> TfliteGraph:
         shape = site.output_shape or ()
         if layer.op_type == "Conv":
             kind = "DEPTHWISE_CONV_2D" if site.group > 1 else "CONV_2D"
-            channels = shape[1] if len(shape) > 1 else 0
-        else:
-            channels = shape[-1] if shape else 0
+        channels = shape[1] if len(shape) == 4 else shape[-1] if shape else 0   # ONNX images are NCHW
+        window = tuple(site.kernel[1:]) if site.kernel is not None and len(site.kernel) == 4 else ()
         ops.append(TfliteOp(kind, channels, _CONSTANTS.get(kind, site.constants),
-                            tuple(dict.fromkeys(held_in(n) for n in site.reads)), site.writes))
+                            tuple(dict.fromkeys(held_in(n) for n in site.reads)), site.writes, window))
     return TfliteGraph(tuple(ops), tuple(footprint.inputs), tuple(held_in(n) for n in footprint.outputs))
 
 
@@ -165,14 +166,19 @@ def _align(n: int, alignment: int = _TFLM_ALIGNMENT) -> int:
     return -(-n // alignment) * alignment
 
 
-def tflm_head(footprint: Footprint, precision: str | None, graph: TfliteGraph) -> int:
+def tflm_head(footprint: Footprint, precision: str | None, graph: TfliteGraph, scratch: Sequence[int] = ()) -> int:
     """TFLM's planned arena: GreedyMemoryPlanner (memory_planner/greedy_memory_planner.cc) on the lifetimes of
     micro_allocation_info.cc. Graph inputs live from scope 0, op k's outputs from scope k + 1, every tensor until
     the last op reading it, graph outputs to the end; sizes 16-byte aligned. Largest first, ties in reverse tensor
-    order; each buffer goes at the lowest offset where it overlaps no placed buffer that is alive at the same time."""
+    order; each buffer goes at the lowest offset where it overlaps no placed buffer that is alive at the same time.
+    `scratch`: bytes of the scratch buffer each op requests (RequestScratchBufferInArena), alive while it runs."""
     sizes = {b.name: (b.at_float_precision(PRECISION_BYTES[precision]) if precision else b).bytes
              for b in footprint.buffers}
     span: dict[str, list[int]] = {name: [0, 0] for name in graph.inputs if name in sizes}
+    for scope, nbytes in enumerate(scratch, start=1):
+        if nbytes:
+            sizes[f"scratch {scope}"] = nbytes
+            span[f"scratch {scope}"] = [scope, scope]
     for scope, op in enumerate(graph.ops, start=1):
         for name in op.writes:
             if name in sizes:
@@ -183,7 +189,7 @@ def tflm_head(footprint: Footprint, precision: str | None, graph: TfliteGraph) -
     for name in graph.outputs:
         if name in span:
             span[name][1] = len(graph.ops)
-    order = sorted(reversed(list(span)), key=lambda name: -sizes[name])   # stable: ties stay reversed
+    order = sorted(reversed(list(span)), key=lambda name: -_align(sizes[name]))   # stable: ties stay reversed
     placed: list[tuple[int, int, int, int]] = []   # (offset, end, first, last), kept sorted by offset
     arena = 0
     for name in order:
@@ -213,6 +219,33 @@ def _tflm_tail(graph: TfliteGraph, precision: str | None) -> dict[str, int]:
     }
 
 
+def cmsis_nn_scratch(op: TfliteOp) -> int:
+    """Bytes CMSIS-NN's int8 kernel requests with RequestScratchBufferInArena on a core with the DSP extension
+    (Cortex-M4/M7/M33; kernels/cmsis_nn/*.cc and CMSIS-NN's arm_*_get_buffer_size). A 1x1 conv needs none when
+    unstrided and unpadded, and a 3x3 depthwise conv none on its fast path: neither is known here, so both count."""
+    if op.kind == "CONV_2D" and op.window:   # im2col of two output pixels, int16, columns padded to 4
+        return 2 * _align(math.prod(op.window), 4) * 2
+    if op.kind == "DEPTHWISE_CONV_2D" and op.window:   # arm_depthwise_conv_s8_opt: one int16 im2col column
+        return op.channels * math.prod(op.window[1:]) * 2
+    if op.kind == "AVERAGE_POOL_2D":   # arm_avgpool_s8: an int32 sum per channel
+        return op.channels * 4
+    return 0
+
+
+_TFLM_SCRATCH_HANDLE = 8        # sizeof(ScratchBufferHandle): one data pointer per requested buffer
+
+
+def _tflm_cmsis_nn(footprint: Footprint, precision: str | None, head: int) -> tuple[int, dict[str, int]]:
+    graph = tflite_graph(footprint, precision)
+    # CMSIS-NN serves int8 (and int16); float ops run TFLM's reference kernels, which ask for no scratch.
+    scratch = [cmsis_nn_scratch(op) if precision == "int8" else 0 for op in graph.ops]
+    tail = _tflm_tail(graph, precision)
+    requested = sum(1 for nbytes in scratch if nbytes)
+    if requested:
+        tail["scratch_handles"] = _align(requested * _TFLM_SCRATCH_HANDLE)
+    return tflm_head(footprint, precision, graph, scratch), tail
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Other runtimes: simpler models, each with its source
 
@@ -237,6 +270,9 @@ def _onnxruntime_tail(head: int) -> dict[str, int]:
 
 _SOURCES = {
     "tflm": TFLM_SOURCE,
+    "tflm-cmsis-nn": TFLM_SOURCE + "; CMSIS-NN scratch buffers: kernels/cmsis_nn/{conv,depthwise_conv,pooling}.cc "
+                     "and CMSIS-NN arm_convolve_s8 / arm_depthwise_conv_s8_opt / arm_avgpool_s8 _get_buffer_size "
+                     "(DSP extension)",
     "tflite": "TensorFlow Lite arena_planner.cc / simple_memory_arena.cc: tensors aligned to 64 bytes "
               "(kDefaultTensorAlignment) in one arena; interpreter structs live on the heap (runtime_ram)",
     "onnxruntime": "onnxruntime/core/framework/bfc_arena.cc: BFC arena extended in regions doubling from 1 MiB "
@@ -257,6 +293,7 @@ def _tflm(footprint: Footprint, precision: str | None, head: int) -> tuple[int, 
 # name -> (footprint, precision, planned head) -> (the runtime's head, its tail terms)
 _MODELS: dict[str, Callable[[Footprint, str | None, int], tuple[int, dict[str, int]]]] = {
     "tflm": _tflm,
+    "tflm-cmsis-nn": _tflm_cmsis_nn,
     "tflite": lambda fp, precision, head: (head, _tflite_tail(fp)),
     "onnxruntime": lambda fp, precision, head: (head, _onnxruntime_tail(head)),
     "coreml": lambda fp, precision, head: (head, {}),

@@ -130,6 +130,22 @@ def test_qdq_pairs_vanish_at_int8():
     assert len(tflite_graph(fp, "fp32").ops) == 5
 
 
+def test_cmsis_nn_scratch_joins_the_head_at_int8():
+    fp = edgefit.analyze(small_cnn())
+    plain, cmsis = runtime_memory(fp, "tflm", "int8", 0), runtime_memory(fp, "tflm-cmsis-nn", "int8", 0)
+    # Scratch: conv 3x3 over 3 channels, im2col of 2 pixels x 28 (27 padded to 4) x int16 = 112 B at scope 1;
+    # depthwise 3x3 on 8 channels, 8 x 9 x int16 = 144 B at scope 2; average pool, 8 x int32 = 32 B at scope 3.
+    # int8 tensors: x 192 B alive [0, 1], c1 512 [1, 2], c2 512 [2, 3], then 16-byte ones from scope 3 on.
+    # Largest first: c2 at 0, c1 at 512 (overlaps c2), x at 0 (overlaps c1 only): 1024 without scratch. The
+    # depthwise scratch is alive with c1 and c2, so it goes above both: 1024 + 144. The conv's fits at 192 (between
+    # x and c1), the pool's at 512 (above c2).
+    assert plain.head_bytes == 1024 and cmsis.head_bytes == 1024 + 144
+    assert cmsis.breakdown["scratch_handles"] == 32            # three 8-byte handles, 16-aligned
+    assert cmsis.tail_bytes == plain.tail_bytes + 32
+    # fp32 runs the reference kernels: no scratch
+    assert runtime_memory(fp, "tflm-cmsis-nn", "fp32", 0).arena_bytes == runtime_memory(fp, "tflm", "fp32", 0).arena_bytes
+
+
 def test_onnxruntime_arena_grows_in_doubling_regions():
     fp = edgefit.analyze(chain())
     mib = 1 << 20
@@ -162,7 +178,10 @@ def test_every_builtin_profile_names_a_known_memory_model():
     profiles = list_profiles()
     assert profiles and all(p.memory_model in MEMORY_MODELS for p in profiles)
     tflm_boards = {p.name for p in profiles if p.runtime.startswith("TensorFlow Lite Micro")}
-    assert tflm_boards and {p.name for p in profiles if p.memory_model == "tflm"} == tflm_boards
+    assert tflm_boards and {p.name for p in profiles if p.memory_model.startswith("tflm")} == tflm_boards
+    # the boards whose TFLM build runs CMSIS-NN kernels
+    assert {p.name for p in profiles if p.memory_model == "tflm-cmsis-nn"} == {
+        p.name for p in profiles if "CMSIS-NN" in p.runtime and p.name in tflm_boards}
 
 
 @pytest.mark.parametrize("line", ['memory_model = "tflm-cmsis"', "memory_model = 3", 'memory_model = ""'])

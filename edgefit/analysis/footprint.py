@@ -52,6 +52,7 @@ class OpSite:
     constants: int                      # constant (weight) inputs it reads
     output_shape: tuple[int, ...] | None  # of its first output
     group: int                          # Conv's `group` attribute (1 for every other op)
+    kernel: tuple[int, ...] | None = None  # Conv's weight shape (out, in / group, kh, kw)
 
 
 @dataclass(frozen=True)
@@ -251,11 +252,7 @@ class _Analysis:
                 _total_bytes(lookup, writes), first_written.dtype if first_written is not None else "unknown",
                 branches))
             if sites is not None:
-                sites.append(OpSite(
-                    reads, writes, len(all_reads) - len(reads),
-                    tuple(first_written.shape) if first_written is not None and first_written.shape is not None
-                    else None,
-                    next((a.i for a in node.attribute if a.name == "group"), 1) if op_type == "Conv" else 1))
+                sites.append(_op_site(node, reads, writes, len(all_reads) - len(reads), first_written, lookup))
             if macs is None or macs_total is None:
                 macs_total = None
             else:
@@ -372,6 +369,16 @@ class _Analysis:
             stats.peak_node = steps[plan.order[min(plan.arena.peak_step, len(plan.order) - 1)]].name
         by_name = {b.name: b.bytes for b in plan.buffers}
         stats.live_at_peak = tuple(LiveTensor(n, by_name[n]) for n in plan.arena.live_at_peak)
+
+
+def _op_site(node: NodeProto, reads: tuple[str, ...], writes: tuple[str, ...], constants: int,
+             first_written: TensorInfo | None, lookup: Callable[[str], TensorInfo | None]) -> OpSite:
+    shape = tuple(first_written.shape) if first_written is not None and first_written.shape is not None else None
+    if node.op_type != "Conv":
+        return OpSite(reads, writes, constants, shape, 1)
+    weight = lookup(node.input[1]) if len(node.input) > 1 else None
+    return OpSite(reads, writes, constants, shape, next((a.i for a in node.attribute if a.name == "group"), 1),
+                  tuple(weight.shape) if weight is not None and weight.shape is not None else None)
 
 
 def _storage_sharing(domain: str, op_type: str, inputs: tuple[str, ...], constants) -> tuple[str, str] | None:

@@ -154,7 +154,7 @@ def _estimate_line(result: TargetResult) -> str:
     ]
     if est.battery_life_h is not None:
         parts.append(f"battery life {est.battery_life_h:.1f} h")
-    if result.profile.memory_model == "tflm":
+    if result.profile.memory_model.startswith("tflm"):
         parts.append(f"set the tensor arena to {est.arena_bytes:,} bytes ({est.memory.head_bytes:,} tensors + "
                      f"{est.memory.tail_bytes:,} interpreter state)")
     return f"estimates on {result.profile.runtime}: " + "; ".join(parts)
