@@ -1,16 +1,16 @@
-"""How a runtime spends RAM around the planned activations: one memory model per runtime, named by the profile.
+"""How a runtime spends RAM around the model: one memory model per runtime, named by the profile's `memory_model`.
 
 Every model splits the memory a user must give the runtime into
-    head = the planned activation arena (Footprint.activation_bytes_at: every tensor alive at the same time)
-    tail = what the runtime keeps besides it, term by term (breakdown)
+    head  = the planned activations (Footprint.activation_bytes_at, or the runtime's own plan where it differs)
+    tail  = what the runtime keeps beside them, term by term (breakdown)
     arena = head + tail
 
 TensorFlow Lite Micro ("tflm") puts both in the one `tensor_arena` the application declares; `AllocateTensors`
-fails when it is too small, so that model is an upper bound of what TFLM's RecordingMicroAllocator reports. The
-tail is counted on the graph the TFLite converter would hand TFLM (see `tflite_graph`): activations fused into
-the op producing their input, BatchNorm and constant Mul/Add folded into the Conv/Gemm before them, Identity and
-Dropout gone, at int8 the QuantizeLinear/DequantizeLinear pairs gone (the tensors themselves are int8), and
-Flatten/Reshape kept as a RESHAPE op. The per-term bytes are the struct sizes of the sources named below as the
+fails when it is too small, so that model is an upper bound of what TFLM's RecordingMicroAllocator reports. Head
+and tail are counted on the graph the TFLite converter would hand TFLM (see `tflite_graph`): activations fused
+into the op producing their input, BatchNorm and constant Mul/Add folded into the Conv/Gemm before them, Identity
+and Dropout gone, at int8 the QuantizeLinear/DequantizeLinear pairs gone (the tensors themselves are int8), and
+Flatten/Reshape kept as a RESHAPE op. The tail's bytes are the struct sizes of the sources named below as the
 `tflite-micro` Python package lays them out (a 64-bit host): a 32-bit microcontroller has 4-byte pointers, so
 its real tail is somewhat smaller and the figure stays a safe arena size there.
 """
@@ -54,7 +54,7 @@ class RuntimeMemory:
 @dataclass(frozen=True, slots=True)
 class TfliteOp:
     kind: str              # CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, RESHAPE, ... or OTHER:<onnx op>
-    channels: int          # output channels (last axis in TFLite's NHWC layout)
+    channels: int          # output channels: axis 1 of an ONNX NCHW image, else the last axis
     constants: int         # constant input tensors (weights, bias, shape)
     reads: tuple[str, ...]     # activation tensors, by the ONNX name of the tensor holding them
     writes: tuple[str, ...]
@@ -147,13 +147,14 @@ TFLM_SOURCE = ("TFLM micro_allocator.cc (TfLiteEvalTensor per tensor, NodeAndReg
                "RecordingMicroAllocator, see benchmarks/bench_tflm_arena.py")
 
 _TFLM_ALIGNMENT = 16            # MicroArenaBufferAlignment(): kernels' persistent buffers are 16-byte aligned
-_TFLM_FIXED = 528               # allocator, memory planner and interpreter objects of an empty graph
+_TFLM_FIXED = 528               # allocator, planner and interpreter objects: a measured tail less every other term
 _TFLM_IO_TENSOR = 64            # sizeof(TfLiteTensor): the interpreter keeps one per graph input and output
 _TFLM_IO_QUANTIZATION = 32      # TfLiteAffineQuantization + zero-point array of an int8 graph input/output
 _TFLM_EVAL_TENSOR = 24          # sizeof(TfLiteEvalTensor): data and dims pointers plus the type
 _TFLM_NODE = 64                 # sizeof(NodeAndRegistration)
 # Builtin options (TfLiteConvParams ...) plus the kernel's OpData, 16-byte aligned: upper bounds of the tail each
-# op added when measured one op at a time on the MLPerf Tiny models. Ops not measured get the largest.
+# op added when measured one op at a time on the MLPerf Tiny models. Other ops get the largest: single-op graphs of
+# fourteen more (pooling, elementwise, activations, concatenation, mean, pad, transpose, resize) measured 16-80 B.
 _TFLM_OP_DATA = {
     "CONV_2D": 112, "DEPTHWISE_CONV_2D": 112, "FULLY_CONNECTED": 112, "AVERAGE_POOL_2D": 80, "MAX_POOL_2D": 80,
     "RESHAPE": 48, "SOFTMAX": 96, "ADD": 80, "SUB": 80, "MUL": 80,
@@ -219,6 +220,11 @@ def _tflm_tail(graph: TfliteGraph, precision: str | None) -> dict[str, int]:
     }
 
 
+def _tflm(footprint: Footprint, precision: str | None, head: int) -> tuple[int, dict[str, int]]:
+    graph = tflite_graph(footprint, precision)
+    return tflm_head(footprint, precision, graph), _tflm_tail(graph, precision)
+
+
 def cmsis_nn_scratch(op: TfliteOp) -> int:
     """Bytes CMSIS-NN's int8 kernel requests with RequestScratchBufferInArena on a core with the DSP extension
     (Cortex-M4/M7/M33; kernels/cmsis_nn/*.cc and CMSIS-NN's arm_*_get_buffer_size). A 1x1 conv needs none when
@@ -259,8 +265,9 @@ def _tflite_tail(footprint: Footprint) -> dict[str, int]:
 
 
 def _onnxruntime_tail(head: int) -> dict[str, int]:
-    # The CPU BFC arena grows in regions that double from 1 MiB (arena_extend_strategy kNextPowerOfTwo), so it
-    # holds 1, 3, 7 ... MiB: the unused rest of the last region is RAM the process has taken all the same.
+    # The CPU BFC arena grows in regions that double from 1 MiB (arena_extend_strategy kNextPowerOfTwo) as the
+    # first run allocates tensor by tensor, so it holds 1, 3, 7 ... MiB, and keeps them: the unused rest of the
+    # last region is RAM the process has taken all the same.
     reserved = region = _ORT_FIRST_REGION
     while reserved < head:
         region *= 2
@@ -284,10 +291,6 @@ _SOURCES = {
               "activations only",
 }
 
-
-def _tflm(footprint: Footprint, precision: str | None, head: int) -> tuple[int, dict[str, int]]:
-    graph = tflite_graph(footprint, precision)
-    return tflm_head(footprint, precision, graph), _tflm_tail(graph, precision)
 
 
 # name -> (footprint, precision, planned head) -> (the runtime's head, its tail terms)
