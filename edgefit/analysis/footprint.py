@@ -42,7 +42,7 @@ class LayerStats:
     branches: dict[str, dict[str, int | None]] = field(default_factory=dict)  # If/Loop/Scan: per subgraph
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)   # not frozen, like LayerStats: one per node
 class OpSite:
     """Where one top-level layer sits in the graph (index-aligned with Footprint.layers): what a runtime's memory
     model needs to rebuild the graph it would run (fusing activations into their producer, folding BatchNorm)."""
