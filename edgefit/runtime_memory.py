@@ -21,9 +21,10 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-from edgefit.analysis.dtypes import PRECISION_BYTES
-from edgefit.analysis.footprint import Footprint
+if TYPE_CHECKING:   # profiles check `memory_model` against MEMORY_MODELS, and `profiles list` must not load onnx
+    from edgefit.analysis.footprint import Footprint
 
 # The memory models, by the name a profile gives in `memory_model`.
 MEMORY_MODELS: tuple[str, ...] = ("tflm", "tflm-cmsis-nn", "tflite", "onnxruntime", "coreml", "tensorrt", "static")
@@ -130,7 +131,7 @@ def tflite_graph(footprint: Footprint, precision: str | None) -> TfliteGraph:
         kind = _KIND.get(layer.op_type, f"OTHER:{layer.op_type}")
         shape = site.output_shape or ()
         if layer.op_type == "Conv":
-            kind = "DEPTHWISE_CONV_2D" if site.group > 1 else "CONV_2D"
+            kind = "DEPTHWISE_CONV_2D" if layer.group > 1 else "CONV_2D"
         channels = shape[1] if len(shape) == 4 else shape[-1] if shape else 0   # ONNX images are NCHW
         window = tuple(site.kernel[1:]) if site.kernel is not None and len(site.kernel) == 4 else ()
         ops.append(TfliteOp(kind, channels, _CONSTANTS.get(kind, site.constants),
@@ -173,6 +174,8 @@ def tflm_head(footprint: Footprint, precision: str | None, graph: TfliteGraph, s
     the last op reading it, graph outputs to the end; sizes 16-byte aligned. Largest first, ties in reverse tensor
     order; each buffer goes at the lowest offset where it overlaps no placed buffer that is alive at the same time.
     `scratch`: bytes of the scratch buffer each op requests (RequestScratchBufferInArena), alive while it runs."""
+    from edgefit.analysis.dtypes import PRECISION_BYTES   # imports onnx: see TYPE_CHECKING above
+
     sizes = {b.name: (b.at_float_precision(PRECISION_BYTES[precision]) if precision else b).bytes
              for b in footprint.buffers}
     span: dict[str, list[int]] = {name: [0, 0] for name in graph.inputs if name in sizes}
