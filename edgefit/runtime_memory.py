@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:   # profiles check `memory_model` against MEMORY_MODELS, and `profiles list` must not load onnx
-    from edgefit.analysis.footprint import Footprint
+    from edgefit.analysis.footprint import Footprint, OpSite
 
 # The memory models, by the name a profile gives in `memory_model`.
 MEMORY_MODELS: tuple[str, ...] = ("tflm", "tflm-cmsis-nn", "tflite", "onnxruntime", "coreml", "tensorrt", "static")
@@ -99,7 +99,11 @@ _CONSTANTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "RESHA
 
 def tflite_graph(footprint: Footprint, precision: str | None) -> TfliteGraph:
     """The ops the TFLite converter would emit for the footprint's top-level graph."""
-    layers, sites = footprint.layers, footprint.ops
+    from edgefit.analysis.footprint import OpSite   # imports onnx: see TYPE_CHECKING above
+
+    layers = footprint.layers
+    # A Footprint built by hand rather than by analyze has no graph view: each layer then stands as its own op.
+    sites = footprint.ops or tuple(OpSite((), (layer.name,), 0, None, None) for layer in layers)
     writer = {name: i for i, site in enumerate(sites) for name in site.writes}
     readers: dict[str, int] = {}
     for site in sites:
@@ -225,7 +229,7 @@ def _tflm_tail(graph: TfliteGraph, precision: str | None) -> dict[str, int]:
 
 def _tflm(footprint: Footprint, precision: str | None, head: int) -> tuple[int, dict[str, int]]:
     graph = tflite_graph(footprint, precision)
-    return tflm_head(footprint, precision, graph), _tflm_tail(graph, precision)
+    return tflm_head(footprint, precision, graph) if footprint.ops else head, _tflm_tail(graph, precision)
 
 
 def cmsis_nn_scratch(op: TfliteOp) -> int:
@@ -252,7 +256,7 @@ def _tflm_cmsis_nn(footprint: Footprint, precision: str | None, head: int) -> tu
     requested = sum(1 for nbytes in scratch if nbytes)
     if requested:
         tail["scratch_handles"] = _align(requested * _TFLM_SCRATCH_HANDLE)
-    return tflm_head(footprint, precision, graph, scratch), tail
+    return tflm_head(footprint, precision, graph, scratch) if footprint.ops else head, tail
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from helpers import model, weight
 from onnx import TensorProto, helper, numpy_helper
-from test_estimate import mcu
+from test_estimate import mcu, two_layer_footprint
 from test_profiles import VALID, write_profile
 
 import edgefit
@@ -172,6 +172,14 @@ def test_estimate_ram_is_arena_plus_runtime():
     assert static.arena_bytes == static.activation_bytes and static.ram_bytes == static.activation_bytes + 10_000
     data = tflm.to_dict()
     assert data["arena_bytes"] == tflm.arena_bytes and data["arena"]["breakdown"]["nodes"] == 6 * NODE
+
+
+def test_hand_built_footprint_counts_each_layer_as_an_op():
+    # No graph view (not built by analyze): the planned head stands, and conv and gemm are one op each.
+    memory = runtime_memory(two_layer_footprint(), "tflm", "fp32", 12_000)
+    assert memory.head_bytes == 12_000
+    assert memory.breakdown["nodes"] == 2 * NODE and memory.breakdown["op_data"] == 2 * 112
+    assert memory.breakdown["eval_tensors"] == 176    # x + 2 outputs + weights and bias of each: 7 x 24 = 168
 
 
 def test_every_builtin_profile_names_a_known_memory_model():
