@@ -217,3 +217,99 @@ def test_check_says_how_big_the_tensor_arena_must_be(tmp_path, capsys):
     main(["check", str(path), "-t", "stm32h7"])
     out = " ".join(capsys.readouterr().out.split())
     assert f"set the tensor arena to {estimates['arena_bytes']:,} bytes" in out
+
+
+# Checked against the real interpreter when the `tflm` extra (tflite-micro) is installed: the same network built
+# as a TFLite flatbuffer, allocated by TFLM, and reported by its RecordingMicroAllocator.
+_RECORD = """
+import sys
+from tflite_micro.python.tflite_micro import runtime
+runtime.Interpreter.from_file(sys.argv[1], arena_size=1_000_000).print_allocations()
+"""
+
+
+def _tflite_cnn() -> bytes:
+    """NHWC twin of onnx_cnn: CONV_2D 3->8 (RELU), DEPTHWISE_CONV_2D 8 (RELU), RESHAPE, FULLY_CONNECTED, SOFTMAX."""
+    import flatbuffers
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as tfl
+
+    model, graph = tfl.ModelT(), tfl.SubGraphT()
+    model.version, model.buffers, model.operatorCodes, graph.tensors, graph.operators = 3, [tfl.BufferT()], [], [], []
+
+    def tensor(shape, data=None, dtype=tfl.TensorType.FLOAT32):
+        t = tfl.TensorT()
+        t.shape, t.type, t.name, t.buffer = list(shape), dtype, f"t{len(graph.tensors)}", 0
+        if data is not None:
+            buffer = tfl.BufferT()
+            buffer.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
+            model.buffers.append(buffer)
+            t.buffer = len(model.buffers) - 1
+        graph.tensors.append(t)
+        return len(graph.tensors) - 1
+
+    def op(code, inputs, output_shape, options_type=0, options=None):
+        opcode = tfl.OperatorCodeT()
+        opcode.builtinCode, opcode.deprecatedBuiltinCode, opcode.version = code, code, 1
+        model.operatorCodes.append(opcode)
+        o = tfl.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = len(model.operatorCodes) - 1, inputs, [tensor(output_shape)]
+        o.builtinOptionsType, o.builtinOptions = options_type, options
+        graph.operators.append(o)
+        return o.outputs[0]
+
+    f32 = np.float32
+    x = tensor((1, 8, 8, 3))
+    conv = tfl.Conv2DOptionsT()
+    conv.padding, conv.strideW, conv.strideH, conv.fusedActivationFunction = tfl.Padding.SAME, 1, 1, 1   # RELU
+    c1 = op(tfl.BuiltinOperator.CONV_2D, [x, tensor((8, 3, 3, 3), np.zeros((8, 3, 3, 3), f32)),
+                                          tensor((8,), np.zeros(8, f32))], (1, 8, 8, 8),
+            tfl.BuiltinOptions.Conv2DOptions, conv)
+    dw = tfl.DepthwiseConv2DOptionsT()
+    dw.padding, dw.strideW, dw.strideH, dw.depthMultiplier, dw.fusedActivationFunction = tfl.Padding.SAME, 1, 1, 1, 1
+    c2 = op(tfl.BuiltinOperator.DEPTHWISE_CONV_2D, [c1, tensor((1, 3, 3, 8), np.zeros((1, 3, 3, 8), f32)),
+                                                    tensor((8,), np.zeros(8, f32))], (1, 8, 8, 8),
+            tfl.BuiltinOptions.DepthwiseConv2DOptions, dw)
+    reshape = tfl.ReshapeOptionsT()
+    reshape.newShape = [1, 512]
+    flat = op(tfl.BuiltinOperator.RESHAPE, [c2, tensor((2,), np.array([1, 512], np.int32), tfl.TensorType.INT32)],
+              (1, 512), tfl.BuiltinOptions.ReshapeOptions, reshape)
+    fc = op(tfl.BuiltinOperator.FULLY_CONNECTED, [flat, tensor((4, 512), np.zeros((4, 512), f32)),
+                                                  tensor((4,), np.zeros(4, f32))], (1, 4),
+            tfl.BuiltinOptions.FullyConnectedOptions, tfl.FullyConnectedOptionsT())
+    softmax = tfl.SoftmaxOptionsT()
+    softmax.beta = 1.0
+    y = op(tfl.BuiltinOperator.SOFTMAX, [fc], (1, 4), tfl.BuiltinOptions.SoftmaxOptions, softmax)
+    graph.inputs, graph.outputs, model.subgraphs = [x], [y], [graph]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def onnx_cnn():
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], group=8, pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Flatten", ["r2"], ["f"]),
+             helper.make_node("Gemm", ["f", "w3", "b3"], ["g"], transB=1),
+             helper.make_node("Softmax", ["g"], ["y"])]
+    return model(nodes, [("x", [1, 3, 8, 8])], [("y", [1, 4])],
+                 [weight("w1", 8, 3, 3, 3), weight("b1", 8), weight("w2", 8, 1, 3, 3), weight("b2", 8),
+                  weight("w3", 4, 512), weight("b3", 4)])
+
+
+def test_tflm_arena_against_the_interpreter(tmp_path):
+    pytest.importorskip("tflite_micro", reason="the tflm extra (tflite-micro) runs TFLM's interpreter")
+    import re
+    import subprocess
+    import sys
+
+    path = tmp_path / "cnn.tflite"
+    path.write_bytes(_tflite_cnn())
+    run = subprocess.run([sys.executable, "-c", _RECORD, str(path)], capture_output=True, text=True, timeout=120)
+    measured = {k: int(v) for k, v in re.findall(r"Arena allocation (head|tail) (\d+)", run.stdout + run.stderr)}
+    assert set(measured) == {"head", "tail"}, run.stderr[-500:]
+    fp = edgefit.analyze(onnx_cnn())
+    ours = runtime_memory(fp, "tflm", "fp32", fp.activation_bytes_at("fp32"))
+    assert ours.head_bytes == measured["head"]                  # the same plan, tensor for tensor
+    assert measured["tail"] <= ours.tail_bytes <= 1.10 * measured["tail"]
