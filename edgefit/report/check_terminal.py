@@ -83,6 +83,7 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
         ("ram", format_bytes(profile.ram_bytes), source("ram", "")),
         ("flash", format_bytes(profile.flash_bytes), source("flash", "")),
         ("runtime_ram", format_bytes(profile.runtime_ram_bytes), source("runtime_ram", "")),
+        ("memory_model", profile.memory_model, "arena = planned activations + runtime state (edgefit.runtime_memory)"),
         ("runtime_flash", format_bytes(profile.runtime_flash_bytes), source("runtime_flash", "")),
         ("weights_in_ram", str(profile.weights_in_ram).lower(), source("weights_in_ram", "")),
         ("peak_gmacs", _rates(profile), source("peak_gmacs", "")),
