@@ -159,7 +159,7 @@ _TFLM_EVAL_TENSOR = 24          # sizeof(TfLiteEvalTensor): data and dims pointe
 _TFLM_NODE = 64                 # sizeof(NodeAndRegistration)
 # Builtin options (TfLiteConvParams ...) plus the kernel's OpData, 16-byte aligned: upper bounds of the tail each
 # op added when measured one op at a time on the MLPerf Tiny models. Other ops get the largest: single-op graphs of
-# fourteen more (pooling, elementwise, activations, concatenation, mean, pad, transpose, resize) measured 16-80 B.
+# fourteen more (pooling, elementwise, activations, concatenation, mean, pad, transpose, resize) measured <= 80 B.
 _TFLM_OP_DATA = {
     "CONV_2D": 112, "DEPTHWISE_CONV_2D": 112, "FULLY_CONNECTED": 112, "AVERAGE_POOL_2D": 80, "MAX_POOL_2D": 80,
     "RESHAPE": 48, "SOFTMAX": 96, "ADD": 80, "SUB": 80, "MUL": 80,
