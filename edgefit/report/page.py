@@ -188,7 +188,11 @@ def _layer_bars(chart_id: str, title: str, layers: tuple[LayerStats, ...], value
     top = max(totals, default=0) or 1
     plot_h, plot_w = HEIGHT - 40, WIDTH - MARGIN - 8
     bar_w = plot_w / max(len(ranges), 1)
-    labelled = set(sorted(range(len(totals)), key=lambda i: -totals[i])[:5]) if any(totals) else set()
+    labelled: set[int] = set()
+    for index in sorted((i for i in range(len(totals)) if totals[i]), key=lambda i: -totals[i]):
+        # The five largest bars get a name, skipping any whose label would overprint one already placed.
+        if len(labelled) < 5 and all(abs(index - other) * bar_w > 110 for other in labelled):
+            labelled.add(index)
     body = _y_axis(top, title, fmt)
     for index, ((lo, hi), total) in enumerate(zip(ranges, totals)):
         name = layers[lo].name if hi - lo == 1 else f"{layers[lo].name} … {layers[hi - 1].name} ({hi - lo} layers)"
