@@ -198,13 +198,14 @@ def _tightest(device_limit: float, budget: float | None) -> tuple[float, str]:
 
 
 def check_footprint(footprint: Footprint, profile: DeviceProfile | str, precision: str | None = None,
-                    budgets: Budgets = Budgets(), rate_hz: float | None = None) -> TargetResult:
+                    budgets: Budgets = Budgets(), rate_hz: float | None = None,
+                    runtime: str | None = None) -> TargetResult:
     """Estimate `footprint` on one device (a profile, or a name looked up on the default search path) and
     compare every figure with its limit."""
     if isinstance(profile, str):
         profile = find_profile(profile, list_profiles())
     _check_rate(rate_hz)
-    est = estimate(footprint, profile, precision, rate_hz)
+    est = estimate(footprint, profile, precision, rate_hz, runtime)
     ram_limit, ram_source = _tightest(profile.ram_limit_bytes, budgets.max_ram_bytes)
     flash_limit, flash_source = _tightest(profile.flash_bytes, budgets.max_flash_bytes)
     if budgets.max_latency_s is not None:
@@ -306,17 +307,18 @@ def resolve_targets(targets: Iterable[str | DeviceProfile] | None,
 def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] | None = None,
           precision: str | None = None, budgets: Budgets = Budgets(), rate_hz: float | None = None, *,
           profiles_dir: ProfilesDir = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
-          dims: Mapping[str, int] | None = None) -> CheckReport:
-    """Check a model (a Footprint, or a path analyzed here) against targets (names or profiles; None: all)."""
+          dims: Mapping[str, int] | None = None, runtime: str | None = None) -> CheckReport:
+    """Check a model (a Footprint, or a path analyzed here) against targets (names or profiles; None: all),
+    with the targets' runtime stack `runtime` (default: each profile's default stack)."""
     footprint = model if isinstance(model, Footprint) else _analyze(model, input_shapes, dims)
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     _check_rate(rate_hz)
     profiles = resolve_targets(targets, profiles_dir)
     deployed = precision or model_precision(footprint)
-    results = tuple(check_footprint(footprint, p, deployed, budgets, rate_hz) for p in profiles)
+    results = tuple(check_footprint(footprint, p, deployed, budgets, rate_hz, runtime) for p in profiles)
     int8_results = () if deployed == "int8" else tuple(
-        check_footprint(footprint, r.profile, "int8", budgets, rate_hz) for r in results if not r.fits)
+        check_footprint(footprint, r.profile, "int8", budgets, rate_hz, runtime) for r in results if not r.fits)
     return CheckReport(
         model_path=footprint.model_path, precision=deployed, precision_is_models_own=precision is None,
         rate_hz=rate_hz, budgets=budgets, targets=results,

@@ -105,6 +105,9 @@ def check(
         "mobile 50 ms, tiny 10 ms).", show_default=False)] = None,
     max_power: Annotated[Optional[str], typer.Option(
         "--max-power", help="Average power budget at --rate, e.g. 50mW.", show_default=False)] = None,
+    runtime: Annotated[Optional[str], typer.Option(
+        "--runtime", help="Runtime stack of the target's profile, e.g. stm32cube-ai-8.1 (default: the profile's "
+        "default_runtime); 'edgefit profiles show NAME' lists them.", show_default=False)] = None,
     profiles_dir: ProfilesDirOpt = None,
     input_shape: InputShapeOpt = None,
     dim: DimOpt = None,
@@ -123,6 +126,7 @@ def check(
         model, None if all_targets else target, precision.value if precision else None,
         Budgets.parse(max_ram, max_flash, max_latency, max_power), rate,
         profiles_dir=profiles_dir, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
+        runtime=runtime,
     )
     if json_out:
         print_json(report.to_dict())
