@@ -442,7 +442,7 @@ def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = Fal
         group = [r for r in rows if r["precision"] == precision]
         if not group:
             continue
-        base_coefficients = base_latency_coefficients(base, stack_name if runtime else None, precision)
+        base_coefficients = base_latency_coefficients(base, stack_name, precision)
         x = np.array([r["features"].vector() for r in group])
         y = np.array([r["latency_s"] for r in group])
         try:
@@ -466,8 +466,8 @@ def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = Fal
         power = fit_power(np.array([r["latency_s"] for r in with_energy]),
                           np.array([r["energy_j"] for r in with_energy]))
         if power < base.idle_power_w:
-            notes.append(f"the fitted active power ({power * 1e3:.4g} mW) is below the base profile's idle power; "
-                         "the written profile lowers idle_power to it")
+            notes.append(f"the fitted active power ({power * 1e3:.4g} mW) is below the base profile's idle power "
+                         f"({base.idle_power_w * 1e3:.4g} mW): are the energies above idle, or of another rail?")
     ordered = [r for r in fitted_rows if r["kind"] == "model"] + [r for r in fitted_rows if r["kind"] == "kernel"]
     result_rows = tuple(CalibrationRow(
         r["label"], r["kind"], r["precision"], r["features"], r["latency_s"], r["fitted_s"], r["loo_s"],
@@ -480,21 +480,29 @@ def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = Fal
 
 
 def _stack_identity(base: DeviceProfile, runtime: str | None, measure: bool, threads: int) -> tuple[str, str]:
-    """Name and display name of the fitted runtime stack."""
+    """Name and display name of the fitted runtime stack: --runtime, else onnxruntime on this host when timed
+    here, else the base profile's default stack (refitted), else 'calibrated'."""
     if runtime:
-        return normalize_name(runtime), runtime
+        known = {stack.name: stack for stack in base.runtimes}
+        name = normalize_name(runtime)
+        return name, known[name].display_name if name in known else runtime
     if measure:
         import onnxruntime
 
         return "onnxruntime-cpu", (f"ONNX Runtime {onnxruntime.__version__} (CPU, {threads} thread"
                                    f"{'s' if threads != 1 else ''}), timed by edgefit calibrate --measure")
-    return "calibrated", base.runtime
+    stack = base.runtime_stack()
+    return (stack.name, stack.display_name) if stack is not None else ("calibrated", base.runtime)
 
 
 def base_latency_coefficients(base: DeviceProfile, runtime: str | None, precision: str) -> LatencyCoefficients:
-    """The base profile's coefficients at `precision`: what a coefficient the data cannot set falls back to.
-    Without a runtime stack they follow the profile's roofline: one MAC rate for every class, an element
-    read and written at memory bandwidth, and its overheads."""
+    """The base profile's coefficients at `precision`, what a coefficient the data cannot set falls back to: those
+    of its runtime stack `runtime` (else its default stack) when it has them, else its roofline: one MAC rate for
+    every class, an element read and written at memory bandwidth, and its overheads."""
+    names = {stack.name for stack in base.runtimes}
+    stack = base.runtime_stack(runtime if runtime in names else None)
+    if stack is not None and precision in stack.coefficients:
+        return stack.coefficients[precision]
     element_bytes = {"fp32": 4, "fp16": 2, "int8": 1}[precision]
     mac_s = 1.0 / base.macs_per_s(precision)
     return LatencyCoefficients(mac_s, mac_s, mac_s, 2 * element_bytes / base.memory_bandwidth_bytes_per_s,
@@ -555,31 +563,39 @@ def profile_data(result: CalibrationResult, name: str) -> dict[str, Any]:
         data["processor"] = result.host["processor"]
         data["runtime"] = result.runtime_display
         sources["processor"] = f"{where}: timed on host {result.host['hostname']} ({result.host['system']})"
-    if result.active_power_w is not None:
-        power = _rounded(result.active_power_w * 1e3)
-        energies = sum(1 for r in result.rows if r.energy_j is not None)
-        data["active_power"] = f"{power} mW"
-        sources["active_power"] = f"{where}: fitted to {energies} measured energies (energy = power x latency)"
-        if result.active_power_w < base.idle_power_w:
-            data["idle_power"] = data["active_power"]
-            sources["idle_power"] = f"{where}: lowered to the fitted active power"
     data.setdefault("runtimes", {})[result.runtime] = stack_table(result, where)
     data["default_runtime"] = result.runtime
     data["calibration"] = calibration_table(result)
     return data
 
 
+def _rate(seconds_per_unit: float, unit: str) -> str | float:
+    """A coefficient as the rate profiles spell it; a zero cost (the class is free beyond its op dispatch) is inf."""
+    if seconds_per_unit == 0:
+        return math.inf
+    return f"{_rounded(1e-9 / seconds_per_unit)} G{unit}/s"
+
+
 def stack_table(result: CalibrationResult, where: str) -> dict[str, Any]:
+    """The fitted runtime stack as a profile's [runtimes.<name>] table (see edgefit.devices)."""
     models = len(result.models)
     kernels = len(result.rows) - models
     table: dict[str, Any] = {
         "display_name": result.runtime_display, "basis": "user calibration",
         "source": f"{where}: {models} model(s)" + (f" and {kernels} generated kernels" if kernels else "")
-                  + f" from base profile {result.base.name}"}
-    if math.isfinite(result.loo_error):
+                  + f", starting from profile {result.base.name}"}
+    if result.loo_error > 0:   # NaN (a single measurement) fails too
         table["expected_error"] = _rounded(result.loo_error)
+    if result.active_power_w is not None:
+        energies = sum(1 for r in result.rows if r.energy_j is not None)
+        table["active_power"] = f"{_rounded(result.active_power_w * 1e3)} mW"
+        table["active_power_source"] = f"{where}: fitted to {energies} measured energies (energy = power x latency)"
     for fit in result.fits:
-        table[fit.precision] = dict(zip(COEFFICIENT_NAMES, map(_rounded, fit.fit.coefficients.vector().tolist())))
+        c = fit.fit.coefficients
+        table[fit.precision] = {
+            "conv": _rate(c.s_per_conv_mac, "MAC"), "depthwise": _rate(c.s_per_depthwise_mac, "MAC"),
+            "fc": _rate(c.s_per_fc_mac, "MAC"), "elementwise": _rate(c.s_per_elementwise_element, "elem"),
+            "per_op": f"{_rounded(c.s_per_op * 1e6)} us", "per_inference": f"{_rounded(c.s_per_inference * 1e6)} us"}
     return table
 
 
@@ -676,9 +692,9 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"cannot write {value!r} to TOML")
-        return repr(value)
+        if math.isnan(value):
+            raise ValueError("cannot write NaN to TOML")
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, str):
         return _toml_string(value)
     if isinstance(value, (list, tuple)):
@@ -691,18 +707,29 @@ def _toml_value(value: Any) -> str:
 
 
 def toml_dumps(data: Mapping[str, Any]) -> str:
-    """`data` as TOML: plain values first, then one [table] per nested mapping (lists of tables stay inline)."""
+    """`data` as TOML: plain values first, then one [table] per nested mapping, then one [[table]] per entry of a
+    list of mappings."""
     lines: list[str] = []
 
-    def table(prefix: str, values: Mapping[str, Any]) -> None:
-        nested = {k: v for k, v in values.items() if isinstance(v, Mapping)}
-        if prefix and (len(nested) < len(values) or not nested):
-            lines.append(f"\n[{prefix}]")
-        for key, value in values.items():
-            if key not in nested:
-                lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-        for key, value in nested.items():
-            table(f"{prefix}.{_toml_key(key)}" if prefix else _toml_key(key), value)
+    def is_table_list(value: Any) -> bool:
+        return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, Mapping) for v in value)
 
-    table("", data)
+    def body(values: Mapping[str, Any], prefix: str) -> None:
+        for key, value in values.items():
+            if not isinstance(value, Mapping) and not is_table_list(value):
+                lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+        for key, value in values.items():
+            path = f"{prefix}.{_toml_key(key)}" if prefix else _toml_key(key)
+            if isinstance(value, Mapping):
+                if not value or any(not isinstance(v, Mapping) for v in value.values()):
+                    lines.append(f"\n[{path}]")
+                body(value, path)
+        for key, value in values.items():
+            path = f"{prefix}.{_toml_key(key)}" if prefix else _toml_key(key)
+            if is_table_list(value):
+                for entry in value:
+                    lines.append(f"\n[[{path}]]")
+                    body(entry, path)
+
+    body(data, "")
     return "\n".join(lines).lstrip("\n") + "\n"
