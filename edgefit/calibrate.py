@@ -376,7 +376,8 @@ def _host(threads: int) -> dict[str, Any]:
         pass
     return {"hostname": platform.node(), "system": f"{platform.system()} {platform.release()}",
             "machine": platform.machine(), "processor": processor or "unknown", "cpus": os.cpu_count() or 0,
-            "onnxruntime": onnxruntime.__version__, "threads": threads}
+            "onnxruntime": onnxruntime.__version__, "threads": threads,
+            "clock": "thread cpu time" if threads == 1 else "wall time"}
 
 
 def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = False, threads: int = 1, runtime: str | None = None,

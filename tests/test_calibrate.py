@@ -25,7 +25,7 @@ from edgefit.cli import main
 from edgefit.devices import BUILTIN_PROFILES_DIR, load_profile
 from edgefit.errors import ConfigError, MeasurementError
 from edgefit.latency import FEATURE_NAMES, LatencyCoefficients, latency_features
-from edgefit.timing import Timing, TimingPlan, kernels
+from edgefit.timing import Timing, TimingPlan, kernels, time_model
 from edgefit.units import parse_energy_j
 from helpers import model, weight
 
@@ -392,9 +392,17 @@ def test_measure_times_models_and_kernels_here(tmp_path, board):
     assert len(models) == len(MODELS) and len([r for r in result.rows if r.kind == "kernel"]) == len(kernels())
     for row in models:
         assert len(row.timing.samples_s) >= 5 and row.latency_s == row.timing.median_s
+        assert row.timing.clock == "thread cpu"   # one thread: the inference runs on the calling thread
     # Bigger models take longer on any machine: the widest MLP has 64x the MACs of the narrowest.
     by_label = {r.label: r.latency_s for r in models}
     assert by_label["models/mlp2048.onnx"] > by_label["models/mlp64.onnx"]
+
+
+def test_more_threads_are_timed_by_the_wall_clock():
+    timing = time_model(_mlp(64), what="mlp", threads=2, plan=FAST)
+    assert timing.clock == "wall" and timing.threads == 2 and len(timing.samples_s) >= 5
+    with pytest.raises(MeasurementError, match="invalid thread count 0"):
+        time_model(_mlp(64), what="mlp", threads=0, plan=FAST)
 
 
 def test_unstable_timings_are_refused(tmp_path, board):
