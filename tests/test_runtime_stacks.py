@@ -144,3 +144,13 @@ def test_cli_check_runtime(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err.strip() == "error: profile 'test-board' has no runtime 'nope': it offers fast, slow"
     assert captured.out == ""
+
+
+def test_builtin_stacks_are_sourced_and_cover_int8():
+    from edgefit.devices import BASES, list_profiles
+
+    stacks = [(p, s) for p in list_profiles() for s in p.runtimes]
+    assert {p.name for p, _ in stacks} >= {"nucleo-h7a3zi-q", "nucleo-l4r5zi", "stm32h7"}
+    for profile, stack in stacks:
+        assert stack.basis in BASES and stack.source and stack.expected_error is not None, (profile.name, stack.name)
+        assert "int8" in stack.coefficients, (profile.name, stack.name)

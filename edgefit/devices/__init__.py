@@ -297,6 +297,9 @@ def _runtime_stack(name: str, table: Any, precisions: tuple[str, ...], where: st
     if not isinstance(table, dict):
         raise ProfileError(f"{where}: expected a table")
     unknown = sorted(set(table) - _STACK_FIELDS - set(PRECISIONS))
+    if unknown and isinstance(table[unknown[0]], dict):
+        raise ProfileError(f"{where}: unknown table {unknown[0]!r}; a runtime name with a dot must be quoted, "
+                           f"as in [runtimes.\"stm32cube-ai-8.1\"]")
     if unknown:
         raise ProfileError(f"{where}: unknown key {unknown[0]!r} (expected {', '.join(sorted(_STACK_FIELDS))} "
                            f"and one table per precision: {', '.join(PRECISIONS)})")

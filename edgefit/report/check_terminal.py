@@ -18,8 +18,8 @@ from edgefit.report.check_text import (
 )
 from edgefit.units import format_bytes, format_count
 
-_ESTIMATE_NOTE = ("All latency, energy and power figures are estimates (per-layer roofline from datasheet figures), "
-                  "not measurements.")
+_ESTIMATE_NOTE = ("All latency, energy and power figures are estimates (per-class rates of the runtime stack where "
+                  "the profile has them, else a per-layer roofline from datasheet figures), not measurements.")
 
 
 def _rates(profile: DeviceProfile) -> str:
@@ -80,6 +80,10 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
         ("aliases", ", ".join(profile.aliases) or "-", ""),
         ("processor", profile.processor, source("processor", "")),
         ("runtime", profile.runtime, ""),
+        *[(f"runtimes.{stack.name}", f"{stack.display_name}: {stack.basis}"
+           + (f", typically within ±{stack.expected_error:.0%}" if stack.expected_error is not None else "")
+           + (" (default)" if stack.name == profile.default_runtime else ""), stack.source)
+          for stack in profile.runtimes],
         ("precisions", ", ".join(profile.precisions), ""),
         ("ram", format_bytes(profile.ram_bytes), source("ram", "")),
         ("flash", format_bytes(profile.flash_bytes), source("flash", "")),
@@ -154,7 +158,15 @@ def _estimate_line(result: TargetResult) -> str:
     ]
     if est.battery_life_h is not None:
         parts.append(f"battery life {est.battery_life_h:.1f} h")
-    return f"estimates on {result.profile.runtime}: " + "; ".join(parts)
+    return f"estimates on {_runtime_label(result)}: " + "; ".join(parts)
+
+
+def _runtime_label(result: TargetResult) -> str:
+    est = result.estimate
+    if est.runtime is None:
+        return result.profile.runtime
+    error = f", typically within ±{est.expected_error:.0%}" if est.expected_error is not None else ""
+    return f"{result.profile.runtime_stack(est.runtime).display_name} ({est.basis}{error})"
 
 
 def _target_detail(console: Console, report: CheckReport, result: TargetResult) -> None:
