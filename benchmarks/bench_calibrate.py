@@ -148,7 +148,7 @@ def models() -> tuple[dict[str, onnx.ModelProto | Path], dict[str, onnx.ModelPro
         "vgg_32_96": vgg(32, 96),
         "vgg_8_32": vgg(8, 32),
         "mlp_256x256x256x10": mlp([256, 256, 256, 10]),
-        "mlp_1024x2048x1024x64": mlp([1024, 2048, 1024, 64]),
+        "mlp_784x512x256x10": mlp([784, 512, 256, 10]),
     }
     return calibration, held_out
 

@@ -15,8 +15,9 @@ so measured latencies of a few models determine the coefficients by least square
   its latency, so the fit minimises the sum of squared relative errors.
 
 Features the measurements cannot separate are not guessed: a feature every measured model lacks (no depthwise
-convolution anywhere), or one whose column the others already span (operator count proportional to elementwise
-work across the models), keeps the base profile's coefficient, and the result says so. `keep_base` in the
+convolution anywhere), one on which no measurement spends a noticeable share of its latency (the classifier heads'
+few fc MACs in a set of CNNs), or one whose column the others already span (operator count proportional to
+elementwise work across the models) keeps the base profile's coefficient, and the result says so. `keep_base` in the
 measurement file pins coefficients on purpose. With `--measure`, generated single-layer kernels (edgefit.timing)
 join the fit and separate the layer classes, as nn-Meter does.
 
@@ -53,6 +54,11 @@ from edgefit.units import parse_duration_s, parse_energy_j
 # (the sine of its angle to that span, after weighting and scaling) carries no information of its own: its
 # coefficient could be traded against the others' at no cost in fit, so the data cannot set it.
 _SEPARABLE = 0.05
+# A feature on which no measurement spends this share of its latency (judged with the base profile's rates) is
+# noise-level in every row: left free, it becomes a slack variable that soaks up the other features' error and
+# predicts absurdly for a model rich in it (a leave-one-out fit without the only fully-connected model put a
+# 9-parameter classifier head's fc rate on the autoencoder: 87x too slow).
+_INFORMATIVE = 0.02
 COEFFICIENT_NAMES = tuple(f"s_per_{name}" for name in
                           ("conv_mac", "depthwise_mac", "fc_mac", "elementwise_element", "op", "inference"))
 MEASUREMENT_KEYS = ("model", "latency", "energy", "input_shape", "dim", "precision")
@@ -219,9 +225,15 @@ def fit_coefficients(features: np.ndarray, latencies_s: np.ndarray, base: Latenc
     latencies_s = np.asarray(latencies_s, dtype=np.float64)
     weighted = features / latencies_s[:, None]
     kept: dict[str, str] = {name: "kept from the base profile (keep_base)" for name in keep_base}
+    base_share = weighted * base.vector()   # share of each latency the base profile puts on each feature
     for j, name in enumerate(FEATURE_NAMES):
-        if name not in kept and not weighted[:, j].any():
+        if name in kept:
+            continue
+        if not weighted[:, j].any():
             kept[name] = "no measured model has any: kept from the base profile"
+        elif base.vector()[j] > 0 and base_share[:, j].max() < _INFORMATIVE:
+            kept[name] = (f"under {_INFORMATIVE:.0%} of every measured latency at the base profile's rate, too "
+                          "little to fit: kept from the base profile")
     free = [j for j, name in enumerate(FEATURE_NAMES) if name not in kept]
     if require_enough and len(latencies_s) < len(free):
         names = ", ".join(FEATURE_NAMES[j] for j in free)
