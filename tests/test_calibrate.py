@@ -422,3 +422,17 @@ def test_unstable_timings_are_refused(tmp_path, board):
                           attempts=2)
     with pytest.raises(MeasurementError, match=r"timings of models/conv8.onnx are unstable .* over 2 attempts"):
         calibrate(board, measure=True, timing_plan=unstable, kernels=False)
+
+
+def test_gate_target_may_be_a_profile_file_relative_to_the_config(tmp_path, monkeypatch, capsys):
+    project = tmp_path / "project"
+    (project / "boards").mkdir(parents=True)
+    onnx.save(_mlp(64), project / "m.onnx")
+    data = tomllib.loads((BUILTIN_PROFILES_DIR / "esp32.toml").read_text())
+    data.update(name="bench-board", aliases=[])
+    (project / "boards" / "bench-board.toml").write_text(toml_dumps(data))
+    (project / "edgefit.toml").write_text('[[gate]]\nmodel = "m.onnx"\ntarget = "boards/bench-board.toml"\n'
+                                          'max_latency = "1s"\n')
+    monkeypatch.chdir(tmp_path)   # the path is the config's, not the working directory's
+    assert main(["gate", "-c", str(project / "edgefit.toml"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["target"] == "bench-board"
