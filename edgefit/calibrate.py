@@ -47,6 +47,7 @@ import numpy as np
 from edgefit.devices import PRECISIONS, DeviceProfile, find_profile, list_profiles, normalize_name, read_toml, \
     toml_problem
 from edgefit.errors import EdgefitError, MeasurementError, ProfileError
+from edgefit.fidelity import Progress
 from edgefit.latency import FEATURE_NAMES, LatencyCoefficients, LatencyFeatures, latency_features
 from edgefit.units import parse_duration_s, parse_energy_j
 
@@ -64,7 +65,6 @@ COEFFICIENT_NAMES = tuple(f"s_per_{name}" for name in
 MEASUREMENT_KEYS = ("model", "latency", "energy", "input_shape", "dim", "precision")
 FILE_KEYS = ("base", "keep_base", "measurement")
 
-Progress = Callable[[str, int, int], None]   # (what is being timed, done, total)
 
 
 # ---- the measurement file -----------------------------------------------------------------------------

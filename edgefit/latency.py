@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import astuple, dataclass, fields
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:   # profiles hold LatencyCoefficients, and `edgefit profiles list` must start without numpy/onnx
+    import numpy as np
 
-from edgefit.analysis.dtypes import DTYPE_BYTES
-from edgefit.analysis.footprint import Footprint, LayerStats
+    from edgefit.analysis.footprint import Footprint, LayerStats
 
 LAYER_CLASSES = ("conv", "depthwise", "fc", "elementwise")
 FEATURE_NAMES = ("conv_macs", "depthwise_macs", "fc_macs", "elementwise_elements", "ops", "inference")
@@ -68,6 +69,8 @@ class LatencyFeatures:
 
     def vector(self) -> np.ndarray:
         """The features in FEATURE_NAMES order; the last entry, 1.0, multiplies the per-inference cost."""
+        import numpy as np
+
         return np.array([*astuple(self), 1.0], dtype=np.float64)
 
 
@@ -84,8 +87,10 @@ def latency_features(footprint: Footprint, precision: str) -> LatencyFeatures:
 
 
 def _features(layers: tuple[LayerStats, ...], precision: str) -> LatencyFeatures:
+    from edgefit.analysis.dtypes import DTYPE_BYTES
+
     dropped_ops = _DROPPED | _DROPPED_AT_INT8 if precision == "int8" else _DROPPED
-    consumers = np.zeros(len(layers), dtype=np.int64)
+    consumers = [0] * len(layers)
     for layer in layers:
         for source in layer.inputs_from:
             consumers[source] += 1
@@ -115,14 +120,14 @@ def _features(layers: tuple[LayerStats, ...], precision: str) -> LatencyFeatures
         carrier[i] = i
         ops += 1
         if classes[i] == "elementwise":
-            totals["elementwise"] += _elements(layer)
+            totals["elementwise"] += _elements(layer, DTYPE_BYTES)
         else:
             totals[classes[i]] += layer.macs or 0
     return LatencyFeatures(totals["conv"], totals["depthwise"], totals["fc"], totals["elementwise"], ops)
 
 
-def _elements(layer: LayerStats) -> float:
-    size = DTYPE_BYTES.get(layer.dtype)
+def _elements(layer: LayerStats, dtype_bytes: dict[str, float]) -> float:
+    size = dtype_bytes.get(layer.dtype)
     return layer.output_bytes / size if layer.output_bytes and size else 0.0
 
 
@@ -144,10 +149,14 @@ class LatencyCoefficients:
                 raise ValueError(f"{field.name}: expected a finite, non-negative number of seconds, got {value!r}")
 
     def vector(self) -> np.ndarray:
+        import numpy as np
+
         return np.array(astuple(self), dtype=np.float64)
 
     @classmethod
     def from_vector(cls, v) -> LatencyCoefficients:
+        import numpy as np
+
         values = [float(x) for x in np.asarray(v, dtype=np.float64).reshape(-1)]
         if len(values) != len(FEATURE_NAMES):
             raise ValueError(f"expected {len(FEATURE_NAMES)} coefficients ({', '.join(FEATURE_NAMES)}), "
@@ -156,4 +165,4 @@ class LatencyCoefficients:
 
     def predict(self, features: LatencyFeatures) -> float:
         """Seconds for one inference with these features."""
-        return float(self.vector() @ features.vector())
+        return sum(c * f for c, f in zip(astuple(self), (*astuple(features), 1.0)))

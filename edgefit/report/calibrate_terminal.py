@@ -11,6 +11,7 @@ from rich.table import Table
 
 from edgefit.calibrate import COEFFICIENT_NAMES, CalibrationResult
 from edgefit.latency import FEATURE_NAMES
+from edgefit.report.quantities import format_quantity
 
 # How each coefficient reads best: (label, scale from seconds per unit, unit).
 _COEFFICIENT_UNITS = {
@@ -21,7 +22,7 @@ _COEFFICIENT_UNITS = {
 
 
 def _ms(seconds: float | None) -> str:
-    return "" if seconds is None else f"{seconds * 1e3:.4g}"
+    return "" if seconds is None else format_quantity(seconds * 1e3, "ms")
 
 
 def _error(value: float | None) -> str:
@@ -43,7 +44,7 @@ def render_calibration(console: Console, result: CalibrationResult, written: Pat
     console.print(f"[bold]Calibration[/] of {escape(result.base.name)} / runtime {escape(result.runtime)} "
                   f"({len(result.models)} models {where})")
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("model", "precision", "measured ms", "spread", "fitted ms", "error", "leave-one-out"):
+    for column in ("model", "precision", "measured", "spread", "fitted", "error", "leave-one-out"):
         table.add_column(column, justify="left" if column in ("model", "precision") else "right")
     for row in result.rows:
         spread = f"{row.timing.spread:.1%}" if row.timing is not None else ""
@@ -63,8 +64,8 @@ def render_calibration(console: Console, result: CalibrationResult, written: Pat
             rates.add_row(_COEFFICIENT_UNITS[name][0], _coefficient(name, fitted[k]), _coefficient(name, base[k]), how)
         console.print(rates)
     if result.active_power_w is not None:
-        console.print(f"active power: {result.active_power_w * 1e3:.4g} mW (fitted to the measured energies; "
-                      f"base profile {result.base.active_power_w * 1e3:.4g} mW)")
+        console.print(f"active power: {format_quantity(result.active_power_w * 1e3, 'mW')} (fitted to the measured "
+                      f"energies; base profile {format_quantity(result.base.active_power_w * 1e3, 'mW')})")
     if math.isfinite(result.loo_error):
         console.print(f"fit quality: leave-one-out error {result.loo_error:.1%} (mean), "
                       f"{result.within_25_percent:.0%} of models within ±25%; in-sample error {result.fit_error:.1%}")

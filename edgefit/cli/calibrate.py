@@ -1,4 +1,4 @@
-"""CLI command `edgefit calibrate` (registered on edgefit.cli.app): fit a device profile to measured latencies."""
+"""CLI command `edgefit calibrate`: fit a device profile to measured latencies and write it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgefit.cli import JsonOpt, app, console, err_console, print_json
-from edgefit.cli_check import ProfilesDirOpt
+from edgefit.cli.options import JsonOpt, ProfilesDirOpt, console, err_console, print_json
 
 
 @contextmanager
@@ -29,7 +28,6 @@ def _progress_bar(enabled: bool):
         yield update
 
 
-@app.command()
 def calibrate(
     measurements: Annotated[Path, typer.Argument(help="Measurement file (.toml): base profile and [[measurement]] "
                                                  "entries.", show_default=False)],
@@ -62,3 +60,7 @@ def calibrate(
         from edgefit.report.calibrate_terminal import render_calibration
 
         render_calibration(console, result, written)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(calibrate)
