@@ -392,8 +392,8 @@ def _host(threads: int) -> dict[str, Any]:
             "clock": "thread cpu time" if threads == 1 else "wall time"}
 
 
-def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = False, threads: int = 1, runtime: str | None = None,
-              profiles_dir=None, timing_plan=None, kernels: bool = True,
+def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = False, threads: int = 1,
+              runtime: str | None = None, profiles_dir=None, timing_plan=None, kernels: bool = True,
               progress: Progress | None = None) -> CalibrationResult:
     """Fit the base profile's runtime stack to the measurements in the file (timed here with `measure`)."""
     from edgefit.analysis.footprint import analyze

@@ -236,6 +236,18 @@ def test_calibrate_recovers_the_coefficients_and_power(board):
     assert max(result.rows, key=lambda r: abs(r.loo_error)).label == "models/conv8.onnx"
 
 
+def test_measurement_file_fields(tmp_path, board):
+    path = _write(tmp_path, 'base = "raspberry-pi-5"\nkeep_base = ["inference", "ops"]\n[[measurement]]\n'
+                  'model = "models/conv8.onnx"\nlatency = "250us"\nenergy = "1.5mJ"\n'
+                  'input_shape = { x = [1, 3, 16, 16] }\ndim = { batch = 1 }\nprecision = "int8"\n')
+    spec = load_measurements(path)
+    assert spec.base == "raspberry-pi-5" and spec.keep_base == ("ops", "inference")   # FEATURE_NAMES order
+    (m,) = spec.measurements
+    assert m.model == tmp_path / "models" / "conv8.onnx" and m.label == "models/conv8.onnx"
+    assert m.latency_s == pytest.approx(250e-6) and m.energy_j == pytest.approx(1.5e-3)
+    assert m.input_shapes == {"x": [1, 3, 16, 16]} and m.dims == {"batch": 1} and m.precision == "int8"
+
+
 def _write(tmp_path, text: str) -> str:
     path = tmp_path / "m.toml"
     path.write_text(text)
