@@ -327,6 +327,7 @@ class PrecisionFit:
 @dataclass(frozen=True)
 class CalibrationResult:
     measurements_path: Path
+    model_paths: tuple[Path, ...]                # the measured models (inputs the output must never replace)
     base: DeviceProfile
     runtime: str                                 # name of the fitted runtime stack
     runtime_display: str
@@ -362,7 +363,8 @@ class CalibrationResult:
         return next(f for f in self.fits if f.precision == precision)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"measurements": str(self.measurements_path), "base": self.base.name, "runtime": self.runtime,
+        return {"measurements": str(self.measurements_path), "models": [str(p) for p in self.model_paths],
+                "base": self.base.name, "runtime": self.runtime,
                 "runtime_display_name": self.runtime_display, "measured_here": self.measured_here,
                 "host": dict(self.host) if self.host else None, "date": self.date,
                 "loo_error": _finite(self.loo_error), "fit_error": self.fit_error,
@@ -487,7 +489,7 @@ def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = Fal
         r["energy_j"], power * r["latency_s"] if power is not None and r["energy_j"] is not None else None,
         r["timing"]) for r in ordered)
     now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
-    return CalibrationResult(spec.path, base, stack_name, stack_display, result_rows, tuple(fits), power, measure,
+    return CalibrationResult(spec.path, tuple(m.model for m in spec.measurements), base, stack_name, stack_display, result_rows, tuple(fits), power, measure,
                              _host(threads) if measure else None, now.isoformat().replace("+00:00", "Z"),
                              tuple(notes))
 
@@ -531,25 +533,25 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_output(result_or_spec: CalibrationResult | MeasurementFile, out: str | Path, *, force: bool = False,
-                 base: DeviceProfile | None = None) -> Path:
+def check_output(spec: MeasurementFile | CalibrationResult, out: str | Path, base: DeviceProfile, *,
+                 force: bool = False) -> Path:
     """Refuse an output path that is not a .toml file or that would overwrite an input: the measurement file and
-    the models always, the base profile unless `force`. Checked before anything is timed."""
+    the models always, the base profile unless `force`. The CLI checks before anything is timed."""
     out = Path(out)
     if out.suffix.lower() != ".toml":
         raise MeasurementError(f"output {out}: a profile file must end in .toml (so that --target can tell it from "
                                "a profile name)")
     if out.is_dir():
         raise MeasurementError(f"output {out} is a directory")
-    if isinstance(result_or_spec, CalibrationResult):
-        spec_path, models, base = result_or_spec.measurements_path, (), result_or_spec.base
+    if isinstance(spec, CalibrationResult):
+        inputs = (spec.measurements_path, *spec.model_paths)
     else:
-        spec_path, models = result_or_spec.path, tuple(m.model for m in result_or_spec.measurements)
-    for source in (spec_path, *models):
+        inputs = (spec.path, *(m.model for m in spec.measurements))
+    for source in inputs:
         if _same_file(out, source):
             raise MeasurementError(f"refusing to overwrite the input {source} with the calibrated profile; choose "
                                    "another -o")
-    if base is not None and base.path is not None and not force and _same_file(out, base.path):
+    if base.path is not None and not force and _same_file(out, base.path):
         raise MeasurementError(f"refusing to overwrite the base profile {base.path}; choose another -o or pass "
                                "--force")
     return out
@@ -655,7 +657,7 @@ def write_profile(result: CalibrationResult, out: str | Path, *, force: bool = F
     """Write the calibrated profile atomically (a temporary file, checked to load as a profile, then renamed)."""
     from edgefit.devices import load_profile_file
 
-    out = check_output(result, out, force=force)
+    out = check_output(result, out, result.base, force=force)
     text = toml_dumps(profile_data(result, normalize_name(out.stem)))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

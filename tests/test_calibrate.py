@@ -20,6 +20,7 @@ from edgefit.calibrate import (
     load_measurements,
     nnls,
     toml_dumps,
+    write_profile,
 )
 from edgefit.cli import main
 from edgefit.devices import BUILTIN_PROFILES_DIR, load_profile
@@ -312,6 +313,11 @@ def test_output_never_overwrites_inputs(tmp_path, board, capsys):
     assert main(["calibrate", str(board), "-o", str(base_copy)]) == 2
     assert "refusing to overwrite the base profile" in capsys.readouterr().err
     assert base_copy.read_bytes() == before
+    assert main(["calibrate", str(board), "-o", str(base_copy), "--force"]) == 0
+    assert tomllib.loads(base_copy.read_text())["name"] == "base"
+    # The library refuses as the CLI does.
+    with pytest.raises(MeasurementError, match="refusing to overwrite the input"):
+        write_profile(calibrate(board), board)
 
 
 # ---- the written profile ------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def calibrate(
 
     spec = load_measurements(measurements)
     # Refuse a bad -o before minutes of timing, not after.
-    check_output(spec, output, force=force, base=resolve_base(spec.base, spec.path.parent, profiles_dir))
+    check_output(spec, output, resolve_base(spec.base, spec.path.parent, profiles_dir), force=force)
     with _progress_bar(measure and not json_out) as progress:
         result = fit_profile(spec, measure=measure, threads=threads, runtime=runtime, profiles_dir=profiles_dir,
                              progress=progress)
