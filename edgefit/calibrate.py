@@ -489,9 +489,9 @@ def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = Fal
         r["energy_j"], power * r["latency_s"] if power is not None and r["energy_j"] is not None else None,
         r["timing"]) for r in ordered)
     now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
-    return CalibrationResult(spec.path, tuple(m.model for m in spec.measurements), base, stack_name, stack_display, result_rows, tuple(fits), power, measure,
-                             _host(threads) if measure else None, now.isoformat().replace("+00:00", "Z"),
-                             tuple(notes))
+    return CalibrationResult(spec.path, tuple(m.model for m in spec.measurements), base, stack_name, stack_display,
+                             result_rows, tuple(fits), power, measure, _host(threads) if measure else None,
+                             now.isoformat().replace("+00:00", "Z"), tuple(notes))
 
 
 def _stack_identity(base: DeviceProfile, runtime: str | None, measure: bool, threads: int) -> tuple[str, str]:
