@@ -37,8 +37,10 @@ from edgefit.devices import DeviceProfile, check_precision
 from edgefit.latency import latency_features
 from edgefit.units import check_rate_hz
 
-METHOD = ("estimate: per-layer roofline max(MACs / (peak MAC rate x efficiency), bytes moved / bandwidth) "
-          "+ overheads, from the device profile's datasheet figures; not a measurement")
+METHOD = ("estimate: per-class rates (conv, depthwise, fc, elementwise, per op) of the profile's runtime stack where it "
+          "has them (each estimate's basis says whether published measurement or user calibration), else a per-layer "
+          "roofline max(MACs / (peak MAC rate x efficiency), bytes moved / bandwidth) + overheads from datasheet "
+          "figures; not a measurement")
 
 # How the model's own weight dtype maps to a deployment precision.
 _PRECISION_OF_DTYPE = {

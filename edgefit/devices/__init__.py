@@ -259,7 +259,8 @@ def _peak_gmacs(value: Any) -> dict[str, float]:
 
 _RATE_PREFIXES = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kMGT]?)(MAC|MACs|elem|elements)/s\s*$")
-# Per precision table key -> (what its rate counts, or None for a duration), in LatencyCoefficients order.
+# Keys of a per-precision table, in LatencyCoefficients order; the rates count MACs or elements, the rest are
+# durations.
 _COEFFICIENT_KEYS = ("conv", "depthwise", "fc", "elementwise", "per_op", "per_inference")
 _RATE_UNIT = {"conv": "MAC", "depthwise": "MAC", "fc": "MAC", "elementwise": "elem"}
 _STACK_FIELDS = frozenset({"display_name", "basis", "source", "expected_error", "active_power",
@@ -300,11 +301,13 @@ def _coefficients(table: Any) -> LatencyCoefficients:
     return LatencyCoefficients(*values)
 
 
-def _runtime_stack(name: str, table: Any, precisions: tuple[str, ...], where: str) -> RuntimeStack:
+def _runtime_stack(name: str, table: Any, precisions: tuple[str, ...], origin: str, label: str) -> RuntimeStack:
+    where = f"{origin}: field {label!r}"
     if not isinstance(table, dict):
         raise ProfileError(f"{where}: expected a table")
     unknown = sorted(set(table) - _STACK_FIELDS - set(PRECISIONS))
-    if unknown and isinstance(table[unknown[0]], dict):
+    inner = table[unknown[0]] if unknown else None
+    if isinstance(inner, dict) and set(inner) & (_STACK_FIELDS | set(PRECISIONS)):   # [runtimes.a.b] for "a.b"
         raise ProfileError(f"{where}: unknown table {unknown[0]!r}; a runtime name with a dot must be quoted, "
                            f"as in [runtimes.\"stm32cube-ai-8.1\"]")
     if unknown:
@@ -334,13 +337,14 @@ def _runtime_stack(name: str, table: Any, precisions: tuple[str, ...], where: st
         raise ProfileError(f"{where}: {error}") from None
     coefficients = {}
     for precision in (p for p in PRECISIONS if p in table):
+        where_precision = f"{origin}: field '{label}.{precision}'"
         if precision not in precisions:
-            raise ProfileError(f"{where}.{precision}: the profile does not run {precision} "
+            raise ProfileError(f"{where_precision}: the profile does not run {precision} "
                                f"(precisions = {list(precisions)})")
         try:
             coefficients[precision] = _coefficients(table[precision])
         except ValueError as error:
-            raise ProfileError(f"{where}.{precision}: {error}") from None
+            raise ProfileError(f"{where_precision}: {error}") from None
     if not coefficients:
         raise ProfileError(f"{where}: no latency table; add a [runtimes.{name}.int8] table (or fp32, fp16)")
     return RuntimeStack(name=name, coefficients=coefficients, **values)
@@ -356,7 +360,7 @@ def _runtime_stacks(data: Mapping[str, Any], precisions: tuple[str, ...], origin
         key = normalize_name(name) if isinstance(name, str) and name.strip() else ""
         if not key:
             raise ProfileError(f"{origin}: field 'runtimes': a runtime needs a name")
-        stacks.append(_runtime_stack(key, table, precisions, f"{origin}: field 'runtimes.{name}'"))
+        stacks.append(_runtime_stack(key, table, precisions, origin, f"runtimes.{name}"))
     default = data.get("default_runtime")
     if default is None:
         return tuple(stacks)
@@ -400,10 +404,9 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "shares_activation_storage": ("shares_activation_storage", _boolean, False),
     "notes": ("notes", _text, False),
 }
-# Keys that are not numbers about the device and so need no source note (runtime stacks carry their own).
-_DESCRIPTIVE = frozenset({"name", "display_name", "tier", "aliases", "notes", "runtime", "precisions", "int8_ops",
-                          "runtimes", "default_runtime", "calibration"})
-# Tables parsed apart from _FIELDS.
+# Keys that are not numbers about the device and so need no source note.
+_DESCRIPTIVE = frozenset({"name", "display_name", "tier", "aliases", "notes", "runtime", "precisions", "int8_ops"})
+# Keys parsed apart from _FIELDS: tables (runtime stacks carry their own sources) and the default stack's name.
 _TABLES = frozenset({"source", "runtimes", "default_runtime", "calibration"})
 
 
