@@ -42,7 +42,7 @@ class TimingPlan:
     min_warmup_runs: int = 3
     budget_s: float = 0.4           # time spent on kept runs per model (at least min_runs runs)
     min_runs: int = 7
-    max_runs: int = 3000
+    max_runs: int = 500             # enough for a tight median; the JSON keeps every sample
     max_spread: float = 0.5         # interquartile range / median above this is an unstable timing
     max_uncertainty: float = 0.05   # half-width of the median's 95% confidence interval, relative to the median
     attempts: int = 3               # measurements of one model before an unstable timing is refused
