@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from edgefit.errors import ConfigError, EdgefitError, ProfileError
 from edgefit.latency import LatencyCoefficients
+from edgefit.runtime_memory import MEMORY_MODELS
 from edgefit.units import parse_duration_s, parse_power_w, parse_size
 
 TIERS = ("cloud", "edge", "mobile", "tiny")
@@ -97,7 +98,9 @@ class DeviceProfile:
     battery_v: float | None = None
     aliases: tuple[str, ...] = ()
     int8_ops: tuple[str, ...] | None = None   # ONNX op types the int8 kernels cover; None: every quantizable op
+    operators: str | None = None   # the runtime's operator list (edgefit/operators/NAME.toml); None: not judged
     shares_activation_storage: bool = False   # runtime aliases views and runs elementwise ops in place
+    memory_model: str = "static"         # how the runtime spends RAM beside the activations (edgefit.runtime_memory)
     notes: str = ""
     sources: Mapping[str, str] = field(default_factory=dict)
     path: Path | None = None
@@ -146,7 +149,8 @@ class DeviceProfile:
         return {
             "name": self.name, "display_name": self.display_name, "tier": self.tier, "aliases": list(self.aliases),
             "int8_ops": list(self.int8_ops) if self.int8_ops is not None else None,
-            "shares_activation_storage": self.shares_activation_storage,
+            "operators": self.operators,
+            "shares_activation_storage": self.shares_activation_storage, "memory_model": self.memory_model,
             "processor": self.processor, "runtime": self.runtime, "precisions": list(self.precisions),
             "ram_bytes": self.ram_bytes, "ram_usable_fraction": self.ram_usable_fraction,
             "ram_limit_bytes": self.ram_limit_bytes, "flash_bytes": self.flash_bytes,
@@ -253,6 +257,20 @@ def _peak_gmacs(value: Any) -> dict[str, float]:
             raise ValueError(f"{precision}: expected a positive GMAC/s rate, got {gmacs!r}")
         rates[precision] = rate * 1e9
     return rates
+
+
+def _operator_list(value: Any) -> str:
+    """The name of one of edgefit's operator lists; loading it checks that it exists."""
+    from edgefit.operators import load_operator_list
+
+    return load_operator_list(_text(value)).name
+
+
+def _memory_model(value: Any) -> str:
+    name = _text(value)
+    if name not in MEMORY_MODELS:
+        raise ValueError(f"unknown memory model {name!r}: expected one of {', '.join(MEMORY_MODELS)}")
+    return name
 
 
 # ---- runtime stacks ------------------------------------------------------------------------------------
@@ -401,11 +419,14 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "battery_v": ("battery_v", _positive(_number), False),
     "aliases": ("aliases", _aliases, False),
     "int8_ops": ("int8_ops", _op_types, False),
+    "operators": ("operators", _operator_list, False),
     "shares_activation_storage": ("shares_activation_storage", _boolean, False),
+    "memory_model": ("memory_model", _memory_model, False),
     "notes": ("notes", _text, False),
 }
 # Keys that are not numbers about the device and so need no source note.
-_DESCRIPTIVE = frozenset({"name", "display_name", "tier", "aliases", "notes", "runtime", "precisions", "int8_ops"})
+_DESCRIPTIVE = frozenset({"name", "display_name", "tier", "aliases", "notes", "runtime", "precisions", "int8_ops",
+                          "operators", "memory_model"})
 # Keys parsed apart from _FIELDS: tables (runtime stacks carry their own sources) and the default stack's name.
 _TABLES = frozenset({"source", "runtimes", "default_runtime", "calibration"})
 
