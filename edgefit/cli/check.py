@@ -47,7 +47,8 @@ def profiles_list(profiles_dir: ProfilesDirOpt = None, json_out: JsonOpt = False
 
 @profiles_app.command("show")
 def profiles_show(
-    name: Annotated[str, typer.Argument(help="Profile name or alias, e.g. esp32-cam.", show_default=False)],
+    name: Annotated[str, typer.Argument(help="Profile name or alias, e.g. esp32-cam, or a profile file (.toml).",
+                                        show_default=False)],
     profiles_dir: ProfilesDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -65,7 +66,7 @@ def profiles_show(
 def check(
     model: ModelArg,
     target: Annotated[Optional[list[str]], typer.Option(
-        "--target", "-t", help="Device profile name or alias (repeatable); see 'edgefit profiles list'.",
+        "--target", "-t", help="Device profile name, alias or .toml file (repeatable); see 'edgefit profiles list'.",
         show_default=False)] = None,
     all_targets: Annotated[bool, typer.Option("--all", help="Check every known device and print the tier summary.")]
     = False,

@@ -556,7 +556,10 @@ def _alias_index(profiles: Iterable[DeviceProfile]) -> dict[str, DeviceProfile]:
 
 
 def find_profile(name: str, profiles: Iterable[DeviceProfile]) -> DeviceProfile:
-    """The profile called `name` (or aliased so); a near miss gets 'did you mean ...'."""
+    """The profile called `name` (or aliased so), or the profile file `name` when it ends in .toml; a near miss
+    gets 'did you mean ...'."""
+    if name.strip().lower().endswith(".toml"):
+        return load_profile_file(name.strip())
     index = _alias_index(profiles)
     key = normalize_name(name)
     if key in index:
