@@ -32,7 +32,8 @@ from edgefit.devices import PRECISIONS, DeviceProfile
 from edgefit.errors import ConfigError
 
 METHOD = ("estimate: per-layer roofline max(MACs / (peak MAC rate x efficiency), bytes moved / bandwidth) "
-          "+ overheads, from the device profile's datasheet figures; not a measurement")
+          "+ overheads, from the device profile's figures (each estimate's `basis` says what they rest on); "
+          "not a measurement of this model")
 
 # How the model's own weight dtype maps to a deployment precision.
 _PRECISION_OF_DTYPE = {
@@ -68,6 +69,8 @@ class Estimate:
     battery_life_h: float | None
     memory_bound_layers: int            # layers whose roofline time is set by bandwidth, not MACs
     layers_without_macs: tuple[str, ...]  # layers whose MACs are unknown: their compute time is missing
+    basis: str = "datasheet"            # what the speed and power figures rest on (devices.BASES)
+    expected_error: float | None = None  # relative error of latency (0.25: +-25%) on that basis, when known
 
     @property
     def busy_s(self) -> float:
@@ -106,6 +109,8 @@ class Estimate:
             "memory_bound_layers": self.memory_bound_layers,
             "latency_is_lower_bound": self.latency_is_lower_bound,
             "layers_without_macs": list(self.layers_without_macs),
+            "basis": self.basis,
+            "expected_error": self.expected_error,
             "estimated": True,
         }
 
@@ -190,4 +195,5 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
         rate_hz=rate_hz, duty_cycle=duty_cycle, avg_power_w=avg_power_w,
         battery_life_h=battery_wh / avg_power_w if battery_wh is not None else None,
         memory_bound_layers=memory_bound, layers_without_macs=tuple(without_macs),
+        basis=profile.basis, expected_error=profile.expected_error,
     )

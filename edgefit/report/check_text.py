@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from edgefit.check import TargetResult, TierResult, TierSummary, Verdict
+from edgefit.estimate import Estimate
 from edgefit.units import format_bytes
 
 METRIC_LABELS = {
@@ -11,6 +14,10 @@ METRIC_LABELS = {
 }
 # How many fitting devices a one-line summary names before it abbreviates.
 _NAMED_DEVICES = 3
+# Where a latency stands against its tier's typical band.
+_BAND_RELATION = {"above": "slower than", "within": "within", "below": "faster than"}
+BASIS_LABELS = {"datasheet": "datasheet figures", "measurement": "published measurements",
+                "calibration": "user calibration"}
 
 
 def format_quantity(value: float | str, unit: str) -> str:
@@ -36,11 +43,30 @@ def format_value(verdict: Verdict) -> str:
 
 
 def format_limit(verdict: Verdict) -> str:
+    if verdict.limit is None:
+        return "no budget"
     return format_quantity(verdict.limit, verdict.unit)
 
 
+def format_band(verdict: Verdict) -> str:
+    """The verdict's tier band: '1–10 ms' (bands are round numbers in the verdict's unit)."""
+    assert verdict.band is not None
+    return f"{verdict.band.low:g}–{verdict.band.high:g} {verdict.unit}"
+
+
+def describe_band(verdict: Verdict) -> str:
+    """'slower than the typical 1–10 ms of the Tiny tier'; '' without a band."""
+    if verdict.band is None:
+        return ""
+    tier = verdict.band.tier.capitalize()
+    relation = _BAND_RELATION.get(verdict.band_position or "")
+    if relation is None:   # a lower bound under the top of the band: the figure may lie anywhere above it
+        return f"the {tier} tier's typical band is {format_band(verdict)}"
+    return f"{relation} the typical {format_band(verdict)} of the {tier} tier"
+
+
 def format_margin(verdict: Verdict) -> str:
-    """'44% free' under budget, '12% over' over it, '' when there is no numeric margin."""
+    """'44% free' under budget, '12% over' over it, '' when there is no numeric margin (or no budget)."""
     margin = verdict.margin_pct
     if margin is None:
         return ""
@@ -50,8 +76,12 @@ def format_margin(verdict: Verdict) -> str:
 
 
 def describe_verdict(verdict: Verdict) -> str:
-    """One clause: 'RAM 310.00 KiB > 300.00 KiB (budget, 3% over)'."""
+    """One clause: 'RAM 310.00 KiB > 300.00 KiB (budget, 3% over)'; a figure without a budget:
+    'latency 18.8 ms — slower than the typical 1–10 ms of the Tiny tier'."""
     label = METRIC_LABELS.get(verdict.metric, verdict.metric)
+    if verdict.kind == "context":
+        band = describe_band(verdict)
+        return f"{label} {format_value(verdict)} — {band}" if band else f"{label} {format_value(verdict)} (no budget)"
     if verdict.metric == "precision":
         supported = "supported" if verdict.ok else f"not supported (runs {verdict.limit})"
         return f"{verdict.value} {supported}"
@@ -67,6 +97,25 @@ def describe_target(result: TargetResult) -> str:
     head = "fits" if result.fits else "does not fit"
     return (f"{head} {result.profile.name} at {result.estimate.precision}: "
             + "; ".join(describe_verdict(v) for v in shown if v.metric != "precision" or not v.ok))
+
+
+def format_basis(estimate: Estimate) -> str:
+    """What an estimate rests on: 'datasheet figures, expected error unknown', 'user calibration, expected
+    error ±12%'."""
+    error = ("expected error unknown" if estimate.expected_error is None
+             else f"expected error ±{estimate.expected_error * 100:.0f}%")
+    return f"{BASIS_LABELS.get(estimate.basis, estimate.basis)}, {error}"
+
+
+def describe_bases(results: Sequence[TargetResult]) -> str:
+    """The basis of every result's estimates, each once: 'datasheet figures, expected error unknown', or with
+    the devices when they differ: 'datasheet figures, ... (esp32, stm32h7); user calibration, ±8% (my-board)'."""
+    by_basis: dict[str, list[str]] = {}
+    for result in results:
+        by_basis.setdefault(format_basis(result.estimate), []).append(result.profile.name)
+    if len(by_basis) == 1:
+        return next(iter(by_basis))
+    return "; ".join(f"{basis} ({', '.join(names)})" for basis, names in by_basis.items())
 
 
 def _devices(names: tuple[str, ...]) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 from edgefit.check import GateReport
-from edgefit.report.check_text import METRIC_LABELS, format_limit, format_margin, format_value
+from edgefit.report.check_text import (
+    METRIC_LABELS, describe_bases, describe_band, format_limit, format_margin, format_value,
+)
 
 
 def _one_line(text: str) -> str:
@@ -42,12 +44,16 @@ class MarkdownFormat:
         ]
         for result in report.results:
             for v in result.verdicts:
+                context = v.kind == "context"
                 cells = [_cell(c) for c in (
                     result.spec.name, result.target.profile.name, result.target.estimate.precision,
-                    METRIC_LABELS.get(v.metric, v.metric), format_value(v), format_limit(v), format_margin(v),
-                    "✅ ok" if v.ok else "❌ over")]
+                    METRIC_LABELS.get(v.metric, v.metric), format_value(v), format_limit(v),
+                    describe_band(v) if context else format_margin(v),
+                    "ℹ️ context" if context else "✅ ok" if v.ok else "❌ over")]
                 cells.insert(1, _code(result.spec.model_label))
                 lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", f"_Latency, energy and power are estimates (roofline from datasheet figures), "
-                      f"not measurements. Config: {_code(str(report.config_path))}._", ""]
+        lines += ["", f"_Latency, energy and power are estimates (per-layer roofline), not measurements; basis: "
+                      f"{_cell(describe_bases([r.target for r in report.results]))}. A latency without a budget "
+                      f"(`max_latency` or `rate`) is context, not a check. Config: {_code(str(report.config_path))}._",
+                  ""]
         return "\n".join(lines)
