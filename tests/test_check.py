@@ -216,6 +216,17 @@ def test_tier_line_latency_budget_binds_and_int8_would_fit():
                                          "allows 2.5 ms; int8 would need 3.6 ms, still too much.")
 
 
+def test_tier_line_ram_and_precision_still_bind_beside_a_context_latency():
+    # The slow MCU's 25 ms is context; RAM (22,000 B needed, 20,000 B there) and fp16 (not run) still bind, and
+    # int8 (13,008 B, 22.6 ms) would fit.
+    short_of_ram = check(two_layer_footprint(), [slow_mcu(ram_bytes=20_000)]).tiers
+    assert render_tier_line(short_of_ram) == ("Fits: none. Tiny: no — needs 21.48 KiB RAM, best device (hand-mcu) "
+                                              "allows 19.53 KiB; int8 would fit (hand-mcu).")
+    fp16 = check(two_layer_footprint(), [slow_mcu()], "fp16").tiers
+    assert render_tier_line(fp16) == ("Fits: none. Tiny: no — fp16 is not supported (best device hand-mcu runs "
+                                      "fp32, int8); int8 would fit (hand-mcu).")
+
+
 @pytest.mark.parametrize("name", ["kws_dscnn", "vww_mobilenet_v1_025", "ic_resnet8", "ad_autoencoder"])
 def test_mlperf_tiny_int8_models_fit_the_board_they_were_measured_on(name):
     # MLPerf Tiny runs all four at int8 on STM32H7-class boards (NUCLEO-H7A3ZI-Q: KWS in 11-22 ms). Without a

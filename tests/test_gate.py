@@ -311,8 +311,10 @@ def test_gate_formats_show_context_as_not_checked(slow_board, capsys):
     assert (suite.get("skipped"), suite.get("failures")) == ("1", "1")
 
     assert main(["gate", "-c", str(slow_board), "--format", "markdown"]) == 1
-    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| no latency budget") and "| latency |" in r]
-    assert len(rows) == 1 and "| no budget | slower than the typical 1–10 ms of the Tiny tier | ℹ️ context |" in rows[0]
+    rows = [r for r in capsys.readouterr().out.splitlines()
+            if r.startswith("| no latency budget") and "| latency |" in r]
+    assert len(rows) == 1
+    assert "| no budget | slower than the typical 1–10 ms of the Tiny tier | ℹ️ context |" in rows[0]
 
     assert main(["gate", "-c", str(slow_board), "--format", "html"]) == 1
     out = capsys.readouterr().out

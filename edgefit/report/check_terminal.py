@@ -13,8 +13,8 @@ from rich.text import Text
 from edgefit.check import CheckReport, GateReport, TargetResult, Verdict
 from edgefit.devices import PRECISIONS, TIERS, DeviceProfile
 from edgefit.report.check_text import (
-    BASIS_LABELS, METRIC_LABELS, describe_bases, describe_verdict, format_band, format_basis, format_limit,
-    format_margin, format_quantity, format_value, render_tier_line, why_tier_misses,
+    BASIS_LABELS, METRIC_LABELS, describe_bases, describe_verdict, format_band, format_basis, format_error,
+    format_limit, format_margin, format_quantity, format_value, render_tier_line, why_tier_misses,
 )
 from edgefit.units import format_bytes, format_count
 
@@ -103,8 +103,7 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
          else format_quantity(profile.latency_budget_s * 1e3, "ms"),
          source("latency_budget", "latency is judged only against a budget given to check or gate")),
         ("basis", BASIS_LABELS.get(profile.basis, profile.basis), ""),
-        ("expected_error", "unknown" if profile.expected_error is None else f"±{profile.expected_error * 100:g}%",
-         source("expected_error", "")),
+        ("expected_error", format_error(profile.expected_error), source("expected_error", "")),
     ]
     if profile.ram_usable_fraction != 1.0:
         rows.insert(6, ("ram_usable_fraction", f"{profile.ram_usable_fraction:g}", source("ram_usable_fraction", "")))
@@ -152,11 +151,11 @@ def _verdict_table(title: str, verdicts: Sequence[Verdict]) -> Table:
     return table
 
 
-def _print_context(console: Console, verdicts: Sequence[Verdict], hint: str, prefix: str = "") -> None:
+def _print_context(console: Console, verdicts: Sequence[Verdict], hint: str) -> None:
     """The figures nobody set a budget for, each against its tier's band."""
     for v in verdicts:
         if v.kind == "context":
-            console.print(Text(f"{prefix}{describe_verdict(v)} ({hint})",
+            console.print(Text(f"{describe_verdict(v)} ({hint})",
                                style="yellow" if v.band_position == "above" else "dim"))
 
 

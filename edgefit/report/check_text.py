@@ -99,17 +99,20 @@ def describe_target(result: TargetResult) -> str:
             + "; ".join(describe_verdict(v) for v in shown if v.metric != "precision" or not v.ok))
 
 
+def format_error(expected_error: float | None) -> str:
+    """A relative error: 0.12 -> '±12%'; None -> 'unknown'."""
+    return "unknown" if expected_error is None else f"±{expected_error * 100:.3g}%"
+
+
 def format_basis(estimate: Estimate) -> str:
     """What an estimate rests on: 'datasheet figures, expected error unknown', 'user calibration, expected
     error ±12%'."""
-    error = ("expected error unknown" if estimate.expected_error is None
-             else f"expected error ±{estimate.expected_error * 100:.0f}%")
-    return f"{BASIS_LABELS.get(estimate.basis, estimate.basis)}, {error}"
+    return f"{BASIS_LABELS.get(estimate.basis, estimate.basis)}, expected error {format_error(estimate.expected_error)}"
 
 
 def describe_bases(results: Sequence[TargetResult]) -> str:
     """The basis of every result's estimates, each once: 'datasheet figures, expected error unknown', or with
-    the devices when they differ: 'datasheet figures, ... (esp32, stm32h7); user calibration, ±8% (my-board)'."""
+    the devices when they differ: '...unknown (esp32, stm32h7); user calibration, expected error ±8% (my-board)'."""
     by_basis: dict[str, list[str]] = {}
     for result in results:
         by_basis.setdefault(format_basis(result.estimate), []).append(result.profile.name)
