@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from edgefit.devices import (
 )
 from edgefit.errors import ConfigError, EdgefitError
 from edgefit.estimate import METHOD, Estimate, estimate, model_precision
-from edgefit.units import parse_duration_s, parse_percent, parse_power_w, parse_size
+from edgefit.units import parse_duration_s, parse_power_w, parse_size
 
 ProfilesDir = str | Path | Iterable[str | Path] | None
 
@@ -464,10 +465,10 @@ def _unknown_key(where: str, key: str, allowed: Sequence[str]) -> ConfigError:
 
 
 def _parse_growth(value: Any, where: str) -> float:
-    try:
-        return parse_percent(value)
-    except ConfigError:
-        raise ConfigError(f"{where}: max_growth {value!r}: write it as a percentage, e.g. \"5%\"") from None
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*%\s*", value) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(f"{where}: max_growth {value!r}: write it as a percentage, e.g. \"5%\"")
+    return float(match.group(1)) / 100
 
 
 def _parse_shapes(value: Any, where: str) -> dict[str, tuple[int, ...]]:

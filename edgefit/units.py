@@ -52,17 +52,6 @@ def parse_power_w(text: str | int | float) -> float:
     return _parse(text, _POWER_UNITS, "power")
 
 
-_PERCENT = re.compile(r"^\s*(?:±|\+-|\+/-)?\s*([0-9]*\.?[0-9]+)\s*%\s*$")
-
-
-def parse_percent(text: str) -> float:
-    """A fraction from a percentage: '5%' -> 0.05; '±25%' (a relative error) -> 0.25."""
-    match = _PERCENT.match(text) if isinstance(text, str) else None
-    if match is None:
-        raise ConfigError(f"invalid percentage {text!r}: write it with a percent sign, e.g. \"25%\"")
-    return float(match.group(1)) / 100
-
-
 def _scaled(n: float | int | None, base: int, units: tuple[str, ...], first: str) -> str:
     """Divide by `base` until below it; the first unit prints as an integer, the others with 2 decimals."""
     if n is None:

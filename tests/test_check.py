@@ -290,12 +290,12 @@ def test_cli_json_latency_kind_band_and_basis(small_dense, tmp_path, capsys):
 def test_profile_basis_expected_error_and_latency_budget(small_dense, tmp_path, capsys):
     # A user's board whose speed figures come from their own calibration (+-12%) and whose application must
     # answer within 1 us: less than any model takes, so the profile's budget fails it.
-    text = ('basis = "calibration"\nexpected_error = "12%"\nlatency_budget = "1us"\n' + VALID
+    text = ('basis = "user calibration"\nexpected_error = 0.12\nlatency_budget = "1us"\n' + VALID
             + 'expected_error = "leave-one-out error of the fit"\nlatency_budget = "the application\'s deadline"\n')
     (tmp_path / "test-board.toml").write_text(text)
     assert main(["check", str(small_dense), "-t", "test-board", "--profiles-dir", str(tmp_path), "--json"]) == 1
     target = json.loads(capsys.readouterr().out)["targets"][0]
-    assert (target["estimates"]["basis"], target["estimates"]["expected_error"]) == ("calibration", 0.12)
+    assert (target["estimates"]["basis"], target["estimates"]["expected_error"]) == ("user calibration", 0.12)
     latency = next(c for c in target["checks"] if c["metric"] == "latency")
     assert (latency["kind"], latency["limit"], latency["limit_source"], latency["ok"]) == (
         "budget", pytest.approx(1e-3), "profile", False)
@@ -304,7 +304,7 @@ def test_profile_basis_expected_error_and_latency_budget(small_dense, tmp_path, 
     assert "basis: user calibration, expected error ±12%" in out
     assert main(["profiles", "show", "test-board", "--profiles-dir", str(tmp_path), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert (shown["basis"], shown["expected_error"], shown["latency_budget_ms"]) == ("calibration", 0.12,
+    assert (shown["basis"], shown["expected_error"], shown["latency_budget_ms"]) == ("user calibration", 0.12,
                                                                                    pytest.approx(1e-3))
 
 

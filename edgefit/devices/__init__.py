@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgefit.errors import EdgefitError, ProfileError
-from edgefit.units import parse_duration_s, parse_percent, parse_power_w, parse_size
+from edgefit.units import parse_duration_s, parse_power_w, parse_size
 
 TIERS = ("cloud", "edge", "mobile", "tiny")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -29,7 +29,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 TIER_LATENCY_BAND_S = {"cloud": (0.100, 1.0), "edge": (0.010, 0.100), "mobile": (0.005, 0.050),
                        "tiny": (0.001, 0.010)}
 # What the speed and power figures of a profile rest on, least to most trustworthy for the device at hand.
-BASES = ("datasheet", "measurement", "calibration")
+BASES = ("datasheet", "published measurement", "user calibration")
 
 BUILTIN_PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 PROFILES_ENV = "EDGEFIT_PROFILES"
@@ -237,7 +237,7 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "idle_power": ("idle_power_w", _positive(parse_power_w, allow_zero=True), True),
     "latency_budget": ("latency_budget_s", _positive(parse_duration_s), False),
     "basis": ("basis", _basis, False),
-    "expected_error": ("expected_error", _positive(parse_percent), False),
+    "expected_error": ("expected_error", _positive(_number), False),
     "ram_usable_fraction": ("ram_usable_fraction", _fraction, False),
     "battery_mah": ("battery_mah", _positive(_number), False),
     "battery_v": ("battery_v", _positive(_number), False),

@@ -16,8 +16,7 @@ METRIC_LABELS = {
 _NAMED_DEVICES = 3
 # Where a latency stands against its tier's typical band.
 _BAND_RELATION = {"above": "slower than", "within": "within", "below": "faster than"}
-BASIS_LABELS = {"datasheet": "datasheet figures", "measurement": "published measurements",
-                "calibration": "user calibration"}
+BASIS_LABELS = {"datasheet": "datasheet figures", "published measurement": "published measurements"}
 
 
 def format_quantity(value: float | str, unit: str) -> str:
