@@ -9,7 +9,7 @@ import onnx
 import pytest
 from test_check import dense_model
 
-from edgefit.check import load_gate_config, run_gate
+from edgefit.gate import load_gate_config, run_gate
 from edgefit.devices import BUILTIN_PROFILES_DIR
 from edgefit.cli import main
 from edgefit.errors import ConfigError
@@ -298,7 +298,7 @@ def test_gate_latency_without_budget_is_context_with_one_it_decides(slow_board, 
 
     assert main(["gate", "-c", str(slow_board)]) == 1
     out = " ".join(capsys.readouterr().out.split())
-    assert "slower than the typical 1–10 ms of the Tiny tier (no latency budget: set max_latency or rate" in out
+    assert "slower than the typical 1–10 ms of the Tiny tier (no latency budget: set one with max_latency or rate" in out
     assert "FAIL 40 ms budget: latency" in out and "FAIL no latency budget" not in out
 
 

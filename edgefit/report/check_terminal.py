@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
@@ -10,18 +11,19 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from edgefit.check import CheckReport, GateReport, TargetResult, Verdict
 from edgefit.devices import PRECISIONS, TIERS, DeviceProfile
 from edgefit.report.check_text import (
     BASIS_LABELS, METRIC_LABELS, describe_bases, describe_verdict, format_band, format_basis, format_error,
-    format_limit, format_margin, format_quantity, format_value, render_tier_line, why_tier_misses,
+    format_limit, format_margin, format_value, latency_budget_how, render_tier_line, why_tier_misses,
 )
-from edgefit.units import format_bytes, format_count
+from edgefit.report.quantities import format_bytes, format_bytes_short, format_count, format_quantity
 
-_ESTIMATE_NOTE = "All latency, energy and power figures are estimates (per-layer roofline), not measurements."
-# How a user sets the latency budget a context-only latency lacks, per command.
-_CHECK_BUDGET_HINT = "no latency budget: set one with --max-latency or --rate to judge it"
-_GATE_BUDGET_HINT = "no latency budget: set max_latency or rate in the gate to judge it"
+if TYPE_CHECKING:   # `profiles list` renders here without loading the analysis (onnx, numpy)
+    from edgefit.check import CheckReport, TargetResult, Verdict
+    from edgefit.gate import GateReport
+
+_ESTIMATE_NOTE = ("All latency, energy and power figures are estimates (per-class rates of the runtime stack where "
+                  "the profile has them, else a per-layer roofline from datasheet figures), not measurements.")
 
 
 def _rates(profile: DeviceProfile) -> str:
@@ -31,15 +33,6 @@ def _rates(profile: DeviceProfile) -> str:
 
 def _power(watts: float) -> str:
     return format_quantity(watts * 1e3, "mW")
-
-
-def _short_size(n: float) -> str:
-    """Three significant digits, binary units: '520 KiB', '74.5 GiB' (keeps the profile table narrow)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1000 or unit == "PiB":
-            return f"{n:.3g} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def _peak(profile: DeviceProfile) -> str:
@@ -65,7 +58,7 @@ def render_profiles(console: Console, profiles: Sequence[DeviceProfile]) -> None
         for column in ("RAM", "flash", "peak MAC/s", "power on/idle"):
             table.add_column(column, justify="right", no_wrap=True)
         for profile in members:
-            table.add_row(profile.name, _short_size(profile.ram_bytes), _short_size(profile.flash_bytes),
+            table.add_row(profile.name, format_bytes_short(profile.ram_bytes), format_bytes_short(profile.flash_bytes),
                           _peak(profile), f"{_power(profile.active_power_w)}/{_power(profile.idle_power_w)}")
         console.print(table)
     console.print(Text("Details and the source of every number: edgefit profiles show NAME", style="dim"))
@@ -82,6 +75,10 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
         ("aliases", ", ".join(profile.aliases) or "-", ""),
         ("processor", profile.processor, source("processor", "")),
         ("runtime", profile.runtime, ""),
+        *[(f"runtimes.{stack.name}", f"{stack.display_name}: {stack.basis}"
+           + (f", typically within ±{stack.expected_error:.0%}" if stack.expected_error is not None else "")
+           + (" (default)" if stack.name == profile.default_runtime else ""), stack.source)
+          for stack in profile.runtimes],
         ("precisions", ", ".join(profile.precisions), ""),
         ("ram", format_bytes(profile.ram_bytes), source("ram", "")),
         ("flash", format_bytes(profile.flash_bytes), source("flash", "")),
@@ -130,7 +127,7 @@ def _cell(verdict: Verdict | None) -> Text:
     if verdict is None:
         return Text("-", style="dim")
     if verdict.metric in ("ram", "flash"):
-        text = _short_size(float(verdict.value))
+        text = format_bytes_short(float(verdict.value))
     else:
         text = format_value(verdict)
     if not verdict.ok:
@@ -151,11 +148,12 @@ def _verdict_table(title: str, verdicts: Sequence[Verdict]) -> Table:
     return table
 
 
-def _print_context(console: Console, verdicts: Sequence[Verdict], hint: str) -> None:
+def _print_context(console: Console, verdicts: Sequence[Verdict], command: str) -> None:
     """The figures nobody set a budget for, each against its tier's band."""
     for v in verdicts:
         if v.kind == "context":
-            console.print(Text(f"{describe_verdict(v)} ({hint})",
+            console.print(Text(f"{describe_verdict(v)} (no latency budget: set one with {latency_budget_how(command)} "
+                               "to judge it)",
                                style="yellow" if v.band_position == "above" else "dim"))
 
 
@@ -175,14 +173,20 @@ def _estimate_line(result: TargetResult) -> str:
     if est.battery_life_h is not None:
         parts.append(f"battery life {est.battery_life_h:.1f} h")
     parts.append(f"basis: {format_basis(est)}")
-    return f"estimates on {result.profile.runtime}: " + "; ".join(parts)
+    return f"estimates on {_runtime_label(result)}: " + "; ".join(parts)
+
+
+def _runtime_label(result: TargetResult) -> str:
+    if result.estimate.runtime is None:
+        return result.profile.runtime
+    return result.profile.runtime_stack(result.estimate.runtime).display_name
 
 
 def _target_detail(console: Console, report: CheckReport, result: TargetResult) -> None:
     profile = result.profile
     verdict = Text("fits", style="bold green") if result.fits else Text("does not fit", style="bold red")
     console.print(_verdict_table(f"{profile.name} ({profile.tier}) at {report.precision}", result.verdicts))
-    _print_context(console, result.verdicts, _CHECK_BUDGET_HINT)
+    _print_context(console, result.verdicts, "check")
     console.print(Text(_estimate_line(result), style="dim"))
     if not result.estimate.keeps_up:
         console.print(Text(f"cannot keep up with {result.estimate.rate_hz:g} inferences/s", style="red"))
@@ -222,7 +226,7 @@ def _print_band_note(console: Console, report: CheckReport) -> None:
     bands = {v.band.tier: v for v in context if v.band is not None}
     typical = ", ".join(f"{tier} {format_band(bands[tier])}" for tier in TIERS if tier in bands)
     console.print(Text(f"* slower than the tier's typical latency ({typical}); a latency without a budget does "
-                       "not decide the fit (set one with --max-latency or --rate)", style="dim"))
+                       f"not decide the fit (set one with {latency_budget_how('check')})", style="dim"))
 
 
 def _tier_table(report: CheckReport) -> Table:
@@ -272,7 +276,7 @@ def render_gate(console: Console, report: GateReport) -> None:
         title = (f"{mark}: {result.spec.name}, {result.target.profile.name} at {result.target.estimate.precision} "
                  f"({result.spec.model_label})")
         console.print(_verdict_table(escape(title), result.verdicts))   # names and paths are the user's
-        _print_context(console, result.verdicts, _GATE_BUDGET_HINT)
+        _print_context(console, result.verdicts, report.command)
         console.print(Text(f"estimates: {format_basis(result.target.estimate)}", style="dim"))
     for result in report.failed:
         for v in result.verdicts:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from edgefit.check import TargetResult, TierResult, TierSummary, Verdict
-from edgefit.estimate import Estimate
-from edgefit.units import format_bytes
+from edgefit.report.quantities import format_quantity
+
+if TYPE_CHECKING:
+    from edgefit.check import TargetResult, TierResult, TierSummary, Verdict
+    from edgefit.estimate import Estimate
 
 METRIC_LABELS = {
     "ram": "RAM", "flash": "flash", "latency": "latency", "power": "power", "precision": "precision",
@@ -16,24 +19,7 @@ METRIC_LABELS = {
 _NAMED_DEVICES = 3
 # Where a latency stands against its tier's typical band.
 _BAND_RELATION = {"above": "slower than", "within": "within", "below": "faster than"}
-BASIS_LABELS = {"datasheet": "datasheet figures", "published measurement": "published measurements"}
-
-
-def format_quantity(value: float | str, unit: str) -> str:
-    """12345 bytes -> '12.06 KiB'; 3.2 ms -> '3.2 ms'; 1234 mW -> '1.23 W'; 0.5 mJ -> '0.5 mJ'."""
-    if isinstance(value, str):
-        return value
-    if unit == "bytes":
-        return format_bytes(value)
-    if unit == "ms":
-        if value >= 1000:
-            return f"{value / 1000:.2f} s"
-        return f"{value:.3g} ms" if value < 1 else f"{value:.1f} ms"
-    if unit in ("mW", "mJ"):
-        if value >= 1000:
-            return f"{value / 1000:.3g} {unit[1:]}"
-        return f"{value:.3g} {unit}"
-    return f"{value:g}"
+BASIS_LABELS = {"datasheet": "datasheet figures"}
 
 
 def format_value(verdict: Verdict) -> str:
@@ -98,20 +84,31 @@ def describe_target(result: TargetResult) -> str:
             + "; ".join(describe_verdict(v) for v in shown if v.metric != "precision" or not v.ok))
 
 
+# How a command's user sets the latency budget that a context-only latency lacks.
+_LATENCY_BUDGET_HOW = {"check": "--max-latency or --rate", "gate": "max_latency or rate in the gate"}
+
+
+def latency_budget_how(command: str) -> str:
+    """'--max-latency or --rate' for check, 'max_latency or rate in the gate' for gate."""
+    return _LATENCY_BUDGET_HOW[command]
+
+
 def format_error(expected_error: float | None) -> str:
     """A relative error: 0.12 -> '±12%'; None -> 'unknown'."""
     return "unknown" if expected_error is None else f"±{expected_error * 100:.3g}%"
 
 
 def format_basis(estimate: Estimate) -> str:
-    """What an estimate rests on: 'datasheet figures, expected error unknown', 'user calibration, expected
-    error ±12%'."""
-    return f"{BASIS_LABELS.get(estimate.basis, estimate.basis)}, expected error {format_error(estimate.expected_error)}"
+    """What an estimate rests on: 'datasheet figures, expected error unknown', 'user calibration, typically
+    within ±12%'."""
+    error = ("expected error unknown" if estimate.expected_error is None
+             else f"typically within {format_error(estimate.expected_error)}")
+    return f"{BASIS_LABELS.get(estimate.basis, estimate.basis)}, {error}"
 
 
 def describe_bases(results: Sequence[TargetResult]) -> str:
     """The basis of every result's estimates, each once: 'datasheet figures, expected error unknown', or with
-    the devices when they differ: '...unknown (esp32, stm32h7); user calibration, expected error ±8% (my-board)'."""
+    the devices when they differ: '...unknown (esp32, stm32h7); user calibration, typically within ±8% (my-board)'."""
     by_basis: dict[str, list[str]] = {}
     for result in results:
         by_basis.setdefault(format_basis(result.estimate), []).append(result.profile.name)

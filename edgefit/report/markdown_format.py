@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from edgefit.check import GateReport
+from edgefit.gate import GateReport
 from edgefit.report.check_text import (
-    METRIC_LABELS, describe_bases, describe_band, format_limit, format_margin, format_value,
+    METRIC_LABELS, describe_bases, describe_band, format_limit, format_margin, format_value, latency_budget_how,
 )
 
 
@@ -34,10 +34,10 @@ class MarkdownFormat:
 
     def render(self, report: GateReport) -> str:
         failed = len(report.failed)
-        headline = ("✅ all {n} gates passed".format(n=len(report.results)) if report.passed
-                    else f"❌ {failed} of {len(report.results)} gates failed")
+        headline = (f"✅ all {len(report.results)} {report.items} passed" if report.passed
+                    else f"❌ {failed} of {len(report.results)} {report.items} failed")
         lines = [
-            f"### edgefit gate: {headline}",
+            f"### edgefit {report.command}: {headline}",
             "",
             "| gate | model | target | precision | budget | estimate | limit | margin | result |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -52,8 +52,12 @@ class MarkdownFormat:
                     "ℹ️ context" if context else "✅ ok" if v.ok else "❌ over")]
                 cells.insert(1, _code(result.spec.model_label))
                 lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", f"_Latency, energy and power are estimates (per-layer roofline), not measurements; basis: "
+        lines += ["", f"_Latency, energy and power are estimates (measured runtime-stack rates where the profile has "
+                      f"them, else a datasheet roofline), not measurements; basis: "
                       f"{_cell(describe_bases([r.target for r in report.results]))}. A latency without a budget "
-                      f"(`max_latency` or `rate`) is context, not a check. Config: {_code(str(report.config_path))}._",
-                  ""]
+                      f"({_cell(latency_budget_how(report.command))}) is context, not a check. "
+                      f"{report.source_label}: {_code(str(report.config_path))}._", ""]
         return "\n".join(lines)
+
+
+FORMAT = MarkdownFormat
