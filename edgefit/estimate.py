@@ -37,9 +37,10 @@ from edgefit.devices import DeviceProfile, check_precision
 from edgefit.latency import latency_features
 from edgefit.units import check_rate_hz
 
-METHOD = ("estimate: per-layer roofline max(MACs / (peak MAC rate x efficiency), bytes moved / bandwidth) "
-          "+ overheads, from the device profile's figures (each estimate's `basis` says what they rest on); "
-          "not a measurement of this model")
+METHOD = ("estimate: per-class rates (conv, depthwise, fc, elementwise, per op) of the profile's runtime stack where it "
+          "has them, else a per-layer roofline max(MACs / (peak MAC rate x efficiency), bytes moved / bandwidth) + "
+          "overheads from the profile's figures; each estimate's basis says what they rest on (datasheet, published "
+          "measurement, user calibration); not a measurement of this model")
 
 # How the model's own weight dtype maps to a deployment precision.
 _PRECISION_OF_DTYPE = {

@@ -74,6 +74,9 @@ class Footprint:
     shape_source: str                   # "onnx shape inference" or "onnx shape inference + onnxruntime run"
     buffers: tuple[Buffer, ...]         # activation tensors with lifetimes in the best order (for re-planning)
     alignment: int = 16
+    # Indices into graph.node of the computing nodes in the best order found (constant-only nodes left out): what
+    # the reorder pass writes into the file.
+    execution_order: tuple[int, ...] = ()
     # Builds the buffers of a runtime that shares storage (views alias their input, elementwise ops run in
     # place), as onnxruntime's planner does. Only targets whose runtime really does it ask for them, so they are
     # made on first use (see shared_buffers). None: not available.
@@ -143,7 +146,7 @@ class Footprint:
         # Buffers and planners are for re-planning, not for reporting (and a large graph has tens of thousands);
         # layers are converted field by field: dataclasses.asdict deep-copies every value, 10x slower.
         data = copy.deepcopy({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                              if f.name not in ("buffers", "shared_planner", "layers", "live_at_peak")
+                              if f.name not in ("buffers", "shared_planner", "layers", "live_at_peak", "execution_order")
                               and not f.name.startswith("_")})
         names = [f.name for f in dataclasses.fields(LayerStats)]
         data["layers"] = [{name: getattr(layer, name) for name in names} for layer in self.layers]
@@ -169,6 +172,7 @@ class _GraphStats:
     live_at_peak: tuple[LiveTensor, ...] = ()
     buffers: tuple[Buffer, ...] = ()
     shared_planner: Callable[[], list[Buffer]] | None = None
+    order: tuple[int, ...] = ()   # node indices in the planned order
 
 
 class _Analysis:
@@ -199,6 +203,7 @@ class _Analysis:
         layers: list[LayerStats] = []
         layer_writing: dict[str, int] = {}   # tensor -> position of the layer that writes it
         steps: list[Step] = []
+        step_nodes: list[int] = []
         macs_total: int | None = 0
         flops_total: int | None = 0
         params_total = bytes_total = 0
@@ -233,6 +238,7 @@ class _Analysis:
                                          [lookup(n) if n else None for n in outputs])
             writes = outputs if "" not in outputs else tuple([o for o in outputs if o])
             steps.append(Step(label, reads, writes, workspace, _storage_sharing(domain, op_type, inputs, constants)))
+            step_nodes.append(i)
             first_written = lookup(writes[0]) if writes else None
             inputs_from = tuple(dict.fromkeys([layer_writing[n] for n in reads if n in layer_writing]))
             for name in writes:
@@ -255,6 +261,7 @@ class _Analysis:
             self.histogram[key] += count
         stats = _GraphStats(layers, macs_total, flops_total, params_total, bytes_total, 0, 0, 0)
         self._plan_memory(graph, scope, table, view, steps, stats)
+        stats.order = tuple(step_nodes[k] for k in stats.order)
         return stats
 
     def _lookup_in(self, scope: str, table: dict[str, TensorInfo]) -> Callable[[str], TensorInfo | None]:
@@ -352,6 +359,7 @@ class _Analysis:
         stats.lower_bound_bytes = plan.lower_bound
         stats.buffers = tuple(plan.buffers)
         stats.shared_planner = plan.shared_buffers
+        stats.order = tuple(plan.order)
         if plan.arena.peak_step is not None and plan.order:
             stats.peak_node = steps[plan.order[min(plan.arena.peak_step, len(plan.order) - 1)]].name
         by_name = {b.name: b.bytes for b in plan.buffers}
@@ -386,6 +394,14 @@ def _total_bytes(lookup: Callable[[str], TensorInfo | None], names: tuple[str, .
             return None
         total += size
     return total
+
+
+def computing_nodes(graph: GraphProto) -> tuple[GraphIndex, ConstantView, list[int]]:
+    """The graph's index, its constants, and the indices of the nodes that compute at run time in execution order:
+    the nodes behind Footprint.layers, one for one."""
+    index = index_graph(graph)
+    view = constant_view(graph, index)
+    return index, view, [i for i in index.order if i not in view.folded_nodes]
 
 
 def constant_int(proto: ModelProto, name: str) -> int | None:
@@ -518,4 +534,5 @@ def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: 
         buffers=stats.buffers,
         alignment=alignment,
         shared_planner=stats.shared_planner,
+        execution_order=stats.order,
     )

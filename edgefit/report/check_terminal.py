@@ -13,8 +13,9 @@ from rich.text import Text
 
 from edgefit.devices import PRECISIONS, TIERS, DeviceProfile
 from edgefit.report.check_text import (
-    BASIS_LABELS, METRIC_LABELS, describe_bases, describe_verdict, format_band, format_basis, format_error,
-    format_limit, format_margin, format_value, latency_budget_how, render_tier_line, why_tier_misses,
+    BASIS_LABELS, METRIC_LABELS, describe_bases, describe_operators, describe_patch_plan, describe_verdict,
+    format_band, format_basis, format_error, format_limit, format_margin, format_value, latency_budget_how,
+    render_tier_line, why_tier_misses,
 )
 from edgefit.report.quantities import format_bytes, format_bytes_short, format_count, format_quantity
 
@@ -80,6 +81,7 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
            + (" (default)" if stack.name == profile.default_runtime else ""), stack.source)
           for stack in profile.runtimes],
         ("precisions", ", ".join(profile.precisions), ""),
+        ("operators", profile.operators or "- (not judged)", ""),
         ("ram", format_bytes(profile.ram_bytes), source("ram", "")),
         ("flash", format_bytes(profile.flash_bytes), source("flash", "")),
         ("runtime_ram", format_bytes(profile.runtime_ram_bytes), source("runtime_ram", "")),
@@ -251,6 +253,10 @@ def render_check(console: Console, report: CheckReport, *, detailed: bool) -> No
         _print_band_note(console, report)
         console.print(_tier_table(report))
         console.print(Text(render_tier_line(report.tiers), style="bold"))
+    for result in report.targets:
+        for line, style in ((describe_operators(result), "yellow"), (describe_patch_plan(result), "cyan")):
+            if line:
+                console.print(Text(line, style=style))
     precision_note = "the model's own" if report.precision_is_models_own else "requested"
     # A detailed report gives each target's basis on its estimate line.
     basis = "" if detailed else f" Basis: {describe_bases(report.targets)}."
