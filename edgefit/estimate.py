@@ -2,7 +2,9 @@
 
 Memory follows DESIGN.md section 2 at the precision the model is deployed in:
     flash = weights + runtime code
-    RAM   = activation arena + runtime overhead (+ weights when the runtime loads them into RAM)
+    RAM   = arena + runtime overhead (+ weights when the runtime loads them into RAM)
+where the arena is the profile's memory model (edgefit.runtime_memory): the planned activations plus what the
+runtime keeps beside them (for TensorFlow Lite Micro, the tensor arena to configure).
 
 Latency, when the profile's runtime stack has coefficients for the precision (measured on the device, see
 edgefit.latency): per-class rates for what the runtime dispatches,
@@ -34,7 +36,8 @@ import numpy as np
 from edgefit.analysis.dtypes import DTYPE_BYTES, FLOAT_DTYPES, PRECISION_BYTES
 from edgefit.analysis.footprint import Footprint
 from edgefit.devices import DeviceProfile, check_precision
-from edgefit.latency import latency_features
+from edgefit.latency import LAYER_CLASSES, dispatched_work, latency_features
+from edgefit.runtime_memory import RuntimeMemory, runtime_memory
 from edgefit.units import check_rate_hz
 
 METHOD = ("estimate: per-class rates (conv, depthwise, fc, elementwise, per op) of the profile's runtime stack where it "
@@ -76,9 +79,14 @@ class Estimate:
     battery_life_h: float | None
     memory_bound_layers: int            # layers whose roofline time is set by bandwidth, not MACs
     layers_without_macs: tuple[str, ...]  # layers whose MACs are unknown: their compute time is missing
+    memory: RuntimeMemory               # the runtime's arena: activations (head) + its bookkeeping (tail)
     runtime: str | None = None          # the profile's runtime stack the estimate is for
     basis: str = "datasheet"            # where the latency figures come from (edgefit.devices.BASES)
     expected_error: float | None = None  # typical relative error of the latency, when the basis states one
+
+    @property
+    def arena_bytes(self) -> int:
+        return self.memory.arena_bytes
 
     @property
     def busy_s(self) -> float:
@@ -105,6 +113,8 @@ class Estimate:
             "ram_bytes": self.ram_bytes,
             "flash_bytes": self.flash_bytes,
             "activation_bytes": self.activation_bytes,
+            "arena_bytes": self.arena_bytes,
+            "arena": self.memory.to_dict(),
             "weight_bytes": self.weight_bytes,
             "compute_ms": self.compute_s * 1e3,
             "overhead_ms": self.overhead_s * 1e3,
@@ -176,8 +186,9 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
 
     weight_bytes = footprint.weight_bytes_at(precision)
     activation_bytes = footprint.activation_bytes_at(precision, shared_storage=profile.shares_activation_storage)
+    memory = runtime_memory(footprint, profile.memory_model, precision, activation_bytes)
     flash_bytes = weight_bytes + profile.runtime_flash_bytes
-    ram_bytes = activation_bytes + profile.runtime_ram_bytes + (weight_bytes if profile.weights_in_ram else 0)
+    ram_bytes = memory.arena_bytes + profile.runtime_ram_bytes + (weight_bytes if profile.weights_in_ram else 0)
 
     stack = profile.runtime_stack(runtime)
     coefficients = stack.coefficients.get(precision) if stack is not None else None
@@ -209,16 +220,47 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
         compute_s=compute_s, overhead_s=overhead_s, network_s=profile.network_rtt_s, energy_j=energy_j,
         rate_hz=rate_hz, duty_cycle=duty_cycle, avg_power_w=avg_power_w,
         battery_life_h=battery_wh / avg_power_w if battery_wh is not None else None,
-        memory_bound_layers=memory_bound, layers_without_macs=tuple(without_macs),
+        memory_bound_layers=memory_bound, layers_without_macs=tuple(without_macs), memory=memory,
         runtime=stack.name if stack is not None else None, basis=basis, expected_error=expected_error,
     )
 
 
-def _roofline(columns: _LayerColumns, profile: DeviceProfile, precision: str, weight_scale: float) -> tuple[float, int]:
-    """Summed per-layer roofline time and the number of memory-bound layers (datasheet figures)."""
+def _roofline_parts(columns: _LayerColumns, profile: DeviceProfile, precision: str,
+                    weight_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer: seconds at the sustained MAC rate, and seconds to move its bytes (datasheet figures)."""
     weight_bandwidth = (profile.memory_bandwidth_bytes_per_s if profile.weights_in_ram
                         else profile.flash_bandwidth_bytes_per_s)
     memory_time = (columns.activation_moved / profile.memory_bandwidth_bytes_per_s
                    + columns.weight_bytes * (weight_scale / weight_bandwidth))
-    mac_time = columns.macs / profile.macs_per_s(precision)
+    return columns.macs / profile.macs_per_s(precision), memory_time
+
+
+def _roofline_times(columns: _LayerColumns, profile: DeviceProfile, precision: str,
+                    weight_scale: float) -> np.ndarray:
+    return np.maximum(*_roofline_parts(columns, profile, precision, weight_scale))
+
+
+def _roofline(columns: _LayerColumns, profile: DeviceProfile, precision: str, weight_scale: float) -> tuple[float, int]:
+    """Summed per-layer roofline time and the number of memory-bound layers."""
+    mac_time, memory_time = _roofline_parts(columns, profile, precision, weight_scale)
     return float(np.maximum(mac_time, memory_time).sum()), int(np.count_nonzero(memory_time > mac_time))
+
+
+def layer_latencies(footprint: Footprint, profile: DeviceProfile, precision: str | None = None,
+                    runtime: str | None = None) -> tuple[float, ...]:
+    """Estimated seconds of each of `footprint.layers` on `profile`, by the same model as `estimate` (its compute
+    and per-op terms; the per-inference overhead belongs to no layer). A layer the runtime folds, fuses or drops
+    costs 0. Reports use it to show where the time goes; the totals come from `estimate`."""
+    precision = precision or model_precision(footprint)
+    check_precision(precision)
+    stack = profile.runtime_stack(runtime)
+    coefficients = stack.coefficients.get(precision) if stack is not None else None
+    if coefficients is not None:
+        per_unit = dict(zip(LAYER_CLASSES, coefficients.vector()[:4]))
+        return tuple(0.0 if work is None else work[1] * per_unit[work[0]] + coefficients.s_per_op
+                     for work in dispatched_work(footprint.layers, precision))
+    kept = [not (precision == "int8" and layer.op_type in _FUSED_IN_INT8) for layer in footprint.layers]
+    columns = _layer_columns(footprint, precision)
+    weight_scale = footprint.weight_bytes_at(precision) / footprint.weight_bytes if footprint.weight_bytes else 1.0
+    times = iter(_roofline_times(columns, profile, precision, weight_scale) + profile.per_op_overhead_s)
+    return tuple(float(next(times)) if keep else 0.0 for keep in kept)

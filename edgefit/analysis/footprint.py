@@ -44,6 +44,18 @@ class LayerStats:
     inputs_from: tuple[int, ...] = ()   # positions in the same layer list of the layers whose outputs it reads
 
 
+@dataclass(slots=True)   # not frozen, like LayerStats: one per node
+class OpSite:
+    """Where one top-level layer sits in the graph (index-aligned with Footprint.layers): what a runtime's memory
+    model needs to rebuild the graph it would run (fusing activations into their producer, folding BatchNorm)."""
+
+    reads: tuple[str, ...]              # non-constant inputs
+    writes: tuple[str, ...]             # outputs
+    constants: int                      # constant (weight) inputs it reads
+    output_shape: tuple[int, ...] | None  # of its first output
+    kernel: tuple[int, ...] | None      # Conv's weight shape (out, in / group, kh, kw)
+
+
 @dataclass(frozen=True)
 class LiveTensor:
     name: str
@@ -77,10 +89,13 @@ class Footprint:
     # Indices into graph.node of the computing nodes in the best order found (constant-only nodes left out): what
     # the reorder pass writes into the file.
     execution_order: tuple[int, ...] = ()
+    ops: tuple[OpSite, ...] = ()        # one per layer of the top-level graph
     # Builds the buffers of a runtime that shares storage (views alias their input, elementwise ops run in
     # place), as onnxruntime's planner does. Only targets whose runtime really does it ask for them, so they are
     # made on first use (see shared_buffers). None: not available.
     shared_planner: Callable[[], list[Buffer]] | None = field(default=None, repr=False, compare=False)
+    # The buffers' lifetimes when nodes run in file order: only a report that draws both orders asks for them.
+    file_order_planner: Callable[[], list[Buffer]] | None = field(default=None, repr=False, compare=False)
     # Re-planned arena sizes by (precision, shared storage): checking one model on every device asks for the
     # same few plans dozens of times, and a plan of a large graph costs tens of milliseconds.
     _arena_cache: dict[tuple[str, bool], int] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -92,6 +107,10 @@ class Footprint:
         if not self._shared_buffers:
             self._shared_buffers.append(tuple(self.shared_planner()) if self.shared_planner else ())
         return self._shared_buffers[0]
+
+    def file_order_buffers(self) -> tuple[Buffer, ...]:
+        """Buffers with lifetimes in file order (equal to `buffers` when the file order is the best order)."""
+        return tuple(self.file_order_planner()) if self.file_order_planner else self.buffers
 
     @property
     def dominant_dtype(self) -> str:
@@ -146,7 +165,8 @@ class Footprint:
         # Buffers and planners are for re-planning, not for reporting (and a large graph has tens of thousands);
         # layers are converted field by field: dataclasses.asdict deep-copies every value, 10x slower.
         data = copy.deepcopy({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                              if f.name not in ("buffers", "shared_planner", "layers", "live_at_peak", "execution_order")
+                              if f.name not in ("buffers", "shared_planner", "file_order_planner", "layers",
+                                                "live_at_peak", "execution_order", "ops")
                               and not f.name.startswith("_")})
         names = [f.name for f in dataclasses.fields(LayerStats)]
         data["layers"] = [{name: getattr(layer, name) for name in names} for layer in self.layers]
@@ -172,7 +192,9 @@ class _GraphStats:
     live_at_peak: tuple[LiveTensor, ...] = ()
     buffers: tuple[Buffer, ...] = ()
     shared_planner: Callable[[], list[Buffer]] | None = None
+    file_order_planner: Callable[[], list[Buffer]] | None = None
     order: tuple[int, ...] = ()   # node indices in the planned order
+    sites: tuple[OpSite, ...] = ()
 
 
 class _Analysis:
@@ -207,6 +229,7 @@ class _Analysis:
         macs_total: int | None = 0
         flops_total: int | None = 0
         params_total = bytes_total = 0
+        sites: list[OpSite] | None = None if scope else []
         for i in index.order:
             if i in view.folded_nodes:
                 continue
@@ -247,6 +270,8 @@ class _Analysis:
                 label, op_type, params, weight_bytes, macs, flops, _total_bytes(lookup, reads),
                 _total_bytes(lookup, writes), first_written.dtype if first_written is not None else "unknown",
                 branches, _group(node) if op_type in _GROUPED_OPS else 1, inputs_from))
+            if sites is not None:
+                sites.append(_op_site(node, reads, writes, len(all_reads) - len(reads), first_written, lookup))
             if macs is None or macs_total is None:
                 macs_total = None
             else:
@@ -259,7 +284,8 @@ class _Analysis:
             bytes_total += weight_bytes
         for key, count in histogram.items():
             self.histogram[key] += count
-        stats = _GraphStats(layers, macs_total, flops_total, params_total, bytes_total, 0, 0, 0)
+        stats = _GraphStats(layers, macs_total, flops_total, params_total, bytes_total, 0, 0, 0,
+                            sites=tuple(sites or ()))
         self._plan_memory(graph, scope, table, view, steps, stats)
         stats.order = tuple(step_nodes[k] for k in stats.order)
         return stats
@@ -359,11 +385,20 @@ class _Analysis:
         stats.lower_bound_bytes = plan.lower_bound
         stats.buffers = tuple(plan.buffers)
         stats.shared_planner = plan.shared_buffers
+        stats.file_order_planner = plan.file_order_buffers
         stats.order = tuple(plan.order)
         if plan.arena.peak_step is not None and plan.order:
             stats.peak_node = steps[plan.order[min(plan.arena.peak_step, len(plan.order) - 1)]].name
         by_name = {b.name: b.bytes for b in plan.buffers}
         stats.live_at_peak = tuple(LiveTensor(n, by_name[n]) for n in plan.arena.live_at_peak)
+
+
+def _op_site(node: NodeProto, reads: tuple[str, ...], writes: tuple[str, ...], constants: int,
+             first_written: TensorInfo | None, lookup: Callable[[str], TensorInfo | None]) -> OpSite:
+    shape = tuple(first_written.shape) if first_written is not None and first_written.shape is not None else None
+    weight = lookup(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+    return OpSite(reads, writes, constants, shape,
+                  tuple(weight.shape) if weight is not None and weight.shape is not None else None)
 
 
 # Ops with a `group` attribute: a group count above 1 makes a grouped (depthwise when one channel per group) conv.
@@ -534,5 +569,7 @@ def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: 
         buffers=stats.buffers,
         alignment=alignment,
         shared_planner=stats.shared_planner,
+        file_order_planner=stats.file_order_planner,
         execution_order=stats.order,
+        ops=stats.sites,
     )

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated, Optional
 
 import typer
@@ -17,6 +16,7 @@ from edgefit.cli.options import (
     InputShapeOpt,
     JsonOpt,
     ModelArg,
+    Precision,
     ProfilesDirOpt,
     ReportFormat,
     console,
@@ -27,12 +27,6 @@ from edgefit.cli.options import (
     write_report,
 )
 from edgefit.errors import ConfigError
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
 
 
 profiles_app = typer.Typer(help="List and inspect device profiles.", no_args_is_help=True)

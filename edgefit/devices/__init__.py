@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from edgefit.errors import ConfigError, EdgefitError, ProfileError
 from edgefit.latency import LatencyCoefficients
+from edgefit.runtime_memory import MEMORY_MODELS
 from edgefit.units import parse_duration_s, parse_power_w, parse_size
 
 TIERS = ("cloud", "edge", "mobile", "tiny")
@@ -104,6 +105,7 @@ class DeviceProfile:
     int8_ops: tuple[str, ...] | None = None   # ONNX op types the int8 kernels cover; None: every quantizable op
     operators: str | None = None   # the runtime's operator list (edgefit/operators/NAME.toml); None: not judged
     shares_activation_storage: bool = False   # runtime aliases views and runs elementwise ops in place
+    memory_model: str = "static"         # how the runtime spends RAM beside the activations (edgefit.runtime_memory)
     notes: str = ""
     sources: Mapping[str, str] = field(default_factory=dict)
     path: Path | None = None
@@ -153,7 +155,7 @@ class DeviceProfile:
             "name": self.name, "display_name": self.display_name, "tier": self.tier, "aliases": list(self.aliases),
             "int8_ops": list(self.int8_ops) if self.int8_ops is not None else None,
             "operators": self.operators,
-            "shares_activation_storage": self.shares_activation_storage,
+            "shares_activation_storage": self.shares_activation_storage, "memory_model": self.memory_model,
             "processor": self.processor, "runtime": self.runtime, "precisions": list(self.precisions),
             "ram_bytes": self.ram_bytes, "ram_usable_fraction": self.ram_usable_fraction,
             "ram_limit_bytes": self.ram_limit_bytes, "flash_bytes": self.flash_bytes,
@@ -275,6 +277,13 @@ def _operator_list(value: Any) -> str:
     from edgefit.operators import load_operator_list
 
     return load_operator_list(_text(value)).name
+
+
+def _memory_model(value: Any) -> str:
+    name = _text(value)
+    if name not in MEMORY_MODELS:
+        raise ValueError(f"unknown memory model {name!r}: expected one of {', '.join(MEMORY_MODELS)}")
+    return name
 
 
 # ---- runtime stacks ------------------------------------------------------------------------------------
@@ -427,11 +436,12 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "int8_ops": ("int8_ops", _op_types, False),
     "operators": ("operators", _operator_list, False),
     "shares_activation_storage": ("shares_activation_storage", _boolean, False),
+    "memory_model": ("memory_model", _memory_model, False),
     "notes": ("notes", _text, False),
 }
 # Keys that are not numbers about the device and so need no source note.
 _DESCRIPTIVE = frozenset({"name", "display_name", "tier", "aliases", "notes", "runtime", "precisions", "int8_ops",
-                          "operators", "basis"})
+                          "operators", "memory_model", "basis"})
 # Keys parsed apart from _FIELDS: tables (runtime stacks carry their own sources) and the default stack's name.
 _TABLES = frozenset({"source", "runtimes", "default_runtime", "calibration"})
 

@@ -85,6 +85,7 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
         ("ram", format_bytes(profile.ram_bytes), source("ram", "")),
         ("flash", format_bytes(profile.flash_bytes), source("flash", "")),
         ("runtime_ram", format_bytes(profile.runtime_ram_bytes), source("runtime_ram", "")),
+        ("memory_model", profile.memory_model, "arena = planned activations + runtime state (edgefit.runtime_memory)"),
         ("runtime_flash", format_bytes(profile.runtime_flash_bytes), source("runtime_flash", "")),
         ("weights_in_ram", str(profile.weights_in_ram).lower(), source("weights_in_ram", "")),
         ("peak_gmacs", _rates(profile), source("peak_gmacs", "")),
@@ -174,6 +175,9 @@ def _estimate_line(result: TargetResult) -> str:
     ]
     if est.battery_life_h is not None:
         parts.append(f"battery life {est.battery_life_h:.1f} h")
+    if result.profile.memory_model.startswith("tflm"):
+        parts.append(f"set the tensor arena to {est.arena_bytes:,} bytes ({est.memory.head_bytes:,} tensors + "
+                     f"{est.memory.tail_bytes:,} interpreter state)")
     parts.append(f"basis: {format_basis(est)}")
     return f"estimates on {_runtime_label(result)}: " + "; ".join(parts)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from html import escape
 
 from edgefit.gate import GateReport
+from edgefit.model_report import ModelReport
 from edgefit.report.check_text import (
     METRIC_LABELS, describe_bases, describe_band, format_limit, format_margin, format_value, latency_budget_how,
 )
@@ -17,6 +18,12 @@ th{background:#f4f4f4}td.num{text-align:right}.ok{color:#186a1d}.over{color:#b00
 
 class HtmlFormat:
     name = "html"
+
+    def render_model(self, report: ModelReport) -> str:
+        """The page `edgefit report` writes (analyze --format html)."""
+        from edgefit.report.page import render_page
+
+        return render_page(report)
 
     def render(self, report: GateReport) -> str:
         failed = len(report.failed)

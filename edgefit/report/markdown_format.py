@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 
 from edgefit.gate import GateReport
+from edgefit.model_report import ModelReport
 from edgefit.report.check_text import (
     METRIC_LABELS, describe_bases, describe_band, format_limit, format_margin, format_value, latency_budget_how,
+    render_tier_line,
 )
+from edgefit.report.quantities import format_bytes, format_count
 
 
 def _one_line(text: str) -> str:
@@ -29,8 +32,32 @@ def _code(text: str) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
+def _model_markdown(report: ModelReport, top: int = 10) -> str:
+    fp = report.footprint
+    lines = [f"## edgefit analyze: {_cell(str(fp.model_path or 'model'))}", "", "| figure | value |", "|---|---:|",
+             f"| parameters | {fp.params:,} |", f"| weight bytes | {fp.weight_bytes:,} ({format_bytes(fp.weight_bytes)}) |",
+             f"| MACs | {fp.macs:,} ({format_count(fp.macs)}) |", f"| FLOPs | {fp.flops:,} |",
+             f"| peak activation RAM | {fp.peak_activation_bytes:,} ({format_bytes(fp.peak_activation_bytes)}) |",
+             f"| lower bound | {fp.activation_lower_bound_bytes:,} |",
+             f"| peak set by | {_code(fp.peak_node or '-')} |", ""]
+    if report.check is not None:
+        lines += [f"**{_cell(render_tier_line(report.check.tiers))}**", ""]
+    heaviest = sorted((layer for layer in fp.layers if layer.macs), key=lambda layer: -(layer.macs or 0))[:top]
+    if heaviest:
+        lines += [f"Top {len(heaviest)} layers by MACs:", "", "| layer | op | MACs | output |", "|---|---|---:|---:|"]
+        lines += [f"| {_code(layer.name)} | {_cell(layer.op_type)} | {layer.macs:,} | "
+                  f"{format_bytes(layer.output_bytes) if layer.output_bytes is not None else 'unknown'} |"
+                  for layer in heaviest]
+        lines.append("")
+    lines += [f"- unknown: {_cell(reason)}" for reason in fp.unknowns]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
 class MarkdownFormat:
     name = "markdown"
+
+    def render_model(self, report: ModelReport) -> str:
+        return _model_markdown(report)
 
     def render(self, report: GateReport) -> str:
         failed = len(report.failed)
