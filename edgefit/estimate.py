@@ -41,9 +41,9 @@ from edgefit.runtime_memory import RuntimeMemory, runtime_memory
 from edgefit.units import check_rate_hz
 
 METHOD = ("estimate: per-class rates (conv, depthwise, fc, elementwise, per op) of the profile's runtime stack where it "
-          "has them (each estimate's basis says whether published measurement or user calibration), else a per-layer "
-          "roofline max(MACs / (peak MAC rate x efficiency), bytes moved / bandwidth) + overheads from datasheet "
-          "figures; not a measurement")
+          "has them, else a per-layer roofline max(MACs / (peak MAC rate x efficiency), bytes moved / bandwidth) + "
+          "overheads from the profile's figures; each estimate's basis says what they rest on (datasheet, published "
+          "measurement, user calibration); not a measurement of this model")
 
 # How the model's own weight dtype maps to a deployment precision.
 _PRECISION_OF_DTYPE = {
@@ -203,7 +203,8 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
         compute_s, memory_bound = _roofline(columns, profile, precision,
                                             weight_bytes / footprint.weight_bytes if footprint.weight_bytes else 1.0)
         overhead_s = profile.inference_overhead_s + profile.per_op_overhead_s * columns.count
-        basis, expected_error = "datasheet", None
+        # The profile's own figures: datasheet unless the profile says they were measured or calibrated.
+        basis, expected_error = profile.basis, profile.expected_error
     without_macs = columns.without_macs
 
     active_power_w = (stack.active_power_w if stack is not None and stack.active_power_w is not None

@@ -6,7 +6,10 @@ import re
 
 from edgefit.gate import GateReport
 from edgefit.model_report import ModelReport
-from edgefit.report.check_text import METRIC_LABELS, format_limit, format_margin, format_value, render_tier_line
+from edgefit.report.check_text import (
+    METRIC_LABELS, describe_bases, describe_band, format_limit, format_margin, format_value, latency_budget_how,
+    render_tier_line,
+)
 from edgefit.report.quantities import format_bytes, format_count
 
 
@@ -68,14 +71,19 @@ class MarkdownFormat:
         ]
         for result in report.results:
             for v in result.verdicts:
+                context = v.kind == "context"
                 cells = [_cell(c) for c in (
                     result.spec.name, result.target.profile.name, result.target.estimate.precision,
-                    METRIC_LABELS.get(v.metric, v.metric), format_value(v), format_limit(v), format_margin(v),
-                    "✅ ok" if v.ok else "❌ over")]
+                    METRIC_LABELS.get(v.metric, v.metric), format_value(v), format_limit(v),
+                    describe_band(v) if context else format_margin(v),
+                    "ℹ️ context" if context else "✅ ok" if v.ok else "❌ over")]
                 cells.insert(1, _code(result.spec.model_label))
                 lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", f"_Latency, energy and power are estimates (measured runtime-stack rates where the profile has them, else a datasheet roofline), "
-                      f"not measurements. {report.source_label}: {_code(str(report.config_path))}._", ""]
+        lines += ["", f"_Latency, energy and power are estimates (measured runtime-stack rates where the profile has "
+                      f"them, else a datasheet roofline), not measurements; basis: "
+                      f"{_cell(describe_bases([r.target for r in report.results]))}. A latency without a budget "
+                      f"({_cell(latency_budget_how(report.command))}) is context, not a check. "
+                      f"{report.source_label}: {_code(str(report.config_path))}._", ""]
         return "\n".join(lines)
 
 
