@@ -190,6 +190,14 @@ def _problem(node: NodeProto, rules: Mapping[str, Any], graph: ModelGraph) -> st
         value = node_attribute(node, name)
         if value is not None and value not in allowed:
             return f"{name}={value} (runs {', '.join(map(str, allowed))})"
+    if "rank" in rules:
+        ranks = [graph.shape(name) for name in node.input if name]
+        if any(shape is None for shape in ranks):
+            return ""
+        outside = next((len(shape) for shape in ranks if not _in([len(shape)], rules["rank"])), None)
+        if outside is not None:
+            low, high = rules["rank"]
+            return f"{outside}-D input (runs {low}-D)" if low == high else f"{outside}-D input (runs {low}-{high}-D)"
     if rules.get("spatial_axes_only"):
         found = _spatial_axes_problem(node, graph)
         if found is not None:
