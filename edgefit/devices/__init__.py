@@ -573,15 +573,22 @@ def toml_problem(error: ValueError) -> str:
     return f"not valid TOML: {error}"
 
 
+def load_toml(path: Path, error: type[EdgefitError], what: str, missing: str | None = None) -> dict[str, Any]:
+    """A TOML file edgefit reads (a profile, measurements, edgefit.toml), every problem one `error` naming the file:
+    'cannot read WHAT: why', not UTF-8, not valid TOML; `missing`: what to say instead when there is no such file."""
+    try:
+        return read_toml(path)
+    except OSError as problem:
+        if missing is not None and isinstance(problem, FileNotFoundError):
+            raise error(f"{path}: {missing}") from None
+        raise error(f"{path}: cannot read {what}: {problem.strerror or problem}") from None
+    except ValueError as problem:   # tomllib.TOMLDecodeError, UnicodeDecodeError
+        raise error(f"{path}: {toml_problem(problem)}") from None
+
+
 def load_profile_file(path: str | Path) -> DeviceProfile:
     path = Path(path)
-    try:
-        data = read_toml(path)
-    except OSError as error:
-        raise ProfileError(f"{path}: cannot read profile: {error.strerror or error}") from None
-    except ValueError as error:   # tomllib.TOMLDecodeError, UnicodeDecodeError
-        raise ProfileError(f"{path}: {toml_problem(error)}") from None
-    return parse_profile(data, str(path), path)
+    return parse_profile(load_toml(path, ProfileError, "profile"), str(path), path)
 
 
 # ---- the search path and lookup ------------------------------------------------------------------------
