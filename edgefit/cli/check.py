@@ -11,22 +11,24 @@ import typer
 
 from edgefit.cli.options import (
     EXIT_OVER_BUDGET,
+    AllTargetsOpt,
     DimOpt,
     FormatOpt,
     InputShapeOpt,
     JsonOpt,
     ModelArg,
-    Precision,
+    PrecisionOpt,
     ProfilesDirOpt,
     ReportFormat,
+    TargetsOpt,
     console,
     json_or_format,
     parse_dims,
     parse_input_shapes,
     print_json,
+    targets_or_all,
     write_report,
 )
-from edgefit.errors import ConfigError
 
 
 profiles_app = typer.Typer(help="List and inspect device profiles.", no_args_is_help=True)
@@ -65,14 +67,9 @@ def profiles_show(
 
 def check(
     model: ModelArg,
-    target: Annotated[Optional[list[str]], typer.Option(
-        "--target", "-t", help="Device profile name, alias or .toml file (repeatable); see 'edgefit profiles list'.",
-        show_default=False)] = None,
-    all_targets: Annotated[bool, typer.Option("--all", help="Check every known device and print the tier summary.")]
-    = False,
-    precision: Annotated[Optional[Precision], typer.Option(
-        "--precision", help="Precision the model is deployed in. Default: the model's own (from its weights).",
-        show_default=False)] = None,
+    target: TargetsOpt = None,
+    all_targets: AllTargetsOpt = False,
+    precision: PrecisionOpt = None,
     rate: Annotated[Optional[float], typer.Option(
         "--rate", help="Inferences per second, for average power and battery life (default: back to back). "
         "Also a latency budget: the device must keep up, so latency must stay under 1/rate.",
@@ -97,18 +94,16 @@ def check(
     output_format: FormatOpt = ReportFormat.table,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (same as --format json).")] = False,
 ) -> None:
-    """Does the model fit the device(s)? RAM, flash, latency and power verdicts (estimates) with margins."""
+    """Does the model fit the device(s)? RAM, flash, latency and power verdicts (estimates) with margins; with
+    --all, the tier summary too."""
     from edgefit.check import Budgets
     from edgefit.check import check as check_model
     from edgefit.report.check_terminal import render_check
 
-    if not target and not all_targets:
-        raise ConfigError("no target given: name one with --target NAME (see 'edgefit profiles list') or use --all")
-    if target and all_targets:
-        raise ConfigError("give either --target or --all, not both")
+    targets = targets_or_all(target, all_targets, required=True)
     output_format = json_or_format(output_format, json_out)
     report = check_model(
-        model, None if all_targets else target, precision.value if precision else None,
+        model, targets, precision.value if precision else None,
         Budgets.parse(max_ram, max_flash, max_latency, max_power), rate,
         profiles_dir=profiles_dir, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
         runtime=runtime,

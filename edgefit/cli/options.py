@@ -42,6 +42,10 @@ class Precision(str, Enum):
 TargetsOpt = Annotated[Optional[list[str]], typer.Option(
     "--target", "-t", help="Device profile name, alias or .toml path (repeatable); see 'edgefit profiles list'.",
     show_default=False)]
+AllTargetsOpt = Annotated[bool, typer.Option("--all", help="Every known device instead of --target.")]
+PrecisionOpt = Annotated[Optional[Precision], typer.Option(
+    "--precision", help="Precision the model is deployed in. Default: the model's own (from its weights).",
+    show_default=False)]
 ProfilesDirOpt = Annotated[Optional[list[Path]], typer.Option(
     "--profiles-dir", help="Directory of extra device profiles (*.toml), searched before EDGEFIT_PROFILES and the "
     "built-ins; a profile there overrides a built-in of the same name (repeatable).", show_default=False)]
@@ -58,6 +62,15 @@ ReportFormat = _report_formats()
 FormatOpt = Annotated[ReportFormat, typer.Option(
     "--format", "-f", help="table, json, markdown (PR comment), junit (XML test report), github "
     "(workflow annotations) or html (a standalone page for CI artifacts).")]
+
+
+def targets_or_all(target: list[str] | None, all_targets: bool, *, required: bool) -> list[str] | None:
+    """--target names (an empty list when none and not `required`), or None for --all; both is a usage error."""
+    if target and all_targets:
+        raise ConfigError("give either --target or --all, not both")
+    if required and not target and not all_targets:
+        raise ConfigError("no target given: name one with --target NAME (see 'edgefit profiles list') or use --all")
+    return None if all_targets else list(target or ())
 
 
 def json_or_format(output_format: Enum, json_out: bool) -> Enum:
