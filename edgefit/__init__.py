@@ -9,6 +9,9 @@ from edgefit.check import Budgets, CheckReport, GateReport, TierSummary, check_f
 from edgefit.devices import DeviceProfile, list_profiles, load_profile
 from edgefit.errors import ConfigError, EdgefitError, ModelError, PassError, ProfileError, ShapeError
 from edgefit.fidelity import Fidelity, compare
+# Imported here, not lazily: `edgefit.fit` must be the function, and importing the submodule of the same name
+# later would bind the module over it. Its own imports are the ones above.
+from edgefit.fit import FitReport, fit
 from edgefit.model import load_model, save_model
 from edgefit.passes import PassOptions, PassResult, PipelineResult, fuse, prune, quantize, run_passes
 from edgefit.passes.pipeline import OptimizeReport, optimize_file
@@ -19,6 +22,6 @@ __all__ = [
     "check_footprint", "tier_summary", "run_gate", "Budgets", "CheckReport", "GateReport", "TierSummary",
     "load_profile", "list_profiles", "DeviceProfile",
     "fuse", "prune", "quantize", "run_passes", "optimize_file", "PassOptions", "PassResult", "PipelineResult",
-    "OptimizeReport", "compare", "Fidelity",
+    "OptimizeReport", "compare", "Fidelity", "fit", "FitReport",
     "EdgefitError", "ModelError", "ShapeError", "ProfileError", "PassError", "ConfigError",
 ]

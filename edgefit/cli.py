@@ -153,4 +153,4 @@ def run() -> None:
 
 
 # Commands of the other command groups register themselves on `app` when imported.
-from edgefit import cli_check, cli_passes  # noqa: E402,F401
+from edgefit import cli_check, cli_fit, cli_passes  # noqa: E402,F401
