@@ -4,7 +4,8 @@ measure its fidelity in onnxruntime, keep the best (or the cheapest) one that fi
 The search space, per target device:
 
 * precision: the fused float model, then each quantization mode the target's runtime can execute (fp16 when it
-  lists fp16; static int8 and dynamic int8 when it lists int8), int8 restricted to the profile's `int8_ops`;
+  lists fp16; static int8 when it lists int8, restricted to the profile's `int8_ops`; dynamic int8 too, except
+  on microcontrollers, whose runtimes run full-integer models only);
 * int8 with the most sensitive weight layers kept in float: each weight layer's sensitivity is measured by
   quantizing that layer alone (every other weight layer excluded) on the calibration data; then the most
   sensitive layers go back to float one by one until the fidelity floor holds or the budget breaks;
@@ -31,8 +32,10 @@ import dataclasses
 import hashlib
 import heapq
 import os
+import sys
 import tempfile
 import time
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,7 +325,10 @@ class _Search:
         self.candidates: list[Candidate] = []
         self.skipped: list[str] = []
         self.planned = 0
-        self.modes = [m for m in ("fp16", "int8", "dynamic") if _MODE_PRECISION[m] in profile.precisions]
+        # Dynamic int8 quantizes activations at run time, which microcontroller runtimes (TFLM, hand-written C)
+        # do not do: they run full-integer models only.
+        self.modes = [m for m in ("fp16", "int8", "dynamic") if _MODE_PRECISION[m] in profile.precisions
+                      and not (m == "dynamic" and profile.tier == "tiny")]
 
     # -- pieces
     def out_of_time(self) -> bool:
@@ -646,3 +652,14 @@ def _write_manifest(folder: Path, results: Sequence[TargetFit], source: Path | N
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+class _CallableModule(types.ModuleType):
+    """`edgefit.fit(...)` is the function, but importing this submodule binds `edgefit.fit` to the module (and a
+    lazy package attribute cannot win against that binding): calling the module calls the function."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> FitReport:
+        return fit(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -213,3 +213,18 @@ def test_tiers_write_one_model_per_tier_and_the_manifest(prunable, tmp_path, cap
         assert entry["recipe"] == "fuse" and entry["fidelity"]["cosine"] == pytest.approx(1.0)
         assert entry["footprint"]["flash_bytes"] > 0
     assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST_NAME] + [m["file"] for m in manifest["models"]])
+
+
+def test_edgefit_fit_is_callable_whichever_import_comes_first():
+    import subprocess
+    import sys
+
+    for code in ("import edgefit.fit; import edgefit; assert callable(edgefit.fit)",
+                 "import edgefit; assert callable(edgefit.fit); import edgefit.fit as m; assert callable(m)"):
+        subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_minutes_parse_for_the_time_budget():
+    from edgefit.units import parse_duration_s
+
+    assert parse_duration_s("5m") == parse_duration_s("5min") == 300.0

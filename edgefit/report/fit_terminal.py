@@ -20,8 +20,8 @@ def _fidelity_cells(candidate: Candidate, with_accuracy: bool) -> list[str]:
         return ["error" if candidate.error else "-"] + ([""] if with_accuracy else [])
     cells = [f"{fidelity.cosine:.5f}"]
     if with_accuracy:
-        drop = accuracy_drop(fidelity)
-        cells.append("" if drop is None else f"{fidelity.accuracy_after * 100:.2f}% ({-drop * 100:+.2f})")
+        change = None if accuracy_drop(fidelity) is None else fidelity.accuracy_after - fidelity.accuracy_before
+        cells.append("" if change is None else f"{fidelity.accuracy_after * 100:.2f}% ({change * 100:+.2f})")
     return cells
 
 
@@ -42,7 +42,7 @@ def candidate_table(fit: TargetFit) -> Table:
     with_accuracy = any(c.fidelity is not None and accuracy_drop(c.fidelity) is not None for c in fit.candidates)
     table.add_column("")
     table.add_column("recipe", overflow="fold", ratio=3)
-    for name in ("RAM", "flash", "latency", "cosine") + (("accuracy (pt)",) if with_accuracy else ()):
+    for name in ("RAM", "flash", "latency", "cosine") + (("accuracy (change, pt)",) if with_accuracy else ()):
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("fits", overflow="fold", ratio=1)
     for candidate in fit.candidates:
