@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import heapq
+import itertools
 import os
 import sys
 import tempfile
@@ -225,6 +226,7 @@ class FitReport:
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "model": self.model_path, "objective": self.objective, "floor": self.floor.to_dict(),
+            "budgets": dataclasses.asdict(self.budgets), "rate_hz": self.rate_hz,
             "fits": self.fits, "fidelity_inputs": self.fidelity_inputs, "calibration": self.calibration,
             "not_searched": list(self.not_searched), "warnings": list(self.warnings), "search_s": self.search_s,
             "manifest": self.manifest, "targets": [t.to_dict(self.model_path) for t in self.targets]}
@@ -291,14 +293,19 @@ class _Workspace:
                 built.error = str(error)
         return built.fidelity
 
-    def float_layer_order(self, int8_ops: tuple[str, ...] | None) -> tuple[str, ...]:
+    def float_layer_order(self, int8_ops: tuple[str, ...] | None, report: Callable[[str], None],
+                          out_of_time: Callable[[], bool]) -> tuple[str, ...] | None:
         """Weight layers quantizable for this target, most sensitive first: each quantized alone (the others
-        kept float), measured on the fidelity inputs. Computed once per set of int8 op types."""
+        kept float), measured on the fidelity inputs. Computed once per set of int8 op types; None when the
+        time budget runs out first."""
         if int8_ops not in self._sensitivity:
             layers = [n.name for n in self.fused.graph.node if n.name and n.op_type in _WEIGHT_OPS
                       and (int8_ops is None or n.op_type in int8_ops)]
             scores = {}
             for layer in layers:
+                if out_of_time():
+                    return None
+                report(f"sensitivity of {layer}")
                 others = tuple(name for name in layers if name != layer)
                 built = self.build("fuse,quantize:int8", others, int8_ops)
                 fidelity = self.measure(built, f"{layer} alone in int8")
@@ -368,6 +375,9 @@ class _Search:
         if self.progress:
             self.progress(label, len(self.candidates), max(self.planned, len(self.candidates) + 1))
 
+    def sensitivity_order(self) -> tuple[str, ...] | None:
+        return self.work.float_layer_order(self.int8_ops, self._report, self.out_of_time)
+
     def precision_recipes(self) -> list[str]:
         return ["fuse"] + [f"fuse,quantize:{mode}" for mode in self.modes]
 
@@ -378,7 +388,10 @@ class _Search:
 
     def float_layers(self, start: Candidate) -> None:
         """int8 with the most sensitive layers back in float, one more at a time, while the budget holds."""
-        order = self.work.float_layer_order(self.int8_ops)
+        order = self.sensitivity_order()
+        if order is None:
+            self.skipped.append(f"{start.recipe} with float layers (sensitivities unfinished)")
+            return
         for count in range(1, len(order)):
             candidate = self.evaluate(start.recipe, tuple(sorted(order[:count])), "float layers")
             if candidate is None or candidate.meets_floor or not candidate.fits_budget:
@@ -407,6 +420,7 @@ class _Search:
         recipes = self.precision_recipes() + self.prune_recipes()
         self.planned = len(recipes)
         queue: list[tuple[tuple[float, ...], int, Candidate]] = []
+        ticket = itertools.count()   # equal costs keep their planned order; candidates themselves do not compare
         for recipe in recipes:
             if self.out_of_time():
                 self.skipped.append(recipe)
@@ -415,7 +429,7 @@ class _Search:
             if candidate.result is None:
                 self.tried(candidate)
             else:
-                heapq.heappush(queue, (candidate.cost(self.objective), len(queue) + len(self.candidates), candidate))
+                heapq.heappush(queue, (candidate.cost(self.objective), next(ticket), candidate))
         order: tuple[str, ...] | None = None
         while queue:
             _, _, candidate = heapq.heappop(queue)
@@ -430,12 +444,14 @@ class _Search:
                 return
             # int8 missing the floor: the same with one more sensitive layer in float joins the queue at its cost
             if candidate.recipe == "fuse,quantize:int8" and candidate.fidelity is not None:
-                order = order or self.work.float_layer_order(self.int8_ops)
-                if len(candidate.exclude) + 1 < len(order):
+                order = order or self.sensitivity_order()
+                if order is None:
+                    self.skipped.append(f"{candidate.recipe} with float layers (sensitivities unfinished)")
+                elif len(candidate.exclude) + 1 < len(order):
                     more = self.judge(candidate.recipe, tuple(sorted(order[:len(candidate.exclude) + 1])),
                                       "float layers")
                     self.planned += 1
-                    heapq.heappush(queue, (more.cost(self.objective), len(queue) + len(self.candidates), more))
+                    heapq.heappush(queue, (more.cost(self.objective), next(ticket), more))
 
     def run(self) -> TargetFit:
         started = time.monotonic()
