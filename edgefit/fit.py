@@ -299,7 +299,7 @@ class _Workspace:
         kept float), measured on the fidelity inputs. Computed once per set of int8 op types; None when the
         time budget runs out first."""
         if int8_ops not in self._sensitivity:
-            layers = [n.name for n in self.fused.graph.node if n.name and n.op_type in _WEIGHT_OPS
+            layers = [n.name for n in _named_nodes(self.fused) if n.op_type in _WEIGHT_OPS
                       and (int8_ops is None or n.op_type in int8_ops)]
             scores = {}
             for layer in layers:
@@ -312,6 +312,19 @@ class _Workspace:
                 scores[layer] = fidelity_score(fidelity) if fidelity else (-1.0, -1.0)
             self._sensitivity[int8_ops] = tuple(sorted(layers, key=lambda name: scores[name]))
         return self._sensitivity[int8_ops]
+
+
+def _named_nodes(model: ModelProto) -> list:
+    """The model's nodes under the names quantize gives them (it names unnamed nodes the same way, on its copy),
+    so that --exclude reaches unnamed layers too; the model itself is left as it is."""
+    from onnx import GraphProto
+
+    from edgefit.passes.base import ensure_node_names
+
+    graph = GraphProto()
+    graph.node.extend(model.graph.node)
+    ensure_node_names(graph)
+    return list(graph.node)
 
 
 # ---- one target ----------------------------------------------------------------------------------------

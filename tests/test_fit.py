@@ -20,16 +20,17 @@ from tests.test_profiles import VALID, write_profile
 RNG_SEED = 0
 
 
-def _gemm_model(layers, batch: int = 4) -> onnx.ModelProto:
-    """A chain of Gemm layers [(name, weight)], Relu between them, input x and output y."""
+def _gemm_model(layers, batch: int = 4, named: bool = True) -> onnx.ModelProto:
+    """A chain of Gemm layers [(name, weight)], Relu between them, input x and output y; `named=False` leaves
+    the nodes unnamed (tensor names still follow the layer names)."""
     nodes, inits, current = [], [], "x"
     for k, (name, w) in enumerate(layers):
         out = "y" if k == len(layers) - 1 else f"{name}_out"
-        nodes.append(helper.make_node("Gemm", [current, f"{name}_w"], [out], name=name))
+        nodes.append(helper.make_node("Gemm", [current, f"{name}_w"], [out], name=name if named else None))
         inits.append(numpy_helper.from_array(w, f"{name}_w"))
         current = out
         if k < len(layers) - 1:
-            nodes.append(helper.make_node("Relu", [out], [f"{name}_relu"], name=f"{name}_relu"))
+            nodes.append(helper.make_node("Relu", [out], [f"{name}_relu"], name=f"{name}_relu" if named else None))
             current = f"{name}_relu"
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, layers[0][1].shape[0]])],
@@ -49,8 +50,8 @@ def profiles(tmp_path):
     return folder
 
 
-@pytest.fixture
-def sensitive(tmp_path):
+@pytest.fixture(params=[True, False], ids=["named", "unnamed"])
+def sensitive(tmp_path, request):
     """Layer A ignores input feature 0, which is a thousand times larger than the others: int8 on A's input
     spends its range on feature 0 and rounds every other feature to zero, so A must stay float; B's input
     (A's output) has an ordinary range. Weights: A 16x16 (1 KiB fp32), B 16x256 (16 KiB fp32)."""
@@ -59,7 +60,7 @@ def sensitive(tmp_path):
     wa[0, :] = 0
     wb = (rng.standard_normal((16, 256)) * 0.1).astype(np.float32)
     path = tmp_path / "sensitive.onnx"
-    onnx.save(_gemm_model([("A", wa), ("B", wb)]), path)
+    onnx.save(_gemm_model([("A", wa), ("B", wb)], named=request.param), path)
     x = rng.standard_normal((64, 16)).astype(np.float32)
     x[:, 0] *= 1000
     calib = tmp_path / "calib.npz"
@@ -89,7 +90,10 @@ def test_sensitive_layer_stays_float(sensitive, profiles):
     assert not by_label["fuse"].fits_budget
     plain = by_label["fuse,quantize:int8"]
     assert plain.fits_budget and plain.floor_miss[0] == "cosine" and plain.fidelity.cosine < 0.5
-    assert result.chosen.recipe == "fuse,quantize:int8" and result.chosen.exclude == ("A",)
+    assert not any("dynamic" in c.recipe for c in result.candidates)   # a microcontroller: full-integer only
+    # An unnamed layer is excluded under the name quantize gives it: op type and output.
+    layer_a = "A" if "A" in {n.name for n in onnx.load(path).graph.node} else "Gemm_A_out"
+    assert result.chosen.recipe == "fuse,quantize:int8" and result.chosen.exclude == (layer_a,)
     assert result.chosen.fidelity.cosine >= 0.99 and result.chosen.fidelity.inputs == "user"
     # B alone is quantized: the chosen model holds B's int8 weight and A's float one.
     dtypes = {t.name: t.data_type for t in result.model.graph.initializer}
