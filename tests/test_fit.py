@@ -135,6 +135,15 @@ def test_cost_objective_returns_the_cheapest_recipe_that_holds_the_floor(prunabl
     assert flashes == sorted(flashes)
 
 
+@pytest.mark.parametrize("objective, cost", [("latency", lambda e: e.latency_s), ("energy", lambda e: e.energy_j)])
+def test_latency_and_energy_objectives_measure_in_their_cost_order(prunable, profiles, objective, cost):
+    result = fit(prunable, "float-board", objective=objective, profiles_dir=[profiles]).targets[0]
+    measured = [c for c in result.candidates if c.fidelity is not None]
+    costs = [cost(c.result.estimate) for c in measured]
+    assert costs == sorted(costs) and result.chosen is measured[-1]
+    assert all(c.floor_miss for c in measured[:-1]) and result.chosen.meets_floor
+
+
 def test_nothing_fits_names_closest_candidate_binding_constraint_and_bigger_devices(prunable, profiles):
     report = fit(prunable, "float-board", Budgets(max_flash_bytes=100), profiles_dir=[profiles])
     result = report.targets[0]
@@ -175,7 +184,7 @@ def test_digits_on_the_nano_meets_the_accuracy_floor_and_check_passes(samples, t
     assert code == 0 and data["fits"] and data["output"] == str(out)
     accuracy = data["fidelity"]["accuracy"]
     assert accuracy["before"] - accuracy["after"] <= 0.01
-    assert data["recipe"].startswith("fuse") and data["candidates"]
+    assert data["recipe"].startswith("fuse") and data["candidates"] and data["estimates"]["estimated"]
     assert data["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert main(["check", str(out), "--target", "arduino-nano-33-ble-sense"]) == 0
 
