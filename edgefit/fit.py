@@ -163,11 +163,13 @@ class NoFit:
     value: float | str
     limit: float | str
     unit: str
+    limit_source: str                    # device, budget, rate, a tier default, or "floor"
     devices_that_fit: tuple[str, ...]    # bigger devices on which the closest candidate fits (smallest first)
 
     def to_dict(self) -> dict[str, Any]:
         return {"closest": self.closest.label, "recipe": self.closest.recipe, "exclude": list(self.closest.exclude),
-                "binding": {"metric": self.metric, "value": self.value, "limit": self.limit, "unit": self.unit},
+                "binding": {"metric": self.metric, "value": self.value, "limit": self.limit, "unit": self.unit,
+                            "limit_source": self.limit_source},
                 "devices_that_fit": list(self.devices_that_fit)}
 
 
@@ -487,13 +489,13 @@ class _Search:
         if in_budget:   # the budget holds somewhere; the fidelity floor binds
             best = max(in_budget, key=lambda c: fidelity_score(c.fidelity))
             metric, value, limit = best.floor_miss
-            return NoFit(best, metric, value, limit, "", ())
+            return NoFit(best, metric, value, limit, "", "floor", ())
         from edgefit.check import _binding, _closest_to_fitting
 
         closest_result = _closest_to_fitting([c.result for c in judged])
         closest = next(c for c in judged if c.result is closest_result)
         binding: Verdict = _binding(closest_result)
-        return NoFit(closest, binding.metric, binding.value, binding.limit, binding.unit,
+        return NoFit(closest, binding.metric, binding.value, binding.limit, binding.unit, binding.limit_source,
                      devices_that_fit(closest, self.profile, self.rate_hz, self.profiles_dir))
 
 

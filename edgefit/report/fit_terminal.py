@@ -70,8 +70,12 @@ def _no_fit_lines(no_fit: NoFit) -> list[str]:
     else:
         over = no_fit.value / no_fit.limit if no_fit.limit else float("inf")
         lines.append(f"binding: {label} {format_quantity(no_fit.value, no_fit.unit)} > "
-                     f"{format_quantity(no_fit.limit, no_fit.unit)} ({(over - 1) * 100:.0f}% over)")
-    if no_fit.devices_that_fit:
+                     f"{format_quantity(no_fit.limit, no_fit.unit)} ({no_fit.limit_source}, "
+                     f"{(over - 1) * 100:.0f}% over)")
+    if no_fit.limit_source in ("budget", "rate"):   # a requirement the user set: a bigger device does not lift it
+        option = "--rate" if no_fit.limit_source == "rate" else f"--max-{no_fit.metric}"
+        lines.append(f"to close it: {option} allowing {format_quantity(no_fit.value, no_fit.unit)}")
+    elif no_fit.devices_that_fit:
         named = ", ".join(no_fit.devices_that_fit[:_NAMED_DEVICES])
         more = len(no_fit.devices_that_fit) - _NAMED_DEVICES
         lines.append(f"to close it: a bigger device fits it as it is: {named}" + (f" (+{more} more)" if more > 0
