@@ -339,8 +339,10 @@ def _stored_weights(footprint: Footprint) -> Footprint:
 
 class _Search:
     def __init__(self, work: _Workspace, profile: DeviceProfile, budgets: Budgets, rate_hz: float | None,
-                 objective: str, deadline: float | None, progress: Progress | None, profiles_dir=None):
+                 runtime: str | None, objective: str, deadline: float | None, progress: Progress | None,
+                 profiles_dir=None):
         self.work, self.profile, self.budgets, self.rate_hz = work, profile, budgets, rate_hz
+        self.runtime = runtime
         self.profiles_dir = profiles_dir
         self.objective, self.deadline, self.progress = objective, deadline, progress
         self.int8_ops = profile.int8_ops
@@ -363,7 +365,8 @@ class _Search:
         if built.footprint is None:
             return Candidate(recipe, exclude, stage, None, None, error=built.error)
         footprint = _stored_weights(built.footprint)
-        result = check_footprint(footprint, self.profile, model_precision(footprint), self.budgets, self.rate_hz)
+        result = check_footprint(footprint, self.profile, model_precision(footprint), self.budgets, self.rate_hz,
+                                 self.runtime)
         return Candidate(recipe, exclude, stage, result, None, footprint=built.footprint)
 
     def measured(self, candidate: Candidate) -> Candidate:
@@ -549,7 +552,7 @@ def fit(model: str | os.PathLike | ModelProto, targets: str | DeviceProfile | Se
         calib: str | os.PathLike | None = None, eval_path: str | os.PathLike | None = None,
         output: str | os.PathLike | None = None, time_budget_s: float | None = None,
         input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
-        profiles_dir=None, progress: Progress | None = None) -> FitReport:
+        runtime: str | None = None, profiles_dir=None, progress: Progress | None = None) -> FitReport:
     """Search recipes for each target and return the best model that fits each (see the module docstring).
 
     The floor: `min_cosine` (default 0.99 unless only `max_accuracy_drop` is given) and `max_accuracy_drop`
@@ -588,7 +591,7 @@ def fit(model: str | os.PathLike | ModelProto, targets: str | DeviceProfile | Se
     deadline = None if time_budget_s is None else started + time_budget_s
     results = []
     for profile in profiles:
-        search = _Search(work, profile, budgets, rate_hz, objective, deadline, progress, profiles_dir)
+        search = _Search(work, profile, budgets, rate_hz, runtime, objective, deadline, progress, profiles_dir)
         results.append(search.run())
     results = [_written(r, outputs.get(r.profile.name), source) for r in results]
     manifest = None

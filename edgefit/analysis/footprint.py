@@ -22,7 +22,7 @@ from edgefit.analysis.dtypes import tensor_bytes
 from edgefit.errors import ShapeError
 from edgefit.model import (GraphIndex, LoadedModel, external_location, index_graph, iter_tensors, load_model,
                            metadata_only_copy, node_subgraphs, subgraph_scope, validate)
-from edgefit.model import initializer_names, iter_graphs
+from edgefit.model import default_opset, initializer_names, iter_graphs, node_attribute
 from edgefit.shapes import ResolvedShapes, TensorInfo, resolve_shapes, shape_derived_int
 
 
@@ -40,6 +40,8 @@ class LayerStats:
     output_bytes: int | None    # outputs it writes
     dtype: str                  # element type of its first output, e.g. "float32", "int8"
     branches: dict[str, dict[str, int | None]] = field(default_factory=dict)  # If/Loop/Scan: per subgraph
+    group: int = 1              # convolutions' `group` attribute (> 1: grouped or depthwise)
+    inputs_from: tuple[int, ...] = ()   # positions in the same layer list of the layers whose outputs it reads
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,7 @@ class _Analysis:
         add_consumer = self.tally.add_consumer
         nodes, node_inputs, node_outputs, node_reads = index.nodes, index.inputs, index.outputs, index.reads
         layers: list[LayerStats] = []
+        layer_writing: dict[str, int] = {}   # tensor -> position of the layer that writes it
         steps: list[Step] = []
         macs_total: int | None = 0
         flops_total: int | None = 0
@@ -231,10 +234,13 @@ class _Analysis:
             writes = outputs if "" not in outputs else tuple([o for o in outputs if o])
             steps.append(Step(label, reads, writes, workspace, _storage_sharing(domain, op_type, inputs, constants)))
             first_written = lookup(writes[0]) if writes else None
+            inputs_from = tuple(dict.fromkeys([layer_writing[n] for n in reads if n in layer_writing]))
+            for name in writes:
+                layer_writing[name] = len(layers)
             layers.append(LayerStats(
                 label, op_type, params, weight_bytes, macs, flops, _total_bytes(lookup, reads),
                 _total_bytes(lookup, writes), first_written.dtype if first_written is not None else "unknown",
-                branches))
+                branches, _group(node) if op_type in _GROUPED_OPS else 1, inputs_from))
             if macs is None or macs_total is None:
                 macs_total = None
             else:
@@ -313,13 +319,13 @@ class _Analysis:
                 count = shape_derived_int(self.proto, node.input[0], self.shapes.inputs)
             return count
         if node.op_type == "Scan":
-            num_scan_inputs = next((a.i for a in node.attribute if a.name == "num_scan_inputs"), 0)
+            num_scan_inputs = node_attribute(node, "num_scan_inputs", 0)
             if not num_scan_inputs:
                 return None
             first_scan = node.input[len(node.input) - num_scan_inputs]
             info = self.shapes.lookup(scope, first_scan)
-            axes = next((list(a.ints) for a in node.attribute if a.name == "scan_input_axes"), [0])
-            opset = next((o.version for o in self.proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+            axes = list(node_attribute(node, "scan_input_axes", [0]))
+            opset = default_opset(self.proto)
             if info is None or info.shape is None:
                 return None
             if opset < 9:   # Scan-8: inputs are [batch, sequence, ...] and the body runs per item and step
@@ -350,6 +356,14 @@ class _Analysis:
             stats.peak_node = steps[plan.order[min(plan.arena.peak_step, len(plan.order) - 1)]].name
         by_name = {b.name: b.bytes for b in plan.buffers}
         stats.live_at_peak = tuple(LiveTensor(n, by_name[n]) for n in plan.arena.live_at_peak)
+
+
+# Ops with a `group` attribute: a group count above 1 makes a grouped (depthwise when one channel per group) conv.
+_GROUPED_OPS = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "FusedConv", "NhwcConv"})
+
+
+def _group(node: NodeProto) -> int:
+    return next((attr.i for attr in node.attribute if attr.name == "group"), 1)
 
 
 def _storage_sharing(domain: str, op_type: str, inputs: tuple[str, ...], constants) -> tuple[str, str] | None:
@@ -478,7 +492,7 @@ def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: 
     table = shapes.scopes[""]
     return Footprint(
         model_path=str(loaded.path) if loaded.path else None,
-        opset=next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0),
+        opset=default_opset(proto),
         params=stats.params,
         params_by_dtype=dict(walk.tally.params_by_dtype),
         weight_bytes=stats.weight_bytes,

@@ -1,4 +1,4 @@
-"""`edgefit fit`: from a device budget to the best model that fits (registered on edgefit.cli.app).
+"""`edgefit fit`: from a device budget to the best model that fits.
 
 Parses the options, calls edgefit.fit.fit, renders (tables or --json); exit 0 when every target got a fitting
 model written, 1 when some target has none, 2 (via EdgefitError in edgefit.cli.main) on bad input.
@@ -13,20 +13,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgefit.cli import (
+from edgefit.cli.options import (
     EXIT_OVER_BUDGET,
     DimOpt,
     InputShapeOpt,
     JsonOpt,
     ModelArg,
-    app,
+    ProfilesDirOpt,
     console,
     err_console,
     parse_dims,
     parse_input_shapes,
     print_json,
 )
-from edgefit.cli_check import ProfilesDirOpt
 from edgefit.errors import ConfigError
 
 
@@ -55,7 +54,6 @@ def _progress_bar(enabled: bool):
         yield update
 
 
-@app.command()
 def fit(
     model: ModelArg,
     target: Annotated[Optional[list[str]], typer.Option(
@@ -98,6 +96,9 @@ def fit(
     time_budget: Annotated[Optional[str], typer.Option(
         "--time-budget", help="Bound the search, e.g. 5min or 30s; what was not tried is reported.",
         show_default=False)] = None,
+    runtime: Annotated[Optional[str], typer.Option(
+        "--runtime", help="Runtime stack of the targets' profiles, as in check (default: each profile's "
+        "default_runtime).", show_default=False)] = None,
     profiles_dir: ProfilesDirOpt = None,
     input_shape: InputShapeOpt = None,
     dim: DimOpt = None,
@@ -121,11 +122,15 @@ def fit(
             objective=objective.value, min_cosine=min_cosine, max_accuracy_drop=parse_accuracy_drop(max_accuracy_drop),
             calib=calib, eval_path=eval_path, output=out,
             time_budget_s=parse_duration_s(time_budget) if time_budget is not None else None,
-            input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim), profiles_dir=profiles_dir,
-            progress=progress)
+            input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim), runtime=runtime,
+            profiles_dir=profiles_dir, progress=progress)
     if json_out:
         print_json(report.to_dict())
     else:
         render_fit_report(console, report)
     if not report.fits:
         raise typer.Exit(EXIT_OVER_BUDGET)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(fit)
