@@ -54,7 +54,8 @@ def main() -> None:
     table = Table(title=f"edgefit fit --objective {args.objective} on the tiny devices", title_justify="left")
     for column in ("model", "device", "fits", "recipe found / closest", "cosine", "accuracy", "binding",
                    "search", "x baseline"):
-        table.add_column(column, justify="right" if column in ("cosine", "search", "x baseline") else "left")
+        table.add_column(column, justify="right" if column in ("cosine", "search", "x baseline") else "left",
+                         overflow="fold")
     for name in args.models.split(","):
         base = baseline_s(name)
         data = {"calib": SAMPLES / "digits_calib.npz", "eval_path": SAMPLES / "digits_eval.npz",
