@@ -8,6 +8,8 @@ one), so a budget replaces it, and `rate` caps it at 1/rate so the device keeps 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from edgefit.analysis.footprint import Footprint
+from edgefit.analysis.patching import PatchAdvice, PatchPlan, advise_patching, patch_plans
 from edgefit.devices import TIERS, DeviceProfile, check_precision, find_profile, list_profiles
 from edgefit.errors import ConfigError
+from edgefit.operators.coverage import Coverage, ModelGraph, operator_coverage
 from edgefit.estimate import METHOD, Estimate, estimate, model_precision
 from edgefit.units import check_rate_hz, parse_duration_s, parse_power_w, parse_size
 
@@ -86,6 +90,8 @@ class TargetResult:
     profile: DeviceProfile
     estimate: Estimate
     verdicts: tuple[Verdict, ...]
+    patch_plan: PatchAdvice | None = None   # patch-based execution advice, when RAM binds
+    operators: Coverage | None = None       # the model's ops on the profile's operator list, when it names one
 
     @property
     def fits(self) -> bool:
@@ -105,7 +111,10 @@ class TargetResult:
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.profile.name, "name": self.profile.display_name, "tier": self.profile.tier,
                 "runtime": self.profile.runtime, "fits": self.fits,
-                "checks": [v.to_dict() for v in self.verdicts], "estimates": self.estimate.to_dict()}
+                "checks": [v.to_dict() for v in self.verdicts],
+                "estimates": {**self.estimate.to_dict(),
+                              **({"patch_plan": self.patch_plan.to_dict()} if self.patch_plan else {})},
+                "operators": self.operators.to_dict() if self.operators else None}
 
 
 @dataclass(frozen=True)
@@ -215,6 +224,55 @@ def check_footprint(footprint: Footprint, profile: DeviceProfile | str, precisio
     return TargetResult(profile, est, tuple(verdicts))
 
 
+def with_model_advice(results: Sequence[TargetResult], footprint: Footprint) -> tuple[TargetResult, ...]:
+    """The results with what needs the model's graph, not only its footprint (which names the model file; an
+    in-memory footprint gets neither): the `operators` verdict on the profile's operator list, and where RAM binds,
+    patch-based execution advice for the RAM the device leaves to activations."""
+    if footprint.model_path is None or not Path(footprint.model_path).is_file():
+        return tuple(results)
+    from edgefit.model import load_model
+
+    @functools.cache   # the model and its graph: read on first use, shared by every target
+    def model() -> Any:
+        return load_model(footprint.model_path).proto
+
+    @functools.cache
+    def graph() -> ModelGraph:
+        return ModelGraph(model(), footprint)
+
+    plans: dict[str, list[PatchPlan]] = {}
+    advised = []
+    for result in results:
+        precision = result.estimate.precision
+        if result.profile.operators is not None:
+            coverage = operator_coverage(graph(), footprint, result.profile.operators, precision, result.profile)
+            result = dataclasses.replace(result, operators=coverage,
+                                         verdicts=(*result.verdicts, _operators_verdict(coverage)))
+        ram = result.verdict("ram")
+        if ram is not None and not ram.ok:
+            if precision not in plans:
+                plans[precision] = patch_plans(model(), footprint, precision)
+            left = int(ram.limit) - (result.estimate.ram_bytes - result.estimate.activation_bytes)
+            result = dataclasses.replace(result, patch_plan=advise_patching(plans[precision], left))
+        advised.append(result)
+    return tuple(advised)
+
+
+def _operators_verdict(coverage: Coverage) -> Verdict:
+    """Fails only where the model cannot run (an MCU runtime missing a kernel); a fallback to the host CPU or an
+    op edgefit cannot judge is reported in the value, not as a failure."""
+    failing, unknown = len(coverage.not_running), len(coverage.unknown)
+    if not coverage.runs:
+        value = f"{failing} unsupported"
+    elif coverage.fallback_layers:
+        value = f"{len(coverage.fallback_layers)} on CPU"
+    else:
+        value = "all supported" if not unknown else "unknown"
+    if unknown and value != "unknown":
+        value += f", {unknown} unknown"
+    return Verdict("operators", value, coverage.runtime, "", coverage.runs, "runtime")
+
+
 # ---- tiers ---------------------------------------------------------------------------------------------
 
 def _closest_to_fitting(results: Sequence[TargetResult]) -> TargetResult:
@@ -300,9 +358,11 @@ def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] 
     check_rate_hz(rate_hz)
     profiles = resolve_targets(targets, profiles_dir)
     deployed = precision or model_precision(footprint)
-    results = tuple(check_footprint(footprint, p, deployed, budgets, rate_hz, runtime) for p in profiles)
-    int8_results = () if deployed == "int8" else tuple(
-        check_footprint(footprint, r.profile, "int8", budgets, rate_hz, runtime) for r in results if not r.fits)
+    results = with_model_advice(tuple(check_footprint(footprint, p, deployed, budgets, rate_hz, runtime)
+                                      for p in profiles), footprint)
+    int8_results = () if deployed == "int8" else with_model_advice(tuple(
+        check_footprint(footprint, r.profile, "int8", budgets, rate_hz, runtime) for r in results if not r.fits),
+        footprint)
     return CheckReport(
         model_path=footprint.model_path, precision=deployed, precision_is_models_own=precision is None,
         rate_hz=rate_hz, budgets=budgets, targets=results,

@@ -2,7 +2,9 @@
 
 Memory follows DESIGN.md section 2 at the precision the model is deployed in:
     flash = weights + runtime code
-    RAM   = activation arena + runtime overhead (+ weights when the runtime loads them into RAM)
+    RAM   = arena + runtime overhead (+ weights when the runtime loads them into RAM)
+where the arena is the profile's memory model (edgefit.runtime_memory): the planned activations plus what the
+runtime keeps beside them (for TensorFlow Lite Micro, the tensor arena to configure).
 
 Latency, when the profile's runtime stack has coefficients for the precision (measured on the device, see
 edgefit.latency): per-class rates for what the runtime dispatches,
@@ -35,10 +37,13 @@ from edgefit.analysis.dtypes import DTYPE_BYTES, FLOAT_DTYPES, PRECISION_BYTES
 from edgefit.analysis.footprint import Footprint
 from edgefit.devices import DeviceProfile, check_precision
 from edgefit.latency import latency_features
+from edgefit.runtime_memory import RuntimeMemory, runtime_memory
 from edgefit.units import check_rate_hz
 
-METHOD = ("estimate: per-layer roofline max(MACs / (peak MAC rate x efficiency), bytes moved / bandwidth) "
-          "+ overheads, from the device profile's datasheet figures; not a measurement")
+METHOD = ("estimate: per-class rates (conv, depthwise, fc, elementwise, per op) of the profile's runtime stack where it "
+          "has them (each estimate's basis says whether published measurement or user calibration), else a per-layer "
+          "roofline max(MACs / (peak MAC rate x efficiency), bytes moved / bandwidth) + overheads from datasheet "
+          "figures; not a measurement")
 
 # How the model's own weight dtype maps to a deployment precision.
 _PRECISION_OF_DTYPE = {
@@ -74,9 +79,14 @@ class Estimate:
     battery_life_h: float | None
     memory_bound_layers: int            # layers whose roofline time is set by bandwidth, not MACs
     layers_without_macs: tuple[str, ...]  # layers whose MACs are unknown: their compute time is missing
+    memory: RuntimeMemory               # the runtime's arena: activations (head) + its bookkeeping (tail)
     runtime: str | None = None          # the profile's runtime stack the estimate is for
     basis: str = "datasheet"            # where the latency figures come from (edgefit.devices.BASES)
     expected_error: float | None = None  # typical relative error of the latency, when the basis states one
+
+    @property
+    def arena_bytes(self) -> int:
+        return self.memory.arena_bytes
 
     @property
     def busy_s(self) -> float:
@@ -103,6 +113,8 @@ class Estimate:
             "ram_bytes": self.ram_bytes,
             "flash_bytes": self.flash_bytes,
             "activation_bytes": self.activation_bytes,
+            "arena_bytes": self.arena_bytes,
+            "arena": self.memory.to_dict(),
             "weight_bytes": self.weight_bytes,
             "compute_ms": self.compute_s * 1e3,
             "overhead_ms": self.overhead_s * 1e3,
@@ -174,8 +186,9 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
 
     weight_bytes = footprint.weight_bytes_at(precision)
     activation_bytes = footprint.activation_bytes_at(precision, shared_storage=profile.shares_activation_storage)
+    memory = runtime_memory(footprint, profile.memory_model, precision, activation_bytes)
     flash_bytes = weight_bytes + profile.runtime_flash_bytes
-    ram_bytes = activation_bytes + profile.runtime_ram_bytes + (weight_bytes if profile.weights_in_ram else 0)
+    ram_bytes = memory.arena_bytes + profile.runtime_ram_bytes + (weight_bytes if profile.weights_in_ram else 0)
 
     stack = profile.runtime_stack(runtime)
     coefficients = stack.coefficients.get(precision) if stack is not None else None
@@ -206,7 +219,7 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
         compute_s=compute_s, overhead_s=overhead_s, network_s=profile.network_rtt_s, energy_j=energy_j,
         rate_hz=rate_hz, duty_cycle=duty_cycle, avg_power_w=avg_power_w,
         battery_life_h=battery_wh / avg_power_w if battery_wh is not None else None,
-        memory_bound_layers=memory_bound, layers_without_macs=tuple(without_macs),
+        memory_bound_layers=memory_bound, layers_without_macs=tuple(without_macs), memory=memory,
         runtime=stack.name if stack is not None else None, basis=basis, expected_error=expected_error,
     )
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from edgefit.analysis.footprint import Footprint
 from edgefit.check import (Budgets, CheckReport, ProfilesDir, TargetResult, Verdict, analyze_for_check,
-                           check_footprint)
+                           check_footprint, with_model_advice)
 from edgefit.devices import check_precision, find_profile, list_profiles, read_toml, toml_problem
 from edgefit.errors import ConfigError, EdgefitError
 from edgefit.estimate import METHOD
@@ -286,6 +286,7 @@ def run_gate(config_path: str | Path = "edgefit.toml", profiles_dir: ProfilesDir
             profile = find_profile(spec.target, profiles)
         except EdgefitError as error:
             raise ConfigError(f"{config.path}: gate {spec.name!r}: {error}") from None
-        target = check_footprint(footprint, profile, spec.precision, spec.budgets, spec.rate_hz)
+        target = with_model_advice((check_footprint(footprint, profile, spec.precision, spec.budgets, spec.rate_hz),),
+                                   footprint)[0]
         results.append(GateResult(spec, target, _growth_verdicts(spec, footprint), footprint.unknowns))
     return GateReport(config.path, tuple(results))

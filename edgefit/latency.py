@@ -94,8 +94,9 @@ def _features(layers: tuple[LayerStats, ...], precision: str) -> LatencyFeatures
     for layer in layers:
         for source in layer.inputs_from:
             consumers[source] += 1
-    # carrier[i]: the dispatched layer whose result layer i's output still is (through folded, fused and dropped
-    # layers), or -1 when it is its own op or its input is shared, so nothing may be fused onto it.
+    # carrier[i]: the dispatched layer whose result layer i's output is: i itself when it is dispatched, the host it
+    # was folded or fused into, or for a dropped layer whatever it passes on; -1 when that is a graph input or a
+    # tensor other layers read too, onto which nothing may be fused.
     carrier = [-1] * len(layers)
     classes = [layer_class(layer.op_type, layer) for layer in layers]
     has_activation = [False] * len(layers)
@@ -115,7 +116,7 @@ def _features(layers: tuple[LayerStats, ...], precision: str) -> LatencyFeatures
                 classes[host] in _MAC_CLASSES or layers[host].op_type in _TAKES_ACTIVATION)
             if folds or fuses:
                 carrier[i] = host
-                has_activation[host] = fuses
+                has_activation[host] = has_activation[host] or fuses   # nothing folds in after an activation
                 continue
         carrier[i] = i
         ops += 1

@@ -92,8 +92,8 @@ def test_junit_format_one_testcase_per_gate_and_budget(project, capsys):
     root = ET.fromstring(capsys.readouterr().out)
     suite = root.find("testsuite")
     cases = suite.findall("testcase")
-    # esp32: ram, flash, latency, precision; nano: ram, flash, latency, power, precision
-    assert len(cases) == 9 == int(suite.get("tests")) == int(root.get("tests"))
+    # esp32: ram, flash, latency, precision, operators; nano: ram, flash, latency, power, precision, operators
+    assert len(cases) == 11 == int(suite.get("tests")) == int(root.get("tests"))
     failed = [c for c in cases if c.find("failure") is not None]
     assert len(failed) == 1 == int(suite.get("failures"))
     assert failed[0].get("name") == "ram on esp32"
@@ -108,7 +108,7 @@ def test_markdown_format(project, capsys):
     assert "| gate | model | target | precision | budget | estimate | limit | margin | result |" in out
     assert "|---|---|---|---|---|---|---|---|---|" in out
     rows = [line for line in out.splitlines() if line.startswith("| small on esp32")]
-    assert len(rows) == 4 and sum("❌ over" in r for r in rows) == 1
+    assert len(rows) == 5 and sum("❌ over" in r for r in rows) == 1
 
 
 def test_html_format(project, capsys):
@@ -131,7 +131,7 @@ def test_html_format(project, capsys):
     parser = Cells()
     parser.feed(out)
     body = parser.rows[1:]   # the first row holds the headers
-    assert len(body) == 9 and sum(row[-1] == "over" for row in body) == 1
+    assert len(body) == 11 and sum(row[-1] == "over" for row in body) == 1
 
 
 def test_github_format(project, capsys):

@@ -57,6 +57,12 @@ def test_stacks_parse_default_first_with_rates_as_seconds_per_unit(tmp_path):
         "conv", "depthwise", "fc", "elementwise", "per_op", "per_inference"]
 
 
+def test_an_infinite_rate_is_a_free_class_and_dotted_names_are_quoted(tmp_path):
+    text = STACKS.replace('elementwise = "50 Melem/s"', "elementwise = inf").replace("[runtimes.slow", '[runtimes."slow-1.0"')
+    profile = load_profile_file(write_profile(tmp_path, text))
+    assert profile.runtime_stack("slow-1.0").coefficients["fp32"].s_per_elementwise_element == 0.0
+
+
 def test_first_table_is_the_default_without_default_runtime(tmp_path):
     profile = load_profile_file(write_profile(tmp_path, STACKS.replace('default_runtime = "fast"\n', "")))
     assert profile.default_runtime == "slow"
@@ -77,13 +83,15 @@ def test_unknown_stack_names_the_choices(tmp_path):
      "field 'runtimes.slow': missing key 'basis'"),
     (lambda t: t.replace('basis = "published measurement"', 'basis = "guess"', 1), "basis: expected one of"),
     (lambda t: t.replace('conv = "0.25 GMAC/s"', 'conv = "0.25 GB/s"'),
-     "field 'runtimes.slow'.fp32: conv: expected a rate such as '0.45 GMAC/s'"),
+     "field 'runtimes.slow.fp32': conv: expected a rate such as '0.45 GMAC/s'"),
     (lambda t: t.replace('elementwise = "50 Melem/s"', 'elementwise = "50 MMAC/s"'), "elementwise: expected a rate"),
     (lambda t: t.replace('conv = "0.25 GMAC/s"', "conv = 0"), "conv: expected a positive rate"),
     (lambda t: t.replace('fc = "0.125 GMAC/s"\n', ""), "missing key 'fc'"),
     (lambda t: t.replace('per_op = "40 us"', 'per_op = "40 us"\nper_layer = "1 us"'), "unknown key 'per_layer'"),
     (lambda t: t.replace('per_op = "40 us"', 'per_op = "-40 us"'), "per_op: invalid duration"),
-    (lambda t: t.replace("[runtimes.slow.fp32]", "[runtimes.slow.fp16]"), "the profile does not run fp16"),
+    (lambda t: t.replace("[runtimes.slow.fp32]", "[runtimes.slow.fp16]"),
+     "field 'runtimes.slow.fp16': the profile does not run fp16"),
+    (lambda t: t.replace("[runtimes.slow.fp32]", "[runtimes.slow.int4]"), "unknown key 'int4' (expected active_power"),
     (lambda t: t.replace('default_runtime = "fast"', 'default_runtime = "quick"'),
      "field 'default_runtime': 'quick' is not one of the profile's [runtimes.*] tables (slow, fast)"),
     (lambda t: t.replace('active_power_source = "test rail"\n', ""), "active_power and active_power_source go"),
@@ -91,6 +99,8 @@ def test_unknown_stack_names_the_choices(tmp_path):
     (lambda t: t.replace('source = "test"\n', 'source = "test"\nspeed = "fast"\n', 1), "unknown key 'speed'"),
     (lambda t: t.split("[runtimes.slow.fp32]")[0] + "[runtimes.fast]" + t.split("[runtimes.fast]")[1],
      "field 'runtimes.slow': no latency table; add a [runtimes.slow.int8] table"),
+    (lambda t: t.replace("[runtimes.slow.fp32]", "[runtimes.slow.v2.fp32]"),
+     "unknown table 'v2'; a runtime name with a dot must be quoted, as in [runtimes.\"stm32cube-ai-8.1\"]"),
     (lambda t: t.replace('default_runtime = "fast"', 'default_runtime = "fast"\ncalibration = "yes"'),
      "field 'calibration': expected a table"),
 ])

@@ -62,7 +62,7 @@ ExcludeOpt = Annotated[Optional[list[str]], typer.Option(
     "--exclude", help="Node names or op types to keep in float (repeatable, comma-separated).", show_default=False)]
 PassesOpt = Annotated[str, typer.Option(
     "--passes", help="Comma-separated passes, e.g. fuse,prune:0.5,quantize (prune:S[:structured|:per-layer], "
-    "quantize[:int8|:dynamic|:fp16]).")]
+    "quantize[:int8|:dynamic|:fp16], reorder).")]
 
 
 def _split(values: list[str] | None) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from edgefit.errors import ConfigError, EdgefitError, ProfileError
 from edgefit.latency import LatencyCoefficients
+from edgefit.runtime_memory import MEMORY_MODELS
 from edgefit.units import parse_duration_s, parse_power_w, parse_size
 
 TIERS = ("cloud", "edge", "mobile", "tiny")
@@ -97,7 +98,9 @@ class DeviceProfile:
     battery_v: float | None = None
     aliases: tuple[str, ...] = ()
     int8_ops: tuple[str, ...] | None = None   # ONNX op types the int8 kernels cover; None: every quantizable op
+    operators: str | None = None   # the runtime's operator list (edgefit/operators/NAME.toml); None: not judged
     shares_activation_storage: bool = False   # runtime aliases views and runs elementwise ops in place
+    memory_model: str = "static"         # how the runtime spends RAM beside the activations (edgefit.runtime_memory)
     notes: str = ""
     sources: Mapping[str, str] = field(default_factory=dict)
     path: Path | None = None
@@ -146,7 +149,8 @@ class DeviceProfile:
         return {
             "name": self.name, "display_name": self.display_name, "tier": self.tier, "aliases": list(self.aliases),
             "int8_ops": list(self.int8_ops) if self.int8_ops is not None else None,
-            "shares_activation_storage": self.shares_activation_storage,
+            "operators": self.operators,
+            "shares_activation_storage": self.shares_activation_storage, "memory_model": self.memory_model,
             "processor": self.processor, "runtime": self.runtime, "precisions": list(self.precisions),
             "ram_bytes": self.ram_bytes, "ram_usable_fraction": self.ram_usable_fraction,
             "ram_limit_bytes": self.ram_limit_bytes, "flash_bytes": self.flash_bytes,
@@ -255,11 +259,26 @@ def _peak_gmacs(value: Any) -> dict[str, float]:
     return rates
 
 
+def _operator_list(value: Any) -> str:
+    """The name of one of edgefit's operator lists; loading it checks that it exists."""
+    from edgefit.operators import load_operator_list
+
+    return load_operator_list(_text(value)).name
+
+
+def _memory_model(value: Any) -> str:
+    name = _text(value)
+    if name not in MEMORY_MODELS:
+        raise ValueError(f"unknown memory model {name!r}: expected one of {', '.join(MEMORY_MODELS)}")
+    return name
+
+
 # ---- runtime stacks ------------------------------------------------------------------------------------
 
 _RATE_PREFIXES = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kMGT]?)(MAC|MACs|elem|elements)/s\s*$")
-# Per precision table key -> (what its rate counts, or None for a duration), in LatencyCoefficients order.
+# Keys of a per-precision table, in LatencyCoefficients order; the rates count MACs or elements, the rest are
+# durations.
 _COEFFICIENT_KEYS = ("conv", "depthwise", "fc", "elementwise", "per_op", "per_inference")
 _RATE_UNIT = {"conv": "MAC", "depthwise": "MAC", "fc": "MAC", "elementwise": "elem"}
 _STACK_FIELDS = frozenset({"display_name", "basis", "source", "expected_error", "active_power",
@@ -300,11 +319,13 @@ def _coefficients(table: Any) -> LatencyCoefficients:
     return LatencyCoefficients(*values)
 
 
-def _runtime_stack(name: str, table: Any, precisions: tuple[str, ...], where: str) -> RuntimeStack:
+def _runtime_stack(name: str, table: Any, precisions: tuple[str, ...], origin: str, label: str) -> RuntimeStack:
+    where = f"{origin}: field {label!r}"
     if not isinstance(table, dict):
         raise ProfileError(f"{where}: expected a table")
     unknown = sorted(set(table) - _STACK_FIELDS - set(PRECISIONS))
-    if unknown and isinstance(table[unknown[0]], dict):
+    inner = table[unknown[0]] if unknown else None
+    if isinstance(inner, dict) and set(inner) & (_STACK_FIELDS | set(PRECISIONS)):   # [runtimes.a.b] for "a.b"
         raise ProfileError(f"{where}: unknown table {unknown[0]!r}; a runtime name with a dot must be quoted, "
                            f"as in [runtimes.\"stm32cube-ai-8.1\"]")
     if unknown:
@@ -334,13 +355,14 @@ def _runtime_stack(name: str, table: Any, precisions: tuple[str, ...], where: st
         raise ProfileError(f"{where}: {error}") from None
     coefficients = {}
     for precision in (p for p in PRECISIONS if p in table):
+        where_precision = f"{origin}: field '{label}.{precision}'"
         if precision not in precisions:
-            raise ProfileError(f"{where}.{precision}: the profile does not run {precision} "
+            raise ProfileError(f"{where_precision}: the profile does not run {precision} "
                                f"(precisions = {list(precisions)})")
         try:
             coefficients[precision] = _coefficients(table[precision])
         except ValueError as error:
-            raise ProfileError(f"{where}.{precision}: {error}") from None
+            raise ProfileError(f"{where_precision}: {error}") from None
     if not coefficients:
         raise ProfileError(f"{where}: no latency table; add a [runtimes.{name}.int8] table (or fp32, fp16)")
     return RuntimeStack(name=name, coefficients=coefficients, **values)
@@ -356,7 +378,7 @@ def _runtime_stacks(data: Mapping[str, Any], precisions: tuple[str, ...], origin
         key = normalize_name(name) if isinstance(name, str) and name.strip() else ""
         if not key:
             raise ProfileError(f"{origin}: field 'runtimes': a runtime needs a name")
-        stacks.append(_runtime_stack(key, table, precisions, f"{origin}: field 'runtimes.{name}'"))
+        stacks.append(_runtime_stack(key, table, precisions, origin, f"runtimes.{name}"))
     default = data.get("default_runtime")
     if default is None:
         return tuple(stacks)
@@ -397,13 +419,15 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "battery_v": ("battery_v", _positive(_number), False),
     "aliases": ("aliases", _aliases, False),
     "int8_ops": ("int8_ops", _op_types, False),
+    "operators": ("operators", _operator_list, False),
     "shares_activation_storage": ("shares_activation_storage", _boolean, False),
+    "memory_model": ("memory_model", _memory_model, False),
     "notes": ("notes", _text, False),
 }
-# Keys that are not numbers about the device and so need no source note (runtime stacks carry their own).
+# Keys that are not numbers about the device and so need no source note.
 _DESCRIPTIVE = frozenset({"name", "display_name", "tier", "aliases", "notes", "runtime", "precisions", "int8_ops",
-                          "runtimes", "default_runtime", "calibration"})
-# Tables parsed apart from _FIELDS.
+                          "operators", "memory_model"})
+# Keys parsed apart from _FIELDS: tables (runtime stacks carry their own sources) and the default stack's name.
 _TABLES = frozenset({"source", "runtimes", "default_runtime", "calibration"})
 
 

@@ -13,8 +13,8 @@ from rich.text import Text
 
 from edgefit.devices import PRECISIONS, TIERS, DeviceProfile
 from edgefit.report.check_text import (
-    METRIC_LABELS, describe_verdict, format_limit, format_margin, format_value, render_tier_line,
-    why_tier_misses,
+    METRIC_LABELS, describe_operators, describe_patch_plan, describe_verdict, format_limit, format_margin,
+    format_value, render_tier_line, why_tier_misses,
 )
 from edgefit.report.quantities import format_bytes, format_bytes_short, format_count, format_quantity
 
@@ -80,9 +80,11 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
            + (" (default)" if stack.name == profile.default_runtime else ""), stack.source)
           for stack in profile.runtimes],
         ("precisions", ", ".join(profile.precisions), ""),
+        ("operators", profile.operators or "- (not judged)", ""),
         ("ram", format_bytes(profile.ram_bytes), source("ram", "")),
         ("flash", format_bytes(profile.flash_bytes), source("flash", "")),
         ("runtime_ram", format_bytes(profile.runtime_ram_bytes), source("runtime_ram", "")),
+        ("memory_model", profile.memory_model, "arena = planned activations + runtime state (edgefit.runtime_memory)"),
         ("runtime_flash", format_bytes(profile.runtime_flash_bytes), source("runtime_flash", "")),
         ("weights_in_ram", str(profile.weights_in_ram).lower(), source("weights_in_ram", "")),
         ("peak_gmacs", _rates(profile), source("peak_gmacs", "")),
@@ -153,6 +155,9 @@ def _estimate_line(result: TargetResult) -> str:
     ]
     if est.battery_life_h is not None:
         parts.append(f"battery life {est.battery_life_h:.1f} h")
+    if result.profile.memory_model.startswith("tflm"):
+        parts.append(f"set the tensor arena to {est.arena_bytes:,} bytes ({est.memory.head_bytes:,} tensors + "
+                     f"{est.memory.tail_bytes:,} interpreter state)")
     return f"estimates on {_runtime_label(result)}: " + "; ".join(parts)
 
 
@@ -220,6 +225,10 @@ def render_check(console: Console, report: CheckReport, *, detailed: bool) -> No
         console.print(_summary_table(report))
         console.print(_tier_table(report))
         console.print(Text(render_tier_line(report.tiers), style="bold"))
+    for result in report.targets:
+        for line, style in ((describe_operators(result), "yellow"), (describe_patch_plan(result), "cyan")):
+            if line:
+                console.print(Text(line, style=style))
     precision_note = "the model's own" if report.precision_is_models_own else "requested"
     console.print(Text(f"precision: {report.precision} ({precision_note}). {_ESTIMATE_NOTE}", style="dim"))
     for reason in report.unknowns:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edgefit.report.quantities import format_quantity
+from edgefit.report.quantities import format_bytes, format_quantity
 
 if TYPE_CHECKING:
     from edgefit.check import TargetResult, TierResult, TierSummary, Verdict
 
 METRIC_LABELS = {
     "ram": "RAM", "flash": "flash", "latency": "latency", "power": "power", "precision": "precision",
-    "ram_growth": "arena growth", "flash_growth": "weight growth",
+    "ram_growth": "arena growth", "flash_growth": "weight growth", "operators": "operators",
 }
 # How many fitting devices a one-line summary names before it abbreviates.
 _NAMED_DEVICES = 3
@@ -68,6 +68,8 @@ def why_tier_misses(tier: TierResult) -> str:
     assert binding is not None
     if binding.metric == "precision":
         reason = f"{binding.value} is not supported (best device {tier.best_device} runs {binding.limit})"
+    elif binding.metric == "operators":
+        reason = f"{binding.value} ops on {binding.limit} (best device {tier.best_device})"
     else:
         label = METRIC_LABELS.get(binding.metric, binding.metric)
         reason = (f"needs {format_value(binding)} {label}, best device ({tier.best_device}) "
@@ -77,7 +79,7 @@ def why_tier_misses(tier: TierResult) -> str:
         return reason
     if outlook.fits:
         return f"{reason}; int8 would fit ({_devices(outlook.devices)})"
-    if outlook.binding is not None and not outlook.binding.ok:
+    if outlook.binding is not None and not outlook.binding.ok and outlook.binding.metric != "operators":
         return f"{reason}; int8 would need {format_value(outlook.binding)}, still too much"
     return f"{reason}; int8 would not fit either"
 
@@ -91,3 +93,52 @@ def render_tier_line(summary: TierSummary) -> str:
     parts = [f"Fits: {', '.join(fitting) if fitting else 'none'}."]
     parts += [f"{t.tier.capitalize()}: no — {why_tier_misses(t)}." for t in summary.tiers if not t.fits]
     return " ".join(parts)
+
+
+def describe_patch_plan(result: TargetResult) -> str | None:
+    """'fits stm32h7 RAM with 4x4 patches over the first 6 layers: peak 96.00 KiB -> 38.00 KiB, +11% MACs', or the
+    best patching reaches when no plan fits; None when there is no advice worth a line."""
+    advice = result.patch_plan
+    if advice is None or advice.smallest is None or advice.notes:
+        return None
+    plan = advice.cheapest_fitting or advice.smallest
+    how = (f"{plan.grid}x{plan.grid} patches over the first {plan.layers} layers: peak "
+           f"{format_bytes(plan.unpatched_bytes)} -> {format_bytes(plan.peak_bytes)}, +{plan.extra_macs_pct:.0f}% MACs")
+    if advice.cheapest_fitting is not None:
+        return f"fits {result.profile.name} RAM with {how} (patch-based execution)"
+    left = "no RAM" if advice.limit_bytes is None or advice.limit_bytes <= 0 else format_bytes(advice.limit_bytes)
+    return f"{result.profile.name}: patch-based execution at best {how}; activations have {left} there"
+
+
+_LISTED_OPS = 5
+
+
+def _nodes(nodes) -> str:
+    reasons = {n.reason for n in nodes if n.status == "violates"}
+    if len(nodes) > 1 and len(reasons) == 1 and all(n.status == "violates" for n in nodes):
+        return f"every one {reasons.pop()}"   # e.g. an int8-only accelerator and an fp32 model
+    shown = ", ".join(f"{n.op_type} ({n.layer}{': ' + n.reason if n.status == 'violates' else ''})"
+                      for n in nodes[:_LISTED_OPS])
+    return shown + (f" and {len(nodes) - _LISTED_OPS} more" if len(nodes) > _LISTED_OPS else "")
+
+
+def describe_operators(result: TargetResult) -> str | None:
+    """'esp32: TensorFlow Lite Micro cannot run 1 op: Einsum (mix)' / '... 3 of 30 ops fall back to the CPU ...';
+    None when every op is supported or the profile names no operator list."""
+    coverage = result.operators
+    if coverage is None or coverage.verdict == "supported":
+        return None
+    name, total = result.profile.name, len(coverage.nodes)
+    if coverage.verdict == "does-not-run":
+        failing = coverage.not_running
+        line = f"{name}: {coverage.title} cannot run {len(failing)} of {total} ops: {_nodes(failing)}"
+    elif coverage.verdict == "fallback":
+        extra = ("" if coverage.fallback_latency_s is None else
+                 f", est. +{format_quantity(coverage.fallback_latency_s * 1e3, 'ms')} on the host core")
+        line = (f"{name}: {len(coverage.fallback_layers)} of {total} ops fall back to the CPU on {coverage.title}"
+                f"{extra}: {_nodes(coverage.not_running)}")
+    else:
+        line = f"{name}: {coverage.title} runs the known ops"
+    if coverage.unknown:
+        line += f"; {len(coverage.unknown)} unknown (not judged): {_nodes(coverage.unknown)}"
+    return line

@@ -35,7 +35,7 @@ class HtmlFormat:
                 f"</title><style>{_STYLE}</style></head><body>\n"
                 f"<h1 class=\"{'ok' if report.passed else 'over'}\">edgefit {report.command}: {escape(headline)}</h1>\n"
                 f"<table><thead><tr>{header}</tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>\n"
-                f"<p class=\"note\">Latency, energy and power are estimates (roofline from datasheet figures), not "
+                f"<p class=\"note\">Latency, energy and power are estimates (measured runtime-stack rates where the profile has them, else a datasheet roofline), not "
                 f"measurements. {report.source_label}: {escape(str(report.config_path))}</p>\n</body></html>\n")
 
 

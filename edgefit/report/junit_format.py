@@ -41,7 +41,7 @@ class JUnitFormat:
                 failure = ET.SubElement(case, "failure", message=detail, type="OverBudget")
                 failure.text = _xml(f"{result.spec.name}: {detail}\nmodel: {result.spec.model_label}\n"
                                     f"target: {result.target.profile.name} at {result.target.estimate.precision}\n"
-                                    "figures are estimates (roofline from datasheet figures)")
+                                    "figures are estimates (measured runtime-stack rates where the profile has them, else a datasheet roofline)")
         ET.indent(suites)
         return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 

@@ -48,7 +48,7 @@ class MarkdownFormat:
                     "✅ ok" if v.ok else "❌ over")]
                 cells.insert(1, _code(result.spec.model_label))
                 lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", f"_Latency, energy and power are estimates (roofline from datasheet figures), "
+        lines += ["", f"_Latency, energy and power are estimates (measured runtime-stack rates where the profile has them, else a datasheet roofline), "
                       f"not measurements. {report.source_label}: {_code(str(report.config_path))}._", ""]
         return "\n".join(lines)
 
