@@ -10,11 +10,12 @@ The search space, per target device:
   quantizing that layer alone (every other weight layer excluded) on the calibration data; then the most
   sensitive layers go back to float one by one until the fidelity floor holds or the budget breaks;
 * structured (channel) pruning at increasing ratios, quantized to the cheapest precision the target runs, until
-  the fidelity floor breaks.
+  the fidelity floor breaks;
+* the memory-aware execution order written into the node order (the reorder pass), for a candidate that misses
+  the budget while the planner's order has a smaller arena than the file order a TFLM-style runtime follows.
 
 Not searched: magnitude (unstructured) pruning, because no runtime edgefit models stores zeros for less (every
-profile's flash holds dense tensors, so zeroed weights change no verdict); the memory-aware execution order
-written into the node order (no pass writes it yet).
+profile's flash holds dense tensors, so zeroed weights change no verdict).
 
 Order of the search: with `objective="fidelity"` (the default) candidates are tried from the least lossy on: a
 model that already fits is returned fused and otherwise unchanged; pruning is tried only when no precision fits.
@@ -22,8 +23,9 @@ With `objective="size" | "latency" | "energy"` every candidate is built and esti
 fidelity is measured in cost order and the first that fits and holds the floor wins.
 
 Every fidelity figure is measured by running the candidate and the original in onnxruntime on the same inputs.
-Device figures are check's estimates, except that flash counts every weight as stored in the file (check scales
-a mixed int8 model's float weights to int8; a layer kept in float keeps its 4 bytes per weight on the device).
+Device figures are check's estimates (operators verdict included), except that flash counts every weight as
+stored in the file (check scales a mixed int8 model's float weights to int8; a layer kept in float keeps its 4
+bytes per weight on the device).
 """
 
 from __future__ import annotations
@@ -61,9 +63,9 @@ MANIFEST_NAME = "fit-manifest.json"
 NOT_SEARCHED = (
     "magnitude (unstructured) pruning: no target's storage profits from sparsity (every profile stores dense "
     "weights), so zeroed weights change no verdict",
-    "memory-aware execution order written into the node order: no reorder pass exists yet",
 )
 _WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+INT8 = "fuse,quantize:int8"   # the recipe float layers are added back to
 _MODE_PRECISION = {"fp16": "fp16", "int8": "int8", "dynamic": "int8"}
 
 Progress = Callable[[str, int, int], None]   # (current candidate, done, planned)
@@ -170,6 +172,8 @@ class NoFit:
         return {"closest": self.closest.label, "recipe": self.closest.recipe, "exclude": list(self.closest.exclude),
                 "binding": {"metric": self.metric, "value": self.value, "limit": self.limit, "unit": self.unit,
                             "limit_source": self.limit_source},
+                "patch_plan": (self.closest.result.patch_plan.to_dict()
+                               if self.closest.result and self.closest.result.patch_plan else None),
                 "devices_that_fit": list(self.devices_that_fit)}
 
 
@@ -309,7 +313,7 @@ class _Workspace:
                     return None
                 report(f"sensitivity of {layer}")
                 others = tuple(name for name in layers if name != layer)
-                built = self.build("fuse,quantize:int8", others, int8_ops)
+                built = self.build(INT8, others, int8_ops)
                 fidelity = self.measure(built, f"{layer} alone in int8")
                 scores[layer] = fidelity_score(fidelity) if fidelity else (-1.0, -1.0)
             self._sensitivity[int8_ops] = tuple(sorted(layers, key=lambda name: scores[name]))
@@ -330,6 +334,10 @@ def _named_nodes(model: ModelProto) -> list:
 
 
 # ---- one target ----------------------------------------------------------------------------------------
+
+def _without_reorder(recipe: str) -> str:
+    return recipe.removesuffix(",reorder")
+
 
 def _stored_weights(footprint: Footprint) -> Footprint:
     """The footprint with its weights counted as stored: all bytes under the dominant dtype, so that judging it
@@ -364,10 +372,28 @@ class _Search:
         built = self.work.build(recipe, exclude, self.int8_ops)
         if built.footprint is None:
             return Candidate(recipe, exclude, stage, None, None, error=built.error)
+        candidate = Candidate(recipe, exclude, stage, self._check(built), None, footprint=built.footprint)
+        # A runtime that runs the nodes as stored (TFLM, onnxruntime's sequential executor) plans the file order:
+        # where the planner's order has a smaller arena and the budget is missed, write that order into the file.
+        footprint = built.footprint
+        if not candidate.fits_budget and footprint.file_order_peak_bytes > footprint.peak_activation_bytes:
+            reordered = self.work.build(f"{recipe},reorder", exclude, self.int8_ops)
+            if reordered.footprint is not None:
+                result = self._check(reordered)
+                if result.fits or result.estimate.ram_bytes < candidate.result.estimate.ram_bytes:
+                    return Candidate(f"{recipe},reorder", exclude, stage, result, None,
+                                     footprint=reordered.footprint)
+        return candidate
+
+    def _check(self, built: _Built, patching: bool = False) -> TargetResult:
+        """check's verdicts (with the operators verdict, which needs the graph) on the weights as stored; patch
+        advice only when asked (it plans every patch grid: for the closest candidate, not for every one)."""
+        from edgefit.check import with_model_advice
+
         footprint = _stored_weights(built.footprint)
         result = check_footprint(footprint, self.profile, model_precision(footprint), self.budgets, self.rate_hz,
                                  self.runtime)
-        return Candidate(recipe, exclude, stage, result, None, footprint=built.footprint)
+        return with_model_advice([result], footprint, built.model, patching=patching)[0]
 
     def measured(self, candidate: Candidate) -> Candidate:
         if candidate.result is None:
@@ -404,14 +430,14 @@ class _Search:
         tail = f",quantize:{cheapest}" if cheapest else ""
         return [f"fuse,prune:{ratio:g}:structured{tail}" for ratio in PRUNE_RATIOS]
 
-    def float_layers(self, start: Candidate) -> None:
+    def float_layers(self) -> None:
         """int8 with the most sensitive layers back in float, one more at a time, while the budget holds."""
         order = self.sensitivity_order()
         if order is None:
-            self.skipped.append(f"{start.recipe} with float layers (sensitivities unfinished)")
+            self.skipped.append(f"{INT8} with float layers (sensitivities unfinished)")
             return
         for count in range(1, len(order)):
-            candidate = self.evaluate(start.recipe, tuple(sorted(order[:count])), "float layers")
+            candidate = self.evaluate(INT8, tuple(sorted(order[:count])), "float layers")
             if candidate is None or candidate.meets_floor or not candidate.fits_budget:
                 return
 
@@ -423,9 +449,9 @@ class _Search:
             return
         for recipe in self.precision_recipes()[1:]:
             candidate = self.evaluate(recipe)
-            if candidate is not None and recipe == "fuse,quantize:int8" and candidate.fits_budget \
+            if candidate is not None and recipe == INT8 and candidate.fits_budget \
                     and candidate.fidelity is not None and not candidate.meets_floor:
-                self.float_layers(candidate)
+                self.float_layers()
         if any(c.fits for c in self.candidates):
             return
         self.planned += len(PRUNE_RATIOS)
@@ -461,12 +487,12 @@ class _Search:
             if candidate.fits:
                 return
             # int8 missing the floor: the same with one more sensitive layer in float joins the queue at its cost
-            if candidate.recipe == "fuse,quantize:int8" and candidate.fidelity is not None:
+            if _without_reorder(candidate.recipe) == INT8 and candidate.fidelity is not None:
                 order = order or self.sensitivity_order()
                 if order is None:
-                    self.skipped.append(f"{candidate.recipe} with float layers (sensitivities unfinished)")
+                    self.skipped.append(f"{INT8} with float layers (sensitivities unfinished)")
                 elif len(candidate.exclude) + 1 < len(order):
-                    more = self.judge(candidate.recipe, tuple(sorted(order[:len(candidate.exclude) + 1])),
+                    more = self.judge(INT8, tuple(sorted(order[:len(candidate.exclude) + 1])),
                                       "float layers")
                     self.planned += 1
                     heapq.heappush(queue, (more.cost(self.objective), next(ticket), more))
@@ -498,6 +524,9 @@ class _Search:
         closest_result = _closest_to_fitting([c.result for c in judged])
         closest = next(c for c in judged if c.result is closest_result)
         binding: Verdict = _binding(closest_result)
+        if binding.metric == "ram":   # tiling may close a RAM gap: patch advice for this candidate
+            advised = self._check(self.work.build(closest.recipe, closest.exclude, self.int8_ops), patching=True)
+            closest = dataclasses.replace(closest, result=advised)
         return NoFit(closest, binding.metric, binding.value, binding.limit, binding.unit, binding.limit_source,
                      devices_that_fit(closest, self.profile, self.rate_hz, self.profiles_dir))
 

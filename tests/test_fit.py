@@ -135,6 +135,31 @@ def test_cost_objective_returns_the_cheapest_recipe_that_holds_the_floor(prunabl
     assert flashes == sorted(flashes)
 
 
+def test_memory_aware_order_written_when_the_file_order_misses_the_ram_budget(tmp_path, profiles):
+    from tests.test_reorder import two_branches
+
+    from edgefit.analysis.footprint import analyze
+    from edgefit.check import check_footprint
+    from edgefit.devices import load_profile
+
+    # TFLM plans the arena in file order: both 16 KiB branch tensors live together there, one at a time after
+    # reordering (the planner's figures: 33792 -> 18432 bytes, see test_reorder), plus TFLM's own tail.
+    write_profile(profiles, VALID.replace('name = "test-board"', 'name = "tflm-board"')
+                  .replace('runtime_ram = "4 KiB"', 'runtime_ram = "0 KiB"\nmemory_model = "tflm"'), "tflm.toml")
+    board = load_profile("tflm-board", [profiles])
+    path = tmp_path / "two.onnx"
+    onnx.save(two_branches(), path)
+    file_order_ram = check_footprint(analyze(fuse(onnx.load(path)).model), board).estimate.ram_bytes
+    budget = 30000
+    result = fit(path, board, Budgets(max_ram_bytes=budget), profiles_dir=[profiles]).targets[0]
+    chosen = result.chosen
+    assert chosen.recipe == "fuse,reorder" and chosen.result.estimate.ram_bytes < budget < file_order_ram
+    assert [n.name for n in result.model.graph.node] == ["wide_a", "narrow_a", "wide_b", "narrow_b", "join"]
+    assert chosen.fidelity.identical   # the same kernels on the same values: bit-identical outputs
+    # Without the budget the file order fits: returned fused and otherwise unchanged.
+    assert fit(path, board, profiles_dir=[profiles]).targets[0].chosen.recipe == "fuse"
+
+
 @pytest.mark.parametrize("objective, cost", [("latency", lambda e: e.latency_s), ("energy", lambda e: e.energy_j)])
 def test_latency_and_energy_objectives_measure_in_their_cost_order(prunable, profiles, objective, cost):
     result = fit(prunable, "float-board", objective=objective, profiles_dir=[profiles]).targets[0]

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from edgefit.fit import Candidate, FitReport, NoFit, TargetFit, accuracy_drop
-from edgefit.report.check_text import METRIC_LABELS, format_quantity
+from edgefit.report.check_text import METRIC_LABELS, describe_patch_plan, format_quantity
 
 _NAMED_DEVICES = 3
 
@@ -72,6 +72,9 @@ def _no_fit_lines(no_fit: NoFit) -> list[str]:
         lines.append(f"binding: {label} {format_quantity(no_fit.value, no_fit.unit)} > "
                      f"{format_quantity(no_fit.limit, no_fit.unit)} ({no_fit.limit_source}, "
                      f"{(over - 1) * 100:.0f}% over)")
+    tiling = describe_patch_plan(no_fit.closest.result) if no_fit.closest.result else None
+    if tiling:
+        lines.append(f"tiling: {tiling}")
     if no_fit.limit_source in ("budget", "rate"):   # a requirement the user set: a bigger device does not lift it
         option = "--rate" if no_fit.limit_source == "rate" else f"--max-{no_fit.metric}"
         lines.append(f"to close it: {option} allowing {format_quantity(no_fit.value, no_fit.unit)}")
