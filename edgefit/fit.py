@@ -492,10 +492,12 @@ class _Search:
                 if order is None:
                     self.skipped.append(f"{INT8} with float layers (sensitivities unfinished)")
                 elif len(candidate.exclude) + 1 < len(order):
-                    more = self.judge(INT8, tuple(sorted(order[:len(candidate.exclude) + 1])),
-                                      "float layers")
+                    more = self.judge(INT8, tuple(sorted(order[:len(candidate.exclude) + 1])), "float layers")
                     self.planned += 1
-                    heapq.heappush(queue, (more.cost(self.objective), next(ticket), more))
+                    if more.result is None:
+                        self.tried(more)
+                    else:
+                        heapq.heappush(queue, (more.cost(self.objective), next(ticket), more))
 
     def run(self) -> TargetFit:
         started = time.monotonic()
