@@ -1,9 +1,11 @@
 """Footprint x DeviceProfile x Budgets -> verdicts with margins and the per-tier summary (the CI gate: edgefit.gate).
 
-A target fits when every verdict is ok: RAM, flash and latency always, power when a power budget is given, and
-the precision when the device's runtime cannot execute it. RAM and flash limits are the device's and can only be
-tightened by a budget; the latency budget is a requirement (the tier's default unless the profile or the user sets
-one), so a budget replaces it, and `rate` caps it at 1/rate so the device keeps up.
+A target fits when every verdict is ok: RAM and flash always (the device's limits, which a budget can only
+tighten), the precision when the device's runtime cannot execute it, and latency and power only against a
+budget someone set. Latency is judged against `--max-latency` (or a gate's `max_latency`), else the budget the
+profile declares for its application, capped at 1/rate when a rate is given (the device must keep up); power
+against `--max-power`. Without a latency budget the latency verdict is context: it carries the tier's typical
+band and never fails.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from edgefit.analysis.footprint import Footprint
 from edgefit.analysis.patching import PatchAdvice, PatchPlan, advise_patching, patch_plans
-from edgefit.devices import TIERS, DeviceProfile, check_precision, find_profile, list_profiles
+from edgefit.devices import TIER_LATENCY_BAND_S, TIERS, DeviceProfile, check_precision, find_profile, list_profiles
 from edgefit.errors import ConfigError
 from edgefit.operators.coverage import Coverage, ModelGraph, operator_coverage
 from edgefit.estimate import METHOD, Estimate, estimate, model_precision
@@ -29,7 +31,7 @@ ProfilesDir = str | Path | Iterable[str | Path] | None
 
 @dataclass(frozen=True)
 class Budgets:
-    """User limits on top of the device's own: None leaves the device's (or tier's) limit."""
+    """User limits: RAM and flash tighten the device's own; latency and power are budgets. None: no user limit."""
 
     max_ram_bytes: int | None = None
     max_flash_bytes: int | None = None
@@ -53,16 +55,52 @@ class Budgets:
 
 
 @dataclass(frozen=True)
+class Band:
+    """A tier's typical range for a figure, in the unit of the verdict that carries it: context, never a limit."""
+
+    tier: str
+    low: float
+    high: float
+
+    def position(self, value: float, lower_bound: bool = False) -> str | None:
+        """'below', 'within' or 'above' the band; None when a lower bound under the top cannot tell."""
+        if value > self.high:
+            return "above"
+        if lower_bound:
+            return None
+        return "below" if value < self.low else "within"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tier": self.tier, "low": self.low, "high": self.high}
+
+
+@dataclass(frozen=True)
 class Verdict:
-    """One budget on one target. Sizes are in bytes, latency in ms, power in mW."""
+    """One figure on one target against its limit. Sizes are in bytes, latency in ms, power in mW.
+
+    A verdict without a limit is context: nobody set a budget for the figure, so it is reported (with its tier's
+    typical band) but cannot fail.
+    """
 
     metric: str                  # ram | flash | latency | power | precision | ram_growth | flash_growth
     value: float | str
-    limit: float | str
+    limit: float | str | None    # None: no budget, the verdict is context
     unit: str                    # bytes | ms | mW | '' (precision)
     ok: bool
-    limit_source: str            # where the limit comes from: device, budget, tier default, rate, baseline ...
+    limit_source: str | None     # where the limit comes from: device, budget, profile, rate, baseline ...
     lower_bound: bool = False    # the value is a lower bound (some layer's cost is unknown)
+    band: Band | None = None     # the tier's typical band for the figure (latency)
+
+    @property
+    def kind(self) -> str:
+        """'budget' when the figure is judged against a limit, 'context' when it is only reported."""
+        return "context" if self.limit is None else "budget"
+
+    @property
+    def band_position(self) -> str | None:
+        if self.band is None or isinstance(self.value, str):
+            return None
+        return self.band.position(self.value, self.lower_bound)
 
     @property
     def margin_pct(self) -> float | None:
@@ -80,9 +118,10 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         margin = self.margin_pct
-        return {"metric": self.metric, "value": self.value, "limit": self.limit, "unit": self.unit,
-                "ok": self.ok, "margin_pct": None if margin is None else round(margin, 2),
-                "limit_source": self.limit_source, "lower_bound": self.lower_bound}
+        band = None if self.band is None else {**self.band.to_dict(), "position": self.band_position}
+        return {"metric": self.metric, "kind": self.kind, "value": self.value, "limit": self.limit,
+                "unit": self.unit, "ok": self.ok, "margin_pct": None if margin is None else round(margin, 2),
+                "limit_source": self.limit_source, "lower_bound": self.lower_bound, "band": band}
 
 
 @dataclass(frozen=True)
@@ -191,6 +230,21 @@ def _tightest(device_limit: float, budget: float | None) -> tuple[float, str]:
     return device_limit, "device"
 
 
+def _latency_limit(profile: DeviceProfile, budgets: Budgets, rate_hz: float | None) -> tuple[float | None, str | None]:
+    """The latency someone asked for, in seconds, and who: the user's budget, else the one the profile declares
+    for its application; 1/rate caps either, since a device that cannot keep up fails whatever the budget.
+    (None, None) when nobody set one."""
+    if budgets.max_latency_s is not None:
+        limit, source = budgets.max_latency_s, "budget"
+    elif profile.latency_budget_s is not None:
+        limit, source = profile.latency_budget_s, "profile"
+    else:
+        limit, source = None, None
+    if rate_hz is not None and (limit is None or 1 / rate_hz < limit):
+        limit, source = 1 / rate_hz, "rate"
+    return limit, source
+
+
 def check_footprint(footprint: Footprint, profile: DeviceProfile | str, precision: str | None = None,
                     budgets: Budgets = Budgets(), rate_hz: float | None = None,
                     runtime: str | None = None) -> TargetResult:
@@ -202,19 +256,15 @@ def check_footprint(footprint: Footprint, profile: DeviceProfile | str, precisio
     est = estimate(footprint, profile, precision, rate_hz, runtime)
     ram_limit, ram_source = _tightest(profile.ram_limit_bytes, budgets.max_ram_bytes)
     flash_limit, flash_source = _tightest(profile.flash_bytes, budgets.max_flash_bytes)
-    if budgets.max_latency_s is not None:
-        latency_limit, latency_source = budgets.max_latency_s, "budget"
-    else:
-        latency_limit = profile.latency_budget_s
-        latency_source = "profile" if "latency_budget" in profile.sources else f"{profile.tier} tier default"
-    if rate_hz is not None and 1 / rate_hz < latency_limit:
-        latency_limit, latency_source = 1 / rate_hz, "rate"
+    latency_limit, latency_source = _latency_limit(profile, budgets, rate_hz)
+    low, high = TIER_LATENCY_BAND_S[profile.tier]
     lower_bound = est.latency_is_lower_bound
     verdicts = [
         Verdict("ram", est.ram_bytes, ram_limit, "bytes", est.ram_bytes <= ram_limit, ram_source),
         Verdict("flash", est.flash_bytes, flash_limit, "bytes", est.flash_bytes <= flash_limit, flash_source),
-        Verdict("latency", est.latency_s * 1e3, latency_limit * 1e3, "ms", est.latency_s <= latency_limit,
-                latency_source, lower_bound),
+        Verdict("latency", est.latency_s * 1e3, None if latency_limit is None else latency_limit * 1e3, "ms",
+                latency_limit is None or est.latency_s <= latency_limit, latency_source, lower_bound,
+                Band(profile.tier, low * 1e3, high * 1e3)),
     ]
     if budgets.max_power_w is not None:
         verdicts.append(Verdict("power", est.avg_power_w * 1e3, budgets.max_power_w * 1e3, "mW",

@@ -36,14 +36,14 @@ import numpy as np
 from edgefit.analysis.dtypes import DTYPE_BYTES, FLOAT_DTYPES, PRECISION_BYTES
 from edgefit.analysis.footprint import Footprint
 from edgefit.devices import DeviceProfile, check_precision
-from edgefit.latency import latency_features
+from edgefit.latency import LAYER_CLASSES, dispatched_work, latency_features
 from edgefit.runtime_memory import RuntimeMemory, runtime_memory
 from edgefit.units import check_rate_hz
 
 METHOD = ("estimate: per-class rates (conv, depthwise, fc, elementwise, per op) of the profile's runtime stack where it "
-          "has them (each estimate's basis says whether published measurement or user calibration), else a per-layer "
-          "roofline max(MACs / (peak MAC rate x efficiency), bytes moved / bandwidth) + overheads from datasheet "
-          "figures; not a measurement")
+          "has them, else a per-layer roofline max(MACs / (peak MAC rate x efficiency), bytes moved / bandwidth) + "
+          "overheads from the profile's figures; each estimate's basis says what they rest on (datasheet, published "
+          "measurement, user calibration); not a measurement of this model")
 
 # How the model's own weight dtype maps to a deployment precision.
 _PRECISION_OF_DTYPE = {
@@ -203,7 +203,8 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
         compute_s, memory_bound = _roofline(columns, profile, precision,
                                             weight_bytes / footprint.weight_bytes if footprint.weight_bytes else 1.0)
         overhead_s = profile.inference_overhead_s + profile.per_op_overhead_s * columns.count
-        basis, expected_error = "datasheet", None
+        # The profile's own figures: datasheet unless the profile says they were measured or calibrated.
+        basis, expected_error = profile.basis, profile.expected_error
     without_macs = columns.without_macs
 
     active_power_w = (stack.active_power_w if stack is not None and stack.active_power_w is not None
@@ -224,11 +225,42 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
     )
 
 
-def _roofline(columns: _LayerColumns, profile: DeviceProfile, precision: str, weight_scale: float) -> tuple[float, int]:
-    """Summed per-layer roofline time and the number of memory-bound layers (datasheet figures)."""
+def _roofline_parts(columns: _LayerColumns, profile: DeviceProfile, precision: str,
+                    weight_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer: seconds at the sustained MAC rate, and seconds to move its bytes (datasheet figures)."""
     weight_bandwidth = (profile.memory_bandwidth_bytes_per_s if profile.weights_in_ram
                         else profile.flash_bandwidth_bytes_per_s)
     memory_time = (columns.activation_moved / profile.memory_bandwidth_bytes_per_s
                    + columns.weight_bytes * (weight_scale / weight_bandwidth))
-    mac_time = columns.macs / profile.macs_per_s(precision)
+    return columns.macs / profile.macs_per_s(precision), memory_time
+
+
+def _roofline_times(columns: _LayerColumns, profile: DeviceProfile, precision: str,
+                    weight_scale: float) -> np.ndarray:
+    return np.maximum(*_roofline_parts(columns, profile, precision, weight_scale))
+
+
+def _roofline(columns: _LayerColumns, profile: DeviceProfile, precision: str, weight_scale: float) -> tuple[float, int]:
+    """Summed per-layer roofline time and the number of memory-bound layers."""
+    mac_time, memory_time = _roofline_parts(columns, profile, precision, weight_scale)
     return float(np.maximum(mac_time, memory_time).sum()), int(np.count_nonzero(memory_time > mac_time))
+
+
+def layer_latencies(footprint: Footprint, profile: DeviceProfile, precision: str | None = None,
+                    runtime: str | None = None) -> tuple[float, ...]:
+    """Estimated seconds of each of `footprint.layers` on `profile`, by the same model as `estimate` (its compute
+    and per-op terms; the per-inference overhead belongs to no layer). A layer the runtime folds, fuses or drops
+    costs 0. Reports use it to show where the time goes; the totals come from `estimate`."""
+    precision = precision or model_precision(footprint)
+    check_precision(precision)
+    stack = profile.runtime_stack(runtime)
+    coefficients = stack.coefficients.get(precision) if stack is not None else None
+    if coefficients is not None:
+        per_unit = dict(zip(LAYER_CLASSES, coefficients.vector()[:4]))
+        return tuple(0.0 if work is None else work[1] * per_unit[work[0]] + coefficients.s_per_op
+                     for work in dispatched_work(footprint.layers, precision))
+    kept = [not (precision == "int8" and layer.op_type in _FUSED_IN_INT8) for layer in footprint.layers]
+    columns = _layer_columns(footprint, precision)
+    weight_scale = footprint.weight_bytes_at(precision) / footprint.weight_bytes if footprint.weight_bytes else 1.0
+    times = iter(_roofline_times(columns, profile, precision, weight_scale) + profile.per_op_overhead_s)
+    return tuple(float(next(times)) if keep else 0.0 for keep in kept)

@@ -196,7 +196,9 @@ def _parse_gate(entry: Mapping[str, Any], defaults: Mapping[str, Any], index: in
         growth = 0.0
     return GateSpec(
         name=label or f"{values['model']} on {values['target']}", model=model, model_label=values["model"],
-        target=values["target"], precision=precision, budgets=budgets,
+        # A profile file is named relative to the config, as the model is.
+        target=str(base / values["target"]) if values["target"].lower().endswith(".toml") else values["target"],
+        precision=precision, budgets=budgets,
         rate_hz=float(rate) if rate is not None else None,
         input_shapes=_parse_shapes(values["input_shape"], where) if "input_shape" in values else {},
         dims=_parse_dims(values["dim"], where) if "dim" in values else {},

@@ -87,6 +87,18 @@ def latency_features(footprint: Footprint, precision: str) -> LatencyFeatures:
 
 
 def _features(layers: tuple[LayerStats, ...], precision: str) -> LatencyFeatures:
+    totals = dict.fromkeys(LAYER_CLASSES, 0.0)
+    ops = 0
+    for work in dispatched_work(layers, precision):
+        if work is not None:
+            totals[work[0]] += work[1]
+            ops += 1
+    return LatencyFeatures(totals["conv"], totals["depthwise"], totals["fc"], totals["elementwise"], ops)
+
+
+def dispatched_work(layers: tuple[LayerStats, ...], precision: str) -> list[tuple[str, float] | None]:
+    """Per layer, what the runtime dispatches for it: (layer class, MACs or elements written), or None when the
+    layer is folded, fused into its producer or dropped, so it costs nothing of its own."""
     from edgefit.analysis.dtypes import DTYPE_BYTES
 
     dropped_ops = _DROPPED | _DROPPED_AT_INT8 if precision == "int8" else _DROPPED
@@ -100,14 +112,14 @@ def _features(layers: tuple[LayerStats, ...], precision: str) -> LatencyFeatures
     carrier = [-1] * len(layers)
     classes = [layer_class(layer.op_type, layer) for layer in layers]
     has_activation = [False] * len(layers)
-    totals = dict.fromkeys(LAYER_CLASSES, 0.0)
-    ops = 0
+    work: list[tuple[str, float] | None] = []
     for i, layer in enumerate(layers):
         op_type = layer.op_type
         source = layer.inputs_from[0] if len(layer.inputs_from) == 1 else -1
         host = carrier[source] if source >= 0 and consumers[source] == 1 else -1
         if op_type in dropped_ops:
             carrier[i] = host
+            work.append(None)
             continue
         if host >= 0 and not has_activation[host]:
             folds = classes[host] in _MAC_CLASSES and (
@@ -117,14 +129,12 @@ def _features(layers: tuple[LayerStats, ...], precision: str) -> LatencyFeatures
             if folds or fuses:
                 carrier[i] = host
                 has_activation[host] = has_activation[host] or fuses   # nothing folds in after an activation
+                work.append(None)
                 continue
         carrier[i] = i
-        ops += 1
-        if classes[i] == "elementwise":
-            totals["elementwise"] += _elements(layer, DTYPE_BYTES)
-        else:
-            totals[classes[i]] += layer.macs or 0
-    return LatencyFeatures(totals["conv"], totals["depthwise"], totals["fc"], totals["elementwise"], ops)
+        amount = _elements(layer, DTYPE_BYTES) if classes[i] == "elementwise" else float(layer.macs or 0)
+        work.append((classes[i], amount))
+    return work
 
 
 def _elements(layer: LayerStats, dtype_bytes: dict[str, float]) -> float:

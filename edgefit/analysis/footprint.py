@@ -94,6 +94,8 @@ class Footprint:
     # place), as onnxruntime's planner does. Only targets whose runtime really does it ask for them, so they are
     # made on first use (see shared_buffers). None: not available.
     shared_planner: Callable[[], list[Buffer]] | None = field(default=None, repr=False, compare=False)
+    # The buffers' lifetimes when nodes run in file order: only a report that draws both orders asks for them.
+    file_order_planner: Callable[[], list[Buffer]] | None = field(default=None, repr=False, compare=False)
     # Re-planned arena sizes by (precision, shared storage): checking one model on every device asks for the
     # same few plans dozens of times, and a plan of a large graph costs tens of milliseconds.
     _arena_cache: dict[tuple[str, bool], int] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -105,6 +107,10 @@ class Footprint:
         if not self._shared_buffers:
             self._shared_buffers.append(tuple(self.shared_planner()) if self.shared_planner else ())
         return self._shared_buffers[0]
+
+    def file_order_buffers(self) -> tuple[Buffer, ...]:
+        """Buffers with lifetimes in file order (equal to `buffers` when the file order is the best order)."""
+        return tuple(self.file_order_planner()) if self.file_order_planner else self.buffers
 
     @property
     def dominant_dtype(self) -> str:
@@ -159,8 +165,8 @@ class Footprint:
         # Buffers and planners are for re-planning, not for reporting (and a large graph has tens of thousands);
         # layers are converted field by field: dataclasses.asdict deep-copies every value, 10x slower.
         data = copy.deepcopy({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                              if f.name not in ("buffers", "shared_planner", "layers", "live_at_peak", "execution_order",
-                                                "ops")
+                              if f.name not in ("buffers", "shared_planner", "file_order_planner", "layers",
+                                                "live_at_peak", "execution_order", "ops")
                               and not f.name.startswith("_")})
         names = [f.name for f in dataclasses.fields(LayerStats)]
         data["layers"] = [{name: getattr(layer, name) for name in names} for layer in self.layers]
@@ -186,6 +192,7 @@ class _GraphStats:
     live_at_peak: tuple[LiveTensor, ...] = ()
     buffers: tuple[Buffer, ...] = ()
     shared_planner: Callable[[], list[Buffer]] | None = None
+    file_order_planner: Callable[[], list[Buffer]] | None = None
     order: tuple[int, ...] = ()   # node indices in the planned order
     sites: tuple[OpSite, ...] = ()
 
@@ -378,6 +385,7 @@ class _Analysis:
         stats.lower_bound_bytes = plan.lower_bound
         stats.buffers = tuple(plan.buffers)
         stats.shared_planner = plan.shared_buffers
+        stats.file_order_planner = plan.file_order_buffers
         stats.order = tuple(plan.order)
         if plan.arena.peak_step is not None and plan.order:
             stats.peak_node = steps[plan.order[min(plan.arena.peak_step, len(plan.order) - 1)]].name
@@ -561,6 +569,7 @@ def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: 
         buffers=stats.buffers,
         alignment=alignment,
         shared_planner=stats.shared_planner,
+        file_order_planner=stats.file_order_planner,
         execution_order=stats.order,
         ops=stats.sites,
     )

@@ -30,7 +30,8 @@ OutputOpt = Annotated[Optional[Path], typer.Option(
     show_default=False)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Allow -o to be the input file itself (overwrites it).")]
 TargetOpt = Annotated[Optional[str], typer.Option(
-    "--target", "-t", help="Device profile: picks the quantization mode, adds latency and the fit verdict.",
+    "--target", "-t", help="Device profile (name, alias or .toml file): picks the quantization mode, adds latency "
+    "and the fit verdict.",
     show_default=False)]
 EvalOpt = Annotated[Optional[Path], typer.Option(
     "--eval", help="Fidelity inputs: .npz with one array per input name (+ optional 'labels' for accuracy), "

@@ -33,14 +33,17 @@ def check_precision(precision: str | None) -> None:
         raise ConfigError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
 
 
-# Default latency budget per tier: the upper end of each tier's typical latency band (DESIGN.md section 4:
-# cloud 100-1000 ms incl. a 100-500 ms network round trip, edge 10-100 ms, mobile 5-50 ms, tiny 1-10 ms).
-TIER_LATENCY_BUDGET_S = {"cloud": 1.0, "edge": 0.100, "mobile": 0.050, "tiny": 0.010}
+# Typical latency band per tier (DESIGN.md section 4: cloud 100-1000 ms incl. a 100-500 ms network round trip,
+# edge 10-100 ms, mobile 5-50 ms, tiny 1-10 ms). Context for a latency figure, never a limit: what an application
+# needs is the user's to say (a budget, a rate) or the profile's (`latency_budget`).
+TIER_LATENCY_BAND_S = {"cloud": (0.100, 1.0), "edge": (0.010, 0.100), "mobile": (0.005, 0.050),
+                       "tiny": (0.001, 0.010)}
 
 BUILTIN_PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 PROFILES_ENV = "EDGEFIT_PROFILES"
 
 
+# What the speed and power figures of a profile or runtime stack rest on.
 BASES = ("datasheet", "published measurement", "user calibration")
 
 
@@ -92,7 +95,9 @@ class DeviceProfile:
     network_rtt_s: float                 # request round trip to reach the device (cloud)
     active_power_w: float                # draw while running inference
     idle_power_w: float                  # draw between inferences
-    latency_budget_s: float              # default latency budget (the tier's band unless the profile says)
+    latency_budget_s: float | None = None  # the latency the device's application needs, when the profile says
+    basis: str = "datasheet"             # what the speed and power figures rest on: one of BASES
+    expected_error: float | None = None  # relative error of the latency estimate (0.25: +-25%), when known
     ram_usable_fraction: float = 1.0     # share of RAM one app may take (phones' OS limits)
     battery_mah: float | None = None
     battery_v: float | None = None
@@ -161,7 +166,9 @@ class DeviceProfile:
             "inference_overhead_ms": self.inference_overhead_s * 1e3, "per_op_overhead_us": self.per_op_overhead_s * 1e6,
             "network_rtt_ms": self.network_rtt_s * 1e3, "active_power_w": self.active_power_w,
             "idle_power_w": self.idle_power_w, "battery_mah": self.battery_mah, "battery_v": self.battery_v,
-            "latency_budget_ms": self.latency_budget_s * 1e3, "notes": self.notes, "sources": dict(self.sources),
+            "latency_budget_ms": None if self.latency_budget_s is None else self.latency_budget_s * 1e3,
+            "basis": self.basis, "expected_error": self.expected_error,
+            "notes": self.notes, "sources": dict(self.sources),
             "path": str(self.path) if self.path else None,
             "default_runtime": self.default_runtime, "runtimes": [stack.to_dict() for stack in self.runtimes],
             "calibration": dict(self.calibration) if self.calibration is not None else None,
@@ -208,6 +215,12 @@ def _fraction(value: Any) -> float:
 def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _basis(value: Any) -> str:
+    if value not in BASES:
+        raise ValueError(f"expected one of {', '.join(BASES)}, got {value!r}")
     return value
 
 
@@ -414,6 +427,8 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "active_power": ("active_power_w", _positive(parse_power_w), True),
     "idle_power": ("idle_power_w", _positive(parse_power_w, allow_zero=True), True),
     "latency_budget": ("latency_budget_s", _positive(parse_duration_s), False),
+    "basis": ("basis", _basis, False),
+    "expected_error": ("expected_error", _positive(_number), False),
     "ram_usable_fraction": ("ram_usable_fraction", _fraction, False),
     "battery_mah": ("battery_mah", _positive(_number), False),
     "battery_v": ("battery_v", _positive(_number), False),
@@ -426,7 +441,7 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
 }
 # Keys that are not numbers about the device and so need no source note.
 _DESCRIPTIVE = frozenset({"name", "display_name", "tier", "aliases", "notes", "runtime", "precisions", "int8_ops",
-                          "operators", "memory_model"})
+                          "operators", "memory_model", "basis"})
 # Keys parsed apart from _FIELDS: tables (runtime stacks carry their own sources) and the default stack's name.
 _TABLES = frozenset({"source", "runtimes", "default_runtime", "calibration"})
 
@@ -477,7 +492,6 @@ def parse_profile(data: Mapping[str, Any], origin: str, path: Path | None = None
     values.setdefault("flash_bandwidth_bytes_per_s", values["memory_bandwidth_bytes_per_s"])
     values.setdefault("per_op_overhead_s", 0.0)
     values.setdefault("network_rtt_s", 0.0)
-    values.setdefault("latency_budget_s", TIER_LATENCY_BUDGET_S[values["tier"]])
     calibration = data.get("calibration")
     if calibration is not None and not isinstance(calibration, dict):
         raise ProfileError(f"{origin}: field 'calibration': expected a table (written by edgefit calibrate)")
@@ -556,7 +570,10 @@ def _alias_index(profiles: Iterable[DeviceProfile]) -> dict[str, DeviceProfile]:
 
 
 def find_profile(name: str, profiles: Iterable[DeviceProfile]) -> DeviceProfile:
-    """The profile called `name` (or aliased so); a near miss gets 'did you mean ...'."""
+    """The profile called `name` (or aliased so), or the profile file `name` when it ends in .toml; a near miss
+    gets 'did you mean ...'."""
+    if name.strip().lower().endswith(".toml"):
+        return load_profile_file(name.strip())
     index = _alias_index(profiles)
     key = normalize_name(name)
     if key in index:

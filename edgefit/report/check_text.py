@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from edgefit.report.quantities import format_bytes, format_quantity
 
 if TYPE_CHECKING:
     from edgefit.check import TargetResult, TierResult, TierSummary, Verdict
+    from edgefit.estimate import Estimate
 
 METRIC_LABELS = {
     "ram": "RAM", "flash": "flash", "latency": "latency", "power": "power", "precision": "precision",
@@ -15,6 +17,9 @@ METRIC_LABELS = {
 }
 # How many fitting devices a one-line summary names before it abbreviates.
 _NAMED_DEVICES = 3
+# Where a latency stands against its tier's typical band.
+_BAND_RELATION = {"above": "slower than", "within": "within", "below": "faster than"}
+BASIS_LABELS = {"datasheet": "datasheet figures"}
 
 
 def format_value(verdict: Verdict) -> str:
@@ -23,11 +28,30 @@ def format_value(verdict: Verdict) -> str:
 
 
 def format_limit(verdict: Verdict) -> str:
+    if verdict.limit is None:
+        return "no budget"
     return format_quantity(verdict.limit, verdict.unit)
 
 
+def format_band(verdict: Verdict) -> str:
+    """The verdict's tier band: '1–10 ms' (bands are round numbers in the verdict's unit)."""
+    assert verdict.band is not None
+    return f"{verdict.band.low:g}–{verdict.band.high:g} {verdict.unit}"
+
+
+def describe_band(verdict: Verdict) -> str:
+    """'slower than the typical 1–10 ms of the Tiny tier'; '' without a band."""
+    if verdict.band is None:
+        return ""
+    tier = verdict.band.tier.capitalize()
+    relation = _BAND_RELATION.get(verdict.band_position or "")
+    if relation is None:   # a lower bound under the top of the band: the figure may lie anywhere above it
+        return f"the {tier} tier's typical band is {format_band(verdict)}"
+    return f"{relation} the typical {format_band(verdict)} of the {tier} tier"
+
+
 def format_margin(verdict: Verdict) -> str:
-    """'44% free' under budget, '12% over' over it, '' when there is no numeric margin."""
+    """'44% free' under budget, '12% over' over it, '' when there is no numeric margin (or no budget)."""
     margin = verdict.margin_pct
     if margin is None:
         return ""
@@ -37,8 +61,12 @@ def format_margin(verdict: Verdict) -> str:
 
 
 def describe_verdict(verdict: Verdict) -> str:
-    """One clause: 'RAM 310.00 KiB > 300.00 KiB (budget, 3% over)'."""
+    """One clause: 'RAM 310.00 KiB > 300.00 KiB (budget, 3% over)'; a figure without a budget:
+    'latency 18.8 ms — slower than the typical 1–10 ms of the Tiny tier'."""
     label = METRIC_LABELS.get(verdict.metric, verdict.metric)
+    if verdict.kind == "context":
+        band = describe_band(verdict)
+        return f"{label} {format_value(verdict)} — {band}" if band else f"{label} {format_value(verdict)} (no budget)"
     if verdict.metric == "precision":
         supported = "supported" if verdict.ok else f"not supported (runs {verdict.limit})"
         return f"{verdict.value} {supported}"
@@ -54,6 +82,42 @@ def describe_target(result: TargetResult) -> str:
     head = "fits" if result.fits else "does not fit"
     return (f"{head} {result.profile.name} at {result.estimate.precision}: "
             + "; ".join(describe_verdict(v) for v in shown if v.metric != "precision" or not v.ok))
+
+
+# How a command's user sets the latency budget that a context-only latency lacks.
+_LATENCY_BUDGET_HOW = {"check": "--max-latency or --rate", "gate": "max_latency or rate in the gate"}
+
+
+def latency_budget_how(command: str) -> str:
+    """'--max-latency or --rate' for check, 'max_latency or rate in the gate' for gate."""
+    return _LATENCY_BUDGET_HOW[command]
+
+
+def format_error(expected_error: float | None) -> str:
+    """A relative error: 0.12 -> '±12%'; None -> 'unknown'."""
+    return "unknown" if expected_error is None else f"±{expected_error * 100:.3g}%"
+
+
+def format_basis(estimate: Estimate) -> str:
+    """What an estimate rests on: 'datasheet figures, expected error unknown', 'user calibration, typically
+    within ±12%'."""
+    error = ("expected error unknown" if estimate.expected_error is None
+             else f"typically within {format_error(estimate.expected_error)}")
+    return f"{BASIS_LABELS.get(estimate.basis, estimate.basis)}, {error}"
+
+
+def describe_bases(results: Sequence[TargetResult]) -> str:
+    """The basis of every result's estimates, each once: 'datasheet figures, expected error unknown', or with
+    the devices when they differ, the commonest last and unnamed: 'published measurement, typically within ±32%
+    (nucleo-h7a3zi-q, nucleo-l4r5zi); datasheet figures, expected error unknown (the other devices)'."""
+    by_basis: dict[str, list[str]] = {}
+    for result in results:
+        by_basis.setdefault(format_basis(result.estimate), []).append(result.profile.name)
+    if len(by_basis) == 1:
+        return next(iter(by_basis))
+    commonest = max(by_basis, key=lambda basis: len(by_basis[basis]))
+    named = [f"{basis} ({', '.join(names)})" for basis, names in by_basis.items() if basis != commonest]
+    return "; ".join([*named, f"{commonest} (the other devices)"])
 
 
 def _devices(names: tuple[str, ...]) -> str:
