@@ -523,8 +523,11 @@ class _Search:
             return NoFit(best, metric, value, limit, "", "floor", ())
         from edgefit.check import _binding, _closest_to_fitting
 
-        closest_result = _closest_to_fitting([c.result for c in judged])
-        closest = next(c for c in judged if c.result is closest_result)
+        # Closest among those that hold the floor (or were not measured): a candidate that misses both the budget
+        # and the floor is no answer to what would close the gap.
+        usable = [c for c in judged if c.fidelity is None or c.meets_floor] or judged
+        closest_result = _closest_to_fitting([c.result for c in usable])
+        closest = next(c for c in usable if c.result is closest_result)
         binding: Verdict = _binding(closest_result)
         if binding.metric == "ram":   # tiling may close a RAM gap: patch advice for this candidate
             advised = self._check(self.work.build(closest.recipe, closest.exclude, self.int8_ops), patching=True)

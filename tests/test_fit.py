@@ -176,8 +176,11 @@ def test_nothing_fits_names_closest_candidate_binding_constraint_and_bigger_devi
     assert not report.fits and result.chosen is None and result.model is None
     no_fit = result.no_fit
     assert no_fit.metric == "flash" and no_fit.limit == 100
-    # The closest candidate is the smallest one built: the highest pruning ratio tried before the floor broke.
-    assert no_fit.value == min(c.result.estimate.flash_bytes for c in result.candidates)
+    # The closest candidate is the smallest one that holds the floor: 0.5 removes only the weak channels (768
+    # bytes); 0.6 was smaller but cut strong channels and missed the floor, so the search stopped there.
+    assert [c.recipe for c in result.candidates][-1] == "fuse,prune:0.6:structured"
+    assert result.candidates[-1].floor_miss is not None
+    assert no_fit.closest.recipe == "fuse,prune:0.5:structured" and no_fit.value == 768
     assert "test-board" in no_fit.devices_that_fit   # fits the other board's device limits as it is
 
 
