@@ -274,3 +274,17 @@ def test_minutes_parse_for_the_time_budget():
     from edgefit.units import parse_duration_s
 
     assert parse_duration_s("5m") == parse_duration_s("5min") == 300.0
+
+
+def test_several_targets_write_the_fitting_ones_and_exit_1_for_the_rest(prunable, profiles, tmp_path, capsys):
+    out = tmp_path / "out"
+    # 700 bytes: int8 on test-board is about a quarter of the 1536 fp32 bytes; float-board's cheapest recipe that
+    # holds the floor is prune 0.5 at 768 bytes.
+    code = main(["fit", str(prunable), "--target", "float-board", "--target", "test-board", "--profiles-dir",
+                 str(profiles), "--max-flash", "700B", "-o", str(out), "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 1 and not data["fits"]
+    entries = {m["device"]: m for m in json.loads((out / MANIFEST_NAME).read_text())["models"]}
+    assert not entries["float-board"]["fits"] and entries["float-board"]["file"] is None
+    assert entries["test-board"]["fits"] and entries["test-board"]["recipe"] == "fuse,quantize:int8"
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST_NAME, "prunable.test-board.onnx"])
