@@ -90,6 +90,10 @@ def _no_fit_lines(no_fit: NoFit) -> list[str]:
 
 def render_target(console: Console, fit: TargetFit) -> None:
     console.print(candidate_table(fit))
+    errors = dict.fromkeys(c.error for c in fit.candidates if c.error)
+    for error in errors:   # once per reason: a quantize refusal repeats for every recipe that quantizes
+        console.print(f"[red]error[/] in {sum(c.error == error for c in fit.candidates)} candidate(s): "
+                      f"{escape(error)}", soft_wrap=True)
     if fit.pareto:
         front = " | ".join(f"{escape(c.label)}: {format_quantity(c.result.estimate.flash_bytes, 'bytes')}, "
                            f"cos {c.fidelity.cosine:.5f}" for c in fit.pareto)
