@@ -288,3 +288,16 @@ def test_several_targets_write_the_fitting_ones_and_exit_1_for_the_rest(prunable
     assert not entries["float-board"]["fits"] and entries["float-board"]["file"] is None
     assert entries["test-board"]["fits"] and entries["test-board"]["recipe"] == "fuse,quantize:int8"
     assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST_NAME, "prunable.test-board.onnx"])
+
+
+def test_a_recipe_that_cannot_be_built_is_reported_and_the_search_goes_on(prunable, profiles, tmp_path):
+    from edgefit.fidelity import synthetic_samples
+    from edgefit.passes import quantize
+
+    proto = onnx.load(prunable)
+    path = tmp_path / "int8.onnx"
+    onnx.save(quantize(proto, "int8", calibration=synthetic_samples(proto)).model, path)
+    result = fit(path, "test-board", Budgets(max_flash_bytes=10), profiles_dir=[profiles]).targets[0]
+    errors = {c.recipe: c.error for c in result.candidates}
+    assert "already quantized" in errors["fuse,quantize:int8"] and errors["fuse"] is None
+    assert result.no_fit.closest.recipe == "fuse" and result.no_fit.metric == "flash"
