@@ -168,10 +168,17 @@ class NoFit:
     limit_source: str                    # device, budget, rate, a tier default, or "floor"
     devices_that_fit: tuple[str, ...]    # bigger devices on which the closest candidate fits (smallest first)
 
+    @property
+    def gap(self) -> float | None:
+        """By how much the closest candidate misses, in the metric's unit; None for a precision or operators miss."""
+        if isinstance(self.value, str) or isinstance(self.limit, str):
+            return None
+        return abs(self.value - self.limit)
+
     def to_dict(self) -> dict[str, Any]:
         return {"closest": self.closest.label, "recipe": self.closest.recipe, "exclude": list(self.closest.exclude),
                 "binding": {"metric": self.metric, "value": self.value, "limit": self.limit, "unit": self.unit,
-                            "limit_source": self.limit_source},
+                            "limit_source": self.limit_source, "gap": self.gap},
                 "patch_plan": (self.closest.result.patch_plan.to_dict()
                                if self.closest.result and self.closest.result.patch_plan else None),
                 "devices_that_fit": list(self.devices_that_fit)}
@@ -274,6 +281,7 @@ class _Workspace:
         self.fused = run_passes(proto, "fuse", self.options).model
         self._built: dict[tuple, _Built] = {}
         self._sensitivity: dict[tuple, tuple[str, ...]] = {}
+        self._calibration_reference: list | None = None
 
     def build(self, recipe: str, exclude: tuple[str, ...], int8_ops: tuple[str, ...] | None) -> _Built:
         from edgefit.passes.pipeline import run_passes
@@ -299,10 +307,23 @@ class _Workspace:
                 built.error = str(error)
         return built.fidelity
 
+    def _calibration_cosine(self, built: _Built, label: str) -> float:
+        """Cosine to the original on the calibration data: layers are chosen on it, not on the --eval data the
+        floor is then judged on. -1 (most sensitive) when the candidate cannot be built or run."""
+        if built.model is None:
+            return -1.0
+        if self._calibration_reference is None:
+            self._calibration_reference = run_model(self.original, self.calibration, what="the original model")
+        try:
+            return compare(self.original, built.model, self.calibration, reference_outputs=self._calibration_reference,
+                           candidate_name=f"candidate {label}").cosine
+        except EdgefitError:
+            return -1.0
+
     def float_layer_order(self, int8_ops: tuple[str, ...] | None, report: Callable[[str], None],
                           out_of_time: Callable[[], bool]) -> tuple[str, ...] | None:
         """Weight layers quantizable for this target, most sensitive first: each quantized alone (the others
-        kept float), measured on the fidelity inputs. Computed once per set of int8 op types; None when the
+        kept float), measured on the calibration data. Computed once per set of int8 op types; None when the
         time budget runs out first."""
         if int8_ops not in self._sensitivity:
             layers = [n.name for n in _named_nodes(self.fused) if n.op_type in _WEIGHT_OPS
@@ -314,8 +335,7 @@ class _Workspace:
                 report(f"sensitivity of {layer}")
                 others = tuple(name for name in layers if name != layer)
                 built = self.build(INT8, others, int8_ops)
-                fidelity = self.measure(built, f"{layer} alone in int8")
-                scores[layer] = fidelity_score(fidelity) if fidelity else (-1.0, -1.0)
+                scores[layer] = self._calibration_cosine(built, f"{layer} alone in int8")
             self._sensitivity[int8_ops] = tuple(sorted(layers, key=lambda name: scores[name]))
         return self._sensitivity[int8_ops]
 

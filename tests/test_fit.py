@@ -180,7 +180,7 @@ def test_nothing_fits_names_closest_candidate_binding_constraint_and_bigger_devi
     # bytes); 0.6 was smaller but cut strong channels and missed the floor, so the search stopped there.
     assert [c.recipe for c in result.candidates][-1] == "fuse,prune:0.6:structured"
     assert result.candidates[-1].floor_miss is not None
-    assert no_fit.closest.recipe == "fuse,prune:0.5:structured" and no_fit.value == 768
+    assert no_fit.closest.recipe == "fuse,prune:0.5:structured" and no_fit.value == 768 and no_fit.gap == 668
     assert "test-board" in no_fit.devices_that_fit   # fits the other board's device limits as it is
 
 
