@@ -94,7 +94,8 @@ def fit(
         "--eval", help="Fidelity inputs (.npz with one array per input + optional 'labels'). Default: --calib, "
         "else synthetic.", show_default=False)] = None,
     time_budget: Annotated[Optional[str], typer.Option(
-        "--time-budget", help="Bound the search, e.g. 5min or 30s; what was not tried is reported.",
+        "--time-budget", help="Bound the search, e.g. 5m or 30s (a bare number is ms); what was not tried is "
+        "reported.",
         show_default=False)] = None,
     runtime: Annotated[Optional[str], typer.Option(
         "--runtime", help="Runtime stack of the targets' profiles, as in check (default: each profile's "
