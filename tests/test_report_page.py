@@ -229,3 +229,29 @@ def test_page_loads_in_a_real_browser_without_console_errors(tmp_path):
     size = re.search(r'data-timeline-size="([\d.]+)x([\d.]+)"', result.stdout)
     assert size, result.stdout[-2000:]
     assert float(size.group(1)) > 0 and float(size.group(2)) > 0
+
+
+def test_compare_with_eval_measures_fidelity_in_onnxruntime(tmp_path, capsys):
+    import numpy as np
+
+    # y = x @ W with W = I (4x4) against a copy whose W is I * 0.5: cosine 1 (same direction), max error half the
+    # largest |x|, and the classifier-shaped output agrees on every argmax.
+    def model(path, scale):
+        weight = helper.make_tensor("W", TensorProto.FLOAT, [4, 4], (np.eye(4, dtype=np.float32) * scale).ravel())
+        graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"], name="fc")], "fc",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [weight])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return path
+
+    x = np.array([[1, -2, 3, 0.5], [4, 0, -1, 2]], dtype=np.float32)
+    np.savez(tmp_path / "eval.npz", x=x)
+    out = tmp_path / "r.html"
+    assert main(["report", str(model(tmp_path / "a.onnx", 1.0)), "-o", str(out), "--compare",
+                 str(model(tmp_path / "b.onnx", 0.5)), "--eval", str(tmp_path / "eval.npz"), "--json"]) == 0
+    fidelity = json.loads(capsys.readouterr().out)["comparison"]["fidelity"]
+    assert fidelity["samples"] == 2 and fidelity["inputs"] == "user"
+    assert fidelity["cosine"] == pytest.approx(1.0)
+    assert fidelity["max_abs_error"] == pytest.approx(2.0)      # |4 - 2|
+    page = Page(out.read_text())
+    assert page.by_id("fidelity") is not None and "cosine" in "".join(page.text)

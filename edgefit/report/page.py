@@ -13,7 +13,7 @@ from html import escape
 
 from edgefit.analysis.footprint import LayerStats
 from edgefit.model_report import ModelReport
-from edgefit.report.check_text import METRIC_LABELS, format_limit, format_value, render_tier_line
+from edgefit.report.check_text import METRIC_LABELS, describe_band, format_limit, format_value, render_tier_line
 from edgefit.report.quantities import format_bytes, format_count
 
 MAX_BARS = 400            # bars per chart; more layers are binned
@@ -249,12 +249,22 @@ def _devices(report: ModelReport) -> str:
             f"</span></td><td>{escape(result.profile.tier)}</td><td>{escape(est.precision)}</td>"
             f'<td class="num">{escape(format_bytes(est.ram_bytes))}</td>'
             f'<td class="num">{escape(format_bytes(est.flash_bytes))}</td>'
-            f'<td class="num">{est.latency_s * 1e3:.3g} ms</td><td class="num">{est.energy_j * 1e3:.3g} mJ</td>'
+            f'<td class="num">{est.latency_s * 1e3:.3g} ms{_latency_context(result)}</td>'
+            f'<td class="num">{est.energy_j * 1e3:.3g} mJ</td>'
             f'<td class="{"ok" if result.fits else "over"}">{"fits" if result.fits else "does not fit"}</td>'
             f"<td>{escape(binding_text)}</td></tr>")
     return (f'<table id="devices"><thead><tr>{header}</tr></thead><tbody>' + "".join(rows) + "</tbody></table>"
             '<p class="note">Latency, energy and power are estimates (see each target\'s basis in '
-            "<code>edgefit check --json</code>), not measurements.</p>")
+            "<code>edgefit check --json</code>), not measurements. A latency under which a tier band is named had no "
+            "budget (<code>--max-latency</code>, <code>--rate</code>): it is context and decides nothing.</p>")
+
+
+def _latency_context(result) -> str:
+    """Under a latency nobody set a budget for: how it sits in its tier's typical band (context, not a verdict)."""
+    verdict = result.verdict("latency")
+    if verdict is None or verdict.kind != "context" or not describe_band(verdict):
+        return ""
+    return f'<br><span class="ctx">{escape(describe_band(verdict))}</span>'
 
 
 def _comparison(report: ModelReport) -> str:
