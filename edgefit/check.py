@@ -285,17 +285,19 @@ def check_footprint(footprint: Footprint, profile: DeviceProfile | str, precisio
     return TargetResult(profile, est, tuple(verdicts))
 
 
-def with_model_advice(results: Sequence[TargetResult], footprint: Footprint) -> tuple[TargetResult, ...]:
+def with_model_advice(results: Sequence[TargetResult], footprint: Footprint, proto: Any = None, *,
+                      patching: bool = True) -> tuple[TargetResult, ...]:
     """The results with what needs the model's graph, not only its footprint (which names the model file; an
-    in-memory footprint gets neither): the `operators` verdict on the profile's operator list, and where RAM binds,
-    patch-based execution advice for the RAM the device leaves to activations."""
-    if footprint.model_path is None or not Path(footprint.model_path).is_file():
+    in-memory footprint gets neither unless its ModelProto is given as `proto`): the `operators` verdict on the
+    profile's operator list, and where RAM binds (and `patching`), patch-based execution advice for the RAM the
+    device leaves to activations."""
+    if proto is None and (footprint.model_path is None or not Path(footprint.model_path).is_file()):
         return tuple(results)
     from edgefit.model import load_model
 
     @functools.cache   # the model and its graph: read on first use, shared by every target
     def model() -> Any:
-        return load_model(footprint.model_path).proto
+        return proto if proto is not None else load_model(footprint.model_path).proto
 
     @functools.cache
     def graph() -> ModelGraph:
@@ -313,7 +315,7 @@ def with_model_advice(results: Sequence[TargetResult], footprint: Footprint) -> 
             if coverage.fallback_layers and coverage.fallback_latency_s is not None:
                 result = _with_fallback(result, footprint, coverage)
         ram = result.verdict("ram")
-        if ram is not None and not ram.ok:
+        if patching and ram is not None and not ram.ok:
             if precision not in plans:
                 plans[precision] = patch_plans(model(), footprint, precision)
             left = int(ram.limit) - (result.estimate.ram_bytes - result.estimate.activation_bytes)
