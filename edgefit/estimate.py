@@ -237,6 +237,20 @@ def _power(profile: DeviceProfile, runtime: str | None, busy_s: float, rate_hz: 
             "avg_power_w": avg_power_w, "battery_life_h": battery_wh / avg_power_w if battery_wh is not None else None}
 
 
+def host_fallback_s(footprint: Footprint, profile: DeviceProfile, precision: str, layers: Collection[str]) -> float:
+    """Seconds the host CPU takes for `layers` (those an accelerator hands back): the datasheet roofline of
+    `estimate` with the tensors at the deployed `precision` (weights read where they live) but the profile's fp32
+    MAC rate, its host core's (accelerator profiles give their CPU's fp32 figures and no host int8 rate, so an int8
+    kernel there is timed at the fp32 rate), plus the per-op dispatch. A layer the runtime fuses costs nothing."""
+    kept = [layer.name for layer in footprint.layers if not (precision == "int8" and layer.op_type in _FUSED_IN_INT8)]
+    moved = np.array([name in layers for name in kept], dtype=bool)
+    columns = _layer_columns(footprint, precision)
+    weight_scale = footprint.weight_bytes_at(precision) / footprint.weight_bytes if footprint.weight_bytes else 1.0
+    _, memory_time = _roofline_parts(columns, profile, precision, weight_scale)
+    host_time = np.maximum(columns.macs / profile.macs_per_s("fp32"), memory_time) + profile.per_op_overhead_s
+    return float(host_time[moved].sum())
+
+
 def with_host_fallback(est: Estimate, footprint: Footprint, profile: DeviceProfile, layers: Collection[str],
                        host_s: float) -> Estimate:
     """`est` with `layers` (those an accelerator cannot run) taken off the accelerator and run on the host CPU in

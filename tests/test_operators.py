@@ -65,13 +65,14 @@ def test_unsupported_op_stops_an_mcu_runtime_and_is_named():
 
 def test_constraint_violation_falls_back_op_by_op_on_ethos_u55_with_the_host_time():
     """Stride 4 breaks Vela's [1, 3] stride range: the conv alone runs on the host core.
-    Host time by hand (hand MCU: fp32 0.5 GMAC/s x 0.5, 100 MB/s, 0.1 ms per op): MACs 8*4*4*8*9 = 9216 take
-    36.9 us, bytes 8192 in + 512 out take 87.04 us; roofline max 87.04 us + 100 us dispatch = 187.04 us."""
+    Host time by hand (hand MCU: fp32 0.5 GMAC/s x 0.5, 100 MB/s, weights from 50 MB/s flash, 0.1 ms per op):
+    MACs 8*4*4*8*9 = 9216 take 36.864 us at the fp32 rate; at int8 the 2048 B in + 128 B out take 21.76 us and the
+    576 B of weights 11.52 us; roofline max 36.864 us + 100 us dispatch = 136.864 us."""
     result = coverage(small_cnn(stride=4), "vela", "int8", host=mcu())
     assert statuses(result)["conv"] == ("violates", "stride 4x4 (runs 1-3)")
     assert result.verdict == "fallback" and result.runs
     assert result.fallback_layers == ("conv",)
-    assert result.fallback_latency_s == pytest.approx(187.04e-6)
+    assert result.fallback_latency_s == pytest.approx(136.864e-6)
     # At fp32 an int8-only NPU runs nothing: every node falls back.
     fp32 = coverage(small_cnn(), "vela", "fp32")
     assert len(fp32.fallback_layers) == 5
@@ -218,26 +219,26 @@ def test_stm32cube_ai_list_checks_the_ranks_st_documents():
 
 
 def test_npu_fallback_time_is_in_the_latency_and_its_budget(tmp_path):
-    """The stride-4 conv falls back from Vela to the host (hand MCU, see the Ethos-U55 test: 187.04 us there).
+    """The stride-4 conv falls back from Vela to the host (hand MCU, see the Ethos-U55 test: 136.864 us there).
     On the accelerator at int8 it took max(9216 MACs / 0.5 GMAC/s = 18.43 us, (2048 + 128) B / 100 MB/s + 576 B /
     50 MB/s = 33.28 us) + 100 us dispatch = 133.28 us, and the whole model 1538.12 us (1 ms per inference + 5 ops
-    x 0.1 ms + 38.12 us of rooflines). With the fallback: 1538.12 - 133.28 + 187.04 = 1591.88 us."""
+    x 0.1 ms + 38.12 us of rooflines). With the fallback: 1538.12 - 133.28 + 136.864 = 1541.704 us."""
     path = tmp_path / "m.onnx"
     path.write_bytes(small_cnn(stride=4).SerializeToString())
     npu = mcu(operators="vela", ram_bytes=10**6)
-    result = check(path, [npu], "int8", Budgets(max_latency_s=1.55e-3), rate_hz=100).targets[0]
+    result = check(path, [npu], "int8", Budgets(max_latency_s=1.54e-3), rate_hz=100).targets[0]
     est = result.estimate
-    assert est.fallback_s == pytest.approx(187.04e-6)
-    assert est.latency_s == pytest.approx(1591.88e-6)
+    assert est.fallback_s == pytest.approx(136.864e-6)
+    assert est.latency_s == pytest.approx(1541.704e-6)
     assert est.compute_s == pytest.approx(38.12e-6 - 33.28e-6) and est.overhead_s == pytest.approx(1.4e-3)
-    assert est.energy_j == pytest.approx(0.1 * 1591.88e-6)
-    # duty 100/s x 1.59188 ms: 0.01 W x (1 - d) + 0.1 W x d
-    assert est.avg_power_w == pytest.approx(0.01 + 0.09 * 0.159188)
-    # 1.538 ms would meet the 1.55 ms budget; with the host's share it does not.
+    assert est.energy_j == pytest.approx(0.1 * 1541.704e-6)
+    # duty 100/s x 1.541704 ms: 0.01 W x (1 - d) + 0.1 W x d
+    assert est.avg_power_w == pytest.approx(0.01 + 0.09 * 0.1541704)
+    # 1.538 ms would meet the 1.54 ms budget; with the host's share it does not.
     latency = result.verdict("latency")
-    assert (latency.value, latency.ok) == (pytest.approx(1.59188), False) and not result.fits
-    assert result.to_dict()["estimates"]["fallback_ms"] == pytest.approx(0.18704)
-    assert check(path, [npu], "int8", Budgets(max_latency_s=1.6e-3)).targets[0].fits
+    assert (latency.value, latency.ok) == (pytest.approx(1.541704), False) and not result.fits
+    assert result.to_dict()["estimates"]["fallback_ms"] == pytest.approx(0.136864)
+    assert check(path, [npu], "int8", Budgets(max_latency_s=1.545e-3)).targets[0].fits
 
 
 ONLY_TFLM_MCU = """
