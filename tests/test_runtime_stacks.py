@@ -239,6 +239,18 @@ def test_check_judges_operators_on_the_stacks_list_and_says_whose(tmp_path, caps
     main(args + ["--runtime", "slow"])
     out = " ".join(capsys.readouterr().out.split())
     assert "memory model tflm, operators tflm of the profile" in out and "set the tensor arena to" in out
+    # profiles show: each stack's own values, and which stacks replace the profile's (one wide line per row)
+    import io
+
+    from rich.console import Console
+
+    from edgefit.report.check_terminal import render_profile
+
+    console = Console(file=io.StringIO(), width=400)
+    render_profile(console, load_profile_file(tmp_path / "test-board.toml"))
+    shown = console.file.getvalue()
+    assert "(default); memory model static, operators stm32cube-ai, runtime RAM 8.00 KiB" in shown
+    assert "runtimes fast set their own" in shown
 
 
 def test_builtin_stm32cube_ai_stacks_bring_their_own_models():

@@ -83,11 +83,12 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
           stack.source + (f"; runtime RAM/flash: {stack.footprint_source}" if stack.footprint_source else ""))
           for stack in profile.runtimes],
         ("precisions", ", ".join(profile.precisions), ""),
-        ("operators", profile.operators or "- (not judged)", ""),
+        ("operators", profile.operators or "- (not judged)", _overridden(profile, "operators")),
         ("ram", format_bytes(profile.ram_bytes), source("ram", "")),
         ("flash", format_bytes(profile.flash_bytes), source("flash", "")),
         ("runtime_ram", format_bytes(profile.runtime_ram_bytes), source("runtime_ram", "")),
-        ("memory_model", profile.memory_model, "arena = planned activations + runtime state (edgefit.runtime_memory)"),
+        ("memory_model", profile.memory_model, "arena = planned activations + runtime state (edgefit.runtime_memory)"
+         + (f"; {_overridden(profile, 'memory_model')}" if _overridden(profile, "memory_model") else "")),
         ("runtime_flash", format_bytes(profile.runtime_flash_bytes), source("runtime_flash", "")),
         ("weights_in_ram", str(profile.weights_in_ram).lower(), source("weights_in_ram", "")),
         ("peak_gmacs", _rates(profile), source("peak_gmacs", "")),
@@ -118,6 +119,12 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
     if profile.notes:
         console.print(Text(f"note: {profile.notes}", style="yellow"))
     console.print(Text(f"file: {profile.path}", style="dim"))
+
+
+def _overridden(profile: DeviceProfile, key: str) -> str:
+    """'runtimes stm32cube-ai-8.1, stm32cube-ai-7.3 set their own' when some stacks replace the profile's `key`."""
+    own = [stack.name for stack in profile.runtimes if getattr(stack, key) is not None]
+    return f"runtimes {', '.join(own)} set their own" if own else ""
 
 
 def _stack_settings(stack: RuntimeStack) -> str:
