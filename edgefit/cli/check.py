@@ -16,10 +16,14 @@ from edgefit.cli.options import (
     FormatOpt,
     InputShapeOpt,
     JsonOpt,
+    MaxFlashOpt,
+    MaxPowerOpt,
+    MaxRamOpt,
     ModelArg,
     PrecisionOpt,
     ProfilesDirOpt,
     ReportFormat,
+    RuntimeOpt,
     TargetsOpt,
     console,
     json_or_format,
@@ -74,20 +78,14 @@ def check(
         "--rate", help="Inferences per second, for average power and battery life (default: back to back). "
         "Also a latency budget: the device must keep up, so latency must stay under 1/rate.",
         show_default=False)] = None,
-    max_ram: Annotated[Optional[str], typer.Option(
-        "--max-ram", help="Tighten the RAM limit, e.g. 200KiB (KB = 1000 bytes, KiB = 1024).",
-        show_default=False)] = None,
-    max_flash: Annotated[Optional[str], typer.Option(
-        "--max-flash", help="Tighten the flash limit, e.g. 1MB.", show_default=False)] = None,
+    max_ram: MaxRamOpt = None,
+    max_flash: MaxFlashOpt = None,
     max_latency: Annotated[Optional[str], typer.Option(
         "--max-latency", help="Latency budget, e.g. 20ms (replaces one the profile declares). Without a budget "
         "latency is reported against the tier's typical band (tiny 1-10 ms, ...) and does not decide the fit.",
         show_default=False)] = None,
-    max_power: Annotated[Optional[str], typer.Option(
-        "--max-power", help="Average power budget at --rate, e.g. 50mW.", show_default=False)] = None,
-    runtime: Annotated[Optional[str], typer.Option(
-        "--runtime", help="Runtime stack of the target's profile, e.g. stm32cube-ai-8.1 (default: the profile's "
-        "default_runtime); 'edgefit profiles show NAME' lists them.", show_default=False)] = None,
+    max_power: MaxPowerOpt = None,
+    runtime: RuntimeOpt = None,
     profiles_dir: ProfilesDirOpt = None,
     input_shape: InputShapeOpt = None,
     dim: DimOpt = None,

@@ -46,6 +46,16 @@ AllTargetsOpt = Annotated[bool, typer.Option("--all", help="Every known device i
 PrecisionOpt = Annotated[Optional[Precision], typer.Option(
     "--precision", help="Precision the model is deployed in. Default: the model's own (from its weights).",
     show_default=False)]
+# Budgets and the runtime stack, as check, gate and fit take them.
+MaxRamOpt = Annotated[Optional[str], typer.Option(
+    "--max-ram", help="Tighten the RAM limit, e.g. 200KiB (KB = 1000 bytes, KiB = 1024).", show_default=False)]
+MaxFlashOpt = Annotated[Optional[str], typer.Option(
+    "--max-flash", help="Tighten the flash limit, e.g. 1MB.", show_default=False)]
+MaxPowerOpt = Annotated[Optional[str], typer.Option(
+    "--max-power", help="Average power budget at --rate, e.g. 50mW.", show_default=False)]
+RuntimeOpt = Annotated[Optional[str], typer.Option(
+    "--runtime", help="Runtime stack of the targets' profiles, e.g. stm32cube-ai-8.1 (default: each profile's "
+    "default_runtime); 'edgefit profiles show NAME' lists them.", show_default=False)]
 ProfilesDirOpt = Annotated[Optional[list[Path]], typer.Option(
     "--profiles-dir", help="Directory of extra device profiles (*.toml), searched before EDGEFIT_PROFILES and the "
     "built-ins; a profile there overrides a built-in of the same name (repeatable).", show_default=False)]
