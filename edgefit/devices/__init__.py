@@ -91,10 +91,6 @@ class StackSettings:
     runtime_flash_bytes: int
     from_stack: tuple[str, ...] = ()     # which of the four the stack set (the rest are the profile's)
 
-    def origin(self, key: str) -> str:
-        """'runtimes.<name>' when the stack set `key`, else 'profile'."""
-        return f"runtimes.{self.runtime}" if key in self.from_stack else "profile"
-
     def to_dict(self) -> dict[str, Any]:
         return {"runtime": self.runtime, "memory_model": self.memory_model, "operators": self.operators,
                 "runtime_ram_bytes": self.runtime_ram_bytes, "runtime_flash_bytes": self.runtime_flash_bytes,
