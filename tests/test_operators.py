@@ -3,6 +3,7 @@ ops, the two fallback rules of accelerators, the profile key, and the `operators
 
 import json
 
+import onnx
 import pytest
 from helpers import model, weight
 from onnx import helper
@@ -213,6 +214,11 @@ def test_stm32cube_ai_list_checks_the_ranks_st_documents():
     result = coverage(small_cnn(extra=[einsum]), "stm32cube-ai")
     assert statuses(result)["mix"] == ("violates", "2-D input (runs 4-D)")
     assert {status for status, _ in statuses(result).values()} == {"supported", "violates"}
+    # Attributes ST supports only at their defaults: Reshape(allowzero=1) breaks it.
+    reshape = helper.make_node("Reshape", ["f", "shape"], ["y2"], allowzero=1, name="rs")
+    built = small_cnn(extra=[reshape])
+    built.graph.initializer.append(helper.make_tensor("shape", onnx.TensorProto.INT64, [2], [1, 8]))
+    assert statuses(coverage(built, "stm32cube-ai"))["rs"] == ("violates", "allowzero=1 (runs 0)")
     nonzero = helper.make_node("NonZero", ["f"], ["y2"], name="nz")   # not in ST's list of 132
     assert statuses(coverage(small_cnn(extra=[nonzero]), "stm32cube-ai"))["nz"] == (
         "unsupported", "STM32Cube.AI has no kernel for NonZero")
