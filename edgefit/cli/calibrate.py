@@ -29,7 +29,7 @@ def _progress_bar(enabled: bool):
 
 
 def calibrate(
-    measurements: Annotated[Path, typer.Argument(help="Measurement file (.toml): base profile and [[measurement]] "
+    measurements: Annotated[Path, typer.Argument(help="Measurement file (.toml): base profile and \\[\\[measurement]] "
                                                  "entries.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Profile file to write (.toml).",
                                          show_default=False)],
@@ -37,8 +37,8 @@ def calibrate(
                                           "single-layer kernels) instead of reading latencies from the file.")] = False,
     threads: Annotated[int, typer.Option("--threads", min=1, help="onnxruntime intra-op threads for --measure.")] = 1,
     runtime: Annotated[Optional[str], typer.Option(
-        "--runtime", help="Name of the runtime stack to fit (default: onnxruntime-cpu with --measure, else "
-        "'calibrated').", show_default=False)] = None,
+        "--runtime", help="Name of the runtime stack to fit (default: onnxruntime-cpu with --measure, else the "
+        "base profile's default stack, refitted, or 'calibrated' when it has none).", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow -o to overwrite the base profile's file.")] = False,
     profiles_dir: ProfilesDirOpt = None,
     json_out: JsonOpt = False,
