@@ -677,7 +677,7 @@ def _plan_outputs(source: Path | None, proto: ModelProto, profiles: Sequence[Dev
         paths = {p.name: out / f"{stem}.{p.name}.onnx" for p in profiles}
     for path in paths.values():
         if source is not None:
-            refuse_overwrite(source, path, False)
+            refuse_overwrite(source, path, False, forceable=False)   # fit has no --force
         prepare_output(path)
     return paths
 

@@ -338,10 +338,12 @@ def serialized_size(message) -> int:
         return 2**31
 
 
-def refuse_overwrite(input_path: str | os.PathLike, out_path: str | os.PathLike, force: bool) -> None:
-    """The input model is never written unless the user insists."""
+def refuse_overwrite(input_path: str | os.PathLike, out_path: str | os.PathLike, force: bool,
+                     forceable: bool = True) -> None:
+    """The input model is never written unless the user insists (where the command offers --force)."""
     if not force and (Path(out_path).resolve() == Path(input_path).resolve() or _same_file(input_path, out_path)):
-        raise ModelError(f"refusing to overwrite the input model {out_path}; choose another -o or pass --force")
+        hint = " or pass --force" if forceable else ""
+        raise ModelError(f"refusing to overwrite the input model {out_path}; choose another -o{hint}")
 
 
 def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

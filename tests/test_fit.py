@@ -236,8 +236,9 @@ def test_cli_exit_codes(prunable, profiles, tmp_path, capsys):
 
 def test_never_overwrites_the_input(prunable, profiles):
     before = prunable.read_bytes()
-    with pytest.raises(ModelError, match="refusing to overwrite"):
+    with pytest.raises(ModelError, match="refusing to overwrite") as refused:
         fit(prunable, "float-board", output=prunable, profiles_dir=[profiles])
+    assert "--force" not in str(refused.value)   # fit offers no --force to suggest
     assert prunable.read_bytes() == before
 
 
