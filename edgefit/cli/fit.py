@@ -61,7 +61,7 @@ def _progress_bar(enabled: bool):
 def fit(
     model: ModelArg,
     target: Annotated[Optional[list[str]], typer.Option(
-        "--target", "-t", help="Device profile name or alias (repeatable: one model per device).",
+        "--target", "-t", help="Device profile name, alias or .toml path (repeatable: one model per device).",
         show_default=False)] = None,
     tiers: Annotated[bool, typer.Option(
         "--tiers", help="One model per tier: dgx-a100 (cloud), coral-dev-board (edge), iphone-15-pro (mobile), "
