@@ -90,7 +90,7 @@ def test_commands_never_import_the_cli_root_and_reports_never_import_commands():
     for name, imports in graph.items():
         if name.startswith("edgefit.cli."):
             assert "edgefit.cli" not in imports, name
-        if not name.startswith("edgefit.cli"):
+        if not name.startswith("edgefit.cli") and name != "edgefit.__main__":   # `python -m edgefit` runs the CLI
             assert not any(i.startswith("edgefit.cli") for i in imports), name
     assert "edgefit.report.check_text" not in graph["edgefit.check"]
 
