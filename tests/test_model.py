@@ -1,4 +1,5 @@
-"""Loading and saving models (edgefit.model): unreadable and invalid files, external data safety, protobuf size limits."""
+"""Loading and saving models (edgefit.model): unreadable and invalid files, external data safety, protobuf size
+limits."""
 
 from __future__ import annotations
 
