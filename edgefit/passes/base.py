@@ -191,6 +191,19 @@ def _rename_in_subgraphs(node: NodeProto, old: str, new: str) -> None:
             _rename_outer_reads(sub, old, new)
 
 
+def _delete_positions(container, positions: list[int]) -> None:
+    """Delete the items at the ascending `positions` of a protobuf repeated field, a run of neighbours at a time:
+    each deletion shifts the items after it, so deleting runs keeps the usual case (the weights a fold replaced sit
+    together) linear, without copying the tensors that stay."""
+    end = len(positions)
+    while end:
+        start = end - 1
+        while start and positions[start - 1] == positions[start] - 1:
+            start -= 1
+        del container[positions[start]:positions[end - 1] + 1]
+        end = start
+
+
 class GraphEditor:
     """One graph being edited, with its producer and consumer maps kept current by every edit.
 
@@ -317,9 +330,8 @@ class GraphEditor:
             del graph.node[:]
             graph.node.extend(copies)
         if self._dropped_initializers:
-            doomed = [k for k, t in enumerate(graph.initializer) if t.name in self._dropped_initializers]
-            for k in reversed(doomed):
-                del graph.initializer[k]
+            _delete_positions(graph.initializer, [k for k, t in enumerate(graph.initializer)
+                                                  if t.name in self._dropped_initializers])
         self._reordered = False
         self._dropped_initializers = set()
 
@@ -418,8 +430,8 @@ class GraphEditor:
         self._dropped_initializers |= unread
         live = set(self.producer) | self.input_names | (
             {t.name for t in self.graph.initializer} - self._dropped_initializers)
-        for k in reversed([k for k, vi in enumerate(self.graph.value_info) if vi.name not in live]):
-            del self.graph.value_info[k]
+        _delete_positions(self.graph.value_info, [k for k, vi in enumerate(self.graph.value_info)
+                                                  if vi.name not in live])
         return removed_nodes, len(unread)
 
 
