@@ -15,7 +15,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from edgefit.cli import analyze, check, gate, passes
+from edgefit.cli import analyze, calibrate, check, fit, gate, passes, report
 from edgefit.cli.options import EXIT_OK, EXIT_USAGE, err_console
 from edgefit.errors import EdgefitError
 
@@ -30,7 +30,7 @@ app = typer.Typer(
 )
 
 # In the order `edgefit --help` lists their commands.
-COMMAND_MODULES = (analyze, check, gate, passes)
+COMMAND_MODULES = (analyze, check, gate, passes, fit, report, calibrate)
 for _module in COMMAND_MODULES:
     _module.register(app)
 
