@@ -53,7 +53,7 @@ import numpy as np
 from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
 
 from edgefit.analysis.weights import NONDETERMINISTIC_OPS
-from edgefit.model import has_subgraph, node_attribute
+from edgefit.model import collector_paused, has_subgraph, node_attribute
 from edgefit.passes.base import (
     GraphEditor,
     Pass,
@@ -117,7 +117,8 @@ class Fuse(Pass):
     ensures = frozenset({"folded constants"})
 
     def run(self, model: ModelProto, options: PassOptions, progress: Progress | None) -> PassResult:
-        return _fuse(model)
+        with collector_paused():
+            return _fuse(model)
 
 
 PASS = Fuse

@@ -29,7 +29,7 @@ from onnx import ModelProto, NodeProto, helper
 
 from edgefit.analysis.weights import LINEAR_LAYER_OPS
 from edgefit.errors import ConfigError, PassError
-from edgefit.model import has_subgraph, node_attribute, set_attribute
+from edgefit.model import collector_paused, has_subgraph, node_attribute, set_attribute
 from edgefit.passes.base import (
     GraphEditor,
     Pass,
@@ -160,9 +160,10 @@ class Prune(Pass):
     def run(self, model: ModelProto, options: PassOptions, progress: Progress | None) -> PassResult:
         if not 0.0 <= options.sparsity < 1.0:
             raise PassError(f"sparsity must be in [0, 1), got {options.sparsity}")
-        if options.structured:
-            return _prune_structured(model, options.sparsity, options.skip)
-        return _prune_unstructured(model, options.sparsity, options.per_layer, options.skip)
+        with collector_paused():
+            if options.structured:
+                return _prune_structured(model, options.sparsity, options.skip)
+            return _prune_unstructured(model, options.sparsity, options.per_layer, options.skip)
 
 
 PASS = Prune
