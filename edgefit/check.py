@@ -11,8 +11,8 @@ band and never fails.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,15 +283,11 @@ def with_model_advice(results: Sequence[TargetResult], footprint: Footprint, pro
     device leaves to activations."""
     if proto is None and (footprint.model_path is None or not Path(footprint.model_path).is_file()):
         return tuple(results)
-    from edgefit.model import load_model
-
-    @functools.cache   # the model and its graph: read on first use, shared by every target
     def model() -> Any:
-        return proto if proto is not None else load_model(footprint.model_path).proto
+        return _model_and_graph(footprint, proto)[0]
 
-    @functools.cache
     def graph() -> ModelGraph:
-        return ModelGraph(model(), footprint)
+        return _model_and_graph(footprint, proto)[1]
 
     plans: dict[str, list[PatchPlan]] = {}
     advised = []
@@ -309,6 +305,22 @@ def with_model_advice(results: Sequence[TargetResult], footprint: Footprint, pro
             result = dataclasses.replace(result, patch_plan=advise_patching(plans[precision], left))
         advised.append(result)
     return tuple(advised)
+
+
+# The model and its graph by (footprint, given proto): read on first use and shared by every target and by the
+# deployed and int8 passes of one check (a large graph takes a second to read and index).
+_graphs: dict[tuple[int, int], tuple[Any, ModelGraph]] = {}
+
+
+def _model_and_graph(footprint: Footprint, proto: Any) -> tuple[Any, ModelGraph]:
+    key = (id(footprint), id(proto))
+    if key not in _graphs:
+        from edgefit.model import load_model
+
+        model = proto if proto is not None else load_model(footprint.model_path).proto
+        _graphs[key] = (model, ModelGraph(model, footprint))
+        weakref.finalize(footprint, _graphs.pop, key, None)   # the entry lives as long as the footprint
+    return _graphs[key]
 
 
 def _operators_verdict(coverage: Coverage) -> Verdict:
@@ -407,19 +419,20 @@ def resolve_targets(targets: Iterable[str | DeviceProfile] | None,
 def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] | None = None,
           precision: str | None = None, budgets: Budgets = Budgets(), rate_hz: float | None = None, *,
           profiles_dir: ProfilesDir = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
-          dims: Mapping[str, int] | None = None, runtime: str | None = None) -> CheckReport:
+          dims: Mapping[str, int] | None = None, runtime: str | None = None, patching: bool = True) -> CheckReport:
     """Check a model (a Footprint, or a path analyzed here) against targets (names or profiles; None: all),
-    with the targets' runtime stack `runtime` (default: each profile's default stack)."""
+    with the targets' runtime stack `runtime` (default: each profile's default stack). `patching`: advise
+    patch-based execution where RAM binds (the tier summary alone does not show it)."""
     footprint = model if isinstance(model, Footprint) else analyze_for_check(model, input_shapes, dims)
     check_precision(precision)
     check_rate_hz(rate_hz)
     profiles = resolve_targets(targets, profiles_dir)
     deployed = precision or model_precision(footprint)
-    results = with_model_advice(tuple(check_footprint(footprint, p, deployed, budgets, rate_hz, runtime)
-                                      for p in profiles), footprint)
+    plain = tuple(check_footprint(footprint, p, deployed, budgets, rate_hz, runtime) for p in profiles)
+    results = with_model_advice(plain, footprint, patching=patching)
     int8_results = () if deployed == "int8" else with_model_advice(tuple(
         check_footprint(footprint, r.profile, "int8", budgets, rate_hz, runtime) for r in results if not r.fits),
-        footprint)
+        footprint, patching=patching)
     return CheckReport(
         model_path=footprint.model_path, precision=deployed, precision_is_models_own=precision is None,
         rate_hz=rate_hz, budgets=budgets, targets=results,
@@ -432,4 +445,4 @@ def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] 
 def tier_summary(model: Footprint | str | Path, precision: str | None = None, budgets: Budgets = Budgets(),
                  rate_hz: float | None = None, *, profiles_dir: ProfilesDir = None) -> TierSummary:
     """Which of cloud/edge/mobile/tiny the model fits, over every profile on the search path."""
-    return check(model, None, precision, budgets, rate_hz, profiles_dir=profiles_dir).tiers
+    return check(model, None, precision, budgets, rate_hz, profiles_dir=profiles_dir, patching=False).tiers

@@ -1,6 +1,6 @@
 """`edgefit fit`: from a device budget to the best model that fits.
 
-Parses the options, calls edgefit.fit.fit, renders (tables or --json); exit 0 when every target got a fitting
+Parses the options, calls edgefit.fitting.fit, renders (tables or --json); exit 0 when every target got a fitting
 model written, 1 when some target has none, 2 (via EdgefitError in edgefit.cli.main) on bad input.
 """
 
@@ -107,8 +107,8 @@ def fit(
 ) -> None:
     """Search fuse / precision / float-layer / pruning recipes for the best model that fits the device(s)."""
     from edgefit.check import Budgets, resolve_targets
-    from edgefit.fit import fit as fit_model
-    from edgefit.fit import parse_accuracy_drop, tier_targets
+    from edgefit.fitting import fit as fit_model
+    from edgefit.fitting import parse_accuracy_drop, tier_targets
     from edgefit.report.fit_terminal import render_fit_report
     from edgefit.units import parse_duration_s
 

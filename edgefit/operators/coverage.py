@@ -94,6 +94,8 @@ class ModelGraph:
         self.constant_nodes = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant" and n.output}
         self.shapes = resolve_shapes(model, {k: list(v) for k, v in footprint.inputs.items()},
                                      weights_loaded=False, index=index).scopes[""]
+        # Judged nodes by (operator list, precision): checking every profile asks for the same few again and again.
+        self.judged: dict[tuple[str, str], tuple[NodeCoverage, ...]] = {}
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         info = self.shapes.get(name)
@@ -244,12 +246,15 @@ def operator_coverage(graph: ModelGraph, footprint: Footprint, runtime: str | Op
     the deployed `precision`. `host`: a DeviceProfile whose fp32 figures describe the CPU that runs fallbacks."""
     operators = runtime if isinstance(runtime, OperatorList) else load_operator_list(runtime)
     layers = footprint.layers
-    if len(graph.nodes) == len(layers):
-        nodes = tuple(_judge(node, layer.name, operators, graph, precision)
-                      for node, layer in zip(graph.nodes, layers))
-    else:   # model-local functions the inliner refused: the nodes cannot be matched with the footprint's layers
-        nodes = tuple(NodeCoverage(layer.name, layer.op_type, "unknown", "not matched with the model's nodes")
-                      for layer in layers)
+    nodes = graph.judged.get((operators.name, precision))
+    if nodes is None:
+        if len(graph.nodes) == len(layers):
+            nodes = tuple(_judge(node, layer.name, operators, graph, precision)
+                          for node, layer in zip(graph.nodes, layers))
+        else:   # model-local functions the inliner refused: the nodes cannot be matched with the footprint's layers
+            nodes = tuple(NodeCoverage(layer.name, layer.op_type, "unknown", "not matched with the model's nodes")
+                          for layer in layers)
+        graph.judged[(operators.name, precision)] = nodes
     fallback: list[int] = []
     if operators.kind == "accelerator":
         failing = [i for i, n in enumerate(nodes) if n.status in ("unsupported", "violates")]
