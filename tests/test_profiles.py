@@ -254,7 +254,11 @@ def test_the_wheel_carries_every_profile(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(tmp_path / "site")
         packed = sorted(Path(n).name for n in archive.namelist() if n.startswith("edgefit/profiles/"))
+        modules = {n for n in archive.namelist() if n.endswith(".py")}
+    assert BUILTIN_PROFILES_DIR == repo / "profiles"   # the source tree reads the top-level folder
     assert packed == sorted(p.name for p in BUILTIN_PROFILES_DIR.glob("*.toml"))
+    # pyproject lists the packages by hand: every module of the source must be in the wheel.
+    assert modules >= {p.relative_to(repo).as_posix() for p in (repo / "edgefit").rglob("*.py")}
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import edgefit.devices as d; "
             "print(json.dumps([str(d.BUILTIN_PROFILES_DIR), [p.name for p in d.list_profiles()]]))")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site")], capture_output=True, text=True,
