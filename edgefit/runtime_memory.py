@@ -137,11 +137,21 @@ def tflite_graph(footprint: Footprint, precision: str | None) -> TfliteGraph:
         shape = site.output_shape or ()
         if layer.op_type == "Conv":
             kind = "DEPTHWISE_CONV_2D" if layer.group > 1 else "CONV_2D"
-        channels = shape[1] if len(shape) == 4 else shape[-1] if shape else 0   # ONNX images are NCHW
-        window = tuple(site.kernel[1:]) if site.kernel is not None and len(site.kernel) == 4 else ()
+        # ONNX convolutions and pools put channels on axis 1 at every rank (NCL, NCHW, NCDHW); other ops, last.
+        spatial = kind in _PER_CHANNEL_KINDS or kind == "AVERAGE_POOL_2D"
+        channels = shape[1] if spatial and len(shape) >= 3 else shape[-1] if shape else 0
+        window = _conv_window(site.kernel)
         ops.append(TfliteOp(kind, channels, _CONSTANTS.get(kind, site.constants),
                             tuple(dict.fromkeys(held_in(n) for n in site.reads)), site.writes, window))
     return TfliteGraph(tuple(ops), tuple(footprint.inputs), tuple(held_in(n) for n in footprint.outputs))
+
+
+def _conv_window(kernel: tuple[int, ...] | None) -> tuple[int, ...]:
+    """(input channels per group, kernel height, width) of a Conv weight; the converter runs a 1-D convolution as
+    a CONV_2D with a 1 x k kernel."""
+    if kernel is None or len(kernel) not in (3, 4):
+        return ()
+    return tuple(kernel[1:]) if len(kernel) == 4 else (kernel[1], 1, kernel[2])
 
 
 # ---------------------------------------------------------------------------------------------------------------

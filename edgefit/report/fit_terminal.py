@@ -51,7 +51,8 @@ def candidate_table(fit: TargetFit) -> Table:
         table.add_row(mark, escape(candidate.label),
                       format_quantity(est.ram_bytes, "bytes") if est else "",
                       format_quantity(est.flash_bytes, "bytes") if est else "",
-                      format_quantity(est.latency_s * 1e3, "ms") if est else "",
+                      (">= " if est.latency_is_lower_bound else "") + format_quantity(est.latency_s * 1e3, "ms")
+                      if est else "",
                       *_fidelity_cells(candidate, with_accuracy), _fits_cell(candidate))
     return table
 
@@ -105,6 +106,10 @@ def render_target(console: Console, fit: TargetFit) -> None:
         where = f" -> {escape(fit.output)}" if fit.output else ""
         console.print(f"[bold green]fits[/] {escape(fit.profile.name)}: {escape(fit.chosen.label)}{where}",
                       soft_wrap=True)
+        chosen = fit.chosen.result.estimate if fit.chosen.result else None
+        if chosen is not None and chosen.latency_is_lower_bound:
+            console.print(f"[yellow]{escape(fit.profile.name)}: latency and power are lower bounds, MACs unknown "
+                          f"for {escape(', '.join(chosen.layers_without_macs))}[/]", soft_wrap=True)
     elif fit.no_fit is not None:
         console.print(f"[bold red]nothing fits[/] {escape(fit.profile.name)}", soft_wrap=True)
         for line in _no_fit_lines(fit.no_fit):

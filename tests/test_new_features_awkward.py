@@ -1,0 +1,90 @@
+"""The newer features (runtime memory models, per-stack latency, fit, report, calibrate, passes) on awkward
+third-party-style models: 1-D convolutions, loops whose trip count is unknown, and the like. Each test pins a defect
+found by running every command on such models; expected figures are worked out by hand beside them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from helpers import save, vi, weight
+from onnx import TensorProto, helper
+
+import edgefit
+from edgefit.cli import main
+from edgefit.runtime_memory import runtime_memory, tflite_graph
+
+F = TensorProto.FLOAT
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def audio_conv1d():
+    """x[1,1,1600] -> Conv1d 1->8 (k5, s2, bias) -> Relu -> depthwise Conv1d 8 (k3) -> GlobalAveragePool:
+    outputs [1,8,798], [1,8,798], [1,8,796], [1,8,1]."""
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[5], strides=[2]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["c2"], kernel_shape=[3], group=8),
+             helper.make_node("GlobalAveragePool", ["c2"], ["y"])]
+    graph = helper.make_graph(nodes, "audio", [vi("x", F, [1, 1, 1600])], [vi("y", F, [1, 8, 1])],
+                              [weight("w", 8, 1, 5), weight("b", 8), weight("w2", 8, 1, 3)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_tflm_channels_of_a_1d_convolution_are_axis_1_not_its_length():
+    fp = edgefit.analyze(audio_conv1d())
+    graph = tflite_graph(fp, "int8")
+    assert [(op.kind, op.channels) for op in graph.ops] == [
+        ("CONV_2D", 8), ("DEPTHWISE_CONV_2D", 8), ("AVERAGE_POOL_2D", 8)]
+    # per-channel multiplier + shift: 8 channels x 4 B = 32 B each (16-aligned), two convolutions
+    assert runtime_memory(fp, "tflm", "int8", fp.activation_bytes_at("int8")).breakdown["per_channel"] == 2 * 2 * 32
+    # CMSIS-NN scratch, the 1-D conv run as a 1x5 CONV_2D: two im2col columns of 1x1x5 int16, padded to 8:
+    # 2 x 8 x 2 = 32 B; the depthwise 1x3 on 8 channels: 8 x 3 x 2 = 48 B; the average pool: 8 x 4 = 32 B.
+    # CMSIS-NN scratch, the 1-D conv run as a 1x5 CONV_2D: two im2col columns of 1x1x5 int16 padded to 8 (32 B),
+    # the depthwise 1x3 on 8 channels (8 x 3 x 2 = 48 B), the average pool (8 x 4 = 32 B): three 8-byte handles.
+    # At int8 c (6384 B) and c2 (6368 B) are alive together while the depthwise conv runs with its 48 B scratch.
+    cmsis = runtime_memory(fp, "tflm-cmsis-nn", "int8", fp.activation_bytes_at("int8"))
+    assert cmsis.breakdown["scratch_handles"] == 32   # 3 x 8 = 24, 16-aligned
+    assert cmsis.head_bytes == 6384 + 6368 + 48
+
+
+def loop_with_input_trip_count():
+    """Loop whose trip count is the input value n: body [1,8]x[8,8] = 64 MACs per iteration, total unknown."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cin"], ["cout"]), helper.make_node("MatMul", ["s", "w"], ["sout"])], "body",
+        [vi("i", TensorProto.INT64, []), vi("cin", TensorProto.BOOL, []), vi("s", F, [1, 8])],
+        [vi("cout", TensorProto.BOOL, []), vi("sout", F, [1, 8])])
+    graph = helper.make_graph([helper.make_node("Loop", ["n", "", "x"], ["y"], body=body, name="loop")], "g",
+                              [vi("x", F, [1, 8]), vi("n", TensorProto.INT64, [])], [vi("y", F, [1, 8])],
+                              [weight("w", 8, 8)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_fit_and_report_say_a_latency_with_unknown_macs_is_a_lower_bound(tmp_path, capsys):
+    # The fit table printed "0.126 ms ... fits" and the report page "0.126 ms" while check said ">= 0.126 ms".
+    path = save(loop_with_input_trip_count(), tmp_path)
+    code, out, err = cli(capsys, "fit", path, "-t", "esp32", "--max-latency", "20ms", "-o", tmp_path / "fit.onnx")
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert ">= 0.1" in text
+    assert "esp32: latency and power are lower bounds, MACs unknown for loop" in text
+    code, out, err = cli(capsys, "report", path, "-t", "esp32", "-o", tmp_path / "r.html")
+    assert code == 0, err
+    page = (tmp_path / "r.html").read_text()
+    assert '<td class="num">&ge; 0.1' in page
+
+
+def test_calibrate_refuses_a_measured_model_whose_work_is_unknown(tmp_path, capsys):
+    # Its latency features miss the loop's work; fitted, the other coefficients would absorb it silently.
+    save(loop_with_input_trip_count(), tmp_path, "loop.onnx")
+    measurements = tmp_path / "m.toml"
+    measurements.write_text('base = "raspberry-pi-5"\nkeep_base = ["conv_macs", "depthwise_macs", "fc_macs", '
+                            '"elementwise_elements", "ops"]\n[[measurement]]\nmodel = "loop.onnx"\nlatency = "1ms"\n')
+    code, out, err = cli(capsys, "calibrate", measurements, "-o", tmp_path / "out.toml")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "loop.onnx: MACs unknown for loop" in err and "trip count unknown" in err
+    assert not (tmp_path / "out.toml").exists()
