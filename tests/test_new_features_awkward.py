@@ -88,3 +88,41 @@ def test_calibrate_refuses_a_measured_model_whose_work_is_unknown(tmp_path, caps
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "loop.onnx: MACs unknown for loop" in err and "trip count unknown" in err
     assert not (tmp_path / "out.toml").exists()
+
+
+def determinant_model():
+    """x[1,4,4] -> MatMul(w 4x4) -> Det -> y[1]: TFLM has no kernel for Det."""
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Det", ["m"], ["y"])],
+                              "g", [vi("x", F, [1, 4, 4])], [vi("y", F, [1])], [weight("w", 4, 4)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_fit_where_operators_bind_names_devices_whose_runtime_runs_them(tmp_path, capsys):
+    # The terminal report crashed dividing the operators verdict's strings, and "a bigger device fits it" named
+    # TFLM boards, whose runtime has no Det kernel either: devices were judged on memory alone.
+    path = save(determinant_model(), tmp_path)
+    code, out, err = cli(capsys, "fit", path, "-t", "esp32", "--json")
+    assert code == 1, err
+    no_fit = json.loads(out)["targets"][0]["no_fit"]
+    assert no_fit["binding"]["metric"] == "operators"
+    assert "raspberry-pi-5" in no_fit["devices_that_fit"]
+    assert not {"esp32-s3", "esp32-cam", "arduino-nano-33-ble-sense"} & set(no_fit["devices_that_fit"])
+    code, out, err = cli(capsys, "fit", path, "-t", "esp32")
+    assert code == 1 and "Traceback" not in err, err
+    text = " ".join(out.split())
+    assert "binding: esp32: TensorFlow Lite Micro cannot run 1 of 2 ops: Det" in text
+    assert "to close it: another device fits it as it is:" in text
+
+
+def test_failed_commands_leave_no_output_folders_behind(tmp_path, capsys):
+    # -o in missing folders made them up front; a command that then failed left them empty.
+    graph = helper.make_graph([helper.make_node("MyOp", ["x"], ["y"], domain="custom.ops")], "g",
+                              [vi("x", F, [1, 4])], [vi("y", F, [1, 4])])
+    path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                        helper.make_opsetid("custom.ops", 1)]), tmp_path)
+    assert cli(capsys, "fuse", path, "-o", tmp_path / "new" / "deeper" / "f.onnx")[0] == 2
+    assert cli(capsys, "fit", path, "--tiers", "-o", tmp_path / "fitted")[0] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    # A command that succeeds still creates them.
+    assert cli(capsys, "fuse", save(determinant_model(), tmp_path, "d.onnx"), "-o", tmp_path / "new" / "f.onnx")[0] == 0
+    assert (tmp_path / "new" / "f.onnx").is_file()
