@@ -126,3 +126,27 @@ def test_failed_commands_leave_no_output_folders_behind(tmp_path, capsys):
     # A command that succeeds still creates them.
     assert cli(capsys, "fuse", save(determinant_model(), tmp_path, "d.onnx"), "-o", tmp_path / "new" / "f.onnx")[0] == 0
     assert (tmp_path / "new" / "f.onnx").is_file()
+
+
+def test_patch_advice_does_not_deny_a_patchable_stage_that_cannot_help():
+    # Conv s2 -> Relu -> Conv -> Add(skip) is a patchable first stage of a 4-D input, but the Concat after it
+    # holds the largest tensors: no plan lowers the arena. The note said the network "does not start with a 4-D
+    # input read by spatial layers", which is false here.
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c2", "r1"], ["a"]),
+             helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Resize", ["p", "", "scales"], ["u"], mode="nearest"),
+             helper.make_node("Concat", ["u", "a"], ["cat"], axis=1),
+             helper.make_node("GlobalAveragePool", ["cat"], ["y"])]
+    scales = helper.make_tensor("scales", F, [4], [1, 1, 2, 2])
+    graph = helper.make_graph(nodes, "g", [vi("x", F, [1, 3, 32, 32])], [vi("y", F, [1, 32, 1, 1])],
+                              [weight("w1", 16, 3, 3, 3), weight("w2", 16, 16, 3, 3), scales])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    from edgefit.analysis.patching import advise_patching, patch_plans
+
+    fp = edgefit.analyze(model)
+    assert patch_plans(model, fp) == []
+    note, = advise_patching(patch_plans(model, fp), 1000).notes
+    assert note.startswith("no patch plan lowers the arena") and "after each patchable stage" in note
