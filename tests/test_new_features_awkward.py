@@ -150,3 +150,24 @@ def test_patch_advice_does_not_deny_a_patchable_stage_that_cannot_help():
     assert patch_plans(model, fp) == []
     note, = advise_patching(patch_plans(model, fp), 1000).notes
     assert note.startswith("no patch plan lowers the arena") and "after each patchable stage" in note
+
+
+def test_classical_ml_ops_missing_from_a_complete_list_are_unsupported_not_unknown(tmp_path):
+    # ai.onnx.ml is a standard ONNX domain, not a custom one: TFLM's complete list has no LinearClassifier,
+    # ZipMap or TreeEnsembleRegressor kernel, yet they were "unknown (not judged)" and esp32 "fit". ST's list,
+    # which enumerates the ai.onnx.ml ops it imports, still accepts them.
+    from test_classical_ml import linear_zipmap_tree
+
+    from edgefit.check import check
+
+    report = check(save(linear_zipmap_tree(), tmp_path), ["esp32", "stm32h7"])
+    esp32, stm32 = report.targets
+    assert esp32.operators.verdict == "does-not-run" and not esp32.fits
+    assert sorted(n.op_type for n in esp32.operators.not_running) == [
+        "ai.onnx.ml.LinearClassifier", "ai.onnx.ml.TreeEnsembleRegressor", "ai.onnx.ml.ZipMap"]
+    assert not stm32.operators.not_running
+    # A custom domain stays unknown: a runtime may register such an op itself.
+    graph = helper.make_graph([helper.make_node("MyOp", ["x"], ["y"], domain="custom.ops")], "g",
+                              [vi("x", F, [1, 4])], [vi("y", F, [1, 4])])
+    custom = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom.ops", 1)])
+    assert check(save(custom, tmp_path, "custom.onnx"), ["esp32"]).targets[0].operators.verdict == "unknown"
