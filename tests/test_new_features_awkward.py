@@ -171,3 +171,31 @@ def test_classical_ml_ops_missing_from_a_complete_list_are_unsupported_not_unkno
                               [vi("x", F, [1, 4])], [vi("y", F, [1, 4])])
     custom = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom.ops", 1)])
     assert check(save(custom, tmp_path, "custom.onnx"), ["esp32"]).targets[0].operators.verdict == "unknown"
+
+
+def test_reorder_follows_the_planned_order_through_model_local_functions(tmp_path, capsys):
+    # x -> Pre (a local function of three nodes) -> two Tile branches of 16 KiB, each summed, then added. The file
+    # order keeps both tiles alive (32 KiB + the small tensors); the planner's order finishes one branch first.
+    # The planned order indexes the inlined graph, which has two more nodes than the file: reorder moved nothing.
+    import onnx
+
+    function = helper.make_function("local", "Pre", ["a"], ["b"], [
+        helper.make_node("Relu", ["a"], ["t"]), helper.make_node("Neg", ["t"], ["u"]),
+        helper.make_node("Neg", ["u"], ["b"])], opset_imports=[helper.make_opsetid("", 17)])
+    nodes = [helper.make_node("Pre", ["x"], ["p"], domain="local"),
+             helper.make_node("Tile", ["p", "repeats"], ["a1"]), helper.make_node("Tile", ["p", "repeats"], ["b1"]),
+             helper.make_node("ReduceSum", ["a1"], ["a2"]), helper.make_node("ReduceSum", ["b1"], ["b2"]),
+             helper.make_node("Add", ["a2", "b2"], ["y"])]
+    repeats = helper.make_tensor("repeats", TensorProto.INT64, [2], [1, 256])
+    graph = helper.make_graph(nodes, "g", [vi("x", F, [1, 16])], [vi("y", F, [1, 1])], [repeats])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)],
+                              functions=[function])
+    path = save(model, tmp_path)
+    code, out, err = cli(capsys, "optimize", path, "--passes", "reorder", "-o", tmp_path / "r.onnx", "--json")
+    assert code == 0, err
+    stats = json.loads(out)["passes"][0]["stats"]
+    tile = 16 * 256 * 4
+    assert stats["file_order_peak_before"] >= 2 * tile and stats["file_order_peak_after"] < 2 * tile
+    reordered = onnx.load(tmp_path / "r.onnx")
+    assert [n.op_type for n in reordered.graph.node] == ["Pre", "Tile", "ReduceSum", "Tile", "ReduceSum", "Add"]
+    assert len(reordered.functions) == 1   # only the order changed
