@@ -425,7 +425,7 @@ def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = Fal
         if uncosted:   # its features would miss that work, and the fit would charge it to the other coefficients
             raise MeasurementError(f"{spec.path}: {item.label}: MACs unknown for {', '.join(uncosted[:3])}"
                                    f"{' ...' if len(uncosted) > 3 else ''} ({'; '.join(footprint.unknowns[:1])}): "
-                                   "its latency cannot be fitted; pin its shapes or leave it out")
+                                   "the fit cannot use its latency; leave it out")
         precision = item.precision or model_precision(footprint)
         timing = None
         latency = item.latency_s
