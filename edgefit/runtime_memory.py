@@ -121,7 +121,9 @@ def tflite_graph(footprint: Footprint, precision: str | None) -> TfliteGraph:
             continue
         source = held_in(site.reads[0])
         host = layers[writer[source]].op_type if source in writer else None
-        single_use = host is not None and readers.get(site.reads[0], 0) == 1
+        # A graph output stays a tensor of its own: the caller reads it, so nothing fuses onto it in place.
+        single_use = (host is not None and readers.get(site.reads[0], 0) == 1
+                      and site.reads[0] not in footprint.outputs)
         op_type = layer.op_type
         if (op_type in _DROPPED or (precision == "int8" and op_type in _QDQ)
                 or (single_use and op_type in _FUSABLE_ACTIVATIONS and host in _ACTIVATION_HOSTS)

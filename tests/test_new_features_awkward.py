@@ -222,3 +222,20 @@ def test_fp16_conversion_of_ops_kept_in_float32_adds_no_lossy_cast_round_trips()
 
     for before, after in zip(run(original), run(result.model)):
         np.testing.assert_array_equal(before, after)
+
+
+def test_nothing_fuses_onto_a_tensor_that_is_also_a_graph_output():
+    # x[1,3,16,16] -> Conv 1x1 (8) -> c (a graph output) -> Relu -> y (a graph output). The converter cannot fuse
+    # the Relu into the conv: c must exist as written. The TFLM replay fused it anyway and planned 2,816 B at int8
+    # (x 768 + c 2,048 while the conv runs) where c and y (2 x 2,048 B) are both alive while the Relu runs; latency
+    # likewise counted one op and no elementwise work.
+    from edgefit.latency import latency_features
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [vi("x", F, [1, 3, 16, 16])],
+                              [vi("c", F, [1, 8, 16, 16]), vi("y", F, [1, 8, 16, 16])], [weight("w", 8, 3, 1, 1)])
+    fp = edgefit.analyze(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert [op.kind for op in tflite_graph(fp, "int8").ops] == ["CONV_2D", "OTHER:Relu"]
+    assert runtime_memory(fp, "tflm", "int8", fp.activation_bytes_at("int8")).head_bytes == 2 * 2048
+    features = latency_features(fp, "int8")
+    assert (features.conv_macs, features.elementwise_elements, features.ops) == (8 * 3 * 256, 8 * 256, 2)
