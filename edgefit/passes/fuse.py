@@ -157,29 +157,38 @@ def _fuse(model: ModelProto) -> PassResult:
 # ---- constant folding --------------------------------------------------------------------------------
 
 def _fold_constants(editor: GraphEditor, info: SymbolicShapes, opsets: dict[str, int], rewrites: Counter) -> int:
+    # One pass in graph order; each folded value joins the editor's initializers at once, so the nodes after it
+    # see it as a constant, and the node list is rebuilt and the editor refreshed once at the end (refreshing
+    # after every fold was quadratic: 11.5 s for a PyTorch-style graph of 1,400 Constant nodes).
     folded = 0
-    for node in list(editor.graph.node):
-        if node.op_type == "Constant" and all(o in editor.output_names for o in node.output):
-            continue   # a Constant that is itself a graph output is as folded as it gets
-        values = _constant_outputs(node, editor, info, opsets)
+    kept: list[NodeProto] = []
+    for node in editor.graph.node:
+        values = None
+        if not (node.op_type == "Constant" and all(o in editor.output_names for o in node.output)):
+            values = _constant_outputs(node, editor, info, opsets)   # (a Constant graph output stays as it is)
         if values is None:
+            kept.append(node)
             continue
-        position = list(editor.graph.node).index(node)
-        del editor.graph.node[position]
         for name, value in zip(node.output, values):
             if name and (name in editor.output_names or editor.consumers.get(name)):
                 tensor = numpy_helper.from_array(np.asarray(value), name)
                 if name in editor.output_names:
                     # A graph output cannot be an initializer alone: keep it produced by a Constant node.
-                    editor.graph.node.insert(position, helper.make_node("Constant", [], [name], value=tensor,
-                                                                        name=node.name))
+                    kept.append(helper.make_node("Constant", [], [name], value=tensor, name=node.name))
                 else:
                     editor.graph.initializer.append(tensor)
-        editor.refresh()
+                    editor.initializers[name] = tensor
         kind = {"Constant": "constant_nodes_to_initializers", "Shape": "static_shapes_folded"}.get(
             node.op_type, "constants_folded")
         rewrites[kind] += 1
         folded += 1
+    if folded:
+        nodes = [NodeProto() for _ in kept]
+        for copy, node in zip(nodes, kept):
+            copy.CopyFrom(node)
+        del editor.graph.node[:]
+        editor.graph.node.extend(nodes)
+        editor.refresh()
     return folded
 
 
