@@ -148,9 +148,16 @@ class TargetResult:
     def verdict(self, metric: str) -> Verdict | None:
         return next((v for v in self.verdicts if v.metric == metric), None)
 
+    @property
+    def runtime_label(self) -> str:
+        """What the estimates are for: the runtime stack's display name, else the profile's runtime."""
+        if self.estimate.runtime is None:
+            return self.profile.runtime
+        return self.profile.runtime_stack(self.estimate.runtime).display_name
+
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.profile.name, "name": self.profile.display_name, "tier": self.profile.tier,
-                "runtime": self.profile.runtime, "fits": self.fits,
+                "runtime": self.runtime_label, "fits": self.fits,
                 "checks": [v.to_dict() for v in self.verdicts],
                 "estimates": {**self.estimate.to_dict(),
                               **({"patch_plan": self.patch_plan.to_dict()} if self.patch_plan else {})},

@@ -239,3 +239,14 @@ def test_nothing_fuses_onto_a_tensor_that_is_also_a_graph_output():
     assert runtime_memory(fp, "tflm", "int8", fp.activation_bytes_at("int8")).head_bytes == 2 * 2048
     features = latency_features(fp, "int8")
     assert (features.conv_macs, features.elementwise_elements, features.ops) == (8 * 3 * 256, 8 * 256, 2)
+
+
+def test_check_json_names_the_runtime_stack_asked_for(tmp_path, capsys):
+    # --runtime tflm-reference: the estimates were for the reference kernels but the target's "runtime" named the
+    # profile's default (ESP-NN kernels).
+    code, out, err = cli(capsys, "check", save(audio_conv1d(), tmp_path), "-t", "esp32", "--runtime",
+                         "tflm-reference", "--precision", "int8", "--json")
+    assert code == 0, err
+    target = json.loads(out)["targets"][0]
+    assert target["estimates"]["runtime"] == "tflm-reference"
+    assert "reference kernels" in target["runtime"] and "with ESP-NN kernels" not in target["runtime"]
