@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgefit.analysis.footprint import Footprint
+from edgefit.analysis.footprint import Footprint, analysed_graph
 from edgefit.analysis.patching import PatchAdvice, PatchPlan, advise_patching, patch_plans
 from edgefit.devices import TIER_LATENCY_BAND_S, TIERS, DeviceProfile, check_precision, find_profile, list_profiles
 from edgefit.errors import ConfigError
@@ -283,10 +283,10 @@ def with_model_advice(results: Sequence[TargetResult], footprint: Footprint, pro
     if proto is None and (footprint.model_path is None or not Path(footprint.model_path).is_file()):
         return tuple(results)
     def model() -> Any:
-        return _model_and_graph(footprint, proto)[0]
+        return _model(footprint, proto)
 
     def graph() -> ModelGraph:
-        return _model_and_graph(footprint, proto)[1]
+        return _graph(footprint, proto)
 
     plans: dict[str, list[PatchPlan]] = {}
     advised = []
@@ -307,19 +307,31 @@ def with_model_advice(results: Sequence[TargetResult], footprint: Footprint, pro
 
 
 # The model and its graph by (footprint, given proto): read on first use and shared by every target and by the
-# deployed and int8 passes of one check (a large graph takes a second to read and index).
-_graphs: dict[tuple[int, int], tuple[Any, ModelGraph]] = {}
+# deployed and int8 passes of one check (a large graph takes a second to read and index). The graph of the
+# footprint `analyze` just made is the analysis' own: the model is then read again only if patching asks for it.
+_graphs: dict[tuple[int, int], ModelGraph] = {}
+_models: dict[tuple[int, int], Any] = {}
 
 
-def _model_and_graph(footprint: Footprint, proto: Any) -> tuple[Any, ModelGraph]:
+def _cached(cache: dict[tuple[int, int], Any], footprint: Footprint, proto: Any, make: Any) -> Any:
     key = (id(footprint), id(proto))
-    if key not in _graphs:
-        from edgefit.model import load_model
+    if key not in cache:
+        cache[key] = make()
+        weakref.finalize(footprint, cache.pop, key, None)   # the entry lives as long as the footprint
+    return cache[key]
 
-        model = proto if proto is not None else load_model(footprint.model_path).proto
-        _graphs[key] = (model, ModelGraph(model, footprint))
-        weakref.finalize(footprint, _graphs.pop, key, None)   # the entry lives as long as the footprint
-    return _graphs[key]
+
+def _model(footprint: Footprint, proto: Any) -> Any:
+    from edgefit.model import load_model
+
+    return _cached(_models, footprint, proto,
+                   lambda: proto if proto is not None else load_model(footprint.model_path).proto)
+
+
+def _graph(footprint: Footprint, proto: Any) -> ModelGraph:
+    analysed = analysed_graph(footprint) if proto is None else None
+    return _cached(_graphs, footprint, proto, lambda: ModelGraph(None, footprint, analysed) if analysed
+                   else ModelGraph(_model(footprint, proto), footprint))
 
 
 def _operators_verdict(coverage: Coverage) -> Verdict:

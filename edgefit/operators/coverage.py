@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from onnx import ModelProto, NodeProto, TensorProto, numpy_helper
 
-from edgefit.analysis.footprint import Footprint
+from edgefit.analysis.footprint import AnalysedGraph, Footprint
 from edgefit.model import has_subgraph, node_attribute
 from edgefit.operators import WINDOW_RULES, OperatorList, load_operator_list
 
@@ -74,26 +74,35 @@ class Coverage:
 
 
 class ModelGraph:
-    """What judging needs from the model: computing nodes aligned with the footprint's layers, shapes, constants."""
+    """What judging needs from the model: computing nodes aligned with the footprint's layers, shapes, constants.
 
-    def __init__(self, model: ModelProto, footprint: Footprint):
+    `analysed`: the footprint's own graph (edgefit.analysis.footprint.analysed_graph), which `model` then need not
+    be: its nodes, constants and shapes are taken as the analysis found them, nothing is read or inferred again."""
+
+    def __init__(self, model: ModelProto | None, footprint: Footprint, analysed: AnalysedGraph | None = None):
         from edgefit.analysis.footprint import computing_nodes
         from edgefit.shapes import resolve_shapes
 
-        if model.functions:   # the footprint counted the functions' contents, inlined the same way
-            import onnx.inliner
+        if analysed is not None:
+            model, index, constants, order = (analysed.proto, analysed.index, analysed.view.constants,
+                                              analysed.computing_nodes)
+            self.shapes = analysed.shapes
+        else:
+            if model.functions:   # the footprint counted the functions' contents, inlined the same way
+                import onnx.inliner
 
-            try:
-                model = onnx.inliner.inline_local_functions(model)
-            except Exception:  # noqa: BLE001 - the footprint then kept them as nodes too
-                pass
-        index, view, order = computing_nodes(model.graph)
+                try:
+                    model = onnx.inliner.inline_local_functions(model)
+                except Exception:  # noqa: BLE001 - the footprint then kept them as nodes too
+                    pass
+            index, view, order = computing_nodes(model.graph)
+            constants = view.constants
+            self.shapes = resolve_shapes(model, {k: list(v) for k, v in footprint.inputs.items()},
+                                         weights_loaded=False, index=index).scopes[""]
         self.nodes = [index.nodes[i] for i in order]
-        self.constants = view.constants
+        self.constants = constants
         self.initializers = {t.name: t for t in model.graph.initializer}
         self.constant_nodes = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant" and n.output}
-        self.shapes = resolve_shapes(model, {k: list(v) for k, v in footprint.inputs.items()},
-                                     weights_loaded=False, index=index).scopes[""]
         # Judged nodes by (operator list, precision): checking every profile asks for the same few again and again.
         self.judged: dict[tuple[str, str], tuple[NodeCoverage, ...]] = {}
 
