@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgefit.analysis.footprint import Footprint, analysed_graph
+from edgefit.analysis.footprint import Footprint, analysed_graph, without_cycle_collection
 from edgefit.analysis.patching import PatchAdvice, PatchPlan, advise_patching, patch_plans
 from edgefit.devices import TIER_LATENCY_BAND_S, TIERS, DeviceProfile, check_precision, find_profile, list_profiles
 from edgefit.errors import ConfigError
@@ -423,6 +423,7 @@ def resolve_targets(targets: Iterable[str | DeviceProfile] | None,
     return tuple(resolved.values())
 
 
+@without_cycle_collection()   # a check of a large graph on every device makes as many objects as its analysis
 def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] | None = None,
           precision: str | None = None, budgets: Budgets = Budgets(), rate_hz: float | None = None, *,
           profiles_dir: ProfilesDir = None, input_shapes: Mapping[str, Sequence[int]] | None = None,

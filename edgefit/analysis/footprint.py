@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import gc
 import os
 import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,6 +131,9 @@ class Footprint:
         if precision is None and not shared:
             return self.peak_activation_bytes
         key = (precision or "model", shared)
+        if key not in self._arena_cache and precision is not None and not self._resized_at(precision):
+            # Every float activation is stored at `precision` already (fp32 of an fp32 model): the model's own plan.
+            self._arena_cache[key] = self.activation_bytes_at(None, shared_storage=shared)
         if key not in self._arena_cache:
             buffers = self.shared_buffers if shared else self.buffers
             if precision is not None:
@@ -141,6 +145,11 @@ class Footprint:
                 size = min(size, self.activation_bytes_at(precision))
             self._arena_cache[key] = size
         return self._arena_cache[key]
+
+    def _resized_at(self, precision: str) -> bool:
+        """Does storing floats at `precision` change the size of any activation buffer?"""
+        element_bytes = PRECISION_BYTES[precision]
+        return any(b.at_float_precision(element_bytes).bytes != b.bytes for b in self.buffers)
 
     @property
     def shared_storage_peak_bytes(self) -> int | None:
@@ -499,12 +508,19 @@ def _unstored_weights(index: GraphIndex, graph: GraphProto) -> list[str]:
 def analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: dict[str, list[int]] | None = None,
             dims: dict[str, int] | None = None, *, alignment: int = 16) -> Footprint:
     """The footprint of a model file (or an in-memory ModelProto) for the given input shapes."""
-    # The analysis makes a few small objects per tensor and node (hundreds of thousands on a large graph), none of
-    # them in reference cycles: the cyclic collector's passes over them would add ~15% to the run for nothing.
+    with without_cycle_collection():
+        return _analyze(model, input_shapes, dims, alignment)
+
+
+@contextlib.contextmanager
+def without_cycle_collection() -> Iterator[None]:
+    """The cyclic garbage collector paused. The analysis makes a few small objects per tensor and node (hundreds of
+    thousands on a large graph), and checking its footprint on every device as many again, none of them in
+    reference cycles: the collector's passes over them all would add 15-40% to the run for nothing."""
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _analyze(model, input_shapes, dims, alignment)
+        yield
     finally:
         if collecting:
             gc.enable()

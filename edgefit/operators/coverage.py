@@ -100,11 +100,39 @@ class ModelGraph:
             self.shapes = resolve_shapes(model, {k: list(v) for k, v in footprint.inputs.items()},
                                          weights_loaded=False, index=index).scopes[""]
         self.nodes = [index.nodes[i] for i in order]
+        self.names = [index.inputs[i] + index.outputs[i] for i in order]   # each node's tensors, as stored
         self.constants = constants
         self.initializers = {t.name: t for t in model.graph.initializer}
         self.constant_nodes = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant" and n.output}
         # Judged nodes by (operator list, precision): checking every profile asks for the same few again and again.
         self.judged: dict[tuple[str, str], tuple[NodeCoverage, ...]] = {}
+        self.values_read = False   # set by value(): a judgement that read a constant's values is the node's alone
+        self._kinds: tuple[list[int], list[int]] | None = None
+
+    @property
+    def kinds(self) -> tuple[list[int], list[int]]:
+        """(per node the number of its kind, per kind its first node). Nodes of a kind agree in everything judging
+        reads but their names and constants' values: op, attributes, and per input and output whether it is
+        constant, its shape and which of the node's tensors it repeats."""
+        if self._kinds is None:
+            constants, shapes = self.constants, self.shapes
+            numbers: dict[tuple, int] = {}
+            kinds, firsts = [], []
+            for position, (node, names) in enumerate(zip(self.nodes, self.names)):
+                seen: dict[str, int] = {}
+                tensors = []
+                for name in names:
+                    info = shapes.get(name)
+                    tensors.append((seen.setdefault(name, len(seen)), name in constants,
+                                    None if info is None else info.shape))
+                signature = (node.domain, node.op_type, tuple(a.SerializeToString() for a in node.attribute),
+                             len(node.input), tuple(tensors))
+                kind = numbers.setdefault(signature, len(numbers))
+                if kind == len(firsts):
+                    firsts.append(position)
+                kinds.append(kind)
+            self._kinds = kinds, firsts
+        return self._kinds
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         info = self.shapes.get(name)
@@ -112,6 +140,7 @@ class ModelGraph:
 
     def value(self, name: str) -> np.ndarray | None:
         """A small constant's values (pads, axes); None when not stored in the file."""
+        self.values_read = True
         tensor = self.initializers.get(name)
         if tensor is None and name in self.constant_nodes:
             tensor = next((a.t for a in self.constant_nodes[name].attribute if a.name == "value"), None)
@@ -249,6 +278,23 @@ def _judge(node: NodeProto, label: str, operators: OperatorList, graph: ModelGra
     return NodeCoverage(label, key, "violates", found)
 
 
+def _judge_nodes(graph: ModelGraph, labels: Sequence[str], operators: OperatorList,
+                 precision: str) -> tuple[NodeCoverage, ...]:
+    """Every node judged. The nodes of a kind (ModelGraph.kinds) share its first node's verdict, unless judging
+    that one read a constant's values or gave a reason naming one of its tensors: a large graph repeats a few
+    kinds of node thousands of times."""
+    kinds, firsts = graph.kinds
+    verdicts: list[tuple[str, str, str] | None] = []   # per kind: (op, status, reason); None: judge each node
+    for first in firsts:
+        graph.values_read = False
+        result = _judge(graph.nodes[first], labels[first], operators, graph, precision)
+        own = graph.values_read or any(name and name in result.reason for name in (*graph.names[first], labels[first]))
+        verdicts.append(None if own else (result.op_type, result.status, result.reason))
+    return tuple(NodeCoverage(label, *verdicts[kind]) if verdicts[kind] is not None
+                 else _judge(node, label, operators, graph, precision)
+                 for node, label, kind in zip(graph.nodes, labels, kinds))
+
+
 def operator_coverage(graph: ModelGraph, footprint: Footprint, runtime: str | OperatorList, precision: str,
                       host: Any = None) -> Coverage:
     """Judge every computing node of a model (its ModelGraph and footprint) against a runtime's operator list at
@@ -258,8 +304,7 @@ def operator_coverage(graph: ModelGraph, footprint: Footprint, runtime: str | Op
     nodes = graph.judged.get((operators.name, precision))
     if nodes is None:
         if len(graph.nodes) == len(layers):
-            nodes = tuple(_judge(node, layer.name, operators, graph, precision)
-                          for node, layer in zip(graph.nodes, layers))
+            nodes = _judge_nodes(graph, [layer.name for layer in layers], operators, precision)
         else:   # model-local functions the inliner refused: the nodes cannot be matched with the footprint's layers
             nodes = tuple(NodeCoverage(layer.name, layer.op_type, "unknown", "not matched with the model's nodes")
                           for layer in layers)
