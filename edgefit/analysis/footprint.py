@@ -28,6 +28,20 @@ from edgefit.model import default_opset, initializer_names, iter_graphs, node_at
 from edgefit.shapes import ResolvedShapes, TensorInfo, resolve_shapes, shape_derived_int
 
 
+@contextlib.contextmanager
+def without_cycle_collection() -> Iterator[None]:
+    """The cyclic garbage collector paused. The analysis makes a few small objects per tensor and node (hundreds of
+    thousands on a large graph), and checking its footprint on every device as many again, none of them in
+    reference cycles: the collector's passes over them all would add 15-40% to the run for nothing."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 @dataclass(slots=True)   # not frozen: one per node, and frozen dataclasses are three times slower to build
 class LayerStats:
     """One computing node of the top-level graph (control-flow nodes carry their subgraphs' totals)."""
@@ -170,6 +184,7 @@ class Footprint:
                 total += nbytes
         return int(total)
 
+    @without_cycle_collection()   # a dict per layer: tens of thousands on a large graph
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with the keys of DESIGN.md section 3 (and more)."""
         # Buffers and planners are for re-planning, not for reporting (and a large graph has tens of thousands);
@@ -510,20 +525,6 @@ def analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: d
     """The footprint of a model file (or an in-memory ModelProto) for the given input shapes."""
     with without_cycle_collection():
         return _analyze(model, input_shapes, dims, alignment)
-
-
-@contextlib.contextmanager
-def without_cycle_collection() -> Iterator[None]:
-    """The cyclic garbage collector paused. The analysis makes a few small objects per tensor and node (hundreds of
-    thousands on a large graph), and checking its footprint on every device as many again, none of them in
-    reference cycles: the collector's passes over them all would add 15-40% to the run for nothing."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: dict[str, list[int]] | None,
