@@ -103,9 +103,15 @@ def best_of(fn, repeats: int) -> float:
 
 
 def process_seconds(argv: list[str], repeats: int) -> float:
-    """Best wall-clock time of a fresh process running `argv`, after one warm-up run (page cache, .pyc files)."""
+    """Best wall-clock time of a fresh process running `argv`, after one warm-up run (page cache, .pyc files).
+
+    The processes run without PYTHONDONTWRITEBYTECODE, which some sandboxes set: a user's first run writes the
+    .pyc files of an editable checkout (pip writes them at install otherwise), and the floor's onnx has its own
+    from its install; without them every run of edgefit would compile its modules afresh."""
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+
     def run() -> None:
-        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=env)
     return best_of(run, repeats)
 
 

@@ -22,8 +22,8 @@ from edgefit.analysis.footprint import Footprint, analysed_graph, without_cycle_
 from edgefit.analysis.patching import PatchAdvice, PatchPlan, advise_patching, patch_plans
 from edgefit.devices import TIER_LATENCY_BAND_S, TIERS, DeviceProfile, check_precision, find_profile, list_profiles
 from edgefit.errors import ConfigError
-from edgefit.operators.coverage import Coverage, ModelGraph, operator_coverage
-from edgefit.estimate import METHOD, Estimate, estimate, model_precision
+from edgefit.operators.coverage import Coverage, ModelGraph, NodeCoverage, operator_coverage
+from edgefit.estimate import METHOD, Estimate, estimate, model_precision, with_host_fallback
 from edgefit.units import check_rate_hz, parse_duration_s, parse_power_w, parse_size
 
 ProfilesDir = str | Path | Iterable[str | Path] | None
@@ -178,11 +178,22 @@ class TierResult:
     best_device: str | None = None       # for a tier that does not fit: the device closest to fitting
     binding: Verdict | None = None       # ... and the constraint it misses by most
     int8: Int8Outlook | None = None      # None when already int8
+    # When operators bind: the best device's coverage (its first op that cannot run), and whether no checked
+    # device of the tier runs the model's operators.
+    operators: Coverage | None = None
+    operators_fail_everywhere: bool = False
+
+    @property
+    def first_unsupported(self) -> NodeCoverage | None:
+        return self.operators.not_running[0] if self.operators and self.operators.not_running else None
 
     def to_dict(self) -> dict[str, Any]:
+        first = self.first_unsupported
         return {"fits": self.fits, "devices": list(self.devices), "checked": list(self.checked),
                 "best_device": self.best_device, "binding": self.binding.to_dict() if self.binding else None,
-                "int8": self.int8.to_dict() if self.int8 else None}
+                "int8": self.int8.to_dict() if self.int8 else None,
+                "first_unsupported": None if first is None else {**first.to_dict(), "runtime": self.operators.title},
+                "operators_fail_everywhere": self.operators_fail_everywhere}
 
 
 @dataclass(frozen=True)
@@ -292,10 +303,13 @@ def with_model_advice(results: Sequence[TargetResult], footprint: Footprint, pro
     advised = []
     for result in results:
         precision = result.estimate.precision
-        if result.profile.operators is not None:
-            coverage = operator_coverage(graph(), footprint, result.profile.operators, precision, result.profile)
+        operators = result.estimate.settings.operators
+        if operators is not None:
+            coverage = operator_coverage(graph(), footprint, operators, precision, result.profile)
             result = dataclasses.replace(result, operators=coverage,
                                          verdicts=(*result.verdicts, _operators_verdict(coverage)))
+            if coverage.fallback_layers and coverage.fallback_latency_s is not None:
+                result = _with_fallback(result, footprint, coverage)
         ram = result.verdict("ram")
         if patching and ram is not None and not ram.ok:
             if precision not in plans:
@@ -334,6 +348,18 @@ def _graph(footprint: Footprint, proto: Any) -> ModelGraph:
                    else ModelGraph(_model(footprint, proto), footprint))
 
 
+def _with_fallback(result: TargetResult, footprint: Footprint, coverage: Coverage) -> TargetResult:
+    """The result with the layers an accelerator hands back to the host CPU timed there: the latency and power
+    verdicts judge the new figures against the limits they had."""
+    est = with_host_fallback(result.estimate, footprint, result.profile, set(coverage.fallback_layers),
+                             coverage.fallback_latency_s)
+    figures = {"latency": est.latency_s * 1e3, "power": est.avg_power_w * 1e3}
+    verdicts = tuple(
+        dataclasses.replace(v, value=figures[v.metric], ok=v.limit is None or figures[v.metric] <= v.limit)
+        if v.metric in figures else v for v in result.verdicts)
+    return dataclasses.replace(result, estimate=est, verdicts=verdicts)
+
+
 def _operators_verdict(coverage: Coverage) -> Verdict:
     """Fails only where the model cannot run (an MCU runtime missing a kernel); a fallback to the host CPU or an
     op edgefit cannot judge is reported in the value, not as a failure."""
@@ -351,11 +377,17 @@ def _operators_verdict(coverage: Coverage) -> Verdict:
 
 # ---- tiers ---------------------------------------------------------------------------------------------
 
+def _fails_on_operators(result: TargetResult) -> bool:
+    verdict = result.verdict("operators")
+    return verdict is not None and not verdict.ok
+
+
 def _closest_to_fitting(results: Sequence[TargetResult]) -> TargetResult:
-    """The device that misses by least: precision misses rank last, then by the worst overshoot."""
-    def severity(result: TargetResult) -> tuple[bool, float]:
-        numeric = [v.overshoot for v in result.failures if v.metric != "precision"]
-        return (not result.estimate.precision_supported, max(numeric, default=0.0))
+    """The device that misses by least: precision misses rank last, then operator misses (nothing scales them
+    away), then by the worst overshoot of the rest."""
+    def severity(result: TargetResult) -> tuple[bool, bool, float]:
+        numeric = [v.overshoot for v in result.failures if v.metric not in ("precision", "operators")]
+        return (not result.estimate.precision_supported, _fails_on_operators(result), max(numeric, default=0.0))
     return min(results, key=severity)
 
 
@@ -393,7 +425,10 @@ def summarize_tiers(results: Sequence[TargetResult], precision: str,
                 devices=tuple(r.profile.name for r in int8_members if r.fits),
                 binding=int8_by_name[best.profile.name].verdict(binding.metric),
             )
-        tiers.append(TierResult(tier, False, (), checked, best.profile.name, binding, outlook))
+        on_operators = binding.metric == "operators"
+        tiers.append(TierResult(tier, False, (), checked, best.profile.name, binding, outlook,
+                                best.operators if on_operators else None,
+                                on_operators and all(_fails_on_operators(r) for r in members)))
     return TierSummary(precision, tuple(tiers))
 
 

@@ -301,8 +301,11 @@ _SOURCES = {
     "coreml": "Core ML plans its buffers itself and documents no allocator: the planned activations only",
     "tensorrt": "TensorRT: ICudaEngine::getDeviceMemorySize() is fixed when the engine is built; the planned "
                 "activations stand for it, tactic workspace not modelled",
-    "static": "statically allocated buffers (hand-written C, XLA's ahead-of-time buffer assignment): the planned "
-              "activations only",
+    "static": "statically allocated buffers (hand-written C, XLA's ahead-of-time buffer assignment, STM32Cube.AI's "
+              "generated C): the planned activations only. STM32Cube.AI plans one 'activations' buffer ahead of "
+              "time and by default places the graph inputs and outputs in it (ST Edge AI Core docs: glossary, "
+              "'Activations buffer'; embedded client API, --no-inputs-allocation / --no-outputs-allocation); its "
+              "own in-place reuse can make that buffer smaller than planned here, its network context is runtime_ram",
 }
 
 

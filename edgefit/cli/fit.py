@@ -1,6 +1,6 @@
 """`edgefit fit`: from a device budget to the best model that fits.
 
-Parses the options, calls edgefit.fit.fit, renders (tables or --json); exit 0 when every target got a fitting
+Parses the options, calls edgefit.fitting.fit, renders (tables or --json); exit 0 when every target got a fitting
 model written, 1 when some target has none, 2 (via EdgefitError in edgefit.cli.main) on bad input.
 """
 
@@ -18,8 +18,12 @@ from edgefit.cli.options import (
     DimOpt,
     InputShapeOpt,
     JsonOpt,
+    MaxFlashOpt,
+    MaxPowerOpt,
+    MaxRamOpt,
     ModelArg,
     ProfilesDirOpt,
+    RuntimeOpt,
     console,
     err_console,
     parse_dims,
@@ -62,15 +66,11 @@ def fit(
     tiers: Annotated[bool, typer.Option(
         "--tiers", help="One model per tier: dgx-a100 (cloud), coral-dev-board (edge), iphone-15-pro (mobile), "
         "arduino-nano-33-ble-sense (tiny), with fit-manifest.json.")] = False,
-    max_ram: Annotated[Optional[str], typer.Option(
-        "--max-ram", help="Tighten the RAM limit, e.g. 200KiB (KB = 1000 bytes, KiB = 1024).",
-        show_default=False)] = None,
-    max_flash: Annotated[Optional[str], typer.Option(
-        "--max-flash", help="Tighten the flash limit, e.g. 1MB.", show_default=False)] = None,
+    max_ram: MaxRamOpt = None,
+    max_flash: MaxFlashOpt = None,
     max_latency: Annotated[Optional[str], typer.Option(
         "--max-latency", help="Latency budget, e.g. 20ms (as in check).", show_default=False)] = None,
-    max_power: Annotated[Optional[str], typer.Option(
-        "--max-power", help="Average power budget at --rate, e.g. 50mW.", show_default=False)] = None,
+    max_power: MaxPowerOpt = None,
     rate: Annotated[Optional[float], typer.Option(
         "--rate", help="Inferences per second (for power; caps the latency budget at 1/rate).",
         show_default=False)] = None,
@@ -97,9 +97,7 @@ def fit(
         "--time-budget", help="Bound the search, e.g. 5m or 30s (a bare number is ms); what was not tried is "
         "reported.",
         show_default=False)] = None,
-    runtime: Annotated[Optional[str], typer.Option(
-        "--runtime", help="Runtime stack of the targets' profiles, as in check (default: each profile's "
-        "default_runtime).", show_default=False)] = None,
+    runtime: RuntimeOpt = None,
     profiles_dir: ProfilesDirOpt = None,
     input_shape: InputShapeOpt = None,
     dim: DimOpt = None,
@@ -107,8 +105,8 @@ def fit(
 ) -> None:
     """Search fuse / precision / float-layer / pruning recipes for the best model that fits the device(s)."""
     from edgefit.check import Budgets, resolve_targets
-    from edgefit.fit import fit as fit_model
-    from edgefit.fit import parse_accuracy_drop, tier_targets
+    from edgefit.fitting import fit as fit_model
+    from edgefit.fitting import parse_accuracy_drop, tier_targets
     from edgefit.report.fit_terminal import render_fit_report
     from edgefit.units import parse_duration_s
 

@@ -11,6 +11,7 @@ import numpy as np
 from onnx import ModelProto, NodeProto, TensorProto, numpy_helper
 
 from edgefit.analysis.footprint import AnalysedGraph, Footprint
+from edgefit.estimate import host_fallback_s
 from edgefit.model import has_subgraph, node_attribute
 from edgefit.operators import WINDOW_RULES, OperatorList, load_operator_list
 
@@ -230,6 +231,14 @@ def _problem(node: NodeProto, rules: Mapping[str, Any], graph: ModelGraph) -> st
         value = node_attribute(node, name)
         if value is not None and value not in allowed:
             return f"{name}={value} (runs {', '.join(map(str, allowed))})"
+    if "rank" in rules:
+        ranks = [graph.shape(name) for name in node.input if name]
+        if any(shape is None for shape in ranks):
+            return ""
+        outside = next((len(shape) for shape in ranks if not _in([len(shape)], rules["rank"])), None)
+        if outside is not None:
+            low, high = rules["rank"]
+            return f"{outside}-D input (runs {low}-D)" if low == high else f"{outside}-D input (runs {low}-{high}-D)"
     if rules.get("spatial_axes_only"):
         found = _spatial_axes_problem(node, graph)
         if found is not None:
@@ -298,7 +307,8 @@ def _judge_nodes(graph: ModelGraph, labels: Sequence[str], operators: OperatorLi
 def operator_coverage(graph: ModelGraph, footprint: Footprint, runtime: str | OperatorList, precision: str,
                       host: Any = None) -> Coverage:
     """Judge every computing node of a model (its ModelGraph and footprint) against a runtime's operator list at
-    the deployed `precision`. `host`: a DeviceProfile whose fp32 figures describe the CPU that runs fallbacks."""
+    the deployed `precision`. `host`: a DeviceProfile whose fp32 figures describe the CPU that runs fallbacks
+    (edgefit.estimate.host_fallback_s times them)."""
     operators = runtime if isinstance(runtime, OperatorList) else load_operator_list(runtime)
     layers = footprint.layers
     nodes = graph.judged.get((operators.name, precision))
@@ -314,17 +324,7 @@ def operator_coverage(graph: ModelGraph, footprint: Footprint, runtime: str | Op
         failing = [i for i, n in enumerate(nodes) if n.status in ("unsupported", "violates")]
         if failing:
             fallback = failing if operators.fallback == "op" else list(range(failing[0], len(nodes)))
-    latency = _host_latency_s([layers[i] for i in fallback], host) if fallback and host is not None else None
+    latency = (host_fallback_s(footprint, host, precision, {layers[i].name for i in fallback})
+               if fallback and host is not None else None)
     return Coverage(operators.name, operators.title, operators.kind, operators.source, precision, nodes,
                     tuple(layers[i].name for i in fallback), latency)
-
-
-def _host_latency_s(layers: Sequence[Any], host: Any) -> float:
-    """Roofline time of `layers` on the host CPU: the profile's fp32 rate and efficiency (these profiles run fp32
-    on the host core) and its memory bandwidth, plus its per-op dispatch cost."""
-    rate = host.peak_macs_per_s["fp32"] * host.efficiency["fp32"]
-    total = 0.0
-    for layer in layers:
-        moved = (layer.input_bytes or 0) + (layer.output_bytes or 0)
-        total += max((layer.macs or 0) / rate, moved / host.memory_bandwidth_bytes_per_s) + host.per_op_overhead_s
-    return total

@@ -8,7 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from edgefit.fit import Candidate, FitReport, NoFit, TargetFit, accuracy_drop
+from edgefit.fitting import Candidate, FitReport, NoFit, TargetFit, accuracy_drop
 from edgefit.report.check_text import METRIC_LABELS, describe_patch_plan, format_quantity
 
 _NAMED_DEVICES = 3

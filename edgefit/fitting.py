@@ -35,10 +35,8 @@ import hashlib
 import heapq
 import itertools
 import os
-import sys
 import tempfile
 import time
-import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -740,14 +738,3 @@ def _write_manifest(folder: Path, results: Sequence[TargetFit], source: Path | N
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-class _CallableModule(types.ModuleType):
-    """`edgefit.fit(...)` is the function, but importing this submodule binds `edgefit.fit` to the module (and a
-    lazy package attribute cannot win against that binding): calling the module calls the function."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> FitReport:
-        return fit(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
