@@ -473,13 +473,14 @@ def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] 
     deployed = precision or model_precision(footprint)
     plain = tuple(check_footprint(footprint, p, deployed, budgets, rate_hz, runtime) for p in profiles)
     results = with_model_advice(plain, footprint, patching=patching)
+    # A tier's int8 outlook matters only when none of its devices fit, so judging those tiers' devices suffices.
+    fitting_tiers = {r.profile.tier for r in results if r.fits}
     int8_results = () if deployed == "int8" else with_model_advice(tuple(
-        check_footprint(footprint, r.profile, "int8", budgets, rate_hz, runtime) for r in results if not r.fits),
-        footprint, patching=patching)
+        check_footprint(footprint, r.profile, "int8", budgets, rate_hz, runtime) for r in results
+        if r.profile.tier not in fitting_tiers), footprint, patching=patching)
     return CheckReport(
         model_path=footprint.model_path, precision=deployed, precision_is_models_own=precision is None,
         rate_hz=rate_hz, budgets=budgets, targets=results,
-        # A tier's int8 outlook matters only when none of its devices fit, so judging the failing ones suffices.
         tiers=summarize_tiers(results, deployed, int8_results),
         unknowns=footprint.unknowns,
     )
