@@ -108,6 +108,9 @@ class ModelGraph:
         # Judged nodes by (operator list, precision): checking every profile asks for the same few again and again.
         self.judged: dict[tuple[str, str], tuple[NodeCoverage, ...]] = {}
         self.values_read = False   # set by value(): a judgement that read a constant's values is the node's alone
+        # Judged nodes by the verdicts of every kind: most lists support a model's few kinds alike, and building
+        # tens of thousands of NodeCoverage per list would cost more than judging.
+        self.alike: dict[tuple, tuple[NodeCoverage, ...]] = {}
         self._kinds: tuple[list[int], list[int]] | None = None
 
     @property
@@ -299,9 +302,15 @@ def _judge_nodes(graph: ModelGraph, labels: Sequence[str], operators: OperatorLi
         result = _judge(graph.nodes[first], labels[first], operators, graph, precision)
         own = graph.values_read or any(name and name in result.reason for name in (*graph.names[first], labels[first]))
         verdicts.append(None if own else (result.op_type, result.status, result.reason))
-    return tuple(NodeCoverage(label, *verdicts[kind]) if verdicts[kind] is not None
-                 else _judge(node, label, operators, graph, precision)
-                 for node, label, kind in zip(graph.nodes, labels, kinds))
+    alike = None if None in verdicts else tuple(verdicts)
+    if alike in graph.alike:
+        return graph.alike[alike]
+    judged = tuple(NodeCoverage(label, *verdicts[kind]) if verdicts[kind] is not None
+                   else _judge(node, label, operators, graph, precision)
+                   for node, label, kind in zip(graph.nodes, labels, kinds))
+    if alike is not None:
+        graph.alike[alike] = judged
+    return judged
 
 
 def operator_coverage(graph: ModelGraph, footprint: Footprint, runtime: str | OperatorList, precision: str,
