@@ -196,8 +196,7 @@ def tflm_head(footprint: Footprint, precision: str | None, graph: TfliteGraph, s
     from edgefit.analysis.dtypes import PRECISION_BYTES   # imports onnx: see TYPE_CHECKING above
     from edgefit.analysis.memory import greedy_offsets
 
-    sizes = {b.name: (b.at_float_precision(PRECISION_BYTES[precision]) if precision else b).bytes
-             for b in footprint.buffers}
+    sizes = {b.name: b.bytes_at(PRECISION_BYTES[precision]) if precision else b.bytes for b in footprint.buffers}
     span: dict[str, list[int]] = {name: [0, 0] for name in graph.inputs if name in sizes}
     for scope, nbytes in enumerate(scratch, start=1):
         if nbytes:

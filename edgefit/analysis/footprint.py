@@ -163,7 +163,7 @@ class Footprint:
     def _resized_at(self, precision: str) -> bool:
         """Does storing floats at `precision` change the size of any activation buffer?"""
         element_bytes = PRECISION_BYTES[precision]
-        return any(b.at_float_precision(element_bytes).bytes != b.bytes for b in self.buffers)
+        return any(b.bytes_at(element_bytes) != b.bytes for b in self.buffers)
 
     @property
     def shared_storage_peak_bytes(self) -> int | None:
