@@ -32,7 +32,6 @@ def analyze(
     """Parameters, weight bytes, MACs/FLOPs and peak activation RAM of an ONNX model."""
     from edgefit.analysis.footprint import analyze as analyze_model, without_cycle_collection
     from edgefit.check import tier_summary
-    from edgefit.report import terminal
     from edgefit.report.check_text import render_tier_line
 
     output_format = json_or_format(output_format, json_out)
@@ -50,6 +49,8 @@ def analyze(
         if output_format.value == "json":
             print_json({**footprint.to_dict(), "tier_summary": tier_line})
         else:
+            from edgefit.report import terminal   # rich's tables: only the table format needs them
+
             terminal.render_footprint(console, footprint, per_layer=per_layer, top=top, tier_line=tier_line)
 
 
