@@ -117,7 +117,8 @@ class ModelGraph:
     def kinds(self) -> tuple[list[int], list[int]]:
         """(per node the number of its kind, per kind its first node). Nodes of a kind agree in everything judging
         reads but their names and constants' values: op, attributes, and per input and output whether it is
-        constant, its shape and which of the node's tensors it repeats."""
+        constant, its shape and which of the node's tensors it repeats. Judging reads values only through value(),
+        which marks the verdict as the node's own (see _judge_nodes)."""
         if self._kinds is None:
             constants, shapes = self.constants, self.shapes
             numbers: dict[tuple, int] = {}
