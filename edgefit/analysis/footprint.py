@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import gc
 import os
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,22 +22,8 @@ from edgefit.analysis.dtypes import tensor_bytes
 from edgefit.errors import ShapeError
 from edgefit.model import (GraphIndex, LoadedModel, external_location, index_graph, iter_tensors, load_model,
                            metadata_only_copy, node_subgraphs, subgraph_scope, validate)
-from edgefit.model import default_opset, initializer_names, iter_graphs, node_attribute
+from edgefit.model import collector_paused, default_opset, initializer_names, iter_graphs, node_attribute
 from edgefit.shapes import ResolvedShapes, TensorInfo, resolve_shapes, shape_derived_int
-
-
-@contextlib.contextmanager
-def without_cycle_collection() -> Iterator[None]:
-    """The cyclic garbage collector paused. The analysis makes a few small objects per tensor and node (hundreds of
-    thousands on a large graph), and checking its footprint on every device as many again, none of them in
-    reference cycles: the collector's passes over them all would add 15-40% to the run for nothing."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
 
 
 @dataclass(slots=True)   # not frozen: one per node, and frozen dataclasses are three times slower to build
@@ -184,7 +168,7 @@ class Footprint:
                 total += nbytes
         return int(total)
 
-    @without_cycle_collection()   # a dict per layer: tens of thousands on a large graph
+    @collector_paused()   # a dict per layer: tens of thousands on a large graph
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with the keys of DESIGN.md section 3 (and more)."""
         # Buffers and planners are for re-planning, not for reporting (and a large graph has tens of thousands);
@@ -523,7 +507,7 @@ def _unstored_weights(index: GraphIndex, graph: GraphProto) -> list[str]:
 def analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: dict[str, list[int]] | None = None,
             dims: dict[str, int] | None = None, *, alignment: int = 16) -> Footprint:
     """The footprint of a model file (or an in-memory ModelProto) for the given input shapes."""
-    with without_cycle_collection():
+    with collector_paused():
         return _analyze(model, input_shapes, dims, alignment)
 
 

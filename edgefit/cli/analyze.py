@@ -30,12 +30,13 @@ def analyze(
     json_out: JsonOpt = False,
 ) -> None:
     """Parameters, weight bytes, MACs/FLOPs and peak activation RAM of an ONNX model."""
-    from edgefit.analysis.footprint import analyze as analyze_model, without_cycle_collection
+    from edgefit.analysis.footprint import analyze as analyze_model
+    from edgefit.model import collector_paused
     from edgefit.check import tier_summary
     from edgefit.report.check_text import render_tier_line
 
     output_format = json_or_format(output_format, json_out)
-    with without_cycle_collection():   # one collection after the command, not one after each of its steps
+    with collector_paused():   # one collection after the command, not one after each of its steps
         footprint = analyze_model(model, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
                                   alignment=alignment)
         if output_format.value in ("markdown", "html"):
