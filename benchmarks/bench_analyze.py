@@ -7,9 +7,9 @@ The floor is what any ONNX tool must at least do: `onnx.load(path, load_external
 `onnx.shape_inference.infer_shapes(model)`. The target is on the whole process, as a user meets it: a fresh
 `python -m edgefit analyze MODEL --json` (interpreter start, imports, load, analysis, the tier line, JSON out)
 against a fresh `python -c` process that imports onnx and runs the floor, both best of N wall-clock runs in this
-benchmark, taking turns. The per-call times of `edgefit.analyze` and of the floor inside this process are printed too, for
-the analysis cost alone. edgefit's peak RSS and the bytes it reads are measured in a fresh subprocess that only
-imports edgefit and analyses the model, so model generation does not pollute them.
+benchmark, taking turns. The per-call times of `edgefit.analyze` and of the floor inside this process are printed
+too, for the analysis cost alone. edgefit's peak RSS and the bytes it reads are measured in a fresh subprocess that
+only imports edgefit and analyses the model, so model generation does not pollute them.
 
 Target: the edgefit process takes <= 4x the floor process, peak RSS < 1 GB, params exact, external data never
 read, for every model; exits 1 otherwise.
