@@ -421,6 +421,11 @@ def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = Fal
             footprint = analyze(loaded, dict(item.input_shapes), dict(item.dims))
         except EdgefitError as error:
             raise type(error)(f"{spec.path}: {item.label}: {error}") from None
+        uncosted = [layer.name for layer in footprint.layers if layer.macs is None]
+        if uncosted:   # its features would miss that work, and the fit would charge it to the other coefficients
+            raise MeasurementError(f"{spec.path}: {item.label}: MACs unknown for {', '.join(uncosted[:3])}"
+                                   f"{' ...' if len(uncosted) > 3 else ''} ({'; '.join(footprint.unknowns[:1])}): "
+                                   "the fit cannot use its latency; leave it out")
         precision = item.precision or model_precision(footprint)
         timing = None
         latency = item.latency_s

@@ -293,7 +293,7 @@ def _layer_parts(footprint: Footprint, profile: DeviceProfile, precision: str,
     coefficients = stack.coefficients.get(precision) if stack is not None else None
     if coefficients is not None:
         per_unit = dict(zip(LAYER_CLASSES, coefficients.vector()[:4]))
-        work = dispatched_work(footprint.layers, precision)
+        work = dispatched_work(footprint, precision)
         return (np.array([0.0 if w is None else w[1] * per_unit[w[0]] for w in work], dtype=np.float64),
                 np.array([0.0 if w is None else coefficients.s_per_op for w in work], dtype=np.float64))
     kept = np.array([not (precision == "int8" and layer.op_type in _FUSED_IN_INT8) for layer in footprint.layers],

@@ -547,20 +547,25 @@ class _Search:
         closest_result = _closest_to_fitting([c.result for c in usable])
         closest = next(c for c in usable if c.result is closest_result)
         binding: Verdict = _binding(closest_result)
+        built = self.work.build(closest.recipe, closest.exclude, self.int8_ops)
         if binding.metric == "ram":   # tiling may close a RAM gap: patch advice for this candidate
-            advised = self._check(self.work.build(closest.recipe, closest.exclude, self.int8_ops), patching=True)
-            closest = dataclasses.replace(closest, result=advised)
+            closest = dataclasses.replace(closest, result=self._check(built, patching=True))
         return NoFit(closest, binding.metric, binding.value, binding.limit, binding.unit, binding.limit_source,
-                     devices_that_fit(closest, self.profile, self.rate_hz, self.profiles_dir))
+                     devices_that_fit(closest, built.model, self.profile, self.rate_hz, self.profiles_dir))
 
 
-def devices_that_fit(candidate: Candidate, profile: DeviceProfile, rate_hz: float | None,
+def devices_that_fit(candidate: Candidate, model: ModelProto | None, profile: DeviceProfile, rate_hz: float | None,
                      profiles_dir=None) -> tuple[str, ...]:
-    """Other known devices the candidate fits as it is (device limits only), smallest RAM first."""
+    """Other known devices the candidate (whose graph is `model`) fits as it is: device limits, and the operators
+    of each device's runtime; smallest RAM first."""
+    from edgefit.check import with_model_advice
+
     footprint = _stored_weights(candidate.footprint)
     precision = model_precision(footprint)
-    fitting = [p for p in list_profiles(profiles_dir) if p.name != profile.name
-               and check_footprint(footprint, p, precision, Budgets(), rate_hz).fits]
+    others = [p for p in list_profiles(profiles_dir) if p.name != profile.name]
+    results = with_model_advice([check_footprint(footprint, p, precision, Budgets(), rate_hz) for p in others],
+                                footprint, model, patching=False)
+    fitting = [result.profile for result in results if result.fits]
     return tuple(p.name for p in sorted(fitting, key=lambda p: (p.ram_limit_bytes, p.flash_bytes)))
 
 
@@ -678,7 +683,7 @@ def _plan_outputs(source: Path | None, proto: ModelProto, profiles: Sequence[Dev
     for path in paths.values():
         if source is not None:
             refuse_overwrite(source, path, False, forceable=False)   # fit has no --force
-        prepare_output(path)
+        prepare_output(path, create=False)
     return paths
 
 

@@ -81,28 +81,31 @@ def latency_features(footprint: Footprint, precision: str) -> LatencyFeatures:
     """The features of `footprint` deployed at `precision` ('fp32', 'fp16', 'int8'); cached per footprint."""
     key = (id(footprint), precision)
     if key not in _features_cache:
-        _features_cache[key] = _features(footprint.layers, precision)
+        _features_cache[key] = _features(footprint, precision)
         weakref.finalize(footprint, _features_cache.pop, key, None)   # lives as long as the footprint
     return _features_cache[key]
 
 
-def _features(layers: tuple[LayerStats, ...], precision: str) -> LatencyFeatures:
+def _features(footprint: Footprint, precision: str) -> LatencyFeatures:
     totals = dict.fromkeys(LAYER_CLASSES, 0.0)
     ops = 0
-    for work in dispatched_work(layers, precision):
+    for work in dispatched_work(footprint, precision):
         if work is not None:
             totals[work[0]] += work[1]
             ops += 1
     return LatencyFeatures(totals["conv"], totals["depthwise"], totals["fc"], totals["elementwise"], ops)
 
 
-def dispatched_work(layers: tuple[LayerStats, ...], precision: str) -> list[tuple[str, float] | None]:
-    """Per layer, what the runtime dispatches for it: (layer class, MACs or elements written), or None when the
-    layer is folded, fused into its producer or dropped, so it costs nothing of its own."""
+def dispatched_work(footprint: Footprint, precision: str) -> list[tuple[str, float] | None]:
+    """Per layer of the footprint, what the runtime dispatches for it: (layer class, MACs or elements written), or
+    None when the layer is folded, fused into its producer or dropped, so it costs nothing of its own."""
     from edgefit.analysis.dtypes import DTYPE_BYTES
 
+    layers = footprint.layers
     dropped_ops = _DROPPED | _DROPPED_AT_INT8 if precision == "int8" else _DROPPED
-    consumers = [0] * len(layers)
+    # A graph output is read by the caller: nothing may be fused onto the layer that writes it.
+    graph_outputs = set(footprint.outputs)
+    consumers = [int(any(name in graph_outputs for name in site.writes)) for site in footprint.ops] or [0] * len(layers)
     for layer in layers:
         for source in layer.inputs_from:
             consumers[source] += 1

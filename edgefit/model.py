@@ -370,14 +370,21 @@ def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return False
 
 
-def prepare_output(out_path: str | os.PathLike) -> Path:
-    """Make sure a model can be written at `out_path` (creating missing folders), before any work is done."""
+def prepare_output(out_path: str | os.PathLike, *, create: bool = True) -> Path:
+    """Make sure a model can be written at `out_path`, creating missing folders; with `create` False only check
+    that they can be created (before any work is done: a command that then fails leaves no empty folders)."""
     out = Path(out_path)
     try:
         if out.is_dir():
             raise ModelError(f"output path {out} is a directory")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=_temp_prefix(out), suffix=".tmp", dir=out.parent)
+        if create:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        folder = out.parent
+        while not folder.exists():   # the deepest existing folder: the missing ones will be made in it
+            folder = folder.parent
+        if not folder.is_dir():
+            raise ModelError(f"cannot write {out}: {folder} is not a directory")
+        fd, probe = tempfile.mkstemp(prefix=_temp_prefix(out), suffix=".tmp", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as error:

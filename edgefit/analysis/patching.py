@@ -367,7 +367,8 @@ def advise_patching(plans: Sequence[PatchPlan], limit_bytes: int | None = None) 
     """From patch_plans' plans: the smallest arena patching reaches, and the cheapest plan within `limit_bytes`."""
     if not plans:
         return PatchAdvice(limit_bytes, None, None, (
-            "no patchable first stage: the network does not start with a 4-D input read by spatial layers",))
+            "no patch plan lowers the arena: either no first stage is patchable (the network does not start with a "
+            "4-D input read by spatial layers) or the layers after each patchable stage alone need the whole arena",))
     smallest = min(plans, key=lambda p: (p.peak_bytes, p.macs))
     fitting = [p for p in plans if limit_bytes is not None and p.peak_bytes <= limit_bytes]
     cheapest = min(fitting, key=lambda p: (p.macs, p.peak_bytes)) if fitting else None

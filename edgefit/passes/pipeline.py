@@ -177,7 +177,7 @@ def optimize_file(input_path: str | Path, output_path: str | Path, passes: str |
     """
     source, target = Path(input_path), Path(output_path)
     refuse_overwrite(source, target, force)   # before any work, not only at save time
-    prepare_output(target)
+    prepare_output(target, create=False)
     loaded = load_model(source, load_weights=True)
     if loaded.has_external_data:
         _refuse_external_data_overwrite(source, target, force)

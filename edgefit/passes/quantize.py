@@ -477,12 +477,56 @@ def _convert_fp16(model: ModelProto, exclude: tuple[str, ...], excluded: set[str
         raise PassError(f"fp16 conversion failed: {str(error).strip().splitlines()[0]}") from None
     for position, output in passthrough:
         converted.graph.output.insert(position, output)
+    _drop_cast_round_trips(converted)
     # The converter appends its input Casts after the nodes that read them; ONNX requires topological order.
     order = index_graph(converted.graph).order
     nodes = [converted.graph.node[i] for i in order]
     converted.graph.ClearField("node")
     converted.graph.node.extend(nodes)
     return converted
+
+
+def _cast_target(node: onnx.NodeProto) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+
+def _drop_cast_round_trips(model: ModelProto) -> None:
+    """Where a node the converter keeps in float32 reads a float32 tensor (a graph input, another kept node's
+    output), the converter casts it to float16 and straight back: a lossy round trip that computes nothing (an
+    ai.onnx.ml model came out with its input rounded to float16 and "no layer quantized"). The reader reads the
+    float32 tensor instead, and the casts nobody reads any more go (in place; the converter's own model)."""
+    graph = model.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.input, *graph.value_info, *graph.output)
+             if v.type.HasField("tensor_type")}
+    producer = {name: node for node in graph.node for name in node.output}
+    kept_names = {value.name for value in graph.output}
+    bypass, pairs = {}, []
+    for node in graph.node:
+        first = producer.get(node.input[0]) if _cast_target(node) == _FLOAT else None
+        if first is None or _cast_target(first) != _FLOAT16 or types.get(first.input[0]) != _FLOAT:
+            continue
+        if node.output[0] in kept_names:   # a graph output keeps its name: an Identity of the float32 tensor
+            node.op_type, node.input[0] = "Identity", first.input[0]
+            del node.attribute[:]
+            pairs.append(first)
+        else:
+            bypass[node.output[0]] = first.input[0]
+            pairs += [node, first]
+    if not pairs:
+        return
+    for *_, sub in iter_graphs(graph):   # subgraphs may read the cast as an outer-scope name
+        for node in sub.node:
+            for k, name in enumerate(node.input):
+                if name in bypass:
+                    node.input[k] = bypass[name]
+    for _ in range(2):   # the cast back to float32, then the cast to float16 if nothing else reads it
+        read = kept_names | {name for *_, sub in iter_graphs(graph) for node in sub.node for name in node.input}
+        dead = [node for node in graph.node if node in pairs and node.output[0] not in read]
+        for node in dead:
+            graph.node.remove(node)
+        gone = {node.output[0] for node in dead}
+        for value in [v for v in graph.value_info if v.name in gone]:
+            graph.value_info.remove(value)
 
 
 # The float16 converter retypes Optional values' contents but not the optional type itself, which onnxruntime

@@ -92,8 +92,16 @@ def _reorder(model: ModelProto, input_shapes: dict[str, list[int]] | None,
 def _full_order(model: ModelProto, planned: tuple[int, ...]) -> list[int]:
     """Every node of the main graph in a topological order that runs the planned nodes in the planned order and
     each node the planner left out (constant-only computations) as soon as its inputs exist."""
+    from edgefit.analysis.footprint import _inline_functions
+
+    # `planned` indexes the graph the analysis saw, whose model-local function calls are inlined: a node ranks
+    # where the last of its outputs is made (a call's outputs keep their names when inlined).
+    analysed = _inline_functions(model, []) if model.functions else model
+    made_at = {name: position for position, node in enumerate(planned)
+               for name in analysed.graph.node[node].output if name}   # "" is an omitted optional output
     index = index_graph(model.graph)
-    rank = {node: position for position, node in enumerate(planned)}
+    rank = {i: max(made_at[name] for name in node.output if name in made_at)
+            for i, node in enumerate(index.nodes) if any(name in made_at for name in node.output)}
     count = len(index.nodes)
     waiting = [0] * count
     dependents: list[list[int]] = [[] for _ in range(count)]

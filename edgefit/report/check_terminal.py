@@ -201,13 +201,7 @@ def _estimate_line(result: TargetResult) -> str:
                      f"{est.memory.tail_bytes:,} interpreter state)")
     parts.append(describe_settings(est.settings))
     parts.append(f"basis: {format_basis(est)}")
-    return f"estimates on {_runtime_label(result)}: " + "; ".join(parts)
-
-
-def _runtime_label(result: TargetResult) -> str:
-    if result.estimate.runtime is None:
-        return result.profile.runtime
-    return result.profile.runtime_stack(result.estimate.runtime).display_name
+    return f"estimates on {result.runtime_label}: " + "; ".join(parts)
 
 
 def _target_detail(console: Console, report: CheckReport, result: TargetResult) -> None:

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from edgefit.fitting import Candidate, FitReport, NoFit, TargetFit, accuracy_drop
-from edgefit.report.check_text import METRIC_LABELS, describe_patch_plan, format_quantity
+from edgefit.report.check_text import METRIC_LABELS, describe_operators, describe_patch_plan, format_quantity
 
 _NAMED_DEVICES = 3
 
@@ -51,7 +51,8 @@ def candidate_table(fit: TargetFit) -> Table:
         table.add_row(mark, escape(candidate.label),
                       format_quantity(est.ram_bytes, "bytes") if est else "",
                       format_quantity(est.flash_bytes, "bytes") if est else "",
-                      format_quantity(est.latency_s * 1e3, "ms") if est else "",
+                      (">= " if est.latency_is_lower_bound else "") + format_quantity(est.latency_s * 1e3, "ms")
+                      if est else "",
                       *_fidelity_cells(candidate, with_accuracy), _fits_cell(candidate))
     return table
 
@@ -67,6 +68,9 @@ def _no_fit_lines(no_fit: NoFit) -> list[str]:
         return lines
     if no_fit.metric == "precision":
         lines.append(f"binding: precision {no_fit.value} not supported (runs {no_fit.limit})")
+    elif no_fit.metric == "operators":
+        ops = describe_operators(no_fit.closest.result) if no_fit.closest.result else None
+        lines.append(f"binding: operators {no_fit.value} ({no_fit.limit})" if ops is None else f"binding: {ops}")
     else:
         over = no_fit.value / no_fit.limit if no_fit.limit else float("inf")
         lines.append(f"binding: {label} {format_quantity(no_fit.value, no_fit.unit)} > "
@@ -81,8 +85,9 @@ def _no_fit_lines(no_fit: NoFit) -> list[str]:
     elif no_fit.devices_that_fit:
         named = ", ".join(no_fit.devices_that_fit[:_NAMED_DEVICES])
         more = len(no_fit.devices_that_fit) - _NAMED_DEVICES
-        lines.append(f"to close it: a bigger device fits it as it is: {named}" + (f" (+{more} more)" if more > 0
-                                                                                     else ""))
+        kind = "another" if no_fit.metric in ("operators", "precision") else "a bigger"   # not a matter of size
+        lines.append(f"to close it: {kind} device fits it as it is: {named}"
+                     + (f" (+{more} more)" if more > 0 else ""))
     else:
         lines.append("to close it: no known device fits the closest candidate")
     return lines
@@ -105,6 +110,10 @@ def render_target(console: Console, fit: TargetFit) -> None:
         where = f" -> {escape(fit.output)}" if fit.output else ""
         console.print(f"[bold green]fits[/] {escape(fit.profile.name)}: {escape(fit.chosen.label)}{where}",
                       soft_wrap=True)
+        chosen = fit.chosen.result.estimate if fit.chosen.result else None
+        if chosen is not None and chosen.latency_is_lower_bound:
+            console.print(f"[yellow]{escape(fit.profile.name)}: latency and power are lower bounds, MACs unknown "
+                          f"for {escape(', '.join(chosen.layers_without_macs))}[/]", soft_wrap=True)
     elif fit.no_fit is not None:
         console.print(f"[bold red]nothing fits[/] {escape(fit.profile.name)}", soft_wrap=True)
         for line in _no_fit_lines(fit.no_fit):

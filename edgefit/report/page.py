@@ -239,6 +239,7 @@ def _devices(report: ModelReport) -> str:
     rows = []
     for result in report.check.targets:
         est = result.estimate
+        at_least = "&ge; " if est.latency_is_lower_bound else ""   # some layer's MACs are unknown
         failures = result.failures
         binding = max(failures, key=lambda v: v.overshoot) if failures else None
         binding_text = (f"{METRIC_LABELS.get(binding.metric, binding.metric)} {format_value(binding)} > "
@@ -249,13 +250,14 @@ def _devices(report: ModelReport) -> str:
             f"</span></td><td>{escape(result.profile.tier)}</td><td>{escape(est.precision)}</td>"
             f'<td class="num">{escape(format_bytes(est.ram_bytes))}</td>'
             f'<td class="num">{escape(format_bytes(est.flash_bytes))}</td>'
-            f'<td class="num">{est.latency_s * 1e3:.3g} ms{_latency_context(result)}</td>'
-            f'<td class="num">{est.energy_j * 1e3:.3g} mJ</td>'
+            f'<td class="num">{at_least}{est.latency_s * 1e3:.3g} ms{_latency_context(result)}</td>'
+            f'<td class="num">{at_least}{est.energy_j * 1e3:.3g} mJ</td>'
             f'<td class="{"ok" if result.fits else "over"}">{"fits" if result.fits else "does not fit"}</td>'
             f"<td>{escape(binding_text)}</td></tr>")
     return (f'<table id="devices"><thead><tr>{header}</tr></thead><tbody>' + "".join(rows) + "</tbody></table>"
             '<p class="note">Latency, energy and power are estimates (see each target\'s basis in '
-            "<code>edgefit check --json</code>), not measurements. A latency under which a tier band is named had no "
+            "<code>edgefit check --json</code>), not measurements; &ge; marks a lower bound (a layer's MACs are "
+            "unknown). A latency under which a tier band is named had no "
             "budget (<code>--max-latency</code>, <code>--rate</code>): it is context and decides nothing.</p>")
 
 
