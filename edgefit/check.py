@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefit.analysis.footprint import Footprint
+from edgefit.guard import regular_file
 from edgefit.devices import PRECISIONS, TIERS, DeviceProfile, find_profile, list_profiles, read_toml, toml_problem
 from edgefit.errors import ConfigError, EdgefitError
 from edgefit.estimate import METHOD, Estimate, estimate, model_precision
@@ -280,10 +281,10 @@ def summarize_tiers(results: Sequence[TargetResult], precision: str,
 # ---- the check -----------------------------------------------------------------------------------------
 
 def _analyze(model: str | Path, input_shapes: Mapping[str, Sequence[int]] | None,
-             dims: Mapping[str, int] | None) -> Footprint:
+             dims: Mapping[str, int] | None, assume_dims: int | None = None) -> Footprint:
     from edgefit.analysis.footprint import analyze
 
-    return analyze(model, input_shapes=dict(input_shapes or {}), dims=dict(dims or {}))
+    return analyze(model, input_shapes=dict(input_shapes or {}), dims=dict(dims or {}), assume_dims=assume_dims)
 
 
 def resolve_targets(targets: Iterable[str | DeviceProfile] | None,
@@ -306,9 +307,9 @@ def resolve_targets(targets: Iterable[str | DeviceProfile] | None,
 def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] | None = None,
           precision: str | None = None, budgets: Budgets = Budgets(), rate_hz: float | None = None, *,
           profiles_dir: ProfilesDir = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
-          dims: Mapping[str, int] | None = None) -> CheckReport:
+          dims: Mapping[str, int] | None = None, assume_dims: int | None = None) -> CheckReport:
     """Check a model (a Footprint, or a path analyzed here) against targets (names or profiles; None: all)."""
-    footprint = model if isinstance(model, Footprint) else _analyze(model, input_shapes, dims)
+    footprint = model if isinstance(model, Footprint) else _analyze(model, input_shapes, dims, assume_dims)
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     _check_rate(rate_hz)
@@ -528,13 +529,14 @@ def load_gate_config(path: str | Path = "edgefit.toml") -> GateConfig:
 def _read_baseline(spec: GateSpec) -> dict[str, int]:
     assert spec.baseline is not None
     try:
+        regular_file(spec.baseline, "baseline file", ConfigError)
         data = json.loads(spec.baseline.read_bytes())   # UTF-8, -16 or -32, BOM or not (PowerShell writes UTF-16)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, ValueError, RecursionError) as error:   # ValueError: also an integer of 4,300+ digits
         raise ConfigError(f"{spec.baseline}: not a JSON file written by `edgefit analyze --json` ({error})") from None
     figures = {}
     for key in _GROWTH_METRICS.values():
         value = data.get(key) if isinstance(data, dict) else None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
             raise ConfigError(f"{spec.baseline}: missing or invalid {key!r} (write the baseline with "
                               f"`edgefit analyze MODEL --json`)")
         figures[key] = value

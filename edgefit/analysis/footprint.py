@@ -428,21 +428,22 @@ def _unstored_weights(index: GraphIndex, graph: GraphProto) -> list[str]:
 
 
 def analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: dict[str, list[int]] | None = None,
-            dims: dict[str, int] | None = None, *, alignment: int = 16) -> Footprint:
-    """The footprint of a model file (or an in-memory ModelProto) for the given input shapes."""
+            dims: dict[str, int] | None = None, *, alignment: int = 16, assume_dims: int | None = None) -> Footprint:
+    """The footprint of a model file (or an in-memory ModelProto) for the given input shapes. `assume_dims`:
+    see edgefit.shapes.resolve_shapes (None: an unbound non-batch dimension is a ShapeError)."""
     # The analysis makes a few small objects per tensor and node (hundreds of thousands on a large graph), none of
     # them in reference cycles: the cyclic collector's passes over them would add ~15% to the run for nothing.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _analyze(model, input_shapes, dims, alignment)
+        return _analyze(model, input_shapes, dims, alignment, assume_dims)
     finally:
         if collecting:
             gc.enable()
 
 
 def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: dict[str, list[int]] | None,
-             dims: dict[str, int] | None, alignment: int) -> Footprint:
+             dims: dict[str, int] | None, alignment: int, assume_dims: int | None) -> Footprint:
     if isinstance(model, LoadedModel):
         loaded = model
     elif isinstance(model, ModelProto):
@@ -462,7 +463,7 @@ def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: 
     validate(proto, source, index.order, light=light)
     shapes = resolve_shapes(proto, input_shapes, dims, weights_loaded=loaded.weights_loaded, index=index,
                             external_dir=loaded.path.parent if loaded.path and loaded.has_external_data else None,
-                            light=light)
+                            light=light, assume_dims=assume_dims)
     walk = _Analysis(proto, shapes, alignment)
     stats = walk.graph(proto.graph, "", frozenset(), frozenset(), index)
     unknowns: list[str] = list(dict.fromkeys(walk.tally.unknowns))

@@ -44,6 +44,7 @@ class PassOptions:
     calibration: SampleSet | None = None           # None: synthetic calibration (with a warning)
     input_shapes: dict[str, list[int]] | None = None
     dims: dict[str, int] | None = None
+    assume_dims: int | None = None                 # see edgefit.shapes.resolve_shapes
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ def apply_pass(model: ModelProto, spec: PassSpec, options: PassOptions = PassOpt
         return prune(model, opts.sparsity, per_layer=opts.per_layer, skip=opts.skip, structured=opts.structured)
     calibration = opts.calibration
     if opts.mode == "int8" and calibration is None:
-        calibration = synthetic_samples(model, input_shapes=opts.input_shapes, dims=opts.dims)
+        calibration = synthetic_samples(model, input_shapes=opts.input_shapes, dims=opts.dims,
+                                        assume_dims=opts.assume_dims)
     report = None if progress is None else (lambda done, total: progress("calibrating", done, total))
     return quantize(model, opts.mode, calibration=calibration, method=opts.method, exclude=opts.exclude,
                     int8_op_types=opts.int8_op_types, symmetric_activations=opts.symmetric_activations,
@@ -146,7 +148,8 @@ def run_passes(model: ModelProto, passes: str | Sequence[PassSpec], options: Pas
             raise RuntimeError(f"edgefit bug: pass {spec} modified its input model")
         mode = getattr(result.stats, "mode", None)
         if mode in ("int8", "fp16"):   # worked out now, so the float model need not be kept to the end
-            deployed = analyze(current, options.input_shapes, options.dims).activation_bytes_at(mode)
+            deployed = analyze(current, options.input_shapes, options.dims,
+                               assume_dims=options.assume_dims).activation_bytes_at(mode)
         # Let go of the pass's input before the result's checks and fidelity run: with large weights the
         # intermediate model would otherwise sit beside the result and its onnxruntime session.
         current = result.model
@@ -229,11 +232,12 @@ def optimize_file(input_path: str | Path, output_path: str | Path, passes: str |
         _refuse_external_data_overwrite(source, target, force)
     if calib_path is not None:   # read here, against the model loaded once, rather than by the caller
         options = dataclasses.replace(options, calibration=load_samples(calib_path, loaded.proto))
-    before = analyze(loaded, options.input_shapes, options.dims)
+    before = analyze(loaded, options.input_shapes, options.dims, assume_dims=options.assume_dims)
     samples = select_samples(loaded.proto, eval_path=eval_path, calib=options.calibration,
-                             input_shapes=options.input_shapes, dims=options.dims, limit=eval_limit)
+                             input_shapes=options.input_shapes, dims=options.dims, limit=eval_limit,
+                             assume_dims=options.assume_dims)
     result = run_passes(loaded.proto, passes, options, fidelity_samples=samples, progress=progress)
     save_model(result.model, target, input_path=source, force=force)
-    after = analyze(result.model, options.input_shapes, options.dims)
+    after = analyze(result.model, options.input_shapes, options.dims, assume_dims=options.assume_dims)
     return OptimizeReport(str(source), str(target), before, after, result.steps, result.fidelity,
                           result.deployed_activation_bytes)
