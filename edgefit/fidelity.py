@@ -115,10 +115,11 @@ def load_samples(path: str | Path, model: ModelProto, *, batch_size: int = DEFAU
     elif path.suffix.lower() == ".npz":
         array_file_bytes(path, ConfigError)
         try:
-            with np.load(path, allow_pickle=False) as data:
-                if not isinstance(data, np.lib.npyio.NpzFile):
-                    raise ConfigError(f"{shown(path)} holds one .npy array, not an .npz archive of arrays named "
-                                      f"after the model's inputs (write it with numpy.savez)")
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ConfigError(f"{shown(path)} holds one .npy array, not an .npz archive of arrays named after "
+                                  f"the model's inputs (write it with numpy.savez)")
+            with loaded as data:
                 arrays = {key: data[key] for key in data.files}
         except _UNREADABLE as error:
             raise ConfigError(f"cannot read {shown(path)}: {_reason(error)}") from None

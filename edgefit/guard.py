@@ -22,6 +22,9 @@ from edgefit.errors import EdgefitError
 # Synthetic inputs (fidelity, calibration) are sized from this budget whatever the declared batch: a model
 # whose batch axis is bound to a million rows gets as many samples as fit, or a refusal when one does not.
 SYNTHETIC_BUDGET_BYTES = 256 * 2**20
+# onnxruntime runs (fidelity, calibration) of a model whose activation arena at the bound shapes exceeds this
+# are refused up front: a batch bound to a million rows would otherwise grow the process by gigabytes.
+RUN_BUDGET_BYTES = 2**30
 # User data files (--calib, --eval) are refused above this many bytes of arrays, read from their headers
 # before any array is loaded (a crafted header can announce terabytes in a 100-byte file).
 DATA_BUDGET_BYTES = 2**31
@@ -146,3 +149,12 @@ def array_file_bytes(path: Path, error: type[EdgefitError]) -> int:
         raise error(f"{where} holds {total:,} bytes of arrays, more than the {DATA_BUDGET_BYTES:,} edgefit loads; "
                     f"use fewer samples")
     return total
+
+
+def check_run_memory(activation_bytes: int, shapes: dict[str, list[int]], error: type[EdgefitError]) -> None:
+    """Refuse to run a model whose activations at `shapes` would need more than RUN_BUDGET_BYTES."""
+    if activation_bytes > RUN_BUDGET_BYTES:
+        given = ", ".join(f"{name}={'x'.join(map(str, shape))}" for name, shape in shapes.items())
+        raise error(f"running the model at these input shapes ({given}) needs {activation_bytes:,} bytes of "
+                    f"activations, more than the {RUN_BUDGET_BYTES:,} edgefit allows for its fidelity and "
+                    f"calibration runs; bind smaller dimensions with --input-shape / --dim")

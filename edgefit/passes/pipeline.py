@@ -17,7 +17,8 @@ from typing import Any
 from onnx import ModelProto
 
 from edgefit.analysis.footprint import Footprint, analyze
-from edgefit.errors import ConfigError, ModelError, PassError
+from edgefit.errors import ConfigError, ModelError, PassError, ShapeError
+from edgefit.guard import check_run_memory
 from edgefit.fidelity import (Fidelity, SampleSet, compare, load_samples, run_model, select_samples,
                               synthetic_samples)
 from edgefit.model import (index_graph, load_model, prepare_output, refuse_overwrite, save_model, sort_nodes,
@@ -233,6 +234,7 @@ def optimize_file(input_path: str | Path, output_path: str | Path, passes: str |
     if calib_path is not None:   # read here, against the model loaded once, rather than by the caller
         options = dataclasses.replace(options, calibration=load_samples(calib_path, loaded.proto))
     before = analyze(loaded, options.input_shapes, options.dims, assume_dims=options.assume_dims)
+    check_run_memory(before.peak_activation_bytes, before.inputs, ShapeError)
     samples = select_samples(loaded.proto, eval_path=eval_path, calib=options.calibration,
                              input_shapes=options.input_shapes, dims=options.dims, limit=eval_limit,
                              assume_dims=options.assume_dims)

@@ -1,0 +1,261 @@
+"""Regression tests for issue 12: every reproduction of a crash, hang or wrong answer a hostile user found.
+
+Each test builds its small model here; CLI checks go through edgefit.cli.main (exit code, one `error:` line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import edgefit
+from edgefit import ConfigError, ModelError, ShapeError
+from edgefit.cli import main
+from edgefit.fidelity import load_samples, synthetic_samples
+from edgefit.guard import SYNTHETIC_BUDGET_BYTES
+from edgefit.shapes import parse_dims, parse_input_shapes
+from helpers import build, save, vi
+
+F = TensorProto.FLOAT
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(capsys, *args, mentions: str = "") -> str:
+    code, _, err = cli(capsys, *args)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    assert mentions in lines[0], lines[0]
+    return lines[0]
+
+
+def detector(dims=("batch", 3, "height", "width"), imgsz: str | None = "[320, 320]") -> onnx.ModelProto:
+    """An Ultralytics-like export: images [batch, 3, height, width] -> Conv 3x3 (8 filters, pads 1) -> y."""
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "W")
+    nodes = [helper.make_node("Conv", ["images", "W"], ["y"], pads=[1, 1, 1, 1], name="conv")]
+    built = build(nodes, [vi("images", F, list(dims))], [vi("y", F, None)], [w], opset=13, ir_version=8)
+    if imgsz is not None:
+        onnx.helper.set_model_props(built, {"imgsz": imgsz, "author": "Ultralytics"})
+    return built
+
+
+def small_conv(batch=-1) -> onnx.ModelProto:
+    """x [batch, 3, 4, 6] -> Conv 1x1 (2 filters) -> Relu -> y; batch -1 as Paddle writes a dynamic one."""
+    w = numpy_helper.from_array(np.random.default_rng(1).standard_normal((2, 3, 1, 1)).astype(np.float32), "W")
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv"), helper.make_node("Relu", ["c"], ["y"])]
+    built = build(nodes, [vi("x", F, [1, 3, 4, 6])], [vi("y", F, [1, 2, 4, 6])], [w], opset=13, ir_version=8)
+    built.graph.input[0].type.tensor_type.shape.dim[0].dim_value = batch
+    built.graph.output[0].type.tensor_type.shape.dim[0].dim_value = batch
+    return built
+
+
+# ---- shapes honesty ------------------------------------------------------------------------------------
+
+def test_image_size_comes_from_ultralytics_metadata(tmp_path):
+    fp = edgefit.analyze(save(detector(), tmp_path))
+    assert fp.inputs == {"images": [1, 3, 320, 320]}
+    # 8 filters x 3x3x3 taps per output pixel, 320x320 outputs: 8 * 27 * 102400 MACs.
+    assert fp.macs == 8 * 27 * 320 * 320
+    assert any("imgsz=[320, 320] (Ultralytics export)" in w for w in fp.warnings)
+    assert any("batch dimension set to 1" in w for w in fp.warnings)
+    # --dim beats the metadata.
+    assert edgefit.analyze(save(detector(), tmp_path), dims={"height": 64, "width": 32}).inputs == {
+        "images": [1, 3, 64, 32]}
+
+
+def test_unbound_spatial_dims_are_an_error_naming_the_options(tmp_path, capsys):
+    path = save(detector(imgsz=None), tmp_path)
+    with pytest.raises(ShapeError) as raised:
+        edgefit.analyze(path)
+    message = str(raised.value)
+    assert "input 'images'" in message and "'height' (axis 2), 'width' (axis 3)" in message
+    assert "--input-shape images=1x3x<height>x<width> or --dim height=VALUE --dim width=VALUE" in message
+    line = one_error_line(capsys, "analyze", path, mentions="--assume-dims 1")
+    assert "\n" not in line
+    # The old behaviour on request, said in a warning.
+    fp = edgefit.analyze(path, assume_dims=1)
+    assert fp.inputs == {"images": [1, 3, 1, 1]} and fp.macs == 8 * 27
+    assert any("set to 1 by --assume-dims: height (in images), width (in images)" in w for w in fp.warnings)
+
+
+def test_input_shape_and_dims_must_be_positive_ascii(tmp_path):
+    for spec in ("0x3x4x6", "1x3x4x6x", "²", "١x٣x٤x٦", "1x3x4x-6", f"{2**62 + 1}x3x4x6"):
+        with pytest.raises(ShapeError, match="invalid --input-shape"):
+            parse_input_shapes([spec])
+    for spec in ("N=²", "N=0", "N=١", "N=-1", "N=", "=3"):
+        with pytest.raises(ShapeError, match="invalid --dim"):
+            parse_dims([spec])
+    assert parse_input_shapes(["x=1x3x4x6", "2,3"]) == {"x": [1, 3, 4, 6], "": [2, 3]}
+    with pytest.raises(ShapeError, match="positive"):
+        edgefit.analyze(save(small_conv(batch=1), tmp_path), input_shapes={"x": [0, 3, 4, 6]})
+
+
+def test_declared_minus_one_batch_finds_calibration_samples(tmp_path):
+    # Paddle declares the batch as -1: an [8, 3, 4, 6] array is 8 samples, with or without an --input-shape.
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).standard_normal((8, 3, 4, 6)).astype(np.float32))
+    samples = load_samples(tmp_path / "calib.npz", small_conv())
+    assert samples.samples == 8
+    report = edgefit.optimize_file(save(small_conv(), tmp_path), tmp_path / "q.onnx", "fuse,quantize",
+                                   edgefit.PassOptions(input_shapes={"x": [1, 3, 4, 6]}),
+                                   calib_path=tmp_path / "calib.npz")
+    assert report.steps[-1].stats.calibration == "user" and report.steps[-1].stats.calibration_samples == 8
+
+
+def test_expand_shape_of_huge_declared_length_is_refused_before_inference(tmp_path):
+    nodes = [helper.make_node("Expand", ["x", "shape"], ["y"])]
+    built = build(nodes, [vi("x", F, [1]), vi("shape", TensorProto.INT64, [2**62])], [vi("y", F, None)],
+                  opset=9, ir_version=4)
+    start = time.perf_counter()
+    with pytest.raises(ShapeError, match="rank 4611686018427387904"):
+        edgefit.analyze(save(built, tmp_path))
+    assert time.perf_counter() - start < 5
+
+
+# ---- one validation for every command -------------------------------------------------------------------
+
+def _broken_initializer(kind: str) -> onnx.ModelProto:
+    built = small_conv(batch=1)
+    weight = built.graph.initializer[0]
+    if kind == "data_type":
+        weight.data_type = 999
+    elif kind == "short raw_data":
+        weight.raw_data = weight.raw_data[:-4]
+    return built
+
+
+@pytest.mark.parametrize("kind", ["data_type", "short raw_data"])
+def test_analyze_and_passes_give_one_verdict_on_broken_weights(tmp_path, capsys, kind):
+    path = save(_broken_initializer(kind), tmp_path)
+    for command in ("analyze", "check", "fuse", "quantize"):
+        extra = ["-t", "esp32"] if command == "check" else []
+        one_error_line(capsys, command, path, *extra, mentions="tensor 'W'")
+    assert not (tmp_path / "m.fused.onnx").exists()
+
+
+def test_external_data_with_negative_length_or_nul_location(tmp_path, capsys):
+    built = small_conv(batch=1)
+    weight = built.graph.initializer[0]
+    raw = weight.raw_data
+    (tmp_path / "w.bin").write_bytes(raw)
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "w.bin"), ("offset", "0"), ("length", "-1")):
+        weight.external_data.add(key=key, value=value)
+    path = save(built, tmp_path)
+    for command in ("analyze", "fuse"):
+        one_error_line(capsys, command, path, mentions="length -1")
+    weight.external_data[0].value = "w\0.bin"
+    weight.external_data[2].value = str(len(raw))
+    one_error_line(capsys, "analyze", save(built, tmp_path), mentions="malformed location")
+
+
+def test_invalid_input_element_type(tmp_path, capsys):
+    built = small_conv(batch=1)
+    built.graph.input[0].type.tensor_type.elem_type = -1 & 0x7FFFFFFF   # protobuf keeps the open enum value
+    for command in ("analyze", "fuse"):
+        one_error_line(capsys, command, save(built, tmp_path), mentions="element type")
+
+
+def test_sparse_initializer_listed_as_graph_input(tmp_path, capsys):
+    # A real SqueezeNet export lists its sparse weight among the graph inputs: it is a weight, not an input.
+    dense = np.zeros((4, 2), np.float32)
+    dense[1, 0], dense[3, 1] = 2.0, -1.0
+    values = numpy_helper.from_array(np.array([2.0, -1.0], np.float32), "S")
+    indices = numpy_helper.from_array(np.array([2, 7], np.int64), "S_indices")
+    nodes = [helper.make_node("MatMul", ["x", "S"], ["y"], name="mm")]
+    built = build(nodes, [vi("x", F, [1, 4]), vi("S", F, [4, 2])], [vi("y", F, [1, 2])])
+    built.graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [4, 2]))
+    path = save(built, tmp_path)
+    assert list(synthetic_samples(built, 2).feeds[0]) == ["x"]
+    code, _, err = cli(capsys, "fuse", path, "--json")
+    assert code in (0, 2) and "Traceback" not in err and len(err.strip().splitlines()) <= 1
+
+
+def test_npy_file_where_npz_is_expected(tmp_path):
+    np.save(tmp_path / "calib.npy", np.zeros((4, 3, 4, 6), np.float32))
+    os.replace(tmp_path / "calib.npy", tmp_path / "calib.npz")
+    with pytest.raises(ConfigError, match="one .npy array, not an .npz archive"):
+        load_samples(tmp_path / "calib.npz", small_conv())
+    np.save(tmp_path / "calib.npy", np.zeros((4, 3, 4, 6), np.float32))
+    with pytest.raises(ConfigError, match="neither an .npz file"):
+        load_samples(tmp_path / "calib.npy", small_conv())
+
+
+def test_npy_header_announcing_terabytes_is_refused_before_loading(tmp_path):
+    (tmp_path / "huge").mkdir()
+    with open(tmp_path / "huge" / "x.npy", "wb") as handle:   # 100 bytes that announce 2**40 float32 rows
+        np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False,
+                                                      "shape": (2**40, 3, 4, 6)})
+        handle.write(b"\0" * 16)
+    with pytest.raises(ConfigError, match="holds 316,659,348,799,488 bytes of arrays, more than"):
+        load_samples(tmp_path / "huge", small_conv())
+
+
+def test_huge_batch_gets_a_budgeted_sample_count_or_a_refusal(tmp_path):
+    built = small_conv()
+    # 3*4*6 floats = 288 bytes per row: a million rows is 288 MB, over the budget even for one sample.
+    with pytest.raises(ShapeError, match="288,000,000 bytes"):
+        synthetic_samples(built, dims={}, input_shapes={"x": [1_000_000, 3, 4, 6]})
+    rows = 100_000   # 28.8 MB per sample: as many as fit the budget
+    assert synthetic_samples(built, input_shapes={"x": [rows, 3, 4, 6]}).samples == SYNTHETIC_BUDGET_BYTES // (
+        rows * 288)
+
+
+def test_deeply_nested_profile_is_one_error_line(tmp_path, capsys):
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    (folder / "deep.toml").write_text("a = " + "[" * 5000 + "]" * 5000)
+    model_path = save(small_conv(batch=1), tmp_path)
+    one_error_line(capsys, "check", model_path, "-t", "esp32", "--profiles-dir", folder, mentions="nested too deeply")
+
+
+def test_gate_baseline_with_a_huge_integer(tmp_path, capsys):
+    model_path = save(small_conv(batch=1), tmp_path)
+    (tmp_path / "base.json").write_text(json.dumps({"weight_bytes": 10**400, "peak_activation_bytes": 1}))
+    (tmp_path / "edgefit.toml").write_text(
+        f'[[gate]]\nname = "g"\nmodel = "{model_path.name}"\ntarget = "esp32"\nbaseline = "base.json"\n'
+        f'max_growth = "10%"\n')
+    one_error_line(capsys, "gate", "--config", tmp_path / "edgefit.toml", mentions="base.json")
+
+
+def test_non_regular_model_files_are_refused_before_reading(tmp_path, capsys):
+    os.symlink("/dev/zero", tmp_path / "zero.onnx")
+    one_error_line(capsys, "analyze", tmp_path / "zero.onnx", mentions="is a device")
+    os.mkfifo(tmp_path / "pipe.onnx")
+    start = time.perf_counter()
+    one_error_line(capsys, "analyze", tmp_path / "pipe.onnx", mentions="named pipe")
+    assert time.perf_counter() - start < 5
+    os.symlink("loop.onnx", tmp_path / "loop.onnx")
+    one_error_line(capsys, "analyze", tmp_path / "loop.onnx", mentions="symlink loop")
+
+
+def test_output_path_that_is_a_symlink_loop(tmp_path, capsys):
+    model_path = save(small_conv(batch=1), tmp_path)
+    os.symlink("out.onnx", tmp_path / "out.onnx")
+    one_error_line(capsys, "fuse", model_path, "-o", tmp_path / "out.onnx", mentions="symlink loop")
+
+
+def test_newline_in_a_model_path_stays_on_one_line(tmp_path, capsys):
+    line = one_error_line(capsys, "analyze", tmp_path / "a\nb.onnx", mentions="not found")
+    assert "a\\nb.onnx" in line
+
+
+def test_a_million_row_batch_is_refused_before_any_run(tmp_path, capsys):
+    # [1e6, 3, 4, 6] in, [1e6, 2, 4, 6] twice out (Conv, Relu): 288 MB + 2 x 192 MB of arena, over 1 GiB? No:
+    # 672 MB fits; ten million rows (6.7 GB) does not and is refused before synthetic samples are made.
+    path = save(small_conv(), tmp_path)
+    line = one_error_line(capsys, "fuse", path, "--input-shape", "x=10000000x3x4x6", mentions="bytes of activations")
+    assert "x=10000000x3x4x6" in line
+    assert not (tmp_path / "m.fused.onnx").exists()
