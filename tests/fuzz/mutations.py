@@ -202,7 +202,8 @@ def _mutate_proto(rng: random.Random, model: onnx.ModelProto, folder: dict[str, 
             model.ir_version = rng.choice([1, 3, 4, 11, 99])
         elif kind == "sparse_input" and graph.initializer:
             tensor = rng.choice(graph.initializer)
-            array = numpy_helper.to_array(tensor).reshape(-1) if tensor.data_type == TensorProto.FLOAT else None
+            array = (numpy_helper.to_array(tensor).reshape(-1) if tensor.data_type == TensorProto.FLOAT
+                     and tensor.data_location != TensorProto.EXTERNAL else None)
             if array is not None and array.size:
                 nonzero = np.flatnonzero(array)[:8]
                 values = numpy_helper.from_array(array[nonzero].astype(np.float32), tensor.name)
