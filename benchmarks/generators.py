@@ -219,3 +219,55 @@ def make_deep_graph(out_dir: str | os.PathLike, nodes: int = 12_000, width: int 
     path = out_dir / f"{name}.onnx"
     onnx.save(model, str(path))
     return path
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pass-scaling graphs: Conv+BatchNorm chains and Constant-heavy PyTorch-style exports (in memory)
+# --------------------------------------------------------------------------------------------------------------
+
+def make_conv_bn_chain(nodes: int, channels: int = 4, seed: int = 0) -> onnx.ModelProto:
+    """nodes // 3 blocks of Conv(1x1) -> BatchNormalization -> Relu on x[1, channels, 4, 4]: every BatchNorm folds
+    into its Conv, so `fuse` rewrites a third of the graph."""
+    rng = np.random.default_rng(seed)
+    graph_nodes, weights = [], []
+    x = "x"
+    for i in range(max(1, nodes // 3)):
+        p = f"b{i}"
+        weights += [numpy_helper.from_array((rng.standard_normal((channels, channels, 1, 1)) * 0.5)
+                                            .astype(np.float32), f"{p}.w")]
+        for part, low in (("scale", 0.5), ("bias", -0.1), ("mean", -0.1), ("var", 0.5)):
+            weights.append(numpy_helper.from_array(rng.uniform(low, low + 1, channels).astype(np.float32),
+                                                   f"{p}.{part}"))
+        graph_nodes.append(helper.make_node("Conv", [x, f"{p}.w"], [f"{p}/conv"], name=f"{p}/conv"))
+        graph_nodes.append(helper.make_node("BatchNormalization", [f"{p}/conv", f"{p}.scale", f"{p}.bias",
+                                                                    f"{p}.mean", f"{p}.var"],
+                                            [f"{p}/bn"], name=f"{p}/bn"))
+        x = f"{p}/relu"
+        graph_nodes.append(helper.make_node("Relu", [f"{p}/bn"], [x], name=x))
+    graph = helper.make_graph(
+        graph_nodes, "conv_bn_chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 4, 4])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, channels, 4, 4])], initializer=weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgefit-bench")
+
+
+def make_constant_heavy(nodes: int, width: int = 8, seed: int = 0) -> onnx.ModelProto:
+    """nodes // 4 blocks of the shape a PyTorch export leaves: a `Constant` weight, a `Constant` bias, MatMul, Add
+    (x: [1, width]). Half the graph is Constant nodes, which `fuse` turns into initializers."""
+    rng = np.random.default_rng(seed)
+    graph_nodes = []
+    x = "x"
+    for i in range(max(1, nodes // 4)):
+        p = f"l{i}"
+        weight = numpy_helper.from_array((rng.standard_normal((width, width)) * 0.3).astype(np.float32))
+        bias = numpy_helper.from_array(rng.standard_normal(width).astype(np.float32))
+        graph_nodes.append(helper.make_node("Constant", [], [f"{p}/w"], name=f"{p}/w", value=weight))
+        graph_nodes.append(helper.make_node("Constant", [], [f"{p}/b"], name=f"{p}/b", value=bias))
+        graph_nodes.append(helper.make_node("MatMul", [x, f"{p}/w"], [f"{p}/mm"], name=f"{p}/mm"))
+        x = f"{p}/add"
+        graph_nodes.append(helper.make_node("Add", [f"{p}/mm", f"{p}/b"], [x], name=x))
+    graph = helper.make_graph(
+        graph_nodes, "constant_heavy",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, width])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgefit-bench")

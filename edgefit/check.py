@@ -1,4 +1,4 @@
-"""Footprint x DeviceProfile x Budgets -> verdicts with margins, the per-tier summary, and the CI gate.
+"""Footprint x DeviceProfile x Budgets -> verdicts with margins and the per-tier summary (the CI gate: edgefit.gate).
 
 A target fits when every verdict is ok: RAM, flash and latency always, power when a power budget is given, and
 the precision when the device's runtime cannot execute it. RAM and flash limits are the device's and can only be
@@ -8,21 +8,17 @@ one), so a budget replaces it, and `rate` caps it at 1/rate so the device keeps 
 
 from __future__ import annotations
 
-import difflib
-import json
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgefit.analysis.footprint import Footprint
-from edgefit.guard import regular_file
-from edgefit.devices import PRECISIONS, TIERS, DeviceProfile, find_profile, list_profiles, read_toml, toml_problem
-from edgefit.errors import ConfigError, EdgefitError
+from edgefit.devices import TIERS, DeviceProfile, check_precision, find_profile, list_profiles
+from edgefit.errors import ConfigError
 from edgefit.estimate import METHOD, Estimate, estimate, model_precision
-from edgefit.units import parse_duration_s, parse_power_w, parse_size
+from edgefit.units import check_rate_hz, parse_duration_s, parse_power_w, parse_size
 
 ProfilesDir = str | Path | Iterable[str | Path] | None
 
@@ -103,13 +99,6 @@ class TargetResult:
     def latency_s(self) -> float:
         return self.estimate.latency_s
 
-    @property
-    def summary(self) -> str:
-        """One line: what fits, or what is over budget and by how much."""
-        from edgefit.report.check_text import describe_target
-
-        return describe_target(self)
-
     def verdict(self, metric: str) -> Verdict | None:
         return next((v for v in self.verdicts if v.metric == metric), None)
 
@@ -187,11 +176,6 @@ class CheckReport:
 
 # ---- one target ----------------------------------------------------------------------------------------
 
-def _check_rate(rate_hz: float | None) -> None:
-    if rate_hz is not None and not 0 < rate_hz < math.inf:   # NaN fails too
-        raise ConfigError(f"invalid rate {rate_hz!r}: expected a positive, finite number of inferences per second")
-
-
 def _tightest(device_limit: float, budget: float | None) -> tuple[float, str]:
     if budget is not None and budget < device_limit:
         return budget, "budget"
@@ -204,7 +188,7 @@ def check_footprint(footprint: Footprint, profile: DeviceProfile | str, precisio
     compare every figure with its limit."""
     if isinstance(profile, str):
         profile = find_profile(profile, list_profiles())
-    _check_rate(rate_hz)
+    check_rate_hz(rate_hz)
     est = estimate(footprint, profile, precision, rate_hz)
     ram_limit, ram_source = _tightest(profile.ram_limit_bytes, budgets.max_ram_bytes)
     flash_limit, flash_source = _tightest(profile.flash_bytes, budgets.max_flash_bytes)
@@ -280,8 +264,8 @@ def summarize_tiers(results: Sequence[TargetResult], precision: str,
 
 # ---- the check -----------------------------------------------------------------------------------------
 
-def _analyze(model: str | Path, input_shapes: Mapping[str, Sequence[int]] | None,
-             dims: Mapping[str, int] | None, assume_dims: int | None = None) -> Footprint:
+def analyze_for_check(model: str | Path, input_shapes: Mapping[str, Sequence[int]] | None,
+                      dims: Mapping[str, int] | None, assume_dims: int | None = None) -> Footprint:
     from edgefit.analysis.footprint import analyze
 
     return analyze(model, input_shapes=dict(input_shapes or {}), dims=dict(dims or {}), assume_dims=assume_dims)
@@ -309,10 +293,9 @@ def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] 
           profiles_dir: ProfilesDir = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
           dims: Mapping[str, int] | None = None, assume_dims: int | None = None) -> CheckReport:
     """Check a model (a Footprint, or a path analyzed here) against targets (names or profiles; None: all)."""
-    footprint = model if isinstance(model, Footprint) else _analyze(model, input_shapes, dims, assume_dims)
-    if precision is not None and precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    _check_rate(rate_hz)
+    footprint = model if isinstance(model, Footprint) else analyze_for_check(model, input_shapes, dims, assume_dims)
+    check_precision(precision)
+    check_rate_hz(rate_hz)
     profiles = resolve_targets(targets, profiles_dir)
     deployed = precision or model_precision(footprint)
     results = tuple(check_footprint(footprint, p, deployed, budgets, rate_hz) for p in profiles)
@@ -331,253 +314,3 @@ def tier_summary(model: Footprint | str | Path, precision: str | None = None, bu
                  rate_hz: float | None = None, *, profiles_dir: ProfilesDir = None) -> TierSummary:
     """Which of cloud/edge/mobile/tiny the model fits, over every profile on the search path."""
     return check(model, None, precision, budgets, rate_hz, profiles_dir=profiles_dir).tiers
-
-
-# ---- the CI gate ---------------------------------------------------------------------------------------
-
-GATE_KEYS = ("name", "model", "target", "precision", "max_ram", "max_flash", "max_latency", "max_power", "rate",
-             "input_shape", "dim", "baseline", "max_growth")
-_DEFAULT_KEYS = tuple(k for k in GATE_KEYS if k not in ("name", "model", "baseline"))
-_TOP_KEYS = ("profiles_dir", "defaults", "gate")
-# Baseline figures (keys of `edgefit analyze --json`) and the verdict that guards each.
-_GROWTH_METRICS = {"flash_growth": "weight_bytes", "ram_growth": "peak_activation_bytes"}
-
-
-@dataclass(frozen=True)
-class GateSpec:
-    name: str
-    model: Path                          # resolved against the config file's directory
-    model_label: str                     # as written in the config (for annotations)
-    target: str
-    precision: str | None
-    budgets: Budgets
-    rate_hz: float | None
-    input_shapes: Mapping[str, tuple[int, ...]]
-    dims: Mapping[str, int]
-    baseline: Path | None
-    max_growth: float | None             # fraction: 0.05 for "5%"
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    path: Path
-    profiles_dirs: tuple[Path, ...]
-    gates: tuple[GateSpec, ...]
-
-
-@dataclass(frozen=True)
-class GateResult:
-    spec: GateSpec
-    target: TargetResult
-    growth: tuple[Verdict, ...]
-    unknowns: tuple[str, ...]
-
-    @property
-    def verdicts(self) -> tuple[Verdict, ...]:
-        return self.target.verdicts + self.growth
-
-    @property
-    def passed(self) -> bool:
-        return all(v.ok for v in self.verdicts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.spec.name, "model": self.spec.model_label, "target": self.target.profile.name,
-                "tier": self.target.profile.tier, "precision": self.target.estimate.precision,
-                "passed": self.passed, "checks": [v.to_dict() for v in self.verdicts],
-                "estimates": self.target.estimate.to_dict(),
-                "baseline": str(self.spec.baseline) if self.spec.baseline else None,
-                "unknowns": list(self.unknowns)}
-
-
-@dataclass(frozen=True)
-class GateReport:
-    config_path: Path
-    results: tuple[GateResult, ...]
-
-    @property
-    def passed(self) -> bool:
-        return all(r.passed for r in self.results)
-
-    @property
-    def failed(self) -> tuple[GateResult, ...]:
-        return tuple(r for r in self.results if not r.passed)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"config": str(self.config_path), "passed": self.passed, "gates": len(self.results),
-                "failed": len(self.failed), "estimated": True, "method": METHOD,
-                "results": [r.to_dict() for r in self.results]}
-
-
-def _unknown_key(where: str, key: str, allowed: Sequence[str]) -> ConfigError:
-    close = difflib.get_close_matches(key, allowed, n=1)
-    return ConfigError(f"{where}: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-
-
-def _parse_growth(value: Any, where: str) -> float:
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*%\s*", value) if isinstance(value, str) else None
-    if match is None:
-        raise ConfigError(f"{where}: max_growth {value!r}: write it as a percentage, e.g. \"5%\"")
-    return float(match.group(1)) / 100
-
-
-def _parse_shapes(value: Any, where: str) -> dict[str, tuple[int, ...]]:
-    """{input = [1, 3, 96, 96]} or {input = "1x3x96x96"}."""
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: input_shape: expected a table such as {{input = [1, 3, 96, 96]}}")
-    shapes = {}
-    for name, dims in value.items():
-        if isinstance(dims, str):
-            dims = dims.lower().split("x")
-        try:
-            parsed = tuple(int(d) for d in dims)
-        except (TypeError, ValueError):
-            parsed = ()
-        if not parsed or any(d <= 0 for d in parsed):
-            raise ConfigError(f"{where}: input_shape.{name}: expected positive dimensions, got {value[name]!r}")
-        shapes[name] = parsed
-    return shapes
-
-
-def _parse_dims(value: Any, where: str) -> dict[str, int]:
-    if not isinstance(value, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                              for v in value.values()):
-        raise ConfigError(f"{where}: dim: expected a table of non-negative integers, e.g. {{batch = 1}}")
-    return dict(value)
-
-
-def _parse_gate(entry: Mapping[str, Any], defaults: Mapping[str, Any], index: int, config: Path) -> GateSpec:
-    label = entry.get("name") if isinstance(entry.get("name"), str) else None
-    where = f"{config}: [[gate]] #{index}" + (f" ({label})" if label else "")
-    for key in entry:
-        if key not in GATE_KEYS:
-            raise _unknown_key(where, key, GATE_KEYS)
-    values = {**defaults, **entry}
-    for key in ("model", "target"):
-        if not isinstance(values.get(key), str) or not values[key].strip():
-            raise ConfigError(f"{where}: missing {key!r} (a string)")
-    base = config.parent
-    model = base / values["model"]
-    if not model.is_file():
-        raise ConfigError(f"{where}: model file {values['model']!r} not found (paths are relative to {base})")
-    precision = values.get("precision")
-    if precision is not None and precision not in PRECISIONS:
-        raise ConfigError(f"{where}: precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    try:
-        budgets = Budgets.parse(values.get("max_ram"), values.get("max_flash"), values.get("max_latency"),
-                                values.get("max_power"))
-    except ConfigError as error:
-        raise ConfigError(f"{where}: {error}") from None
-    rate = values.get("rate")
-    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf):
-        raise ConfigError(f"{where}: rate {rate!r}: expected a positive, finite number of inferences per second")
-    baseline = None
-    if "baseline" in values:
-        if not isinstance(values["baseline"], str):
-            raise ConfigError(f"{where}: baseline: expected a path to an `edgefit analyze --json` file")
-        baseline = base / values["baseline"]
-        if not baseline.is_file():
-            raise ConfigError(f"{where}: baseline file {values['baseline']!r} not found "
-                              f"(write it with: edgefit analyze MODEL --json > {values['baseline']})")
-    growth = None
-    if "max_growth" in values:
-        if baseline is None and "max_growth" in entry:
-            raise ConfigError(f"{where}: max_growth needs a baseline to grow from")
-        growth = _parse_growth(values["max_growth"], where) if baseline is not None else None
-    elif baseline is not None:
-        growth = 0.0
-    return GateSpec(
-        name=label or f"{values['model']} on {values['target']}", model=model, model_label=values["model"],
-        target=values["target"], precision=precision, budgets=budgets,
-        rate_hz=float(rate) if rate is not None else None,
-        input_shapes=_parse_shapes(values["input_shape"], where) if "input_shape" in values else {},
-        dims=_parse_dims(values["dim"], where) if "dim" in values else {},
-        baseline=baseline, max_growth=growth,
-    )
-
-
-def load_gate_config(path: str | Path = "edgefit.toml") -> GateConfig:
-    """Parse and validate an edgefit.toml; errors name the file, the gate and the key."""
-    path = Path(path)
-    try:
-        data = read_toml(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file (edgefit gate reads ./edgefit.toml unless given --config)") from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
-    except ValueError as error:   # tomllib.TOMLDecodeError, UnicodeDecodeError
-        raise ConfigError(f"{path}: {toml_problem(error)}") from None
-    for key in data:
-        if key not in _TOP_KEYS:
-            raise _unknown_key(str(path), key, _TOP_KEYS)
-    defaults = data.get("defaults", {})
-    if not isinstance(defaults, dict):
-        raise ConfigError(f"{path}: [defaults] must be a table")
-    for key in defaults:
-        if key not in _DEFAULT_KEYS:
-            raise _unknown_key(f"{path}: [defaults]", key, _DEFAULT_KEYS)
-    gates = data.get("gate")
-    if not isinstance(gates, list) or not gates or not all(isinstance(g, dict) for g in gates):
-        raise ConfigError(f"{path}: no [[gate]] entries (each names a model and a target)")
-    dirs = data.get("profiles_dir", [])
-    dirs = [dirs] if isinstance(dirs, str) else dirs
-    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
-        raise ConfigError(f"{path}: profiles_dir: expected a directory path or a list of them")
-    specs = tuple(_parse_gate(g, defaults, i, path) for i, g in enumerate(gates, start=1))
-    return GateConfig(path, tuple(path.parent / d for d in dirs), specs)
-
-
-def _read_baseline(spec: GateSpec) -> dict[str, int]:
-    assert spec.baseline is not None
-    try:
-        regular_file(spec.baseline, "baseline file", ConfigError)
-        data = json.loads(spec.baseline.read_bytes())   # UTF-8, -16 or -32, BOM or not (PowerShell writes UTF-16)
-    except (OSError, ValueError, RecursionError) as error:   # ValueError: also an integer of 4,300+ digits
-        raise ConfigError(f"{spec.baseline}: not a JSON file written by `edgefit analyze --json` ({error})") from None
-    figures = {}
-    for key in _GROWTH_METRICS.values():
-        value = data.get(key) if isinstance(data, dict) else None
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-            raise ConfigError(f"{spec.baseline}: missing or invalid {key!r} (write the baseline with "
-                              f"`edgefit analyze MODEL --json`)")
-        figures[key] = value
-    return figures
-
-
-def _growth_verdicts(spec: GateSpec, footprint: Footprint) -> tuple[Verdict, ...]:
-    if spec.baseline is None or spec.max_growth is None:
-        return ()
-    baseline = _read_baseline(spec)
-    source = f"baseline +{spec.max_growth * 100:g}%"
-    verdicts = []
-    for metric, key in _GROWTH_METRICS.items():
-        current = getattr(footprint, key)
-        limit = baseline[key] * (1 + spec.max_growth)
-        verdicts.append(Verdict(metric, current, limit, "bytes", current <= limit, source))
-    return tuple(verdicts)
-
-
-def run_gate(config_path: str | Path = "edgefit.toml", profiles_dir: ProfilesDir = None) -> GateReport:
-    """Check every [[gate]] of an edgefit.toml; each model is analyzed once however many gates use it."""
-    config = load_gate_config(config_path)
-    extra = [] if profiles_dir is None else (
-        [profiles_dir] if isinstance(profiles_dir, (str, Path)) else list(profiles_dir))
-    profiles = list_profiles([*extra, *config.profiles_dirs])
-    footprints: dict[tuple, Footprint] = {}
-    results = []
-    for spec in config.gates:
-        key = (spec.model.resolve(), tuple(sorted(spec.input_shapes.items())), tuple(sorted(spec.dims.items())))
-        if key not in footprints:
-            try:
-                footprints[key] = _analyze(spec.model, spec.input_shapes, spec.dims)
-            except EdgefitError as error:   # say which gate: a config may name many models
-                hint = " (a gate sets it with input_shape = { NAME = [1, 3, 224, 224] })" if (
-                    "--input-shape" in str(error)) else ""
-                raise type(error)(f"{config.path}: gate {spec.name!r}: {error}{hint}") from None
-        footprint = footprints[key]
-        try:
-            profile = find_profile(spec.target, profiles)
-        except EdgefitError as error:
-            raise ConfigError(f"{config.path}: gate {spec.name!r}: {error}") from None
-        target = check_footprint(footprint, profile, spec.precision, spec.budgets, spec.rate_hz)
-        results.append(GateResult(spec, target, _growth_verdicts(spec, footprint), footprint.unknowns))
-    return GateReport(config.path, tuple(results))

@@ -20,7 +20,6 @@ device is assumed to infer back to back (d = 1). Battery life = battery energy /
 
 from __future__ import annotations
 
-import math
 import weakref
 from dataclasses import dataclass
 
@@ -28,8 +27,8 @@ import numpy as np
 
 from edgefit.analysis.dtypes import DTYPE_BYTES, FLOAT_DTYPES, PRECISION_BYTES
 from edgefit.analysis.footprint import Footprint
-from edgefit.devices import PRECISIONS, DeviceProfile
-from edgefit.errors import ConfigError
+from edgefit.devices import DeviceProfile, check_precision
+from edgefit.units import check_rate_hz
 
 METHOD = ("estimate: per-layer roofline max(MACs / (peak MAC rate x efficiency), bytes moved / bandwidth) "
           "+ overheads, from the device profile's datasheet figures; not a measurement")
@@ -156,10 +155,8 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
              rate_hz: float | None = None) -> Estimate:
     """Estimate memory, latency, energy and power of `footprint` on `profile` at `precision` (default: the model's)."""
     precision = precision or model_precision(footprint)
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if rate_hz is not None and not 0 < rate_hz < math.inf:   # NaN fails both comparisons
-        raise ConfigError(f"invalid rate {rate_hz!r}: expected a positive number of inferences per second")
+    check_precision(precision)
+    check_rate_hz(rate_hz)
 
     weight_bytes = footprint.weight_bytes_at(precision)
     activation_bytes = footprint.activation_bytes_at(precision, shared_storage=profile.shares_activation_storage)

@@ -32,7 +32,7 @@ from edgefit.guard import (DATA_BUDGET_BYTES, SYNTHETIC_BUDGET_BYTES, array_file
                            shown)
 
 Feed = dict[str, np.ndarray]
-Progress = Callable[[int, int], None]   # (samples done, samples total)
+Progress = Callable[[str, int, int], None]   # (what is running, done, total): every long step reports so
 
 DEFAULT_BATCH = 32
 SYNTHETIC_SAMPLES = 16
@@ -351,8 +351,9 @@ def runtime_reason(error: Exception) -> str:
 
 
 def run_model(model: ModelProto, samples: SampleSet, progress: Progress | None = None, *,
-              what: str = "the model") -> list[list[np.ndarray]]:
-    """Outputs per batch (in output order). An onnxruntime failure is a PassError naming `what` failed."""
+              what: str = "the model", label: str = "running") -> list[list[np.ndarray]]:
+    """Outputs per batch (in output order). An onnxruntime failure is a PassError naming `what` failed;
+    `progress` hears (label, samples done, samples total)."""
     from edgefit.runtime import session as make_session
 
     # Optimised like a deployment: onnxruntime then runs QDQ models with its integer kernels.
@@ -369,13 +370,13 @@ def run_model(model: ModelProto, samples: SampleSet, progress: Progress | None =
             raise PassError(f"onnxruntime cannot run {what} on the fidelity inputs: {runtime_reason(error)}") from None
         done += feed_samples(feed)
         if progress:
-            progress(min(done, samples.samples), samples.samples)
+            progress(label, min(done, samples.samples), samples.samples)
     return results
 
 
 def compare(reference: ModelProto, candidate: ModelProto, samples: SampleSet,
             progress: Progress | None = None, reference_outputs: list[list[np.ndarray]] | None = None, *,
-            candidate_name: str = "the optimised model") -> Fidelity:
+            candidate_name: str = "the optimised model", label: str = "fidelity") -> Fidelity:
     """Run both models on the same samples and measure how far the candidate's outputs are from the reference's.
 
     `reference_outputs` (from run_model) saves re-running the reference when several candidates are compared.
@@ -383,7 +384,7 @@ def compare(reference: ModelProto, candidate: ModelProto, samples: SampleSet,
     total_steps = samples.samples * (1 if reference_outputs is not None else 2)
 
     def step(offset: int) -> Progress | None:
-        return None if progress is None else (lambda done, _total: progress(offset + done, total_steps))
+        return None if progress is None else (lambda _, done, _total: progress(label, offset + done, total_steps))
 
     ref = (reference_outputs if reference_outputs is not None
            else run_model(reference, samples, step(0), what="the original model"))

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import onnx
 from onnx import GraphProto, ModelProto, NodeProto, TensorProto
@@ -52,6 +53,32 @@ def node_subgraphs(node: NodeProto) -> list[tuple[str, GraphProto]]:
         elif attr.type == onnx.AttributeProto.GRAPHS:
             found.extend((f"{attr.name}[{k}]", sub) for k, sub in enumerate(attr.graphs))
     return found
+
+
+def has_subgraph(node: NodeProto) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+
+
+def node_attribute(node: NodeProto, name: str, default: Any = None) -> Any:
+    """The value of a node's attribute (strings decoded), or `default` when the node does not set it."""
+    for attr in node.attribute:
+        if attr.name == name:
+            value = onnx.helper.get_attribute_value(attr)
+            return value.decode() if isinstance(value, bytes) else value
+    return default
+
+
+def set_attribute(node: NodeProto, name: str, value: Any) -> None:
+    for i, attr in enumerate(node.attribute):
+        if attr.name == name:
+            del node.attribute[i]
+            break
+    node.attribute.append(onnx.helper.make_attribute(name, value))
+
+
+def default_opset(proto: ModelProto, missing: int = 0) -> int:
+    """The opset version of the default (ai.onnx) domain the model imports; `missing` when it imports none."""
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), missing)
 
 
 def iter_graphs(graph: GraphProto, scope: str = "", parent: str = "") -> Iterator[tuple[str, str, GraphProto]]:

@@ -20,8 +20,8 @@ from onnx import GraphProto, ModelProto, TensorProto, numpy_helper
 
 from edgefit.analysis.dtypes import dtype_code, dtype_name, tensor_bytes
 from edgefit.errors import ShapeError
-from edgefit.model import (STUB_ABOVE_ELEMENTS, GraphIndex, external_data_bytes, index_graph, initializer_names,
-                           iter_graphs, metadata_only_copy, subgraph_scope)
+from edgefit.model import (STUB_ABOVE_ELEMENTS, GraphIndex, external_data_bytes, has_subgraph, index_graph,
+                           initializer_names, iter_graphs, metadata_only_copy, node_attribute, subgraph_scope)
 
 # Synthetic inputs for the onnxruntime fallback are allocated for real; above this they would cost more
 # memory than the analysis is worth, so the fallback is skipped and the shapes stay unknown.
@@ -406,8 +406,9 @@ def _type_info(type_proto: onnx.TypeProto, info_of) -> TensorInfo | None:
     return info_of(tensor_type.elem_type, shape)
 
 
-# Ops whose output is a tensor's shape or size: data propagation exists to carry such values into shape inputs.
-_SHAPE_READERS = {"Shape", "Size"}
+# Ops whose output is a tensor's shape or size, which depends on the input's shape only, not on its values: data
+# propagation exists to carry such values into shape inputs.
+_SHAPE_READERS = frozenset({"Shape", "Size"})
 
 
 def _all_outputs_known(graphs: list[tuple[str, str, GraphProto]], scopes: dict[str, dict[str, TensorInfo]],
@@ -625,13 +626,13 @@ def _loop_state_shapes(subgraphs: list[tuple[str, str, GraphProto]], scopes: dic
         for position, node in enumerate(graph.node):
             if node.op_type not in ("Loop", "Scan") or node.domain not in ("", "ai.onnx"):
                 continue
-            body = next((a.g for a in node.attribute if a.name == "body"), None)
+            body = node_attribute(node, "body")
             if body is None:
                 continue
             if node.op_type == "Loop":
                 states, body_outputs = node.input[2:], body.output[1:]
             else:
-                scan_inputs = next((a.i for a in node.attribute if a.name == "num_scan_inputs"), 0)
+                scan_inputs = node_attribute(node, "num_scan_inputs", 0)
                 states, body_outputs = node.input[:len(node.input) - scan_inputs], body.output
             body_table = scopes.get(subgraph_scope(scope, position, node, "body"), {})
             for output, initial, body_output in zip(node.output, states, body_outputs):
@@ -737,8 +738,6 @@ def _fill_with_onnxruntime(proto: ModelProto, result: ResolvedShapes, missing: l
                            f"could not fill them all: {reason}")
 
 
-# Ops whose output depends on their input's shape only, not on its values.
-_SHAPE_READERS = frozenset({"Shape", "Size"})
 _MAX_VALUE_NODES = 256
 
 
@@ -774,8 +773,7 @@ def shape_derived_int(proto: ModelProto, name: str, inputs: dict[str, list[int]]
             data_dependent[tensor] = True
             return True
         node = producer.get(tensor)
-        if node is None or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-                               for a in node.attribute) or len(needed) >= _MAX_VALUE_NODES:
+        if node is None or has_subgraph(node) or len(needed) >= _MAX_VALUE_NODES:
             return None
         needed.add(positions[id(node)])
         flags = [depends_on_data(n) for n in node.input if n]

@@ -1,4 +1,4 @@
-"""Parsing and formatting of sizes, durations and power with explicit units.
+"""Parsing of sizes, durations and power with explicit units (formatting them: edgefit.report.quantities).
 
 KB/MB/GB are decimal (1000), KiB/MiB/GiB binary (1024), as DESIGN.md section 3 specifies.
 """
@@ -52,25 +52,10 @@ def parse_power_w(text: str | int | float) -> float:
     return _parse(text, _POWER_UNITS, "power")
 
 
-def _scaled(n: float | int | None, base: int, units: tuple[str, ...], first: str) -> str:
-    """Divide by `base` until below it; the first unit prints as an integer, the others with 2 decimals."""
-    if n is None:
-        return "unknown"
-    value = float(n)
-    for unit in units[:-1]:
-        if abs(value) < base:
-            break
-        value /= base
-    else:
-        unit = units[-1]
-    return f"{int(value)}{first}" if unit == units[0] else f"{value:.2f}{unit}"
-
-
-def format_bytes(n: float | int | None) -> str:
-    """Human-readable binary size: 1536 -> '1.50 KiB'."""
-    return _scaled(n, 1024, ("", " KiB", " MiB", " GiB", " TiB"), " B")
-
-
-def format_count(n: float | int | None) -> str:
-    """Human-readable count with SI suffix: 1_234_000 -> '1.23 M'."""
-    return _scaled(n, 1000, ("", " K", " M", " G", " T"), "")
+def check_rate_hz(rate: object) -> float | None:
+    """None, or a positive, finite number of inferences per second (NaN, booleans and strings are refused)."""
+    if rate is None:
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf:
+        raise ConfigError(f"invalid rate {rate!r}: expected a positive, finite number of inferences per second")
+    return float(rate)

@@ -12,6 +12,7 @@ from test_estimate import mcu, phone, two_layer_footprint
 
 import edgefit
 from edgefit.check import Budgets, check, check_footprint, tier_summary
+from edgefit.report.check_text import describe_target
 from edgefit.cli import main
 from edgefit.errors import ConfigError
 from edgefit.report.check_text import render_tier_line
@@ -225,4 +226,27 @@ def test_cli_lower_bound_is_reported(tmp_path, capsys):
 def test_target_result_summary_for_the_passes_report():
     result = check_footprint(two_layer_footprint(), dataclasses.replace(mcu(), flash_bytes=90_000))
     assert result.latency_s == pytest.approx(6e-3)
-    assert result.summary.startswith("does not fit hand-mcu at fp32: flash 95.70 KiB > 87.89 KiB (device, 9% over)")
+    assert describe_target(result).startswith("does not fit hand-mcu at fp32: flash 95.70 KiB > 87.89 KiB (device, 9% over)")
+
+
+def test_cli_check_has_the_gate_formats(big_dense, capsys):
+    import xml.etree.ElementTree as ET
+
+    # esp32 and the Nano 33 at fp32: flash 1.2 MB of weights + 150 KB runtime is over the Nano's 1 MiB.
+    args = ["check", str(big_dense), "-t", "esp32", "-t", "nano33ble", "--max-latency", "1s"]
+    assert main([*args, "--format", "junit"]) == 1
+    suites = ET.fromstring(capsys.readouterr().out)
+    failed = {(c.get("classname"), c.get("name")) for c in suites.iter("testcase") if c.find("failure") is not None}
+    assert ("edgefit.check.dense.onnx on arduino-nano-33-ble-sense", "flash on arduino-nano-33-ble-sense") in failed
+    assert all("esp32" not in name for _, name in failed)
+    assert suites.get("name") == "edgefit check"
+    assert main([*args, "--format", "markdown"]) == 1
+    markdown = capsys.readouterr().out
+    assert markdown.startswith("### edgefit check: ❌ 1 of 2 targets failed")
+    assert "Model: `" in markdown and "| dense.onnx on esp32 |" in markdown
+    assert main([*args, "--format", "github"]) == 1
+    assert capsys.readouterr().out.splitlines()[-1].startswith("edgefit check: 1/2 targets passed")
+    assert main([*args, "--format", "json"]) == 1
+    assert json.loads(capsys.readouterr().out)["fits"] is False
+    assert main([*args, "--format", "markdown", "--json"]) == 2
+    assert "two formats" in capsys.readouterr().err

@@ -16,7 +16,8 @@ from onnx import TensorProto, helper, numpy_helper
 import edgefit
 from edgefit import ConfigError
 from edgefit.cli import main
-from edgefit.units import format_bytes, format_count, parse_duration_s, parse_power_w, parse_size
+from edgefit.report.quantities import format_bytes, format_count
+from edgefit.units import parse_duration_s, parse_power_w, parse_size
 from helpers import build, save, vi
 
 F = TensorProto.FLOAT

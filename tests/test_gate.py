@@ -9,7 +9,7 @@ import onnx
 import pytest
 from test_check import dense_model
 
-from edgefit.check import load_gate_config, run_gate
+from edgefit.gate import load_gate_config, run_gate
 from edgefit.devices import BUILTIN_PROFILES_DIR
 from edgefit.cli import main
 from edgefit.errors import ConfigError

@@ -15,8 +15,8 @@ from edgefit.cli import main
 from edgefit.errors import ConfigError
 from edgefit.fidelity import synthetic_samples
 from edgefit.passes import PassOptions, parse_passes, run_passes
-from edgefit.passes import pipeline as pipeline_module
-from edgefit.passes.base import PassResult
+from edgefit.passes import registry
+from edgefit.passes.base import Pass, PassResult
 from edgefit.runtime import session
 
 
@@ -59,11 +59,15 @@ def test_pipeline_measures_every_pass_against_the_original(samples):
 
 
 def test_pipeline_catches_a_pass_that_mutates_its_input(monkeypatch):
-    def vandal(proto, spec, options, progress):
-        proto.graph.node[0].name = "renamed"
-        return PassResult(proto, None)
+    class Vandal(Pass):
+        name = "fuse"
+        usage = "fuse"
 
-    monkeypatch.setattr(pipeline_module, "apply_pass", vandal)
+        def run(self, proto, options, progress):
+            proto.graph.node[0].name = "renamed"
+            return PassResult(proto, None)
+
+    monkeypatch.setitem(registry.passes(), "fuse", Vandal)
     proto = model([helper.make_node("Relu", ["x"], ["y"])], [("x", [2])], [("y", [2])])
     with pytest.raises(RuntimeError, match="modified its input"):
         run_passes(proto, "fuse")

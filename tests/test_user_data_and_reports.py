@@ -19,7 +19,8 @@ from test_check import dense_model
 from test_profiles import VALID, write_profile
 
 from edgefit import analyze
-from edgefit.check import check, check_footprint, load_gate_config
+from edgefit.check import check, check_footprint
+from edgefit.gate import load_gate_config
 from edgefit.cli import main
 from edgefit.devices import load_profile_file
 from edgefit.errors import ConfigError, ProfileError

@@ -22,7 +22,7 @@ from edgefit.analysis.dtypes import tensor_bytes
 from edgefit.errors import ShapeError
 from edgefit.model import (GraphIndex, LoadedModel, external_location, index_graph, iter_tensors, load_model,
                            metadata_only_copy, node_subgraphs, subgraph_scope, validate)
-from edgefit.model import initializer_names, iter_graphs
+from edgefit.model import default_opset, initializer_names, iter_graphs, node_attribute
 from edgefit.shapes import ResolvedShapes, TensorInfo, resolve_shapes, shape_derived_int
 
 
@@ -313,13 +313,13 @@ class _Analysis:
                 count = shape_derived_int(self.proto, node.input[0], self.shapes.inputs)
             return count
         if node.op_type == "Scan":
-            num_scan_inputs = next((a.i for a in node.attribute if a.name == "num_scan_inputs"), 0)
+            num_scan_inputs = node_attribute(node, "num_scan_inputs", 0)
             if not num_scan_inputs:
                 return None
             first_scan = node.input[len(node.input) - num_scan_inputs]
             info = self.shapes.lookup(scope, first_scan)
-            axes = next((list(a.ints) for a in node.attribute if a.name == "scan_input_axes"), [0])
-            opset = next((o.version for o in self.proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+            axes = list(node_attribute(node, "scan_input_axes", [0]))
+            opset = default_opset(self.proto)
             if info is None or info.shape is None:
                 return None
             if opset < 9:   # Scan-8: inputs are [batch, sequence, ...] and the body runs per item and step
@@ -479,7 +479,7 @@ def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: 
     table = shapes.scopes[""]
     return Footprint(
         model_path=str(loaded.path) if loaded.path else None,
-        opset=next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0),
+        opset=default_opset(proto),
         params=stats.params,
         params_by_dtype=dict(walk.tally.params_by_dtype),
         weight_bytes=stats.weight_bytes,

@@ -13,8 +13,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from onnx import NodeProto, helper
+from onnx import NodeProto
 
+from edgefit.model import node_attribute
 from edgefit.shapes import TensorInfo
 
 
@@ -29,11 +30,7 @@ class OpContext:
     outputs: Sequence[TensorInfo | None]
 
     def attr(self, name: str, default=None):
-        for attribute in self.node.attribute:
-            if attribute.name == name:
-                value = helper.get_attribute_value(attribute)
-                return value.decode() if isinstance(value, bytes) else value
-        return default
+        return node_attribute(self.node, name, default)
 
     def in_shape(self, index: int) -> tuple[int, ...]:
         info = self.inputs[index] if index < len(self.inputs) else None

@@ -61,6 +61,8 @@ WEIGHT_SLOTS = {
     "LayerNormalization": (1, 2), "InstanceNormalization": (1, 2), "GroupNormalization": (1, 2),
     "LSTM": (1, 2, 3), "GRU": (1, 2, 3), "RNN": (1, 2, 3), "PRelu": (1,),
 }
+# The layers that multiply by a weight matrix or kernel: what prune thins and quantize turns into int8 layers.
+LINEAR_LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Integer bias inputs of integer-arithmetic ops are parameters although int32.
 _INT32_BIAS_SLOTS = {"QLinearConv": {8}, "QGemm": {6}}
 

@@ -19,11 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from edgefit.errors import EdgefitError, ProfileError
+from edgefit.errors import ConfigError, EdgefitError, ProfileError
 from edgefit.units import parse_duration_s, parse_power_w, parse_size
 
 TIERS = ("cloud", "edge", "mobile", "tiny")
 PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def check_precision(precision: str | None) -> None:
+    """A deployment precision someone asked for must be one edgefit models (None: the model's own)."""
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+
 
 # Default latency budget per tier: the upper end of each tier's typical latency band (DESIGN.md section 4:
 # cloud 100-1000 ms incl. a 100-500 ms network round trip, edge 10-100 ms, mobile 5-50 ms, tiny 1-10 ms).

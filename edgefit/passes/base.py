@@ -1,20 +1,33 @@
-"""What every pass shares: the PassResult it returns and a small editable view of one ONNX graph.
+"""What every pass shares: the Pass protocol, the options and result it takes and returns, and a small editable
+view of one ONNX graph.
 
-Passes work on a private copy of the model (`copy_model`) and return it; the caller's model is never touched.
+A pass is one class in one file of edgefit/passes, exported there as `PASS` (edgefit.passes.registry finds it):
+it declares its `name`, parses its own `--passes` arguments, states what it `requires` of its input and what it
+`ensures` (or `removes`), and its stats render themselves. Passes work on a private copy of the model
+(`copy_model`) and return it; `Pass.apply` proves the caller's model was not touched, for every pass.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import onnx
 from onnx import GraphProto, ModelProto, NodeProto, numpy_helper
 
-from edgefit.model import metadata_only_copy, subgraph_outer_reads
+from edgefit.errors import ConfigError
+from edgefit.fidelity import Progress
+from edgefit.model import has_subgraph, metadata_only_copy, subgraph_outer_reads
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from edgefit.fidelity import SampleSet
 
 
 class PassStats(Protocol):
@@ -25,11 +38,69 @@ class PassStats(Protocol):
 
     def to_dict(self) -> dict[str, Any]: ...
 
+    def render(self, console: Console) -> None:
+        """The pass's own lines of the terminal report (its notes are printed after them)."""
+
 
 @dataclass(frozen=True)
 class PassResult:
     model: ModelProto
     stats: PassStats
+
+
+@dataclass(frozen=True)
+class PassOptions:
+    """Settings shared by the passes of one run (a pass spec's own arguments take precedence)."""
+
+    sparsity: float = 0.5
+    per_layer: bool = False
+    structured: bool = False
+    skip: tuple[str, ...] = ()
+    mode: str = "int8"
+    method: str = "minmax"
+    symmetric_activations: bool = True
+    exclude: tuple[str, ...] = ()
+    int8_op_types: tuple[str, ...] | None = None
+    calibration: SampleSet | None = None           # None: synthetic calibration (with a warning)
+    input_shapes: dict[str, list[int]] | None = None
+    dims: dict[str, int] | None = None
+    assume_dims: int | None = None                 # see edgefit.shapes.resolve_shapes
+
+
+class Pass(ABC):
+    """One optimisation pass. Subclasses set the class attributes and implement `run`.
+
+    `requires` / `ensures` / `removes` are properties of a model (plain words, e.g. "float weights"): a pipeline
+    refuses a pass whose requirement an earlier pass of the same run removed (`quantize,prune` would prune
+    nothing: quantized weights are no longer float).
+    """
+
+    name: ClassVar[str]
+    usage: ClassVar[str]                           # how --passes spells it, e.g. "prune:SPARSITY[:structured]"
+    requires: ClassVar[frozenset[str]] = frozenset()
+    ensures: ClassVar[frozenset[str]] = frozenset()
+    removes: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def parse_args(cls, args: Sequence[str], spec: str) -> dict[str, Any]:
+        """The PassOptions fields that `--passes` arguments (`prune:0.5:structured` -> ["0.5", "structured"])
+        set; the default takes none."""
+        if args:
+            raise ConfigError(f"--passes {spec!r}: unexpected argument {args[0]!r}")
+        return {}
+
+    @abstractmethod
+    def run(self, model: ModelProto, options: PassOptions, progress: Progress | None) -> PassResult:
+        """The pass itself, on a model it must not modify (copy it first)."""
+
+    def apply(self, model: ModelProto, options: PassOptions = PassOptions(),
+              progress: Progress | None = None) -> PassResult:
+        """Run the pass and prove it left `model` untouched."""
+        digest = model_digest(model)
+        result = self.run(model, options, progress)
+        if model_digest(model) != digest:
+            raise RuntimeError(f"edgefit bug: pass {self.name} modified its input model")
+        return result
 
 
 def copy_model(model: ModelProto) -> ModelProto:
@@ -95,25 +166,6 @@ def ensure_node_names(graph: GraphProto) -> None:
                 name, k = f"{base}_{k}", k + 1
             node.name = name
             taken.add(name)
-
-
-def has_subgraph(node: NodeProto) -> bool:
-    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
-
-
-def get_attribute(node: NodeProto, name: str, default: Any = None) -> Any:
-    for attr in node.attribute:
-        if attr.name == name:
-            return onnx.helper.get_attribute_value(attr)
-    return default
-
-
-def set_attribute(node: NodeProto, name: str, value: Any) -> None:
-    for i, attr in enumerate(node.attribute):
-        if attr.name == name:
-            del node.attribute[i]
-            break
-    node.attribute.append(onnx.helper.make_attribute(name, value))
 
 
 def _rename_outer_reads(graph: GraphProto, old: str, new: str) -> None:

@@ -53,13 +53,15 @@ import numpy as np
 from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
 
 from edgefit.analysis.weights import NONDETERMINISTIC_OPS
+from edgefit.model import has_subgraph, node_attribute
 from edgefit.passes.base import (
     GraphEditor,
+    Pass,
+    PassOptions,
     PassResult,
+    Progress,
     SymbolicShapes,
     copy_model,
-    get_attribute,
-    has_subgraph,
     infer_tensor_info,
     is_static,
     node_label,
@@ -101,9 +103,32 @@ class FuseStats:
                 "rewrites": dict(self.rewrites), "initializers_removed": self.initializers_removed,
                 "notes": list(self.notes)}
 
+    def render(self, console) -> None:
+        done = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(self.rewrites.items()))
+        console.print(f"  nodes {self.nodes_before} -> {self.nodes_after}; {done or 'nothing to fuse'}; "
+                      f"{self.initializers_removed} unused initializers removed")
+
+
+class Fuse(Pass):
+    """Fold constants, BatchNorm/Mul/Add into Conv/ConvTranspose/Gemm, MatMul+Add into Gemm; drop no-ops."""
+
+    name = "fuse"
+    usage = "fuse"
+    ensures = frozenset({"folded constants"})
+
+    def run(self, model: ModelProto, options: PassOptions, progress: Progress | None) -> PassResult:
+        return _fuse(model)
+
+
+PASS = Fuse
+
 
 def fuse(model: ModelProto) -> PassResult:
     """Fold constants, BatchNorm/Mul/Add into Conv/ConvTranspose/Gemm, MatMul+Add into Gemm; drop no-ops."""
+    return Fuse().apply(model)
+
+
+def _fuse(model: ModelProto) -> PassResult:
     result = copy_model(model)
     graph = result.graph
     nodes_before = len(graph.node)
@@ -167,7 +192,7 @@ def _constant_outputs(node: NodeProto, editor: GraphEditor, info: SymbolicShapes
         shape = info.shapes.get(node.input[0])
         if not is_static(shape):
             return None
-        start, end = get_attribute(node, "start", 0), get_attribute(node, "end", None)
+        start, end = node_attribute(node, "start", 0), node_attribute(node, "end", None)
         return [np.array(shape[start:end], dtype=np.int64)]
     if node.op_type != "Constant" and (not node.input or not all(n == "" or editor.is_constant(n)
                                                                   for n in node.input)):
@@ -239,13 +264,13 @@ def _noop_source(node: NodeProto, editor: GraphEditor, info: SymbolicShapes) -> 
             return "noop_reshape_removed", x
         return None, ""
     if op == "Cast":
-        to = get_attribute(node, "to")
+        to = node_attribute(node, "to")
         if info.types.get(x) == to:
             return "noop_cast_removed", x
         first = editor.producer.get(x)
         if first is not None and first.op_type == "Cast" and first.input[0]:
             origin = first.input[0]
-            middle = get_attribute(first, "to")
+            middle = node_attribute(first, "to")
             if info.types.get(origin) == to and (to, middle) in _LOSSLESS_WIDENING:
                 return "cast_pairs_removed", origin
         return None, ""
@@ -263,7 +288,7 @@ def _noop_source(node: NodeProto, editor: GraphEditor, info: SymbolicShapes) -> 
 
 
 def _perm(node: NodeProto, rank: int | None) -> list[int] | None:
-    perm = get_attribute(node, "perm")
+    perm = node_attribute(node, "perm")
     if perm is not None:
         return list(perm)
     return None if rank is None else list(reversed(range(rank)))
@@ -330,17 +355,17 @@ def _affine_of(node: NodeProto, x_position: int, editor: GraphEditor,
     if host.op_type == "Conv":
         channels = weight.shape[0]
     elif host.op_type == "ConvTranspose":
-        channels = weight.shape[1] * get_attribute(host, "group", 1)
+        channels = weight.shape[1] * node_attribute(host, "group", 1)
     else:
-        channels = weight.shape[0] if get_attribute(host, "transB", 0) else weight.shape[1]
+        channels = weight.shape[0] if node_attribute(host, "transB", 0) else weight.shape[1]
     if node.op_type == "BatchNormalization":
-        if len([o for o in node.output if o]) != 1 or get_attribute(node, "training_mode", 0):
+        if len([o for o in node.output if o]) != 1 or node_attribute(node, "training_mode", 0):
             return None
         params = [editor.constant(n) for n in node.input[1:5]]
         if any(p is None for p in params):
             return None
         gamma, beta, mean, var = (p.astype(np.float64) for p in params)
-        scale = gamma / np.sqrt(var + get_attribute(node, "epsilon", 1e-5))
+        scale = gamma / np.sqrt(var + node_attribute(node, "epsilon", 1e-5))
         return scale, beta - mean * scale
     other = node.input[1 - x_position]
     value = editor.constant(other)
@@ -381,16 +406,16 @@ def _absorb(host: NodeProto, scale: np.ndarray, shift: np.ndarray, editor: Graph
     if host.op_type == "Conv":
         new_weight = w * scale.reshape((n,) + (1,) * (w.ndim - 1))
     elif host.op_type == "ConvTranspose":
-        group = get_attribute(host, "group", 1)
+        group = node_attribute(host, "group", 1)
         grouped = w.reshape((group, w.shape[0] // group, w.shape[1]) + w.shape[2:])
         new_weight = (grouped * scale.reshape((group, 1, w.shape[1]) + (1,) * (w.ndim - 2))).reshape(w.shape)
     else:
-        if get_attribute(host, "transB", 0):
+        if node_attribute(host, "transB", 0):
             new_weight = w * scale[:, None]
         else:
             new_weight = w * scale[None, :]
     if host.op_type == "Gemm":
-        c = np.zeros(1) if bias is None else get_attribute(host, "beta", 1.0) * bias.astype(np.float64)
+        c = np.zeros(1) if bias is None else node_attribute(host, "beta", 1.0) * bias.astype(np.float64)
         if c.ndim > 2:
             return False
         new_bias = c * scale + shift if c.ndim < 2 or c.shape[-1] in (1, n) else None

@@ -1,15 +1,16 @@
 """Run passes in sequence, prove each left its input untouched and produced a valid model, and measure fidelity
 against the original model after every pass.
 
-A pass list is written `fuse,prune:0.5,quantize` -- each name optionally followed by colon-separated arguments:
-`prune:SPARSITY[:structured|:per-layer]`, `quantize[:int8|:dynamic|:fp16]`. What a pass does not get from its
-arguments comes from PassOptions.
+A pass list is written `fuse,prune:0.5,quantize` -- each name optionally followed by colon-separated arguments
+that the pass parses itself (`prune:SPARSITY[:structured|:per-layer]`, `quantize[:int8|:dynamic|:fp16]`); passes
+are looked up by name in edgefit.passes.registry. What a pass does not get from its arguments comes from
+PassOptions.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,33 +20,11 @@ from onnx import ModelProto
 from edgefit.analysis.footprint import Footprint, analyze
 from edgefit.errors import ConfigError, ModelError, PassError, ShapeError
 from edgefit.guard import check_run_memory
-from edgefit.fidelity import (Fidelity, SampleSet, compare, load_samples, run_model, select_samples,
-                              synthetic_samples)
+from edgefit.fidelity import Fidelity, Progress, SampleSet, compare, load_samples, run_model, select_samples
 from edgefit.model import (index_graph, load_model, prepare_output, refuse_overwrite, save_model, sort_nodes,
                            validate)
-from edgefit.passes.base import PassResult, PassStats, copy_model, model_digest
-
-PASS_NAMES = ("fuse", "prune", "quantize")
-Progress = Callable[[str, int, int], None]   # (what is running, done, total)
-
-
-@dataclass(frozen=True)
-class PassOptions:
-    """Settings shared by the passes of one run (a pass spec's own arguments take precedence)."""
-
-    sparsity: float = 0.5
-    per_layer: bool = False
-    structured: bool = False
-    skip: tuple[str, ...] = ()
-    mode: str = "int8"
-    method: str = "minmax"
-    symmetric_activations: bool = True
-    exclude: tuple[str, ...] = ()
-    int8_op_types: tuple[str, ...] | None = None
-    calibration: SampleSet | None = None           # None: synthetic calibration (with a warning)
-    input_shapes: dict[str, list[int]] | None = None
-    dims: dict[str, int] | None = None
-    assume_dims: int | None = None                 # see edgefit.shapes.resolve_shapes
+from edgefit.passes.base import PassOptions, PassResult, PassStats, copy_model
+from edgefit.passes.registry import get_pass
 
 
 @dataclass(frozen=True)
@@ -82,28 +61,23 @@ class PipelineResult:
 
 
 def parse_passes(text: str, base: PassOptions = PassOptions()) -> tuple[PassSpec, ...]:
-    """'fuse,prune:0.5,quantize:fp16' -> PassSpecs with their options resolved against `base`."""
+    """'fuse,prune:0.5,quantize:fp16' -> PassSpecs with their options resolved against `base`; each pass parses
+    its own arguments. A pass whose requirement an earlier pass removes is refused."""
     specs = []
+    removed: dict[str, str] = {}   # property -> the pass that removed it
     for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
         name, *args = item.split(":")
-        if name not in PASS_NAMES:
-            raise ConfigError(f"unknown pass {name!r} in --passes; passes are {', '.join(PASS_NAMES)}")
-        changes: dict[str, Any] = {}
-        for arg in args:
-            if name == "prune" and arg in ("structured", "per-layer"):
-                changes[arg.replace("-", "_")] = True
-            elif name == "prune":
-                try:
-                    changes["sparsity"] = float(arg)
-                except ValueError:
-                    raise ConfigError(f"--passes {item!r}: expected prune:SPARSITY[:structured|:per-layer]") from None
-            elif name == "quantize" and arg in ("int8", "dynamic", "fp16"):
-                changes["mode"] = arg
-            else:
-                raise ConfigError(f"--passes {item!r}: unexpected argument {arg!r}")
-        specs.append(PassSpec(item, dataclasses.replace(base, **changes)))
+        chosen = get_pass(name)
+        missing = sorted(chosen.requires & removed.keys())
+        if missing:
+            raise ConfigError(f"--passes {text!r}: {name} needs {missing[0]}, which {removed[missing[0]]} "
+                              "before it removes")
+        removed.update(dict.fromkeys(chosen.removes, name))
+        for gained in chosen.ensures:
+            removed.pop(gained, None)
+        specs.append(PassSpec(item, dataclasses.replace(base, **chosen.parse_args(args, item))))
     if not specs:
         raise ConfigError("--passes names no pass")
     return tuple(specs)
@@ -111,42 +85,22 @@ def parse_passes(text: str, base: PassOptions = PassOptions()) -> tuple[PassSpec
 
 def apply_pass(model: ModelProto, spec: PassSpec, options: PassOptions = PassOptions(),
                progress: Progress | None = None) -> PassResult:
-    """Run one pass on `model` (which it leaves untouched)."""
-    from edgefit.passes.fuse import fuse
-    from edgefit.passes.prune import prune
-    from edgefit.passes.quantize import quantize
-
-    opts = spec.options or options
-    name = spec.name.split(":")[0]
-    if name == "fuse":
-        return fuse(model)
-    if name == "prune":
-        return prune(model, opts.sparsity, per_layer=opts.per_layer, skip=opts.skip, structured=opts.structured)
-    calibration = opts.calibration
-    if opts.mode == "int8" and calibration is None:
-        calibration = synthetic_samples(model, input_shapes=opts.input_shapes, dims=opts.dims,
-                                        assume_dims=opts.assume_dims)
-    report = None if progress is None else (lambda done, total: progress("calibrating", done, total))
-    return quantize(model, opts.mode, calibration=calibration, method=opts.method, exclude=opts.exclude,
-                    int8_op_types=opts.int8_op_types, symmetric_activations=opts.symmetric_activations,
-                    progress=report)
+    """Run one pass on `model`, which it leaves untouched (Pass.apply checks)."""
+    return get_pass(spec.name.split(":")[0]).apply(model, spec.options or options, progress)
 
 
 def run_passes(model: ModelProto, passes: str | Sequence[PassSpec], options: PassOptions = PassOptions(), *,
                fidelity_samples: SampleSet | None = None, progress: Progress | None = None) -> PipelineResult:
-    """Apply passes in order. After each one: the input is unchanged (hash), the result passes onnx.checker,
-    and, with `fidelity_samples`, the result is compared with the ORIGINAL model on those samples."""
+    """Apply passes in order. After each one: the input is unchanged (hash, in Pass.apply), the result passes
+    onnx.checker, and, with `fidelity_samples`, the result is compared with the ORIGINAL model on those samples."""
     specs = parse_passes(passes, options) if isinstance(passes, str) else tuple(passes)
     reference_outputs = None
     if fidelity_samples is not None:
-        report = None if progress is None else (lambda done, total: progress("running original", done, total))
-        reference_outputs = run_model(model, fidelity_samples, report, what="the original model")
+        reference_outputs = run_model(model, fidelity_samples, progress, what="the original model",
+                                      label="running original")
     current, steps, deployed = _topologically_sorted(model), [], None
     for spec in specs:
-        digest = model_digest(current)
         result = apply_pass(current, spec, options, progress)
-        if model_digest(current) != digest:
-            raise RuntimeError(f"edgefit bug: pass {spec} modified its input model")
         mode = getattr(result.stats, "mode", None)
         if mode in ("int8", "fp16"):   # worked out now, so the float model need not be kept to the end
             deployed = analyze(current, options.input_shapes, options.dims,
@@ -160,10 +114,8 @@ def run_passes(model: ModelProto, passes: str | Sequence[PassSpec], options: Pas
             raise PassError(str(error)) from None
         fidelity = None
         if fidelity_samples is not None:
-            report = None if progress is None else (lambda done, total, s=spec: progress(f"fidelity after {s}",
-                                                                                         done, total))
-            fidelity = compare(model, result.model, fidelity_samples, report, reference_outputs=reference_outputs,
-                               candidate_name=f"the result of pass {spec}")
+            fidelity = compare(model, result.model, fidelity_samples, progress, reference_outputs=reference_outputs,
+                               candidate_name=f"the result of pass {spec}", label=f"fidelity after {spec}")
         steps.append(PassStep(str(spec), result.stats, fidelity))
     return PipelineResult(current, tuple(steps), deployed)
 

@@ -27,17 +27,19 @@ from typing import Any
 import numpy as np
 from onnx import ModelProto, NodeProto, helper
 
-from edgefit.errors import PassError
+from edgefit.analysis.weights import LINEAR_LAYER_OPS
+from edgefit.errors import ConfigError, PassError
+from edgefit.model import has_subgraph, node_attribute, set_attribute
 from edgefit.passes.base import (
     GraphEditor,
+    Pass,
+    PassOptions,
     PassResult,
+    Progress,
     copy_model,
-    get_attribute,
-    has_subgraph,
     infer_tensor_info,
     is_static,
     node_label,
-    set_attribute,
 )
 
 SPARSE_RUNTIMES = (
@@ -46,8 +48,6 @@ SPARSE_RUNTIMES = (
     "DeepSparse, XNNPACK sparse inference via TensorFlow Lite, TVM sparse conversion, or compressing the "
     "weights in flash and expanding them at load time); use --structured for a model that is smaller everywhere."
 )
-
-_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 @dataclass(frozen=True)
@@ -106,15 +106,73 @@ class PruneStats:
             data["sparse_runtimes"] = self.sparse_runtimes
         return data
 
+    def render(self, console) -> None:
+        from rich.markup import escape
+        from rich.table import Table
+
+        from edgefit.report.quantities import format_bytes
+
+        console.print(f"  {self.method}: requested {self.requested_sparsity:.0%}, achieved "
+                      f"{self.achieved_sparsity:.2%}")
+        table = Table(show_edge=False, pad_edge=False, box=None)
+        if self.method == "structured":
+            for column in ("layer", "op", "channels", "rewired"):
+                table.add_column(column, justify="right" if column == "channels" else "left")
+            for layer in self.channels:
+                table.add_row(escape(layer.layer), escape(layer.op_type),
+                              f"{layer.channels_before} -> {layer.channels_after}", escape(", ".join(layer.rewired)))
+            console.print(table)
+        else:
+            for column in ("layer", "op", "weights", "sparsity", "dense", "sparse storage"):
+                table.add_column(column, justify="left" if column in ("layer", "op") else "right")
+            for layer in self.layers:
+                table.add_row(escape(layer.layer), escape(layer.op_type), f"{layer.elements:,}",
+                              f"{layer.sparsity:.1%}", format_bytes(layer.dense_bytes),
+                              f"{format_bytes(layer.sparse_bytes)} {layer.sparse_format}")
+            console.print(table)
+            console.print(f"  pruned tensors: {format_bytes(self.dense_weight_bytes)} dense in the ONNX file, "
+                          f"{format_bytes(self.sparse_weight_bytes)} in sparse storage")
+            console.print(f"  [dim]{escape(self.sparse_runtimes)}[/]")
+        for line in self.skipped:
+            console.print(f"  [yellow]skipped[/] {escape(line)}")
+
+
+class Prune(Pass):
+    """Magnitude pruning; `skip` holds layer (node) names and/or 'first' / 'last' (the first/last prunable layer)."""
+
+    name = "prune"
+    usage = "prune:SPARSITY[:structured|:per-layer]"
+    requires = frozenset({"float weights"})
+
+    @classmethod
+    def parse_args(cls, args, spec: str) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        for arg in args:
+            if arg in ("structured", "per-layer"):
+                changes[arg.replace("-", "_")] = True
+                continue
+            try:
+                changes["sparsity"] = float(arg)
+            except ValueError:
+                raise ConfigError(f"--passes {spec!r}: expected {cls.usage}") from None
+        return changes
+
+    def run(self, model: ModelProto, options: PassOptions, progress: Progress | None) -> PassResult:
+        if not 0.0 <= options.sparsity < 1.0:
+            raise PassError(f"sparsity must be in [0, 1), got {options.sparsity}")
+        if options.structured:
+            return _prune_structured(model, options.sparsity, options.skip)
+        return _prune_unstructured(model, options.sparsity, options.per_layer, options.skip)
+
+
+PASS = Prune
+
 
 def prune(model: ModelProto, sparsity: float, *, per_layer: bool = False, skip: tuple[str, ...] = (),
           structured: bool = False) -> PassResult:
     """Magnitude pruning; `skip` holds layer (node) names and/or 'first' / 'last' (the first/last prunable layer)."""
-    if not 0.0 <= sparsity < 1.0:
-        raise PassError(f"sparsity must be in [0, 1), got {sparsity}")
-    if structured:
-        return _prune_structured(model, sparsity, skip)
-    return _prune_unstructured(model, sparsity, per_layer, skip)
+    return Prune().apply(model, PassOptions(sparsity=sparsity, per_layer=per_layer, skip=tuple(skip),
+                                            structured=structured))
 
 
 def _subgraph_notes(model: ModelProto) -> list[str]:
@@ -143,7 +201,7 @@ def _weight_input(node: NodeProto, editor: GraphEditor) -> str | None:
     """The float constant weight a layer multiplies by, if it has one."""
     if node.op_type == "MatMul":
         positions = (1, 0)
-    elif node.op_type in _WEIGHT_OPS:
+    elif node.op_type in LINEAR_LAYER_OPS:
         positions = (1,)
     else:
         return None
@@ -164,7 +222,7 @@ def _prune_unstructured(model: ModelProto, sparsity: float, per_layer: bool, ski
     for node in result.graph.node:
         weight = _weight_input(node, editor)
         if weight is None:
-            if node.op_type in _WEIGHT_OPS and any(
+            if node.op_type in LINEAR_LAYER_OPS and any(
                     editor.producer.get(i) is not None and editor.producer[i].op_type == "DequantizeLinear"
                     for i in node.input[1:2]):
                 notes.append(f"{node_label(node)}: weights are quantized; prune before quantizing")
@@ -301,7 +359,7 @@ def _prune_structured(model: ModelProto, sparsity: float, skip: tuple[str, ...])
     cut: list[LayerChannels] = []
     # The achieved sparsity is over every layer that could have been cut, not just the ones that were: one cut
     # SE squeeze among seven layers is 2% of the channels, not the 50% asked for.
-    channels_total = sum(_output_channels(host, editor) for host in hosts if get_attribute(host, "group", 1) == 1)
+    channels_total = sum(_output_channels(host, editor) for host in hosts if node_attribute(host, "group", 1) == 1)
     channels_removed = 0
     for host in hosts:
         label = node_label(host)
@@ -328,7 +386,7 @@ def _output_axis(host: NodeProto) -> int:
     """The axis of a Conv / Gemm weight that holds its output channels."""
     if host.op_type == "Conv":
         return 0
-    return 0 if get_attribute(host, "transB", 0) else 1
+    return 0 if node_attribute(host, "transB", 0) else 1
 
 
 def _output_channels(host: NodeProto, editor: GraphEditor) -> int:
@@ -337,7 +395,7 @@ def _output_channels(host: NodeProto, editor: GraphEditor) -> int:
 
 def _plan_cut(host: NodeProto, editor: GraphEditor, shapes: dict, sparsity: float) -> tuple[_CutPlan, int, list[int]]:
     weight = editor.constant(host.input[1])
-    group = get_attribute(host, "group", 1)
+    group = node_attribute(host, "group", 1)
     if host.op_type == "Conv" and group != 1:
         raise _Blocked(f"grouped Conv (group={group}): its channels are cut with the layer feeding it")
     out_axis = _output_axis(host)
@@ -379,7 +437,7 @@ def _follow(tensor: str, keep: list[int], total: int, editor: GraphEditor, shape
         elif op in _CHANNEL_CONSTANT_OPS:
             _cut_channel_constant(reader, position, keep, total, editor, shapes, plan)
             _follow(reader.output[0], keep, total, editor, shapes, plan)
-        elif op == "Flatten" and get_attribute(reader, "axis", 1) == 1:
+        elif op == "Flatten" and node_attribute(reader, "axis", 1) == 1:
             shape = shapes.get(tensor)
             if shape is None or len(shape) < 2 or not is_static(shape[2:]):
                 raise _Blocked(f"Flatten {label} reads a tensor whose spatial size is not static")
@@ -388,13 +446,13 @@ def _follow(tensor: str, keep: list[int], total: int, editor: GraphEditor, shape
             _follow(reader.output[0], features, total * block, editor, shapes, plan)
         elif op == "Conv" and position == 0:
             _cut_conv_input(reader, keep, total, editor, shapes, plan)
-        elif op == "ConvTranspose" and position == 0 and get_attribute(reader, "group", 1) == 1:
+        elif op == "ConvTranspose" and position == 0 and node_attribute(reader, "group", 1) == 1:
             _require_constant(reader, 1, editor)
             plan.slices.append((reader, 1, 0, keep))
             plan.rewired.append(label)
-        elif op == "Gemm" and position == 0 and not get_attribute(reader, "transA", 0):
+        elif op == "Gemm" and position == 0 and not node_attribute(reader, "transA", 0):
             _require_constant(reader, 1, editor)
-            plan.slices.append((reader, 1, 1 if get_attribute(reader, "transB", 0) else 0, keep))
+            plan.slices.append((reader, 1, 1 if node_attribute(reader, "transB", 0) else 0, keep))
             plan.rewired.append(label)
         elif op == "MatMul" and position == 0 and len(shapes.get(tensor, ())) == 2:
             weight = _require_constant(reader, 1, editor)
@@ -415,7 +473,7 @@ def _pads_spatial_only(pad: NodeProto, shape, editor: GraphEditor) -> bool:
     if len(pad.input) > 1 and pad.input[1]:
         pads = editor.constant(pad.input[1])
     else:
-        pads = get_attribute(pad, "pads", None)
+        pads = node_attribute(pad, "pads", None)
     if pads is None:
         return False
     pads = [int(p) for p in np.asarray(pads).reshape(-1)]
@@ -439,7 +497,7 @@ def _require_constant(node: NodeProto, index: int, editor: GraphEditor) -> np.nd
 def _cut_conv_input(conv: NodeProto, keep: list[int], total: int, editor: GraphEditor, shapes: dict,
                     plan: _CutPlan) -> None:
     weight = _require_constant(conv, 1, editor)
-    group = get_attribute(conv, "group", 1)
+    group = node_attribute(conv, "group", 1)
     label = node_label(conv)
     if group == 1:
         plan.slices.append((conv, 1, 1, keep))

@@ -21,7 +21,6 @@ import re
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Callable
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,18 +29,27 @@ from typing import Any
 import onnx
 from onnx import ModelProto
 
-from edgefit.errors import PassError
-from edgefit.guard import first_line
-from edgefit.fidelity import SampleSet, feed_samples
-from edgefit.model import copy_fields, index_graph, iter_graphs, metadata_only_copy, serialized_size, sort_nodes
-from edgefit.passes.base import PassResult, copy_model, ensure_node_names, has_subgraph, node_label
+from edgefit.analysis.weights import LINEAR_LAYER_OPS
+from edgefit.errors import ConfigError, PassError
+from edgefit.fidelity import SampleSet, feed_samples, synthetic_samples
+from edgefit.model import (copy_fields, default_opset, has_subgraph, index_graph, iter_graphs, metadata_only_copy,
+                           serialized_size, sort_nodes)
+from edgefit.passes.base import (
+    Pass,
+    PassOptions,
+    PassResult,
+    Progress,
+    copy_model,
+    ensure_node_names,
+    node_label,
+)
 
 MODES = ("int8", "dynamic", "fp16")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 _DYNAMIC_OP_TYPES = ("MatMul", "Gemm", "LSTM", "GRU", "Attention", "Gather", "EmbedLayerNormalization")
-_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _EXTERNAL_ABOVE = 2**31 - 2**24
 _MAX_RUNTIME_NOTES = 5
+_MAX_LISTED_FLOAT_LAYERS = 12
 _QUANTIZER_IR_VERSION = 10
 SYNTHETIC_WARNING = ("calibrated on synthetic random inputs: activation ranges may not match real data and "
                      "accuracy may suffer; pass --calib with real samples")
@@ -68,6 +76,17 @@ class QuantizeStats:
                 "quantized_layers": list(self.quantized_layers), "float_layers": list(self.float_layers),
                 "ops_before": self.ops_before, "ops_after": self.ops_after, "notes": list(self.notes)}
 
+    def render(self, console) -> None:
+        from rich.markup import escape
+
+        source = ""
+        if self.calibration:
+            source = f", calibrated ({self.method}) on {self.calibration_samples} {self.calibration} samples"
+        console.print(f"  mode {self.mode}{source}; {len(self.quantized_layers)} layer(s) quantized, "
+                      f"{len(self.float_layers)} kept in float")
+        for line in self.float_layers[:_MAX_LISTED_FLOAT_LAYERS]:
+            console.print(f"  [dim]{escape(line)}[/]")
+
 
 def mode_for_precisions(precisions: tuple[str, ...] | list[str]) -> str:
     """The quantization mode a device with these supported precisions benefits from most."""
@@ -79,14 +98,51 @@ def mode_for_precisions(precisions: tuple[str, ...] | list[str]) -> str:
                     "neither int8 nor fp16, so there is nothing to quantize to")
 
 
+class Quantize(Pass):
+    """onnxruntime quantization in mode int8 (static QDQ, calibrated), dynamic or fp16."""
+
+    name = "quantize"
+    usage = "quantize[:int8|:dynamic|:fp16]"
+    requires = frozenset({"float weights"})
+    removes = frozenset({"float weights"})
+
+    @classmethod
+    def parse_args(cls, args, spec: str) -> dict[str, Any]:
+        for arg in args:
+            if arg not in MODES:
+                raise ConfigError(f"--passes {spec!r}: unexpected argument {arg!r}")
+        return {"mode": args[-1]} if args else {}
+
+    def run(self, model: ModelProto, options: PassOptions, progress: Progress | None) -> PassResult:
+        """Without calibration samples, int8 calibrates on synthetic inputs (and its stats say so)."""
+        calibration = options.calibration
+        if options.mode == "int8" and calibration is None:
+            calibration = synthetic_samples(model, input_shapes=options.input_shapes, dims=options.dims,
+                                            assume_dims=options.assume_dims)
+        return _quantize(model, options.mode, calibration, options.method, options.exclude, options.int8_op_types,
+                         options.symmetric_activations, progress)
+
+PASS = Quantize
+
+
 def quantize(model: ModelProto, mode: str = "int8", *, calibration: SampleSet | None = None,
              method: str = "minmax", exclude: tuple[str, ...] = (), int8_op_types: tuple[str, ...] | None = None,
-             symmetric_activations: bool = True, progress: Callable[[int, int], None] | None = None) -> PassResult:
+             symmetric_activations: bool = True, progress: Progress | None = None) -> PassResult:
     """Quantize a float model. `calibration` is required for mode int8 (use fidelity.synthetic_samples when
     there is no real data; the stats then carry a warning). `exclude` holds node names or op types kept in
     float; `int8_op_types` limits int8 to the op types the target can run in int8. Symmetric activations (zero
     point 0) suit integer accelerators; asymmetric ones spend all 256 levels on e.g. a ReLU's [0, max] range,
     which is about 6 dB more SQNR on such tensors."""
+    if mode == "int8" and calibration is None:
+        raise PassError("static int8 quantization needs calibration samples")
+    options = PassOptions(mode=mode, calibration=calibration, method=method, exclude=tuple(exclude),
+                          int8_op_types=int8_op_types, symmetric_activations=symmetric_activations)
+    return Quantize().apply(model, options, progress)
+
+
+def _quantize(model: ModelProto, mode: str, calibration: SampleSet, method: str, exclude: tuple[str, ...],
+              int8_op_types: tuple[str, ...] | None, symmetric_activations: bool,
+              progress: Progress | None) -> PassResult:
     if mode not in MODES:
         raise PassError(f"unknown quantization mode {mode!r}; choose one of {', '.join(MODES)}")
     if method not in CALIBRATION_METHODS:
@@ -102,8 +158,6 @@ def quantize(model: ModelProto, mode: str = "int8", *, calibration: SampleSet | 
     if mode in ("int8", "dynamic"):
         prepared = _upgrade_opset(prepared, notes)
         _float16_to_float32(prepared, notes)
-    if mode == "int8" and calibration is None:
-        raise PassError("static int8 quantization needs calibration samples")
     # What the stats need of the float model is its nodes: its weights are released as soon as onnxruntime has
     # them (a file for int8 / dynamic, the converter's own model for fp16), so they are not held twice more.
     outline = _outline(prepared)
@@ -144,7 +198,7 @@ _QDQ_MIN_OPSET = 13
 def _upgrade_opset(model: ModelProto, notes: list[str]) -> ModelProto:
     """Older models go through onnx's version converter first: onnxruntime's quantizer writes per-channel
     QDQ nodes whatever the model's opset, and they are invalid below opset 13."""
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), _QDQ_MIN_OPSET)
+    opset = default_opset(model, missing=_QDQ_MIN_OPSET)
     if opset >= _QDQ_MIN_OPSET:
         return model
     from onnx import version_converter
@@ -361,7 +415,7 @@ def _take_shapes(model: ModelProto, light: ModelProto, inferred: ModelProto) -> 
 
 def _quantize_static(source: Path, work: Path, calibration: SampleSet, method: str, excluded: set[str],
                      int8_op_types: tuple[str, ...] | None, symmetric_activations: bool,
-                     progress: Callable[[int, int], None] | None) -> ModelProto:
+                     progress: Progress | None) -> ModelProto:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -386,7 +440,7 @@ def _quantize_static(source: Path, work: Path, calibration: SampleSet, method: s
             feed = next(self._feeds, None)
             if feed is not None and progress is not None:
                 self._done += feed_samples(feed)
-                progress(min(self._done, calibration.samples), calibration.samples)
+                progress("calibrating", min(self._done, calibration.samples), calibration.samples)
             return feed
 
     import onnxruntime
@@ -523,7 +577,7 @@ def _subgraph_notes(model: ModelProto) -> list[str]:
 def _layer_precisions(before: ModelProto, after: ModelProto, mode: str,
                       excluded: set[str]) -> tuple[list[str], list[str]]:
     """Weight layers (Conv/ConvTranspose/Gemm/MatMul of the input) that changed precision, and those that did not."""
-    layers = [n for n in before.graph.node if n.op_type in _WEIGHT_OPS]
+    layers = [n for n in before.graph.node if n.op_type in LINEAR_LAYER_OPS]
     after_nodes = {n.name: n for n in after.graph.node}
     producers = {o: n for n in after.graph.node for o in n.output}
     float16_names = {t.name for t in after.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}

@@ -10,23 +10,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgefit.analysis.footprint import Footprint
+from edgefit.check import TargetResult
 
 
 @dataclass(frozen=True)
 class TargetVerdict:
-    device: str
-    precision_before: str
-    precision_after: str
-    fits_before: bool
-    fits: bool                          # the optimised model fits
-    latency_before_s: float             # estimates, not measurements
-    latency_after_s: float
-    summary: str                        # one line: what fits or what is over budget and by how much
-    before: dict[str, Any]              # the check module's full result for each model
-    after: dict[str, Any]
+    before: TargetResult                # the check module's full result for each model
+    after: TargetResult
+
+    @property
+    def device(self) -> str:
+        return self.after.profile.name
+
+    @property
+    def fits(self) -> bool:
+        """The optimised model fits."""
+        return self.after.fits
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
+        """`summary` (one line: what fits, or what is over budget and by how much) is added by the reporter."""
+        return {"device": self.device, "precision_before": self.before.estimate.precision,
+                "precision_after": self.after.estimate.precision, "fits_before": self.before.fits,
+                "fits": self.fits, "latency_before_s": self.before.latency_s, "latency_after_s": self.after.latency_s,
+                "before": self.before.to_dict(), "after": self.after.to_dict()}
 
 
 def assess_target(profile, before: Footprint, after: Footprint) -> TargetVerdict:
@@ -34,8 +40,5 @@ def assess_target(profile, before: Footprint, after: Footprint) -> TargetVerdict
     from edgefit.check import check_footprint
     from edgefit.estimate import model_precision
 
-    result_before = check_footprint(before, profile, precision=model_precision(before))
-    result_after = check_footprint(after, profile, precision=model_precision(after))
-    return TargetVerdict(profile.name, result_before.estimate.precision, result_after.estimate.precision,
-                         result_before.fits, result_after.fits, result_before.latency_s, result_after.latency_s,
-                         result_after.summary, result_before.to_dict(), result_after.to_dict())
+    return TargetVerdict(check_footprint(before, profile, precision=model_precision(before)),
+                         check_footprint(after, profile, precision=model_precision(after)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
@@ -10,13 +11,16 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from edgefit.check import CheckReport, GateReport, TargetResult, Verdict
 from edgefit.devices import PRECISIONS, TIERS, DeviceProfile
 from edgefit.report.check_text import (
-    METRIC_LABELS, describe_verdict, format_limit, format_margin, format_quantity, format_value, render_tier_line,
+    METRIC_LABELS, describe_verdict, format_limit, format_margin, format_value, render_tier_line,
     why_tier_misses,
 )
-from edgefit.units import format_bytes, format_count
+from edgefit.report.quantities import format_bytes, format_bytes_short, format_count, format_quantity
+
+if TYPE_CHECKING:   # `profiles list` renders here without loading the analysis (onnx, numpy)
+    from edgefit.check import CheckReport, TargetResult, Verdict
+    from edgefit.gate import GateReport
 
 _ESTIMATE_NOTE = ("All latency, energy and power figures are estimates (per-layer roofline from datasheet figures), "
                   "not measurements.")
@@ -29,15 +33,6 @@ def _rates(profile: DeviceProfile) -> str:
 
 def _power(watts: float) -> str:
     return format_quantity(watts * 1e3, "mW")
-
-
-def _short_size(n: float) -> str:
-    """Three significant digits, binary units: '520 KiB', '74.5 GiB' (keeps the profile table narrow)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1000 or unit == "PiB":
-            return f"{n:.3g} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def _peak(profile: DeviceProfile) -> str:
@@ -63,7 +58,7 @@ def render_profiles(console: Console, profiles: Sequence[DeviceProfile]) -> None
         for column in ("RAM", "flash", "peak MAC/s", "power on/idle"):
             table.add_column(column, justify="right", no_wrap=True)
         for profile in members:
-            table.add_row(profile.name, _short_size(profile.ram_bytes), _short_size(profile.flash_bytes),
+            table.add_row(profile.name, format_bytes_short(profile.ram_bytes), format_bytes_short(profile.flash_bytes),
                           _peak(profile), f"{_power(profile.active_power_w)}/{_power(profile.idle_power_w)}")
         console.print(table)
     console.print(Text("Details and the source of every number: edgefit profiles show NAME", style="dim"))
@@ -122,7 +117,7 @@ def _cell(verdict: Verdict | None) -> Text:
     if verdict is None:
         return Text("-", style="dim")
     if verdict.metric in ("ram", "flash"):
-        text = _short_size(float(verdict.value))
+        text = format_bytes_short(float(verdict.value))
     else:
         text = format_value(verdict)
     return Text(text) if verdict.ok else Text(f"{text} ✗", style="bold red")

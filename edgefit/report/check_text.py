@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from edgefit.check import TargetResult, TierResult, TierSummary, Verdict
-from edgefit.units import format_bytes
+from typing import TYPE_CHECKING
+
+from edgefit.report.quantities import format_quantity
+
+if TYPE_CHECKING:
+    from edgefit.check import TargetResult, TierResult, TierSummary, Verdict
 
 METRIC_LABELS = {
     "ram": "RAM", "flash": "flash", "latency": "latency", "power": "power", "precision": "precision",
@@ -11,23 +15,6 @@ METRIC_LABELS = {
 }
 # How many fitting devices a one-line summary names before it abbreviates.
 _NAMED_DEVICES = 3
-
-
-def format_quantity(value: float | str, unit: str) -> str:
-    """12345 bytes -> '12.06 KiB'; 3.2 ms -> '3.2 ms'; 1234 mW -> '1.23 W'; 0.5 mJ -> '0.5 mJ'."""
-    if isinstance(value, str):
-        return value
-    if unit == "bytes":
-        return format_bytes(value)
-    if unit == "ms":
-        if value >= 1000:
-            return f"{value / 1000:.2f} s"
-        return f"{value:.3g} ms" if value < 1 else f"{value:.1f} ms"
-    if unit in ("mW", "mJ"):
-        if value >= 1000:
-            return f"{value / 1000:.3g} {unit[1:]}"
-        return f"{value:.3g} {unit}"
-    return f"{value:g}"
 
 
 def format_value(verdict: Verdict) -> str:

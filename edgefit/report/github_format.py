@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgefit.check import GateReport, GateSpec
+from edgefit.gate import GateReport, GateSpec
 from edgefit.report.check_text import describe_verdict
 
 
@@ -36,11 +36,15 @@ class GithubFormat:
             for v in result.verdicts:
                 if v.ok:
                     continue
-                title = f"edgefit gate: {result.spec.name}"
+                title = f"edgefit {report.command}: {result.spec.name}"
                 message = (f"{result.target.profile.name} at {result.target.estimate.precision}: "
                            f"{describe_verdict(v)} (estimate)")
                 lines.append(f"::error file={_escape_property(workspace_path(result.spec))},"
                              f"title={_escape_property(title)}::{_escape_data(message)}")
         passed = len(report.results) - len(report.failed)
-        lines.append(f"edgefit gate: {passed}/{len(report.results)} gates passed (figures are estimates)")
+        lines.append(f"edgefit {report.command}: {passed}/{len(report.results)} {report.items} passed "
+                     "(figures are estimates)")
         return "\n".join(lines) + "\n"
+
+
+FORMAT = GithubFormat

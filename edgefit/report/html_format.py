@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-from edgefit.check import GateReport
+from edgefit.gate import GateReport
 from edgefit.report.check_text import METRIC_LABELS, format_limit, format_margin, format_value
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
@@ -18,8 +18,8 @@ class HtmlFormat:
 
     def render(self, report: GateReport) -> str:
         failed = len(report.failed)
-        headline = (f"all {len(report.results)} gates passed" if report.passed
-                    else f"{failed} of {len(report.results)} gates failed")
+        headline = (f"all {len(report.results)} {report.items} passed" if report.passed
+                    else f"{failed} of {len(report.results)} {report.items} failed")
         rows = []
         for result in report.results:
             for verdict in result.verdicts:
@@ -31,9 +31,12 @@ class HtmlFormat:
                             + "".join(f'<td class="num">{escape(n)}</td>' for n in numbers) + status + "</tr>")
         header = "".join(f"<th>{h}</th>" for h in ("gate", "model", "target", "precision", "budget", "estimate",
                                                     "limit", "margin", "result"))
-        return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>edgefit gate: {escape(headline)}"
+        return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>edgefit {report.command}: {escape(headline)}"
                 f"</title><style>{_STYLE}</style></head><body>\n"
-                f"<h1 class=\"{'ok' if report.passed else 'over'}\">edgefit gate: {escape(headline)}</h1>\n"
+                f"<h1 class=\"{'ok' if report.passed else 'over'}\">edgefit {report.command}: {escape(headline)}</h1>\n"
                 f"<table><thead><tr>{header}</tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>\n"
                 f"<p class=\"note\">Latency, energy and power are estimates (roofline from datasheet figures), not "
-                f"measurements. Config: {escape(str(report.config_path))}</p>\n</body></html>\n")
+                f"measurements. {report.source_label}: {escape(str(report.config_path))}</p>\n</body></html>\n")
+
+
+FORMAT = HtmlFormat

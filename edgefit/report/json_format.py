@@ -11,7 +11,8 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edgefit.check import CheckReport, GateReport
+    from edgefit.check import CheckReport
+    from edgefit.gate import GateReport
 
 
 def finite(data: Any) -> Any:
@@ -35,3 +36,6 @@ class JsonFormat:
 
     def render(self, report: CheckReport | GateReport) -> str:
         return dumps(report.to_dict())
+
+
+FORMAT = JsonFormat

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from edgefit.check import GateReport
+from edgefit.gate import GateReport
 from edgefit.report.check_text import describe_verdict
 from edgefit.report.github_format import workspace_path
 
@@ -28,10 +28,10 @@ class JUnitFormat:
         cases = [(result, v) for result in report.results for v in result.verdicts]
         failures = sum(not v.ok for _, v in cases)
         counts = {"tests": str(len(cases)), "failures": str(failures), "errors": "0", "skipped": "0", "time": "0"}
-        suites = ET.Element("testsuites", name="edgefit gate", **counts)
-        suite = ET.SubElement(suites, "testsuite", name=_xml(f"edgefit gate ({report.config_path})"), **counts)
+        suites = ET.Element("testsuites", name=f"edgefit {report.command}", **counts)
+        suite = ET.SubElement(suites, "testsuite", name=_xml(f"edgefit {report.command} ({report.config_path})"), **counts)
         for result, v in cases:
-            case = ET.SubElement(suite, "testcase", classname=_xml(f"edgefit.gate.{result.spec.name}"),
+            case = ET.SubElement(suite, "testcase", classname=_xml(f"edgefit.{report.command}.{result.spec.name}"),
                                  name=_xml(f"{v.metric} on {result.target.profile.name}"), time="0",
                                  file=_xml(workspace_path(result.spec)))
             detail = _xml(describe_verdict(v))
@@ -44,3 +44,6 @@ class JUnitFormat:
                                     "figures are estimates (roofline from datasheet figures)")
         ET.indent(suites)
         return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+FORMAT = JUnitFormat

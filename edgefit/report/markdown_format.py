@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from edgefit.check import GateReport
+from edgefit.gate import GateReport
 from edgefit.report.check_text import METRIC_LABELS, format_limit, format_margin, format_value
 
 
@@ -32,10 +32,10 @@ class MarkdownFormat:
 
     def render(self, report: GateReport) -> str:
         failed = len(report.failed)
-        headline = ("✅ all {n} gates passed".format(n=len(report.results)) if report.passed
-                    else f"❌ {failed} of {len(report.results)} gates failed")
+        headline = (f"✅ all {len(report.results)} {report.items} passed" if report.passed
+                    else f"❌ {failed} of {len(report.results)} {report.items} failed")
         lines = [
-            f"### edgefit gate: {headline}",
+            f"### edgefit {report.command}: {headline}",
             "",
             "| gate | model | target | precision | budget | estimate | limit | margin | result |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -49,5 +49,8 @@ class MarkdownFormat:
                 cells.insert(1, _code(result.spec.model_label))
                 lines.append("| " + " | ".join(cells) + " |")
         lines += ["", f"_Latency, energy and power are estimates (roofline from datasheet figures), "
-                      f"not measurements. Config: {_code(str(report.config_path))}._", ""]
+                      f"not measurements. {report.source_label}: {_code(str(report.config_path))}._", ""]
         return "\n".join(lines)
+
+
+FORMAT = MarkdownFormat

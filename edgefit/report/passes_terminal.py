@@ -11,15 +11,10 @@ from rich.table import Table
 
 from edgefit.fidelity import Fidelity
 from edgefit.passes.base import PassStats
-from edgefit.passes.fuse import FuseStats
 from edgefit.passes.pipeline import OptimizeReport
-from edgefit.passes.prune import PruneStats
-from edgefit.passes.quantize import QuantizeStats
 from edgefit.passes.target import TargetVerdict
-from edgefit.units import format_bytes, format_count
-
-_MAX_LISTED = 12
-
+from edgefit.report.check_text import describe_target
+from edgefit.report.quantities import format_bytes, format_count, format_seconds
 
 def _change(before: float | None, after: float | None) -> str:
     if not before or after is None:
@@ -28,12 +23,6 @@ def _change(before: float | None, after: float | None) -> str:
     if math.isclose(ratio, 1.0, rel_tol=1e-9):
         return "="
     return f"{(ratio - 1) * 100:+.1f}%  (x{ratio:.2f})"
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "unknown"
-    return f"{value:,.2f} s" if value >= 1 else f"{value * 1000:.3g} ms"
 
 
 def render_optimize_report(console: Console, report: OptimizeReport, verdict: TargetVerdict | None = None) -> None:
@@ -54,7 +43,7 @@ def render_optimize_report(console: Console, report: OptimizeReport, verdict: Ta
         rows.append(("  deployed (int8/fp16 activations)", b.peak_activation_bytes, report.deployed_activation_bytes,
                      format_bytes))
     if verdict is not None:
-        rows.append((f"est. latency on {verdict.device}", verdict.latency_before_s, verdict.latency_after_s, _seconds))
+        rows.append((f"est. latency on {verdict.device}", verdict.before.latency_s, verdict.after.latency_s, format_seconds))
     for label, before, after, fmt in rows:
         table.add_row(label, fmt(before), fmt(after), _change(before, after))
     console.print(table)
@@ -64,55 +53,22 @@ def render_optimize_report(console: Console, report: OptimizeReport, verdict: Ta
     if verdict is not None:
         style = "bold green" if verdict.fits else "bold red"
         word = "FITS" if verdict.fits else "DOES NOT FIT"
-        console.print(f"[{style}]{verdict.device}: {word}[/] ({verdict.precision_after}; before: "
-                      f"{'fits' if verdict.fits_before else 'does not fit'} at {verdict.precision_before}) - "
-                      f"{escape(verdict.summary)}")
+        before = verdict.before
+        console.print(f"[{style}]{verdict.device}: {word}[/] ({verdict.after.estimate.precision}; before: "
+                      f"{'fits' if before.fits else 'does not fit'} at {before.estimate.precision}) - "
+                      f"{escape(describe_target(verdict.after))}")
+
+
+def target_verdict_dict(verdict: TargetVerdict) -> dict:
+    """The --json form of a pass command's target verdict, with its one-line summary."""
+    return {**verdict.to_dict(), "summary": describe_target(verdict.after)}
 
 
 def _render_stats(console: Console, spec: str, stats: PassStats) -> None:
     console.print(f"\n[bold]{escape(spec)}[/]")
-    if isinstance(stats, FuseStats):
-        done = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(stats.rewrites.items()))
-        console.print(f"  nodes {stats.nodes_before} -> {stats.nodes_after}; {done or 'nothing to fuse'}; "
-                      f"{stats.initializers_removed} unused initializers removed")
-    elif isinstance(stats, PruneStats):
-        _render_prune(console, stats)
-    elif isinstance(stats, QuantizeStats):
-        source = ""
-        if stats.calibration:
-            source = f", calibrated ({stats.method}) on {stats.calibration_samples} {stats.calibration} samples"
-        console.print(f"  mode {stats.mode}{source}; {len(stats.quantized_layers)} layer(s) quantized, "
-                      f"{len(stats.float_layers)} kept in float")
-        for line in stats.float_layers[:_MAX_LISTED]:
-            console.print(f"  [dim]{escape(line)}[/]")
+    stats.render(console)
     for note in stats.notes:
         console.print(f"  [yellow]note:[/] {escape(note)}")
-
-
-def _render_prune(console: Console, stats: PruneStats) -> None:
-    console.print(f"  {stats.method}: requested {stats.requested_sparsity:.0%}, achieved "
-                  f"{stats.achieved_sparsity:.2%}")
-    if stats.method == "structured":
-        table = Table(show_edge=False, pad_edge=False, box=None)
-        for column in ("layer", "op", "channels", "rewired"):
-            table.add_column(column, justify="right" if column == "channels" else "left")
-        for layer in stats.channels:
-            table.add_row(escape(layer.layer), escape(layer.op_type), f"{layer.channels_before} -> {layer.channels_after}",
-                          escape(", ".join(layer.rewired)))
-        console.print(table)
-    else:
-        table = Table(show_edge=False, pad_edge=False, box=None)
-        for column in ("layer", "op", "weights", "sparsity", "dense", "sparse storage"):
-            table.add_column(column, justify="left" if column in ("layer", "op") else "right")
-        for layer in stats.layers:
-            table.add_row(escape(layer.layer), escape(layer.op_type), f"{layer.elements:,}", f"{layer.sparsity:.1%}",
-                          format_bytes(layer.dense_bytes), f"{format_bytes(layer.sparse_bytes)} {layer.sparse_format}")
-        console.print(table)
-        console.print(f"  pruned tensors: {format_bytes(stats.dense_weight_bytes)} dense in the ONNX file, "
-                      f"{format_bytes(stats.sparse_weight_bytes)} in sparse storage")
-        console.print(f"  [dim]{escape(stats.sparse_runtimes)}[/]")
-    for line in stats.skipped:
-        console.print(f"  [yellow]skipped[/] {escape(line)}")
 
 
 def _render_fidelity(console: Console, report: OptimizeReport) -> None:

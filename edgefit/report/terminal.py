@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from edgefit.analysis.footprint import Footprint
-from edgefit.units import format_bytes, format_count
+from edgefit.report.quantities import format_bytes, format_count
 
 
 def _shape(shape: list[int] | None) -> str:

@@ -1,29 +1,30 @@
-"""CLI commands for device profiles, check and gate (registered on edgefit.cli.app).
+"""`edgefit check` and `edgefit profiles list|show`: device profiles and the fit verdicts against them.
 
-Each command parses its options, calls one library function, renders, and maps the outcome to an exit code:
-0 fits / gate passed, 1 over budget / gate failed, 2 (via EdgefitError in edgefit.cli.main) bad input.
+0 fits, 1 over budget, 2 (via EdgefitError in edgefit.cli.main) bad input.
 """
 
 from __future__ import annotations
 
-import sys
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from edgefit.cli import (
+from edgefit.cli.options import (
     EXIT_OVER_BUDGET,
     DimOpt,
+    FormatOpt,
     InputShapeOpt,
     JsonOpt,
     ModelArg,
-    app,
+    ProfilesDirOpt,
+    ReportFormat,
     console,
+    json_or_format,
     parse_dims,
     parse_input_shapes,
     print_json,
+    write_report,
 )
 from edgefit.errors import ConfigError
 
@@ -34,21 +35,7 @@ class Precision(str, Enum):
     int8 = "int8"
 
 
-class GateFormat(str, Enum):
-    table = "table"
-    json = "json"
-    markdown = "markdown"
-    junit = "junit"
-    github = "github"
-    html = "html"
-
-
-ProfilesDirOpt = Annotated[Optional[list[Path]], typer.Option(
-    "--profiles-dir", help="Directory of extra device profiles (*.toml), searched before EDGEFIT_PROFILES and the "
-    "built-ins; a profile there overrides a built-in of the same name (repeatable).", show_default=False)]
-
 profiles_app = typer.Typer(help="List and inspect device profiles.", no_args_is_help=True)
-app.add_typer(profiles_app, name="profiles")
 
 
 @profiles_app.command("list")
@@ -81,7 +68,6 @@ def profiles_show(
         render_profile(console, profile)
 
 
-@app.command()
 def check(
     model: ModelArg,
     target: Annotated[Optional[list[str]], typer.Option(
@@ -108,7 +94,8 @@ def check(
     profiles_dir: ProfilesDirOpt = None,
     input_shape: InputShapeOpt = None,
     dim: DimOpt = None,
-    json_out: JsonOpt = False,
+    output_format: FormatOpt = ReportFormat.table,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (same as --format json).")] = False,
 ) -> None:
     """Does the model fit the device(s)? RAM, flash, latency and power verdicts (estimates) with margins."""
     from edgefit.check import Budgets
@@ -119,48 +106,17 @@ def check(
         raise ConfigError("no target given: name one with --target NAME (see 'edgefit profiles list') or use --all")
     if target and all_targets:
         raise ConfigError("give either --target or --all, not both")
+    output_format = json_or_format(output_format, json_out)
     report = check_model(
         model, None if all_targets else target, precision.value if precision else None,
         Budgets.parse(max_ram, max_flash, max_latency, max_power), rate,
         profiles_dir=profiles_dir, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
     )
-    if json_out:
-        print_json(report.to_dict())
-    else:
-        render_check(console, report, detailed=not all_targets)
+    write_report(report, output_format, lambda out, r: render_check(out, r, detailed=not all_targets))
     if not report.fits:
         raise typer.Exit(EXIT_OVER_BUDGET)
 
 
-@app.command()
-def gate(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Gate configuration file.")] = Path("edgefit.toml"),
-    output_format: Annotated[GateFormat, typer.Option(
-        "--format", "-f", help="table, json, markdown (PR comment), junit (XML test report), github "
-        "(workflow annotations) or html (a standalone page for CI artifacts).")] = GateFormat.table,
-    profiles_dir: ProfilesDirOpt = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
-) -> None:
-    """Check every \\[\\[gate]] of edgefit.toml against its budgets and baseline; exit 1 on any breach."""
-    from edgefit.check import run_gate
-    from edgefit.report.github_format import GithubFormat
-    from edgefit.report.html_format import HtmlFormat
-    from edgefit.report.json_format import JsonFormat
-    from edgefit.report.junit_format import JUnitFormat
-    from edgefit.report.markdown_format import MarkdownFormat
-
-    if json_out and output_format not in (GateFormat.table, GateFormat.json):
-        raise ConfigError(f"--json and --format {output_format.value} ask for two formats; give one")
-    report = run_gate(config, profiles_dir)
-    if json_out:
-        output_format = GateFormat.json
-    if output_format is GateFormat.table:
-        from edgefit.report.check_terminal import render_gate
-
-        render_gate(console, report)
-    else:
-        renderers = {GateFormat.json: JsonFormat, GateFormat.markdown: MarkdownFormat, GateFormat.junit: JUnitFormat,
-                     GateFormat.github: GithubFormat, GateFormat.html: HtmlFormat}
-        sys.stdout.write(renderers[output_format]().render(report))
-    if not report.passed:
-        raise typer.Exit(EXIT_OVER_BUDGET)
+def register(app: typer.Typer) -> None:
+    app.add_typer(profiles_app, name="profiles")
+    app.command()(check)

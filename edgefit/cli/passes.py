@@ -1,4 +1,4 @@
-"""CLI commands for the optimisation passes: fuse, prune, quantize, optimize (registered on edgefit.cli.app).
+"""`edgefit fuse | prune | quantize | optimize`: the optimisation passes.
 
 Each command is the same few steps over edgefit.passes.pipeline.optimize_file: build PassOptions from the
 flags, run, render (tables or --json), exit 1 when --target is given and the result does not fit.
@@ -12,13 +12,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgefit.cli import (
+from edgefit.cli.options import (
     EXIT_OVER_BUDGET,
     DimOpt,
     InputShapeOpt,
     JsonOpt,
     ModelArg,
-    app,
     console,
     err_console,
     parse_dims,
@@ -94,7 +93,7 @@ def _run(model: Path, output: Path | None, suffix: str, passes: str, *, force: b
     """Shared body of the four commands."""
     from edgefit.passes.pipeline import PassOptions, optimize_file
     from edgefit.passes.quantize import mode_for_precisions
-    from edgefit.report.passes_terminal import render_optimize_report
+    from edgefit.report.passes_terminal import render_optimize_report, target_verdict_dict
     from edgefit.passes.target import assess_target
 
     profile = None
@@ -115,7 +114,7 @@ def _run(model: Path, output: Path | None, suffix: str, passes: str, *, force: b
     if json_out:
         data = report.to_dict()
         if verdict is not None:
-            data["target"] = verdict.to_dict()
+            data["target"] = target_verdict_dict(verdict)
         print_json(data)
     else:
         render_optimize_report(console, report, verdict)
@@ -123,7 +122,6 @@ def _run(model: Path, output: Path | None, suffix: str, passes: str, *, force: b
         raise typer.Exit(EXIT_OVER_BUDGET)
 
 
-@app.command()
 def fuse(model: ModelArg, output: OutputOpt = None, force: ForceOpt = False, target: TargetOpt = None,
          eval_path: EvalOpt = None, samples: SamplesOpt = None, input_shape: InputShapeOpt = None,
          dim: DimOpt = None, json_out: JsonOpt = False) -> None:
@@ -132,7 +130,6 @@ def fuse(model: ModelArg, output: OutputOpt = None, force: ForceOpt = False, tar
          input_shape=input_shape, dim=dim, json_out=json_out)
 
 
-@app.command()
 def prune(model: ModelArg, sparsity: SparsityOpt = 0.5, per_layer: PerLayerOpt = False, skip: SkipOpt = None,
           structured: StructuredOpt = False, output: OutputOpt = None, force: ForceOpt = False,
           target: TargetOpt = None, eval_path: EvalOpt = None, samples: SamplesOpt = None,
@@ -145,7 +142,6 @@ def prune(model: ModelArg, sparsity: SparsityOpt = 0.5, per_layer: PerLayerOpt =
          sparsity=sparsity, per_layer=per_layer, skip=_split(skip), structured=structured)
 
 
-@app.command()
 def quantize(model: ModelArg, mode: ModeOpt = None, calib: CalibOpt = None, method: MethodOpt = "minmax",
              asymmetric_activations: AsymmetricOpt = False, exclude: ExcludeOpt = None, output: OutputOpt = None,
              force: ForceOpt = False, target: TargetOpt = None, eval_path: EvalOpt = None, samples: SamplesOpt = None,
@@ -159,7 +155,6 @@ def quantize(model: ModelArg, mode: ModeOpt = None, calib: CalibOpt = None, meth
          symmetric_activations=not asymmetric_activations, exclude=_split(exclude))
 
 
-@app.command()
 def optimize(model: ModelArg, passes: PassesOpt = "fuse,quantize", sparsity: SparsityOpt = 0.5,
              per_layer: PerLayerOpt = False, skip: SkipOpt = None, structured: StructuredOpt = False,
              mode: ModeOpt = None, calib: CalibOpt = None, method: MethodOpt = "minmax",
@@ -172,3 +167,8 @@ def optimize(model: ModelArg, passes: PassesOpt = "fuse,quantize", sparsity: Spa
          input_shape=input_shape, dim=dim, json_out=json_out, calib=calib, mode=mode, method=method,
          symmetric_activations=not asymmetric_activations, exclude=_split(exclude), sparsity=sparsity,
          per_layer=per_layer, skip=_split(skip), structured=structured)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (fuse, prune, quantize, optimize):
+        app.command()(command)

@@ -1,0 +1,39 @@
+"""`edgefit analyze`: parameters, weight bytes, MACs/FLOPs and peak activation RAM, plus the tier line."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from edgefit.cli.options import (DimOpt, InputShapeOpt, JsonOpt, ModelArg, console, parse_dims, parse_input_shapes,
+                                 print_json)
+
+
+def analyze(
+    model: ModelArg,
+    input_shape: InputShapeOpt = None,
+    dim: DimOpt = None,
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="Show every layer, not just the top ones.")] = False,
+    top: Annotated[int, typer.Option("--top", help="How many layers to list by MACs and by memory.", min=0)] = 10,
+    alignment: Annotated[int, typer.Option("--alignment", help="Arena buffer alignment in bytes.")] = 16,
+    json_out: JsonOpt = False,
+) -> None:
+    """Parameters, weight bytes, MACs/FLOPs and peak activation RAM of an ONNX model."""
+    from edgefit.analysis.footprint import analyze as analyze_model
+    from edgefit.check import tier_summary
+    from edgefit.report import terminal
+    from edgefit.report.check_text import render_tier_line
+
+    footprint = analyze_model(model, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
+                              alignment=alignment)
+    # The first command a user runs should already answer the main question: which tiers does it fit?
+    tier_line = render_tier_line(tier_summary(footprint))
+    if json_out:
+        print_json({**footprint.to_dict(), "tier_summary": tier_line})
+    else:
+        terminal.render_footprint(console, footprint, per_layer=per_layer, top=top, tier_line=tier_line)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(analyze)

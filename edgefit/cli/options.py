@@ -1,0 +1,114 @@
+"""What every command shares: the consoles, exit codes, common options and their parsers, JSON output.
+
+Command modules import from here, never from the root `edgefit.cli` (which imports them to register them).
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from edgefit.errors import ConfigError, ShapeError
+
+EXIT_OK, EXIT_OVER_BUDGET, EXIT_USAGE = 0, 1, 2
+
+# No emoji codes: a node named "conv:x:" must not print as a cross mark.
+console = Console(highlight=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, emoji=False)
+
+# Options shared by every command that takes a MODEL (DESIGN.md section 3).
+ModelArg = Annotated[Path, typer.Argument(help="Path to an .onnx model file.", show_default=False)]
+InputShapeOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--input-shape", help="Pin an input's shape: NAME=1x3x224x224 (repeatable; NAME may be omitted "
+                 "when the model has one input).", show_default=False),
+]
+DimOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--dim", help="Bind a symbolic dimension: NAME=VALUE, e.g. batch=1 (repeatable).", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+ProfilesDirOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--profiles-dir", help="Directory of extra device profiles (*.toml), searched before EDGEFIT_PROFILES and the "
+    "built-ins; a profile there overrides a built-in of the same name (repeatable).", show_default=False)]
+
+
+def _report_formats() -> type[Enum]:
+    from edgefit.report.formats import format_names
+
+    return Enum("ReportFormat", {name: name for name in ("table", *format_names())}, type=str)
+
+
+# `table` is the terminal rendering; the others are the files of edgefit/report/*_format.py.
+ReportFormat = _report_formats()
+FormatOpt = Annotated[ReportFormat, typer.Option(
+    "--format", "-f", help="table, json, markdown (PR comment), junit (XML test report), github "
+    "(workflow annotations) or html (a standalone page for CI artifacts).")]
+
+
+def json_or_format(output_format: Enum, json_out: bool) -> Enum:
+    """--json is --format json; with another --format it asks for two formats."""
+    if not json_out:
+        return output_format
+    if output_format not in (ReportFormat.table, ReportFormat.json):
+        raise ConfigError(f"--json and --format {output_format.value} ask for two formats; give one")
+    return ReportFormat.json
+
+
+def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
+    """'x=1x3x224x224' -> {'x': [1, 3, 224, 224]}; a spec without NAME= is keyed '' (the only input)."""
+    shapes: dict[str, list[int]] = {}
+    for spec in specs or []:
+        name, sep, dims = spec.rpartition("=")
+        if not sep:
+            name, dims = "", spec
+        parts = dims.replace(",", "x").split("x") if dims else []
+        if not parts or not all(p.strip().isdigit() for p in parts):
+            raise ShapeError(f"invalid --input-shape {spec!r}: expected NAME=1x3x224x224 (positive integers)")
+        shape = [int(p) for p in parts]
+        if shapes.get(name.strip(), shape) != shape:
+            raise ShapeError(f"--input-shape {spec!r} conflicts with an earlier --input-shape for the same input")
+        shapes[name.strip()] = shape
+    return shapes
+
+
+def parse_dims(specs: list[str] | None) -> dict[str, int]:
+    """'batch=1' -> {'batch': 1}."""
+    dims: dict[str, int] = {}
+    for spec in specs or []:
+        name, sep, value = spec.partition("=")
+        if not sep or not name.strip() or not value.strip().isdigit():
+            raise ShapeError(f"invalid --dim {spec!r}: expected NAME=VALUE with a non-negative integer VALUE")
+        if dims.get(name.strip(), int(value)) != int(value):
+            raise ShapeError(f"--dim {spec!r} conflicts with an earlier --dim {name.strip()}={dims[name.strip()]}")
+        dims[name.strip()] = int(value)
+    return dims
+
+
+def print_json(data: object) -> None:
+    """One JSON object on stdout; NaN / infinity (not JSON) are written as null."""
+    from edgefit.report.json_format import dumps
+
+    sys.stdout.write(dumps(data))
+
+
+def write_report(report, output_format: Enum, render_table) -> None:
+    """The report in `output_format`: `render_table(console, report)` for the table, else the registered format
+    (a CheckReport is rendered as a gate report, one result per target)."""
+    if output_format.value == "table":
+        render_table(console, report)
+        return
+    from edgefit.report.formats import get_format
+
+    from edgefit.check import CheckReport
+
+    if isinstance(report, CheckReport) and output_format.value != "json":
+        from edgefit.gate import check_as_gate_report
+
+        report = check_as_gate_report(report)
+    sys.stdout.write(get_format(output_format.value).render(report))
