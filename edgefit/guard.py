@@ -15,8 +15,6 @@ import stat
 import zipfile
 from pathlib import Path
 
-import numpy as np
-
 from edgefit.errors import EdgefitError
 
 # Synthetic inputs (fidelity, calibration) are sized from this budget whatever the declared batch: a model
@@ -31,11 +29,13 @@ DATA_BUDGET_BYTES = 2**31
 
 
 def shown(path: str | os.PathLike) -> str:
-    """A path as printed in a one-line message: control characters (a newline in a file name) escaped."""
+    """A path (or any text) as printed in a one-line message: control characters such as a newline in a file
+    name escaped, so the message stays one line."""
     text = os.fspath(path)
     if text.isprintable():
         return text
-    return text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in text)
 
 
 def first_line(problem: BaseException) -> str:
@@ -114,6 +114,8 @@ def output_path(path: str | os.PathLike, error: type[EdgefitError]) -> Path:
 
 def _header_bytes(stream, where: str, error: type[EdgefitError]) -> int:
     """Bytes of the array an .npy stream holds, from its header alone."""
+    import numpy as np
+
     try:
         version = np.lib.format.read_magic(stream)
         reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0

@@ -20,6 +20,7 @@ from onnx import GraphProto, ModelProto, TensorProto, numpy_helper
 
 from edgefit.analysis.dtypes import dtype_code, dtype_name, tensor_bytes
 from edgefit.errors import ShapeError
+from edgefit.units import MAX_DIM, parse_dims, parse_input_shapes  # noqa: F401 - parsers re-exported
 from edgefit.model import (STUB_ABOVE_ELEMENTS, GraphIndex, external_data_bytes, has_subgraph, index_graph,
                            initializer_names, iter_graphs, metadata_only_copy, node_attribute, subgraph_scope)
 
@@ -73,8 +74,6 @@ def real_inputs(graph: GraphProto) -> list[onnx.ValueInfoProto]:
     return [i for i in graph.input if i.name not in weights]
 
 
-# Largest size accepted for one dimension: a shape's element count must still fit onnx's and numpy's int64.
-MAX_DIM = 2**62
 # A 1-D integer input that gives the rank of a node's output (Expand's or Reshape's shape, ConstantOfShape's
 # input) is a list of dimensions: onnx shape inference allocates one entry per element, so a declared length of
 # 2**62 would exhaust memory before any figure is reported. No runtime supports ranks anywhere near this.
@@ -86,45 +85,6 @@ _BATCH_NAME = re.compile(r"batch|^(n|b|bs|none|s0|dynamic\w*|unk__\d+|\?)$", re.
 # metadata_props keys in which exporters record the input image size the model was trained and exported at.
 _IMAGE_SIZE_KEYS = {"imgsz": "Ultralytics export", "image_size": "exporter metadata",
                     "img_size": "exporter metadata", "input_size": "exporter metadata"}
-
-
-def _ascii_int(text: str) -> int | None:
-    """The value of a plain ASCII decimal integer ('12', not '²', '١٢' or '1e3'), else None."""
-    text = text.strip()
-    return int(text) if text and text.isascii() and text.isdigit() else None
-
-
-def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
-    """'x=1x3x224x224' -> {'x': [1, 3, 224, 224]}; a spec without NAME= is keyed '' (the only input).
-    Dimensions are positive ASCII integers (validated again, with the model at hand, by resolve_shapes)."""
-    shapes: dict[str, list[int]] = {}
-    for spec in specs or []:
-        name, sep, dims = spec.rpartition("=")
-        if not sep:
-            name, dims = "", spec
-        sizes = [_ascii_int(p) for p in dims.replace(",", "x").split("x")] if dims.strip() else []
-        if not sizes or None in sizes or not all(1 <= size <= MAX_DIM for size in sizes):
-            raise ShapeError(f"invalid --input-shape {spec!r}: expected NAME=1x3x224x224 (positive integers, at "
-                             f"most 2**62)")
-        if shapes.get(name.strip(), sizes) != sizes:
-            raise ShapeError(f"--input-shape {spec!r} conflicts with an earlier --input-shape for the same input")
-        shapes[name.strip()] = sizes
-    return shapes
-
-
-def parse_dims(specs: list[str] | None) -> dict[str, int]:
-    """'batch=1' -> {'batch': 1}; the value is a positive ASCII integer."""
-    dims: dict[str, int] = {}
-    for spec in specs or []:
-        name, sep, text = spec.partition("=")
-        value = _ascii_int(text)
-        if not sep or not name.strip() or value is None or not 1 <= value <= MAX_DIM:
-            raise ShapeError(f"invalid --dim {spec!r}: expected NAME=VALUE with a positive integer VALUE (at most "
-                             f"2**62)")
-        if dims.get(name.strip(), value) != value:
-            raise ShapeError(f"--dim {spec!r} conflicts with an earlier --dim {name.strip()}={dims[name.strip()]}")
-        dims[name.strip()] = value
-    return dims
 
 
 def _check_sizes(pinned: dict[str, list[int]], dims: dict[str, int], assume_dims: int | None) -> None:

@@ -259,3 +259,68 @@ def test_a_million_row_batch_is_refused_before_any_run(tmp_path, capsys):
     line = one_error_line(capsys, "fuse", path, "--input-shape", "x=10000000x3x4x6", mentions="bytes of activations")
     assert "x=10000000x3x4x6" in line
     assert not (tmp_path / "m.fused.onnx").exists()
+
+
+# ---- the command line's own contract ----------------------------------------------------------------------
+
+def test_unicode_and_non_positive_dims_through_the_cli(tmp_path, capsys):
+    path = save(small_conv(batch=1), tmp_path)
+    for spec in ("0x1x49x10", "²", "١x٣x٤x٦", "1099511627776" * 2):
+        one_error_line(capsys, "analyze", path, "--input-shape", spec, mentions="invalid --input-shape")
+    for spec in ("batch=²", "batch=0", "batch=١"):
+        one_error_line(capsys, "fuse", path, "--dim", spec, mentions="invalid --dim")
+    one_error_line(capsys, "analyze", path, "--assume-dims", "²", mentions="invalid --assume-dims")
+
+
+def test_assume_dims_on_the_command_line(tmp_path, capsys):
+    path = save(detector(imgsz=None), tmp_path)
+    code, out, _ = cli(capsys, "analyze", path, "--assume-dims", "4", "--json")
+    assert code == 0 and json.loads(out)["inputs"] == {"images": [1, 3, 4, 4]}
+    code, out, _ = cli(capsys, "check", path, "-t", "esp32", "--assume-dims", "2", "--json")
+    assert code in (0, 1) and json.loads(out)["targets"]
+    code, out, err = cli(capsys, "fuse", path, "-o", tmp_path / "f.onnx", "--assume-dims", "1", "--json")
+    assert code == 0, err
+    assert json.loads(out)["before"]["inputs"] == {"images": [1, 3, 1, 1]}
+
+
+def test_an_unexpected_exception_exits_3_with_one_line_and_debug_shows_the_traceback(tmp_path, capsys,
+                                                                                      monkeypatch):
+    import edgefit.analysis.footprint as footprint
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(footprint, "analyze", broken)
+    path = save(small_conv(batch=1), tmp_path)
+    code, _, err = cli(capsys, "analyze", path)
+    assert code == 3
+    assert err.strip().splitlines() == [
+        "error: internal error (RuntimeError: boom second line); this is a bug in edgefit: please report it to "
+        "the edgefit maintainers with the command line and the output of --debug"]
+    code, _, err = cli(capsys, "analyze", path, "--debug")
+    assert code == 3 and "Traceback (most recent call last)" in err and 'raise RuntimeError("boom' in err
+    assert err.strip().splitlines()[-1].startswith("error: internal error (RuntimeError: boom")
+
+
+def test_a_closed_stdout_ends_quietly_with_the_real_exit_code(tmp_path):
+    import subprocess
+    import sys
+
+    config = os.path.join(os.path.dirname(__file__), "..", "edgefit.toml")
+    for extra, expected in (([], 0), (["--format", "json"], 0)):
+        process = subprocess.Popen([sys.executable, "-m", "edgefit", "gate", "-c", config, *extra],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+        process.stdout.close()   # the reader is gone before edgefit writes a byte (`| head -0`)
+        err = process.stderr.read()
+        assert process.wait() == expected and err == b""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_broken_profile_in_edgefit_profiles_costs_analyze_only_its_tier_line(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    (folder / "bad.toml").write_text("this is [not toml")
+    monkeypatch.setenv("EDGEFIT_PROFILES", str(folder))
+    code, out, _ = cli(capsys, "analyze", save(small_conv(batch=1), tmp_path), "--json")
+    assert code == 0 and json.loads(out)["tier_summary"].startswith("Tiers unknown: a device profile could not")
+    one_error_line(capsys, "check", save(small_conv(batch=1), tmp_path), "-t", "esp32", mentions="bad.toml")

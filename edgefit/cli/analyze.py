@@ -6,14 +6,16 @@ from typing import Annotated
 
 import typer
 
-from edgefit.cli.options import (DimOpt, InputShapeOpt, JsonOpt, ModelArg, console, parse_dims, parse_input_shapes,
-                                 print_json)
+from edgefit.cli.options import (AssumeDimsOpt, DimOpt, InputShapeOpt, JsonOpt, ModelArg, console, parse_assume_dims,
+                                 parse_dims, parse_input_shapes, print_json)
+from edgefit.errors import ProfileError
 
 
 def analyze(
     model: ModelArg,
     input_shape: InputShapeOpt = None,
     dim: DimOpt = None,
+    assume_dims: AssumeDimsOpt = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Show every layer, not just the top ones.")] = False,
     top: Annotated[int, typer.Option("--top", help="How many layers to list by MACs and by memory.", min=0)] = 10,
     alignment: Annotated[int, typer.Option("--alignment", help="Arena buffer alignment in bytes.")] = 16,
@@ -26,9 +28,13 @@ def analyze(
     from edgefit.report.check_text import render_tier_line
 
     footprint = analyze_model(model, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
-                              alignment=alignment)
-    # The first command a user runs should already answer the main question: which tiers does it fit?
-    tier_line = render_tier_line(tier_summary(footprint))
+                              alignment=alignment, assume_dims=parse_assume_dims(assume_dims))
+    # The first command a user runs should already answer the main question: which tiers does it fit? A broken
+    # profile under EDGEFIT_PROFILES costs only that line: the analysis itself needs no profile.
+    try:
+        tier_line = render_tier_line(tier_summary(footprint))
+    except ProfileError as error:
+        tier_line = f"Tiers unknown: a device profile could not be read ({error})"
     if json_out:
         print_json({**footprint.to_dict(), "tier_summary": tier_line})
     else:

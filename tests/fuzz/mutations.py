@@ -103,8 +103,19 @@ def _text_value(rng: random.Random, pool: list[str]) -> str:
     return value
 
 
+def _inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    weights = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in weights]
+
+
 def _shape_spec(rng: random.Random, model: onnx.ModelProto) -> str:
-    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    """Half the time the model's own shape with small sizes for its free axes, else something hostile."""
+    inputs = _inputs(model)
+    if inputs and rng.random() < 0.5:
+        value = rng.choice(inputs)
+        sizes = [d.dim_value if d.dim_value > 0 else rng.choice([1, 2, 8, 16]) for d in
+                 value.type.tensor_type.shape.dim]
+        return f"{value.name}={'x'.join(map(str, sizes))}" if sizes else f"{value.name}=1"
     name = rng.choice([i.name for i in inputs] + ["", "nosuch"]) if inputs else ""
     rank = rng.choice([1, 2, 3, 4, 4, 4, 5])
     dims = "x".join(rng.choice(_NUMBERS[:12] + ["8", "16", "32", "²", "١", "0"]) for _ in range(rank))
@@ -114,6 +125,8 @@ def _shape_spec(rng: random.Random, model: onnx.ModelProto) -> str:
 def _dim_spec(rng: random.Random, model: onnx.ModelProto) -> str:
     params = sorted({d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim
                      if d.dim_param}) or ["batch"]
+    if rng.random() < 0.5:
+        return f"{rng.choice(params)}={rng.choice([1, 2, 4, 16, 1000])}"
     return f"{rng.choice(params + ['N', 'nosuch', ''])}={_text_value(rng, _NUMBERS)}"
 
 
@@ -261,7 +274,7 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def _data_file(rng: random.Random, model: onnx.ModelProto) -> tuple[str, bytes]:
-    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    inputs = _inputs(model)
     value = inputs[0] if inputs else None
     shape = [d.dim_value if d.dim_value > 0 else rng.choice([1, 2, 8]) for d in
              value.type.tensor_type.shape.dim] if value is not None else [1]
@@ -486,11 +499,42 @@ def make_case(seed: int, number: int, *, commands: tuple[str, ...] | None = None
                 argv += ["--alignment", _text_value(rng, _NUMBERS)]
             if command == "analyze" and rng.random() < 0.3:
                 argv += ["--top", _text_value(rng, _NUMBERS)]
-        if rng.random() < 0.15:
-            argv += ["--assume-dims", rng.choice(["1", "0", "8", "x", "²"])]
+        if rng.random() < 0.25:
+            argv += ["--assume-dims", rng.choice(["1", "1", "2", "0", "8", "x", "²"])]
     if want_json and command != "gate":
         argv.append("--json")
     json_out = "--json" in argv or ("--format" in argv and argv[argv.index("--format") + 1] == "json")
     if command in PASS_COMMANDS and output is None and model_path == "{in}/model.onnx":
         output = None   # the default output next to the input; the harness finds it by its suffix
     return Case(number, kind, argv, files, output, json_out)
+
+
+def clean_cases() -> list[Case]:
+    """Every command on good input, each with and without --json: all must exit 0 or 1 and leave the working
+    directory empty."""
+    models = seed_models()
+    model = models["digits_cnn"].SerializeToString()
+    calib = _npz({"input": np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32),
+                  "labels": np.arange(4)})
+    gate = ('[[gate]]\nname = "g"\nmodel = "model.onnx"\ntarget = "esp32"\nbaseline = "base.json"\n'
+            'max_growth = "5%"\n')
+    base = json.dumps({"weight_bytes": 10**6, "peak_activation_bytes": 10**6})
+    files = {"model.onnx": model, "calib.npz": calib, "edgefit.toml": gate, "base.json": base}
+    commands = [["analyze", "{in}/model.onnx"], ["analyze", "{in}/model.onnx", "--per-layer", "--assume-dims", "1"],
+                ["check", "{in}/model.onnx", "-t", "esp32"], ["check", "{in}/model.onnx", "--all"],
+                ["fuse", "{in}/model.onnx"], ["prune", "{in}/model.onnx", "-o", "{out}/p.onnx", "--structured"],
+                ["quantize", "{in}/model.onnx", "--calib", "{in}/calib.npz", "-o", "{out}/q.onnx"],
+                ["quantize", "{in}/model.onnx", "--mode", "dynamic", "-o", "{out}/d.onnx"],
+                ["quantize", "{in}/model.onnx", "--mode", "fp16", "-o", "{out}/h.onnx", "-t", "esp32-s3"],
+                ["optimize", "{in}/model.onnx", "--passes", "fuse,prune:0.5,quantize", "--eval", "{in}/calib.npz",
+                 "-o", "{out}/o.onnx"],
+                ["quantize", "{in}/model.onnx", "-o", "{out}/s.onnx", "--method", "entropy"],
+                ["profiles", "list"], ["profiles", "show", "esp32"]]
+    cases = []
+    for number, argv in enumerate(commands):
+        cases.append(Case(number * 2, "clean", argv, dict(files)))
+        cases.append(Case(number * 2 + 1, "clean", argv + ["--json"], dict(files), json=True))
+    for number, extra in enumerate(([], ["--format", "json"], ["--format", "junit"])):
+        cases.append(Case(100 + number, "clean", ["gate", "--config", "{in}/edgefit.toml", *extra], dict(files),
+                          json=extra[-1:] == ["json"]))
+    return cases
