@@ -154,7 +154,7 @@ def _external_files(proto: ModelProto, base_dir: Path) -> dict[str, _DataFile]:
                              f"location ({shown(location)!r})")
         data_file = files.get(location)
         if data_file is None:   # one data file usually serves every tensor: resolve each location once
-            target = (root / location).resolve()
+            target = Path(os.path.realpath(root / location))   # Path.resolve() raises on a symlink loop
             if Path(location).is_absolute() or not target.is_relative_to(root):
                 raise ModelError(f"external data of tensor {tensor.name!r} points outside the model's folder: "
                                  f"{location!r}")
@@ -392,6 +392,7 @@ def serialized_size(message) -> int:
 
 def refuse_overwrite(input_path: str | os.PathLike, out_path: str | os.PathLike, force: bool) -> None:
     """The input model is never written unless the user insists."""
+    regular_file(input_path, "model file", ModelError)   # before resolve(), which a symlink loop would break
     output_path(out_path, ModelError)
     if not force and (Path(out_path).resolve() == Path(input_path).resolve() or _same_file(input_path, out_path)):
         raise ModelError(f"refusing to overwrite the input model {out_path}; choose another -o or pass --force")

@@ -238,7 +238,21 @@ def test_non_regular_model_files_are_refused_before_reading(tmp_path, capsys):
     one_error_line(capsys, "analyze", tmp_path / "pipe.onnx", mentions="named pipe")
     assert time.perf_counter() - start < 5
     os.symlink("loop.onnx", tmp_path / "loop.onnx")
-    one_error_line(capsys, "analyze", tmp_path / "loop.onnx", mentions="symlink loop")
+    for command in ("analyze", "fuse"):
+        one_error_line(capsys, command, tmp_path / "loop.onnx", mentions="symlink loop")
+
+
+def test_external_data_file_that_is_a_symlink_loop(tmp_path, capsys):
+    built = small_conv(batch=1)
+    weight = built.graph.initializer[0]
+    length = len(weight.raw_data)
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "w.bin"), ("offset", "0"), ("length", str(length))):
+        weight.external_data.add(key=key, value=value)
+    os.symlink("w.bin", tmp_path / "w.bin")
+    for command in ("analyze", "quantize"):
+        one_error_line(capsys, command, save(built, tmp_path), mentions="symlink loop")
 
 
 def test_output_path_that_is_a_symlink_loop(tmp_path, capsys):
@@ -324,3 +338,15 @@ def test_a_broken_profile_in_edgefit_profiles_costs_analyze_only_its_tier_line(t
     code, out, _ = cli(capsys, "analyze", save(small_conv(batch=1), tmp_path), "--json")
     assert code == 0 and json.loads(out)["tier_summary"].startswith("Tiers unknown: a device profile could not")
     one_error_line(capsys, "check", save(small_conv(batch=1), tmp_path), "-t", "esp32", mentions="bad.toml")
+
+
+def test_json_says_when_macs_are_a_lower_bound(tmp_path):
+    # A custom-domain op has no cost rule: its MACs are unknown, so the total (the Gemm's 4*3 = 12) is a floor.
+    w = numpy_helper.from_array(np.ones((3, 4), np.float32), "W")
+    nodes = [helper.make_node("Gemm", ["x", "W"], ["h"], transB=1), helper.make_node("Mystery", ["h"], ["y"],
+                                                                                      domain="custom")]
+    built = build(nodes, [vi("x", F, [1, 4])], [vi("y", F, [1, 3])], [w], opset=13, ir_version=8,
+                  extra_opsets=[helper.make_opsetid("custom", 1)])
+    data = edgefit.analyze(save(built, tmp_path)).to_dict()
+    assert data["macs"] == 12 and data["macs_is_lower_bound"] is True
+    assert edgefit.analyze(save(small_conv(batch=1), tmp_path)).to_dict()["macs_is_lower_bound"] is False

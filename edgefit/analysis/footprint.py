@@ -149,6 +149,9 @@ class Footprint:
             layer["branches"] = copy.deepcopy(layer["branches"])
         data["live_at_peak"] = [dataclasses.asdict(t) for t in self.live_at_peak]
         data["shared_storage_peak_bytes"] = self.shared_storage_peak_bytes
+        # A layer whose cost is unknown counts 0 in the totals: then they are lower bounds, and JSON says so.
+        data["macs_is_lower_bound"] = any(layer.macs is None for layer in self.layers)
+        data["flops_is_lower_bound"] = any(layer.flops is None for layer in self.layers)
         return data
 
 
