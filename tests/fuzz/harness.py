@@ -195,7 +195,15 @@ def describe(outcome: Outcome) -> str:
 
 
 def preload() -> None:
-    """Import what the commands import, once, in the parent: each forked case then starts warm."""
-    import edgefit.cli  # noqa: F401
+    """Import every edgefit module (and onnxruntime), once, in the parent: each forked case starts warm, and a
+    long run tests one snapshot of the code even while the files change on disk."""
+    import importlib
+    import pkgutil
+
+    import edgefit
     import onnxruntime  # noqa: F401
     import onnxruntime.quantization  # noqa: F401
+
+    for module in pkgutil.walk_packages(edgefit.__path__, "edgefit."):
+        if module.name != "edgefit.__main__":
+            importlib.import_module(module.name)
