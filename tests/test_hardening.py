@@ -350,3 +350,18 @@ def test_json_says_when_macs_are_a_lower_bound(tmp_path):
     data = edgefit.analyze(save(built, tmp_path)).to_dict()
     assert data["macs"] == 12 and data["macs_is_lower_bound"] is True
     assert edgefit.analyze(save(small_conv(batch=1), tmp_path)).to_dict()["macs_is_lower_bound"] is False
+
+
+def test_gate_takes_assume_dims_and_refuses_odd_model_paths(tmp_path, capsys):
+    save(detector(imgsz=None), tmp_path)
+    config = tmp_path / "edgefit.toml"
+    config.write_text('[[gate]]\nname = "g"\nmodel = "m.onnx"\ntarget = "dgx-a100"\n')
+    one_error_line(capsys, "gate", "--config", config, mentions="or assume_dims = 1")
+    config.write_text('[[gate]]\nname = "g"\nmodel = "m.onnx"\ntarget = "dgx-a100"\nassume_dims = 2\n')
+    code, out, err = cli(capsys, "gate", "--config", config, "--json")
+    assert code == 0, err
+    config.write_text('[[gate]]\nname = "g"\nmodel = "m\\u0000.onnx"\ntarget = "esp32"\n')
+    one_error_line(capsys, "gate", "--config", config, mentions="NUL byte")
+    os.symlink("loop.onnx", tmp_path / "loop.onnx")
+    config.write_text('[[gate]]\nname = "g"\nmodel = "loop.onnx"\ntarget = "esp32"\n')
+    one_error_line(capsys, "gate", "--config", config, mentions="symlink loop")

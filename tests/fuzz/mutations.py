@@ -367,7 +367,8 @@ def _gate_toml(rng: random.Random, model_name: str) -> str:
     if rng.random() < 0.3:
         lines.append(rng.choice(['input_shape = { x = [1, 0, 3] }', 'input_shape = { input = "1x1x8x8" }',
                                  'dim = { batch = -3 }', 'dim = { batch = 4611686018427387905 }',
-                                 'input_shape = { input = [1, 1, 99999999999, 8] }', 'dim = "x"']))
+                                 'input_shape = { input = [1, 1, 99999999999, 8] }', 'dim = "x"',
+                                 'assume_dims = 1', 'assume_dims = 0', 'assume_dims = "²"']))
     if rng.random() < 0.4:
         lines.append('baseline = "base.json"')
     if rng.random() < 0.1:
