@@ -179,8 +179,10 @@ def test_sparse_initializer_listed_as_graph_input(tmp_path, capsys):
     built.graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [4, 2]))
     path = save(built, tmp_path)
     assert list(synthetic_samples(built, 2).feeds[0]) == ["x"]
-    code, _, err = cli(capsys, "fuse", path, "--json")
-    assert code in (0, 2) and "Traceback" not in err and len(err.strip().splitlines()) <= 1
+    for command in ("fuse", "quantize", "optimize"):
+        code, out, err = cli(capsys, command, path, "--json", "-o", tmp_path / f"{command}.onnx")
+        assert code in (0, 2) and "Traceback" not in err and len(err.strip().splitlines()) <= 1, err
+
 
 
 def test_npy_file_where_npz_is_expected(tmp_path):
@@ -365,3 +367,31 @@ def test_gate_takes_assume_dims_and_refuses_odd_model_paths(tmp_path, capsys):
     os.symlink("loop.onnx", tmp_path / "loop.onnx")
     config.write_text('[[gate]]\nname = "g"\nmodel = "loop.onnx"\ntarget = "esp32"\n')
     one_error_line(capsys, "gate", "--config", config, mentions="symlink loop")
+
+
+def test_quantize_preprocessing_failure_is_a_note_and_leaves_the_cwd_clean(tmp_path, monkeypatch):
+    # onnxruntime's symbolic shape inference, when it cannot finish, writes sym_shape_infer_temp.onnx into the
+    # working directory and may fail with a bare AssertionError: both stay out of the user's sight.
+    import onnxruntime.quantization.shape_inference as ort_shapes
+
+    def failing(model, output_path, **kwargs):
+        onnx.save(model, "sym_shape_infer_temp.onnx")
+        raise AssertionError()
+
+    monkeypatch.setattr(ort_shapes, "quant_pre_process", failing)
+    monkeypatch.chdir(tmp_path)
+    result = edgefit.quantize(small_conv(batch=1), "dynamic")
+    assert "quantization pre-processing (shape inference) failed and was skipped: onnxruntime's symbolic shape " \
+           "inference stopped on an internal AssertionError" in result.stats.notes
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_numpy_runtime_warnings_during_quantization_become_notes():
+    import warnings
+
+    from edgefit.passes.quantize import _captured_warnings
+
+    notes: list[str] = []
+    with _captured_warnings(notes):
+        warnings.warn("All-NaN slice encountered", RuntimeWarning)
+    assert notes == ["onnxruntime: RuntimeWarning: All-NaN slice encountered"]

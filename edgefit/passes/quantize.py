@@ -31,6 +31,7 @@ from onnx import ModelProto
 
 from edgefit.analysis.weights import LINEAR_LAYER_OPS
 from edgefit.errors import ConfigError, PassError
+from edgefit.guard import first_line
 from edgefit.fidelity import SampleSet, feed_samples, synthetic_samples
 from edgefit.model import (copy_fields, default_opset, has_subgraph, index_graph, iter_graphs, metadata_only_copy,
                            serialized_size, sort_nodes)
