@@ -1,13 +1,17 @@
 """Footprint x DeviceProfile x Budgets -> verdicts with margins and the per-tier summary (the CI gate: edgefit.gate).
 
-A target fits when every verdict is ok: RAM, flash and latency always, power when a power budget is given, and
-the precision when the device's runtime cannot execute it. RAM and flash limits are the device's and can only be
-tightened by a budget; the latency budget is a requirement (the tier's default unless the profile or the user sets
-one), so a budget replaces it, and `rate` caps it at 1/rate so the device keeps up.
+A target fits when every verdict is ok: RAM and flash always (the device's limits, which a budget can only
+tighten), the precision when the device's runtime cannot execute it, and latency and power only against a
+budget someone set. Latency is judged against `--max-latency` (or a gate's `max_latency`), else the budget the
+profile declares for its application, capped at 1/rate when a rate is given (the device must keep up); power
+against `--max-power`. Without a latency budget the latency verdict is context: it carries the tier's typical
+band and never fails.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from edgefit.analysis.footprint import Footprint
-from edgefit.devices import TIERS, DeviceProfile, check_precision, find_profile, list_profiles
+from edgefit.analysis.patching import PatchAdvice, PatchPlan, advise_patching, patch_plans
+from edgefit.devices import TIER_LATENCY_BAND_S, TIERS, DeviceProfile, check_precision, find_profile, list_profiles
 from edgefit.errors import ConfigError
+from edgefit.operators.coverage import Coverage, ModelGraph, operator_coverage
 from edgefit.estimate import METHOD, Estimate, estimate, model_precision
 from edgefit.units import check_rate_hz, parse_duration_s, parse_power_w, parse_size
 
@@ -25,7 +31,7 @@ ProfilesDir = str | Path | Iterable[str | Path] | None
 
 @dataclass(frozen=True)
 class Budgets:
-    """User limits on top of the device's own: None leaves the device's (or tier's) limit."""
+    """User limits: RAM and flash tighten the device's own; latency and power are budgets. None: no user limit."""
 
     max_ram_bytes: int | None = None
     max_flash_bytes: int | None = None
@@ -49,16 +55,52 @@ class Budgets:
 
 
 @dataclass(frozen=True)
+class Band:
+    """A tier's typical range for a figure, in the unit of the verdict that carries it: context, never a limit."""
+
+    tier: str
+    low: float
+    high: float
+
+    def position(self, value: float, lower_bound: bool = False) -> str | None:
+        """'below', 'within' or 'above' the band; None when a lower bound under the top cannot tell."""
+        if value > self.high:
+            return "above"
+        if lower_bound:
+            return None
+        return "below" if value < self.low else "within"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tier": self.tier, "low": self.low, "high": self.high}
+
+
+@dataclass(frozen=True)
 class Verdict:
-    """One budget on one target. Sizes are in bytes, latency in ms, power in mW."""
+    """One figure on one target against its limit. Sizes are in bytes, latency in ms, power in mW.
+
+    A verdict without a limit is context: nobody set a budget for the figure, so it is reported (with its tier's
+    typical band) but cannot fail.
+    """
 
     metric: str                  # ram | flash | latency | power | precision | ram_growth | flash_growth
     value: float | str
-    limit: float | str
+    limit: float | str | None    # None: no budget, the verdict is context
     unit: str                    # bytes | ms | mW | '' (precision)
     ok: bool
-    limit_source: str            # where the limit comes from: device, budget, tier default, rate, baseline ...
+    limit_source: str | None     # where the limit comes from: device, budget, profile, rate, baseline ...
     lower_bound: bool = False    # the value is a lower bound (some layer's cost is unknown)
+    band: Band | None = None     # the tier's typical band for the figure (latency)
+
+    @property
+    def kind(self) -> str:
+        """'budget' when the figure is judged against a limit, 'context' when it is only reported."""
+        return "context" if self.limit is None else "budget"
+
+    @property
+    def band_position(self) -> str | None:
+        if self.band is None or isinstance(self.value, str):
+            return None
+        return self.band.position(self.value, self.lower_bound)
 
     @property
     def margin_pct(self) -> float | None:
@@ -76,9 +118,10 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         margin = self.margin_pct
-        return {"metric": self.metric, "value": self.value, "limit": self.limit, "unit": self.unit,
-                "ok": self.ok, "margin_pct": None if margin is None else round(margin, 2),
-                "limit_source": self.limit_source, "lower_bound": self.lower_bound}
+        band = None if self.band is None else {**self.band.to_dict(), "position": self.band_position}
+        return {"metric": self.metric, "kind": self.kind, "value": self.value, "limit": self.limit,
+                "unit": self.unit, "ok": self.ok, "margin_pct": None if margin is None else round(margin, 2),
+                "limit_source": self.limit_source, "lower_bound": self.lower_bound, "band": band}
 
 
 @dataclass(frozen=True)
@@ -86,6 +129,8 @@ class TargetResult:
     profile: DeviceProfile
     estimate: Estimate
     verdicts: tuple[Verdict, ...]
+    patch_plan: PatchAdvice | None = None   # patch-based execution advice, when RAM binds
+    operators: Coverage | None = None       # the model's ops on the profile's operator list, when it names one
 
     @property
     def fits(self) -> bool:
@@ -105,7 +150,10 @@ class TargetResult:
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.profile.name, "name": self.profile.display_name, "tier": self.profile.tier,
                 "runtime": self.profile.runtime, "fits": self.fits,
-                "checks": [v.to_dict() for v in self.verdicts], "estimates": self.estimate.to_dict()}
+                "checks": [v.to_dict() for v in self.verdicts],
+                "estimates": {**self.estimate.to_dict(),
+                              **({"patch_plan": self.patch_plan.to_dict()} if self.patch_plan else {})},
+                "operators": self.operators.to_dict() if self.operators else None}
 
 
 @dataclass(frozen=True)
@@ -182,29 +230,41 @@ def _tightest(device_limit: float, budget: float | None) -> tuple[float, str]:
     return device_limit, "device"
 
 
+def _latency_limit(profile: DeviceProfile, budgets: Budgets, rate_hz: float | None) -> tuple[float | None, str | None]:
+    """The latency someone asked for, in seconds, and who: the user's budget, else the one the profile declares
+    for its application; 1/rate caps either, since a device that cannot keep up fails whatever the budget.
+    (None, None) when nobody set one."""
+    if budgets.max_latency_s is not None:
+        limit, source = budgets.max_latency_s, "budget"
+    elif profile.latency_budget_s is not None:
+        limit, source = profile.latency_budget_s, "profile"
+    else:
+        limit, source = None, None
+    if rate_hz is not None and (limit is None or 1 / rate_hz < limit):
+        limit, source = 1 / rate_hz, "rate"
+    return limit, source
+
+
 def check_footprint(footprint: Footprint, profile: DeviceProfile | str, precision: str | None = None,
-                    budgets: Budgets = Budgets(), rate_hz: float | None = None) -> TargetResult:
+                    budgets: Budgets = Budgets(), rate_hz: float | None = None,
+                    runtime: str | None = None) -> TargetResult:
     """Estimate `footprint` on one device (a profile, or a name looked up on the default search path) and
     compare every figure with its limit."""
     if isinstance(profile, str):
         profile = find_profile(profile, list_profiles())
     check_rate_hz(rate_hz)
-    est = estimate(footprint, profile, precision, rate_hz)
+    est = estimate(footprint, profile, precision, rate_hz, runtime)
     ram_limit, ram_source = _tightest(profile.ram_limit_bytes, budgets.max_ram_bytes)
     flash_limit, flash_source = _tightest(profile.flash_bytes, budgets.max_flash_bytes)
-    if budgets.max_latency_s is not None:
-        latency_limit, latency_source = budgets.max_latency_s, "budget"
-    else:
-        latency_limit = profile.latency_budget_s
-        latency_source = "profile" if "latency_budget" in profile.sources else f"{profile.tier} tier default"
-    if rate_hz is not None and 1 / rate_hz < latency_limit:
-        latency_limit, latency_source = 1 / rate_hz, "rate"
+    latency_limit, latency_source = _latency_limit(profile, budgets, rate_hz)
+    low, high = TIER_LATENCY_BAND_S[profile.tier]
     lower_bound = est.latency_is_lower_bound
     verdicts = [
         Verdict("ram", est.ram_bytes, ram_limit, "bytes", est.ram_bytes <= ram_limit, ram_source),
         Verdict("flash", est.flash_bytes, flash_limit, "bytes", est.flash_bytes <= flash_limit, flash_source),
-        Verdict("latency", est.latency_s * 1e3, latency_limit * 1e3, "ms", est.latency_s <= latency_limit,
-                latency_source, lower_bound),
+        Verdict("latency", est.latency_s * 1e3, None if latency_limit is None else latency_limit * 1e3, "ms",
+                latency_limit is None or est.latency_s <= latency_limit, latency_source, lower_bound,
+                Band(profile.tier, low * 1e3, high * 1e3)),
     ]
     if budgets.max_power_w is not None:
         verdicts.append(Verdict("power", est.avg_power_w * 1e3, budgets.max_power_w * 1e3, "mW",
@@ -212,6 +272,55 @@ def check_footprint(footprint: Footprint, profile: DeviceProfile | str, precisio
     verdicts.append(Verdict("precision", est.precision, ", ".join(profile.precisions), "",
                             est.precision_supported, "device"))
     return TargetResult(profile, est, tuple(verdicts))
+
+
+def with_model_advice(results: Sequence[TargetResult], footprint: Footprint) -> tuple[TargetResult, ...]:
+    """The results with what needs the model's graph, not only its footprint (which names the model file; an
+    in-memory footprint gets neither): the `operators` verdict on the profile's operator list, and where RAM binds,
+    patch-based execution advice for the RAM the device leaves to activations."""
+    if footprint.model_path is None or not Path(footprint.model_path).is_file():
+        return tuple(results)
+    from edgefit.model import load_model
+
+    @functools.cache   # the model and its graph: read on first use, shared by every target
+    def model() -> Any:
+        return load_model(footprint.model_path).proto
+
+    @functools.cache
+    def graph() -> ModelGraph:
+        return ModelGraph(model(), footprint)
+
+    plans: dict[str, list[PatchPlan]] = {}
+    advised = []
+    for result in results:
+        precision = result.estimate.precision
+        if result.profile.operators is not None:
+            coverage = operator_coverage(graph(), footprint, result.profile.operators, precision, result.profile)
+            result = dataclasses.replace(result, operators=coverage,
+                                         verdicts=(*result.verdicts, _operators_verdict(coverage)))
+        ram = result.verdict("ram")
+        if ram is not None and not ram.ok:
+            if precision not in plans:
+                plans[precision] = patch_plans(model(), footprint, precision)
+            left = int(ram.limit) - (result.estimate.ram_bytes - result.estimate.activation_bytes)
+            result = dataclasses.replace(result, patch_plan=advise_patching(plans[precision], left))
+        advised.append(result)
+    return tuple(advised)
+
+
+def _operators_verdict(coverage: Coverage) -> Verdict:
+    """Fails only where the model cannot run (an MCU runtime missing a kernel); a fallback to the host CPU or an
+    op edgefit cannot judge is reported in the value, not as a failure."""
+    failing, unknown = len(coverage.not_running), len(coverage.unknown)
+    if not coverage.runs:
+        value = f"{failing} unsupported"
+    elif coverage.fallback_layers:
+        value = f"{len(coverage.fallback_layers)} on CPU"
+    else:
+        value = "all supported" if not unknown else "unknown"
+    if unknown and value != "unknown":
+        value += f", {unknown} unknown"
+    return Verdict("operators", value, coverage.runtime, "", coverage.runs, "runtime")
 
 
 # ---- tiers ---------------------------------------------------------------------------------------------
@@ -291,16 +400,20 @@ def resolve_targets(targets: Iterable[str | DeviceProfile] | None,
 def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] | None = None,
           precision: str | None = None, budgets: Budgets = Budgets(), rate_hz: float | None = None, *,
           profiles_dir: ProfilesDir = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
-          dims: Mapping[str, int] | None = None, assume_dims: int | None = None) -> CheckReport:
-    """Check a model (a Footprint, or a path analyzed here) against targets (names or profiles; None: all)."""
+          dims: Mapping[str, int] | None = None, runtime: str | None = None,
+          assume_dims: int | None = None) -> CheckReport:
+    """Check a model (a Footprint, or a path analyzed here) against targets (names or profiles; None: all),
+    with the targets' runtime stack `runtime` (default: each profile's default stack)."""
     footprint = model if isinstance(model, Footprint) else analyze_for_check(model, input_shapes, dims, assume_dims)
     check_precision(precision)
     check_rate_hz(rate_hz)
     profiles = resolve_targets(targets, profiles_dir)
     deployed = precision or model_precision(footprint)
-    results = tuple(check_footprint(footprint, p, deployed, budgets, rate_hz) for p in profiles)
-    int8_results = () if deployed == "int8" else tuple(
-        check_footprint(footprint, r.profile, "int8", budgets, rate_hz) for r in results if not r.fits)
+    results = with_model_advice(tuple(check_footprint(footprint, p, deployed, budgets, rate_hz, runtime)
+                                      for p in profiles), footprint)
+    int8_results = () if deployed == "int8" else with_model_advice(tuple(
+        check_footprint(footprint, r.profile, "int8", budgets, rate_hz, runtime) for r in results if not r.fits),
+        footprint)
     return CheckReport(
         model_path=footprint.model_path, precision=deployed, precision_is_models_own=precision is None,
         rate_hz=rate_hz, budgets=budgets, targets=results,

@@ -23,3 +23,7 @@ class PassError(EdgefitError):
 
 class ConfigError(EdgefitError):
     """A configuration file or command-line option is malformed."""
+
+
+class MeasurementError(EdgefitError):
+    """A measurement file is malformed, or timings on this host are too unstable to calibrate on."""

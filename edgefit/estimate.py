@@ -2,15 +2,23 @@
 
 Memory follows DESIGN.md section 2 at the precision the model is deployed in:
     flash = weights + runtime code
-    RAM   = activation arena + runtime overhead (+ weights when the runtime loads them into RAM)
+    RAM   = arena + runtime overhead (+ weights when the runtime loads them into RAM)
+where the arena is the profile's memory model (edgefit.runtime_memory): the planned activations plus what the
+runtime keeps beside them (for TensorFlow Lite Micro, the tensor arena to configure).
 
-Latency is a roofline per layer, summed, plus fixed costs:
+Latency, when the profile's runtime stack has coefficients for the precision (measured on the device, see
+edgefit.latency): per-class rates for what the runtime dispatches,
+    latency = conv MACs / conv rate + depthwise MACs / depthwise rate + fc MACs / fc rate
+              + elementwise elements / elementwise rate + ops x per-op cost + per-inference cost + network round trip
+Otherwise a roofline per layer from datasheet figures, summed, plus fixed costs:
     layer time = max(MACs / (peak MAC rate x efficiency, both at the precision),
                      activation bytes / memory bandwidth + weight bytes / bandwidth of where weights live)
     latency    = sum of layer times + per-inference overhead + per-op overhead x layers + network round trip
+Every estimate carries its basis (datasheet, published measurement, user calibration) and, where known, the
+typical relative error of that basis.
 
 Energy and power: the device draws `active_power` while busy (latency without the network round trip) and
-`idle_power` otherwise, so at `rate` inferences per second with duty cycle d = rate x busy time:
+`idle_power` otherwise (a runtime stack may state its own measured active power), so at `rate` inferences per second with duty cycle d = rate x busy time:
     energy per inference = active power x busy time
     average power        = idle power x (1 - d) + active power x d
 DESIGN.md writes the average as idle + rate x energy, which counts the idle draw twice while busy; the
@@ -28,10 +36,14 @@ import numpy as np
 from edgefit.analysis.dtypes import DTYPE_BYTES, FLOAT_DTYPES, PRECISION_BYTES
 from edgefit.analysis.footprint import Footprint
 from edgefit.devices import DeviceProfile, check_precision
+from edgefit.latency import LAYER_CLASSES, dispatched_work, latency_features
+from edgefit.runtime_memory import RuntimeMemory, runtime_memory
 from edgefit.units import check_rate_hz
 
-METHOD = ("estimate: per-layer roofline max(MACs / (peak MAC rate x efficiency), bytes moved / bandwidth) "
-          "+ overheads, from the device profile's datasheet figures; not a measurement")
+METHOD = ("estimate: per-class rates (conv, depthwise, fc, elementwise, per op) of the profile's runtime stack where it "
+          "has them, else a per-layer roofline max(MACs / (peak MAC rate x efficiency), bytes moved / bandwidth) + "
+          "overheads from the profile's figures; each estimate's basis says what they rest on (datasheet, published "
+          "measurement, user calibration); not a measurement of this model")
 
 # How the model's own weight dtype maps to a deployment precision.
 _PRECISION_OF_DTYPE = {
@@ -67,6 +79,14 @@ class Estimate:
     battery_life_h: float | None
     memory_bound_layers: int            # layers whose roofline time is set by bandwidth, not MACs
     layers_without_macs: tuple[str, ...]  # layers whose MACs are unknown: their compute time is missing
+    memory: RuntimeMemory               # the runtime's arena: activations (head) + its bookkeeping (tail)
+    runtime: str | None = None          # the profile's runtime stack the estimate is for
+    basis: str = "datasheet"            # where the latency figures come from (edgefit.devices.BASES)
+    expected_error: float | None = None  # typical relative error of the latency, when the basis states one
+
+    @property
+    def arena_bytes(self) -> int:
+        return self.memory.arena_bytes
 
     @property
     def busy_s(self) -> float:
@@ -93,6 +113,8 @@ class Estimate:
             "ram_bytes": self.ram_bytes,
             "flash_bytes": self.flash_bytes,
             "activation_bytes": self.activation_bytes,
+            "arena_bytes": self.arena_bytes,
+            "arena": self.memory.to_dict(),
             "weight_bytes": self.weight_bytes,
             "compute_ms": self.compute_s * 1e3,
             "overhead_ms": self.overhead_s * 1e3,
@@ -105,6 +127,9 @@ class Estimate:
             "memory_bound_layers": self.memory_bound_layers,
             "latency_is_lower_bound": self.latency_is_lower_bound,
             "layers_without_macs": list(self.layers_without_macs),
+            "runtime": self.runtime,
+            "basis": self.basis,
+            "expected_error": self.expected_error,
             "estimated": True,
         }
 
@@ -152,33 +177,42 @@ def _layer_columns(footprint: Footprint, precision: str) -> _LayerColumns:
 
 
 def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None = None,
-             rate_hz: float | None = None) -> Estimate:
-    """Estimate memory, latency, energy and power of `footprint` on `profile` at `precision` (default: the model's)."""
+             rate_hz: float | None = None, runtime: str | None = None) -> Estimate:
+    """Estimate memory, latency, energy and power of `footprint` on `profile` at `precision` (default: the model's)
+    with the profile's runtime stack `runtime` (default: its default stack, if it has any)."""
     precision = precision or model_precision(footprint)
     check_precision(precision)
     check_rate_hz(rate_hz)
 
     weight_bytes = footprint.weight_bytes_at(precision)
     activation_bytes = footprint.activation_bytes_at(precision, shared_storage=profile.shares_activation_storage)
+    memory = runtime_memory(footprint, profile.memory_model, precision, activation_bytes)
     flash_bytes = weight_bytes + profile.runtime_flash_bytes
-    ram_bytes = activation_bytes + profile.runtime_ram_bytes + (weight_bytes if profile.weights_in_ram else 0)
+    ram_bytes = memory.arena_bytes + profile.runtime_ram_bytes + (weight_bytes if profile.weights_in_ram else 0)
 
-    weight_bandwidth = (profile.memory_bandwidth_bytes_per_s if profile.weights_in_ram
-                        else profile.flash_bandwidth_bytes_per_s)
-    weight_scale = weight_bytes / footprint.weight_bytes if footprint.weight_bytes else 1.0
+    stack = profile.runtime_stack(runtime)
+    coefficients = stack.coefficients.get(precision) if stack is not None else None
     columns = _layer_columns(footprint, precision)
-    memory_time = (columns.activation_moved / profile.memory_bandwidth_bytes_per_s
-                   + columns.weight_bytes * (weight_scale / weight_bandwidth))
-    mac_time = columns.macs / profile.macs_per_s(precision)
-    memory_bound = int(np.count_nonzero(memory_time > mac_time))
-    compute_s = float(np.maximum(mac_time, memory_time).sum())
+    if coefficients is not None:
+        terms = coefficients.vector() * latency_features(footprint, precision).vector()
+        compute_s, overhead_s, memory_bound = float(terms[:4].sum()), float(terms[4:].sum()), 0
+        basis, expected_error = stack.basis, stack.expected_error
+        if expected_error is None and basis == "user calibration" and profile.calibration:
+            expected_error = profile.calibration.get("loo_error")
+    else:
+        compute_s, memory_bound = _roofline(columns, profile, precision,
+                                            weight_bytes / footprint.weight_bytes if footprint.weight_bytes else 1.0)
+        overhead_s = profile.inference_overhead_s + profile.per_op_overhead_s * columns.count
+        # The profile's own figures: datasheet unless the profile says they were measured or calibrated.
+        basis, expected_error = profile.basis, profile.expected_error
     without_macs = columns.without_macs
 
-    overhead_s = profile.inference_overhead_s + profile.per_op_overhead_s * columns.count
+    active_power_w = (stack.active_power_w if stack is not None and stack.active_power_w is not None
+                      else profile.active_power_w)
     busy_s = compute_s + overhead_s
-    energy_j = profile.active_power_w * busy_s
+    energy_j = active_power_w * busy_s
     duty_cycle = 1.0 if rate_hz is None else min(1.0, rate_hz * busy_s)
-    avg_power_w = profile.idle_power_w * (1 - duty_cycle) + profile.active_power_w * duty_cycle
+    avg_power_w = profile.idle_power_w * (1 - duty_cycle) + active_power_w * duty_cycle
     battery_wh = profile.battery_wh
     return Estimate(
         target=profile.name, precision=precision, precision_supported=precision in profile.precisions,
@@ -186,5 +220,47 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
         compute_s=compute_s, overhead_s=overhead_s, network_s=profile.network_rtt_s, energy_j=energy_j,
         rate_hz=rate_hz, duty_cycle=duty_cycle, avg_power_w=avg_power_w,
         battery_life_h=battery_wh / avg_power_w if battery_wh is not None else None,
-        memory_bound_layers=memory_bound, layers_without_macs=tuple(without_macs),
+        memory_bound_layers=memory_bound, layers_without_macs=tuple(without_macs), memory=memory,
+        runtime=stack.name if stack is not None else None, basis=basis, expected_error=expected_error,
     )
+
+
+def _roofline_parts(columns: _LayerColumns, profile: DeviceProfile, precision: str,
+                    weight_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer: seconds at the sustained MAC rate, and seconds to move its bytes (datasheet figures)."""
+    weight_bandwidth = (profile.memory_bandwidth_bytes_per_s if profile.weights_in_ram
+                        else profile.flash_bandwidth_bytes_per_s)
+    memory_time = (columns.activation_moved / profile.memory_bandwidth_bytes_per_s
+                   + columns.weight_bytes * (weight_scale / weight_bandwidth))
+    return columns.macs / profile.macs_per_s(precision), memory_time
+
+
+def _roofline_times(columns: _LayerColumns, profile: DeviceProfile, precision: str,
+                    weight_scale: float) -> np.ndarray:
+    return np.maximum(*_roofline_parts(columns, profile, precision, weight_scale))
+
+
+def _roofline(columns: _LayerColumns, profile: DeviceProfile, precision: str, weight_scale: float) -> tuple[float, int]:
+    """Summed per-layer roofline time and the number of memory-bound layers."""
+    mac_time, memory_time = _roofline_parts(columns, profile, precision, weight_scale)
+    return float(np.maximum(mac_time, memory_time).sum()), int(np.count_nonzero(memory_time > mac_time))
+
+
+def layer_latencies(footprint: Footprint, profile: DeviceProfile, precision: str | None = None,
+                    runtime: str | None = None) -> tuple[float, ...]:
+    """Estimated seconds of each of `footprint.layers` on `profile`, by the same model as `estimate` (its compute
+    and per-op terms; the per-inference overhead belongs to no layer). A layer the runtime folds, fuses or drops
+    costs 0. Reports use it to show where the time goes; the totals come from `estimate`."""
+    precision = precision or model_precision(footprint)
+    check_precision(precision)
+    stack = profile.runtime_stack(runtime)
+    coefficients = stack.coefficients.get(precision) if stack is not None else None
+    if coefficients is not None:
+        per_unit = dict(zip(LAYER_CLASSES, coefficients.vector()[:4]))
+        return tuple(0.0 if work is None else work[1] * per_unit[work[0]] + coefficients.s_per_op
+                     for work in dispatched_work(footprint.layers, precision))
+    kept = [not (precision == "int8" and layer.op_type in _FUSED_IN_INT8) for layer in footprint.layers]
+    columns = _layer_columns(footprint, precision)
+    weight_scale = footprint.weight_bytes_at(precision) / footprint.weight_bytes if footprint.weight_bytes else 1.0
+    times = iter(_roofline_times(columns, profile, precision, weight_scale) + profile.per_op_overhead_s)
+    return tuple(float(next(times)) if keep else 0.0 for keep in kept)

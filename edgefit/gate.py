@@ -16,7 +16,7 @@ from typing import Any
 
 from edgefit.analysis.footprint import Footprint
 from edgefit.check import (Budgets, CheckReport, ProfilesDir, TargetResult, Verdict, analyze_for_check,
-                           check_footprint)
+                           check_footprint, with_model_advice)
 from edgefit.devices import check_precision, find_profile, list_profiles, read_toml, toml_problem
 from edgefit.errors import ConfigError, EdgefitError, ShapeError
 from edgefit.estimate import METHOD
@@ -205,7 +205,9 @@ def _parse_gate(entry: Mapping[str, Any], defaults: Mapping[str, Any], index: in
         growth = 0.0
     return GateSpec(
         name=label or f"{values['model']} on {values['target']}", model=model, model_label=values["model"],
-        target=values["target"], precision=precision, budgets=budgets,
+        # A profile file is named relative to the config, as the model is.
+        target=str(base / values["target"]) if values["target"].lower().endswith(".toml") else values["target"],
+        precision=precision, budgets=budgets,
         rate_hz=float(rate) if rate is not None else None,
         input_shapes=_parse_shapes(values["input_shape"], where) if "input_shape" in values else {},
         dims=_parse_dims(values["dim"], where) if "dim" in values else {},
@@ -297,6 +299,7 @@ def run_gate(config_path: str | Path = "edgefit.toml", profiles_dir: ProfilesDir
             profile = find_profile(spec.target, profiles)
         except EdgefitError as error:
             raise ConfigError(f"{config.path}: gate {spec.name!r}: {error}") from None
-        target = check_footprint(footprint, profile, spec.precision, spec.budgets, spec.rate_hz)
+        target = with_model_advice((check_footprint(footprint, profile, spec.precision, spec.budgets, spec.rate_hz),),
+                                   footprint)[0]
         results.append(GateResult(spec, target, _growth_verdicts(spec, footprint), footprint.unknowns))
     return GateReport(config.path, tuple(results))

@@ -10,7 +10,7 @@ import heapq
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -460,6 +460,31 @@ def save_model(proto: ModelProto, out_path: str | os.PathLike, *, input_path: st
         raise ModelError(f"cannot write {out}: {error.strerror or error}") from None
     except BaseException:
         _remove(tmp, tmp_data)
+        raise
+    return out
+
+
+def write_text_atomic(out_path: str | os.PathLike, text: str, *,
+                      inputs: Sequence[str | os.PathLike] = (), force: bool = False) -> Path:
+    """Write a text output (a report, a manifest, a profile) the way models are written: temp file + rename, so a
+    reader never sees half a file; never over one of `inputs` unless force; 0666 less the umask."""
+    out = Path(out_path)
+    for input_path in inputs:
+        refuse_overwrite(input_path, out, force)
+    prepare_output(out)
+    tmp = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(out), suffix=".tmp", dir=out.parent)
+        tmp = Path(tmp_name)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, out)
+    except OSError as error:
+        _remove(tmp)
+        raise ModelError(f"cannot write {out}: {error.strerror or error}") from None
+    except BaseException:
+        _remove(tmp)
         raise
     return out
 

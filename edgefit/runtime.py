@@ -27,27 +27,31 @@ _NATIVE_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, Ten
                  TensorProto.UINT64, TensorProto.BOOL}
 
 
-def session(proto: ModelProto, *, optimize: bool = False):
-    """An onnxruntime CPU session for an in-memory model.
+def session(proto: ModelProto, *, optimize: bool = False, threads: int | None = None):
+    """An onnxruntime CPU session for an in-memory model; `threads` caps its intra-op thread pool (None: the
+    onnxruntime default, one thread per core).
 
     onnx releases stamp newer IR versions on models than the installed onnxruntime may accept, although the
     graph itself uses nothing newer; then the session is built stamped with the newest IR version onnxruntime
     names in its error.
     """
     try:
-        return _open(proto, optimize, proto.ir_version)
+        return _open(proto, optimize, proto.ir_version, threads)
     except Exception as error:
         match = _IR_TOO_NEW.search(str(error))
         if match is None:
             raise
-        return _open(proto, optimize, int(match.group(2)))
+        return _open(proto, optimize, int(match.group(2)), threads)
 
 
-def _open(proto: ModelProto, optimize: bool, ir_version: int):
+def _open(proto: ModelProto, optimize: bool, ir_version: int, threads: int | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 4   # fatal only: our own messages explain failures in one line
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     providers = ["CPUExecutionProvider"]

@@ -1,4 +1,4 @@
-"""Parsing of sizes, durations and power with explicit units (formatting them: edgefit.report.quantities).
+"""Parsing of sizes, durations, power and energy with explicit units (formatting them: edgefit.report.quantities).
 
 KB/MB/GB are decimal (1000), KiB/MiB/GiB binary (1024), as DESIGN.md section 3 specifies.
 """
@@ -17,6 +17,8 @@ _SIZE_UNITS = {
 }
 _TIME_UNITS = {"": 1e-3, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9, "min": 60.0}
 _POWER_UNITS = {"": 1.0, "w": 1.0, "mw": 1e-3, "uw": 1e-6, "µw": 1e-6, "kw": 1e3}
+_ENERGY_UNITS = {"": 1.0, "j": 1.0, "mj": 1e-3, "uj": 1e-6, "µj": 1e-6, "nj": 1e-9, "kj": 1e3, "wh": 3600.0,
+                 "mwh": 3.6}
 _QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-zµ]*)\s*$")
 
 
@@ -50,6 +52,11 @@ def parse_duration_s(text: str | int | float) -> float:
 def parse_power_w(text: str | int | float) -> float:
     """Watts from '50mW', '2.5W', '300uW'; a bare number means watts."""
     return _parse(text, _POWER_UNITS, "power")
+
+
+def parse_energy_j(text: str | int | float) -> float:
+    """Joules from '1.1mJ', '250uJ', '0.5J', '2mWh'; a bare number means joules."""
+    return _parse(text, _ENERGY_UNITS, "energy")
 
 
 def check_rate_hz(rate: object) -> float | None:

@@ -45,7 +45,7 @@ def mcu(**changes) -> DeviceProfile:
         runtime_flash_bytes=50_000, weights_in_ram=False, peak_macs_per_s={"fp32": 0.5e9, "int8": 1e9},
         efficiency={"fp32": 0.5, "int8": 0.5}, memory_bandwidth_bytes_per_s=100e6, flash_bandwidth_bytes_per_s=50e6,
         inference_overhead_s=1e-3, per_op_overhead_s=0.1e-3, network_rtt_s=0.0, active_power_w=0.1,
-        idle_power_w=0.01, latency_budget_s=0.01,
+        idle_power_w=0.01,
     )
     return dataclasses.replace(profile, **changes)
 
@@ -58,7 +58,7 @@ def phone() -> DeviceProfile:
         runtime_ram_bytes=1_000_000, runtime_flash_bytes=20_000_000, weights_in_ram=True,
         peak_macs_per_s={"fp32": 1e12, "fp16": 2e12, "int8": 4e12}, efficiency={"fp32": 1.0, "fp16": 1.0, "int8": 1.0},
         memory_bandwidth_bytes_per_s=1e9, flash_bandwidth_bytes_per_s=1e9, inference_overhead_s=0.5e-3,
-        per_op_overhead_s=0.0, network_rtt_s=0.0, active_power_w=2.0, idle_power_w=0.1, latency_budget_s=0.05,
+        per_op_overhead_s=0.0, network_rtt_s=0.0, active_power_w=2.0, idle_power_w=0.1,
         battery_mah=1000, battery_v=3.7,
     )
 

@@ -92,8 +92,8 @@ def test_junit_format_one_testcase_per_gate_and_budget(project, capsys):
     root = ET.fromstring(capsys.readouterr().out)
     suite = root.find("testsuite")
     cases = suite.findall("testcase")
-    # esp32: ram, flash, latency, precision; nano: ram, flash, latency, power, precision
-    assert len(cases) == 9 == int(suite.get("tests")) == int(root.get("tests"))
+    # esp32: ram, flash, latency, precision, operators; nano: ram, flash, latency, power, precision, operators
+    assert len(cases) == 11 == int(suite.get("tests")) == int(root.get("tests"))
     failed = [c for c in cases if c.find("failure") is not None]
     assert len(failed) == 1 == int(suite.get("failures"))
     assert failed[0].get("name") == "ram on esp32"
@@ -108,7 +108,7 @@ def test_markdown_format(project, capsys):
     assert "| gate | model | target | precision | budget | estimate | limit | margin | result |" in out
     assert "|---|---|---|---|---|---|---|---|---|" in out
     rows = [line for line in out.splitlines() if line.startswith("| small on esp32")]
-    assert len(rows) == 4 and sum("❌ over" in r for r in rows) == 1
+    assert len(rows) == 5 and sum("❌ over" in r for r in rows) == 1
 
 
 def test_html_format(project, capsys):
@@ -131,7 +131,7 @@ def test_html_format(project, capsys):
     parser = Cells()
     parser.feed(out)
     body = parser.rows[1:]   # the first row holds the headers
-    assert len(body) == 9 and sum(row[-1] == "over" for row in body) == 1
+    assert len(body) == 11 and sum(row[-1] == "over" for row in body) == 1
 
 
 def test_github_format(project, capsys):
@@ -253,3 +253,82 @@ def test_json_switch_equals_json_format(project, capsys):
     assert main(["gate", "-c", config, "--json"]) == 1
     assert json.loads(capsys.readouterr().out) == by_format
     assert by_format["passed"] is False
+
+
+SLOW_BOARD = """\
+    profiles_dir = "boards"
+
+    [[gate]]
+    name = "no latency budget"
+    model = "model.onnx"
+    target = "test-board"
+
+    [[gate]]
+    name = "40 ms budget"
+    model = "model.onnx"
+    target = "test-board"
+    max_latency = "40ms"
+    """
+
+
+@pytest.fixture
+def slow_board(project):
+    """A tiny board that takes 50 ms per inference for the invoke alone: slower than the tiny band's 10 ms."""
+    from test_profiles import VALID
+
+    (project / "boards").mkdir()
+    (project / "boards" / "test-board.toml").write_text(VALID.replace('inference_overhead = "0.1ms"',
+                                                                      'inference_overhead = "50ms"'))
+    return write_config(project, SLOW_BOARD)
+
+
+def test_gate_latency_without_budget_is_context_with_one_it_decides(slow_board, capsys):
+    report = run_gate(slow_board)
+    context, budget = (r.target.verdict("latency") for r in report.results)
+    assert context.value > 50 and context.kind == "context" and context.ok and context.band_position == "above"
+    assert (budget.kind, budget.limit, budget.limit_source, budget.ok) == ("budget", 40.0, "budget", False)
+    assert [r.passed for r in report.results] == [True, False]
+
+    assert main(["gate", "-c", str(slow_board), "--json"]) == 1
+    first = json.loads(capsys.readouterr().out)["results"][0]
+    latency = next(c for c in first["checks"] if c["metric"] == "latency")
+    assert (latency["kind"], latency["limit"], latency["ok"]) == ("context", None, True)
+    assert latency["band"] == {"tier": "tiny", "low": 1.0, "high": 10.0, "position": "above"}
+    assert (first["estimates"]["basis"], first["estimates"]["expected_error"]) == ("datasheet", None)
+
+    assert main(["gate", "-c", str(slow_board)]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "slower than the typical 1–10 ms of the Tiny tier (no latency budget: set one with max_latency or rate" in out
+    assert "FAIL 40 ms budget: latency" in out and "FAIL no latency budget" not in out
+
+
+def test_gate_formats_show_context_as_not_checked(slow_board, capsys):
+    assert main(["gate", "-c", str(slow_board), "--format", "junit"]) == 1
+    suite = ET.fromstring(capsys.readouterr().out).find("testsuite")
+    skipped = [c for c in suite.findall("testcase") if c.find("skipped") is not None]
+    assert [c.get("classname") for c in skipped] == ["edgefit.gate.no latency budget"]
+    assert skipped[0].find("skipped").get("message").startswith("no budget: latency ")
+    assert (suite.get("skipped"), suite.get("failures")) == ("1", "1")
+
+    assert main(["gate", "-c", str(slow_board), "--format", "markdown"]) == 1
+    rows = [r for r in capsys.readouterr().out.splitlines()
+            if r.startswith("| no latency budget") and "| latency |" in r]
+    assert len(rows) == 1
+    assert "| no budget | slower than the typical 1–10 ms of the Tiny tier | ℹ️ context |" in rows[0]
+
+    assert main(["gate", "-c", str(slow_board), "--format", "html"]) == 1
+    out = capsys.readouterr().out
+    assert out.count('<td class="context">context</td>') == 1 and out.count('<td class="over">over</td>') == 1
+
+    assert main(["gate", "-c", str(slow_board), "--format", "github"]) == 1
+    errors = [line for line in capsys.readouterr().out.splitlines() if line.startswith("::error ")]
+    assert len(errors) == 1 and "title=edgefit gate%3A 40 ms budget" in errors[0]
+    assert errors[0].endswith("(estimate from datasheet figures, expected error unknown)")
+
+
+def test_gate_rate_is_a_latency_budget(project, slow_board):
+    # 10 inferences/s leave 100 ms each (the 50 ms board keeps up); 25/s leave 40 ms (it does not).
+    config = SLOW_BOARD.split("[[gate]]")[0] + '[[gate]]\nmodel = "model.onnx"\ntarget = "test-board"\nrate = {rate}\n'
+    for rate, passed in ((10, True), (25, False)):
+        latency = run_gate(write_config(project, config.format(rate=rate))).results[0].target.verdict("latency")
+        assert (latency.limit_source, latency.limit, latency.ok) == ("rate", pytest.approx(1000 / rate), passed)

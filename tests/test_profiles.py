@@ -9,7 +9,8 @@ import pytest
 
 from edgefit.cli import main
 from edgefit.devices import (
-    BUILTIN_PROFILES_DIR, PROFILES_ENV, TIERS, list_profiles, load_profile, load_profile_file, normalize_name,
+    BUILTIN_PROFILES_DIR, PROFILES_ENV, TIER_LATENCY_BAND_S, TIERS, list_profiles, load_profile, load_profile_file,
+    normalize_name,
 )
 from edgefit.errors import ProfileError
 
@@ -91,9 +92,11 @@ def test_design_device_facts():
     nano = load_profile("arduino-nano-33-ble-sense")
     assert (nano.ram_bytes, nano.flash_bytes) == (256 * 1024, 1024**2)
     assert nano.active_power_w == pytest.approx(0.04) and nano.idle_power_w == pytest.approx(0.02)
-    # Tier latency budgets: the upper end of each band.
-    assert {p.tier: p.latency_budget_s for p in list_profiles()} == {
-        "cloud": 1.0, "edge": 0.1, "mobile": 0.05, "tiny": 0.01}
+    # The tiers' typical latency bands are context, not budgets: no built-in profile declares one, since what an
+    # application needs is not a fact about the board.
+    assert TIER_LATENCY_BAND_S == {"cloud": (0.1, 1.0), "edge": (0.01, 0.1), "mobile": (0.005, 0.05),
+                                   "tiny": (0.001, 0.01)}
+    assert {p.latency_budget_s for p in list_profiles()} == {None}
 
 
 def test_lookup_by_alias_and_spelling():
@@ -129,7 +132,8 @@ def test_user_directory_adds_and_overrides(tmp_path, monkeypatch):
 
 def test_defaults_for_optional_fields(tmp_path):
     profile = load_profile_file(write_profile(tmp_path))
-    assert profile.latency_budget_s == 0.01            # tiny tier default
+    assert profile.latency_budget_s is None            # no application budget: latency is context
+    assert (profile.basis, profile.expected_error) == ("datasheet", None)
     assert profile.flash_bandwidth_bytes_per_s == 400e6  # falls back to the memory bandwidth
     assert profile.network_rtt_s == 0 and profile.per_op_overhead_s == 0
     assert profile.efficiency == {"fp32": 0.3, "fp16": 0.3, "int8": 0.3}
@@ -151,6 +155,16 @@ def test_defaults_for_optional_fields(tmp_path):
      "give both or neither"),
     (lambda t: t + 'stray = "note"\n', "field 'source.stray': no such field"),
     (lambda t: t.replace('name = "test-board"', 'name = "test-board'), "not valid TOML"),
+    (lambda t: t.replace('tier = "tiny"', 'tier = "tiny"\nbasis = "vibes"'),
+     "field 'basis': expected one of datasheet"),
+    (lambda t: t.replace('tier = "tiny"', 'tier = "tiny"\nexpected_error = "20%"') + 'expected_error = "x"\n',
+     "field 'expected_error': expected a finite number, got '20%'"),
+    (lambda t: t.replace('tier = "tiny"', 'tier = "tiny"\nexpected_error = 0') + 'expected_error = "x"\n',
+     "field 'expected_error': expected a positive value"),
+    (lambda t: t.replace('tier = "tiny"', 'tier = "tiny"\nexpected_error = 0.2'),
+     "field 'expected_error' has no source note"),
+    (lambda t: t.replace('tier = "tiny"', 'tier = "tiny"\nlatency_budget = "0ms"') + 'latency_budget = "x"\n',
+     "field 'latency_budget': expected a positive value"),
 ])
 def test_malformed_profile_names_file_and_field(tmp_path, edit, message):
     path = write_profile(tmp_path, edit(VALID))

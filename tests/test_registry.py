@@ -16,13 +16,14 @@ from edgefit.passes.base import Pass, PassResult, copy_model
 from edgefit.passes.fuse import Fuse
 from edgefit.passes.prune import Prune
 from edgefit.passes.quantize import Quantize
+from edgefit.passes.reorder import Reorder
 from edgefit.report.passes_terminal import _render_stats
 
 
 def test_registry_finds_every_pass_module_by_name():
-    assert registry.passes() == {"fuse": Fuse, "prune": Prune, "quantize": Quantize}
+    assert registry.passes() == {"fuse": Fuse, "prune": Prune, "quantize": Quantize, "reorder": Reorder}
     assert isinstance(registry.get_pass("prune"), Prune)
-    with pytest.raises(ConfigError, match="unknown pass 'shrink' in --passes; passes are fuse, prune, quantize"):
+    with pytest.raises(ConfigError, match="unknown pass 'shrink' in --passes; passes are fuse, prune, quantize, reorder"):
         registry.get_pass("shrink")
 
 

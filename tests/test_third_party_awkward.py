@@ -403,8 +403,8 @@ def test_help_and_exit_codes_survive_the_usage_error_handling(tmp_path, capsys):
     assert code == 0 and "--per-layer" in out
     path = save(relu_model([1, 4]), tmp_path)
     assert cli(capsys, "check", path, "--target", "esp32")[0] == 0
-    big = build([helper.make_node("MatMul", ["x", "w"], ["y"])], [vi("x", F, [1, 64])], [vi("y", F, [1, 64])],
-                [weight("w", 64, 64)])   # 16 KiB of weights: over the Arduino Uno's 32 KB flash with its runtime
+    big = build([helper.make_node("MatMul", ["x", "w"], ["y"])], [vi("x", F, [1, 64])], [vi("y", F, [1, 128])],
+                [weight("w", 64, 128)])   # 32 KiB of weights: over the Arduino Uno's 32 KiB flash with its runtime
     assert cli(capsys, "check", save(big, tmp_path, "big.onnx"), "--target", "arduino-uno")[0] == 1
 
 

@@ -294,7 +294,7 @@ def test_markdown_rows_survive_line_breaks_pipes_html_and_backticks(awkward_gate
     out = capsys.readouterr().out
     assert "\r" not in out
     rows = [line for line in out.splitlines() if line.startswith("| ctrl")]
-    assert len(rows) == 4          # RAM, flash, latency, precision: one line each
+    assert len(rows) == 5          # RAM, flash, latency, precision, operators: one line each
     assert rows[0].startswith('| ctrl \x01 &lt;b&gt;&amp;"&lt;/b&gt; a\\|b next line | ``m`x.onnx`` | esp32 |')
 
 

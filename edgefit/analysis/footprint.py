@@ -40,6 +40,20 @@ class LayerStats:
     output_bytes: int | None    # outputs it writes
     dtype: str                  # element type of its first output, e.g. "float32", "int8"
     branches: dict[str, dict[str, int | None]] = field(default_factory=dict)  # If/Loop/Scan: per subgraph
+    group: int = 1              # convolutions' `group` attribute (> 1: grouped or depthwise)
+    inputs_from: tuple[int, ...] = ()   # positions in the same layer list of the layers whose outputs it reads
+
+
+@dataclass(slots=True)   # not frozen, like LayerStats: one per node
+class OpSite:
+    """Where one top-level layer sits in the graph (index-aligned with Footprint.layers): what a runtime's memory
+    model needs to rebuild the graph it would run (fusing activations into their producer, folding BatchNorm)."""
+
+    reads: tuple[str, ...]              # non-constant inputs
+    writes: tuple[str, ...]             # outputs
+    constants: int                      # constant (weight) inputs it reads
+    output_shape: tuple[int, ...] | None  # of its first output
+    kernel: tuple[int, ...] | None      # Conv's weight shape (out, in / group, kh, kw)
 
 
 @dataclass(frozen=True)
@@ -72,10 +86,16 @@ class Footprint:
     shape_source: str                   # "onnx shape inference" or "onnx shape inference + onnxruntime run"
     buffers: tuple[Buffer, ...]         # activation tensors with lifetimes in the best order (for re-planning)
     alignment: int = 16
+    # Indices into graph.node of the computing nodes in the best order found (constant-only nodes left out): what
+    # the reorder pass writes into the file.
+    execution_order: tuple[int, ...] = ()
+    ops: tuple[OpSite, ...] = ()        # one per layer of the top-level graph
     # Builds the buffers of a runtime that shares storage (views alias their input, elementwise ops run in
     # place), as onnxruntime's planner does. Only targets whose runtime really does it ask for them, so they are
     # made on first use (see shared_buffers). None: not available.
     shared_planner: Callable[[], list[Buffer]] | None = field(default=None, repr=False, compare=False)
+    # The buffers' lifetimes when nodes run in file order: only a report that draws both orders asks for them.
+    file_order_planner: Callable[[], list[Buffer]] | None = field(default=None, repr=False, compare=False)
     # Re-planned arena sizes by (precision, shared storage): checking one model on every device asks for the
     # same few plans dozens of times, and a plan of a large graph costs tens of milliseconds.
     _arena_cache: dict[tuple[str, bool], int] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -87,6 +107,10 @@ class Footprint:
         if not self._shared_buffers:
             self._shared_buffers.append(tuple(self.shared_planner()) if self.shared_planner else ())
         return self._shared_buffers[0]
+
+    def file_order_buffers(self) -> tuple[Buffer, ...]:
+        """Buffers with lifetimes in file order (equal to `buffers` when the file order is the best order)."""
+        return tuple(self.file_order_planner()) if self.file_order_planner else self.buffers
 
     @property
     def dominant_dtype(self) -> str:
@@ -141,7 +165,8 @@ class Footprint:
         # Buffers and planners are for re-planning, not for reporting (and a large graph has tens of thousands);
         # layers are converted field by field: dataclasses.asdict deep-copies every value, 10x slower.
         data = copy.deepcopy({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                              if f.name not in ("buffers", "shared_planner", "layers", "live_at_peak")
+                              if f.name not in ("buffers", "shared_planner", "file_order_planner", "layers",
+                                                "live_at_peak", "execution_order", "ops")
                               and not f.name.startswith("_")})
         names = [f.name for f in dataclasses.fields(LayerStats)]
         data["layers"] = [{name: getattr(layer, name) for name in names} for layer in self.layers]
@@ -170,6 +195,9 @@ class _GraphStats:
     live_at_peak: tuple[LiveTensor, ...] = ()
     buffers: tuple[Buffer, ...] = ()
     shared_planner: Callable[[], list[Buffer]] | None = None
+    file_order_planner: Callable[[], list[Buffer]] | None = None
+    order: tuple[int, ...] = ()   # node indices in the planned order
+    sites: tuple[OpSite, ...] = ()
 
 
 class _Analysis:
@@ -198,10 +226,13 @@ class _Analysis:
         add_consumer = self.tally.add_consumer
         nodes, node_inputs, node_outputs, node_reads = index.nodes, index.inputs, index.outputs, index.reads
         layers: list[LayerStats] = []
+        layer_writing: dict[str, int] = {}   # tensor -> position of the layer that writes it
         steps: list[Step] = []
+        step_nodes: list[int] = []
         macs_total: int | None = 0
         flops_total: int | None = 0
         params_total = bytes_total = 0
+        sites: list[OpSite] | None = None if scope else []
         for i in index.order:
             if i in view.folded_nodes:
                 continue
@@ -233,11 +264,17 @@ class _Analysis:
                                          [lookup(n) if n else None for n in outputs])
             writes = outputs if "" not in outputs else tuple([o for o in outputs if o])
             steps.append(Step(label, reads, writes, workspace, _storage_sharing(domain, op_type, inputs, constants)))
+            step_nodes.append(i)
             first_written = lookup(writes[0]) if writes else None
+            inputs_from = tuple(dict.fromkeys([layer_writing[n] for n in reads if n in layer_writing]))
+            for name in writes:
+                layer_writing[name] = len(layers)
             layers.append(LayerStats(
                 label, op_type, params, weight_bytes, macs, flops, _total_bytes(lookup, reads),
                 _total_bytes(lookup, writes), first_written.dtype if first_written is not None else "unknown",
-                branches))
+                branches, _group(node) if op_type in _GROUPED_OPS else 1, inputs_from))
+            if sites is not None:
+                sites.append(_op_site(node, reads, writes, len(all_reads) - len(reads), first_written, lookup))
             if macs is None or macs_total is None:
                 macs_total = None
             else:
@@ -250,8 +287,10 @@ class _Analysis:
             bytes_total += weight_bytes
         for key, count in histogram.items():
             self.histogram[key] += count
-        stats = _GraphStats(layers, macs_total, flops_total, params_total, bytes_total, 0, 0, 0)
+        stats = _GraphStats(layers, macs_total, flops_total, params_total, bytes_total, 0, 0, 0,
+                            sites=tuple(sites or ()))
         self._plan_memory(graph, scope, table, view, steps, stats)
+        stats.order = tuple(step_nodes[k] for k in stats.order)
         return stats
 
     def _lookup_in(self, scope: str, table: dict[str, TensorInfo]) -> Callable[[str], TensorInfo | None]:
@@ -349,10 +388,28 @@ class _Analysis:
         stats.lower_bound_bytes = plan.lower_bound
         stats.buffers = tuple(plan.buffers)
         stats.shared_planner = plan.shared_buffers
+        stats.file_order_planner = plan.file_order_buffers
+        stats.order = tuple(plan.order)
         if plan.arena.peak_step is not None and plan.order:
             stats.peak_node = steps[plan.order[min(plan.arena.peak_step, len(plan.order) - 1)]].name
         by_name = {b.name: b.bytes for b in plan.buffers}
         stats.live_at_peak = tuple(LiveTensor(n, by_name[n]) for n in plan.arena.live_at_peak)
+
+
+def _op_site(node: NodeProto, reads: tuple[str, ...], writes: tuple[str, ...], constants: int,
+             first_written: TensorInfo | None, lookup: Callable[[str], TensorInfo | None]) -> OpSite:
+    shape = tuple(first_written.shape) if first_written is not None and first_written.shape is not None else None
+    weight = lookup(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+    return OpSite(reads, writes, constants, shape,
+                  tuple(weight.shape) if weight is not None and weight.shape is not None else None)
+
+
+# Ops with a `group` attribute: a group count above 1 makes a grouped (depthwise when one channel per group) conv.
+_GROUPED_OPS = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "FusedConv", "NhwcConv"})
+
+
+def _group(node: NodeProto) -> int:
+    return next((attr.i for attr in node.attribute if attr.name == "group"), 1)
 
 
 def _storage_sharing(domain: str, op_type: str, inputs: tuple[str, ...], constants) -> tuple[str, str] | None:
@@ -375,6 +432,14 @@ def _total_bytes(lookup: Callable[[str], TensorInfo | None], names: tuple[str, .
             return None
         total += size
     return total
+
+
+def computing_nodes(graph: GraphProto) -> tuple[GraphIndex, ConstantView, list[int]]:
+    """The graph's index, its constants, and the indices of the nodes that compute at run time in execution order:
+    the nodes behind Footprint.layers, one for one."""
+    index = index_graph(graph)
+    view = constant_view(graph, index)
+    return index, view, [i for i in index.order if i not in view.folded_nodes]
 
 
 def constant_int(proto: ModelProto, name: str) -> int | None:
@@ -508,4 +573,7 @@ def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: 
         buffers=stats.buffers,
         alignment=alignment,
         shared_planner=stats.shared_planner,
+        file_order_planner=stats.file_order_planner,
+        execution_order=stats.order,
+        ops=stats.sites,
     )

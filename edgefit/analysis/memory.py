@@ -434,6 +434,7 @@ class GraphPlan:
     file_order_size: int         # arena size in file order
     lower_bound: int
     shared_buffers: Callable[[], list[Buffer]]   # the buffers if the runtime shares storage, made when asked
+    file_order_buffers: Callable[[], list[Buffer]]   # lifetimes in file order, made when asked (reports draw them)
 
 
 def plan_steps(steps: Sequence[Step], sizes: dict[str, tuple[int, str, int]], graph_inputs: Sequence[str],
@@ -455,7 +456,8 @@ def plan_steps(steps: Sequence[Step], sizes: dict[str, tuple[int, str, int]], gr
                 best_order, best_plan = order, plan
     buffers, arena = best_plan()
     return GraphPlan(best_order, buffers, arena, file_size, bound,
-                     functools.partial(numbered.shared_buffers, best_order))
+                     functools.partial(numbered.shared_buffers, best_order),
+                     functools.partial(numbered.buffers, file_order))
 
 
 def lifetimes(steps: Sequence[Step], order: Sequence[int], sizes: dict[str, tuple[int, str, int]],

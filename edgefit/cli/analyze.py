@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+
+from enum import Enum
 from typing import Annotated
 
 import typer
 
-from edgefit.cli.options import (AssumeDimsOpt, DimOpt, InputShapeOpt, JsonOpt, ModelArg, console, parse_assume_dims,
-                                 parse_dims, parse_input_shapes, print_json)
+from edgefit.cli.options import (AssumeDimsOpt, DimOpt, InputShapeOpt, JsonOpt, ModelArg, console, json_or_format,
+                                 parse_assume_dims, parse_dims, parse_input_shapes, print_json)
 from edgefit.errors import ProfileError
+
+
+# The formats that render a model (ModelReport.render_model), besides the terminal table and JSON.
+AnalyzeFormat = Enum("AnalyzeFormat", {name: name for name in ("table", "json", "markdown", "html")}, type=str)
 
 
 def analyze(
@@ -19,6 +26,9 @@ def analyze(
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Show every layer, not just the top ones.")] = False,
     top: Annotated[int, typer.Option("--top", help="How many layers to list by MACs and by memory.", min=0)] = 10,
     alignment: Annotated[int, typer.Option("--alignment", help="Arena buffer alignment in bytes.")] = 16,
+    output_format: Annotated[AnalyzeFormat, typer.Option(
+        "--format", "-f", help="table, json, markdown (PR comment) or html (the page 'edgefit report' writes, on "
+        "stdout).")] = AnalyzeFormat.table,
     json_out: JsonOpt = False,
 ) -> None:
     """Parameters, weight bytes, MACs/FLOPs and peak activation RAM of an ONNX model."""
@@ -27,15 +37,22 @@ def analyze(
     from edgefit.report import terminal
     from edgefit.report.check_text import render_tier_line
 
+    output_format = json_or_format(output_format, json_out)
     footprint = analyze_model(model, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
                               alignment=alignment, assume_dims=parse_assume_dims(assume_dims))
+    if output_format.value in ("markdown", "html"):
+        from edgefit.model_report import build_report
+        from edgefit.report.formats import get_format
+
+        sys.stdout.write(get_format(output_format.value).render_model(build_report(footprint, None)))
+        return
     # The first command a user runs should already answer the main question: which tiers does it fit? A broken
     # profile under EDGEFIT_PROFILES costs only that line: the analysis itself needs no profile.
     try:
         tier_line = render_tier_line(tier_summary(footprint))
     except ProfileError as error:
         tier_line = f"Tiers unknown: a device profile could not be read ({error})"
-    if json_out:
+    if output_format.value == "json":
         print_json({**footprint.to_dict(), "tier_summary": tier_line})
     else:
         terminal.render_footprint(console, footprint, per_layer=per_layer, top=top, tier_line=tier_line)

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated, Optional
 
 import typer
@@ -17,6 +16,7 @@ from edgefit.cli.options import (
     InputShapeOpt,
     JsonOpt,
     ModelArg,
+    Precision,
     ProfilesDirOpt,
     ReportFormat,
     console,
@@ -29,12 +29,6 @@ from edgefit.cli.options import (
     write_report,
 )
 from edgefit.errors import ConfigError
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
 
 
 profiles_app = typer.Typer(help="List and inspect device profiles.", no_args_is_help=True)
@@ -55,7 +49,8 @@ def profiles_list(profiles_dir: ProfilesDirOpt = None, json_out: JsonOpt = False
 
 @profiles_app.command("show")
 def profiles_show(
-    name: Annotated[str, typer.Argument(help="Profile name or alias, e.g. esp32-cam.", show_default=False)],
+    name: Annotated[str, typer.Argument(help="Profile name or alias, e.g. esp32-cam, or a profile file (.toml).",
+                                        show_default=False)],
     profiles_dir: ProfilesDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -73,7 +68,7 @@ def profiles_show(
 def check(
     model: ModelArg,
     target: Annotated[Optional[list[str]], typer.Option(
-        "--target", "-t", help="Device profile name or alias (repeatable); see 'edgefit profiles list'.",
+        "--target", "-t", help="Device profile name, alias or .toml file (repeatable); see 'edgefit profiles list'.",
         show_default=False)] = None,
     all_targets: Annotated[bool, typer.Option("--all", help="Check every known device and print the tier summary.")]
     = False,
@@ -82,17 +77,22 @@ def check(
         show_default=False)] = None,
     rate: Annotated[Optional[float], typer.Option(
         "--rate", help="Inferences per second, for average power and battery life (default: back to back). "
-        "Also caps the latency budget at 1/rate.", show_default=False)] = None,
+        "Also a latency budget: the device must keep up, so latency must stay under 1/rate.",
+        show_default=False)] = None,
     max_ram: Annotated[Optional[str], typer.Option(
         "--max-ram", help="Tighten the RAM limit, e.g. 200KiB (KB = 1000 bytes, KiB = 1024).",
         show_default=False)] = None,
     max_flash: Annotated[Optional[str], typer.Option(
         "--max-flash", help="Tighten the flash limit, e.g. 1MB.", show_default=False)] = None,
     max_latency: Annotated[Optional[str], typer.Option(
-        "--max-latency", help="Latency budget, e.g. 20ms (replaces the tier default: cloud 1 s, edge 100 ms, "
-        "mobile 50 ms, tiny 10 ms).", show_default=False)] = None,
+        "--max-latency", help="Latency budget, e.g. 20ms (replaces one the profile declares). Without a budget "
+        "latency is reported against the tier's typical band (tiny 1-10 ms, ...) and does not decide the fit.",
+        show_default=False)] = None,
     max_power: Annotated[Optional[str], typer.Option(
         "--max-power", help="Average power budget at --rate, e.g. 50mW.", show_default=False)] = None,
+    runtime: Annotated[Optional[str], typer.Option(
+        "--runtime", help="Runtime stack of the target's profile, e.g. stm32cube-ai-8.1 (default: the profile's "
+        "default_runtime); 'edgefit profiles show NAME' lists them.", show_default=False)] = None,
     profiles_dir: ProfilesDirOpt = None,
     input_shape: InputShapeOpt = None,
     dim: DimOpt = None,
@@ -114,7 +114,7 @@ def check(
         model, None if all_targets else target, precision.value if precision else None,
         Budgets.parse(max_ram, max_flash, max_latency, max_power), rate,
         profiles_dir=profiles_dir, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
-        assume_dims=parse_assume_dims(assume_dims),
+        runtime=runtime, assume_dims=parse_assume_dims(assume_dims),
     )
     write_report(report, output_format, lambda out, r: render_check(out, r, detailed=not all_targets))
     if not report.fits:

@@ -41,6 +41,15 @@ AssumeDimsOpt = Annotated[Optional[str], typer.Option(
     "a batch-like leading dimension is 1, image sizes come from the exporter's metadata, and any other unbound "
     "dimension is an error naming the --input-shape / --dim to pass.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+TargetsOpt = Annotated[Optional[list[str]], typer.Option(
+    "--target", "-t", help="Device profile name, alias or .toml path (repeatable); see 'edgefit profiles list'.",
+    show_default=False)]
 ProfilesDirOpt = Annotated[Optional[list[Path]], typer.Option(
     "--profiles-dir", help="Directory of extra device profiles (*.toml), searched before EDGEFIT_PROFILES and the "
     "built-ins; a profile there overrides a built-in of the same name (repeatable).", show_default=False)]
@@ -63,9 +72,9 @@ def json_or_format(output_format: Enum, json_out: bool) -> Enum:
     """--json is --format json; with another --format it asks for two formats."""
     if not json_out:
         return output_format
-    if output_format not in (ReportFormat.table, ReportFormat.json):
+    if output_format.value not in ("table", "json"):
         raise ConfigError(f"--json and --format {output_format.value} ask for two formats; give one")
-    return ReportFormat.json
+    return type(output_format)("json")
 
 
 def print_json(data: object) -> None:

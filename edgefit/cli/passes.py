@@ -32,7 +32,8 @@ OutputOpt = Annotated[Optional[Path], typer.Option(
     show_default=False)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Allow -o to be the input file itself (overwrites it).")]
 TargetOpt = Annotated[Optional[str], typer.Option(
-    "--target", "-t", help="Device profile: picks the quantization mode, adds latency and the fit verdict.",
+    "--target", "-t", help="Device profile (name, alias or .toml file): picks the quantization mode, adds latency "
+    "and the fit verdict.",
     show_default=False)]
 EvalOpt = Annotated[Optional[Path], typer.Option(
     "--eval", help="Fidelity inputs: .npz with one array per input name (+ optional 'labels' for accuracy), "
@@ -64,7 +65,7 @@ ExcludeOpt = Annotated[Optional[list[str]], typer.Option(
     "--exclude", help="Node names or op types to keep in float (repeatable, comma-separated).", show_default=False)]
 PassesOpt = Annotated[str, typer.Option(
     "--passes", help="Comma-separated passes, e.g. fuse,prune:0.5,quantize (prune:S[:structured|:per-layer], "
-    "quantize[:int8|:dynamic|:fp16]).")]
+    "quantize[:int8|:dynamic|:fp16], reorder).")]
 
 
 def _split(values: list[str] | None) -> tuple[str, ...]:

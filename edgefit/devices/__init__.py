@@ -12,6 +12,7 @@ import difflib
 import errno
 import math
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgefit.errors import ConfigError, EdgefitError, ProfileError
+from edgefit.latency import LatencyCoefficients
+from edgefit.runtime_memory import MEMORY_MODELS
 from edgefit.units import parse_duration_s, parse_power_w, parse_size
 
 TIERS = ("cloud", "edge", "mobile", "tiny")
@@ -32,12 +35,42 @@ def check_precision(precision: str | None) -> None:
         raise ConfigError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
 
 
-# Default latency budget per tier: the upper end of each tier's typical latency band (DESIGN.md section 4:
-# cloud 100-1000 ms incl. a 100-500 ms network round trip, edge 10-100 ms, mobile 5-50 ms, tiny 1-10 ms).
-TIER_LATENCY_BUDGET_S = {"cloud": 1.0, "edge": 0.100, "mobile": 0.050, "tiny": 0.010}
+# Typical latency band per tier (DESIGN.md section 4: cloud 100-1000 ms incl. a 100-500 ms network round trip,
+# edge 10-100 ms, mobile 5-50 ms, tiny 1-10 ms). Context for a latency figure, never a limit: what an application
+# needs is the user's to say (a budget, a rate) or the profile's (`latency_budget`).
+TIER_LATENCY_BAND_S = {"cloud": (0.100, 1.0), "edge": (0.010, 0.100), "mobile": (0.005, 0.050),
+                       "tiny": (0.001, 0.010)}
 
 BUILTIN_PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 PROFILES_ENV = "EDGEFIT_PROFILES"
+
+
+# What the speed and power figures of a profile or runtime stack rest on.
+BASES = ("datasheet", "published measurement", "user calibration")
+
+
+@dataclass(frozen=True)
+class RuntimeStack:
+    """One software stack (inference runtime + kernels + compiler) a device runs models with, and what it costs:
+    latency coefficients per precision (edgefit.latency), optionally the power drawn while it runs."""
+
+    name: str
+    display_name: str
+    basis: str                                      # one of BASES: where the coefficients come from
+    source: str
+    coefficients: Mapping[str, LatencyCoefficients]  # by precision
+    expected_error: float | None = None             # typical relative error of its latency estimates
+    active_power_w: float | None = None             # draw while inferring; None: the profile's active_power
+    active_power_source: str | None = None          # which measurement, on which supply rail
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "display_name": self.display_name, "basis": self.basis, "source": self.source,
+            "expected_error": self.expected_error, "active_power_w": self.active_power_w,
+            "active_power_source": self.active_power_source,
+            "latency_coefficients": {p: dict(zip(_COEFFICIENT_KEYS, c.vector().tolist()))
+                                     for p, c in self.coefficients.items()},
+        }
 
 
 @dataclass(frozen=True)
@@ -64,16 +97,38 @@ class DeviceProfile:
     network_rtt_s: float                 # request round trip to reach the device (cloud)
     active_power_w: float                # draw while running inference
     idle_power_w: float                  # draw between inferences
-    latency_budget_s: float              # default latency budget (the tier's band unless the profile says)
+    latency_budget_s: float | None = None  # the latency the device's application needs, when the profile says
+    basis: str = "datasheet"             # what the speed and power figures rest on: one of BASES
+    expected_error: float | None = None  # relative error of the latency estimate (0.25: +-25%), when known
     ram_usable_fraction: float = 1.0     # share of RAM one app may take (phones' OS limits)
     battery_mah: float | None = None
     battery_v: float | None = None
     aliases: tuple[str, ...] = ()
     int8_ops: tuple[str, ...] | None = None   # ONNX op types the int8 kernels cover; None: every quantizable op
+    operators: str | None = None   # the runtime's operator list (edgefit/operators/NAME.toml); None: not judged
     shares_activation_storage: bool = False   # runtime aliases views and runs elementwise ops in place
+    memory_model: str = "static"         # how the runtime spends RAM beside the activations (edgefit.runtime_memory)
     notes: str = ""
     sources: Mapping[str, str] = field(default_factory=dict)
     path: Path | None = None
+    runtimes: tuple[RuntimeStack, ...] = ()   # software stacks with measured costs; the default one first
+    calibration: Mapping[str, Any] | None = None   # `edgefit calibrate`'s record (models, fitted, loo_error, date)
+
+    @property
+    def default_runtime(self) -> str | None:
+        return self.runtimes[0].name if self.runtimes else None
+
+    def runtime_stack(self, name: str | None = None) -> RuntimeStack | None:
+        """The stack called `name`, or the default one (None when the profile has no stacks)."""
+        if name is None:
+            return self.runtimes[0] if self.runtimes else None
+        key = normalize_name(name)
+        for stack in self.runtimes:
+            if stack.name == key:
+                return stack
+        choices = ", ".join(stack.name for stack in self.runtimes)
+        offered = f"it offers {choices}" if choices else "it has no runtime stacks"
+        raise ProfileError(f"profile {self.name!r} has no runtime {name!r}: {offered}")
 
     @property
     def ram_limit_bytes(self) -> int:
@@ -101,7 +156,8 @@ class DeviceProfile:
         return {
             "name": self.name, "display_name": self.display_name, "tier": self.tier, "aliases": list(self.aliases),
             "int8_ops": list(self.int8_ops) if self.int8_ops is not None else None,
-            "shares_activation_storage": self.shares_activation_storage,
+            "operators": self.operators,
+            "shares_activation_storage": self.shares_activation_storage, "memory_model": self.memory_model,
             "processor": self.processor, "runtime": self.runtime, "precisions": list(self.precisions),
             "ram_bytes": self.ram_bytes, "ram_usable_fraction": self.ram_usable_fraction,
             "ram_limit_bytes": self.ram_limit_bytes, "flash_bytes": self.flash_bytes,
@@ -112,8 +168,12 @@ class DeviceProfile:
             "inference_overhead_ms": self.inference_overhead_s * 1e3, "per_op_overhead_us": self.per_op_overhead_s * 1e6,
             "network_rtt_ms": self.network_rtt_s * 1e3, "active_power_w": self.active_power_w,
             "idle_power_w": self.idle_power_w, "battery_mah": self.battery_mah, "battery_v": self.battery_v,
-            "latency_budget_ms": self.latency_budget_s * 1e3, "notes": self.notes, "sources": dict(self.sources),
+            "latency_budget_ms": None if self.latency_budget_s is None else self.latency_budget_s * 1e3,
+            "basis": self.basis, "expected_error": self.expected_error,
+            "notes": self.notes, "sources": dict(self.sources),
             "path": str(self.path) if self.path else None,
+            "default_runtime": self.default_runtime, "runtimes": [stack.to_dict() for stack in self.runtimes],
+            "calibration": dict(self.calibration) if self.calibration is not None else None,
         }
 
 
@@ -157,6 +217,12 @@ def _fraction(value: Any) -> float:
 def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _basis(value: Any) -> str:
+    if value not in BASES:
+        raise ValueError(f"expected one of {', '.join(BASES)}, got {value!r}")
     return value
 
 
@@ -208,6 +274,138 @@ def _peak_gmacs(value: Any) -> dict[str, float]:
     return rates
 
 
+def _operator_list(value: Any) -> str:
+    """The name of one of edgefit's operator lists; loading it checks that it exists."""
+    from edgefit.operators import load_operator_list
+
+    return load_operator_list(_text(value)).name
+
+
+def _memory_model(value: Any) -> str:
+    name = _text(value)
+    if name not in MEMORY_MODELS:
+        raise ValueError(f"unknown memory model {name!r}: expected one of {', '.join(MEMORY_MODELS)}")
+    return name
+
+
+# ---- runtime stacks ------------------------------------------------------------------------------------
+
+_RATE_PREFIXES = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kMGT]?)(MAC|MACs|elem|elements)/s\s*$")
+# Keys of a per-precision table, in LatencyCoefficients order; the rates count MACs or elements, the rest are
+# durations.
+_COEFFICIENT_KEYS = ("conv", "depthwise", "fc", "elementwise", "per_op", "per_inference")
+_RATE_UNIT = {"conv": "MAC", "depthwise": "MAC", "fc": "MAC", "elementwise": "elem"}
+_STACK_FIELDS = frozenset({"display_name", "basis", "source", "expected_error", "active_power",
+                           "active_power_source"})
+
+
+def _seconds_per_unit(value: Any, unit: str) -> float:
+    """Seconds per MAC (or element) from a rate: '0.45 GMAC/s', '120 Melem/s', a plain number per second, or inf
+    (the class costs nothing beyond its ops' dispatch)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        rate = float(value)
+    else:
+        match = _RATE.match(value) if isinstance(value, str) else None
+        if match is None or not match.group(3).startswith(unit):
+            raise ValueError(f"expected a rate such as '0.45 G{unit}/s' or '120 M{unit}/s', got {value!r}")
+        rate = float(match.group(1)) * _RATE_PREFIXES[match.group(2)]
+    if not rate > 0:   # NaN fails too
+        raise ValueError(f"expected a positive rate, got {value!r}")
+    return 1.0 / rate
+
+
+def _coefficients(table: Any) -> LatencyCoefficients:
+    if not isinstance(table, dict):
+        raise ValueError(f"expected a table with {', '.join(_COEFFICIENT_KEYS)}")
+    unknown = sorted(set(table) - set(_COEFFICIENT_KEYS))
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} (expected {', '.join(_COEFFICIENT_KEYS)})")
+    missing = [key for key in _COEFFICIENT_KEYS if key not in table]
+    if missing:
+        raise ValueError(f"missing key {missing[0]!r}")
+    values = []
+    for key in _COEFFICIENT_KEYS:
+        try:
+            values.append(_seconds_per_unit(table[key], _RATE_UNIT[key]) if key in _RATE_UNIT
+                          else _positive(parse_duration_s, allow_zero=True)(table[key]))
+        except (ValueError, EdgefitError) as error:
+            raise ValueError(f"{key}: {error}") from None
+    return LatencyCoefficients(*values)
+
+
+def _runtime_stack(name: str, table: Any, precisions: tuple[str, ...], origin: str, label: str) -> RuntimeStack:
+    where = f"{origin}: field {label!r}"
+    if not isinstance(table, dict):
+        raise ProfileError(f"{where}: expected a table")
+    unknown = sorted(set(table) - _STACK_FIELDS - set(PRECISIONS))
+    inner = table[unknown[0]] if unknown else None
+    if isinstance(inner, dict) and set(inner) & (_STACK_FIELDS | set(PRECISIONS)):   # [runtimes.a.b] for "a.b"
+        raise ProfileError(f"{where}: unknown table {unknown[0]!r}; a runtime name with a dot must be quoted, "
+                           f"as in [runtimes.\"stm32cube-ai-8.1\"]")
+    if unknown:
+        raise ProfileError(f"{where}: unknown key {unknown[0]!r} (expected {', '.join(sorted(_STACK_FIELDS))} "
+                           f"and one table per precision: {', '.join(PRECISIONS)})")
+    for key in ("display_name", "basis", "source"):
+        if key not in table:
+            raise ProfileError(f"{where}: missing key {key!r}")
+    values: dict[str, Any] = {}
+    try:
+        values["display_name"] = _text(table["display_name"])
+        values["source"] = _text(table["source"])
+        if table["basis"] not in BASES:
+            raise ValueError(f"basis: expected one of {', '.join(BASES)}, got {table['basis']!r}")
+        values["basis"] = table["basis"]
+        if "expected_error" in table:
+            error = _number(table["expected_error"])
+            if error <= 0:
+                raise ValueError(f"expected_error: expected a positive fraction such as 0.25, got {error!r}")
+            values["expected_error"] = error
+        if ("active_power" in table) != ("active_power_source" in table):
+            raise ValueError("active_power and active_power_source go together (which measurement, which rail)")
+        if "active_power" in table:
+            values["active_power_w"] = _positive(parse_power_w)(table["active_power"])
+            values["active_power_source"] = _text(table["active_power_source"])
+    except (ValueError, TypeError, EdgefitError) as error:
+        raise ProfileError(f"{where}: {error}") from None
+    coefficients = {}
+    for precision in (p for p in PRECISIONS if p in table):
+        where_precision = f"{origin}: field '{label}.{precision}'"
+        if precision not in precisions:
+            raise ProfileError(f"{where_precision}: the profile does not run {precision} "
+                               f"(precisions = {list(precisions)})")
+        try:
+            coefficients[precision] = _coefficients(table[precision])
+        except ValueError as error:
+            raise ProfileError(f"{where_precision}: {error}") from None
+    if not coefficients:
+        raise ProfileError(f"{where}: no latency table; add a [runtimes.{name}.int8] table (or fp32, fp16)")
+    return RuntimeStack(name=name, coefficients=coefficients, **values)
+
+
+def _runtime_stacks(data: Mapping[str, Any], precisions: tuple[str, ...], origin: str) -> tuple[RuntimeStack, ...]:
+    """The profile's [runtimes.<name>] tables, the default one (default_runtime, else the first) first."""
+    tables = data.get("runtimes", {})
+    if not isinstance(tables, dict):
+        raise ProfileError(f"{origin}: field 'runtimes': expected tables [runtimes.<name>]")
+    stacks = []
+    for name, table in tables.items():
+        key = normalize_name(name) if isinstance(name, str) and name.strip() else ""
+        if not key:
+            raise ProfileError(f"{origin}: field 'runtimes': a runtime needs a name")
+        stacks.append(_runtime_stack(key, table, precisions, origin, f"runtimes.{name}"))
+    default = data.get("default_runtime")
+    if default is None:
+        return tuple(stacks)
+    names = [stack.name for stack in stacks]
+    if not isinstance(default, str) or normalize_name(default) not in names:
+        offered = ", ".join(names) or "none"
+        raise ProfileError(f"{origin}: field 'default_runtime': {default!r} is not one of the profile's "
+                           f"[runtimes.*] tables ({offered})")
+    first = names.index(normalize_name(default))
+    return (stacks[first], *stacks[:first], *stacks[first + 1:])
+
+
 # key in the TOML file -> (attribute, parser, required). Numbers with units accept the units of edgefit.units.
 _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "name": ("name", lambda v: normalize_name(_text(v)), True),
@@ -231,16 +429,23 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "active_power": ("active_power_w", _positive(parse_power_w), True),
     "idle_power": ("idle_power_w", _positive(parse_power_w, allow_zero=True), True),
     "latency_budget": ("latency_budget_s", _positive(parse_duration_s), False),
+    "basis": ("basis", _basis, False),
+    "expected_error": ("expected_error", _positive(_number), False),
     "ram_usable_fraction": ("ram_usable_fraction", _fraction, False),
     "battery_mah": ("battery_mah", _positive(_number), False),
     "battery_v": ("battery_v", _positive(_number), False),
     "aliases": ("aliases", _aliases, False),
     "int8_ops": ("int8_ops", _op_types, False),
+    "operators": ("operators", _operator_list, False),
     "shares_activation_storage": ("shares_activation_storage", _boolean, False),
+    "memory_model": ("memory_model", _memory_model, False),
     "notes": ("notes", _text, False),
 }
 # Keys that are not numbers about the device and so need no source note.
-_DESCRIPTIVE = frozenset({"name", "display_name", "tier", "aliases", "notes", "runtime", "precisions", "int8_ops"})
+_DESCRIPTIVE = frozenset({"name", "display_name", "tier", "aliases", "notes", "runtime", "precisions", "int8_ops",
+                          "operators", "memory_model", "basis"})
+# Keys parsed apart from _FIELDS: tables (runtime stacks carry their own sources) and the default stack's name.
+_TABLES = frozenset({"source", "runtimes", "default_runtime", "calibration"})
 
 
 def normalize_name(name: str) -> str:
@@ -250,9 +455,9 @@ def normalize_name(name: str) -> str:
 
 def parse_profile(data: Mapping[str, Any], origin: str, path: Path | None = None) -> DeviceProfile:
     """Validate one profile's TOML table; errors name `origin` (the file) and the offending field."""
-    unknown = sorted(set(data) - set(_FIELDS) - {"source"})
+    unknown = sorted(set(data) - set(_FIELDS) - _TABLES)
     if unknown:
-        close = difflib.get_close_matches(unknown[0], list(_FIELDS) + ["source"], n=1)
+        close = difflib.get_close_matches(unknown[0], list(_FIELDS) + sorted(_TABLES), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ProfileError(f"{origin}: unknown field {unknown[0]!r}{hint}")
     values: dict[str, Any] = {}
@@ -270,7 +475,7 @@ def parse_profile(data: Mapping[str, Any], origin: str, path: Path | None = None
     if not isinstance(sources, dict) or not all(isinstance(v, str) and v.strip() for v in sources.values()):
         raise ProfileError(f"{origin}: field 'source': expected a table of non-empty notes, one per number")
     for key in data:
-        if key not in _DESCRIPTIVE and key != "source" and key not in sources:
+        if key not in _DESCRIPTIVE and key not in _TABLES and key not in sources:
             raise ProfileError(f"{origin}: field {key!r} has no source note (add source.{key} = \"datasheet ...\")")
     stray = sorted(set(sources) - set(data))
     if stray:
@@ -289,8 +494,11 @@ def parse_profile(data: Mapping[str, Any], origin: str, path: Path | None = None
     values.setdefault("flash_bandwidth_bytes_per_s", values["memory_bandwidth_bytes_per_s"])
     values.setdefault("per_op_overhead_s", 0.0)
     values.setdefault("network_rtt_s", 0.0)
-    values.setdefault("latency_budget_s", TIER_LATENCY_BUDGET_S[values["tier"]])
-    return DeviceProfile(**values, sources=dict(sources), path=path)
+    calibration = data.get("calibration")
+    if calibration is not None and not isinstance(calibration, dict):
+        raise ProfileError(f"{origin}: field 'calibration': expected a table (written by edgefit calibrate)")
+    return DeviceProfile(**values, sources=dict(sources), path=path,
+                         runtimes=_runtime_stacks(data, values["precisions"], origin), calibration=calibration)
 
 
 # Profiles and gate configs are a few kilobytes; a larger file is not one of them.
@@ -378,7 +586,10 @@ def _alias_index(profiles: Iterable[DeviceProfile]) -> dict[str, DeviceProfile]:
 
 
 def find_profile(name: str, profiles: Iterable[DeviceProfile]) -> DeviceProfile:
-    """The profile called `name` (or aliased so); a near miss gets 'did you mean ...'."""
+    """The profile called `name` (or aliased so), or the profile file `name` when it ends in .toml; a near miss
+    gets 'did you mean ...'."""
+    if name.strip().lower().endswith(".toml"):
+        return load_profile_file(name.strip())
     index = _alias_index(profiles)
     key = normalize_name(name)
     if key in index:

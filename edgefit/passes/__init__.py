@@ -9,8 +9,9 @@ from edgefit.passes.fuse import FuseStats, fuse
 from edgefit.passes.pipeline import PassSpec, PipelineResult, parse_passes, run_passes
 from edgefit.passes.prune import PruneStats, prune
 from edgefit.passes.quantize import QuantizeStats, mode_for_precisions, quantize
+from edgefit.passes.reorder import ReorderStats, reorder
 
 __all__ = [
-    "Pass", "PassResult", "FuseStats", "PruneStats", "QuantizeStats", "PassOptions", "PassSpec", "PipelineResult",
-    "fuse", "prune", "quantize", "run_passes", "parse_passes", "mode_for_precisions",
+    "Pass", "PassResult", "FuseStats", "PruneStats", "QuantizeStats", "ReorderStats", "PassOptions", "PassSpec",
+    "PipelineResult", "fuse", "prune", "quantize", "reorder", "run_passes", "parse_passes", "mode_for_precisions",
 ]

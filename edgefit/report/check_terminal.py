@@ -13,8 +13,9 @@ from rich.text import Text
 
 from edgefit.devices import PRECISIONS, TIERS, DeviceProfile
 from edgefit.report.check_text import (
-    METRIC_LABELS, describe_verdict, format_limit, format_margin, format_value, render_tier_line,
-    why_tier_misses,
+    BASIS_LABELS, METRIC_LABELS, describe_bases, describe_operators, describe_patch_plan, describe_verdict,
+    format_band, format_basis, format_error, format_limit, format_margin, format_value, latency_budget_how,
+    render_tier_line, why_tier_misses,
 )
 from edgefit.report.quantities import format_bytes, format_bytes_short, format_count, format_quantity
 
@@ -22,8 +23,8 @@ if TYPE_CHECKING:   # `profiles list` renders here without loading the analysis 
     from edgefit.check import CheckReport, TargetResult, Verdict
     from edgefit.gate import GateReport
 
-_ESTIMATE_NOTE = ("All latency, energy and power figures are estimates (per-layer roofline from datasheet figures), "
-                  "not measurements.")
+_ESTIMATE_NOTE = ("All latency, energy and power figures are estimates (per-class rates of the runtime stack where "
+                  "the profile has them, else a per-layer roofline from datasheet figures), not measurements.")
 
 
 def _rates(profile: DeviceProfile) -> str:
@@ -75,10 +76,16 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
         ("aliases", ", ".join(profile.aliases) or "-", ""),
         ("processor", profile.processor, source("processor", "")),
         ("runtime", profile.runtime, ""),
+        *[(f"runtimes.{stack.name}", f"{stack.display_name}: {stack.basis}"
+           + (f", typically within ±{stack.expected_error:.0%}" if stack.expected_error is not None else "")
+           + (" (default)" if stack.name == profile.default_runtime else ""), stack.source)
+          for stack in profile.runtimes],
         ("precisions", ", ".join(profile.precisions), ""),
+        ("operators", profile.operators or "- (not judged)", ""),
         ("ram", format_bytes(profile.ram_bytes), source("ram", "")),
         ("flash", format_bytes(profile.flash_bytes), source("flash", "")),
         ("runtime_ram", format_bytes(profile.runtime_ram_bytes), source("runtime_ram", "")),
+        ("memory_model", profile.memory_model, "arena = planned activations + runtime state (edgefit.runtime_memory)"),
         ("runtime_flash", format_bytes(profile.runtime_flash_bytes), source("runtime_flash", "")),
         ("weights_in_ram", str(profile.weights_in_ram).lower(), source("weights_in_ram", "")),
         ("peak_gmacs", _rates(profile), source("peak_gmacs", "")),
@@ -92,8 +99,11 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
         ("network_rtt", format_quantity(profile.network_rtt_s * 1e3, "ms"), source("network_rtt", "")),
         ("active_power", _power(profile.active_power_w), source("active_power", "")),
         ("idle_power", _power(profile.idle_power_w), source("idle_power", "")),
-        ("latency_budget", format_quantity(profile.latency_budget_s * 1e3, "ms"),
-         source("latency_budget", f"{profile.tier} tier default")),
+        ("latency_budget", "none" if profile.latency_budget_s is None
+         else format_quantity(profile.latency_budget_s * 1e3, "ms"),
+         source("latency_budget", "latency is judged only against a budget given to check or gate")),
+        ("basis", BASIS_LABELS.get(profile.basis, profile.basis), ""),
+        ("expected_error", format_error(profile.expected_error), source("expected_error", "")),
     ]
     if profile.ram_usable_fraction != 1.0:
         rows.insert(6, ("ram_usable_fraction", f"{profile.ram_usable_fraction:g}", source("ram_usable_fraction", "")))
@@ -108,19 +118,26 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
     console.print(Text(f"file: {profile.path}", style="dim"))
 
 
-def _ok_mark(ok: bool) -> Text:
-    return Text("ok", style="green") if ok else Text("OVER", style="bold red")
+def _ok_mark(verdict: Verdict) -> Text:
+    if verdict.kind == "context":
+        return Text("context", style="yellow" if verdict.band_position == "above" else "dim")
+    return Text("ok", style="green") if verdict.ok else Text("OVER", style="bold red")
 
 
 def _cell(verdict: Verdict | None) -> Text:
-    """A verdict's value; over budget it is red and marked, so it also reads without colour."""
+    """A verdict's value; over budget it is red and marked ✗, a figure without a budget that is slower than its
+    tier's band is yellow and marked *, so both also read without colour."""
     if verdict is None:
         return Text("-", style="dim")
     if verdict.metric in ("ram", "flash"):
         text = format_bytes_short(float(verdict.value))
     else:
         text = format_value(verdict)
-    return Text(text) if verdict.ok else Text(f"{text} ✗", style="bold red")
+    if not verdict.ok:
+        return Text(f"{text} ✗", style="bold red")
+    if verdict.kind == "context" and verdict.band_position == "above":
+        return Text(f"{text} *", style="yellow")
+    return Text(text)
 
 
 def _verdict_table(title: str, verdicts: Sequence[Verdict]) -> Table:
@@ -129,9 +146,18 @@ def _verdict_table(title: str, verdicts: Sequence[Verdict]) -> Table:
                             ("margin", "right"), ("", "left")):
         table.add_column(column, justify=justify)
     for v in _shown(verdicts):
-        table.add_row(METRIC_LABELS.get(v.metric, v.metric), format_value(v), format_limit(v), v.limit_source,
-                      format_margin(v), _ok_mark(v.ok))
+        table.add_row(METRIC_LABELS.get(v.metric, v.metric), format_value(v), format_limit(v), v.limit_source or "",
+                      format_margin(v), _ok_mark(v))
     return table
+
+
+def _print_context(console: Console, verdicts: Sequence[Verdict], command: str) -> None:
+    """The figures nobody set a budget for, each against its tier's band."""
+    for v in verdicts:
+        if v.kind == "context":
+            console.print(Text(f"{describe_verdict(v)} (no latency budget: set one with {latency_budget_how(command)} "
+                               "to judge it)",
+                               style="yellow" if v.band_position == "above" else "dim"))
 
 
 def _estimate_line(result: TargetResult) -> str:
@@ -149,13 +175,24 @@ def _estimate_line(result: TargetResult) -> str:
     ]
     if est.battery_life_h is not None:
         parts.append(f"battery life {est.battery_life_h:.1f} h")
-    return f"estimates on {result.profile.runtime}: " + "; ".join(parts)
+    if result.profile.memory_model.startswith("tflm"):
+        parts.append(f"set the tensor arena to {est.arena_bytes:,} bytes ({est.memory.head_bytes:,} tensors + "
+                     f"{est.memory.tail_bytes:,} interpreter state)")
+    parts.append(f"basis: {format_basis(est)}")
+    return f"estimates on {_runtime_label(result)}: " + "; ".join(parts)
+
+
+def _runtime_label(result: TargetResult) -> str:
+    if result.estimate.runtime is None:
+        return result.profile.runtime
+    return result.profile.runtime_stack(result.estimate.runtime).display_name
 
 
 def _target_detail(console: Console, report: CheckReport, result: TargetResult) -> None:
     profile = result.profile
     verdict = Text("fits", style="bold green") if result.fits else Text("does not fit", style="bold red")
     console.print(_verdict_table(f"{profile.name} ({profile.tier}) at {report.precision}", result.verdicts))
+    _print_context(console, result.verdicts, "check")
     console.print(Text(_estimate_line(result), style="dim"))
     if not result.estimate.keeps_up:
         console.print(Text(f"cannot keep up with {result.estimate.rate_hz:g} inferences/s", style="red"))
@@ -187,6 +224,17 @@ def _summary_table(report: CheckReport) -> Table:
     return table
 
 
+def _print_band_note(console: Console, report: CheckReport) -> None:
+    """Under the device table: latencies without a budget are shown against their tier's typical band."""
+    context = [v for r in report.targets if (v := r.verdict("latency")) is not None and v.kind == "context"]
+    if not context:
+        return
+    bands = {v.band.tier: v for v in context if v.band is not None}
+    typical = ", ".join(f"{tier} {format_band(bands[tier])}" for tier in TIERS if tier in bands)
+    console.print(Text(f"* slower than the tier's typical latency ({typical}); a latency without a budget does "
+                       f"not decide the fit (set one with {latency_budget_how('check')})", style="dim"))
+
+
 def _tier_table(report: CheckReport) -> Table:
     table = Table(title="Tiers", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("tier", "fits", "devices that fit / why not"):
@@ -206,10 +254,17 @@ def render_check(console: Console, report: CheckReport, *, detailed: bool) -> No
             _target_detail(console, report, result)
     else:
         console.print(_summary_table(report))
+        _print_band_note(console, report)
         console.print(_tier_table(report))
         console.print(Text(render_tier_line(report.tiers), style="bold"))
+    for result in report.targets:
+        for line, style in ((describe_operators(result), "yellow"), (describe_patch_plan(result), "cyan")):
+            if line:
+                console.print(Text(line, style=style))
     precision_note = "the model's own" if report.precision_is_models_own else "requested"
-    console.print(Text(f"precision: {report.precision} ({precision_note}). {_ESTIMATE_NOTE}", style="dim"))
+    # A detailed report gives each target's basis on its estimate line.
+    basis = "" if detailed else f" Basis: {describe_bases(report.targets)}."
+    console.print(Text(f"precision: {report.precision} ({precision_note}). {_ESTIMATE_NOTE}{basis}", style="dim"))
     for reason in report.unknowns:
         console.print(Text(f"unknown: {reason}", style="magenta"))
     for result in report.targets:
@@ -231,6 +286,8 @@ def render_gate(console: Console, report: GateReport) -> None:
         title = (f"{mark}: {result.spec.name}, {result.target.profile.name} at {result.target.estimate.precision} "
                  f"({result.spec.model_label})")
         console.print(_verdict_table(escape(title), result.verdicts))   # names and paths are the user's
+        _print_context(console, result.verdicts, report.command)
+        console.print(Text(f"estimates: {format_basis(result.target.estimate)}", style="dim"))
     for result in report.failed:
         for v in result.verdicts:
             if not v.ok:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from edgefit.report.quantities import format_quantity
+from edgefit.report.quantities import format_bytes, format_quantity
 
 if TYPE_CHECKING:
     from edgefit.check import TargetResult, TierResult, TierSummary, Verdict
+    from edgefit.estimate import Estimate
 
 METRIC_LABELS = {
     "ram": "RAM", "flash": "flash", "latency": "latency", "power": "power", "precision": "precision",
-    "ram_growth": "arena growth", "flash_growth": "weight growth",
+    "ram_growth": "arena growth", "flash_growth": "weight growth", "operators": "operators",
 }
 # How many fitting devices a one-line summary names before it abbreviates.
 _NAMED_DEVICES = 3
+# Where a latency stands against its tier's typical band.
+_BAND_RELATION = {"above": "slower than", "within": "within", "below": "faster than"}
+BASIS_LABELS = {"datasheet": "datasheet figures"}
 
 
 def format_value(verdict: Verdict) -> str:
@@ -23,11 +28,30 @@ def format_value(verdict: Verdict) -> str:
 
 
 def format_limit(verdict: Verdict) -> str:
+    if verdict.limit is None:
+        return "no budget"
     return format_quantity(verdict.limit, verdict.unit)
 
 
+def format_band(verdict: Verdict) -> str:
+    """The verdict's tier band: '1–10 ms' (bands are round numbers in the verdict's unit)."""
+    assert verdict.band is not None
+    return f"{verdict.band.low:g}–{verdict.band.high:g} {verdict.unit}"
+
+
+def describe_band(verdict: Verdict) -> str:
+    """'slower than the typical 1–10 ms of the Tiny tier'; '' without a band."""
+    if verdict.band is None:
+        return ""
+    tier = verdict.band.tier.capitalize()
+    relation = _BAND_RELATION.get(verdict.band_position or "")
+    if relation is None:   # a lower bound under the top of the band: the figure may lie anywhere above it
+        return f"the {tier} tier's typical band is {format_band(verdict)}"
+    return f"{relation} the typical {format_band(verdict)} of the {tier} tier"
+
+
 def format_margin(verdict: Verdict) -> str:
-    """'44% free' under budget, '12% over' over it, '' when there is no numeric margin."""
+    """'44% free' under budget, '12% over' over it, '' when there is no numeric margin (or no budget)."""
     margin = verdict.margin_pct
     if margin is None:
         return ""
@@ -37,8 +61,12 @@ def format_margin(verdict: Verdict) -> str:
 
 
 def describe_verdict(verdict: Verdict) -> str:
-    """One clause: 'RAM 310.00 KiB > 300.00 KiB (budget, 3% over)'."""
+    """One clause: 'RAM 310.00 KiB > 300.00 KiB (budget, 3% over)'; a figure without a budget:
+    'latency 18.8 ms — slower than the typical 1–10 ms of the Tiny tier'."""
     label = METRIC_LABELS.get(verdict.metric, verdict.metric)
+    if verdict.kind == "context":
+        band = describe_band(verdict)
+        return f"{label} {format_value(verdict)} — {band}" if band else f"{label} {format_value(verdict)} (no budget)"
     if verdict.metric == "precision":
         supported = "supported" if verdict.ok else f"not supported (runs {verdict.limit})"
         return f"{verdict.value} {supported}"
@@ -56,6 +84,42 @@ def describe_target(result: TargetResult) -> str:
             + "; ".join(describe_verdict(v) for v in shown if v.metric != "precision" or not v.ok))
 
 
+# How a command's user sets the latency budget that a context-only latency lacks.
+_LATENCY_BUDGET_HOW = {"check": "--max-latency or --rate", "gate": "max_latency or rate in the gate"}
+
+
+def latency_budget_how(command: str) -> str:
+    """'--max-latency or --rate' for check, 'max_latency or rate in the gate' for gate."""
+    return _LATENCY_BUDGET_HOW[command]
+
+
+def format_error(expected_error: float | None) -> str:
+    """A relative error: 0.12 -> '±12%'; None -> 'unknown'."""
+    return "unknown" if expected_error is None else f"±{expected_error * 100:.3g}%"
+
+
+def format_basis(estimate: Estimate) -> str:
+    """What an estimate rests on: 'datasheet figures, expected error unknown', 'user calibration, typically
+    within ±12%'."""
+    error = ("expected error unknown" if estimate.expected_error is None
+             else f"typically within {format_error(estimate.expected_error)}")
+    return f"{BASIS_LABELS.get(estimate.basis, estimate.basis)}, {error}"
+
+
+def describe_bases(results: Sequence[TargetResult]) -> str:
+    """The basis of every result's estimates, each once: 'datasheet figures, expected error unknown', or with
+    the devices when they differ, the commonest last and unnamed: 'published measurement, typically within ±32%
+    (nucleo-h7a3zi-q, nucleo-l4r5zi); datasheet figures, expected error unknown (the other devices)'."""
+    by_basis: dict[str, list[str]] = {}
+    for result in results:
+        by_basis.setdefault(format_basis(result.estimate), []).append(result.profile.name)
+    if len(by_basis) == 1:
+        return next(iter(by_basis))
+    commonest = max(by_basis, key=lambda basis: len(by_basis[basis]))
+    named = [f"{basis} ({', '.join(names)})" for basis, names in by_basis.items() if basis != commonest]
+    return "; ".join([*named, f"{commonest} (the other devices)"])
+
+
 def _devices(names: tuple[str, ...]) -> str:
     shown = ", ".join(names[:_NAMED_DEVICES])
     more = len(names) - _NAMED_DEVICES
@@ -68,6 +132,8 @@ def why_tier_misses(tier: TierResult) -> str:
     assert binding is not None
     if binding.metric == "precision":
         reason = f"{binding.value} is not supported (best device {tier.best_device} runs {binding.limit})"
+    elif binding.metric == "operators":
+        reason = f"{binding.value} ops on {binding.limit} (best device {tier.best_device})"
     else:
         label = METRIC_LABELS.get(binding.metric, binding.metric)
         reason = (f"needs {format_value(binding)} {label}, best device ({tier.best_device}) "
@@ -77,7 +143,7 @@ def why_tier_misses(tier: TierResult) -> str:
         return reason
     if outlook.fits:
         return f"{reason}; int8 would fit ({_devices(outlook.devices)})"
-    if outlook.binding is not None and not outlook.binding.ok:
+    if outlook.binding is not None and not outlook.binding.ok and outlook.binding.metric != "operators":
         return f"{reason}; int8 would need {format_value(outlook.binding)}, still too much"
     return f"{reason}; int8 would not fit either"
 
@@ -91,3 +157,52 @@ def render_tier_line(summary: TierSummary) -> str:
     parts = [f"Fits: {', '.join(fitting) if fitting else 'none'}."]
     parts += [f"{t.tier.capitalize()}: no — {why_tier_misses(t)}." for t in summary.tiers if not t.fits]
     return " ".join(parts)
+
+
+def describe_patch_plan(result: TargetResult) -> str | None:
+    """'fits stm32h7 RAM with 4x4 patches over the first 6 layers: peak 96.00 KiB -> 38.00 KiB, +11% MACs', or the
+    best patching reaches when no plan fits; None when there is no advice worth a line."""
+    advice = result.patch_plan
+    if advice is None or advice.smallest is None or advice.notes:
+        return None
+    plan = advice.cheapest_fitting or advice.smallest
+    how = (f"{plan.grid}x{plan.grid} patches over the first {plan.layers} layers: peak "
+           f"{format_bytes(plan.unpatched_bytes)} -> {format_bytes(plan.peak_bytes)}, +{plan.extra_macs_pct:.0f}% MACs")
+    if advice.cheapest_fitting is not None:
+        return f"fits {result.profile.name} RAM with {how} (patch-based execution)"
+    left = "no RAM" if advice.limit_bytes is None or advice.limit_bytes <= 0 else format_bytes(advice.limit_bytes)
+    return f"{result.profile.name}: patch-based execution at best {how}; activations have {left} there"
+
+
+_LISTED_OPS = 5
+
+
+def _nodes(nodes) -> str:
+    reasons = {n.reason for n in nodes if n.status == "violates"}
+    if len(nodes) > 1 and len(reasons) == 1 and all(n.status == "violates" for n in nodes):
+        return f"every one {reasons.pop()}"   # e.g. an int8-only accelerator and an fp32 model
+    shown = ", ".join(f"{n.op_type} ({n.layer}{': ' + n.reason if n.status == 'violates' else ''})"
+                      for n in nodes[:_LISTED_OPS])
+    return shown + (f" and {len(nodes) - _LISTED_OPS} more" if len(nodes) > _LISTED_OPS else "")
+
+
+def describe_operators(result: TargetResult) -> str | None:
+    """'esp32: TensorFlow Lite Micro cannot run 1 op: Einsum (mix)' / '... 3 of 30 ops fall back to the CPU ...';
+    None when every op is supported or the profile names no operator list."""
+    coverage = result.operators
+    if coverage is None or coverage.verdict == "supported":
+        return None
+    name, total = result.profile.name, len(coverage.nodes)
+    if coverage.verdict == "does-not-run":
+        failing = coverage.not_running
+        line = f"{name}: {coverage.title} cannot run {len(failing)} of {total} ops: {_nodes(failing)}"
+    elif coverage.verdict == "fallback":
+        extra = ("" if coverage.fallback_latency_s is None else
+                 f", est. +{format_quantity(coverage.fallback_latency_s * 1e3, 'ms')} on the host core")
+        line = (f"{name}: {len(coverage.fallback_layers)} of {total} ops fall back to the CPU on {coverage.title}"
+                f"{extra}: {_nodes(coverage.not_running)}")
+    else:
+        line = f"{name}: {coverage.title} runs the known ops"
+    if coverage.unknown:
+        line += f"; {len(coverage.unknown)} unknown (not judged): {_nodes(coverage.unknown)}"
+    return line

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from edgefit.gate import GateReport, GateSpec
-from edgefit.report.check_text import describe_verdict
+from edgefit.report.check_text import describe_verdict, format_basis
 
 
 def workspace_path(spec: GateSpec) -> str:
@@ -38,7 +38,7 @@ class GithubFormat:
                     continue
                 title = f"edgefit {report.command}: {result.spec.name}"
                 message = (f"{result.target.profile.name} at {result.target.estimate.precision}: "
-                           f"{describe_verdict(v)} (estimate)")
+                           f"{describe_verdict(v)} (estimate from {format_basis(result.target.estimate)})")
                 lines.append(f"::error file={_escape_property(workspace_path(result.spec))},"
                              f"title={_escape_property(title)}::{_escape_data(message)}")
         passed = len(report.results) - len(report.failed)

@@ -1,4 +1,5 @@
-"""JUnit XML gate report: one testcase per gate x budget, so CI test views list every budget."""
+"""JUnit XML gate report: one testcase per gate x budget, so CI test views list every budget. A figure nobody set a
+budget for (latency without max_latency or rate) is a skipped testcase: reported, not checked."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 import xml.etree.ElementTree as ET
 
 from edgefit.gate import GateReport
-from edgefit.report.check_text import describe_verdict
+from edgefit.report.check_text import describe_verdict, format_basis
 from edgefit.report.github_format import workspace_path
 
 
@@ -27,7 +28,9 @@ class JUnitFormat:
     def render(self, report: GateReport) -> str:
         cases = [(result, v) for result in report.results for v in result.verdicts]
         failures = sum(not v.ok for _, v in cases)
-        counts = {"tests": str(len(cases)), "failures": str(failures), "errors": "0", "skipped": "0", "time": "0"}
+        skipped = sum(v.kind == "context" for _, v in cases)
+        counts = {"tests": str(len(cases)), "failures": str(failures), "errors": "0", "skipped": str(skipped),
+                  "time": "0"}
         suites = ET.Element("testsuites", name=f"edgefit {report.command}", **counts)
         suite = ET.SubElement(suites, "testsuite", name=_xml(f"edgefit {report.command} ({report.config_path})"), **counts)
         for result, v in cases:
@@ -35,13 +38,15 @@ class JUnitFormat:
                                  name=_xml(f"{v.metric} on {result.target.profile.name}"), time="0",
                                  file=_xml(workspace_path(result.spec)))
             detail = _xml(describe_verdict(v))
-            if v.ok:
+            if v.kind == "context":
+                ET.SubElement(case, "skipped", message=_xml(f"no budget: {describe_verdict(v)}"))
+            elif v.ok:
                 ET.SubElement(case, "system-out").text = detail
             else:
                 failure = ET.SubElement(case, "failure", message=detail, type="OverBudget")
                 failure.text = _xml(f"{result.spec.name}: {detail}\nmodel: {result.spec.model_label}\n"
                                     f"target: {result.target.profile.name} at {result.target.estimate.precision}\n"
-                                    "figures are estimates (roofline from datasheet figures)")
+                                    f"figures are estimates ({format_basis(result.target.estimate)})")
         ET.indent(suites)
         return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 

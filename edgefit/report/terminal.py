@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from edgefit.analysis.footprint import Footprint
+from edgefit.analysis.timeline import live_bytes_per_step
 from edgefit.report.quantities import format_bytes, format_count
 
 
@@ -42,6 +43,10 @@ def render_footprint(console: Console, fp: Footprint, *, per_layer: bool = False
                     format_bytes(fp.activation_lower_bound_bytes) + " (no schedule can go below)")
     summary.add_row("peak set by", escape(fp.peak_node or "-"), "")
     console.print(summary)
+    line = memory_sparkline(fp, width=min(60, max(console.width - 45, 10)),
+                            unicode=console.encoding.lower().startswith("utf"))
+    if line:
+        console.print(line)
 
     if fp.weight_bytes_by_dtype:
         dtypes = Table(title="Weights by dtype", title_justify="left")
@@ -82,6 +87,27 @@ def render_footprint(console: Console, fp: Footprint, *, per_layer: bool = False
         console.print(Text(f"unknown: {reason}", style="magenta"))
     if tier_line:
         console.print(Text(tier_line, style="bold"))
+
+
+_BLOCKS = "▁▂▃▄▅▆▇█"
+_ASCII_LEVELS = "_.-:=+*#"
+
+
+def memory_sparkline(fp: Footprint, *, width: int = 60, unicode: bool = True) -> Text | None:
+    """Live activation bytes over the execution steps as one line of block characters (ASCII levels where the
+    terminal cannot draw them), each character the largest step it covers, so the peak always shows."""
+    live = live_bytes_per_step(fp.buffers)
+    if not live:
+        return None
+    edges = [round(i * len(live) / width) for i in range(width + 1)] if len(live) > width else list(range(len(live) + 1))
+    values = [max(live[lo:hi]) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+    top = max(values) or 1
+    levels = _BLOCKS if unicode else _ASCII_LEVELS
+    chars = "".join(levels[min(len(levels) - 1, value * len(levels) // (top + 1))] for value in values)
+    line = Text("memory  ", style="bold")
+    line.append(chars, style="cyan")
+    line.append(f"  {len(live):,} steps, peak {format_bytes(top)} live", style="dim")
+    return line
 
 
 def _layer_table(title: str, layers) -> Table:

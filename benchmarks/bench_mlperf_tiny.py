@@ -1,0 +1,280 @@
+#!/usr/bin/env python3
+"""edgefit's latency and energy estimates against the published MLPerf Tiny results (v0.5-v1.1).
+
+benchmarks/data/mlperf_tiny.csv holds every closed-division result on the two MLPerf Tiny reference boards,
+NUCLEO-H7A3ZI-Q (Cortex-M7 @ 280 MHz) and NUCLEO-L4R5ZI (Cortex-M4F @ 120 MHz), each row citing its results file in
+the mlcommons/tiny_results_v* repositories (latency = 1000 / "Median throughput"; energy = "Median energy cost").
+The four benchmark networks are the sample models (kws_dscnn, vww_mobilenet_v1_025, ic_resnet8, ad_autoencoder),
+estimated at int8 as the submissions ran them.
+
+Default: the reproduction table, `edgefit.estimate` with each board's profile and the row's runtime stack, against
+the published figure. Exit 0 when the goals hold: >= 80% of latency pairs within +-25%, none off by more than 2x,
+every energy pair within 2x.
+
+--fit: derive the profiles' [runtimes.*] coefficients from the same data and print them as TOML, with the
+leave-one-benchmark-out errors. The model has few parameters per stack, so that it generalises beyond the four
+networks: one cost profile in cycles shared by every stack (a depthwise MAC, a fully-connected MAC, an elementwise
+element and an operator dispatch, each worth so many standard-convolution MACs), and per stack a single scale,
+its cycles per convolution MAC. The shared ratios are found on a grid, each stack's scale in closed form (the
+geometric mean of measured / modelled cycles, i.e. least squares on log latency).
+
+Usage: python benchmarks/bench_mlperf_tiny.py [--fit | --markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from edgefit import analyze
+from edgefit.devices import load_profile
+from edgefit.estimate import estimate
+from edgefit.latency import latency_features
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "benchmarks" / "data" / "mlperf_tiny.csv"
+PROFILE_OF_BOARD = {"NUCLEO-H7A3ZI-Q": "nucleo-h7a3zi-q", "NUCLEO-L4R5ZI": "nucleo-l4r5zi"}
+LATENCY_TOLERANCE, LATENCY_SHARE_GOAL, WORST_GOAL, ENERGY_GOAL = 0.25, 0.80, 2.0, 2.0
+
+# Shared cost profile searched by --fit, in standard-convolution MACs per unit.
+GRID = {"depthwise": np.arange(3.0, 10.01, 0.5), "fc": np.arange(0.8, 2.61, 0.1),
+        "elementwise": (0, 5, 10, 15, 20, 25, 30, 40, 60), "per_op": (0, 500, 1000, 2000, 4000)}
+
+
+def load_rows() -> list[dict[str, str]]:
+    with DATA.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def features_by_benchmark(rows) -> dict[str, np.ndarray]:
+    return {name: latency_features(analyze(ROOT / "sample_models" / f"{name}.onnx"), "int8").vector()
+            for name in sorted({row["benchmark"] for row in rows})}
+
+
+def ratio_cell(ratio: float, tolerance: float) -> str:
+    colour = "green" if abs(ratio - 1) <= tolerance else ("yellow" if max(ratio, 1 / ratio) <= 2 else "red")
+    return f"[{colour}]{ratio:.2f}[/{colour}]"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One published result and edgefit's estimate of it."""
+
+    row: dict[str, str]
+    latency_ms: float
+    energy_uj: float
+
+    @property
+    def latency_ratio(self) -> float:
+        return self.latency_ms / float(self.row["latency_ms"])
+
+    @property
+    def energy_ratio(self) -> float | None:
+        return self.energy_uj / float(self.row["energy_uj"]) if self.row["energy_uj"] else None
+
+
+@dataclass(frozen=True)
+class Goals:
+    latency_share: float    # share of latency pairs within +-25%
+    latency_worst: float    # worst ratio either way (>= 1)
+    energy_pairs: int
+    energy_share: float     # share of energy pairs within 2x
+    energy_worst: float
+
+    @property
+    def hold(self) -> bool:
+        return (self.latency_share >= LATENCY_SHARE_GOAL and self.latency_worst <= WORST_GOAL
+                and self.energy_worst <= ENERGY_GOAL)
+
+
+def compare() -> list[Pair]:
+    rows = load_rows()
+    footprints = {name: analyze(ROOT / "sample_models" / f"{name}.onnx") for name in {r["benchmark"] for r in rows}}
+    profiles = {board: load_profile(name) for board, name in PROFILE_OF_BOARD.items()}
+    pairs = []
+    for row in rows:
+        est = estimate(footprints[row["benchmark"]], profiles[row["board"]], "int8", runtime=row["stack"])
+        pairs.append(Pair(row, est.latency_s * 1e3, est.energy_j * 1e6))
+    return pairs
+
+
+def _worst(ratios: np.ndarray) -> float:
+    return float(np.max(np.maximum(ratios, 1 / ratios)))
+
+
+def goals(pairs: list[Pair]) -> Goals:
+    latency = np.array([p.latency_ratio for p in pairs])
+    energy = np.array([p.energy_ratio for p in pairs if p.energy_ratio is not None])
+    return Goals(float(np.mean(np.abs(latency - 1) <= LATENCY_TOLERANCE)), _worst(latency), len(energy),
+                 float(np.mean(np.maximum(energy, 1 / energy) <= ENERGY_GOAL)), _worst(energy))
+
+
+def summary_lines(result: Goals, pairs: int) -> list[str]:
+    return [f"latency: {result.latency_share:.0%} of {pairs} published pairs within ±25% (goal ≥ "
+            f"{LATENCY_SHARE_GOAL:.0%}); worst ratio {result.latency_worst:.2f}x (goal ≤ {WORST_GOAL:g}x)",
+            f"energy: {result.energy_share:.0%} of {result.energy_pairs} published pairs within 2x; "
+            f"worst ratio {result.energy_worst:.2f}x (goal ≤ {ENERGY_GOAL:g}x)"]
+
+
+def markdown() -> bool:
+    """One Markdown table, latency and energy side by side (the one in the README)."""
+    pairs = compare()
+    print("| board | stack | MLPerf Tiny | submitter | benchmark | published ms | edgefit ms | ratio "
+          "| published µJ | edgefit µJ | ratio |")
+    print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for pair in pairs:
+        row = pair.row
+        energy = (f"{float(row['energy_uj']):.0f} | {pair.energy_uj:.0f} | {pair.energy_ratio:.2f}"
+                  if pair.energy_ratio is not None else "| |")
+        print(f"| {row['board']} | {row['stack']} | v{row['version']} | {row['submitter']} | {row['benchmark']} "
+              f"| {float(row['latency_ms']):.2f} | {pair.latency_ms:.2f} | {pair.latency_ratio:.2f} | {energy} |")
+    result = goals(pairs)
+    print()
+    for line in summary_lines(result, len(pairs)):
+        print(line)
+    return result.hold
+
+
+def reproduce(console: Console) -> bool:
+    pairs = compare()
+    latency = Table(title="MLPerf Tiny latency: published vs edgefit (int8)")
+    energy = Table(title="MLPerf Tiny energy per inference: published vs edgefit (int8)")
+    for table, unit in ((latency, "ms"), (energy, "uJ")):
+        for column in ("board", "stack", "version", "submitter", "benchmark"):
+            table.add_column(column)
+        for column in (f"published {unit}", f"edgefit {unit}", "ratio"):
+            table.add_column(column, justify="right")
+    for pair in pairs:
+        row = pair.row
+        cells = (row["board"], row["stack"], row["version"], row["submitter"], row["benchmark"])
+        latency.add_row(*cells, f"{float(row['latency_ms']):.2f}", f"{pair.latency_ms:.2f}",
+                        ratio_cell(pair.latency_ratio, LATENCY_TOLERANCE))
+        if pair.energy_ratio is not None:
+            energy.add_row(*cells, f"{float(row['energy_uj']):.0f}", f"{pair.energy_uj:.0f}",
+                           ratio_cell(pair.energy_ratio, ENERGY_GOAL - 1))
+    console.print(latency)
+    console.print(energy)
+    result = goals(pairs)
+    for line in summary_lines(result, len(pairs)):
+        console.print(line)
+    return result.hold
+
+
+# ---- --fit ---------------------------------------------------------------------------------------------
+
+def _work(features: np.ndarray, ratios) -> np.ndarray:
+    """Cost of each row in standard-convolution MACs, for the shared ratios (depthwise, fc, elementwise, per-op)."""
+    return features[:, 0] + features[:, 1:5] @ np.asarray(ratios, dtype=np.float64)
+
+
+def _fit(features, cycles, stack_of_row, n_stacks, rows_used):
+    """Shared ratios and per-stack log-scales minimising the squared log error over `rows_used`."""
+    best = None
+    for ratios in itertools.product(*GRID.values()):
+        log_residual = np.log(cycles / _work(features, ratios))
+        scales = np.array([log_residual[rows_used & (stack_of_row == s)].mean() for s in range(n_stacks)])
+        error = float(((log_residual - scales[stack_of_row])[rows_used] ** 2).sum())
+        if best is None or error < best[0]:
+            best = (error, ratios, scales)
+    return best[1], best[2]
+
+
+def _scales_without(features, cycles, stack_of_row, n_stacks, ratios, rows_used):
+    log_residual = np.log(cycles / _work(features, ratios))
+    return np.array([log_residual[rows_used & (stack_of_row == s)].mean() for s in range(n_stacks)])
+
+
+def _rate(per_second: float, unit: str) -> str:
+    for prefix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if per_second >= scale:
+            return f"{per_second / scale:.4g} {prefix}{unit}/s"
+    return f"{per_second:.4g} {unit}/s"
+
+
+def fit(console: Console) -> None:
+    rows = load_rows()
+    features = features_by_benchmark(rows)
+    stacks = sorted({(r["board"], r["stack"]) for r in rows})
+    stack_of_row = np.array([stacks.index((r["board"], r["stack"])) for r in rows])
+    benchmarks = sorted(features)
+    benchmark_of_row = np.array([benchmarks.index(r["benchmark"]) for r in rows])
+    x = np.array([features[r["benchmark"]] for r in rows])
+    clock = np.array([float(r["clock_mhz"]) * 1e6 for r in rows])
+    cycles = np.array([float(r["latency_ms"]) * 1e-3 for r in rows]) * clock
+    every = np.ones(len(rows), dtype=bool)
+    ratios, scales = _fit(x, cycles, stack_of_row, len(stacks), every)
+    in_sample = _work(x, ratios) * np.exp(scales[stack_of_row]) / cycles
+    console.print(f"shared cost, in convolution MACs: depthwise MAC {ratios[0]:g}, fc MAC {ratios[1]:.3g}, "
+                  f"elementwise element {ratios[2]:g}, operator {ratios[3]:g}")
+    console.print(f"in sample: {np.mean(np.abs(in_sample - 1) <= 0.25):.0%} within ±25%, worst "
+                  f"{np.max(np.maximum(in_sample, 1 / in_sample)):.2f}x")
+
+    # Leave one benchmark out. (a) The shared ratios kept, each stack's scale refitted without the benchmark: how
+    # well a stack's figures carry to a network it was not fitted on. (b) Everything refitted without it.
+    held_scale, held_all = np.zeros(len(rows)), np.zeros(len(rows))
+    for b in range(len(benchmarks)):
+        used = benchmark_of_row != b
+        refit = _scales_without(x, cycles, stack_of_row, len(stacks), ratios, used)
+        held_scale[~used] = (_work(x, ratios) * np.exp(refit[stack_of_row]) / cycles)[~used]
+        ratios_b, scales_b = _fit(x, cycles, stack_of_row, len(stacks), used)
+        held_all[~used] = (_work(x, ratios_b) * np.exp(scales_b[stack_of_row]) / cycles)[~used]
+        console.print(f"  without {benchmarks[b]}: ratios {tuple(float(r) for r in ratios_b)}")
+    for name, held in (("stack scale refitted", held_scale), ("everything refitted", held_all)):
+        console.print(f"leave one benchmark out ({name}): {np.mean(np.abs(held - 1) <= 0.25):.0%} within ±25%, "
+                      f"worst {np.max(np.maximum(held, 1 / held)):.2f}x, "
+                      f"RMS relative error {np.sqrt(np.mean((held - 1) ** 2)):.2f}")
+
+    power = defaultdict(list)
+    for row in rows:
+        if row["energy_uj"]:
+            power[(row["board"], row["stack"])].append(float(row["energy_uj"]) * 1e-6 / (float(row["latency_ms"]) * 1e-3))
+    for board in sorted({b for b, _ in stacks}):
+        board_power = [p for (b, _), values in power.items() if b == board for p in values]
+        console.print(f"\n# {board}: median measured power over all its energy runs "
+                      f"{np.median(board_power) * 1e3:.0f} mW ({min(board_power) * 1e3:.0f}-"
+                      f"{max(board_power) * 1e3:.0f} mW, {len(board_power)} runs)")
+        for s, (b, stack) in enumerate(stacks):
+            if b != board:
+                continue
+            mine = stack_of_row == s
+            seconds_per_conv_mac = float(np.exp(scales[s])) / clock[mine][0]
+            error = float(np.sqrt(np.mean((held_scale[mine] - 1) ** 2)))
+            console.print(f"[runtimes.{stack}]  # {np.exp(scales[s]):.3f} cycles per conv MAC; "
+                          f"held-out RMS error {error:.2f}", markup=False)
+            if power[(b, stack)]:
+                console.print(f'active_power = "{np.median(power[(b, stack)]) * 1e3:.0f} mW"  '
+                              f"# median of {len(power[(b, stack)])} energy runs", markup=False)
+            console.print(f"[runtimes.{stack}.int8]", markup=False)
+            for key, ratio, unit in (("conv", 1.0, "MAC"), ("depthwise", ratios[0], "MAC"), ("fc", ratios[1], "MAC"),
+                                     ("elementwise", ratios[2], "elem")):
+                rate = _rate(1 / (seconds_per_conv_mac * ratio), unit) if ratio else "inf"
+                console.print(f'{key} = "{rate}"' if ratio else f"{key} = inf", markup=False)
+            console.print(f'per_op = "{seconds_per_conv_mac * ratios[3] * 1e6:.3g} us"', markup=False)
+            console.print('per_inference = "0 us"', markup=False)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fit", action="store_true", help="derive the profiles' runtime coefficients")
+    parser.add_argument("--markdown", action="store_true", help="print the reproduction as one Markdown table")
+    args = parser.parse_args()
+    console = Console(width=140)
+    if args.fit:
+        fit(console)
+        return 0
+    if args.markdown:
+        return 0 if markdown() else 1
+    return 0 if reproduce(console) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

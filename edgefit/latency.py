@@ -1,0 +1,179 @@
+"""Latency of one inference as a runtime stack runs it: a linear model over what each layer class costs.
+
+    latency = conv MACs x s/conv MAC + depthwise MACs x s/depthwise MAC + fc MACs x s/fc MAC
+            + elementwise elements x s/element + operators dispatched x s/op + s/inference
+
+The classes are those whose speed differs by kernel on microcontrollers and CPUs: standard convolutions (im2col +
+GEMM kernels), depthwise/grouped convolutions (little reuse per weight, memory bound), fully-connected / matmul
+(one pass over the weights), and everything else (elementwise, pooling, normalisation, softmax, data movement),
+which costs per element it writes. Measured MACs per cycle differ by class by 2x and more (MLPerf Tiny on the
+TFLite Micro reference kernels: fully-connected 0.22 vs depthwise 0.10), which one MAC rate per device cannot say.
+
+Operators are counted as the runtime dispatches them, not as the ONNX file lists them: the TFLite converter and
+onnxruntime fold BatchNormalization and constant bias/scale Add/Sub/Mul into the convolution or matmul before it,
+fuse a Relu/Clip into the op that produces its input (TFLite's `fused_activation_function`), drop Identity and
+Dropout, and at int8 the QuantizeLinear/DequantizeLinear pairs of a QDQ model vanish into the integer kernels.
+A fused or dropped layer costs neither an op nor elementwise work.
+
+The coefficients are per runtime stack and precision (profiles' `[runtimes.<name>.<precision>]` tables), fitted to
+published or the user's measurements; every one is >= 0.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import astuple, dataclass, fields
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # profiles hold LatencyCoefficients, and `edgefit profiles list` must start without numpy/onnx
+    import numpy as np
+
+    from edgefit.analysis.footprint import Footprint, LayerStats
+
+LAYER_CLASSES = ("conv", "depthwise", "fc", "elementwise")
+FEATURE_NAMES = ("conv_macs", "depthwise_macs", "fc_macs", "elementwise_elements", "ops", "inference")
+
+_CONV_OPS = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "FusedConv", "NhwcConv"})
+_MAC_CLASSES = frozenset({"conv", "depthwise", "fc"})
+# Removed by the converter (TFLite) / graph optimiser (onnxruntime) at every precision.
+_DROPPED = frozenset({"Identity", "Dropout"})
+# At int8 the runtime's integer kernels absorb a QDQ model's quantize/dequantize pairs.
+_DROPPED_AT_INT8 = frozenset({"QuantizeLinear", "DequantizeLinear"})
+# Folded into the weights and bias of the convolution / matmul that produces their input.
+_FOLDED_INTO_WEIGHTS = frozenset({"BatchNormalization"})
+_FOLDED_WHEN_CONSTANT = frozenset({"Add", "Sub", "Mul"})   # a bias or per-channel scale
+# Activations TFLite expresses as the producer's fused_activation_function (onnxruntime fuses them likewise).
+_FUSED_ACTIVATIONS = frozenset({"Relu", "Clip"})
+# Non-MAC producers that carry a fused activation in TFLite (ADD, SUB, MUL, DIV, pools, CONCATENATION).
+_TAKES_ACTIVATION = frozenset({"Add", "Sub", "Mul", "Div", "AveragePool", "MaxPool", "Concat"})
+
+
+def layer_class(op_type: str, layer: LayerStats) -> str:
+    """The class of kernel that runs `layer`: one of LAYER_CLASSES."""
+    if op_type in _CONV_OPS:
+        return "depthwise" if layer.group > 1 else "conv"
+    if layer.macs:   # Gemm, MatMul, Einsum, recurrent and attention ops: matrix products over weights or tensors
+        return "fc"
+    return "elementwise"
+
+
+@dataclass(frozen=True)
+class LatencyFeatures:
+    """What one inference of one model costs, by layer class, at one precision."""
+
+    conv_macs: float
+    depthwise_macs: float
+    fc_macs: float
+    elementwise_elements: float   # elements written by elementwise / pooling / normalisation / data-movement layers
+    ops: int                      # operators the runtime dispatches (after folding, fusing and dropping)
+
+    def vector(self) -> np.ndarray:
+        """The features in FEATURE_NAMES order; the last entry, 1.0, multiplies the per-inference cost."""
+        import numpy as np
+
+        return np.array([*astuple(self), 1.0], dtype=np.float64)
+
+
+_features_cache: dict[tuple[int, str], LatencyFeatures] = {}
+
+
+def latency_features(footprint: Footprint, precision: str) -> LatencyFeatures:
+    """The features of `footprint` deployed at `precision` ('fp32', 'fp16', 'int8'); cached per footprint."""
+    key = (id(footprint), precision)
+    if key not in _features_cache:
+        _features_cache[key] = _features(footprint.layers, precision)
+        weakref.finalize(footprint, _features_cache.pop, key, None)   # lives as long as the footprint
+    return _features_cache[key]
+
+
+def _features(layers: tuple[LayerStats, ...], precision: str) -> LatencyFeatures:
+    totals = dict.fromkeys(LAYER_CLASSES, 0.0)
+    ops = 0
+    for work in dispatched_work(layers, precision):
+        if work is not None:
+            totals[work[0]] += work[1]
+            ops += 1
+    return LatencyFeatures(totals["conv"], totals["depthwise"], totals["fc"], totals["elementwise"], ops)
+
+
+def dispatched_work(layers: tuple[LayerStats, ...], precision: str) -> list[tuple[str, float] | None]:
+    """Per layer, what the runtime dispatches for it: (layer class, MACs or elements written), or None when the
+    layer is folded, fused into its producer or dropped, so it costs nothing of its own."""
+    from edgefit.analysis.dtypes import DTYPE_BYTES
+
+    dropped_ops = _DROPPED | _DROPPED_AT_INT8 if precision == "int8" else _DROPPED
+    consumers = [0] * len(layers)
+    for layer in layers:
+        for source in layer.inputs_from:
+            consumers[source] += 1
+    # carrier[i]: the dispatched layer whose result layer i's output is: i itself when it is dispatched, the host it
+    # was folded or fused into, or for a dropped layer whatever it passes on; -1 when that is a graph input or a
+    # tensor other layers read too, onto which nothing may be fused.
+    carrier = [-1] * len(layers)
+    classes = [layer_class(layer.op_type, layer) for layer in layers]
+    has_activation = [False] * len(layers)
+    work: list[tuple[str, float] | None] = []
+    for i, layer in enumerate(layers):
+        op_type = layer.op_type
+        source = layer.inputs_from[0] if len(layer.inputs_from) == 1 else -1
+        host = carrier[source] if source >= 0 and consumers[source] == 1 else -1
+        if op_type in dropped_ops:
+            carrier[i] = host
+            work.append(None)
+            continue
+        if host >= 0 and not has_activation[host]:
+            folds = classes[host] in _MAC_CLASSES and (
+                op_type in _FOLDED_INTO_WEIGHTS or (op_type in _FOLDED_WHEN_CONSTANT and layer.params > 0))
+            fuses = op_type in _FUSED_ACTIVATIONS and (
+                classes[host] in _MAC_CLASSES or layers[host].op_type in _TAKES_ACTIVATION)
+            if folds or fuses:
+                carrier[i] = host
+                has_activation[host] = has_activation[host] or fuses   # nothing folds in after an activation
+                work.append(None)
+                continue
+        carrier[i] = i
+        amount = _elements(layer, DTYPE_BYTES) if classes[i] == "elementwise" else float(layer.macs or 0)
+        work.append((classes[i], amount))
+    return work
+
+
+def _elements(layer: LayerStats, dtype_bytes: dict[str, float]) -> float:
+    size = dtype_bytes.get(layer.dtype)
+    return layer.output_bytes / size if layer.output_bytes and size else 0.0
+
+
+@dataclass(frozen=True)
+class LatencyCoefficients:
+    """Seconds per unit of each feature, in FEATURE_NAMES order; all >= 0."""
+
+    s_per_conv_mac: float
+    s_per_depthwise_mac: float
+    s_per_fc_mac: float
+    s_per_elementwise_element: float
+    s_per_op: float
+    s_per_inference: float
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if not value >= 0 or value == float("inf"):   # NaN fails the comparison
+                raise ValueError(f"{field.name}: expected a finite, non-negative number of seconds, got {value!r}")
+
+    def vector(self) -> np.ndarray:
+        import numpy as np
+
+        return np.array(astuple(self), dtype=np.float64)
+
+    @classmethod
+    def from_vector(cls, v) -> LatencyCoefficients:
+        import numpy as np
+
+        values = [float(x) for x in np.asarray(v, dtype=np.float64).reshape(-1)]
+        if len(values) != len(FEATURE_NAMES):
+            raise ValueError(f"expected {len(FEATURE_NAMES)} coefficients ({', '.join(FEATURE_NAMES)}), "
+                             f"got {len(values)}")
+        return cls(*values)
+
+    def predict(self, features: LatencyFeatures) -> float:
+        """Seconds for one inference with these features."""
+        return sum(c * f for c, f in zip(astuple(self), (*astuple(features), 1.0)))

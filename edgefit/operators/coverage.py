@@ -1,0 +1,271 @@
+"""Judging a model's nodes against a runtime's operator list (see edgefit.operators for the statuses)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from onnx import ModelProto, NodeProto, TensorProto, numpy_helper
+
+from edgefit.analysis.footprint import Footprint
+from edgefit.model import has_subgraph, node_attribute
+from edgefit.operators import WINDOW_RULES, OperatorList, load_operator_list
+
+_ALL_STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
+
+
+@dataclass(frozen=True)
+class NodeCoverage:
+    layer: str
+    op_type: str
+    status: str      # supported | unsupported | violates | unknown
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"layer": self.layer, "op_type": self.op_type, "status": self.status, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """One model on one runtime's operator list."""
+
+    runtime: str
+    title: str
+    kind: str
+    source: str
+    precision: str
+    nodes: tuple[NodeCoverage, ...]
+    fallback_layers: tuple[str, ...] = ()        # accelerators: layers that run on the host CPU
+    fallback_latency_s: float | None = None      # their estimated time on the host core; None: no estimate
+
+    @property
+    def not_running(self) -> tuple[NodeCoverage, ...]:
+        """Nodes the runtime cannot execute: unsupported or violating a constraint."""
+        return tuple(n for n in self.nodes if n.status in ("unsupported", "violates"))
+
+    @property
+    def unknown(self) -> tuple[NodeCoverage, ...]:
+        return tuple(n for n in self.nodes if n.status == "unknown")
+
+    @property
+    def runs(self) -> bool:
+        """False when the model cannot run at all: an MCU runtime missing a kernel or a constraint."""
+        return self.kind != "mcu" or not self.not_running
+
+    @property
+    def verdict(self) -> str:
+        """supported | does-not-run | fallback | unknown (some node could not be judged, none fails)."""
+        if not self.runs:
+            return "does-not-run"
+        if self.fallback_layers:
+            return "fallback"
+        return "unknown" if self.unknown else "supported"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runtime": self.runtime, "title": self.title, "kind": self.kind, "source": self.source,
+                "precision": self.precision, "verdict": self.verdict, "nodes": len(self.nodes),
+                "not_running": [n.to_dict() for n in self.not_running],
+                "unknown": [n.to_dict() for n in self.unknown],
+                "fallback_layers": list(self.fallback_layers),
+                "fallback_latency_ms": None if self.fallback_latency_s is None else self.fallback_latency_s * 1e3}
+
+
+class ModelGraph:
+    """What judging needs from the model: computing nodes aligned with the footprint's layers, shapes, constants."""
+
+    def __init__(self, model: ModelProto, footprint: Footprint):
+        from edgefit.analysis.footprint import computing_nodes
+        from edgefit.shapes import resolve_shapes
+
+        if model.functions:   # the footprint counted the functions' contents, inlined the same way
+            import onnx.inliner
+
+            try:
+                model = onnx.inliner.inline_local_functions(model)
+            except Exception:  # noqa: BLE001 - the footprint then kept them as nodes too
+                pass
+        index, view, order = computing_nodes(model.graph)
+        self.nodes = [index.nodes[i] for i in order]
+        self.constants = view.constants
+        self.initializers = {t.name: t for t in model.graph.initializer}
+        self.constant_nodes = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant" and n.output}
+        self.shapes = resolve_shapes(model, {k: list(v) for k, v in footprint.inputs.items()},
+                                     weights_loaded=False, index=index).scopes[""]
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        info = self.shapes.get(name)
+        return None if info is None else info.shape
+
+    def value(self, name: str) -> np.ndarray | None:
+        """A small constant's values (pads, axes); None when not stored in the file."""
+        tensor = self.initializers.get(name)
+        if tensor is None and name in self.constant_nodes:
+            tensor = next((a.t for a in self.constant_nodes[name].attribute if a.name == "value"), None)
+        if tensor is None or tensor.data_location == TensorProto.EXTERNAL:
+            return None
+        return numpy_helper.to_array(tensor)
+
+
+def _in(values: Sequence[int], bounds: Sequence[int]) -> bool:
+    return all(bounds[0] <= v <= bounds[1] for v in values)
+
+
+def _window_problem(node: NodeProto, rules: Mapping[str, Any], graph: ModelGraph) -> str | None:
+    """Kernel, stride, dilation and batch limits of a conv/pool node; '' when something needed is not known."""
+    x = graph.shape(node.input[0]) if node.input else None
+    if x is None:
+        return ""
+    spatial = len(x) - 2
+    if "spatial_dims" in rules and not _in([spatial], rules["spatial_dims"]):
+        return f"{spatial}-D spatial input (runs {rules['spatial_dims'][0]}-{rules['spatial_dims'][1]}-D)"
+    if rules.get("batch_one") and x[0] != 1:
+        return f"batch {x[0]} (runs batch 1)"
+    if node.op_type in ("Conv", "ConvTranspose", "QLinearConv"):
+        weight = graph.shape(node.input[3 if node.op_type == "QLinearConv" else 1])
+        kernel = list(weight[2:]) if weight is not None else None
+    else:
+        kernel = list(node_attribute(node, "kernel_shape", [])) or None
+    strides = list(node_attribute(node, "strides", [1] * spatial))
+    dilations = list(node_attribute(node, "dilations", [1] * spatial))
+    # A window as large as its input yields one output: the stride never applies (compilers rewrite it as 1).
+    whole = kernel is not None and list(kernel) == list(x[2:])
+    if "strides" in rules and not whole and not _in(strides, rules["strides"]):
+        return f"stride {'x'.join(map(str, strides))} (runs {rules['strides'][0]}-{rules['strides'][1]})"
+    if "dilations" in rules and not _in(dilations, rules["dilations"]):
+        return f"dilation {'x'.join(map(str, dilations))} (runs {rules['dilations'][0]}-{rules['dilations'][1]})"
+    if kernel is None:
+        return "" if {"kernel", "padded_kernel", "dilated_kernel_height", "dilated_kernel_area"} & set(rules) else None
+    if "kernel" in rules and not _in(kernel, rules["kernel"]):
+        return f"kernel {'x'.join(map(str, kernel))} (runs {rules['kernel'][0]}-{rules['kernel'][1]})"
+    padded = any(node_attribute(node, "pads", [0])) or node_attribute(node, "auto_pad", "NOTSET") in ("SAME_UPPER",
+                                                                                              "SAME_LOWER")
+    if "padded_kernel" in rules and padded and not _in(kernel, rules["padded_kernel"]):
+        bounds = rules["padded_kernel"]
+        return f"padded kernel {'x'.join(map(str, kernel))} (runs {bounds[0]}-{bounds[1]} with padding)"
+    dilated = [d * (k - 1) + 1 for k, d in zip(kernel, dilations)]
+    if "dilated_kernel_height" in rules and dilated and not _in(dilated[:1], rules["dilated_kernel_height"]):
+        return f"dilated kernel height {dilated[0]} (runs up to {rules['dilated_kernel_height'][1]})"
+    if "dilated_kernel_area" in rules and not _in([math.prod(dilated)], rules["dilated_kernel_area"]):
+        return f"dilated kernel area {math.prod(dilated)} (runs up to {rules['dilated_kernel_area'][1]})"
+    return None
+
+
+def _spatial_axes_problem(node: NodeProto, graph: ModelGraph) -> str | None:
+    """Reductions and pads over the spatial axes (2, 3 of NCHW) only; '' when the axes cannot be read."""
+    x = graph.shape(node.input[0]) if node.input else None
+    if x is None:
+        return ""
+    rank = len(x)
+    if node.op_type == "Pad":
+        pads = node_attribute(node, "pads") if len(node.input) < 2 else graph.value(node.input[1])
+        if pads is None:
+            return ""
+        pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+        axes = [a for a in range(rank) if pads[a] or pads[a + rank]]
+    else:
+        axes = node_attribute(node, "axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            value = graph.value(node.input[1])
+            if value is None:
+                return ""
+            axes = value.reshape(-1).tolist()
+        axes = range(rank) if axes is None else [a % rank for a in axes]
+    outside = sorted(a for a in axes if a < 2)
+    return f"works on axis {outside[0]} (runs the spatial axes only)" if outside else None
+
+
+def _problem(node: NodeProto, rules: Mapping[str, Any], graph: ModelGraph) -> str | None:
+    """Why `node` breaks one of its op's constraints; '' when it cannot be judged; None when all hold."""
+    if WINDOW_RULES & set(rules):
+        found = _window_problem(node, rules, graph)
+        if found is not None:
+            return found
+    for slot in rules.get("constant_inputs", ()):
+        if slot < len(node.input) and node.input[slot] and node.input[slot] not in graph.constants:
+            return f"input {slot} is computed at run time (runs a constant weight)"
+    for name, allowed in rules.get("attributes", {}).items():
+        value = node_attribute(node, name)
+        if value is not None and value not in allowed:
+            return f"{name}={value} (runs {', '.join(map(str, allowed))})"
+    if rules.get("spatial_axes_only"):
+        found = _spatial_axes_problem(node, graph)
+        if found is not None:
+            return found
+    return None
+
+
+def _tensor_problem(node: NodeProto, operators: OperatorList, graph: ModelGraph, precision: str) -> str | None:
+    """The list's global limits (precision, rank, dimensions, static shapes); '' when a shape is unknown."""
+    if operators.int8_only and precision != "int8":
+        return f"runs int8 only (deployed at {precision})"
+    for name in [*node.input, *node.output]:
+        if not name or name in graph.constants:
+            continue
+        shape = graph.shape(name)
+        if shape is None:
+            return "" if operators.static_shapes or operators.max_rank else None
+        if operators.max_rank is not None and len(shape) > operators.max_rank:
+            return f"{len(shape)}-D tensor {name} (runs up to {operators.max_rank}-D)"
+        if operators.max_dim is not None and any(d > operators.max_dim for d in shape):
+            return f"tensor {name} has a dimension above {operators.max_dim}"
+        keep = operators.max_nonunit_dims
+        if keep is not None and any(d != 1 for d in shape[:-keep]):
+            return f"tensor {name} {list(shape)} has more than {keep} non-unit innermost dimensions"
+    return None
+
+
+def _judge(node: NodeProto, label: str, operators: OperatorList, graph: ModelGraph, precision: str) -> NodeCoverage:
+    domain = node.domain if node.domain not in ("", "ai.onnx") else ""
+    key = node.op_type if not domain else f"{domain}.{node.op_type}"
+    if operators.all_standard_ops and domain in _ALL_STANDARD_DOMAINS:
+        return NodeCoverage(label, key, "supported")
+    if key in operators.ops and has_subgraph(node):
+        return NodeCoverage(label, key, "unknown", "the ops inside its subgraphs are not judged")
+    if key not in operators.ops:
+        if operators.complete and not domain:
+            return NodeCoverage(label, key, "unsupported", f"{operators.title} has no kernel for {key}")
+        return NodeCoverage(label, key, "unknown", f"{key} is not in edgefit's {operators.name} list")
+    found = _tensor_problem(node, operators, graph, precision)
+    if found is None:
+        found = _problem(node, operators.constraints.get(key, {}), graph)
+    if found is None:
+        return NodeCoverage(label, key, "supported")
+    if found == "":
+        return NodeCoverage(label, key, "unknown", "a shape or constant its constraints need is not known")
+    return NodeCoverage(label, key, "violates", found)
+
+
+def operator_coverage(graph: ModelGraph, footprint: Footprint, runtime: str | OperatorList, precision: str,
+                      host: Any = None) -> Coverage:
+    """Judge every computing node of a model (its ModelGraph and footprint) against a runtime's operator list at
+    the deployed `precision`. `host`: a DeviceProfile whose fp32 figures describe the CPU that runs fallbacks."""
+    operators = runtime if isinstance(runtime, OperatorList) else load_operator_list(runtime)
+    layers = footprint.layers
+    if len(graph.nodes) == len(layers):
+        nodes = tuple(_judge(node, layer.name, operators, graph, precision)
+                      for node, layer in zip(graph.nodes, layers))
+    else:   # model-local functions the inliner refused: the nodes cannot be matched with the footprint's layers
+        nodes = tuple(NodeCoverage(layer.name, layer.op_type, "unknown", "not matched with the model's nodes")
+                      for layer in layers)
+    fallback: list[int] = []
+    if operators.kind == "accelerator":
+        failing = [i for i, n in enumerate(nodes) if n.status in ("unsupported", "violates")]
+        if failing:
+            fallback = failing if operators.fallback == "op" else list(range(failing[0], len(nodes)))
+    latency = _host_latency_s([layers[i] for i in fallback], host) if fallback and host is not None else None
+    return Coverage(operators.name, operators.title, operators.kind, operators.source, precision, nodes,
+                    tuple(layers[i].name for i in fallback), latency)
+
+
+def _host_latency_s(layers: Sequence[Any], host: Any) -> float:
+    """Roofline time of `layers` on the host CPU: the profile's fp32 rate and efficiency (these profiles run fp32
+    on the host core) and its memory bandwidth, plus its per-op dispatch cost."""
+    rate = host.peak_macs_per_s["fp32"] * host.efficiency["fp32"]
+    total = 0.0
+    for layer in layers:
+        moved = (layer.input_bytes or 0) + (layer.output_bytes or 0)
+        total += max((layer.macs or 0) / rate, moved / host.memory_bandwidth_bytes_per_s) + host.per_op_overhead_s
+    return total

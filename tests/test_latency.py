@@ -1,0 +1,132 @@
+"""Latency features by layer class on small graphs, with MACs, elements and op counts worked out by hand."""
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from edgefit.analysis.footprint import analyze
+from edgefit.latency import FEATURE_NAMES, LatencyCoefficients, LatencyFeatures, latency_features, layer_class
+from helpers import model, weight
+
+
+def conv_bn_relu_dw_fc():
+    """x 1x4x8x8 -> Conv 3x3 pad 1 (8 out) -> BN -> Relu -> depthwise 3x3 pad 1 (group 8) -> Relu
+    -> GlobalAveragePool -> Flatten -> Gemm 8->10 -> Softmax.
+
+    conv MACs: 8 out channels x 64 positions x (4 in x 9) = 18,432
+    depthwise MACs: 8 channels x 64 positions x 9 = 4,608
+    Gemm MACs: 8 x 10 = 80
+    Dispatched ops: Conv(+BN folded, Relu fused), DepthwiseConv(+Relu), pool, Flatten (a reshape), Gemm, Softmax = 6
+    Elementwise elements written: pool 8 + Flatten 8 + Softmax 10 = 26
+    """
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "s", "b", "m", "v"], ["n1"]),
+        helper.make_node("Relu", ["n1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=8),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "w3"], ["g"], transB=1),
+        helper.make_node("Softmax", ["g"], ["y"]),
+    ]
+    inits = [weight("w1", 8, 4, 3, 3), weight("w2", 8, 1, 3, 3), weight("w3", 10, 8),
+             weight("s", 8), weight("b", 8), weight("m", 8), *[helper.make_tensor("v", TensorProto.FLOAT, [8], [1.0] * 8)]]
+    return model(nodes, [("x", [1, 4, 8, 8])], [("y", [1, 10])], inits)
+
+
+def test_features_by_class_with_folded_bn_and_fused_relu():
+    footprint = analyze(conv_bn_relu_dw_fc())
+    features = latency_features(footprint, "fp32")
+    assert features == LatencyFeatures(conv_macs=18_432, depthwise_macs=4_608, fc_macs=80,
+                                       elementwise_elements=26, ops=6)
+    assert list(features.vector()) == [18_432, 4_608, 80, 26, 6, 1.0]
+    classes = [layer_class(layer.op_type, layer) for layer in footprint.layers]
+    assert classes == ["conv", "elementwise", "elementwise", "depthwise", "elementwise", "elementwise",
+                       "elementwise", "fc", "elementwise"]
+
+
+def test_relu_stays_an_op_when_its_input_is_shared():
+    """Conv output read by both a Relu and an Add: the Relu cannot be fused (the Add needs the raw value).
+    Ops: Conv, Relu, Add = 3; elementwise elements: Relu 2x4x4=32 + Add 32 = 64; conv MACs 2x16x(1x1x1) = 32."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Add", ["c", "r"], ["y"]),
+    ]
+    footprint = analyze(model(nodes, [("x", [1, 1, 4, 4])], [("y", [1, 2, 4, 4])], [weight("w", 2, 1, 1, 1)]))
+    assert latency_features(footprint, "fp32") == LatencyFeatures(32, 0, 0, 64, 3)
+
+
+def test_relu_fuses_into_add_and_bias_add_folds_into_matmul():
+    """MatMul (1x6 @ 6x4: 24 MACs) -> bias Add -> Relu: one FULLY_CONNECTED with a fused activation; then a
+    residual Add with a graph input and a Relu after it: one ADD with a fused activation (TFLite's
+    fused_activation_function). Ops: FC, Add = 2; elementwise: the Add's 4 elements."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"]),
+        helper.make_node("Add", ["m", "b"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Add", ["r", "z"], ["s"]),
+        helper.make_node("Relu", ["s"], ["y"]),
+    ]
+    footprint = analyze(model(nodes, [("x", [1, 6]), ("z", [1, 4])], [("y", [1, 4])], [weight("w", 6, 4), weight("b", 4)]))
+    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 24, 4, 2)
+
+
+def qdq_conv_relu():
+    """QDQ model: x -> Q -> DQ -> Conv(DQ(w_int8)) -> Relu -> Q -> DQ -> y; conv 1x1, 2->3 channels on 4x4:
+    conv MACs = 3 x 16 x 2 = 96. The weight's DequantizeLinear is constant-folded (a weight, not a layer)."""
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "sc", "zp"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "sc", "zp"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["wq", "wsc", "wzp"], ["wd"]),
+        helper.make_node("Conv", ["xd", "wd"], ["c"]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("QuantizeLinear", ["r", "sc", "zp"], ["rq"]),
+        helper.make_node("DequantizeLinear", ["rq", "sc", "zp"], ["y"]),
+    ]
+    inits = [helper.make_tensor("sc", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("zp", TensorProto.INT8, [], [0]),
+             helper.make_tensor("wq", TensorProto.INT8, [3, 2, 1, 1], [1, 2, 3, 4, 5, 6]),
+             helper.make_tensor("wsc", TensorProto.FLOAT, [], [0.05]), helper.make_tensor("wzp", TensorProto.INT8, [], [0])]
+    return model(nodes, [("x", [1, 2, 4, 4])], [("y", [1, 3, 4, 4])], inits)
+
+
+def test_qdq_pairs_vanish_at_int8_and_run_at_fp32():
+    footprint = analyze(qdq_conv_relu())
+    # int8: the Relu after the Conv fuses through nothing in between; Q/DQ cost nothing.
+    assert latency_features(footprint, "int8") == LatencyFeatures(96, 0, 0, 0, 1)
+    # fp32: Q(x) 32 + DQ 32 elements, Conv + fused Relu, Q 48 + DQ 48 elements: 5 ops, 160 elements.
+    assert latency_features(footprint, "fp32") == LatencyFeatures(96, 0, 0, 160, 5)
+
+
+def test_relu_after_qdq_between_fuses_at_int8():
+    """Conv -> Q -> DQ -> Relu (as onnxruntime's quantizer leaves it when Relu is not folded): at int8 the Q/DQ
+    vanish and the Relu fuses into the Conv (1 op); at fp32 Conv, Q, DQ, Relu run (4 ops)."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"]),
+        helper.make_node("QuantizeLinear", ["c", "sc", "zp"], ["cq"]),
+        helper.make_node("DequantizeLinear", ["cq", "sc", "zp"], ["cd"]),
+        helper.make_node("Relu", ["cd"], ["y"]),
+    ]
+    inits = [weight("w", 2, 1, 1, 1), helper.make_tensor("sc", TensorProto.FLOAT, [], [0.1]),
+             helper.make_tensor("zp", TensorProto.INT8, [], [0])]
+    footprint = analyze(model(nodes, [("x", [1, 1, 2, 2])], [("y", [1, 2, 2, 2])], inits))
+    assert latency_features(footprint, "int8").ops == 1
+    assert latency_features(footprint, "fp32") == LatencyFeatures(8, 0, 0, 24, 4)
+
+
+def test_prediction_is_the_weighted_sum_in_seconds():
+    coefficients = LatencyCoefficients(s_per_conv_mac=2e-9, s_per_depthwise_mac=5e-9, s_per_fc_mac=4e-9,
+                                       s_per_elementwise_element=10e-9, s_per_op=20e-6, s_per_inference=100e-6)
+    features = LatencyFeatures(conv_macs=18_432, depthwise_macs=4_608, fc_macs=80, elementwise_elements=26, ops=6)
+    # 36.864 us + 23.04 us + 0.32 us + 0.26 us + 120 us + 100 us
+    assert coefficients.predict(features) == pytest.approx(280.484e-6, rel=1e-12)
+    assert LatencyCoefficients.from_vector(coefficients.vector()) == coefficients
+    assert len(coefficients.vector()) == len(FEATURE_NAMES) == len(features.vector())
+
+
+@pytest.mark.parametrize("values", [[1e-9] * 5, [1e-9] * 5 + [-1e-9], [1e-9] * 5 + [float("nan")],
+                                    [1e-9] * 5 + [float("inf")]])
+def test_coefficients_reject_wrong_length_negative_and_non_finite(values):
+    with pytest.raises(ValueError):
+        LatencyCoefficients.from_vector(np.array(values))
