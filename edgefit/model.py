@@ -392,10 +392,10 @@ def serialized_size(message) -> int:
 
 def refuse_overwrite(input_path: str | os.PathLike, out_path: str | os.PathLike, force: bool) -> None:
     """The input model is never written unless the user insists."""
-    regular_file(input_path, "model file", ModelError)   # before resolve(), which a symlink loop would break
     output_path(out_path, ModelError)
-    if not force and (Path(out_path).resolve() == Path(input_path).resolve() or _same_file(input_path, out_path)):
-        raise ModelError(f"refusing to overwrite the input model {out_path}; choose another -o or pass --force")
+    # os.path.realpath, unlike Path.resolve(), does not raise on a symlink loop (the input's own check says so).
+    if not force and (os.path.realpath(out_path) == os.path.realpath(input_path) or _same_file(input_path, out_path)):
+        raise ModelError(f"refusing to overwrite the input model {shown(out_path)}; choose another -o or pass --force")
 
 
 def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -10,6 +10,7 @@ PassOptions.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,10 +140,11 @@ def _refuse_external_data_overwrite(source: Path, target: Path, force: bool) -> 
     from edgefit.model import iter_tensors
 
     metadata = onnx.load(str(source), load_external_data=False)
-    data_files = {(source.parent / entry.value).resolve() for tensor in iter_tensors(metadata.graph)
+    data_files = {os.path.realpath(source.parent / entry.value) for tensor in iter_tensors(metadata.graph)
                   for entry in tensor.external_data if entry.key == "location"}
     for written in (target, target.with_name(target.name + ".data")):
-        if written.resolve() in data_files and written.resolve() != source.resolve():
+        # realpath: Path.resolve() raises on a symlink loop, which `out.data` may be
+        if os.path.realpath(written) in data_files and os.path.realpath(written) != os.path.realpath(source):
             raise ModelError(f"refusing to write {written}: it holds external data of the input model {source}; "
                              "choose another -o")
 
