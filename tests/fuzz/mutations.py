@@ -19,7 +19,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
-MODEL_COMMANDS = ("analyze", "check", "fuse", "prune", "quantize", "optimize")
+MODEL_COMMANDS = ("analyze", "check", "fuse", "prune", "quantize", "optimize", "report")
 PASS_COMMANDS = ("fuse", "prune", "quantize", "optimize")
 
 # Special file kinds the harness creates instead of writing bytes.
@@ -469,6 +469,11 @@ def make_case(seed: int, number: int, *, commands: tuple[str, ...] | None = None
             if family == "profile":
                 files["profiles/p.toml"] = _profile_toml(rng)
                 argv += ["--profiles-dir", "{in}/profiles", "-t", rng.choice(["esp32", "fuzzed"])]
+        if command == "report":
+            output = output or "{out}/report.html"
+            argv += ["-o", output] + (["-t", rng.choice(_TARGETS)] if rng.random() < 0.5 else [])
+            if rng.random() < 0.2:
+                argv += ["--compare", "{in}/model.onnx"]
         if command in PASS_COMMANDS:
             if output is None and rng.random() < 0.7:
                 output = "{out}/result.onnx"
@@ -505,7 +510,7 @@ def make_case(seed: int, number: int, *, commands: tuple[str, ...] | None = None
                 argv += ["--top", _text_value(rng, _NUMBERS)]
         if rng.random() < 0.25:
             argv += ["--assume-dims", rng.choice(["1", "1", "2", "0", "8", "x", "²"])]
-    if want_json and command != "gate":
+    if want_json and command not in ("gate", "report"):
         argv.append("--json")
     json_out = "--json" in argv or ("--format" in argv and argv[argv.index("--format") + 1] == "json")
     if command in PASS_COMMANDS and output is None and model_path == "{in}/model.onnx":
@@ -533,7 +538,8 @@ def clean_cases() -> list[Case]:
                 ["optimize", "{in}/model.onnx", "--passes", "fuse,prune:0.5,quantize", "--eval", "{in}/calib.npz",
                  "-o", "{out}/o.onnx"],
                 ["quantize", "{in}/model.onnx", "-o", "{out}/s.onnx", "--method", "entropy"],
-                ["profiles", "list"], ["profiles", "show", "esp32"]]
+                ["profiles", "list"], ["profiles", "show", "esp32"],
+                ["report", "{in}/model.onnx", "-o", "{out}/r.html", "-t", "esp32"]]
     cases = []
     for number, argv in enumerate(commands):
         cases.append(Case(number * 2, "clean", argv, dict(files)))
