@@ -297,11 +297,12 @@ def _batches(per_input: dict[str, list[np.ndarray]], inputs: list[onnx.ValueInfo
 
 def synthetic_samples(model: ModelProto, count: int = SYNTHETIC_SAMPLES, *,
                       input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
-                      seed: int = 0, assume_dims: int | None = None) -> SampleSet:
+                      seed: int = 0, assume_dims: int | None = None, output_bytes: int = 0) -> SampleSet:
     """Seeded random inputs at the resolved input shapes: standard normal floats, zeros for other types.
 
-    At most `count` samples, fewer when they would not fit guard.SYNTHETIC_BUDGET_BYTES; a ShapeError when not
-    even one does (the shapes are what the user bound, e.g. a batch of a million)."""
+    At most `count` samples, fewer when they would not fit guard.SYNTHETIC_BUDGET_BYTES together with the outputs
+    they make (`output_bytes` per sample, kept for the original and the candidate model); a ShapeError when not
+    even one sample's inputs fit (the shapes are what the user bound, e.g. a batch of a million)."""
     from edgefit.shapes import resolve_shapes
 
     shapes = resolve_shapes(model, input_shapes, dims, assume_dims=assume_dims).inputs
@@ -319,7 +320,7 @@ def synthetic_samples(model: ModelProto, count: int = SYNTHETIC_SAMPLES, *,
         raise ShapeError(f"one synthetic sample at these input shapes ({given}) takes {sample_bytes:,} bytes, more "
                          f"than the {SYNTHETIC_BUDGET_BYTES:,} edgefit allocates for samples; bind smaller "
                          f"dimensions with --input-shape / --dim, or give real data with --eval / --calib")
-    count = max(1, min(count, SYNTHETIC_BUDGET_BYTES // max(sample_bytes, 1)))
+    count = max(1, min(count, SYNTHETIC_BUDGET_BYTES // max(sample_bytes + 2 * output_bytes, 1)))
     rng = np.random.default_rng(seed)
     feeds = []
     for _ in range(count):
@@ -396,7 +397,10 @@ def measure(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]
             classifier: int | None) -> Fidelity:
     """Metrics of the candidate's outputs against the reference's; `classifier` is the index of the output
     whose argmax is the predicted class (None: top-1 and accuracy are not reported)."""
-    ref_flat, out_flat, mismatched = [], [], set()
+    # Sums are accumulated output by output rather than over one concatenation of everything: float64 copies of
+    # all outputs of all samples (a [2, 1000000] output, 16 samples) would take gigabytes.
+    mismatched: set[int] = set()
+    noise = signal = candidate_power = dot = max_abs = 0.0
     for ref_batch, out_batch in zip(reference, candidate):
         for k, (r, o) in enumerate(zip(ref_batch, out_batch)):
             if np.shape(r) != np.shape(o):
@@ -409,21 +413,24 @@ def measure(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]
                         mismatched.add(k)
                         continue
                     r, o = r[finite], o[finite]
-                ref_flat.append(r)
-                out_flat.append(o)
+                difference = r - o
+                noise += float(difference @ difference)
+                signal += float(r @ r)
+                candidate_power += float(o @ o)
+                dot += float(r @ o)
+                if difference.size:
+                    max_abs = max(max_abs, float(np.max(np.abs(difference))))
+                del difference
             elif not np.array_equal(np.asarray(r), np.asarray(o)):   # labels, indices, masks: equal or not
                 mismatched.add(k)
-    ref_all = np.concatenate(ref_flat) if ref_flat else np.zeros(0)
-    out_all = np.concatenate(out_flat) if out_flat else np.zeros(0)
-    noise = float(np.sum((ref_all - out_all) ** 2))
-    signal = float(np.sum(ref_all ** 2))
-    norms = float(np.linalg.norm(ref_all) * np.linalg.norm(out_all))
-    if noise == 0 or not norms:
-        cosine = float(np.array_equal(ref_all, out_all))
+    norms = math.sqrt(signal) * math.sqrt(candidate_power)
+    if noise == 0:
+        cosine = 1.0
+    elif not norms:
+        cosine = 0.0
     else:
-        cosine = float(np.clip(ref_all @ out_all / norms, -1.0, 1.0))
+        cosine = float(np.clip(dot / norms, -1.0, 1.0))
     sqnr = math.inf if noise == 0 else (10 * math.log10(signal / noise) if signal else -math.inf)
-    max_abs = float(np.max(np.abs(ref_all - out_all))) if ref_all.size else 0.0
     index = classifier
     agreement = accuracy_before = accuracy_after = None
     # Labels the user gave but accuracy cannot use are said so, not dropped silently.
@@ -469,11 +476,13 @@ def classifier_output(model: ModelProto, samples: SampleSet) -> int | None:
 
 def select_samples(model: ModelProto, *, eval_path: str | Path | None = None, calib: SampleSet | None = None,
                    input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
-                   limit: int | None = None, assume_dims: int | None = None) -> SampleSet:
-    """The inputs fidelity runs on: the user's eval data, else the calibration data, else synthetic."""
+                   limit: int | None = None, assume_dims: int | None = None, output_bytes: int = 0) -> SampleSet:
+    """The inputs fidelity runs on: the user's eval data, else the calibration data, else synthetic (see
+    synthetic_samples for `output_bytes`)."""
     if eval_path is not None:
         return load_samples(eval_path, model, limit=limit)
     if calib is not None:
         return calib
-    return synthetic_samples(model, input_shapes=input_shapes, dims=dims, assume_dims=assume_dims)
+    return synthetic_samples(model, input_shapes=input_shapes, dims=dims, assume_dims=assume_dims,
+                             output_bytes=output_bytes)
 

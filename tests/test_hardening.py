@@ -395,3 +395,14 @@ def test_numpy_runtime_warnings_during_quantization_become_notes():
     with _captured_warnings(notes):
         warnings.warn("All-NaN slice encountered", RuntimeWarning)
     assert notes == ["onnxruntime: RuntimeWarning: All-NaN slice encountered"]
+
+
+def test_large_outputs_get_fewer_synthetic_samples(tmp_path):
+    # x [2, 1000000] in, y of the same size out: 8 MB of inputs and 8 MB of outputs per sample, held for the original
+    # and the candidate: 256 MiB / 24 MB = 11 samples, not 16 (fidelity once held gigabytes for this model).
+    built = small_conv(batch=1)
+    assert synthetic_samples(built, input_shapes={"x": [1, 3, 4, 6]}).samples == 16
+    relu = build([helper.make_node("Relu", ["x"], ["y"])], [vi("x", F, [2, 1_000_000])], [vi("y", F, [2, 1_000_000])])
+    assert synthetic_samples(relu, output_bytes=8_000_000).samples == SYNTHETIC_BUDGET_BYTES // 24_000_000 == 11
+    report = edgefit.optimize_file(save(relu, tmp_path), tmp_path / "f.onnx", "fuse")
+    assert report.fidelity.samples == 11 and report.fidelity.identical

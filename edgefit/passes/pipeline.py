@@ -10,6 +10,7 @@ PassOptions.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -191,7 +192,9 @@ def optimize_file(input_path: str | Path, output_path: str | Path, passes: str |
     check_run_memory(before.peak_activation_bytes, before.inputs, ShapeError)
     samples = select_samples(loaded.proto, eval_path=eval_path, calib=options.calibration,
                              input_shapes=options.input_shapes, dims=options.dims, limit=eval_limit,
-                             assume_dims=options.assume_dims)
+                             assume_dims=options.assume_dims,
+                             # float32 outputs, most models' (an output of unknown shape counts nothing)
+                             output_bytes=sum(4 * math.prod(shape) for shape in before.outputs.values() if shape))
     result = run_passes(loaded.proto, passes, options, fidelity_samples=samples, progress=progress)
     save_model(result.model, target, input_path=source, force=force)
     after = analyze(result.model, options.input_shapes, options.dims, assume_dims=options.assume_dims)
