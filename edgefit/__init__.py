@@ -27,6 +27,8 @@ _EXPORTS = {
     "PassOptions": "edgefit.passes.pipeline", "PipelineResult": "edgefit.passes.pipeline",
     "OptimizeReport": "edgefit.passes.pipeline", "PassResult": "edgefit.passes.base",
     "compare": "edgefit.fidelity", "Fidelity": "edgefit.fidelity",
+    # The function lives in edgefit.fitting: a submodule named `fit` would rebind `edgefit.fit` when imported.
+    "fit": "edgefit.fitting", "FitReport": "edgefit.fitting",
     "EdgefitError": "edgefit.errors", "ModelError": "edgefit.errors", "ShapeError": "edgefit.errors",
     "ProfileError": "edgefit.errors", "PassError": "edgefit.errors", "ConfigError": "edgefit.errors",
 }
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from edgefit.devices import DeviceProfile, list_profiles, load_profile
     from edgefit.errors import ConfigError, EdgefitError, ModelError, PassError, ProfileError, ShapeError
     from edgefit.fidelity import Fidelity, compare
+    from edgefit.fitting import FitReport, fit
     from edgefit.gate import GateReport, run_gate
     from edgefit.model import load_model, save_model
     from edgefit.passes import fuse, prune, quantize

@@ -36,7 +36,6 @@ import difflib
 import math
 import os
 import platform
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from edgefit.devices import PRECISIONS, DeviceProfile, find_profile, list_profiles, normalize_name, read_toml, \
-    toml_problem
+from edgefit.devices import PRECISIONS, DeviceProfile, find_profile, list_profiles, load_toml, normalize_name, \
+    read_toml
 from edgefit.errors import EdgefitError, MeasurementError, ProfileError
 from edgefit.fidelity import Progress
 from edgefit.latency import FEATURE_NAMES, LatencyCoefficients, LatencyFeatures, latency_features
@@ -142,12 +141,7 @@ def _measurement(entry: Any, folder: Path, where: str) -> Measurement:
 def load_measurements(path: str | Path) -> MeasurementFile:
     """Read and validate a measurement file; every problem is a one-line MeasurementError naming the entry."""
     path = Path(path)
-    try:
-        data = read_toml(path)
-    except OSError as error:
-        raise MeasurementError(f"{path}: cannot read measurements: {error.strerror or error}") from None
-    except ValueError as error:   # tomllib.TOMLDecodeError, UnicodeDecodeError
-        raise MeasurementError(f"{path}: {toml_problem(error)}") from None
+    data = load_toml(path, MeasurementError, "measurements")
     for key in data:
         if key not in FILE_KEYS:
             raise _unknown_key(str(path), key, FILE_KEYS)
@@ -654,38 +648,20 @@ def calibration_table(result: CalibrationResult) -> dict[str, Any]:
 
 
 def write_profile(result: CalibrationResult, out: str | Path, *, force: bool = False) -> Path:
-    """Write the calibrated profile atomically (a temporary file, checked to load as a profile, then renamed)."""
+    """Write the calibrated profile atomically; one edgefit could not load again replaces nothing."""
     from edgefit.devices import load_profile_file
+    from edgefit.model import write_text_atomic
 
     out = check_output(result, out, result.base, force=force)
-    text = toml_dumps(profile_data(result, normalize_name(out.stem)))
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{out.name[:64]}.", suffix=".tmp", dir=out.parent)
-    except OSError as error:
-        raise MeasurementError(f"cannot write {out}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        try:   # a profile edgefit cannot load again must not replace anything
-            load_profile_file(temporary)
+
+    def loads_again(written: Path) -> None:
+        try:
+            load_profile_file(written)
         except ProfileError as error:
-            raise ProfileError(f"the calibrated profile would not load: {error}".replace(temporary, str(out)))
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, out)
-    except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
-        raise MeasurementError(f"cannot write {out}: {error.strerror or error}") from None
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return out
+            raise ProfileError(f"the calibrated profile would not load: {error}".replace(str(written), str(out))) \
+                from None
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return write_text_atomic(out, toml_dumps(profile_data(result, normalize_name(out.stem))), validate=loads_again)
 
 
 # ---- writing TOML (tomllib only reads; the subset profiles use) ------------------------------------------

@@ -11,8 +11,8 @@ band and never fails.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +22,8 @@ from edgefit.analysis.footprint import Footprint
 from edgefit.analysis.patching import PatchAdvice, PatchPlan, advise_patching, patch_plans
 from edgefit.devices import TIER_LATENCY_BAND_S, TIERS, DeviceProfile, check_precision, find_profile, list_profiles
 from edgefit.errors import ConfigError
-from edgefit.operators.coverage import Coverage, ModelGraph, operator_coverage
-from edgefit.estimate import METHOD, Estimate, estimate, model_precision
+from edgefit.operators.coverage import Coverage, ModelGraph, NodeCoverage, operator_coverage
+from edgefit.estimate import METHOD, Estimate, estimate, model_precision, with_host_fallback
 from edgefit.units import check_rate_hz, parse_duration_s, parse_power_w, parse_size
 
 ProfilesDir = str | Path | Iterable[str | Path] | None
@@ -178,11 +178,22 @@ class TierResult:
     best_device: str | None = None       # for a tier that does not fit: the device closest to fitting
     binding: Verdict | None = None       # ... and the constraint it misses by most
     int8: Int8Outlook | None = None      # None when already int8
+    # When operators bind: the best device's coverage (its first op that cannot run), and whether no checked
+    # device of the tier runs the model's operators.
+    operators: Coverage | None = None
+    operators_fail_everywhere: bool = False
+
+    @property
+    def first_unsupported(self) -> NodeCoverage | None:
+        return self.operators.not_running[0] if self.operators and self.operators.not_running else None
 
     def to_dict(self) -> dict[str, Any]:
+        first = self.first_unsupported
         return {"fits": self.fits, "devices": list(self.devices), "checked": list(self.checked),
                 "best_device": self.best_device, "binding": self.binding.to_dict() if self.binding else None,
-                "int8": self.int8.to_dict() if self.int8 else None}
+                "int8": self.int8.to_dict() if self.int8 else None,
+                "first_unsupported": None if first is None else {**first.to_dict(), "runtime": self.operators.title},
+                "operators_fail_everywhere": self.operators_fail_everywhere}
 
 
 @dataclass(frozen=True)
@@ -274,38 +285,67 @@ def check_footprint(footprint: Footprint, profile: DeviceProfile | str, precisio
     return TargetResult(profile, est, tuple(verdicts))
 
 
-def with_model_advice(results: Sequence[TargetResult], footprint: Footprint) -> tuple[TargetResult, ...]:
+def with_model_advice(results: Sequence[TargetResult], footprint: Footprint, proto: Any = None, *,
+                      patching: bool = True) -> tuple[TargetResult, ...]:
     """The results with what needs the model's graph, not only its footprint (which names the model file; an
-    in-memory footprint gets neither): the `operators` verdict on the profile's operator list, and where RAM binds,
-    patch-based execution advice for the RAM the device leaves to activations."""
-    if footprint.model_path is None or not Path(footprint.model_path).is_file():
+    in-memory footprint gets neither unless its ModelProto is given as `proto`): the `operators` verdict on the
+    profile's operator list, and where RAM binds (and `patching`), patch-based execution advice for the RAM the
+    device leaves to activations."""
+    if proto is None and (footprint.model_path is None or not Path(footprint.model_path).is_file()):
         return tuple(results)
-    from edgefit.model import load_model
-
-    @functools.cache   # the model and its graph: read on first use, shared by every target
     def model() -> Any:
-        return load_model(footprint.model_path).proto
+        return _model_and_graph(footprint, proto)[0]
 
-    @functools.cache
     def graph() -> ModelGraph:
-        return ModelGraph(model(), footprint)
+        return _model_and_graph(footprint, proto)[1]
 
     plans: dict[str, list[PatchPlan]] = {}
     advised = []
     for result in results:
         precision = result.estimate.precision
-        if result.profile.operators is not None:
-            coverage = operator_coverage(graph(), footprint, result.profile.operators, precision, result.profile)
+        operators = result.estimate.settings.operators
+        if operators is not None:
+            coverage = operator_coverage(graph(), footprint, operators, precision, result.profile)
             result = dataclasses.replace(result, operators=coverage,
                                          verdicts=(*result.verdicts, _operators_verdict(coverage)))
+            if coverage.fallback_layers and coverage.fallback_latency_s is not None:
+                result = _with_fallback(result, footprint, coverage)
         ram = result.verdict("ram")
-        if ram is not None and not ram.ok:
+        if patching and ram is not None and not ram.ok:
             if precision not in plans:
                 plans[precision] = patch_plans(model(), footprint, precision)
             left = int(ram.limit) - (result.estimate.ram_bytes - result.estimate.activation_bytes)
             result = dataclasses.replace(result, patch_plan=advise_patching(plans[precision], left))
         advised.append(result)
     return tuple(advised)
+
+
+# The model and its graph by (footprint, given proto): read on first use and shared by every target and by the
+# deployed and int8 passes of one check (a large graph takes a second to read and index).
+_graphs: dict[tuple[int, int], tuple[Any, ModelGraph]] = {}
+
+
+def _model_and_graph(footprint: Footprint, proto: Any) -> tuple[Any, ModelGraph]:
+    key = (id(footprint), id(proto))
+    if key not in _graphs:
+        from edgefit.model import load_model
+
+        model = proto if proto is not None else load_model(footprint.model_path).proto
+        _graphs[key] = (model, ModelGraph(model, footprint))
+        weakref.finalize(footprint, _graphs.pop, key, None)   # the entry lives as long as the footprint
+    return _graphs[key]
+
+
+def _with_fallback(result: TargetResult, footprint: Footprint, coverage: Coverage) -> TargetResult:
+    """The result with the layers an accelerator hands back to the host CPU timed there: the latency and power
+    verdicts judge the new figures against the limits they had."""
+    est = with_host_fallback(result.estimate, footprint, result.profile, set(coverage.fallback_layers),
+                             coverage.fallback_latency_s)
+    figures = {"latency": est.latency_s * 1e3, "power": est.avg_power_w * 1e3}
+    verdicts = tuple(
+        dataclasses.replace(v, value=figures[v.metric], ok=v.limit is None or figures[v.metric] <= v.limit)
+        if v.metric in figures else v for v in result.verdicts)
+    return dataclasses.replace(result, estimate=est, verdicts=verdicts)
 
 
 def _operators_verdict(coverage: Coverage) -> Verdict:
@@ -325,11 +365,17 @@ def _operators_verdict(coverage: Coverage) -> Verdict:
 
 # ---- tiers ---------------------------------------------------------------------------------------------
 
+def _fails_on_operators(result: TargetResult) -> bool:
+    verdict = result.verdict("operators")
+    return verdict is not None and not verdict.ok
+
+
 def _closest_to_fitting(results: Sequence[TargetResult]) -> TargetResult:
-    """The device that misses by least: precision misses rank last, then by the worst overshoot."""
-    def severity(result: TargetResult) -> tuple[bool, float]:
-        numeric = [v.overshoot for v in result.failures if v.metric != "precision"]
-        return (not result.estimate.precision_supported, max(numeric, default=0.0))
+    """The device that misses by least: precision misses rank last, then operator misses (nothing scales them
+    away), then by the worst overshoot of the rest."""
+    def severity(result: TargetResult) -> tuple[bool, bool, float]:
+        numeric = [v.overshoot for v in result.failures if v.metric not in ("precision", "operators")]
+        return (not result.estimate.precision_supported, _fails_on_operators(result), max(numeric, default=0.0))
     return min(results, key=severity)
 
 
@@ -367,7 +413,10 @@ def summarize_tiers(results: Sequence[TargetResult], precision: str,
                 devices=tuple(r.profile.name for r in int8_members if r.fits),
                 binding=int8_by_name[best.profile.name].verdict(binding.metric),
             )
-        tiers.append(TierResult(tier, False, (), checked, best.profile.name, binding, outlook))
+        on_operators = binding.metric == "operators"
+        tiers.append(TierResult(tier, False, (), checked, best.profile.name, binding, outlook,
+                                best.operators if on_operators else None,
+                                on_operators and all(_fails_on_operators(r) for r in members)))
     return TierSummary(precision, tuple(tiers))
 
 
@@ -400,20 +449,21 @@ def resolve_targets(targets: Iterable[str | DeviceProfile] | None,
 def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] | None = None,
           precision: str | None = None, budgets: Budgets = Budgets(), rate_hz: float | None = None, *,
           profiles_dir: ProfilesDir = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
-          dims: Mapping[str, int] | None = None, runtime: str | None = None,
+          dims: Mapping[str, int] | None = None, runtime: str | None = None, patching: bool = True,
           assume_dims: int | None = None) -> CheckReport:
     """Check a model (a Footprint, or a path analyzed here) against targets (names or profiles; None: all),
-    with the targets' runtime stack `runtime` (default: each profile's default stack)."""
+    with the targets' runtime stack `runtime` (default: each profile's default stack). `patching`: advise
+    patch-based execution where RAM binds (the tier summary alone does not show it)."""
     footprint = model if isinstance(model, Footprint) else analyze_for_check(model, input_shapes, dims, assume_dims)
     check_precision(precision)
     check_rate_hz(rate_hz)
     profiles = resolve_targets(targets, profiles_dir)
     deployed = precision or model_precision(footprint)
-    results = with_model_advice(tuple(check_footprint(footprint, p, deployed, budgets, rate_hz, runtime)
-                                      for p in profiles), footprint)
+    plain = tuple(check_footprint(footprint, p, deployed, budgets, rate_hz, runtime) for p in profiles)
+    results = with_model_advice(plain, footprint, patching=patching)
     int8_results = () if deployed == "int8" else with_model_advice(tuple(
         check_footprint(footprint, r.profile, "int8", budgets, rate_hz, runtime) for r in results if not r.fits),
-        footprint)
+        footprint, patching=patching)
     return CheckReport(
         model_path=footprint.model_path, precision=deployed, precision_is_models_own=precision is None,
         rate_hz=rate_hz, budgets=budgets, targets=results,
@@ -426,4 +476,4 @@ def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] 
 def tier_summary(model: Footprint | str | Path, precision: str | None = None, budgets: Budgets = Budgets(),
                  rate_hz: float | None = None, *, profiles_dir: ProfilesDir = None) -> TierSummary:
     """Which of cloud/edge/mobile/tiny the model fits, over every profile on the search path."""
-    return check(model, None, precision, budgets, rate_hz, profiles_dir=profiles_dir).tiers
+    return check(model, None, precision, budgets, rate_hz, profiles_dir=profiles_dir, patching=False).tiers

@@ -28,14 +28,16 @@ device is assumed to infer back to back (d = 1). Battery life = battery energy /
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
 
 from edgefit.analysis.dtypes import DTYPE_BYTES, FLOAT_DTYPES, PRECISION_BYTES
 from edgefit.analysis.footprint import Footprint
-from edgefit.devices import DeviceProfile, check_precision
+from edgefit.devices import DeviceProfile, StackSettings, check_precision
 from edgefit.latency import LAYER_CLASSES, dispatched_work, latency_features
 from edgefit.runtime_memory import RuntimeMemory, runtime_memory
 from edgefit.units import check_rate_hz
@@ -80,7 +82,9 @@ class Estimate:
     memory_bound_layers: int            # layers whose roofline time is set by bandwidth, not MACs
     layers_without_macs: tuple[str, ...]  # layers whose MACs are unknown: their compute time is missing
     memory: RuntimeMemory               # the runtime's arena: activations (head) + its bookkeeping (tail)
+    settings: StackSettings             # the memory model, operator list and runtime sizes used, and whose they are
     runtime: str | None = None          # the profile's runtime stack the estimate is for
+    fallback_s: float = 0.0             # layers an accelerator cannot run, timed on the host CPU instead
     basis: str = "datasheet"            # where the latency figures come from (edgefit.devices.BASES)
     expected_error: float | None = None  # typical relative error of the latency, when the basis states one
 
@@ -90,11 +94,11 @@ class Estimate:
 
     @property
     def busy_s(self) -> float:
-        return self.compute_s + self.overhead_s
+        return self.compute_s + self.overhead_s + self.fallback_s
 
     @property
     def latency_s(self) -> float:
-        return self.compute_s + self.overhead_s + self.network_s
+        return self.busy_s + self.network_s
 
     @property
     def latency_is_lower_bound(self) -> bool:
@@ -119,6 +123,7 @@ class Estimate:
             "compute_ms": self.compute_s * 1e3,
             "overhead_ms": self.overhead_s * 1e3,
             "network_ms": self.network_s * 1e3,
+            "fallback_ms": self.fallback_s * 1e3,
             "rate_hz": self.rate_hz,
             "duty_cycle": self.duty_cycle,
             "battery_life_h": self.battery_life_h,
@@ -130,6 +135,7 @@ class Estimate:
             "runtime": self.runtime,
             "basis": self.basis,
             "expected_error": self.expected_error,
+            "stack_settings": self.settings.to_dict(),
             "estimated": True,
         }
 
@@ -184,13 +190,14 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
     check_precision(precision)
     check_rate_hz(rate_hz)
 
+    stack = profile.runtime_stack(runtime)
+    settings = profile.stack_settings(runtime)
     weight_bytes = footprint.weight_bytes_at(precision)
     activation_bytes = footprint.activation_bytes_at(precision, shared_storage=profile.shares_activation_storage)
-    memory = runtime_memory(footprint, profile.memory_model, precision, activation_bytes)
-    flash_bytes = weight_bytes + profile.runtime_flash_bytes
-    ram_bytes = memory.arena_bytes + profile.runtime_ram_bytes + (weight_bytes if profile.weights_in_ram else 0)
+    memory = runtime_memory(footprint, settings.memory_model, precision, activation_bytes)
+    flash_bytes = weight_bytes + settings.runtime_flash_bytes
+    ram_bytes = memory.arena_bytes + settings.runtime_ram_bytes + (weight_bytes if profile.weights_in_ram else 0)
 
-    stack = profile.runtime_stack(runtime)
     coefficients = stack.coefficients.get(precision) if stack is not None else None
     columns = _layer_columns(footprint, precision)
     if coefficients is not None:
@@ -207,22 +214,54 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
         basis, expected_error = profile.basis, profile.expected_error
     without_macs = columns.without_macs
 
-    active_power_w = (stack.active_power_w if stack is not None and stack.active_power_w is not None
-                      else profile.active_power_w)
-    busy_s = compute_s + overhead_s
-    energy_j = active_power_w * busy_s
-    duty_cycle = 1.0 if rate_hz is None else min(1.0, rate_hz * busy_s)
-    avg_power_w = profile.idle_power_w * (1 - duty_cycle) + active_power_w * duty_cycle
-    battery_wh = profile.battery_wh
     return Estimate(
         target=profile.name, precision=precision, precision_supported=precision in profile.precisions,
         weight_bytes=weight_bytes, activation_bytes=activation_bytes, ram_bytes=ram_bytes, flash_bytes=flash_bytes,
-        compute_s=compute_s, overhead_s=overhead_s, network_s=profile.network_rtt_s, energy_j=energy_j,
-        rate_hz=rate_hz, duty_cycle=duty_cycle, avg_power_w=avg_power_w,
-        battery_life_h=battery_wh / avg_power_w if battery_wh is not None else None,
+        compute_s=compute_s, overhead_s=overhead_s, network_s=profile.network_rtt_s,
+        **_power(profile, runtime, compute_s + overhead_s, rate_hz),
         memory_bound_layers=memory_bound, layers_without_macs=tuple(without_macs), memory=memory,
         runtime=stack.name if stack is not None else None, basis=basis, expected_error=expected_error,
+        settings=settings,
     )
+
+
+def _power(profile: DeviceProfile, runtime: str | None, busy_s: float, rate_hz: float | None) -> dict[str, object]:
+    """Energy and power for `busy_s` of inference (the Estimate fields they fill)."""
+    stack = profile.runtime_stack(runtime)
+    active_power_w = (stack.active_power_w if stack is not None and stack.active_power_w is not None
+                      else profile.active_power_w)
+    duty_cycle = 1.0 if rate_hz is None else min(1.0, rate_hz * busy_s)
+    avg_power_w = profile.idle_power_w * (1 - duty_cycle) + active_power_w * duty_cycle
+    battery_wh = profile.battery_wh
+    return {"energy_j": active_power_w * busy_s, "rate_hz": rate_hz, "duty_cycle": duty_cycle,
+            "avg_power_w": avg_power_w, "battery_life_h": battery_wh / avg_power_w if battery_wh is not None else None}
+
+
+def host_fallback_s(footprint: Footprint, profile: DeviceProfile, precision: str, layers: Collection[str]) -> float:
+    """Seconds the host CPU takes for `layers` (those an accelerator hands back): the datasheet roofline of
+    `estimate` with the tensors at the deployed `precision` (weights read where they live) but the profile's fp32
+    MAC rate, its host core's (accelerator profiles give their CPU's fp32 figures and no host int8 rate, so an int8
+    kernel there is timed at the fp32 rate), plus the per-op dispatch. A layer the runtime fuses costs nothing."""
+    kept = [layer.name for layer in footprint.layers if not (precision == "int8" and layer.op_type in _FUSED_IN_INT8)]
+    moved = np.array([name in layers for name in kept], dtype=bool)
+    columns = _layer_columns(footprint, precision)
+    weight_scale = footprint.weight_bytes_at(precision) / footprint.weight_bytes if footprint.weight_bytes else 1.0
+    _, memory_time = _roofline_parts(columns, profile, precision, weight_scale)
+    host_time = np.maximum(columns.macs / profile.macs_per_s("fp32"), memory_time) + profile.per_op_overhead_s
+    return float(host_time[moved].sum())
+
+
+def with_host_fallback(est: Estimate, footprint: Footprint, profile: DeviceProfile, layers: Collection[str],
+                       host_s: float) -> Estimate:
+    """`est` with `layers` (those an accelerator cannot run) taken off the accelerator and run on the host CPU in
+    `host_s`: their accelerator time leaves compute and overhead, `host_s` becomes `fallback_s`, and energy and
+    power follow (at the profile's or stack's active power: the board's draw, whichever unit is busy)."""
+    compute, dispatch = _layer_parts(footprint, profile, est.precision, est.runtime)
+    moved = np.array([layer.name in layers for layer in footprint.layers], dtype=bool)
+    compute_s = max(0.0, est.compute_s - float(compute[moved].sum()))
+    overhead_s = max(0.0, est.overhead_s - float(dispatch[moved].sum()))
+    return dataclasses.replace(est, compute_s=compute_s, overhead_s=overhead_s, fallback_s=host_s,
+                               **_power(profile, est.runtime, compute_s + overhead_s + host_s, est.rate_hz))
 
 
 def _roofline_parts(columns: _LayerColumns, profile: DeviceProfile, precision: str,
@@ -246,6 +285,26 @@ def _roofline(columns: _LayerColumns, profile: DeviceProfile, precision: str, we
     return float(np.maximum(mac_time, memory_time).sum()), int(np.count_nonzero(memory_time > mac_time))
 
 
+def _layer_parts(footprint: Footprint, profile: DeviceProfile, precision: str,
+                 runtime: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer of `footprint.layers`, by the same model as `estimate`: seconds of compute and of dispatch (the
+    per-op cost). A layer the runtime folds, fuses or drops costs 0 in both."""
+    stack = profile.runtime_stack(runtime)
+    coefficients = stack.coefficients.get(precision) if stack is not None else None
+    if coefficients is not None:
+        per_unit = dict(zip(LAYER_CLASSES, coefficients.vector()[:4]))
+        work = dispatched_work(footprint.layers, precision)
+        return (np.array([0.0 if w is None else w[1] * per_unit[w[0]] for w in work], dtype=np.float64),
+                np.array([0.0 if w is None else coefficients.s_per_op for w in work], dtype=np.float64))
+    kept = np.array([not (precision == "int8" and layer.op_type in _FUSED_IN_INT8) for layer in footprint.layers],
+                    dtype=bool)
+    columns = _layer_columns(footprint, precision)
+    weight_scale = footprint.weight_bytes_at(precision) / footprint.weight_bytes if footprint.weight_bytes else 1.0
+    compute = np.zeros(len(kept))
+    compute[kept] = _roofline_times(columns, profile, precision, weight_scale)
+    return compute, np.where(kept, profile.per_op_overhead_s, 0.0)
+
+
 def layer_latencies(footprint: Footprint, profile: DeviceProfile, precision: str | None = None,
                     runtime: str | None = None) -> tuple[float, ...]:
     """Estimated seconds of each of `footprint.layers` on `profile`, by the same model as `estimate` (its compute
@@ -253,14 +312,5 @@ def layer_latencies(footprint: Footprint, profile: DeviceProfile, precision: str
     costs 0. Reports use it to show where the time goes; the totals come from `estimate`."""
     precision = precision or model_precision(footprint)
     check_precision(precision)
-    stack = profile.runtime_stack(runtime)
-    coefficients = stack.coefficients.get(precision) if stack is not None else None
-    if coefficients is not None:
-        per_unit = dict(zip(LAYER_CLASSES, coefficients.vector()[:4]))
-        return tuple(0.0 if work is None else work[1] * per_unit[work[0]] + coefficients.s_per_op
-                     for work in dispatched_work(footprint.layers, precision))
-    kept = [not (precision == "int8" and layer.op_type in _FUSED_IN_INT8) for layer in footprint.layers]
-    columns = _layer_columns(footprint, precision)
-    weight_scale = footprint.weight_bytes_at(precision) / footprint.weight_bytes if footprint.weight_bytes else 1.0
-    times = iter(_roofline_times(columns, profile, precision, weight_scale) + profile.per_op_overhead_s)
-    return tuple(float(next(times)) if keep else 0.0 for keep in kept)
+    compute, dispatch = _layer_parts(footprint, profile, precision, runtime)
+    return tuple(float(t) for t in compute + dispatch)

@@ -17,7 +17,7 @@ from typing import Any
 from edgefit.analysis.footprint import Footprint
 from edgefit.check import (Budgets, CheckReport, ProfilesDir, TargetResult, Verdict, analyze_for_check,
                            check_footprint, with_model_advice)
-from edgefit.devices import check_precision, find_profile, list_profiles, read_toml, toml_problem
+from edgefit.devices import check_precision, find_profile, list_profiles, load_toml
 from edgefit.errors import ConfigError, EdgefitError, ShapeError
 from edgefit.estimate import METHOD
 from edgefit.guard import existing_kind, regular_file
@@ -218,14 +218,8 @@ def _parse_gate(entry: Mapping[str, Any], defaults: Mapping[str, Any], index: in
 def load_gate_config(path: str | Path = "edgefit.toml") -> GateConfig:
     """Parse and validate an edgefit.toml; errors name the file, the gate and the key."""
     path = Path(path)
-    try:
-        data = read_toml(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file (edgefit gate reads ./edgefit.toml unless given --config)") from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
-    except ValueError as error:   # tomllib.TOMLDecodeError, UnicodeDecodeError
-        raise ConfigError(f"{path}: {toml_problem(error)}") from None
+    data = load_toml(path, ConfigError, "the gate configuration",
+                     missing="no such file (edgefit gate reads ./edgefit.toml unless given --config)")
     for key in data:
         if key not in _TOP_KEYS:
             raise _unknown_key(str(path), key, _TOP_KEYS)

@@ -10,7 +10,7 @@ import heapq
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -465,9 +465,11 @@ def save_model(proto: ModelProto, out_path: str | os.PathLike, *, input_path: st
 
 
 def write_text_atomic(out_path: str | os.PathLike, text: str, *,
-                      inputs: Sequence[str | os.PathLike] = (), force: bool = False) -> Path:
+                      inputs: Sequence[str | os.PathLike] = (), force: bool = False,
+                      validate: Callable[[Path], None] | None = None) -> Path:
     """Write a text output (a report, a manifest, a profile) the way models are written: temp file + rename, so a
-    reader never sees half a file; never over one of `inputs` unless force; 0666 less the umask."""
+    reader never sees half a file; never over one of `inputs` unless force; 0666 less the umask. `validate` gets
+    the written temporary file before the rename: whatever it raises leaves `out_path` as it was."""
     out = Path(out_path)
     for input_path in inputs:
         refuse_overwrite(input_path, out, force)
@@ -478,6 +480,8 @@ def write_text_atomic(out_path: str | os.PathLike, text: str, *,
         tmp = Path(tmp_name)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        if validate is not None:
+            validate(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, out)
     except OSError as error:

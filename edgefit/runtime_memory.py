@@ -18,6 +18,7 @@ its real tail is somewhat smaller and the figure stays a safe arena size there.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -179,6 +180,7 @@ def tflm_head(footprint: Footprint, precision: str | None, graph: TfliteGraph, s
     order; each buffer goes at the lowest offset where it overlaps no placed buffer that is alive at the same time.
     `scratch`: bytes of the scratch buffer each op requests (RequestScratchBufferInArena), alive while it runs."""
     from edgefit.analysis.dtypes import PRECISION_BYTES   # imports onnx: see TYPE_CHECKING above
+    from edgefit.analysis.memory import greedy_offsets
 
     sizes = {b.name: (b.at_float_precision(PRECISION_BYTES[precision]) if precision else b).bytes
              for b in footprint.buffers}
@@ -197,22 +199,13 @@ def tflm_head(footprint: Footprint, precision: str | None, graph: TfliteGraph, s
     for name in graph.outputs:
         if name in span:
             span[name][1] = len(graph.ops)
-    order = sorted(reversed(list(span)), key=lambda name: -_align(sizes[name]))   # stable: ties stay reversed
-    placed: list[tuple[int, int, int, int]] = []   # (offset, end, first, last), kept sorted by offset
-    arena = 0
-    for name in order:
-        size, (first, last) = _align(sizes[name]), span[name]
-        offset = 0
-        for start, end, other_first, other_last in placed:
-            if other_first > last or first > other_last:
-                continue
-            if start - offset >= size:
-                break
-            offset = max(offset, end)
-        placed.append((offset, offset + size, first, last))
-        placed.sort()
-        arena = max(arena, offset + size)
-    return arena
+    names = list(span)
+    aligned = [_align(sizes[name]) for name in names]
+    # Largest first, ties in reverse tensor order (a stable sort of the reversed list); the placement rule itself
+    # is edgefit's own greedy planner's.
+    order = sorted(reversed(range(len(names))), key=lambda i: -aligned[i])
+    offsets = greedy_offsets(order, aligned, [span[n][0] for n in names], [span[n][1] for n in names])
+    return max((offset + size for offset, size in zip(offsets, aligned)), default=0)
 
 
 def _tflm_tail(graph: TfliteGraph, precision: str | None) -> dict[str, int]:
@@ -294,8 +287,11 @@ _SOURCES = {
     "coreml": "Core ML plans its buffers itself and documents no allocator: the planned activations only",
     "tensorrt": "TensorRT: ICudaEngine::getDeviceMemorySize() is fixed when the engine is built; the planned "
                 "activations stand for it, tactic workspace not modelled",
-    "static": "statically allocated buffers (hand-written C, XLA's ahead-of-time buffer assignment): the planned "
-              "activations only",
+    "static": "statically allocated buffers (hand-written C, XLA's ahead-of-time buffer assignment, STM32Cube.AI's "
+              "generated C): the planned activations only. STM32Cube.AI plans one 'activations' buffer ahead of "
+              "time and by default places the graph inputs and outputs in it (ST Edge AI Core docs: glossary, "
+              "'Activations buffer'; embedded client API, --no-inputs-allocation / --no-outputs-allocation); its "
+              "own in-place reuse can make that buffer smaller than planned here, its network context is runtime_ram",
 }
 
 
@@ -316,5 +312,14 @@ assert tuple(_MODELS) == MEMORY_MODELS and tuple(_SOURCES) == MEMORY_MODELS
 def runtime_memory(footprint: Footprint, model: str, precision: str | None, head_bytes: int) -> RuntimeMemory:
     """The memory runtime `model` needs for `footprint` at `precision`; `head_bytes` is the planned activation
     arena (Footprint.activation_bytes_at), which a model may re-plan on the graph its runtime really runs."""
-    head, tail = _MODELS[model](footprint, precision, head_bytes)
-    return RuntimeMemory(model, head, sum(tail.values()), MappingProxyType(tail), _SOURCES[model])
+    key = (id(footprint), model, precision, head_bytes)
+    if key not in _memory_cache:
+        head, tail = _MODELS[model](footprint, precision, head_bytes)
+        _memory_cache[key] = RuntimeMemory(model, head, sum(tail.values()), MappingProxyType(tail), _SOURCES[model])
+        weakref.finalize(footprint, _memory_cache.pop, key, None)   # the entry lives as long as the footprint
+    return _memory_cache[key]
+
+
+# One model checked against every profile asks for the same few (memory model, precision) plans again and again,
+# and replaying TFLM's planner on a large graph costs tens of milliseconds.
+_memory_cache: dict[tuple[int, str, str | None, int], RuntimeMemory] = {}

@@ -15,7 +15,7 @@ _SIZE_UNITS = {
     "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
     "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
 }
-_TIME_UNITS = {"": 1e-3, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9, "min": 60.0}
+_TIME_UNITS = {"": 1e-3, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9, "m": 60.0, "min": 60.0}
 _POWER_UNITS = {"": 1.0, "w": 1.0, "mw": 1e-3, "uw": 1e-6, "µw": 1e-6, "kw": 1e3}
 _ENERGY_UNITS = {"": 1.0, "j": 1.0, "mj": 1e-3, "uj": 1e-6, "µj": 1e-6, "nj": 1e-9, "kj": 1e3, "wh": 3600.0,
                  "mwh": 3.6}
@@ -45,7 +45,7 @@ def parse_size(text: str | int | float) -> int:
 
 
 def parse_duration_s(text: str | int | float) -> float:
-    """Seconds from '20ms', '1.5s', '200us'; a bare number means milliseconds."""
+    """Seconds from '20ms', '1.5s', '200us', '5m' (minutes); a bare number means milliseconds."""
     return _parse(text, _TIME_UNITS, "duration")
 
 

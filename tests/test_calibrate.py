@@ -322,6 +322,25 @@ def test_output_never_overwrites_inputs(tmp_path, board, capsys):
 
 # ---- the written profile ------------------------------------------------------------------------------
 
+def test_a_profile_that_would_not_load_replaces_nothing(tmp_path, board, monkeypatch, capsys):
+    """The writer checks the temporary file loads as a profile before the rename (write_text_atomic's validate
+    hook): a bad field stops it, names the output, keeps the old file and leaves no temporary file behind."""
+    import edgefit.calibrate as calibrate_module
+
+    out = tmp_path / "out" / "my-board.toml"
+    out.parent.mkdir()
+    out.write_text("old")
+    good = calibrate_module.profile_data
+    monkeypatch.setattr(calibrate_module, "profile_data", lambda *a: {**good(*a), "ram": "lots"})
+    assert main(["calibrate", str(board), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the calibrated profile would not load: {out}: field 'ram'") and ".tmp" not in err
+    assert out.read_text() == "old" and list(out.parent.iterdir()) == [out]
+    monkeypatch.setattr(calibrate_module, "profile_data", good)
+    assert main(["calibrate", str(board), "-o", str(out)]) == 0
+    assert tomllib.loads(out.read_text())["name"] == "my-board"
+
+
 def test_written_profile_round_trip(tmp_path, board, capsys):
     out = tmp_path / "my-board.toml"
     assert main(["calibrate", str(board), "-o", str(out), "--json"]) == 0

@@ -407,3 +407,15 @@ def test_cli_check_has_the_gate_formats(big_dense, capsys):
     assert json.loads(capsys.readouterr().out)["fits"] is False
     assert main([*args, "--format", "markdown", "--json"]) == 2
     assert "two formats" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["check"], ["report", "-o", "page.html"]])
+def test_target_and_all_are_one_choice_in_check_and_report(small_dense, tmp_path, capsys, command):
+    """The shared --target / --all options: both is a usage error in either command; check also needs one."""
+    args = [command[0], str(small_dense), *[a if a != "page.html" else str(tmp_path / a) for a in command[1:]]]
+    assert main(args + ["-t", "esp32", "--all"]) == 2
+    assert capsys.readouterr().err == "error: give either --target or --all, not both\n"
+    assert not (tmp_path / "page.html").exists()
+    if command == ["check"]:
+        assert main(args) == 2
+        assert "no target given" in capsys.readouterr().err

@@ -3,13 +3,14 @@ ops, the two fallback rules of accelerators, the profile key, and the `operators
 
 import json
 
+import onnx
 import pytest
 from helpers import model, weight
 from onnx import helper
 from test_estimate import mcu
 
 from edgefit.analysis.footprint import analyze
-from edgefit.check import check
+from edgefit.check import Budgets, check
 from edgefit.cli import main
 from edgefit.devices import list_profiles, parse_profile
 from edgefit.errors import ConfigError, ProfileError
@@ -40,7 +41,8 @@ def small_cnn(stride=1, extra=()):
 
 
 def test_every_list_loads_and_names_its_source():
-    assert set(operator_list_names()) >= {"tflm", "edgetpu", "vela", "onnxruntime-cpu", "tensorrt", "coreml", "nnapi"}
+    assert set(operator_list_names()) >= {"tflm", "edgetpu", "vela", "onnxruntime-cpu", "tensorrt", "coreml", "nnapi",
+                                          "stm32cube-ai"}
     for name in operator_list_names():
         operators = load_operator_list(name)
         assert operators.source and operators.url.startswith("https://")
@@ -64,13 +66,14 @@ def test_unsupported_op_stops_an_mcu_runtime_and_is_named():
 
 def test_constraint_violation_falls_back_op_by_op_on_ethos_u55_with_the_host_time():
     """Stride 4 breaks Vela's [1, 3] stride range: the conv alone runs on the host core.
-    Host time by hand (hand MCU: fp32 0.5 GMAC/s x 0.5, 100 MB/s, 0.1 ms per op): MACs 8*4*4*8*9 = 9216 take
-    36.9 us, bytes 8192 in + 512 out take 87.04 us; roofline max 87.04 us + 100 us dispatch = 187.04 us."""
+    Host time by hand (hand MCU: fp32 0.5 GMAC/s x 0.5, 100 MB/s, weights from 50 MB/s flash, 0.1 ms per op):
+    MACs 8*4*4*8*9 = 9216 take 36.864 us at the fp32 rate; at int8 the 2048 B in + 128 B out take 21.76 us and the
+    576 B of weights 11.52 us; roofline max 36.864 us + 100 us dispatch = 136.864 us."""
     result = coverage(small_cnn(stride=4), "vela", "int8", host=mcu())
     assert statuses(result)["conv"] == ("violates", "stride 4x4 (runs 1-3)")
     assert result.verdict == "fallback" and result.runs
     assert result.fallback_layers == ("conv",)
-    assert result.fallback_latency_s == pytest.approx(187.04e-6)
+    assert result.fallback_latency_s == pytest.approx(136.864e-6)
     # At fp32 an int8-only NPU runs nothing: every node falls back.
     fp32 = coverage(small_cnn(), "vela", "fp32")
     assert len(fp32.fallback_layers) == 5
@@ -154,11 +157,126 @@ def test_check_reports_the_operators_verdict(tmp_path, capsys):
     assert check(path, [mcu(latency_budget_s=10.0, ram_bytes=10**6)], "fp32").targets[0].operators is None
     # The tier line names the missing kernel, and int8 does not pretend to help.
     assert render_tier_line(check(path, ["esp32"], "fp32").tiers) == (
-        "Fits: none. Tiny: no — 1 unsupported ops on tflm (best device esp32); int8 would not fit either.")
-    assert main(["check", str(path), "--target", "stm32h7", "--json"]) == 1
+        "Fits: none. Tiny: no — no device runs every op: Einsum (mix) has no kernel in TensorFlow Lite Micro; "
+        "int8 would not fit either.")
+    assert main(["check", str(path), "--target", "stm32h7", "--runtime", "tflm-cmsis-nn", "--json"]) == 1
     target = json.loads(capsys.readouterr().out)["targets"][0]
     assert target["operators"]["not_running"] == [
         {"layer": "mix", "op_type": "Einsum", "status": "unsupported",
          "reason": "TensorFlow Lite Micro has no kernel for Einsum"}]
     assert {"metric": "operators", "value": "1 unsupported"}.items() <= next(
         c for c in target["checks"] if c["metric"] == "operators").items()
+
+
+def test_tier_line_names_the_first_op_when_every_device_fails_on_operators(tmp_path):
+    """Two MCUs that cannot run Einsum: the tier line says no device runs every op and names it (with the count of
+    the others); when one device of the tier misses on RAM instead, the one failing on operators is not the best."""
+    einsum = helper.make_node("Einsum", ["f", "f"], ["y2"], equation="bi,bi->b", name="mix")
+    erf = helper.make_node("Erf", ["y2"], ["y3"], name="erf")
+    path = tmp_path / "m.onnx"
+    path.write_bytes(small_cnn(extra=[einsum, erf]).SerializeToString())
+    roomy = mcu(name="roomy", operators="tflm", ram_bytes=10**6)
+    tight = mcu(name="tight", operators="tflm", ram_bytes=10**6, flash_bytes=10_000)
+    tiers = check(path, [tight, roomy], "int8").tiers
+    tiny = tiers.tiers[0]
+    # roomy fails on operators alone, tight on operators and flash: roomy is the closer one
+    assert (tiny.best_device, tiny.operators_fail_everywhere) == ("roomy", True)
+    assert render_tier_line(tiers) == ("Fits: none. Tiny: no — no device runs every op: Einsum (mix) has no kernel "
+                                       "in TensorFlow Lite Micro (and 1 more op).")
+    assert tiers.to_dict()["tiny"]["first_unsupported"] == {
+        "layer": "mix", "op_type": "Einsum", "status": "unsupported",
+        "reason": "TensorFlow Lite Micro has no kernel for Einsum", "runtime": "TensorFlow Lite Micro"}
+    # A device without an operator list cannot fail on operators: flash binds there, not the op.
+    unjudged = mcu(name="unjudged", ram_bytes=10**6, flash_bytes=10_000)
+    tiers = check(path, [roomy, unjudged], "int8").tiers
+    assert tiers.tiers[0].binding.metric == "flash" and not tiers.tiers[0].operators_fail_everywhere
+    assert "Einsum" not in render_tier_line(tiers)
+
+
+def test_analyze_tier_line_shows_the_operator_verdict(tmp_path, capsys, monkeypatch):
+    """analyze's tier line is check --all's: with only an MCU that lacks the kernel on the path, it says so."""
+    profile_dir = tmp_path / "profiles"
+    profile_dir.mkdir()
+    (profile_dir / "only.toml").write_text(ONLY_TFLM_MCU)
+    monkeypatch.setattr("edgefit.devices.BUILTIN_PROFILES_DIR", profile_dir)
+    einsum = helper.make_node("Einsum", ["f", "f"], ["y2"], equation="bi,bi->b", name="mix")
+    path = tmp_path / "m.onnx"
+    path.write_bytes(small_cnn(extra=[einsum]).SerializeToString())
+    assert main(["analyze", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tier_summary"] == (
+        "Fits: none. Tiny: no — no device runs every op: Einsum (mix) has no kernel in TensorFlow Lite Micro; "
+        "int8 would not fit either.")
+
+
+def test_stm32cube_ai_list_checks_the_ranks_st_documents():
+    """ST's list takes Einsum on 4-D tensors only and MatMul up to 3-D: a 2-D Einsum breaks the first."""
+    einsum = helper.make_node("Einsum", ["f", "f"], ["y2"], equation="bi,bi->b", name="mix")
+    result = coverage(small_cnn(extra=[einsum]), "stm32cube-ai")
+    assert statuses(result)["mix"] == ("violates", "2-D input (runs 4-D)")
+    assert {status for status, _ in statuses(result).values()} == {"supported", "violates"}
+    # Attributes ST supports only at their defaults: Reshape(allowzero=1) breaks it.
+    reshape = helper.make_node("Reshape", ["f", "shape"], ["y2"], allowzero=1, name="rs")
+    built = small_cnn(extra=[reshape])
+    built.graph.initializer.append(helper.make_tensor("shape", onnx.TensorProto.INT64, [2], [1, 8]))
+    assert statuses(coverage(built, "stm32cube-ai"))["rs"] == ("violates", "allowzero=1 (runs 0)")
+    nonzero = helper.make_node("NonZero", ["f"], ["y2"], name="nz")   # not in ST's list of 132
+    assert statuses(coverage(small_cnn(extra=[nonzero]), "stm32cube-ai"))["nz"] == (
+        "unsupported", "STM32Cube.AI has no kernel for NonZero")
+
+
+def test_npu_fallback_time_is_in_the_latency_and_its_budget(tmp_path):
+    """The stride-4 conv falls back from Vela to the host (hand MCU, see the Ethos-U55 test: 136.864 us there).
+    On the accelerator at int8 it took max(9216 MACs / 0.5 GMAC/s = 18.43 us, (2048 + 128) B / 100 MB/s + 576 B /
+    50 MB/s = 33.28 us) + 100 us dispatch = 133.28 us, and the whole model 1538.12 us (1 ms per inference + 5 ops
+    x 0.1 ms + 38.12 us of rooflines). With the fallback: 1538.12 - 133.28 + 136.864 = 1541.704 us."""
+    path = tmp_path / "m.onnx"
+    path.write_bytes(small_cnn(stride=4).SerializeToString())
+    npu = mcu(operators="vela", ram_bytes=10**6)
+    result = check(path, [npu], "int8", Budgets(max_latency_s=1.54e-3), rate_hz=100).targets[0]
+    est = result.estimate
+    assert est.fallback_s == pytest.approx(136.864e-6)
+    assert est.latency_s == pytest.approx(1541.704e-6)
+    assert est.compute_s == pytest.approx(38.12e-6 - 33.28e-6) and est.overhead_s == pytest.approx(1.4e-3)
+    assert est.energy_j == pytest.approx(0.1 * 1541.704e-6)
+    # duty 100/s x 1.541704 ms: 0.01 W x (1 - d) + 0.1 W x d
+    assert est.avg_power_w == pytest.approx(0.01 + 0.09 * 0.1541704)
+    # 1.538 ms would meet the 1.54 ms budget; with the host's share it does not.
+    latency = result.verdict("latency")
+    assert (latency.value, latency.ok) == (pytest.approx(1.541704), False) and not result.fits
+    assert result.to_dict()["estimates"]["fallback_ms"] == pytest.approx(0.136864)
+    assert check(path, [npu], "int8", Budgets(max_latency_s=1.545e-3)).targets[0].fits
+
+
+ONLY_TFLM_MCU = """
+name = "only-mcu"
+display_name = "Only MCU"
+tier = "tiny"
+processor = "test"
+runtime = "TFLM"
+operators = "tflm"
+precisions = ["fp32", "int8"]
+ram = "1 MiB"
+flash = "1 MiB"
+runtime_ram = 0
+runtime_flash = 0
+weights_in_ram = false
+peak_gmacs = {fp32 = 1, int8 = 1}
+efficiency = 0.5
+memory_bandwidth = "1 GB/s"
+inference_overhead = "0 ms"
+active_power = "1 mW"
+idle_power = "0 mW"
+[source]
+ram = "test"
+flash = "test"
+runtime_ram = "test"
+runtime_flash = "test"
+weights_in_ram = "test"
+peak_gmacs = "test"
+efficiency = "test"
+memory_bandwidth = "test"
+inference_overhead = "test"
+active_power = "test"
+idle_power = "test"
+processor = "test"
+"""

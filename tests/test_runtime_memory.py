@@ -210,13 +210,19 @@ def test_memory_model_in_profile_file(tmp_path):
 def test_check_says_how_big_the_tensor_arena_must_be(tmp_path, capsys):
     path = tmp_path / "cnn.onnx"
     path.write_bytes(small_cnn().SerializeToString())
-    assert main(["check", str(path), "-t", "stm32h7", "--json"]) in (0, 1)
+    tflm = ["-t", "stm32h7", "--runtime", "tflm-cmsis-nn"]
+    assert main(["check", str(path), *tflm, "--json"]) in (0, 1)
     import json
     estimates = json.loads(capsys.readouterr().out)["targets"][0]["estimates"]
     assert estimates["arena_bytes"] == estimates["arena"]["head_bytes"] + estimates["arena"]["tail_bytes"]
-    main(["check", str(path), "-t", "stm32h7"])
+    main(["check", str(path), *tflm])
     out = " ".join(capsys.readouterr().out.split())
     assert f"set the tensor arena to {estimates['arena_bytes']:,} bytes" in out
+    # The board's default stack is STM32Cube.AI: generated C, no tensor arena to configure.
+    main(["check", str(path), "-t", "stm32h7"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "tensor arena" not in out
+    assert "memory model static, operators stm32cube-ai of runtime stm32cube-ai-8.1" in out
 
 
 # Checked against the real interpreter when the `tflm` extra (tflite-micro) is installed: the same network built

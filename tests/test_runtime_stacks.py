@@ -103,6 +103,16 @@ def test_unknown_stack_names_the_choices(tmp_path):
      "unknown table 'v2'; a runtime name with a dot must be quoted, as in [runtimes.\"stm32cube-ai-8.1\"]"),
     (lambda t: t.replace('default_runtime = "fast"', 'default_runtime = "fast"\ncalibration = "yes"'),
      "field 'calibration': expected a table"),
+    (lambda t: t.replace('source = "test"\n', 'source = "test"\nmemory_model = "tflm-micro"\n', 1),
+     "field 'runtimes.slow': memory_model: unknown memory model 'tflm-micro'"),
+    (lambda t: t.replace('source = "test"\n', 'source = "test"\noperators = "cube"\n', 1),
+     "field 'runtimes.slow': operators: unknown operator list 'cube'"),
+    (lambda t: t.replace('source = "test"\n', 'source = "test"\nruntime_ram = "8 KiB"\n', 1),
+     "runtime_ram / runtime_flash and footprint_source go together"),
+    (lambda t: t.replace('source = "test"\n', 'source = "test"\nfootprint_source = "map file"\n', 1),
+     "runtime_ram / runtime_flash and footprint_source go together"),
+    (lambda t: t.replace('source = "test"\n', 'source = "test"\nruntime_flash = "-2 KB"\nfootprint_source = "x"\n', 1),
+     "field 'runtimes.slow': invalid size"),
 ])
 def test_malformed_runtime_tables_name_file_and_field(tmp_path, edit, message):
     path = write_profile(tmp_path, edit(STACKS))
@@ -164,3 +174,97 @@ def test_builtin_stacks_are_sourced_and_cover_int8():
     for profile, stack in stacks:
         assert stack.basis in BASES and stack.source and stack.expected_error is not None, (profile.name, stack.name)
         assert "int8" in stack.coefficients, (profile.name, stack.name)
+
+
+# The fast stack brings its own memory model, operator list and runtime footprint; the slow one inherits the
+# profile's (TFLM arena, TFLM kernels, 4 KiB / 40 KB).
+OWN_SETTINGS = STACKS.replace('runtime = "TFLM"\n', 'runtime = "TFLM"\nmemory_model = "tflm"\noperators = "tflm"\n').replace(
+    'active_power_source = "test rail"\n', 'active_power_source = "test rail"\nmemory_model = "static"\n'
+    'operators = "stm32cube-ai"\nruntime_ram = "8 KiB"\nruntime_flash = "20 KB"\nfootprint_source = "map file"\n')
+
+
+def test_a_stack_overrides_memory_model_operators_and_runtime_footprint(tmp_path):
+    profile = load_profile_file(write_profile(tmp_path, OWN_SETTINGS))
+    fast = profile.stack_settings()
+    assert (fast.runtime, fast.memory_model, fast.operators, fast.runtime_ram_bytes, fast.runtime_flash_bytes) == (
+        "fast", "static", "stm32cube-ai", 8192, 20_000)
+    assert fast.from_stack == ("memory_model", "operators", "runtime_ram_bytes", "runtime_flash_bytes")
+    slow = profile.stack_settings("slow")
+    assert (slow.memory_model, slow.operators, slow.runtime_ram_bytes, slow.runtime_flash_bytes, slow.from_stack) == (
+        "tflm", "tflm", 4096, 40_000, ())
+    assert profile.to_dict()["runtimes"][0]["footprint_source"] == "map file"
+    # A profile without stacks: its own settings, no runtime.
+    plain = load_profile_file(write_profile(tmp_path, VALID, "plain.toml")).stack_settings()
+    assert (plain.runtime, plain.memory_model, plain.operators, plain.from_stack) == (None, "static", None, ())
+
+
+def test_estimate_budgets_memory_by_the_stacks_model(tmp_path):
+    """Static (fast): RAM = the planned activations + 8 KiB, flash = weights + 20 KB. TFLM (slow): the arena adds
+    TFLM's interpreter state (a tail) to the same graph, plus the profile's 4 KiB and 40 KB."""
+    profile = load_profile_file(write_profile(tmp_path, OWN_SETTINGS))
+    footprint = analyze(conv_bn_relu_dw_fc())
+    fast = estimate(footprint, profile, "fp32")
+    assert (fast.memory.model, fast.memory.tail_bytes) == ("static", 0)
+    assert fast.ram_bytes == footprint.activation_bytes_at("fp32") + 8192
+    assert fast.flash_bytes == footprint.weight_bytes_at("fp32") + 20_000
+    slow = estimate(footprint, profile, "fp32", runtime="slow")
+    assert slow.memory.model == "tflm" and slow.memory.tail_bytes > 0
+    assert slow.ram_bytes == slow.memory.arena_bytes + 4096
+    assert slow.flash_bytes == footprint.weight_bytes_at("fp32") + 40_000
+    assert fast.to_dict()["stack_settings"]["from_stack"] == [
+        "memory_model", "operators", "runtime_ram_bytes", "runtime_flash_bytes"]
+
+
+def test_check_judges_operators_on_the_stacks_list_and_says_whose(tmp_path, capsys):
+    """An Erf node: STM32Cube.AI's list has it, TFLM's resolver has no kernel for it."""
+    from onnx import helper
+    from test_operators import small_cnn
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(small_cnn(extra=[helper.make_node("Erf", ["f"], ["y2"], name="erf")]).SerializeToString())
+    write_profile(tmp_path, OWN_SETTINGS)
+    args = ["check", str(model), "--target", "test-board", "--profiles-dir", str(tmp_path)]
+    assert main(args + ["--json"]) == 0
+    target = json.loads(capsys.readouterr().out)["targets"][0]
+    assert target["operators"]["runtime"] == "stm32cube-ai" and target["operators"]["verdict"] == "supported"
+    assert target["estimates"]["stack_settings"]["operators"] == "stm32cube-ai"
+    assert main(args + ["--runtime", "slow", "--json"]) == 1
+    target = json.loads(capsys.readouterr().out)["targets"][0]
+    assert target["operators"]["runtime"] == "tflm" and target["operators"]["not_running"][0]["op_type"] == "Erf"
+    assert target["estimates"]["stack_settings"]["from_stack"] == []
+    main(args)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "memory model static, operators stm32cube-ai of runtime fast" in out and "tensor arena" not in out
+    main(args + ["--runtime", "slow"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "memory model tflm, operators tflm of the profile" in out and "set the tensor arena to" in out
+    # profiles show: each stack's own values, and which stacks replace the profile's (one wide line per row)
+    import io
+
+    from rich.console import Console
+
+    from edgefit.report.check_terminal import render_profile
+
+    console = Console(file=io.StringIO(), width=400)
+    render_profile(console, load_profile_file(tmp_path / "test-board.toml"))
+    shown = console.file.getvalue()
+    assert "(default); memory model static, operators stm32cube-ai, runtime RAM 8.00 KiB" in shown
+    assert "runtimes fast set their own" in shown
+
+
+def test_builtin_stm32cube_ai_stacks_bring_their_own_models():
+    from edgefit.devices import list_profiles
+
+    profiles = {p.name: p for p in list_profiles()}
+    for name in ("stm32h7", "nucleo-l4r5zi"):
+        default = profiles[name].stack_settings()
+        assert default.runtime.startswith("stm32cube-ai")
+        assert (default.memory_model, default.operators) == ("static", "stm32cube-ai"), name
+        tflm = profiles[name].stack_settings("tflm-cmsis-nn")
+        assert (tflm.memory_model, tflm.operators) == ("tflm-cmsis-nn", "tflm"), name
+    cube = [(p.name, stack.name) for p in profiles.values() for stack in p.runtimes
+            if stack.name.startswith("stm32cube-ai")]
+    assert {name for name, _ in cube} >= {"stm32h7", "nucleo-l4r5zi", "nucleo-h7a3zi-q"}
+    for name, stack in cube:   # generated C everywhere: a static plan, ST's operator list
+        settings = profiles[name].stack_settings(stack)
+        assert (settings.memory_model, settings.operators) == ("static", "stm32cube-ai"), (name, stack)

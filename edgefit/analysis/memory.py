@@ -64,16 +64,7 @@ def _place(nbytes: list[int], first: list[int], last: list[int], names: list[str
     aligned = [_aligned(n, alignment) for n in nbytes]
     # Largest first; ties by creation step, then name, so that equal inputs give equal plans.
     order = [i for *_, i in sorted(zip([-n for n in nbytes], first, names, range(len(nbytes))))]
-    # Finding the placed buffers that overlap one in time, step by step, costs the buffers live over its lifetime:
-    # little on deep graphs, cubic on wide ones (thousands of branches alive until one Concat). There, testing
-    # every placed buffer at once with numpy is far cheaper.
-    live_count = list(itertools.accumulate(_step_deltas([1] * len(nbytes), first, last, steps)))
-    running = [0, *itertools.accumulate(live_count)]
-    visits = sum(running[last[i] + 1] - running[first[i]] for i in range(len(nbytes)))
-    if visits > 64 * len(nbytes) and max(aligned) * len(nbytes) < 2**62:
-        offsets = _offsets_by_overlap(order, aligned, first, last)
-    else:
-        offsets = _offsets_by_step(order, aligned, first, last, steps)
+    offsets = greedy_offsets(order, aligned, first, last)
     size = max((offsets[i] + aligned[i] for i in range(len(nbytes))), default=0)
     # The step holding the most live bytes (the earliest of equals): the node that sets the peak. (The step
     # whose buffers reach highest in the arena can be a step where a tiny buffer merely sits above a gap.)
@@ -81,6 +72,23 @@ def _place(nbytes: list[int], first: list[int], last: list[int], names: list[str
     peak_step = live_bytes.index(max(live_bytes))
     live = sorted((i for i in range(len(nbytes)) if first[i] <= peak_step <= last[i]), key=lambda i: -nbytes[i])
     return size, offsets, peak_step, live
+
+
+def greedy_offsets(order: Sequence[int], aligned: list[int], first: list[int], last: list[int]) -> list[int]:
+    """Place buffers in `order`, each at the lowest offset where it overlaps no placed buffer alive at the same
+    time (the greedy-by-size planners of TFLite Micro and edgefit differ only in the order they pass)."""
+    if not aligned:
+        return []
+    steps = max(last) + 1
+    # Finding the placed buffers that overlap one in time, step by step, costs the buffers live over its lifetime:
+    # little on deep graphs, cubic on wide ones (thousands of branches alive until one Concat). There, testing
+    # every placed buffer at once with numpy is far cheaper.
+    live_count = list(itertools.accumulate(_step_deltas([1] * len(aligned), first, last, steps)))
+    running = [0, *itertools.accumulate(live_count)]
+    visits = sum(running[last[i] + 1] - running[first[i]] for i in range(len(aligned)))
+    if visits > 64 * len(aligned) and max(aligned) * len(aligned) < 2**62:
+        return _offsets_by_overlap(list(order), aligned, first, last)
+    return _offsets_by_step(list(order), aligned, first, last, steps)
 
 
 def _step_deltas(amounts: list[int], first: list[int], last: list[int], steps: int) -> list[int]:

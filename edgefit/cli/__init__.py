@@ -18,7 +18,7 @@ import traceback
 import typer
 from rich.markup import escape
 
-from edgefit.cli import analyze, calibrate, check, gate, passes, report
+from edgefit.cli import analyze, calibrate, check, fit, gate, passes, report
 from edgefit.cli.options import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, err_console
 from edgefit.errors import EdgefitError
 
@@ -34,7 +34,7 @@ app = typer.Typer(
 )
 
 # In the order `edgefit --help` lists their commands.
-COMMAND_MODULES = (analyze, check, gate, passes, report, calibrate)
+COMMAND_MODULES = (analyze, check, gate, passes, fit, report, calibrate)
 for _module in COMMAND_MODULES:
     _module.register(app)
 

@@ -11,14 +11,20 @@ import typer
 
 from edgefit.cli.options import (
     EXIT_OVER_BUDGET,
+    AllTargetsOpt,
     DimOpt,
     FormatOpt,
     InputShapeOpt,
     JsonOpt,
+    MaxFlashOpt,
+    MaxPowerOpt,
+    MaxRamOpt,
     ModelArg,
-    Precision,
+    PrecisionOpt,
     ProfilesDirOpt,
     ReportFormat,
+    RuntimeOpt,
+    TargetsOpt,
     console,
     json_or_format,
     AssumeDimsOpt,
@@ -26,9 +32,9 @@ from edgefit.cli.options import (
     parse_dims,
     parse_input_shapes,
     print_json,
+    targets_or_all,
     write_report,
 )
-from edgefit.errors import ConfigError
 
 
 profiles_app = typer.Typer(help="List and inspect device profiles.", no_args_is_help=True)
@@ -67,32 +73,21 @@ def profiles_show(
 
 def check(
     model: ModelArg,
-    target: Annotated[Optional[list[str]], typer.Option(
-        "--target", "-t", help="Device profile name, alias or .toml file (repeatable); see 'edgefit profiles list'.",
-        show_default=False)] = None,
-    all_targets: Annotated[bool, typer.Option("--all", help="Check every known device and print the tier summary.")]
-    = False,
-    precision: Annotated[Optional[Precision], typer.Option(
-        "--precision", help="Precision the model is deployed in. Default: the model's own (from its weights).",
-        show_default=False)] = None,
+    target: TargetsOpt = None,
+    all_targets: AllTargetsOpt = False,
+    precision: PrecisionOpt = None,
     rate: Annotated[Optional[float], typer.Option(
         "--rate", help="Inferences per second, for average power and battery life (default: back to back). "
         "Also a latency budget: the device must keep up, so latency must stay under 1/rate.",
         show_default=False)] = None,
-    max_ram: Annotated[Optional[str], typer.Option(
-        "--max-ram", help="Tighten the RAM limit, e.g. 200KiB (KB = 1000 bytes, KiB = 1024).",
-        show_default=False)] = None,
-    max_flash: Annotated[Optional[str], typer.Option(
-        "--max-flash", help="Tighten the flash limit, e.g. 1MB.", show_default=False)] = None,
+    max_ram: MaxRamOpt = None,
+    max_flash: MaxFlashOpt = None,
     max_latency: Annotated[Optional[str], typer.Option(
         "--max-latency", help="Latency budget, e.g. 20ms (replaces one the profile declares). Without a budget "
         "latency is reported against the tier's typical band (tiny 1-10 ms, ...) and does not decide the fit.",
         show_default=False)] = None,
-    max_power: Annotated[Optional[str], typer.Option(
-        "--max-power", help="Average power budget at --rate, e.g. 50mW.", show_default=False)] = None,
-    runtime: Annotated[Optional[str], typer.Option(
-        "--runtime", help="Runtime stack of the target's profile, e.g. stm32cube-ai-8.1 (default: the profile's "
-        "default_runtime); 'edgefit profiles show NAME' lists them.", show_default=False)] = None,
+    max_power: MaxPowerOpt = None,
+    runtime: RuntimeOpt = None,
     profiles_dir: ProfilesDirOpt = None,
     input_shape: InputShapeOpt = None,
     dim: DimOpt = None,
@@ -100,18 +95,16 @@ def check(
     output_format: FormatOpt = ReportFormat.table,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (same as --format json).")] = False,
 ) -> None:
-    """Does the model fit the device(s)? RAM, flash, latency and power verdicts (estimates) with margins."""
+    """Does the model fit the device(s)? RAM, flash, latency and power verdicts (estimates) with margins; with
+    --all, the tier summary too."""
     from edgefit.check import Budgets
     from edgefit.check import check as check_model
     from edgefit.report.check_terminal import render_check
 
-    if not target and not all_targets:
-        raise ConfigError("no target given: name one with --target NAME (see 'edgefit profiles list') or use --all")
-    if target and all_targets:
-        raise ConfigError("give either --target or --all, not both")
+    targets = targets_or_all(target, all_targets, required=True)
     output_format = json_or_format(output_format, json_out)
     report = check_model(
-        model, None if all_targets else target, precision.value if precision else None,
+        model, targets, precision.value if precision else None,
         Budgets.parse(max_ram, max_flash, max_latency, max_power), rate,
         profiles_dir=profiles_dir, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
         runtime=runtime, assume_dims=parse_assume_dims(assume_dims),

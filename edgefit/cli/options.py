@@ -50,6 +50,20 @@ class Precision(str, Enum):
 TargetsOpt = Annotated[Optional[list[str]], typer.Option(
     "--target", "-t", help="Device profile name, alias or .toml path (repeatable); see 'edgefit profiles list'.",
     show_default=False)]
+AllTargetsOpt = Annotated[bool, typer.Option("--all", help="Every known device instead of --target.")]
+PrecisionOpt = Annotated[Optional[Precision], typer.Option(
+    "--precision", help="Precision the model is deployed in. Default: the model's own (from its weights).",
+    show_default=False)]
+# Budgets and the runtime stack, as check, gate and fit take them.
+MaxRamOpt = Annotated[Optional[str], typer.Option(
+    "--max-ram", help="Tighten the RAM limit, e.g. 200KiB (KB = 1000 bytes, KiB = 1024).", show_default=False)]
+MaxFlashOpt = Annotated[Optional[str], typer.Option(
+    "--max-flash", help="Tighten the flash limit, e.g. 1MB.", show_default=False)]
+MaxPowerOpt = Annotated[Optional[str], typer.Option(
+    "--max-power", help="Average power budget at --rate, e.g. 50mW.", show_default=False)]
+RuntimeOpt = Annotated[Optional[str], typer.Option(
+    "--runtime", help="Runtime stack of the targets' profiles, e.g. stm32cube-ai-8.1 (default: each profile's "
+    "default_runtime); 'edgefit profiles show NAME' lists them.", show_default=False)]
 ProfilesDirOpt = Annotated[Optional[list[Path]], typer.Option(
     "--profiles-dir", help="Directory of extra device profiles (*.toml), searched before EDGEFIT_PROFILES and the "
     "built-ins; a profile there overrides a built-in of the same name (repeatable).", show_default=False)]
@@ -66,6 +80,15 @@ ReportFormat = _report_formats()
 FormatOpt = Annotated[ReportFormat, typer.Option(
     "--format", "-f", help="table, json, markdown (PR comment), junit (XML test report), github "
     "(workflow annotations) or html (a standalone page for CI artifacts).")]
+
+
+def targets_or_all(target: list[str] | None, all_targets: bool, *, required: bool) -> list[str] | None:
+    """--target names (an empty list when none and not `required`), or None for --all; both is a usage error."""
+    if target and all_targets:
+        raise ConfigError("give either --target or --all, not both")
+    if required and not target and not all_targets:
+        raise ConfigError("no target given: name one with --target NAME (see 'edgefit profiles list') or use --all")
+    return None if all_targets else list(target or ())
 
 
 def json_or_format(output_format: Enum, json_out: bool) -> Enum:

@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgefit.cli.options import (AssumeDimsOpt, DimOpt, InputShapeOpt, JsonOpt, ModelArg, Precision, ProfilesDirOpt,
-                                 TargetsOpt, console, parse_assume_dims, parse_dims, parse_input_shapes, print_json)
+from edgefit.cli.options import (AllTargetsOpt, AssumeDimsOpt, DimOpt, InputShapeOpt, JsonOpt, ModelArg, PrecisionOpt,
+                                 ProfilesDirOpt, TargetsOpt, console, parse_assume_dims, parse_dims,
+                                 parse_input_shapes, print_json, targets_or_all)
 from edgefit.errors import ConfigError
 
 
@@ -17,10 +18,8 @@ def report(
     model: ModelArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.", show_default=False)],
     target: TargetsOpt = None,
-    all_targets: Annotated[bool, typer.Option("--all", help="Show every known device.")] = False,
-    precision: Annotated[Optional[Precision], typer.Option(
-        "--precision", help="Precision the model is deployed in. Default: the model's own.", show_default=False)]
-    = None,
+    all_targets: AllTargetsOpt = False,
+    precision: PrecisionOpt = None,
     compare: Annotated[Optional[Path], typer.Option(
         "--compare", help="Another version of the model (e.g. the output of 'edgefit optimize'): before -> after "
         "for every figure and per-layer changes.", show_default=False)] = None,
@@ -39,11 +38,10 @@ def report(
     from edgefit.model_report import build_report
     from edgefit.report.page import render_page
 
-    if target and all_targets:
-        raise ConfigError("give either --target or --all, not both")
+    targets = targets_or_all(target, all_targets, required=False)
     if eval_data is not None and compare is None:
         raise ConfigError("--eval measures the fidelity of --compare; give --compare OTHER.onnx too")
-    built = build_report(model, None if all_targets else (target or ()), precision.value if precision else None,
+    built = build_report(model, targets, precision.value if precision else None,
                          compare_with=compare, eval_path=eval_data, profiles_dir=profiles_dir,
                          input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
                          assume_dims=parse_assume_dims(assume_dims))

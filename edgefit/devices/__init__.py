@@ -62,15 +62,44 @@ class RuntimeStack:
     expected_error: float | None = None             # typical relative error of its latency estimates
     active_power_w: float | None = None             # draw while inferring; None: the profile's active_power
     active_power_source: str | None = None          # which measurement, on which supply rail
+    # What the stack itself spends and runs, where it differs from the profile's figures (None: the profile's).
+    memory_model: str | None = None                 # edgefit.runtime_memory model of this stack
+    operators: str | None = None                    # its operator list (edgefit/operators/NAME.toml)
+    runtime_ram_bytes: int | None = None
+    runtime_flash_bytes: int | None = None
+    footprint_source: str | None = None             # where runtime_ram / runtime_flash come from
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "display_name": self.display_name, "basis": self.basis, "source": self.source,
             "expected_error": self.expected_error, "active_power_w": self.active_power_w,
-            "active_power_source": self.active_power_source,
+            "active_power_source": self.active_power_source, "memory_model": self.memory_model,
+            "operators": self.operators, "runtime_ram_bytes": self.runtime_ram_bytes,
+            "runtime_flash_bytes": self.runtime_flash_bytes, "footprint_source": self.footprint_source,
             "latency_coefficients": {p: dict(zip(_COEFFICIENT_KEYS, c.vector().tolist()))
                                      for p, c in self.coefficients.items()},
         }
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """What a model runs with on a device under one runtime stack: its memory model, operator list and runtime
+    RAM and flash, each the stack's own where it sets one, else the profile's."""
+
+    runtime: str | None                  # the stack's name; None: the profile has no stacks
+    memory_model: str
+    operators: str | None                # None: no operator list, the model's ops are not judged
+    runtime_ram_bytes: int
+    runtime_flash_bytes: int
+    from_stack: tuple[str, ...] = ()     # which of the four the stack set (the rest are the profile's)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runtime": self.runtime, "memory_model": self.memory_model, "operators": self.operators,
+                "runtime_ram_bytes": self.runtime_ram_bytes, "runtime_flash_bytes": self.runtime_flash_bytes,
+                "from_stack": list(self.from_stack)}
+
+
+_STACK_SETTINGS = ("memory_model", "operators", "runtime_ram_bytes", "runtime_flash_bytes")
 
 
 @dataclass(frozen=True)
@@ -129,6 +158,15 @@ class DeviceProfile:
         choices = ", ".join(stack.name for stack in self.runtimes)
         offered = f"it offers {choices}" if choices else "it has no runtime stacks"
         raise ProfileError(f"profile {self.name!r} has no runtime {name!r}: {offered}")
+
+    def stack_settings(self, name: str | None = None) -> StackSettings:
+        """Memory model, operator list and runtime footprint under the stack called `name` (default: the default
+        stack): the stack's where it sets them, else the profile's."""
+        stack = self.runtime_stack(name)
+        values = {key: getattr(self, key) for key in _STACK_SETTINGS}
+        own = tuple(key for key in _STACK_SETTINGS if stack is not None and getattr(stack, key) is not None)
+        values.update({key: getattr(stack, key) for key in own})
+        return StackSettings(stack.name if stack is not None else None, **values, from_stack=own)
 
     @property
     def ram_limit_bytes(self) -> int:
@@ -192,6 +230,10 @@ def _positive(parse: Callable[[Any], float], allow_zero: bool = False) -> Callab
             raise ValueError(f"expected a {'non-negative' if allow_zero else 'positive'} value, got {value!r}")
         return number
     return parse_positive
+
+
+def _size(value: Any, allow_zero: bool = False) -> int:
+    return int(_positive(parse_size, allow_zero)(value))
 
 
 def _number(value: Any) -> float:
@@ -297,7 +339,8 @@ _RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kMGT]?)(MAC|M
 _COEFFICIENT_KEYS = ("conv", "depthwise", "fc", "elementwise", "per_op", "per_inference")
 _RATE_UNIT = {"conv": "MAC", "depthwise": "MAC", "fc": "MAC", "elementwise": "elem"}
 _STACK_FIELDS = frozenset({"display_name", "basis", "source", "expected_error", "active_power",
-                           "active_power_source"})
+                           "active_power_source", "memory_model", "operators", "runtime_ram", "runtime_flash",
+                           "footprint_source"})
 
 
 def _seconds_per_unit(value: Any, unit: str) -> float:
@@ -366,6 +409,20 @@ def _runtime_stack(name: str, table: Any, precisions: tuple[str, ...], origin: s
         if "active_power" in table:
             values["active_power_w"] = _positive(parse_power_w)(table["active_power"])
             values["active_power_source"] = _text(table["active_power_source"])
+        sizes = [key for key in ("runtime_ram", "runtime_flash") if key in table]
+        if bool(sizes) != ("footprint_source" in table):
+            raise ValueError("runtime_ram / runtime_flash and footprint_source go together (where the sizes come "
+                             "from)")
+        for key in sizes:
+            values[f"{key}_bytes"] = _size(table[key], allow_zero=True)
+        if sizes:
+            values["footprint_source"] = _text(table["footprint_source"])
+        for key, parse in (("memory_model", _memory_model), ("operators", _operator_list)):
+            if key in table:
+                try:
+                    values[key] = parse(table[key])
+                except (ValueError, EdgefitError) as error:
+                    raise ValueError(f"{key}: {error}") from None
     except (ValueError, TypeError, EdgefitError) as error:
         raise ProfileError(f"{where}: {error}") from None
     coefficients = {}
@@ -414,10 +471,10 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "processor": ("processor", _text, True),
     "runtime": ("runtime", _text, True),
     "precisions": ("precisions", _precisions, True),
-    "ram": ("ram_bytes", lambda v: int(_positive(parse_size)(v)), True),
-    "flash": ("flash_bytes", lambda v: int(_positive(parse_size)(v)), True),
-    "runtime_ram": ("runtime_ram_bytes", lambda v: int(_positive(parse_size, allow_zero=True)(v)), True),
-    "runtime_flash": ("runtime_flash_bytes", lambda v: int(_positive(parse_size, allow_zero=True)(v)), True),
+    "ram": ("ram_bytes", _size, True),
+    "flash": ("flash_bytes", _size, True),
+    "runtime_ram": ("runtime_ram_bytes", lambda v: _size(v, allow_zero=True), True),
+    "runtime_flash": ("runtime_flash_bytes", lambda v: _size(v, allow_zero=True), True),
     "weights_in_ram": ("weights_in_ram", _boolean, True),
     "peak_gmacs": ("peak_macs_per_s", _peak_gmacs, True),
     "efficiency": ("efficiency", _efficiency, True),
@@ -528,15 +585,22 @@ def toml_problem(error: ValueError) -> str:
     return f"not valid TOML: {error}"
 
 
+def load_toml(path: Path, error: type[EdgefitError], what: str, missing: str | None = None) -> dict[str, Any]:
+    """A TOML file edgefit reads (a profile, measurements, edgefit.toml), every problem one `error` naming the file:
+    'cannot read WHAT: why', not UTF-8, not valid TOML; `missing`: what to say instead when there is no such file."""
+    try:
+        return read_toml(path)
+    except OSError as problem:
+        if missing is not None and isinstance(problem, FileNotFoundError):
+            raise error(f"{path}: {missing}") from None
+        raise error(f"{path}: cannot read {what}: {problem.strerror or problem}") from None
+    except ValueError as problem:   # tomllib.TOMLDecodeError, UnicodeDecodeError
+        raise error(f"{path}: {toml_problem(problem)}") from None
+
+
 def load_profile_file(path: str | Path) -> DeviceProfile:
     path = Path(path)
-    try:
-        data = read_toml(path)
-    except OSError as error:
-        raise ProfileError(f"{path}: cannot read profile: {error.strerror or error}") from None
-    except ValueError as error:   # tomllib.TOMLDecodeError, UnicodeDecodeError
-        raise ProfileError(f"{path}: {toml_problem(error)}") from None
-    return parse_profile(data, str(path), path)
+    return parse_profile(load_toml(path, ProfileError, "profile"), str(path), path)
 
 
 # ---- the search path and lookup ------------------------------------------------------------------------

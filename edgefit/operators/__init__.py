@@ -33,7 +33,7 @@ _KINDS = ("mcu", "accelerator", "cpu")
 _FALLBACKS = ("none", "op", "rest")
 WINDOW_RULES = frozenset({"spatial_dims", "strides", "dilations", "kernel", "padded_kernel", "dilated_kernel_height",
                            "dilated_kernel_area", "batch_one"})
-_CONSTRAINTS = WINDOW_RULES | {"constant_inputs", "attributes", "spatial_axes_only"}
+_CONSTRAINTS = WINDOW_RULES | {"constant_inputs", "attributes", "spatial_axes_only", "rank"}
 
 
 @dataclass(frozen=True)

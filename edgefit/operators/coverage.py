@@ -11,6 +11,7 @@ import numpy as np
 from onnx import ModelProto, NodeProto, TensorProto, numpy_helper
 
 from edgefit.analysis.footprint import Footprint
+from edgefit.estimate import host_fallback_s
 from edgefit.model import has_subgraph, node_attribute
 from edgefit.operators import WINDOW_RULES, OperatorList, load_operator_list
 
@@ -94,6 +95,8 @@ class ModelGraph:
         self.constant_nodes = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant" and n.output}
         self.shapes = resolve_shapes(model, {k: list(v) for k, v in footprint.inputs.items()},
                                      weights_loaded=False, index=index).scopes[""]
+        # Judged nodes by (operator list, precision): checking every profile asks for the same few again and again.
+        self.judged: dict[tuple[str, str], tuple[NodeCoverage, ...]] = {}
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         info = self.shapes.get(name)
@@ -190,6 +193,14 @@ def _problem(node: NodeProto, rules: Mapping[str, Any], graph: ModelGraph) -> st
         value = node_attribute(node, name)
         if value is not None and value not in allowed:
             return f"{name}={value} (runs {', '.join(map(str, allowed))})"
+    if "rank" in rules:
+        ranks = [graph.shape(name) for name in node.input if name]
+        if any(shape is None for shape in ranks):
+            return ""
+        outside = next((len(shape) for shape in ranks if not _in([len(shape)], rules["rank"])), None)
+        if outside is not None:
+            low, high = rules["rank"]
+            return f"{outside}-D input (runs {low}-D)" if low == high else f"{outside}-D input (runs {low}-{high}-D)"
     if rules.get("spatial_axes_only"):
         found = _spatial_axes_problem(node, graph)
         if found is not None:
@@ -241,31 +252,25 @@ def _judge(node: NodeProto, label: str, operators: OperatorList, graph: ModelGra
 def operator_coverage(graph: ModelGraph, footprint: Footprint, runtime: str | OperatorList, precision: str,
                       host: Any = None) -> Coverage:
     """Judge every computing node of a model (its ModelGraph and footprint) against a runtime's operator list at
-    the deployed `precision`. `host`: a DeviceProfile whose fp32 figures describe the CPU that runs fallbacks."""
+    the deployed `precision`. `host`: a DeviceProfile whose fp32 figures describe the CPU that runs fallbacks
+    (edgefit.estimate.host_fallback_s times them)."""
     operators = runtime if isinstance(runtime, OperatorList) else load_operator_list(runtime)
     layers = footprint.layers
-    if len(graph.nodes) == len(layers):
-        nodes = tuple(_judge(node, layer.name, operators, graph, precision)
-                      for node, layer in zip(graph.nodes, layers))
-    else:   # model-local functions the inliner refused: the nodes cannot be matched with the footprint's layers
-        nodes = tuple(NodeCoverage(layer.name, layer.op_type, "unknown", "not matched with the model's nodes")
-                      for layer in layers)
+    nodes = graph.judged.get((operators.name, precision))
+    if nodes is None:
+        if len(graph.nodes) == len(layers):
+            nodes = tuple(_judge(node, layer.name, operators, graph, precision)
+                          for node, layer in zip(graph.nodes, layers))
+        else:   # model-local functions the inliner refused: the nodes cannot be matched with the footprint's layers
+            nodes = tuple(NodeCoverage(layer.name, layer.op_type, "unknown", "not matched with the model's nodes")
+                          for layer in layers)
+        graph.judged[(operators.name, precision)] = nodes
     fallback: list[int] = []
     if operators.kind == "accelerator":
         failing = [i for i, n in enumerate(nodes) if n.status in ("unsupported", "violates")]
         if failing:
             fallback = failing if operators.fallback == "op" else list(range(failing[0], len(nodes)))
-    latency = _host_latency_s([layers[i] for i in fallback], host) if fallback and host is not None else None
+    latency = (host_fallback_s(footprint, host, precision, {layers[i].name for i in fallback})
+               if fallback and host is not None else None)
     return Coverage(operators.name, operators.title, operators.kind, operators.source, precision, nodes,
                     tuple(layers[i].name for i in fallback), latency)
-
-
-def _host_latency_s(layers: Sequence[Any], host: Any) -> float:
-    """Roofline time of `layers` on the host CPU: the profile's fp32 rate and efficiency (these profiles run fp32
-    on the host core) and its memory bandwidth, plus its per-op dispatch cost."""
-    rate = host.peak_macs_per_s["fp32"] * host.efficiency["fp32"]
-    total = 0.0
-    for layer in layers:
-        moved = (layer.input_bytes or 0) + (layer.output_bytes or 0)
-        total += max((layer.macs or 0) / rate, moved / host.memory_bandwidth_bytes_per_s) + host.per_op_overhead_s
-    return total

@@ -11,9 +11,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from edgefit.devices import PRECISIONS, TIERS, DeviceProfile
+from edgefit.devices import PRECISIONS, TIERS, DeviceProfile, RuntimeStack
 from edgefit.report.check_text import (
-    BASIS_LABELS, METRIC_LABELS, describe_bases, describe_operators, describe_patch_plan, describe_verdict,
+    BASIS_LABELS, METRIC_LABELS, describe_bases, describe_operators, describe_patch_plan, describe_settings,
+    describe_verdict,
     format_band, format_basis, format_error, format_limit, format_margin, format_value, latency_budget_how,
     render_tier_line, why_tier_misses,
 )
@@ -78,14 +79,16 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
         ("runtime", profile.runtime, ""),
         *[(f"runtimes.{stack.name}", f"{stack.display_name}: {stack.basis}"
            + (f", typically within ±{stack.expected_error:.0%}" if stack.expected_error is not None else "")
-           + (" (default)" if stack.name == profile.default_runtime else ""), stack.source)
+           + (" (default)" if stack.name == profile.default_runtime else "") + _stack_settings(stack),
+          stack.source + (f"; runtime RAM/flash: {stack.footprint_source}" if stack.footprint_source else ""))
           for stack in profile.runtimes],
         ("precisions", ", ".join(profile.precisions), ""),
-        ("operators", profile.operators or "- (not judged)", ""),
+        ("operators", profile.operators or "- (not judged)", _overridden(profile, "operators")),
         ("ram", format_bytes(profile.ram_bytes), source("ram", "")),
         ("flash", format_bytes(profile.flash_bytes), source("flash", "")),
         ("runtime_ram", format_bytes(profile.runtime_ram_bytes), source("runtime_ram", "")),
-        ("memory_model", profile.memory_model, "arena = planned activations + runtime state (edgefit.runtime_memory)"),
+        ("memory_model", profile.memory_model, "arena = planned activations + runtime state (edgefit.runtime_memory)"
+         + (f"; {_overridden(profile, 'memory_model')}" if _overridden(profile, "memory_model") else "")),
         ("runtime_flash", format_bytes(profile.runtime_flash_bytes), source("runtime_flash", "")),
         ("weights_in_ram", str(profile.weights_in_ram).lower(), source("weights_in_ram", "")),
         ("peak_gmacs", _rates(profile), source("peak_gmacs", "")),
@@ -116,6 +119,22 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
     if profile.notes:
         console.print(Text(f"note: {profile.notes}", style="yellow"))
     console.print(Text(f"file: {profile.path}", style="dim"))
+
+
+def _overridden(profile: DeviceProfile, key: str) -> str:
+    """'runtimes stm32cube-ai-8.1, stm32cube-ai-7.3 set their own' when some stacks replace the profile's `key`."""
+    own = [stack.name for stack in profile.runtimes if getattr(stack, key) is not None]
+    return f"runtimes {', '.join(own)} set their own" if own else ""
+
+
+def _stack_settings(stack: RuntimeStack) -> str:
+    """'; memory model static, operators stm32cube-ai, runtime RAM 8.00 KiB' for what the stack sets itself."""
+    own = [f"{label} {value}" for label, value in (("memory model", stack.memory_model),
+                                                   ("operators", stack.operators)) if value is not None]
+    own += [f"{label} {format_bytes(value)}" for label, value in (("runtime RAM", stack.runtime_ram_bytes),
+                                                                  ("runtime flash", stack.runtime_flash_bytes))
+            if value is not None]
+    return "; " + ", ".join(own) if own else ""
 
 
 def _ok_mark(verdict: Verdict) -> Text:
@@ -167,7 +186,9 @@ def _estimate_line(result: TargetResult) -> str:
     at_least = ">= " if est.latency_is_lower_bound else ""
     parts = [
         f"latency {at_least}{format_quantity(est.latency_s * 1e3, 'ms')}"
-        + (f" incl. {format_quantity(est.network_s * 1e3, 'ms')} network round trip" if est.network_s else ""),
+        + (f" incl. {format_quantity(est.network_s * 1e3, 'ms')} network round trip" if est.network_s else "")
+        + (f" incl. {format_quantity(est.fallback_s * 1e3, 'ms')} of fallback layers on the host CPU"
+           if est.fallback_s else ""),
         f"energy {at_least}{format_quantity(est.energy_j * 1e3, 'mJ')}/inference",
         # back to back, the device is always busy: average power is the active power whatever the latency
         f"average power {at_least if est.rate_hz is not None else ''}{_power(est.avg_power_w)} at {rate}",
@@ -175,9 +196,10 @@ def _estimate_line(result: TargetResult) -> str:
     ]
     if est.battery_life_h is not None:
         parts.append(f"battery life {est.battery_life_h:.1f} h")
-    if result.profile.memory_model.startswith("tflm"):
+    if est.memory.model.startswith("tflm"):
         parts.append(f"set the tensor arena to {est.arena_bytes:,} bytes ({est.memory.head_bytes:,} tensors + "
                      f"{est.memory.tail_bytes:,} interpreter state)")
+    parts.append(describe_settings(est.settings))
     parts.append(f"basis: {format_basis(est)}")
     return f"estimates on {_runtime_label(result)}: " + "; ".join(parts)
 

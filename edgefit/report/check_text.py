@@ -9,6 +9,7 @@ from edgefit.report.quantities import format_bytes, format_quantity
 
 if TYPE_CHECKING:
     from edgefit.check import TargetResult, TierResult, TierSummary, Verdict
+    from edgefit.devices import StackSettings
     from edgefit.estimate import Estimate
 
 METRIC_LABELS = {
@@ -106,6 +107,18 @@ def format_basis(estimate: Estimate) -> str:
     return f"{BASIS_LABELS.get(estimate.basis, estimate.basis)}, {error}"
 
 
+def describe_settings(settings: StackSettings) -> str:
+    """'memory model static, operators stm32cube-ai of runtime stm32cube-ai-8.1': the models an estimate used,
+    grouped by who set them (the runtime stack or the profile)."""
+    named = {"memory_model": f"memory model {settings.memory_model}",
+             "operators": f"operators {settings.operators or 'not judged'}"}
+    own = [text for key, text in named.items() if key in settings.from_stack]
+    inherited = [text for key, text in named.items() if key not in settings.from_stack]
+    groups = ([f"{', '.join(own)} of runtime {settings.runtime}"] if own else []) + (
+        [f"{', '.join(inherited)} of the profile"] if inherited else [])
+    return "; ".join(groups)
+
+
 def describe_bases(results: Sequence[TargetResult]) -> str:
     """The basis of every result's estimates, each once: 'datasheet figures, expected error unknown', or with
     the devices when they differ, the commonest last and unnamed: 'published measurement, typically within ±32%
@@ -133,7 +146,7 @@ def why_tier_misses(tier: TierResult) -> str:
     if binding.metric == "precision":
         reason = f"{binding.value} is not supported (best device {tier.best_device} runs {binding.limit})"
     elif binding.metric == "operators":
-        reason = f"{binding.value} ops on {binding.limit} (best device {tier.best_device})"
+        reason = _missing_operator(tier)
     else:
         label = METRIC_LABELS.get(binding.metric, binding.metric)
         reason = (f"needs {format_value(binding)} {label}, best device ({tier.best_device}) "
@@ -146,6 +159,20 @@ def why_tier_misses(tier: TierResult) -> str:
     if outlook.binding is not None and not outlook.binding.ok and outlook.binding.metric != "operators":
         return f"{reason}; int8 would need {format_value(outlook.binding)}, still too much"
     return f"{reason}; int8 would not fit either"
+
+
+def _missing_operator(tier: TierResult) -> str:
+    """'no device runs every op: Einsum (mix) has no kernel in TensorFlow Lite Micro' / '... on esp32, the best
+    device', naming the first op the best device cannot run."""
+    first, coverage = tier.first_unsupported, tier.operators
+    assert first is not None and coverage is not None   # an operators verdict fails only on a node that cannot run
+    what = (f"{first.op_type} ({first.layer}) has no kernel in {coverage.title}" if first.status == "unsupported"
+            else f"{first.op_type} ({first.layer}) breaks a limit of {coverage.title}: {first.reason}")
+    more = len(coverage.not_running) - 1
+    what += f" (and {more} more op{'s' if more > 1 else ''})" if more else ""
+    if tier.operators_fail_everywhere:
+        return f"no device runs every op: {what}"
+    return f"{what} on {tier.best_device}, the best device"
 
 
 def render_tier_line(summary: TierSummary) -> str:
@@ -198,7 +225,8 @@ def describe_operators(result: TargetResult) -> str | None:
         line = f"{name}: {coverage.title} cannot run {len(failing)} of {total} ops: {_nodes(failing)}"
     elif coverage.verdict == "fallback":
         extra = ("" if coverage.fallback_latency_s is None else
-                 f", est. +{format_quantity(coverage.fallback_latency_s * 1e3, 'ms')} on the host core")
+                 f", est. {format_quantity(coverage.fallback_latency_s * 1e3, 'ms')} on the host core (in the "
+                 "latency)")
         line = (f"{name}: {len(coverage.fallback_layers)} of {total} ops fall back to the CPU on {coverage.title}"
                 f"{extra}: {_nodes(coverage.not_running)}")
     else:

@@ -19,7 +19,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
-MODEL_COMMANDS = ("analyze", "check", "fuse", "prune", "quantize", "optimize", "report")
+MODEL_COMMANDS = ("analyze", "check", "fuse", "prune", "quantize", "optimize", "report", "fit")
 PASS_COMMANDS = ("fuse", "prune", "quantize", "optimize")
 
 # Special file kinds the harness creates instead of writing bytes.
@@ -469,6 +469,9 @@ def make_case(seed: int, number: int, *, commands: tuple[str, ...] | None = None
             if family == "profile":
                 files["profiles/p.toml"] = _profile_toml(rng)
                 argv += ["--profiles-dir", "{in}/profiles", "-t", rng.choice(["esp32", "fuzzed"])]
+        if command == "fit":
+            output = output or "{out}/fit.onnx"
+            argv += ["-o", output, "-t", rng.choice(_TARGETS), "--time-budget", "10s"]
         if command == "report":
             output = output or "{out}/report.html"
             argv += ["-o", output] + (["-t", rng.choice(_TARGETS)] if rng.random() < 0.5 else [])
@@ -539,7 +542,8 @@ def clean_cases() -> list[Case]:
                  "-o", "{out}/o.onnx"],
                 ["quantize", "{in}/model.onnx", "-o", "{out}/s.onnx", "--method", "entropy"],
                 ["profiles", "list"], ["profiles", "show", "esp32"],
-                ["report", "{in}/model.onnx", "-o", "{out}/r.html", "-t", "esp32"]]
+                ["report", "{in}/model.onnx", "-o", "{out}/r.html", "-t", "esp32"],
+                ["fit", "{in}/model.onnx", "-t", "esp32", "--time-budget", "10s", "-o", "{out}/fit.onnx"]]
     cases = []
     for number, argv in enumerate(commands):
         cases.append(Case(number * 2, "clean", argv, dict(files)))

@@ -31,7 +31,7 @@ def _run(tmp_path: Path, *args: str) -> dict:
 @pytest.mark.fuzz
 def test_every_command_on_good_input_keeps_its_contracts_and_an_empty_cwd(tmp_path):
     report = _run(tmp_path, "--clean")
-    assert report["cases"] == 31 and set(report["exit_codes"]) <= {"0", "1"}
+    assert report["cases"] == 33 and set(report["exit_codes"]) <= {"0", "1"}
 
 
 @pytest.mark.fuzz

@@ -1,0 +1,744 @@
+"""From a device budget to the best model that fits: search pass recipes, judge each candidate on the device and
+measure its fidelity in onnxruntime, keep the best (or the cheapest) one that fits.
+
+The search space, per target device:
+
+* precision: the fused float model, then each quantization mode the target's runtime can execute (fp16 when it
+  lists fp16; static int8 when it lists int8, restricted to the profile's `int8_ops`; dynamic int8 too, except
+  on microcontrollers, whose runtimes run full-integer models only);
+* int8 with the most sensitive weight layers kept in float: each weight layer's sensitivity is measured by
+  quantizing that layer alone (every other weight layer excluded) on the calibration data; then the most
+  sensitive layers go back to float one by one until the fidelity floor holds or the budget breaks;
+* structured (channel) pruning at increasing ratios, quantized to the cheapest precision the target runs, until
+  the fidelity floor breaks;
+* the memory-aware execution order written into the node order (the reorder pass), for a candidate that misses
+  the budget while the planner's order has a smaller arena than the file order a TFLM-style runtime follows.
+
+Not searched: magnitude (unstructured) pruning, because no runtime edgefit models stores zeros for less (every
+profile's flash holds dense tensors, so zeroed weights change no verdict).
+
+Order of the search: with `objective="fidelity"` (the default) candidates are tried from the least lossy on: a
+model that already fits is returned fused and otherwise unchanged; pruning is tried only when no precision fits.
+With `objective="size" | "latency" | "energy"` every candidate is built and estimated first (cheap), then their
+fidelity is measured in cost order and the first that fits and holds the floor wins.
+
+Every fidelity figure is measured by running the candidate and the original in onnxruntime on the same inputs.
+Device figures are check's estimates (operators verdict included), except that flash counts every weight as
+stored in the file (check scales a mixed int8 model's float weights to int8; a layer kept in float keeps its 4
+bytes per weight on the device).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import heapq
+import itertools
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onnx import ModelProto
+
+from edgefit.analysis.footprint import Footprint, analyze
+from edgefit.check import Budgets, TargetResult, Verdict, check_footprint, resolve_targets
+from edgefit.devices import TIERS, DeviceProfile, list_profiles
+from edgefit.errors import ConfigError, EdgefitError, ModelError
+from edgefit.estimate import model_precision
+from edgefit.fidelity import Fidelity, SampleSet, compare, load_samples, run_model, select_samples, synthetic_samples
+
+OBJECTIVES = ("fidelity", "size", "latency", "energy")
+DEFAULT_MIN_COSINE = 0.99
+PRUNE_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+# One device per tier for `--tiers`: a datacenter GPU, an int8 edge accelerator, a phone, a microcontroller.
+TIER_DEVICES = {"cloud": "dgx-a100", "edge": "coral-dev-board", "mobile": "iphone-15-pro",
+                "tiny": "arduino-nano-33-ble-sense"}
+MANIFEST_NAME = "fit-manifest.json"
+NOT_SEARCHED = (
+    "magnitude (unstructured) pruning: no target's storage profits from sparsity (every profile stores dense "
+    "weights), so zeroed weights change no verdict",
+)
+_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+INT8 = "fuse,quantize:int8"   # the recipe float layers are added back to
+_MODE_PRECISION = {"fp16": "fp16", "int8": "int8", "dynamic": "int8"}
+
+Progress = Callable[[str, int, int], None]   # (current candidate, done, planned)
+
+
+@dataclass(frozen=True)
+class FidelityFloor:
+    """What a candidate must keep: cosine similarity of the outputs and, with labels, accuracy."""
+
+    min_cosine: float | None = DEFAULT_MIN_COSINE
+    max_accuracy_drop: float | None = None     # absolute: 0.01 is one percentage point
+
+    def shortfall(self, fidelity: Fidelity) -> tuple[str, float, float] | None:
+        """The first floor the candidate misses as (metric, value, limit); None when it holds."""
+        if self.min_cosine is not None and not fidelity.cosine >= self.min_cosine:
+            return "cosine", fidelity.cosine, self.min_cosine
+        if self.max_accuracy_drop is not None:
+            drop = accuracy_drop(fidelity)
+            if drop is None or drop > self.max_accuracy_drop + 1e-12:
+                return "accuracy_drop", drop if drop is not None else float("nan"), self.max_accuracy_drop
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"min_cosine": self.min_cosine, "max_accuracy_drop": self.max_accuracy_drop}
+
+
+def accuracy_drop(fidelity: Fidelity) -> float | None:
+    if fidelity.accuracy_before is None or fidelity.accuracy_after is None:
+        return None
+    return fidelity.accuracy_before - fidelity.accuracy_after
+
+
+def fidelity_score(fidelity: Fidelity) -> tuple[float, float]:
+    """Higher is better: accuracy after (when labels give it), then cosine."""
+    accuracy = fidelity.accuracy_after if fidelity.accuracy_after is not None else 0.0
+    return accuracy, fidelity.cosine
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One recipe built, judged on the device and (unless skipped) measured."""
+
+    recipe: str                          # an `optimize --passes` string
+    exclude: tuple[str, ...]             # layers kept in float (`optimize --exclude`)
+    stage: str                           # precision | float layers | prune
+    result: TargetResult | None          # None: the recipe could not be built (see error)
+    fidelity: Fidelity | None            # None: not measured (over budget in a cost-ordered search, or error)
+    floor_miss: tuple[str, float, float] | None = None
+    error: str | None = None
+    footprint: Footprint | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        return self.recipe + (f" (float: {', '.join(self.exclude)})" if self.exclude else "")
+
+    @property
+    def fits_budget(self) -> bool:
+        return self.result is not None and self.result.fits
+
+    @property
+    def meets_floor(self) -> bool:
+        return self.fidelity is not None and self.floor_miss is None
+
+    @property
+    def fits(self) -> bool:
+        return self.fits_budget and self.meets_floor
+
+    def cost(self, objective: str) -> tuple[float, ...]:
+        est = self.result.estimate
+        if objective == "latency":
+            return est.latency_s, est.flash_bytes
+        if objective == "energy":
+            return est.energy_j, est.flash_bytes
+        return est.flash_bytes, est.ram_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        est = self.result.estimate if self.result else None
+        return {"recipe": self.recipe, "exclude": list(self.exclude), "stage": self.stage, "fits": self.fits,
+                "fits_budget": self.fits_budget, "meets_floor": self.meets_floor if self.fidelity else None,
+                "precision": est.precision if est else None,
+                "ram_bytes": est.ram_bytes if est else None, "flash_bytes": est.flash_bytes if est else None,
+                "latency_ms": est.latency_s * 1e3 if est else None,
+                "energy_mj": est.energy_j * 1e3 if est else None,
+                "fidelity": self.fidelity.to_dict() if self.fidelity else None,
+                "floor_miss": None if self.floor_miss is None else dict(zip(("metric", "value", "limit"),
+                                                                             self.floor_miss)),
+                "checks": [v.to_dict() for v in self.result.verdicts] if self.result else [],
+                "error": self.error}
+
+
+@dataclass(frozen=True)
+class NoFit:
+    """Why nothing fits: the closest candidate, what still binds and by how much, what would close it."""
+
+    closest: Candidate
+    metric: str                          # a verdict's metric (ram, flash, latency, power, precision) or a floor
+    value: float | str
+    limit: float | str
+    unit: str
+    limit_source: str                    # device, budget, rate, a tier default, or "floor"
+    devices_that_fit: tuple[str, ...]    # bigger devices on which the closest candidate fits (smallest first)
+
+    @property
+    def gap(self) -> float | None:
+        """By how much the closest candidate misses, in the metric's unit; None for a precision or operators miss."""
+        if isinstance(self.value, str) or isinstance(self.limit, str):
+            return None
+        return abs(self.value - self.limit)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"closest": self.closest.label, "recipe": self.closest.recipe, "exclude": list(self.closest.exclude),
+                "binding": {"metric": self.metric, "value": self.value, "limit": self.limit, "unit": self.unit,
+                            "limit_source": self.limit_source, "gap": self.gap},
+                "patch_plan": (self.closest.result.patch_plan.to_dict()
+                               if self.closest.result and self.closest.result.patch_plan else None),
+                "devices_that_fit": list(self.devices_that_fit)}
+
+
+@dataclass(frozen=True)
+class TargetFit:
+    """The search for one device."""
+
+    profile: DeviceProfile
+    candidates: tuple[Candidate, ...]
+    chosen: Candidate | None
+    pareto: tuple[Candidate, ...]        # measured candidates no other beats on both flash and fidelity
+    skipped: tuple[str, ...]             # recipes the time budget left untried
+    no_fit: NoFit | None
+    search_s: float
+    model: ModelProto | None = field(default=None, repr=False, compare=False)   # the chosen model
+    output: str | None = None
+    sha256: str | None = None
+
+    @property
+    def fits(self) -> bool:
+        return self.chosen is not None
+
+    def to_dict(self, model_path: str | None = None) -> dict[str, Any]:
+        chosen = self.chosen
+        return {"target": self.profile.name, "tier": self.profile.tier, "fits": self.fits,
+                "recipe": chosen.recipe if chosen else None, "exclude": list(chosen.exclude) if chosen else [],
+                "command": optimize_command(model_path, self.profile.name, chosen) if chosen else None,
+                "output": self.output, "sha256": self.sha256,
+                "fidelity": chosen.fidelity.to_dict() if chosen else None,
+                "estimates": chosen.result.estimate.to_dict() if chosen else None,
+                "checks": [v.to_dict() for v in chosen.result.verdicts] if chosen else [],
+                "candidates": [c.to_dict() for c in self.candidates],
+                "pareto": [c.label for c in self.pareto], "skipped": list(self.skipped),
+                "no_fit": self.no_fit.to_dict() if self.no_fit else None, "search_s": self.search_s}
+
+
+@dataclass(frozen=True)
+class FitReport:
+    model_path: str | None
+    objective: str
+    floor: FidelityFloor
+    budgets: Budgets
+    rate_hz: float | None
+    fidelity_inputs: str                 # "user" or "synthetic"
+    calibration: str                     # "user" or "synthetic"
+    targets: tuple[TargetFit, ...]
+    not_searched: tuple[str, ...]
+    warnings: tuple[str, ...]
+    search_s: float
+    manifest: str | None = None
+
+    @property
+    def fits(self) -> bool:
+        return all(t.fits for t in self.targets)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "model": self.model_path, "objective": self.objective, "floor": self.floor.to_dict(),
+            "budgets": dataclasses.asdict(self.budgets), "rate_hz": self.rate_hz,
+            "fits": self.fits, "fidelity_inputs": self.fidelity_inputs, "calibration": self.calibration,
+            "not_searched": list(self.not_searched), "warnings": list(self.warnings), "search_s": self.search_s,
+            "manifest": self.manifest, "targets": [t.to_dict(self.model_path) for t in self.targets]}
+        if len(self.targets) == 1:   # one device: its answer at the top level too
+            data.update({k: v for k, v in data["targets"][0].items() if k not in ("fits", "search_s")})
+        return data
+
+
+def optimize_command(model_path: str | None, target: str, candidate: Candidate) -> str:
+    """The `edgefit optimize` command that rebuilds `candidate` (given the same --calib)."""
+    parts = ["edgefit", "optimize", model_path or "MODEL", "--target", target, "--passes", candidate.recipe]
+    if candidate.exclude:
+        parts += ["--exclude", ",".join(candidate.exclude)]
+    return " ".join(parts)
+
+
+# ---- shared work ---------------------------------------------------------------------------------------
+
+@dataclass
+class _Built:
+    model: ModelProto | None
+    footprint: Footprint | None
+    error: str | None = None
+    fidelity: Fidelity | None = None
+
+
+class _Workspace:
+    """What every target's search shares: the original model, its fused form, the data, the reference outputs,
+    and every candidate model built so far (a recipe builds the same model for every target with the same int8
+    op types), with its footprint and fidelity."""
+
+    def __init__(self, proto: ModelProto, calibration: SampleSet, samples: SampleSet, floor: FidelityFloor,
+                 input_shapes: dict[str, list[int]] | None, dims: dict[str, int] | None,
+                 assume_dims: int | None = None):
+        from edgefit.passes.pipeline import PassOptions, run_passes
+
+        self.original, self.calibration, self.samples, self.floor = proto, calibration, samples, floor
+        self.options = PassOptions(calibration=calibration, input_shapes=input_shapes, dims=dims,
+                                   assume_dims=assume_dims)
+        self.reference = run_model(proto, samples, what="the original model")
+        self.fused = run_passes(proto, "fuse", self.options).model
+        self._built: dict[tuple, _Built] = {}
+        self._sensitivity: dict[tuple, tuple[str, ...]] = {}
+        self._calibration_reference: list | None = None
+
+    def build(self, recipe: str, exclude: tuple[str, ...], int8_ops: tuple[str, ...] | None) -> _Built:
+        from edgefit.passes.pipeline import run_passes
+
+        key = (recipe, exclude, int8_ops if "quantize:int8" in recipe else None)
+        if key not in self._built:
+            rest = recipe.removeprefix("fuse").lstrip(",")
+            options = dataclasses.replace(self.options, exclude=exclude, int8_op_types=int8_ops)
+            try:
+                model = run_passes(self.fused, rest, options).model if rest else self.fused
+                footprint = analyze(model, self.options.input_shapes, self.options.dims,
+                                    assume_dims=self.options.assume_dims)
+                self._built[key] = _Built(model, footprint)
+            except EdgefitError as error:
+                self._built[key] = _Built(None, None, str(error))
+        return self._built[key]
+
+    def measure(self, built: _Built, label: str) -> Fidelity | None:
+        if built.fidelity is None and built.model is not None:
+            try:
+                built.fidelity = compare(self.original, built.model, self.samples,
+                                         reference_outputs=self.reference, candidate_name=f"candidate {label}")
+            except EdgefitError as error:
+                built.error = str(error)
+        return built.fidelity
+
+    def _calibration_cosine(self, built: _Built, label: str) -> float:
+        """Cosine to the original on the calibration data: layers are chosen on it, not on the --eval data the
+        floor is then judged on. -1 (most sensitive) when the candidate cannot be built or run."""
+        if built.model is None:
+            return -1.0
+        if self._calibration_reference is None:
+            self._calibration_reference = run_model(self.original, self.calibration, what="the original model")
+        try:
+            return compare(self.original, built.model, self.calibration, reference_outputs=self._calibration_reference,
+                           candidate_name=f"candidate {label}").cosine
+        except EdgefitError:
+            return -1.0
+
+    def float_layer_order(self, int8_ops: tuple[str, ...] | None, report: Callable[[str], None],
+                          out_of_time: Callable[[], bool]) -> tuple[str, ...] | None:
+        """Weight layers quantizable for this target, most sensitive first: each quantized alone (the others
+        kept float), measured on the calibration data. Computed once per set of int8 op types; None when the
+        time budget runs out first."""
+        if int8_ops not in self._sensitivity:
+            layers = [n.name for n in _named_nodes(self.fused) if n.op_type in _WEIGHT_OPS
+                      and (int8_ops is None or n.op_type in int8_ops)]
+            scores = {}
+            for layer in layers:
+                if out_of_time():
+                    return None
+                report(f"sensitivity of {layer}")
+                others = tuple(name for name in layers if name != layer)
+                built = self.build(INT8, others, int8_ops)
+                scores[layer] = self._calibration_cosine(built, f"{layer} alone in int8")
+            self._sensitivity[int8_ops] = tuple(sorted(layers, key=lambda name: scores[name]))
+        return self._sensitivity[int8_ops]
+
+
+def _named_nodes(model: ModelProto) -> list:
+    """The model's nodes under the names quantize gives them (it names unnamed nodes the same way, on its copy),
+    so that --exclude reaches unnamed layers too; the model itself is left as it is."""
+    from onnx import GraphProto
+
+    from edgefit.passes.base import ensure_node_names
+
+    graph = GraphProto()
+    graph.node.extend(model.graph.node)
+    ensure_node_names(graph)
+    return list(graph.node)
+
+
+# ---- one target ----------------------------------------------------------------------------------------
+
+def _without_reorder(recipe: str) -> str:
+    return recipe.removesuffix(",reorder")
+
+
+def _stored_weights(footprint: Footprint) -> Footprint:
+    """The footprint with its weights counted as stored: all bytes under the dominant dtype, so that judging it
+    at its own precision neither shrinks layers kept in float nor changes the precision it is judged at."""
+    return dataclasses.replace(footprint, weight_bytes_by_dtype={footprint.dominant_dtype: footprint.weight_bytes})
+
+
+class _Search:
+    def __init__(self, work: _Workspace, profile: DeviceProfile, budgets: Budgets, rate_hz: float | None,
+                 runtime: str | None, objective: str, deadline: float | None, progress: Progress | None,
+                 profiles_dir=None):
+        self.work, self.profile, self.budgets, self.rate_hz = work, profile, budgets, rate_hz
+        self.runtime = runtime
+        self.profiles_dir = profiles_dir
+        self.objective, self.deadline, self.progress = objective, deadline, progress
+        self.int8_ops = profile.int8_ops
+        self.candidates: list[Candidate] = []
+        self.skipped: list[str] = []
+        self.planned = 0
+        # Dynamic int8 quantizes activations at run time, which microcontroller runtimes (TFLM, hand-written C)
+        # do not do: they run full-integer models only.
+        self.modes = [m for m in ("fp16", "int8", "dynamic") if _MODE_PRECISION[m] in profile.precisions
+                      and not (m == "dynamic" and profile.tier == "tiny")]
+
+    # -- pieces
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def judge(self, recipe: str, exclude: tuple[str, ...] = (), stage: str = "precision") -> Candidate:
+        """Build and estimate (cached across targets); no fidelity yet."""
+        self._report(recipe)
+        built = self.work.build(recipe, exclude, self.int8_ops)
+        if built.footprint is None:
+            return Candidate(recipe, exclude, stage, None, None, error=built.error)
+        candidate = Candidate(recipe, exclude, stage, self._check(built), None, footprint=built.footprint)
+        # A runtime that runs the nodes as stored (TFLM, onnxruntime's sequential executor) plans the file order:
+        # where the planner's order has a smaller arena and the budget is missed, write that order into the file.
+        footprint = built.footprint
+        if not candidate.fits_budget and footprint.file_order_peak_bytes > footprint.peak_activation_bytes:
+            reordered = self.work.build(f"{recipe},reorder", exclude, self.int8_ops)
+            if reordered.footprint is not None:
+                result = self._check(reordered)
+                if result.fits or result.estimate.ram_bytes < candidate.result.estimate.ram_bytes:
+                    return Candidate(f"{recipe},reorder", exclude, stage, result, None,
+                                     footprint=reordered.footprint)
+        return candidate
+
+    def _check(self, built: _Built, patching: bool = False) -> TargetResult:
+        """check's verdicts (with the operators verdict, which needs the graph) on the weights as stored; patch
+        advice only when asked (it plans every patch grid: for the closest candidate, not for every one)."""
+        from edgefit.check import with_model_advice
+
+        footprint = _stored_weights(built.footprint)
+        result = check_footprint(footprint, self.profile, model_precision(footprint), self.budgets, self.rate_hz,
+                                 self.runtime)
+        return with_model_advice([result], footprint, built.model, patching=patching)[0]
+
+    def measured(self, candidate: Candidate) -> Candidate:
+        if candidate.result is None:
+            return candidate
+        built = self.work.build(candidate.recipe, candidate.exclude, self.int8_ops)
+        fidelity = self.work.measure(built, candidate.label)
+        if fidelity is None:
+            return dataclasses.replace(candidate, error=built.error)
+        return dataclasses.replace(candidate, fidelity=fidelity, floor_miss=self.work.floor.shortfall(fidelity))
+
+    def tried(self, candidate: Candidate) -> Candidate:
+        self.candidates.append(candidate)
+        return candidate
+
+    def evaluate(self, recipe: str, exclude: tuple[str, ...] = (), stage: str = "precision") -> Candidate | None:
+        """Judge and measure one recipe; None (and the recipe noted as skipped) when time is up."""
+        if self.out_of_time():
+            self.skipped.append(recipe + (f" (float: {', '.join(exclude)})" if exclude else ""))
+            return None
+        return self.tried(self.measured(self.judge(recipe, exclude, stage)))
+
+    def _report(self, label: str) -> None:
+        if self.progress:
+            self.progress(label, len(self.candidates), max(self.planned, len(self.candidates) + 1))
+
+    def sensitivity_order(self) -> tuple[str, ...] | None:
+        return self.work.float_layer_order(self.int8_ops, self._report, self.out_of_time)
+
+    def precision_recipes(self) -> list[str]:
+        return ["fuse"] + [f"fuse,quantize:{mode}" for mode in self.modes]
+
+    def prune_recipes(self) -> list[str]:
+        cheapest = "int8" if "int8" in self.modes else ("fp16" if "fp16" in self.modes else None)
+        tail = f",quantize:{cheapest}" if cheapest else ""
+        return [f"fuse,prune:{ratio:g}:structured{tail}" for ratio in PRUNE_RATIOS]
+
+    def float_layers(self) -> None:
+        """int8 with the most sensitive layers back in float, one more at a time, while the budget holds."""
+        order = self.sensitivity_order()
+        if order is None:
+            self.skipped.append(f"{INT8} with float layers (sensitivities unfinished)")
+            return
+        for count in range(1, len(order)):
+            candidate = self.evaluate(INT8, tuple(sorted(order[:count])), "float layers")
+            if candidate is None or candidate.meets_floor or not candidate.fits_budget:
+                return
+
+    # -- strategies
+    def by_fidelity(self) -> None:
+        self.planned = len(self.precision_recipes())
+        first = self.evaluate("fuse")
+        if first is not None and first.fits:   # already fits: fused and otherwise unchanged
+            return
+        for recipe in self.precision_recipes()[1:]:
+            candidate = self.evaluate(recipe)
+            if candidate is not None and recipe == INT8 and candidate.fits_budget \
+                    and candidate.fidelity is not None and not candidate.meets_floor:
+                self.float_layers()
+        if any(c.fits for c in self.candidates):
+            return
+        self.planned += len(PRUNE_RATIOS)
+        for recipe in self.prune_recipes():   # the smallest ratio that fits keeps most of the model
+            candidate = self.evaluate(recipe, stage="prune")
+            if candidate is None or candidate.fits or (candidate.fidelity is not None and not candidate.meets_floor):
+                return
+
+    def by_cost(self) -> None:
+        recipes = self.precision_recipes() + self.prune_recipes()
+        self.planned = len(recipes)
+        queue: list[tuple[tuple[float, ...], int, Candidate]] = []
+        ticket = itertools.count()   # equal costs keep their planned order; candidates themselves do not compare
+        for recipe in recipes:
+            if self.out_of_time():
+                self.skipped.append(recipe)
+                continue
+            candidate = self.judge(recipe, stage="prune" if ":structured" in recipe else "precision")
+            if candidate.result is None:
+                self.tried(candidate)
+            else:
+                heapq.heappush(queue, (candidate.cost(self.objective), next(ticket), candidate))
+        order: tuple[str, ...] | None = None
+        while queue:
+            _, _, candidate = heapq.heappop(queue)
+            if self.out_of_time():
+                self.skipped.append(candidate.label)
+                continue
+            if not candidate.fits_budget:   # over budget: its fidelity cannot change the answer
+                self.tried(candidate)
+                continue
+            candidate = self.tried(self.measured(candidate))
+            if candidate.fits:
+                return
+            # int8 missing the floor: the same with one more sensitive layer in float joins the queue at its cost
+            if _without_reorder(candidate.recipe) == INT8 and candidate.fidelity is not None:
+                order = order or self.sensitivity_order()
+                if order is None:
+                    self.skipped.append(f"{INT8} with float layers (sensitivities unfinished)")
+                elif len(candidate.exclude) + 1 < len(order):
+                    more = self.judge(INT8, tuple(sorted(order[:len(candidate.exclude) + 1])), "float layers")
+                    self.planned += 1
+                    if more.result is None:
+                        self.tried(more)
+                    else:
+                        heapq.heappush(queue, (more.cost(self.objective), next(ticket), more))
+
+    def run(self) -> TargetFit:
+        started = time.monotonic()
+        (self.by_fidelity if self.objective == "fidelity" else self.by_cost)()
+        fitting = [c for c in self.candidates if c.fits]
+        chosen = None
+        if fitting:
+            chosen = (max(fitting, key=lambda c: fidelity_score(c.fidelity)) if self.objective == "fidelity"
+                      else fitting[-1])
+        built = self.work.build(chosen.recipe, chosen.exclude, self.int8_ops) if chosen else None
+        return TargetFit(self.profile, tuple(self.candidates), chosen, pareto_front(self.candidates),
+                         tuple(self.skipped), None if chosen else self.no_fit(), time.monotonic() - started,
+                         built.model if built else None)
+
+    def no_fit(self) -> NoFit | None:
+        judged = [c for c in self.candidates if c.result is not None]
+        if not judged:
+            return None
+        in_budget = [c for c in judged if c.fits_budget and c.fidelity is not None]
+        if in_budget:   # the budget holds somewhere; the fidelity floor binds
+            best = max(in_budget, key=lambda c: fidelity_score(c.fidelity))
+            metric, value, limit = best.floor_miss
+            return NoFit(best, metric, value, limit, "", "floor", ())
+        from edgefit.check import _binding, _closest_to_fitting
+
+        # Closest among those that hold the floor (or were not measured): a candidate that misses both the budget
+        # and the floor is no answer to what would close the gap.
+        usable = [c for c in judged if c.fidelity is None or c.meets_floor] or judged
+        closest_result = _closest_to_fitting([c.result for c in usable])
+        closest = next(c for c in usable if c.result is closest_result)
+        binding: Verdict = _binding(closest_result)
+        if binding.metric == "ram":   # tiling may close a RAM gap: patch advice for this candidate
+            advised = self._check(self.work.build(closest.recipe, closest.exclude, self.int8_ops), patching=True)
+            closest = dataclasses.replace(closest, result=advised)
+        return NoFit(closest, binding.metric, binding.value, binding.limit, binding.unit, binding.limit_source,
+                     devices_that_fit(closest, self.profile, self.rate_hz, self.profiles_dir))
+
+
+def devices_that_fit(candidate: Candidate, profile: DeviceProfile, rate_hz: float | None,
+                     profiles_dir=None) -> tuple[str, ...]:
+    """Other known devices the candidate fits as it is (device limits only), smallest RAM first."""
+    footprint = _stored_weights(candidate.footprint)
+    precision = model_precision(footprint)
+    fitting = [p for p in list_profiles(profiles_dir) if p.name != profile.name
+               and check_footprint(footprint, p, precision, Budgets(), rate_hz).fits]
+    return tuple(p.name for p in sorted(fitting, key=lambda p: (p.ram_limit_bytes, p.flash_bytes)))
+
+
+def pareto_front(candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:
+    """Measured candidates that no other beats on flash (smaller) and fidelity (higher) at once."""
+    measured = [c for c in candidates if c.fidelity is not None and c.result is not None]
+
+    def dominated(c: Candidate) -> bool:
+        flash, score = c.result.estimate.flash_bytes, fidelity_score(c.fidelity)
+        return any(o.result.estimate.flash_bytes <= flash and fidelity_score(o.fidelity) >= score
+                   and (o.result.estimate.flash_bytes, fidelity_score(o.fidelity)) != (flash, score)
+                   for o in measured)
+
+    front = [c for c in measured if not dominated(c)]
+    return tuple(sorted(front, key=lambda c: c.result.estimate.flash_bytes))
+
+
+# ---- the entry point -----------------------------------------------------------------------------------
+
+def parse_accuracy_drop(text: str | float | None) -> float | None:
+    """'1%' -> 0.01; a plain number is a fraction (0.01)."""
+    if text is None:
+        return None
+    raw = str(text).strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise ConfigError(f"invalid --max-accuracy-drop {text!r}: write a percentage, e.g. 1%") from None
+    if not 0 <= value < 1:
+        raise ConfigError(f"invalid --max-accuracy-drop {text!r}: expected 0% to below 100%")
+    return value
+
+
+def tier_targets() -> tuple[str, ...]:
+    return tuple(TIER_DEVICES[tier] for tier in TIERS)
+
+
+def fit(model: str | os.PathLike | ModelProto, targets: str | DeviceProfile | Sequence[str | DeviceProfile],
+        budgets: Budgets = Budgets(), rate_hz: float | None = None, *, objective: str = "fidelity",
+        min_cosine: float | None = None, max_accuracy_drop: float | None = None,
+        calib: str | os.PathLike | None = None, eval_path: str | os.PathLike | None = None,
+        output: str | os.PathLike | None = None, time_budget_s: float | None = None,
+        input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
+        runtime: str | None = None, profiles_dir=None, progress: Progress | None = None,
+        assume_dims: int | None = None) -> FitReport:
+    """Search recipes for each target and return the best model that fits each (see the module docstring).
+
+    The floor: `min_cosine` (default 0.99 unless only `max_accuracy_drop` is given) and `max_accuracy_drop`
+    (a fraction; needs labelled `eval_path` data). `output`: with one target a model file, with several a
+    directory that receives `<stem>.<device>.onnx` per fitting target and fit-manifest.json. Nothing is written
+    without `output`; the chosen models are on `TargetFit.model`.
+    """
+    started = time.monotonic()
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
+    if time_budget_s is not None and not time_budget_s > 0:
+        raise ConfigError(f"invalid time budget {time_budget_s!r}: expected a positive duration")
+    if min_cosine is not None and not 0 < min_cosine <= 1:
+        raise ConfigError(f"invalid --min-cosine {min_cosine!r}: expected a value in (0, 1]")
+    floor = FidelityFloor(DEFAULT_MIN_COSINE if min_cosine is None and max_accuracy_drop is None else min_cosine,
+                          max_accuracy_drop)
+    profiles = resolve_targets([targets] if isinstance(targets, (str, DeviceProfile)) else targets, profiles_dir)
+    source = None if isinstance(model, ModelProto) else Path(model)
+    proto = model if source is None else _load(source)
+    outputs = _plan_outputs(source, proto, profiles, output)
+
+    calibration = load_samples(calib, proto) if calib is not None else synthetic_samples(
+        proto, input_shapes=input_shapes, dims=dims, assume_dims=assume_dims)
+    samples = select_samples(proto, eval_path=eval_path, calib=calibration)
+    if max_accuracy_drop is not None and samples.labels is None:
+        raise ConfigError("--max-accuracy-drop needs labelled data: pass --eval with a 'labels' array")
+    warnings = []
+    if calibration.source == "synthetic":
+        from edgefit.passes.quantize import SYNTHETIC_WARNING
+
+        warnings.append(SYNTHETIC_WARNING)
+    if samples.source == "synthetic":
+        warnings.append("fidelity measured on synthetic random inputs; pass --eval (or --calib) with real samples")
+
+    work = _Workspace(proto, calibration, samples, floor, input_shapes, dims, assume_dims)
+    deadline = None if time_budget_s is None else started + time_budget_s
+    results = []
+    for profile in profiles:
+        search = _Search(work, profile, budgets, rate_hz, runtime, objective, deadline, progress, profiles_dir)
+        results.append(search.run())
+    results = [_written(r, outputs.get(r.profile.name), source) for r in results]
+    manifest = None
+    if output is not None and writes_directory(profiles, Path(output)):
+        manifest = str(_write_manifest(Path(output), results, source))
+    return FitReport(str(source) if source else None, objective, floor, budgets, rate_hz, samples.source,
+                     calibration.source, tuple(results), NOT_SEARCHED, tuple(warnings),
+                     time.monotonic() - started, manifest)
+
+
+def _load(path: Path) -> ModelProto:
+    from edgefit.model import load_model
+
+    return load_model(path, load_weights=True).proto
+
+
+def _plan_outputs(source: Path | None, proto: ModelProto, profiles: Sequence[DeviceProfile],
+                  output: str | os.PathLike | None) -> dict[str, Path]:
+    """Where each target's model goes; checked before any work so a bad -o fails fast."""
+    from edgefit.model import prepare_output, refuse_overwrite
+
+    if output is None:
+        return {}
+    out = Path(output)
+    if not writes_directory(profiles, out):
+        paths = {profiles[0].name: out}
+    else:
+        if out.exists() and not out.is_dir():
+            raise ModelError(f"output {out} is a file; several targets need a directory for -o")
+        stem = source.stem if source else (proto.graph.name or "model")
+        paths = {p.name: out / f"{stem}.{p.name}.onnx" for p in profiles}
+    for path in paths.values():
+        if source is not None:
+            refuse_overwrite(source, path, False)
+        prepare_output(path)
+    return paths
+
+
+def writes_directory(profiles: Sequence[DeviceProfile], output: Path) -> bool:
+    """Several targets, or an existing directory as -o: one file per device plus the manifest."""
+    return len(profiles) > 1 or output.is_dir()
+
+
+def _written(result: TargetFit, path: Path | None, source: Path | None) -> TargetFit:
+    if path is None or result.model is None:
+        return result
+    from edgefit.model import save_model
+
+    save_model(result.model, path, input_path=source)
+    return dataclasses.replace(result, output=str(path), sha256=file_sha256(path))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest_entries(results: Sequence[TargetFit], model_path: str | None) -> list[dict[str, Any]]:
+    entries = []
+    for r in results:
+        chosen = r.chosen
+        est = chosen.result.estimate if chosen else None
+        entries.append({
+            "tier": r.profile.tier, "device": r.profile.name, "fits": r.fits,
+            "file": Path(r.output).name if r.output else None,
+            "recipe": chosen.recipe if chosen else None, "exclude": list(chosen.exclude) if chosen else [],
+            "command": optimize_command(model_path, r.profile.name, chosen) if chosen else None,
+            "footprint": None if est is None else {
+                "precision": est.precision, "ram_bytes": est.ram_bytes, "flash_bytes": est.flash_bytes,
+                "latency_ms": est.latency_s * 1e3, "energy_mj": est.energy_j * 1e3, "estimated": True},
+            "fidelity": chosen.fidelity.to_dict() if chosen else None, "sha256": r.sha256})
+    return entries
+
+
+def _write_manifest(folder: Path, results: Sequence[TargetFit], source: Path | None) -> Path:
+    """fit-manifest.json beside the models, written atomically (temp file + rename)."""
+    from edgefit.report.json_format import dumps
+
+    path = folder / MANIFEST_NAME
+    text = dumps({"model": str(source) if source else None,
+                  "models": manifest_entries(results, str(source) if source else None)})
+    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
