@@ -87,14 +87,12 @@ def existing_kind(path: str | os.PathLike, what: str, error: type[EdgefitError])
 
 
 def output_path(path: str | os.PathLike, error: type[EdgefitError]) -> Path:
-    """`path` as a Path when a file can be created or replaced there: no NUL byte, not a folder, not a symlink
-    that loops or points at something other than a regular file (the result would be written through it)."""
+    """`path` as a Path when a file can be created or replaced there: no NUL byte, not a folder, a device (as
+    root, renaming onto /dev/null would replace it) or another non-regular file, not a symlink loop."""
     path = Path(path)
     text = os.fspath(path)
     if "\0" in text:
         raise error(f"output path {shown(path)} contains a NUL byte")
-    if not text or text.endswith(os.sep) and not path.is_dir():
-        raise error(f"output path {shown(path)!r} names no file")
     try:
         info = path.stat()
     except OSError as problem:
@@ -102,9 +100,7 @@ def output_path(path: str | os.PathLike, error: type[EdgefitError]) -> Path:
             raise error(f"output path {shown(path)} is a symlink loop") from None
         if problem.errno not in (errno.ENOENT, errno.ENOTDIR):
             raise error(f"cannot write {shown(path)}: {problem.strerror or problem}") from None
-        if path.is_symlink():
-            raise error(f"output path {shown(path)} is a dangling symlink; remove it or choose another path")
-        return path
+        return path   # a new file (a dangling symlink is replaced by the rename, not written through)
     if stat.S_ISDIR(info.st_mode):
         raise error(f"output path {shown(path)} is a directory")
     if not stat.S_ISREG(info.st_mode):
