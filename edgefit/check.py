@@ -20,8 +20,9 @@ from typing import Any
 
 from edgefit.analysis.footprint import Footprint
 from edgefit.analysis.patching import PatchAdvice, PatchPlan, advise_patching, patch_plans
-from edgefit.devices import TIER_LATENCY_BAND_S, TIERS, DeviceProfile, check_precision, find_profile, list_profiles
-from edgefit.errors import ConfigError
+from edgefit.devices import (TIER_LATENCY_BAND_S, TIERS, DeviceProfile, check_precision, find_profile, list_profiles,
+                             profile_search_path)
+from edgefit.errors import ConfigError, ProfileError
 from edgefit.operators.coverage import Coverage, ModelGraph, NodeCoverage, operator_coverage
 from edgefit.estimate import METHOD, Estimate, estimate, model_precision, with_host_fallback
 from edgefit.units import check_rate_hz, parse_duration_s, parse_power_w, parse_size
@@ -436,6 +437,10 @@ def resolve_targets(targets: Iterable[str | DeviceProfile] | None,
     needs_lookup = requested is None or any(not isinstance(t, DeviceProfile) for t in requested)
     available = list_profiles(profiles_dir) if needs_lookup else ()
     if requested is None:
+        if not available:   # every device checked would be none: never report that as fitting
+            searched = ", ".join(str(d) for d in profile_search_path(profiles_dir))
+            raise ProfileError(f"no device profiles found (searched {searched}); give a folder of profiles with "
+                               "--profiles-dir or reinstall edgefit, whose built-in profiles are missing")
         return tuple(available)
     if not requested:
         raise ConfigError("no target given: name one with --target NAME or use --all")

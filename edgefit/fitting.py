@@ -45,6 +45,7 @@ from typing import Any
 from onnx import ModelProto
 
 from edgefit.analysis.footprint import Footprint, analyze
+from edgefit.analysis.weights import LINEAR_LAYER_OPS
 from edgefit.check import Budgets, TargetResult, Verdict, check_footprint, resolve_targets
 from edgefit.devices import TIERS, DeviceProfile, list_profiles
 from edgefit.errors import ConfigError, EdgefitError, ModelError
@@ -62,7 +63,6 @@ NOT_SEARCHED = (
     "magnitude (unstructured) pruning: no target's storage profits from sparsity (every profile stores dense "
     "weights), so zeroed weights change no verdict",
 )
-_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 INT8 = "fuse,quantize:int8"   # the recipe float layers are added back to
 _MODE_PRECISION = {"fp16": "fp16", "int8": "int8", "dynamic": "int8"}
 
@@ -327,7 +327,7 @@ class _Workspace:
         kept float), measured on the calibration data. Computed once per set of int8 op types; None when the
         time budget runs out first."""
         if int8_ops not in self._sensitivity:
-            layers = [n.name for n in _named_nodes(self.fused) if n.op_type in _WEIGHT_OPS
+            layers = [n.name for n in _named_nodes(self.fused) if n.op_type in LINEAR_LAYER_OPS
                       and (int8_ops is None or n.op_type in int8_ops)]
             scores = {}
             for layer in layers:

@@ -6,11 +6,13 @@ with a 27 GB weight file is analysed from its small graph file alone.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,20 @@ def node_subgraphs(node: NodeProto) -> list[tuple[str, GraphProto]]:
         elif attr.type == onnx.AttributeProto.GRAPHS:
             found.extend((f"{attr.name}[{k}]", sub) for k, sub in enumerate(attr.graphs))
     return found
+
+
+@contextmanager
+def collector_paused():
+    """Run a block with Python's cyclic garbage collector paused. Analysis and graph edits make a few small
+    objects per node and tensor (hundreds of thousands on a large graph), none in reference cycles; the collector's
+    full passes over them grow with the graph, which makes the work superlinear for nothing."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def has_subgraph(node: NodeProto) -> bool:

@@ -383,7 +383,8 @@ def test_cli_lower_bound_is_reported(tmp_path, capsys):
 def test_target_result_summary_for_the_passes_report():
     result = check_footprint(two_layer_footprint(), dataclasses.replace(mcu(), flash_bytes=90_000))
     assert result.latency_s == pytest.approx(6e-3)
-    assert describe_target(result).startswith("does not fit hand-mcu at fp32: flash 95.70 KiB > 87.89 KiB (device, 9% over)")
+    assert describe_target(result).startswith(
+        "does not fit hand-mcu at fp32: flash 95.70 KiB > 87.89 KiB (device, 9% over)")
 
 
 def test_cli_check_has_the_gate_formats(big_dense, capsys):

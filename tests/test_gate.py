@@ -7,12 +7,15 @@ from pathlib import Path
 
 import onnx
 import pytest
+from helpers import model, strict_json
 from test_check import dense_model
+from test_profiles import VALID, write_profile
 
-from edgefit.gate import load_gate_config, run_gate
-from edgefit.devices import BUILTIN_PROFILES_DIR
+from edgefit import analyze
 from edgefit.cli import main
+from edgefit.devices import BUILTIN_PROFILES_DIR, load_profile_file
 from edgefit.errors import ConfigError
+from edgefit.gate import load_gate_config, run_gate
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -253,6 +256,97 @@ def test_json_switch_equals_json_format(project, capsys):
     assert main(["gate", "-c", config, "--json"]) == 1
     assert json.loads(capsys.readouterr().out) == by_format
     assert by_format["passed"] is False
+
+
+AWKWARD_NAME = 'ctrl \\u0001 <b>&\\"</b> a|b\\r\\nnext\\rline'   # TOML escapes
+
+
+@pytest.fixture
+def awkward_gate(tmp_path):
+    onnx.save(dense_model(64, 10), tmp_path / "m`x.onnx")
+    config = tmp_path / "edgefit.toml"
+    config.write_text(textwrap.dedent(f"""\
+        [[gate]]
+        name = "{AWKWARD_NAME}"
+        model = "m`x.onnx"
+        target = "esp32"
+        max_latency = "50ms"
+        max_ram = "1KiB"
+        """))
+    return config
+
+
+@pytest.mark.parametrize("rate", ["inf", "nan"])
+def test_gate_rate_must_be_finite(tmp_path, rate):
+    onnx.save(dense_model(8, 2), tmp_path / "m.onnx")
+    config = tmp_path / "edgefit.toml"
+    config.write_text(f'[[gate]]\nmodel = "m.onnx"\ntarget = "esp32"\nrate = {rate}\n')
+    with pytest.raises(ConfigError, match=f"rate {rate}: expected a positive, finite number"):
+        load_gate_config(config)
+
+
+def test_junit_survives_control_characters(awkward_gate, capsys):
+    assert main(["gate", "-c", str(awkward_gate), "--format", "junit"]) == 1
+    root = ET.fromstring(capsys.readouterr().out.split("\n", 1)[1])
+    cases = list(root.iter("testcase"))
+    assert cases[0].get("classname") == 'edgefit.gate.ctrl \\x01 <b>&"</b> a|b\r\nnext\rline'
+    failure = next(c for c in cases if c.find("failure") is not None).find("failure")
+    assert failure.get("message").startswith("RAM ") and failure.get("type") == "OverBudget"
+
+
+def test_markdown_rows_survive_line_breaks_pipes_html_and_backticks(awkward_gate, capsys):
+    assert main(["gate", "-c", str(awkward_gate), "--format", "markdown"]) == 1
+    out = capsys.readouterr().out
+    assert "\r" not in out
+    rows = [line for line in out.splitlines() if line.startswith("| ctrl")]
+    assert len(rows) == 5          # RAM, flash, latency, precision, operators: one line each
+    assert rows[0].startswith('| ctrl \x01 &lt;b&gt;&amp;"&lt;/b&gt; a\\|b next line | ``m`x.onnx`` | esp32 |')
+
+
+def test_annotations_point_at_the_model_from_the_working_directory(tmp_path, monkeypatch, capsys):
+    (tmp_path / "ml").mkdir()
+    onnx.save(dense_model(64, 10), tmp_path / "ml" / "m.onnx")
+    (tmp_path / "ml" / "edgefit.toml").write_text('[[gate]]\nmodel = "m.onnx"\ntarget = "esp32"\nmax_ram = "1KiB"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["gate", "-c", "ml/edgefit.toml", "--format", "github"]) == 1
+    assert capsys.readouterr().out.startswith("::error file=ml/m.onnx,title=edgefit gate%3A m.onnx on esp32::")
+    assert main(["gate", "-c", str(tmp_path / "ml" / "edgefit.toml"), "--format", "junit"]) == 1
+    root = ET.fromstring(capsys.readouterr().out.split("\n", 1)[1])
+    assert {case.get("file") for case in root.iter("testcase")} == {"ml/m.onnx"}
+
+
+def test_toml_with_a_byte_order_mark_is_read_and_non_utf8_is_one_line_error(tmp_path, capsys):
+    onnx.save(dense_model(8, 2), tmp_path / "m.onnx")
+    config = tmp_path / "edgefit.toml"
+    config.write_bytes(b'\xef\xbb\xbf[[gate]]\nmodel = "m.onnx"\ntarget = "esp32"\n')
+    assert [g.target for g in load_gate_config(config).gates] == ["esp32"]
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    write_profile(boards).write_bytes(b"\xef\xbb\xbf" + VALID.encode())
+    assert load_profile_file(boards / "test-board.toml").name == "test-board"
+    config.write_bytes(b'[[gate]]\nname = "caf\xe9"\nmodel = "m.onnx"\ntarget = "esp32"\n')   # Latin-1
+    assert main(["gate", "-c", str(config)]) == 2
+    assert capsys.readouterr().err == f"error: {config}: not valid TOML: not UTF-8 text (byte 0xe9 at offset 20)\n"
+    (boards / "test-board.toml").write_bytes(VALID.replace("Test board", "T\xe9st").encode("latin-1"))
+    assert main(["profiles", "list", "--profiles-dir", str(boards)]) == 2
+    assert "test-board.toml: not valid TOML: not UTF-8 text (byte 0xe9" in capsys.readouterr().err
+
+
+def test_baseline_written_by_powershell_as_utf16_is_read(tmp_path, capsys):
+    onnx.save(dense_model(64, 10), tmp_path / "m.onnx")
+    assert main(["analyze", str(tmp_path / "m.onnx"), "--json"]) == 0
+    (tmp_path / "base.json").write_bytes(capsys.readouterr().out.encode("utf-16"))   # with its BOM
+    config = tmp_path / "edgefit.toml"
+    config.write_text('[[gate]]\nmodel = "m.onnx"\ntarget = "esp32"\nbaseline = "base.json"\n')
+    assert main(["gate", "-c", str(config), "--json"]) == 0
+    checks = strict_json(capsys.readouterr().out)["results"][0]["checks"]
+    growth = {c["metric"]: (c["value"], c["limit"]) for c in checks if c["metric"].endswith("_growth")}
+    assert growth == {"flash_growth": (2600, 2600.0), "ram_growth": (304, 304.0)}   # (64 + 10) x 4 B, 16-aligned
+
+
+def test_gate_json_with_another_format_is_a_usage_error(awkward_gate, capsys):
+    assert main(["gate", "-c", str(awkward_gate), "--json", "--format", "junit"]) == 2
+    assert capsys.readouterr().err == "error: --json and --format junit ask for two formats; give one\n"
 
 
 SLOW_BOARD = """\

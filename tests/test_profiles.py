@@ -2,9 +2,11 @@
 malformed profiles rejected with the file and the field named."""
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
+import onnx
 import pytest
 
 from edgefit.cli import main
@@ -216,3 +218,51 @@ def test_cli_profile_errors_exit_2(tmp_path, capsys):
     assert main(["profiles", "list", "--profiles-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert path.name in err and "missing field 'flash'" in err
+
+
+def test_check_all_without_any_profile_is_an_input_error(tmp_path, monkeypatch, capsys):
+    from test_check import dense_model
+
+    import edgefit.devices
+
+    onnx.save(dense_model(8, 2), tmp_path / "m.onnx")
+    monkeypatch.setattr(edgefit.devices, "BUILTIN_PROFILES_DIR", tmp_path / "nowhere")
+    monkeypatch.delenv("EDGEFIT_PROFILES", raising=False)
+    assert main(["check", str(tmp_path / "m.onnx"), "--all"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: no device profiles found (searched ")
+
+
+def test_the_wheel_carries_every_profile(tmp_path):
+    """Build the wheel as pip would and list the profiles from it, in a process that imports edgefit from it."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    repo = Path(__file__).resolve().parents[1]
+    source = tmp_path / "source"   # a clean copy: pip builds in the tree, and a stale build/ would leak old files
+    source.mkdir()
+    for item in ("pyproject.toml", "README.md", "edgefit", "profiles"):
+        if (repo / item).is_dir():
+            shutil.copytree(repo / item, source / item, ignore=shutil.ignore_patterns("__pycache__"))
+        elif (repo / item).exists():
+            shutil.copy(repo / item, source / item)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
+                   check=True, capture_output=True)
+    wheel = next(tmp_path.glob("edgefit-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tmp_path / "site")
+        packed = sorted(Path(n).name for n in archive.namelist() if n.startswith("edgefit/profiles/"))
+        modules = {n for n in archive.namelist() if n.endswith(".py")}
+    assert BUILTIN_PROFILES_DIR == repo / "profiles"   # the source tree reads the top-level folder
+    assert packed == sorted(p.name for p in BUILTIN_PROFILES_DIR.glob("*.toml"))
+    # pyproject lists the packages by hand: every module of the source must be in the wheel.
+    assert modules >= {p.relative_to(repo).as_posix() for p in (repo / "edgefit").rglob("*.py")}
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import edgefit.devices as d; "
+            "print(json.dumps([str(d.BUILTIN_PROFILES_DIR), [p.name for p in d.list_profiles()]]))")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site")], capture_output=True, text=True,
+                          check=True, env={k: v for k, v in os.environ.items() if k != "EDGEFIT_PROFILES"})
+    where, names = json.loads(done.stdout)
+    assert Path(where) == tmp_path / "site" / "edgefit" / "profiles"
+    assert sorted(names) == sorted(p.name for p in list_profiles())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import gc
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from edgefit.analysis.dtypes import tensor_bytes
 from edgefit.errors import ShapeError
 from edgefit.model import (GraphIndex, LoadedModel, external_location, index_graph, iter_tensors, load_model,
                            metadata_only_copy, node_subgraphs, subgraph_scope, validate)
-from edgefit.model import default_opset, initializer_names, iter_graphs, node_attribute
+from edgefit.model import collector_paused, default_opset, initializer_names, iter_graphs, node_attribute
 from edgefit.shapes import ResolvedShapes, TensorInfo, resolve_shapes, shape_derived_int
 
 
@@ -499,15 +498,8 @@ def analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: d
             dims: dict[str, int] | None = None, *, alignment: int = 16, assume_dims: int | None = None) -> Footprint:
     """The footprint of a model file (or an in-memory ModelProto) for the given input shapes. `assume_dims`:
     see edgefit.shapes.resolve_shapes (None: an unbound non-batch dimension is a ShapeError)."""
-    # The analysis makes a few small objects per tensor and node (hundreds of thousands on a large graph), none of
-    # them in reference cycles: the cyclic collector's passes over them would add ~15% to the run for nothing.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():
         return _analyze(model, input_shapes, dims, alignment, assume_dims)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: dict[str, list[int]] | None,

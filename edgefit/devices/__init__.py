@@ -1,8 +1,9 @@
 """Device profiles: one TOML file per device, validated into frozen DeviceProfile objects.
 
 Profiles are looked up along a search path: directories given with `--profiles-dir`, then those in the
-EDGEFIT_PROFILES environment variable (os.pathsep-separated), then the built-in `edgefit/profiles/` directory
-(package data, so installed wheels carry it).
+EDGEFIT_PROFILES environment variable (os.pathsep-separated), then the built-in profiles: the repository's
+top-level `profiles/` folder, which a wheel carries as `edgefit/profiles/` (pyproject.toml maps the folder into
+the package), and a source checkout or editable install reads where it is.
 A profile in an earlier directory shadows a later one of the same name, so users can override built-ins.
 """
 
@@ -41,7 +42,13 @@ def check_precision(precision: str | None) -> None:
 TIER_LATENCY_BAND_S = {"cloud": (0.100, 1.0), "edge": (0.010, 0.100), "mobile": (0.005, 0.050),
                        "tiny": (0.001, 0.010)}
 
-BUILTIN_PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+def _builtin_profiles_dir() -> Path:
+    package = Path(__file__).resolve().parent.parent
+    installed = package / "profiles"          # inside an installed wheel
+    return installed if installed.is_dir() else package.parent / "profiles"   # the source tree
+
+
+BUILTIN_PROFILES_DIR = _builtin_profiles_dir()
 PROFILES_ENV = "EDGEFIT_PROFILES"
 
 

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import onnx
-from onnx import GraphProto, ModelProto, NodeProto, numpy_helper
+from onnx import GraphProto, ModelProto, NodeProto, TensorProto, numpy_helper
 
 from edgefit.errors import ConfigError
 from edgefit.fidelity import Progress
-from edgefit.model import has_subgraph, metadata_only_copy, subgraph_outer_reads
+from edgefit.model import has_subgraph, index_graph, metadata_only_copy, subgraph_outer_reads
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -192,32 +192,149 @@ def _rename_in_subgraphs(node: NodeProto, old: str, new: str) -> None:
             _rename_outer_reads(sub, old, new)
 
 
+def _delete_positions(container, positions: list[int]) -> None:
+    """Delete the items at the ascending `positions` of a protobuf repeated field, a run of neighbours at a time:
+    each deletion shifts the items after it, so deleting runs keeps the usual case (the weights a fold replaced sit
+    together) linear, without copying the tensors that stay."""
+    end = len(positions)
+    while end:
+        start = end - 1
+        while start and positions[start - 1] == positions[start] - 1:
+            start -= 1
+        del container[positions[start]:positions[end - 1] + 1]
+        end = start
+
+
 class GraphEditor:
-    """Producers, consumers and constants of one graph, refreshed after every structural edit."""
+    """One graph being edited, with its producer and consumer maps kept current by every edit.
+
+    Built from the same index analysis uses (edgefit.model.index_graph: producers, reads including subgraphs'
+    outer reads), then updated in place: adding, removing or rewiring a node touches only that node's names, so a
+    pass costs time in proportion to its edits, not to edits x graph size. The node order is a linked list;
+    `commit()` writes the order and the removals back into the GraphProto (once per pass, not per edit).
+    Initializers added are appended to the graph at once; removed ones are dropped at commit.
+    """
 
     def __init__(self, graph: GraphProto):
         self.graph = graph
-        self.refresh()
-
-    def refresh(self) -> None:
-        graph = self.graph
+        index = index_graph(graph)
         self.input_names = {i.name for i in graph.input}
         self.output_names = {o.name for o in graph.output}
         # An initializer that is also a graph input can be overridden at run time: it is not a constant.
         self.initializers = {t.name: t for t in graph.initializer if t.name not in self.input_names}
+        self._dropped_initializers: set[str] = set()
         self.producer: dict[str, NodeProto] = {}
-        self.consumers: dict[str, list[NodeProto]] = {}
-        for node in graph.node:
-            for name in node.output:
-                if name:
-                    self.producer[name] = node
-            reads = [n for n in node.input if n]
-            if has_subgraph(node):
-                reads += sorted(subgraph_outer_reads(node) - set(reads))
-            for name in dict.fromkeys(reads):
-                self.consumers.setdefault(name, []).append(node)
+        self._consumers: dict[str, dict[int, NodeProto]] = {}
+        self._reads: dict[int, tuple[str, ...]] = {}
+        self._next: dict[int, NodeProto | None] = {}
+        self._prev: dict[int, NodeProto | None] = {}
+        self._first: NodeProto | None = None
+        self._last: NodeProto | None = None
+        self._reordered = False
+        for node, reads in zip(index.nodes, index.reads):
+            self._append(node)
+            self._link(node, tuple(dict.fromkeys(reads)))
         self._names = set(self.producer) | self.input_names | {t.name for t in graph.initializer} | {
-            n.name for n in graph.node}
+            n.name for n in index.nodes}
+
+    # ---- maps ------------------------------------------------------------------------------------
+    def _link(self, node: NodeProto, reads: tuple[str, ...] | None = None) -> None:
+        if reads is None:
+            names = [n for n in node.input if n]
+            if has_subgraph(node):
+                names += sorted(subgraph_outer_reads(node) - set(names))
+            reads = tuple(dict.fromkeys(names))
+        self._reads[id(node)] = reads
+        for name in node.output:
+            if name:
+                self.producer[name] = node
+        for name in reads:
+            self._consumers.setdefault(name, {})[id(node)] = node
+
+    def _unlink(self, node: NodeProto) -> None:
+        for name in node.output:
+            if name and self.producer.get(name) is node:
+                del self.producer[name]
+        for name in self._reads.pop(id(node)):
+            readers = self._consumers[name]
+            del readers[id(node)]
+            if not readers:
+                del self._consumers[name]
+
+    def consumers(self, name: str) -> list[NodeProto]:
+        """The nodes reading `name` (subgraphs' reads of outer names included), in no particular order."""
+        return list(self._consumers.get(name, {}).values())
+
+    def is_read(self, name: str) -> bool:
+        return name in self._consumers or name in self.output_names
+
+    def rewired(self, node: NodeProto) -> None:
+        """Call after changing a node's inputs or outputs in place: its map entries follow."""
+        self._unlink(node)
+        self._link(node)
+
+    # ---- node order ------------------------------------------------------------------------------
+    def _append(self, node: NodeProto) -> None:
+        self._prev[id(node)], self._next[id(node)] = self._last, None
+        if self._last is None:
+            self._first = node
+        else:
+            self._next[id(self._last)] = node
+        self._last = node
+
+    def nodes(self) -> list[NodeProto]:
+        """The live nodes in order (a snapshot: edits during iteration do not change it)."""
+        order, node = [], self._first
+        while node is not None:
+            order.append(node)
+            node = self._next[id(node)]
+        return order
+
+    def alive(self, node: NodeProto) -> bool:
+        return id(node) in self._reads
+
+    def remove(self, node: NodeProto) -> None:
+        self._unlink(node)
+        before, after = self._prev.pop(id(node)), self._next.pop(id(node))
+        if before is None:
+            self._first = after
+        else:
+            self._next[id(before)] = after
+        if after is None:
+            self._last = before
+        else:
+            self._prev[id(after)] = before
+        self._reordered = True
+
+    def insert_before(self, anchor: NodeProto, node: NodeProto) -> None:
+        before = self._prev[id(anchor)]
+        self._prev[id(node)], self._next[id(node)] = before, anchor
+        self._prev[id(anchor)] = node
+        if before is None:
+            self._first = node
+        else:
+            self._next[id(before)] = node
+        self._link(node)
+        self._names.update(n for n in node.output if n)
+        self._reordered = True
+
+    def commit(self) -> None:
+        """Write the node order and the dropped initializers into the GraphProto. The editor is spent after it
+        (the graph's node messages are new objects); build a new one to edit further."""
+        graph = self.graph
+        if self._reordered:
+            copies = []
+            for node in self.nodes():
+                copy_ = NodeProto()
+                copy_.CopyFrom(node)
+                copies.append(copy_)
+            del graph.node[:]
+            graph.node.extend(copies)
+        if self._dropped_initializers:
+            _delete_positions(graph.initializer, [k for k, t in enumerate(graph.initializer)
+                                                  if t.name in self._dropped_initializers])
+        self._reordered = False
+        self._dropped_initializers = set()
 
     # ---- constants -------------------------------------------------------------------------------
     def constant(self, name: str) -> np.ndarray | None:
@@ -229,11 +346,14 @@ class GraphEditor:
 
     def add_initializer(self, base: str, array: np.ndarray) -> str:
         """Store `array` under a fresh name derived from `base` and return the name."""
-        name = self.fresh_name(base)
-        self.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
-        self._names.add(name)
-        self.initializers[name] = self.graph.initializer[-1]
-        return name
+        return self.add_tensor(numpy_helper.from_array(np.ascontiguousarray(array), self.fresh_name(base)))
+
+    def add_tensor(self, tensor: TensorProto) -> str:
+        """Add an initializer under the name it carries (a name this graph does not use yet)."""
+        self.graph.initializer.append(tensor)
+        self._names.add(tensor.name)
+        self.initializers[tensor.name] = self.graph.initializer[-1]
+        return tensor.name
 
     def replace_initializer(self, name: str, array: np.ndarray) -> None:
         """Overwrite an initializer in place (only for tensors this pass owns, e.g. read by one node)."""
@@ -250,17 +370,18 @@ class GraphEditor:
     # ---- structure -------------------------------------------------------------------------------
     def sole_consumer(self, name: str) -> NodeProto | None:
         """The one node reading `name`, when exactly one does and it is not a graph output."""
-        readers = self.consumers.get(name, [])
+        readers = self._consumers.get(name, {})
         if len(readers) != 1 or name in self.output_names:
             return None
-        return readers[0]
+        return next(iter(readers.values()))
 
     def replace_uses(self, old: str, new: str) -> None:
-        for node in self.graph.node:
+        for node in self.consumers(old):
             for k, name in enumerate(node.input):
                 if name == old:
                     node.input[k] = new
             _rename_in_subgraphs(node, old, new)
+            self.rewired(node)
 
     def bypass(self, node: NodeProto, source: str) -> bool:
         """Remove `node`, whose first output equals `source`; False (and no change) when it must stay.
@@ -272,47 +393,47 @@ class GraphEditor:
         out = node.output[0]
         if out in self.output_names:
             producer = self.producer.get(source)
-            if producer is None or source in self.output_names or len(self.consumers.get(source, [])) != 1:
+            if producer is None or source in self.output_names or len(self._consumers.get(source, {})) != 1:
                 return False
-            self.graph.node.remove(node)
+            self.remove(node)
             for k, name in enumerate(producer.output):
                 if name == source:
                     producer.output[k] = out
+            self.rewired(producer)
             for vi in self.graph.value_info:
                 if vi.name == source:
                     vi.name = out
         else:
-            self.graph.node.remove(node)
+            self.remove(node)
             self.replace_uses(out, source)
-        self.refresh()
         return True
 
     def remove_dead(self) -> tuple[int, int]:
         """Drop nodes whose outputs nobody reads and initializers nobody reads: (nodes, initializers)."""
-        self.refresh()
+        def dead(node: NodeProto) -> bool:
+            return self.alive(node) and not any(o and self.is_read(o) for o in node.output)
+
+        pending = [n for n in self.nodes() if dead(n)]
         removed_nodes = 0
-        changed = True
-        while changed:
-            changed = False
-            for node in list(self.graph.node):
-                if not any(o and (o in self.output_names or self.consumers.get(o)) for o in node.output):
-                    self.graph.node.remove(node)
-                    removed_nodes += 1
-                    changed = True
-            if changed:
-                self.refresh()
-        removed_inits = 0
-        for tensor in list(self.graph.initializer):
-            if tensor.name not in self.consumers and tensor.name not in self.output_names \
-                    and tensor.name not in self.input_names:
-                self.graph.initializer.remove(tensor)
-                removed_inits += 1
-        live = set(self.producer) | self.input_names | {t.name for t in self.graph.initializer}
-        for vi in list(self.graph.value_info):
-            if vi.name not in live:
-                self.graph.value_info.remove(vi)
-        self.refresh()
-        return removed_nodes, removed_inits
+        while pending:
+            node = pending.pop()
+            if not dead(node):
+                continue
+            reads = self._reads[id(node)]
+            self.remove(node)
+            removed_nodes += 1
+            pending += [p for p in (self.producer.get(name) for name in reads) if p is not None and dead(p)]
+        unread = {t.name for t in self.graph.initializer
+                  if t.name not in self._consumers and t.name not in self.output_names
+                  and t.name not in self.input_names} - self._dropped_initializers
+        for name in unread:
+            self.initializers.pop(name, None)
+        self._dropped_initializers |= unread
+        live = set(self.producer) | self.input_names | (
+            {t.name for t in self.graph.initializer} - self._dropped_initializers)
+        _delete_positions(self.graph.value_info, [k for k, vi in enumerate(self.graph.value_info)
+                                                  if vi.name not in live])
+        return removed_nodes, len(unread)
 
 
 Shape = tuple[int | str | None, ...]

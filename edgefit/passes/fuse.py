@@ -53,7 +53,7 @@ import numpy as np
 from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
 
 from edgefit.analysis.weights import NONDETERMINISTIC_OPS
-from edgefit.model import has_subgraph, node_attribute
+from edgefit.model import collector_paused, has_subgraph, node_attribute
 from edgefit.passes.base import (
     GraphEditor,
     Pass,
@@ -117,7 +117,8 @@ class Fuse(Pass):
     ensures = frozenset({"folded constants"})
 
     def run(self, model: ModelProto, options: PassOptions, progress: Progress | None) -> PassResult:
-        return _fuse(model)
+        with collector_paused():
+            return _fuse(model)
 
 
 PASS = Fuse
@@ -133,23 +134,27 @@ def _fuse(model: ModelProto) -> PassResult:
     graph = result.graph
     nodes_before = len(graph.node)
     opsets = {o.domain or "": o.version for o in result.opset_import}
-    editor = GraphEditor(graph)
     rewrites: Counter[str] = Counter()
     held_back: dict[str, str] = {}
     while True:
+        # Shape inference sees the graph as the last round left it; each round's edits are written back at its end.
         info = infer_tensor_info(result)
+        editor = GraphEditor(graph)
         changed = (_fold_constants(editor, info, opsets, rewrites)
                    + _remove_noops(editor, info, rewrites)
                    + _fold_affine_into_hosts(editor, rewrites, held_back)
                    + _matmul_add_to_gemm(editor, info, rewrites))
         if not changed:
             break
+        editor.commit()
     dead_nodes, dead_initializers = editor.remove_dead()
+    editor.commit()
     if dead_nodes:
         rewrites["dead_nodes_removed"] += dead_nodes
     notes = [f"{node_label(n)} ({n.op_type}): its subgraphs are left unchanged (fuse rewrites the top-level graph)"
              for n in graph.node if has_subgraph(n)]
-    notes += [reason for name, reason in held_back.items() if any(n.name == name for n in graph.node)]
+    names = {n.name for n in graph.node}
+    notes += [reason for name, reason in held_back.items() if name in names]
     stats = FuseStats(nodes_before, len(graph.node), dict(rewrites), dead_initializers, tuple(notes))
     return PassResult(result, stats)
 
@@ -158,24 +163,21 @@ def _fuse(model: ModelProto) -> PassResult:
 
 def _fold_constants(editor: GraphEditor, info: SymbolicShapes, opsets: dict[str, int], rewrites: Counter) -> int:
     folded = 0
-    for node in list(editor.graph.node):
+    for node in editor.nodes():
         if node.op_type == "Constant" and all(o in editor.output_names for o in node.output):
             continue   # a Constant that is itself a graph output is as folded as it gets
         values = _constant_outputs(node, editor, info, opsets)
         if values is None:
             continue
-        position = list(editor.graph.node).index(node)
-        del editor.graph.node[position]
         for name, value in zip(node.output, values):
-            if name and (name in editor.output_names or editor.consumers.get(name)):
+            if name and editor.is_read(name):
                 tensor = numpy_helper.from_array(np.asarray(value), name)
                 if name in editor.output_names:
                     # A graph output cannot be an initializer alone: keep it produced by a Constant node.
-                    editor.graph.node.insert(position, helper.make_node("Constant", [], [name], value=tensor,
-                                                                        name=node.name))
+                    editor.insert_before(node, helper.make_node("Constant", [], [name], value=tensor, name=node.name))
                 else:
-                    editor.graph.initializer.append(tensor)
-        editor.refresh()
+                    editor.add_tensor(tensor)
+        editor.remove(node)
         kind = {"Constant": "constant_nodes_to_initializers", "Shape": "static_shapes_folded"}.get(
             node.op_type, "constants_folded")
         rewrites[kind] += 1
@@ -222,15 +224,15 @@ def _constant_outputs(node: NodeProto, editor: GraphEditor, info: SymbolicShapes
 def _read_elsewhere(name: str, node: NodeProto, editor: GraphEditor) -> bool:
     """Does a node other than `node` (or the graph's outputs) read `name`?"""
     return name in editor.output_names or any(list(reader.output) != list(node.output)
-                                              for reader in editor.consumers.get(name, []))
+                                              for reader in editor.consumers(name))
 
 
 # ---- no-op removal -----------------------------------------------------------------------------------
 
 def _remove_noops(editor: GraphEditor, info: SymbolicShapes, rewrites: Counter) -> int:
     removed = 0
-    for node in list(editor.graph.node):
-        if node not in editor.graph.node:
+    for node in editor.nodes():
+        if not editor.alive(node):
             continue
         kind, source = _noop_source(node, editor, info)
         if kind is None:
@@ -252,8 +254,7 @@ def _noop_source(node: NodeProto, editor: GraphEditor, info: SymbolicShapes) -> 
     if op == "Identity":
         return "identity_removed", x
     if op == "Dropout":
-        mask_used = len(node.output) > 1 and node.output[1] and (
-            node.output[1] in editor.output_names or editor.consumers.get(node.output[1]))
+        mask_used = len(node.output) > 1 and node.output[1] and editor.is_read(node.output[1])
         training = node.input[2] if len(node.input) > 2 else ""
         if mask_used or (training and not (editor.is_constant(training) and not editor.constant(training).any())):
             return None, ""
@@ -313,7 +314,7 @@ def _compose_transposes(second: NodeProto, editor: GraphEditor, info: SymbolicSh
             del second.attribute[k]
             break
     second.attribute.append(helper.make_attribute("perm", composed))
-    editor.refresh()
+    editor.rewired(second)
 
 
 # ---- BatchNorm / Mul / Add into Conv, ConvTranspose, Gemm --------------------------------------------
@@ -321,8 +322,8 @@ def _compose_transposes(second: NodeProto, editor: GraphEditor, info: SymbolicSh
 def _fold_affine_into_hosts(editor: GraphEditor, rewrites: Counter,
                             held_back: dict[str, str]) -> int:
     folded = 0
-    for node in list(editor.graph.node):
-        if node not in editor.graph.node or node.op_type not in ("BatchNormalization", "Mul", "Add"):
+    for node in editor.nodes():
+        if not editor.alive(node) or node.op_type not in ("BatchNormalization", "Mul", "Add"):
             continue
         for position, x in enumerate(node.input[:2] if node.op_type != "BatchNormalization" else node.input[:1]):
             host = editor.producer.get(x)
@@ -432,7 +433,7 @@ def _absorb(host: NodeProto, scale: np.ndarray, shift: np.ndarray, editor: Graph
             if attr.name == "beta":
                 del host.attribute[k]
                 break
-    editor.refresh()
+    editor.rewired(host)
     return True
 
 
@@ -440,8 +441,8 @@ def _absorb(host: NodeProto, scale: np.ndarray, shift: np.ndarray, editor: Graph
 
 def _matmul_add_to_gemm(editor: GraphEditor, info: SymbolicShapes, rewrites: Counter) -> int:
     fused = 0
-    for matmul in list(editor.graph.node):
-        if matmul.op_type != "MatMul" or matmul not in editor.graph.node:
+    for matmul in editor.nodes():
+        if matmul.op_type != "MatMul" or not editor.alive(matmul):
             continue
         add = editor.sole_consumer(matmul.output[0])
         if add is None or add.op_type != "Add":
@@ -451,11 +452,9 @@ def _matmul_add_to_gemm(editor: GraphEditor, info: SymbolicShapes, rewrites: Cou
         if not _gemm_compatible(info, a, b, c, matmul.output[0]):
             continue
         gemm = helper.make_node("Gemm", [a, b, c], list(add.output), name=matmul.name or add.name)
-        position = list(editor.graph.node).index(add)
-        editor.graph.node.insert(position, gemm)
-        editor.graph.node.remove(add)
-        editor.graph.node.remove(matmul)
-        editor.refresh()
+        editor.insert_before(add, gemm)
+        editor.remove(add)
+        editor.remove(matmul)
         rewrites["matmul_add_to_gemm"] += 1
         fused += 1
     return fused

@@ -29,7 +29,7 @@ from onnx import ModelProto, NodeProto, helper
 
 from edgefit.analysis.weights import LINEAR_LAYER_OPS
 from edgefit.errors import ConfigError, PassError
-from edgefit.model import has_subgraph, node_attribute, set_attribute
+from edgefit.model import collector_paused, has_subgraph, node_attribute, set_attribute
 from edgefit.passes.base import (
     GraphEditor,
     Pass,
@@ -160,9 +160,10 @@ class Prune(Pass):
     def run(self, model: ModelProto, options: PassOptions, progress: Progress | None) -> PassResult:
         if not 0.0 <= options.sparsity < 1.0:
             raise PassError(f"sparsity must be in [0, 1), got {options.sparsity}")
-        if options.structured:
-            return _prune_structured(model, options.sparsity, options.skip)
-        return _prune_unstructured(model, options.sparsity, options.per_layer, options.skip)
+        with collector_paused():
+            if options.structured:
+                return _prune_structured(model, options.sparsity, options.skip)
+            return _prune_unstructured(model, options.sparsity, options.per_layer, options.skip)
 
 
 PASS = Prune
@@ -236,7 +237,7 @@ def _prune_unstructured(model: ModelProto, sparsity: float, per_layer: bool, ski
     for node, weight in layers:
         if node_label(node) not in skipped_names:
             notes += [f"{weight!r} is also read inside the subgraphs of {node_label(reader)} ({reader.op_type}): "
-                      "pruned there too" for reader in editor.consumers.get(weight, [])
+                      "pruned there too" for reader in editor.consumers(weight)
                       if has_subgraph(reader) and weight not in reader.input]
     skipped = [f"{name}: skipped on request" for name in skipped_names]
     layers = [(n, w) for n, w in layers if node_label(n) not in skipped_names]
@@ -376,6 +377,8 @@ def _prune_structured(model: ModelProto, sparsity: float, skip: tuple[str, ...])
     if not cut:
         detail = "; ".join(skipped) or "no Conv/Gemm layers with constant weights"
         raise PassError(f"structured pruning can remove no channel safely: {detail}")
+    editor.remove_dead()   # the weights the cuts replaced
+    editor.commit()
     del result.graph.value_info[:]   # shapes along the cut paths changed; consumers re-infer them
     stats = PruneStats("structured", sparsity, channels_removed / channels_total, channels=tuple(cut),
                        skipped=tuple(skipped), notes=tuple(_subgraph_notes(result)))
@@ -422,7 +425,7 @@ def _follow(tensor: str, keep: list[int], total: int, editor: GraphEditor, shape
     """Carry the cut of axis 1 of `tensor` (keeping `keep` of `total`) through every reader."""
     if tensor in editor.output_names:
         raise _Blocked(f"its channels reach the graph output {tensor!r}")
-    for reader in editor.consumers.get(tensor, []):
+    for reader in editor.consumers(tensor):
         op, label = reader.op_type, node_label(reader)
         if tensor not in reader.input:
             raise _Blocked(f"{label} ({op}) reads the channels inside a subgraph")
@@ -543,6 +546,6 @@ def _apply(plan: _CutPlan, editor: GraphEditor) -> None:
     for node, index, axis, keep in plan.slices:
         value = editor.constant(node.input[index])
         node.input[index] = editor.add_initializer(f"{node.input[index]}_pruned", np.take(value, keep, axis=axis))
+        editor.rewired(node)
     for node, group in plan.groups:
         set_attribute(node, "group", group)
-    editor.remove_dead()
