@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgefit.analysis.footprint import Footprint
+from edgefit.analysis.footprint import Footprint, analysed_graph
 from edgefit.analysis.patching import PatchAdvice, PatchPlan, advise_patching, patch_plans
 from edgefit.devices import (TIER_LATENCY_BAND_S, TIERS, DeviceProfile, check_precision, find_profile, list_profiles,
                              profile_search_path)
 from edgefit.errors import ConfigError, ProfileError
+from edgefit.model import collector_paused
 from edgefit.operators.coverage import Coverage, ModelGraph, NodeCoverage, operator_coverage
 from edgefit.estimate import METHOD, Estimate, estimate, model_precision, with_host_fallback
 from edgefit.units import check_rate_hz, parse_duration_s, parse_power_w, parse_size
@@ -295,10 +296,10 @@ def with_model_advice(results: Sequence[TargetResult], footprint: Footprint, pro
     if proto is None and (footprint.model_path is None or not Path(footprint.model_path).is_file()):
         return tuple(results)
     def model() -> Any:
-        return _model_and_graph(footprint, proto)[0]
+        return _model(footprint, proto)
 
     def graph() -> ModelGraph:
-        return _model_and_graph(footprint, proto)[1]
+        return _graph(footprint, proto)
 
     plans: dict[str, list[PatchPlan]] = {}
     advised = []
@@ -322,19 +323,31 @@ def with_model_advice(results: Sequence[TargetResult], footprint: Footprint, pro
 
 
 # The model and its graph by (footprint, given proto): read on first use and shared by every target and by the
-# deployed and int8 passes of one check (a large graph takes a second to read and index).
-_graphs: dict[tuple[int, int], tuple[Any, ModelGraph]] = {}
+# deployed and int8 passes of one check (a large graph takes a second to read and index). The graph of the
+# footprint `analyze` just made is the analysis' own: the model is then read again only if patching asks for it.
+_graphs: dict[tuple[int, int], ModelGraph] = {}
+_models: dict[tuple[int, int], Any] = {}
 
 
-def _model_and_graph(footprint: Footprint, proto: Any) -> tuple[Any, ModelGraph]:
+def _cached(cache: dict[tuple[int, int], Any], footprint: Footprint, proto: Any, make: Any) -> Any:
     key = (id(footprint), id(proto))
-    if key not in _graphs:
-        from edgefit.model import load_model
+    if key not in cache:
+        cache[key] = make()
+        weakref.finalize(footprint, cache.pop, key, None)   # the entry lives as long as the footprint
+    return cache[key]
 
-        model = proto if proto is not None else load_model(footprint.model_path).proto
-        _graphs[key] = (model, ModelGraph(model, footprint))
-        weakref.finalize(footprint, _graphs.pop, key, None)   # the entry lives as long as the footprint
-    return _graphs[key]
+
+def _model(footprint: Footprint, proto: Any) -> Any:
+    from edgefit.model import load_model
+
+    return _cached(_models, footprint, proto,
+                   lambda: proto if proto is not None else load_model(footprint.model_path).proto)
+
+
+def _graph(footprint: Footprint, proto: Any) -> ModelGraph:
+    analysed = analysed_graph(footprint) if proto is None else None
+    return _cached(_graphs, footprint, proto, lambda: ModelGraph(None, footprint, analysed) if analysed
+                   else ModelGraph(_model(footprint, proto), footprint))
 
 
 def _with_fallback(result: TargetResult, footprint: Footprint, coverage: Coverage) -> TargetResult:
@@ -451,6 +464,7 @@ def resolve_targets(targets: Iterable[str | DeviceProfile] | None,
     return tuple(resolved.values())
 
 
+@collector_paused()   # a check of a large graph on every device makes as many objects as its analysis
 def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] | None = None,
           precision: str | None = None, budgets: Budgets = Budgets(), rate_hz: float | None = None, *,
           profiles_dir: ProfilesDir = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
@@ -466,13 +480,14 @@ def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] 
     deployed = precision or model_precision(footprint)
     plain = tuple(check_footprint(footprint, p, deployed, budgets, rate_hz, runtime) for p in profiles)
     results = with_model_advice(plain, footprint, patching=patching)
+    # A tier's int8 outlook matters only when none of its devices fit, so judging those tiers' devices suffices.
+    fitting_tiers = {r.profile.tier for r in results if r.fits}
     int8_results = () if deployed == "int8" else with_model_advice(tuple(
-        check_footprint(footprint, r.profile, "int8", budgets, rate_hz, runtime) for r in results if not r.fits),
-        footprint, patching=patching)
+        check_footprint(footprint, r.profile, "int8", budgets, rate_hz, runtime) for r in results
+        if r.profile.tier not in fitting_tiers), footprint, patching=patching)
     return CheckReport(
         model_path=footprint.model_path, precision=deployed, precision_is_models_own=precision is None,
         rate_hz=rate_hz, budgets=budgets, targets=results,
-        # A tier's int8 outlook matters only when none of its devices fit, so judging the failing ones suffices.
         tiers=summarize_tiers(results, deployed, int8_results),
         unknowns=footprint.unknowns,
     )

@@ -100,6 +100,11 @@ _CONSTANTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "RESHA
 
 def tflite_graph(footprint: Footprint, precision: str | None) -> TfliteGraph:
     """The ops the TFLite converter would emit for the footprint's top-level graph."""
+    # Both TFLM memory models ask for it at each precision a check judges.
+    return _memo(footprint, ("graph", precision), lambda: _convert(footprint, precision))
+
+
+def _convert(footprint: Footprint, precision: str | None) -> TfliteGraph:
     from edgefit.analysis.footprint import OpSite   # imports onnx: see TYPE_CHECKING above
 
     layers = footprint.layers
@@ -173,6 +178,15 @@ def _align(n: int, alignment: int = _TFLM_ALIGNMENT) -> int:
     return -(-n // alignment) * alignment
 
 
+def _tflm_planned(footprint: Footprint, precision: str | None, graph: TfliteGraph,
+                  scratch: Sequence[int] = ()) -> int:
+    """tflm_head, planned once per footprint, precision and scratch: CMSIS-NN's kernels ask for no scratch at fp32,
+    where the two TFLM models then plan the very same arena."""
+    requests = tuple(scratch) if any(scratch) else ()
+    return _memo(footprint, ("head", precision, requests),
+                 lambda: tflm_head(footprint, precision, graph, requests))
+
+
 def tflm_head(footprint: Footprint, precision: str | None, graph: TfliteGraph, scratch: Sequence[int] = ()) -> int:
     """TFLM's planned arena: GreedyMemoryPlanner (memory_planner/greedy_memory_planner.cc) on the lifetimes of
     micro_allocation_info.cc. Graph inputs live from scope 0, op k's outputs from scope k + 1, every tensor until
@@ -182,8 +196,7 @@ def tflm_head(footprint: Footprint, precision: str | None, graph: TfliteGraph, s
     from edgefit.analysis.dtypes import PRECISION_BYTES   # imports onnx: see TYPE_CHECKING above
     from edgefit.analysis.memory import greedy_offsets
 
-    sizes = {b.name: (b.at_float_precision(PRECISION_BYTES[precision]) if precision else b).bytes
-             for b in footprint.buffers}
+    sizes = {b.name: b.bytes_at(PRECISION_BYTES[precision]) if precision else b.bytes for b in footprint.buffers}
     span: dict[str, list[int]] = {name: [0, 0] for name in graph.inputs if name in sizes}
     for scope, nbytes in enumerate(scratch, start=1):
         if nbytes:
@@ -222,7 +235,7 @@ def _tflm_tail(graph: TfliteGraph, precision: str | None) -> dict[str, int]:
 
 def _tflm(footprint: Footprint, precision: str | None, head: int) -> tuple[int, dict[str, int]]:
     graph = tflite_graph(footprint, precision)
-    return tflm_head(footprint, precision, graph) if footprint.ops else head, _tflm_tail(graph, precision)
+    return _tflm_planned(footprint, precision, graph) if footprint.ops else head, _tflm_tail(graph, precision)
 
 
 def cmsis_nn_scratch(op: TfliteOp) -> int:
@@ -249,7 +262,7 @@ def _tflm_cmsis_nn(footprint: Footprint, precision: str | None, head: int) -> tu
     requested = sum(1 for nbytes in scratch if nbytes)
     if requested:
         tail["scratch_handles"] = _align(requested * _TFLM_SCRATCH_HANDLE)
-    return tflm_head(footprint, precision, graph, scratch) if footprint.ops else head, tail
+    return _tflm_planned(footprint, precision, graph, scratch) if footprint.ops else head, tail
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -323,3 +336,12 @@ def runtime_memory(footprint: Footprint, model: str, precision: str | None, head
 # One model checked against every profile asks for the same few (memory model, precision) plans again and again,
 # and replaying TFLM's planner on a large graph costs tens of milliseconds.
 _memory_cache: dict[tuple[int, str, str | None, int], RuntimeMemory] = {}
+_parts_cache: dict[tuple[int, tuple], object] = {}   # converted graphs and planned heads, by footprint and key
+
+
+def _memo(footprint: Footprint, key: tuple, make: Callable[[], object]):
+    full = (id(footprint), key)
+    if full not in _parts_cache:
+        _parts_cache[full] = make()
+        weakref.finalize(footprint, _parts_cache.pop, full, None)   # the entry lives as long as the footprint
+    return _parts_cache[full]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -128,6 +129,9 @@ class Footprint:
         if precision is None and not shared:
             return self.peak_activation_bytes
         key = (precision or "model", shared)
+        if key not in self._arena_cache and precision is not None and not self._resized_at(precision):
+            # Every float activation is stored at `precision` already (fp32 of an fp32 model): the model's own plan.
+            self._arena_cache[key] = self.activation_bytes_at(None, shared_storage=shared)
         if key not in self._arena_cache:
             buffers = self.shared_buffers if shared else self.buffers
             if precision is not None:
@@ -139,6 +143,11 @@ class Footprint:
                 size = min(size, self.activation_bytes_at(precision))
             self._arena_cache[key] = size
         return self._arena_cache[key]
+
+    def _resized_at(self, precision: str) -> bool:
+        """Does storing floats at `precision` change the size of any activation buffer?"""
+        element_bytes = PRECISION_BYTES[precision]
+        return any(b.bytes_at(element_bytes) != b.bytes for b in self.buffers)
 
     @property
     def shared_storage_peak_bytes(self) -> int | None:
@@ -159,6 +168,7 @@ class Footprint:
                 total += nbytes
         return int(total)
 
+    @collector_paused()   # a dict per layer: tens of thousands on a large graph
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with the keys of DESIGN.md section 3 (and more)."""
         # Buffers and planners are for re-planning, not for reporting (and a large graph has tens of thousands);
@@ -210,11 +220,14 @@ class _Analysis:
         self.unknown_nodes: dict[str, list[str]] = {}   # reason -> node names
         self.histogram: Counter[str] = Counter()
         self.unsized: list[str] = []
+        self.top_view: ConstantView | None = None
 
     def graph(self, graph: GraphProto, scope: str, outer_constants: frozenset[str],
               outer_names: frozenset[str], index: GraphIndex | None = None) -> _GraphStats:
         index = index or index_graph(graph, outer_names)
         view = constant_view(graph, index, outer_constants)
+        if not scope:
+            self.top_view = view
         table = self.shapes.scopes.get(scope, {})
         lookup = self._lookup_in(scope, table)
         # Names a subgraph may read from here; only control-flow nodes need them.
@@ -537,7 +550,7 @@ def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: 
             shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
             unknowns.append(f"activation RAM excludes {len(names)} {what}: {shown}")
     table = shapes.scopes[""]
-    return Footprint(
+    footprint = Footprint(
         model_path=str(loaded.path) if loaded.path else None,
         opset=default_opset(proto),
         params=stats.params,
@@ -569,3 +582,34 @@ def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: 
         execution_order=stats.order,
         ops=stats.sites,
     )
+    _analysed.clear()
+    _analysed[id(footprint)] = AnalysedGraph(proto, index, walk.top_view, table)
+    weakref.finalize(footprint, _analysed.pop, id(footprint), None)
+    return footprint
+
+
+@dataclass(frozen=True)
+class AnalysedGraph:
+    """The top-level graph as the analysis read it (model-local functions inlined), its index, constants and
+    resolved shapes: what judging the footprint's nodes needs (edgefit.operators.coverage.ModelGraph), so that a
+    check right after the analysis neither reads the model nor infers its shapes a second time."""
+
+    proto: ModelProto
+    index: GraphIndex
+    view: ConstantView
+    shapes: dict[str, TensorInfo]
+
+    @property
+    def computing_nodes(self) -> list[int]:
+        """Indices of the nodes behind Footprint.layers, in their order (as computing_nodes gives them)."""
+        return [i for i in self.index.order if i not in self.view.folded_nodes]
+
+
+# One slot, for the last footprint analysed: the graph it holds is the whole model, which should not stay in memory
+# for as long as every footprint lives.
+_analysed: dict[int, AnalysedGraph] = {}
+
+
+def analysed_graph(footprint: Footprint) -> AnalysedGraph | None:
+    """The graph behind `footprint` when it is the last footprint `analyze` made (not a copy of it), else None."""
+    return _analysed.get(id(footprint))

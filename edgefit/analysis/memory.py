@@ -28,11 +28,14 @@ class Buffer:
     first: int   # step that creates it
     last: int    # last step that needs it (inclusive)
 
+    def bytes_at(self, element_bytes: float) -> int:
+        """Its size if floats were stored with `element_bytes` per element (other dtypes keep theirs)."""
+        return math.ceil(self.elements * element_bytes) if self.dtype in FLOAT_DTYPES else self.bytes
+
     def at_float_precision(self, element_bytes: float) -> "Buffer":
         if self.dtype not in FLOAT_DTYPES:
             return self
-        return Buffer(self.name, self.elements, self.dtype, math.ceil(self.elements * element_bytes), self.first,
-                      self.last)
+        return Buffer(self.name, self.elements, self.dtype, self.bytes_at(element_bytes), self.first, self.last)
 
 
 @dataclass(frozen=True)

@@ -33,29 +33,32 @@ def analyze(
 ) -> None:
     """Parameters, weight bytes, MACs/FLOPs and peak activation RAM of an ONNX model."""
     from edgefit.analysis.footprint import analyze as analyze_model
+    from edgefit.model import collector_paused
     from edgefit.check import tier_summary
-    from edgefit.report import terminal
     from edgefit.report.check_text import render_tier_line
 
     output_format = json_or_format(output_format, json_out)
-    footprint = analyze_model(model, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
-                              alignment=alignment, assume_dims=parse_assume_dims(assume_dims))
-    if output_format.value in ("markdown", "html"):
-        from edgefit.model_report import build_report
-        from edgefit.report.formats import get_format
+    with collector_paused():   # one collection after the command, not one after each of its steps
+        footprint = analyze_model(model, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
+                                  alignment=alignment, assume_dims=parse_assume_dims(assume_dims))
+        if output_format.value in ("markdown", "html"):
+            from edgefit.model_report import build_report
+            from edgefit.report.formats import get_format
 
-        sys.stdout.write(get_format(output_format.value).render_model(build_report(footprint, None)))
-        return
-    # The first command a user runs should already answer the main question: which tiers does it fit? A broken
-    # profile under EDGEFIT_PROFILES costs only that line: the analysis itself needs no profile.
-    try:
-        tier_line = render_tier_line(tier_summary(footprint))
-    except ProfileError as error:
-        tier_line = f"Tiers unknown: a device profile could not be read ({error})"
-    if output_format.value == "json":
-        print_json({**footprint.to_dict(), "tier_summary": tier_line})
-    else:
-        terminal.render_footprint(console, footprint, per_layer=per_layer, top=top, tier_line=tier_line)
+            sys.stdout.write(get_format(output_format.value).render_model(build_report(footprint, None)))
+            return
+        # The first command a user runs should already answer the main question: which tiers does it fit? A
+        # broken profile under EDGEFIT_PROFILES costs only that line: the analysis itself needs no profile.
+        try:
+            tier_line = render_tier_line(tier_summary(footprint))
+        except ProfileError as error:
+            tier_line = f"Tiers unknown: a device profile could not be read ({error})"
+        if output_format.value == "json":
+            print_json({**footprint.to_dict(), "tier_summary": tier_line})
+        else:
+            from edgefit.report import terminal   # rich's tables: only the table format needs them
+
+            terminal.render_footprint(console, footprint, per_layer=per_layer, top=top, tier_line=tier_line)
 
 
 def register(app: typer.Typer) -> None:

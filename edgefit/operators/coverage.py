@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from onnx import ModelProto, NodeProto, TensorProto, numpy_helper
 
-from edgefit.analysis.footprint import Footprint
+from edgefit.analysis.footprint import AnalysedGraph, Footprint
 from edgefit.estimate import host_fallback_s
 from edgefit.model import has_subgraph, node_attribute
 from edgefit.operators import WINDOW_RULES, OperatorList, load_operator_list
@@ -75,28 +75,69 @@ class Coverage:
 
 
 class ModelGraph:
-    """What judging needs from the model: computing nodes aligned with the footprint's layers, shapes, constants."""
+    """What judging needs from the model: computing nodes aligned with the footprint's layers, shapes, constants.
 
-    def __init__(self, model: ModelProto, footprint: Footprint):
+    `analysed`: the footprint's own graph (edgefit.analysis.footprint.analysed_graph), which `model` then need not
+    be: its nodes, constants and shapes are taken as the analysis found them, nothing is read or inferred again."""
+
+    def __init__(self, model: ModelProto | None, footprint: Footprint, analysed: AnalysedGraph | None = None):
         from edgefit.analysis.footprint import computing_nodes
         from edgefit.shapes import resolve_shapes
 
-        if model.functions:   # the footprint counted the functions' contents, inlined the same way
-            import onnx.inliner
+        if analysed is not None:
+            model, index, constants, order = (analysed.proto, analysed.index, analysed.view.constants,
+                                              analysed.computing_nodes)
+            self.shapes = analysed.shapes
+        else:
+            if model.functions:   # the footprint counted the functions' contents, inlined the same way
+                import onnx.inliner
 
-            try:
-                model = onnx.inliner.inline_local_functions(model)
-            except Exception:  # noqa: BLE001 - the footprint then kept them as nodes too
-                pass
-        index, view, order = computing_nodes(model.graph)
+                try:
+                    model = onnx.inliner.inline_local_functions(model)
+                except Exception:  # noqa: BLE001 - the footprint then kept them as nodes too
+                    pass
+            index, view, order = computing_nodes(model.graph)
+            constants = view.constants
+            self.shapes = resolve_shapes(model, {k: list(v) for k, v in footprint.inputs.items()},
+                                         weights_loaded=False, index=index).scopes[""]
         self.nodes = [index.nodes[i] for i in order]
-        self.constants = view.constants
+        self.names = [index.inputs[i] + index.outputs[i] for i in order]   # each node's tensors, as stored
+        self.constants = constants
         self.initializers = {t.name: t for t in model.graph.initializer}
         self.constant_nodes = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant" and n.output}
-        self.shapes = resolve_shapes(model, {k: list(v) for k, v in footprint.inputs.items()},
-                                     weights_loaded=False, index=index).scopes[""]
         # Judged nodes by (operator list, precision): checking every profile asks for the same few again and again.
         self.judged: dict[tuple[str, str], tuple[NodeCoverage, ...]] = {}
+        self.values_read = False   # set by value(): a judgement that read a constant's values is the node's alone
+        # Judged nodes by the verdicts of every kind: most lists support a model's few kinds alike, and building
+        # tens of thousands of NodeCoverage per list would cost more than judging.
+        self.alike: dict[tuple, tuple[NodeCoverage, ...]] = {}
+        self._kinds: tuple[list[int], list[int]] | None = None
+
+    @property
+    def kinds(self) -> tuple[list[int], list[int]]:
+        """(per node the number of its kind, per kind its first node). Nodes of a kind agree in everything judging
+        reads but their names and constants' values: op, attributes, and per input and output whether it is
+        constant, its shape and which of the node's tensors it repeats. Judging reads values only through value(),
+        which marks the verdict as the node's own (see _judge_nodes)."""
+        if self._kinds is None:
+            constants, shapes = self.constants, self.shapes
+            numbers: dict[tuple, int] = {}
+            kinds, firsts = [], []
+            for position, (node, names) in enumerate(zip(self.nodes, self.names)):
+                seen: dict[str, int] = {}
+                tensors = []
+                for name in names:
+                    info = shapes.get(name)
+                    tensors.append((seen.setdefault(name, len(seen)), name in constants,
+                                    None if info is None else info.shape))
+                signature = (node.domain, node.op_type, tuple(a.SerializeToString() for a in node.attribute),
+                             len(node.input), tuple(tensors))
+                kind = numbers.setdefault(signature, len(numbers))
+                if kind == len(firsts):
+                    firsts.append(position)
+                kinds.append(kind)
+            self._kinds = kinds, firsts
+        return self._kinds
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         info = self.shapes.get(name)
@@ -104,6 +145,7 @@ class ModelGraph:
 
     def value(self, name: str) -> np.ndarray | None:
         """A small constant's values (pads, axes); None when not stored in the file."""
+        self.values_read = True
         tensor = self.initializers.get(name)
         if tensor is None and name in self.constant_nodes:
             tensor = next((a.t for a in self.constant_nodes[name].attribute if a.name == "value"), None)
@@ -249,6 +291,29 @@ def _judge(node: NodeProto, label: str, operators: OperatorList, graph: ModelGra
     return NodeCoverage(label, key, "violates", found)
 
 
+def _judge_nodes(graph: ModelGraph, labels: Sequence[str], operators: OperatorList,
+                 precision: str) -> tuple[NodeCoverage, ...]:
+    """Every node judged. The nodes of a kind (ModelGraph.kinds) share its first node's verdict, unless judging
+    that one read a constant's values or gave a reason naming one of its tensors: a large graph repeats a few
+    kinds of node thousands of times."""
+    kinds, firsts = graph.kinds
+    verdicts: list[tuple[str, str, str] | None] = []   # per kind: (op, status, reason); None: judge each node
+    for first in firsts:
+        graph.values_read = False
+        result = _judge(graph.nodes[first], labels[first], operators, graph, precision)
+        own = graph.values_read or any(name and name in result.reason for name in (*graph.names[first], labels[first]))
+        verdicts.append(None if own else (result.op_type, result.status, result.reason))
+    alike = None if None in verdicts else tuple(verdicts)
+    if alike in graph.alike:
+        return graph.alike[alike]
+    judged = tuple(NodeCoverage(label, *verdicts[kind]) if verdicts[kind] is not None
+                   else _judge(node, label, operators, graph, precision)
+                   for node, label, kind in zip(graph.nodes, labels, kinds))
+    if alike is not None:
+        graph.alike[alike] = judged
+    return judged
+
+
 def operator_coverage(graph: ModelGraph, footprint: Footprint, runtime: str | OperatorList, precision: str,
                       host: Any = None) -> Coverage:
     """Judge every computing node of a model (its ModelGraph and footprint) against a runtime's operator list at
@@ -259,8 +324,7 @@ def operator_coverage(graph: ModelGraph, footprint: Footprint, runtime: str | Op
     nodes = graph.judged.get((operators.name, precision))
     if nodes is None:
         if len(graph.nodes) == len(layers):
-            nodes = tuple(_judge(node, layer.name, operators, graph, precision)
-                          for node, layer in zip(graph.nodes, layers))
+            nodes = _judge_nodes(graph, [layer.name for layer in layers], operators, precision)
         else:   # model-local functions the inliner refused: the nodes cannot be matched with the footprint's layers
             nodes = tuple(NodeCoverage(layer.name, layer.op_type, "unknown", "not matched with the model's nodes")
                           for layer in layers)
