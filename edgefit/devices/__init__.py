@@ -10,9 +10,11 @@ A profile in an earlier directory shadows a later one of the same name, so users
 from __future__ import annotations
 
 import difflib
+import errno
 import math
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -563,10 +565,24 @@ def parse_profile(data: Mapping[str, Any], origin: str, path: Path | None = None
                          runtimes=_runtime_stacks(data, values["precisions"], origin), calibration=calibration)
 
 
+# Profiles and gate configs are a few kilobytes; a larger file is not one of them.
+_MAX_TOML_BYTES = 16 * 2**20
+
+
 def read_toml(path: Path) -> dict[str, Any]:
-    """A TOML file's table. UTF-8, with or without the byte order mark Windows editors write. Raises OSError,
-    UnicodeDecodeError (not UTF-8) or tomllib.TOMLDecodeError."""
-    return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+    """A TOML file's table. UTF-8, with or without the byte order mark Windows editors write. Raises OSError
+    (also for a FIFO, device or oversized file, which are never read), UnicodeDecodeError (not UTF-8) or
+    tomllib.TOMLDecodeError (also for tables nested too deeply for the parser's recursion)."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file (a folder, FIFO or device)")
+    if info.st_size > _MAX_TOML_BYTES:
+        raise OSError(errno.EFBIG, f"{info.st_size:,} bytes, too large for a TOML configuration")
+    text = path.read_bytes().decode("utf-8-sig")
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise tomllib.TOMLDecodeError("arrays or tables nested too deeply") from None
 
 
 def toml_problem(error: ValueError) -> str:
