@@ -20,8 +20,8 @@ from typing import Any
 
 from edgefit.analysis.footprint import Footprint, analysed_graph
 from edgefit.analysis.patching import PatchAdvice, PatchPlan, advise_patching, patch_plans
-from edgefit.devices import (TIER_LATENCY_BAND_S, TIERS, DeviceProfile, check_precision, find_profile, list_profiles,
-                             profile_search_path)
+from edgefit.devices import (TIER_LATENCY_BAND_S, TIERS, DeviceProfile, check_precision, find_profile, load_profile,
+                             profile_search_path, scan_profiles)
 from edgefit.errors import ConfigError, ProfileError
 from edgefit.model import collector_paused
 from edgefit.operators.coverage import Coverage, ModelGraph, NodeCoverage, operator_coverage
@@ -271,7 +271,7 @@ def check_footprint(footprint: Footprint, profile: DeviceProfile | str, precisio
     """Estimate `footprint` on one device (a profile, or a name looked up on the default search path) and
     compare every figure with its limit."""
     if isinstance(profile, str):
-        profile = find_profile(profile, list_profiles())
+        profile = load_profile(profile)
     check_rate_hz(rate_hz)
     est = estimate(footprint, profile, precision, rate_hz, runtime)
     ram_limit, ram_source = _tightest(profile.ram_limit_bytes, budgets.max_ram_bytes)
@@ -455,7 +455,9 @@ def resolve_targets(targets: Iterable[str | DeviceProfile] | None,
     """Profiles for names/aliases (or profile objects), without repeats; None means every profile on the path."""
     requested = None if targets is None else list(targets)
     needs_lookup = requested is None or any(not isinstance(t, DeviceProfile) for t in requested)
-    available = list_profiles(profiles_dir) if needs_lookup else ()
+    available, broken = scan_profiles(profiles_dir) if needs_lookup else ((), ())
+    if broken and requested is None:   # --all: every profile was asked for
+        raise broken[0]
     if requested is None:
         if not available:   # every device checked would be none: never report that as fitting
             searched = ", ".join(str(d) for d in profile_search_path(profiles_dir))
@@ -466,7 +468,7 @@ def resolve_targets(targets: Iterable[str | DeviceProfile] | None,
         raise ConfigError("no target given: name one with --target NAME or use --all")
     resolved: dict[str, DeviceProfile] = {}
     for target in requested:
-        profile = target if isinstance(target, DeviceProfile) else find_profile(target, available)
+        profile = target if isinstance(target, DeviceProfile) else find_profile(target, available, broken)
         resolved.setdefault(profile.name, profile)
     return tuple(resolved.values())
 

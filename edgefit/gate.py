@@ -21,7 +21,7 @@ from edgefit.devices import check_precision, find_profile, list_profiles, load_t
 from edgefit.errors import ConfigError, EdgefitError, ShapeError
 from edgefit.estimate import METHOD
 from edgefit.guard import existing_kind, regular_file
-from edgefit.units import check_rate_hz, parse_assume_dims
+from edgefit.units import MAX_DIM, ascii_int, check_rate_hz, parse_assume_dims
 
 
 GATE_KEYS = ("name", "model", "target", "precision", "max_ram", "max_flash", "max_latency", "max_power", "rate",
@@ -140,22 +140,19 @@ def _parse_shapes(value: Any, where: str) -> dict[str, tuple[int, ...]]:
         raise ConfigError(f"{where}: input_shape: expected a table such as {{input = [1, 3, 96, 96]}}")
     shapes = {}
     for name, dims in value.items():
-        if isinstance(dims, str):
-            dims = dims.lower().split("x")
-        try:
-            parsed = tuple(int(d) for d in dims)
-        except (TypeError, ValueError):
-            parsed = ()
-        if not parsed or any(d <= 0 for d in parsed):
-            raise ConfigError(f"{where}: input_shape.{name}: expected positive dimensions, got {value[name]!r}")
+        if isinstance(dims, str):   # ASCII digits only, as on the command line ('١' is a digit to int())
+            dims = [ascii_int(d) for d in dims.lower().split("x")]
+        parsed = tuple(dims) if isinstance(dims, (list, tuple)) else ()
+        if not parsed or not all(type(d) is int and 1 <= d <= MAX_DIM for d in parsed):
+            raise ConfigError(f"{where}: input_shape.{name}: expected positive dimensions (at most 2**62), got "
+                              f"{value[name]!r}")
         shapes[name] = parsed
     return shapes
 
 
 def _parse_dims(value: Any, where: str) -> dict[str, int]:
-    if not isinstance(value, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                              for v in value.values()):
-        raise ConfigError(f"{where}: dim: expected a table of non-negative integers, e.g. {{batch = 1}}")
+    if not isinstance(value, dict) or not all(type(v) is int and 1 <= v <= MAX_DIM for v in value.values()):
+        raise ConfigError(f"{where}: dim: expected a table of positive integers (at most 2**62), e.g. {{batch = 1}}")
     return dict(value)
 
 

@@ -74,7 +74,7 @@ def check_rate_hz(rate: object) -> float | None:
 MAX_DIM = 2**62
 
 
-def _ascii_int(text: str) -> int | None:
+def ascii_int(text: str) -> int | None:
     """The value of a plain ASCII decimal integer ('12', not '²', '١٢' or '1e3'), else None."""
     text = text.strip()
     # Past 20 digits it is out of any range edgefit accepts (and int() refuses 4,300+ digits with a ValueError).
@@ -89,7 +89,7 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
         name, sep, dims = spec.rpartition("=")
         if not sep:
             name, dims = "", spec
-        sizes = [_ascii_int(p) for p in dims.replace(",", "x").split("x")] if dims.strip() else []
+        sizes = [ascii_int(p) for p in dims.replace(",", "x").split("x")] if dims.strip() else []
         if not sizes or None in sizes or not all(1 <= size <= MAX_DIM for size in sizes):
             raise ShapeError(f"invalid --input-shape {spec!r}: expected NAME=1x3x224x224 (positive integers, at "
                              f"most 2**62)")
@@ -104,7 +104,7 @@ def parse_dims(specs: list[str] | None) -> dict[str, int]:
     dims: dict[str, int] = {}
     for spec in specs or []:
         name, sep, text = spec.partition("=")
-        value = _ascii_int(text)
+        value = ascii_int(text)
         if not sep or not name.strip() or value is None or not 1 <= value <= MAX_DIM:
             raise ShapeError(f"invalid --dim {spec!r}: expected NAME=VALUE with a positive integer VALUE (at most "
                              f"2**62)")
@@ -118,7 +118,7 @@ def parse_assume_dims(value: str | int | None) -> int | None:
     """--assume-dims N: the size every otherwise unbound dimension takes (None: such a dimension is an error)."""
     if value is None:
         return None
-    size = value if type(value) is int else _ascii_int(str(value))
+    size = value if type(value) is int else ascii_int(str(value))
     if size is None or not 1 <= size <= MAX_DIM:
         raise ShapeError(f"invalid --assume-dims {value!r}: expected a positive integer")
     return size
