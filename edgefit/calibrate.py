@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from edgefit.devices import PRECISIONS, DeviceProfile, find_profile, list_profiles, load_toml, normalize_name, \
+from edgefit.devices import PRECISIONS, DeviceProfile, find_profile, load_profile, load_toml, normalize_name, \
     read_toml
 from edgefit.errors import EdgefitError, MeasurementError, ProfileError
 from edgefit.fidelity import Progress
@@ -164,7 +164,7 @@ def resolve_base(name: str, relative_to: Path, profiles_dir=None) -> DeviceProfi
     """The base profile: a .toml path (relative to the measurement file) or a name/alias on the search path."""
     if name.endswith(".toml"):
         return find_profile(str(relative_to / name), ())
-    return find_profile(name, list_profiles(profiles_dir))
+    return load_profile(name, profiles_dir)
 
 
 # ---- non-negative least squares -------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from typing import Any
 
 from edgefit.analysis.footprint import Footprint, analysed_graph
 from edgefit.analysis.patching import PatchAdvice, PatchPlan, advise_patching, patch_plans
-from edgefit.devices import (TIER_LATENCY_BAND_S, TIERS, DeviceProfile, check_precision, find_profile, list_profiles,
-                             profile_search_path)
+from edgefit.devices import (TIER_LATENCY_BAND_S, TIERS, DeviceProfile, check_precision, find_profile, load_profile,
+                             profile_search_path, scan_profiles)
 from edgefit.errors import ConfigError, ProfileError
 from edgefit.model import collector_paused
 from edgefit.operators.coverage import Coverage, ModelGraph, NodeCoverage, operator_coverage
@@ -271,7 +271,7 @@ def check_footprint(footprint: Footprint, profile: DeviceProfile | str, precisio
     """Estimate `footprint` on one device (a profile, or a name looked up on the default search path) and
     compare every figure with its limit."""
     if isinstance(profile, str):
-        profile = find_profile(profile, list_profiles())
+        profile = load_profile(profile)
     check_rate_hz(rate_hz)
     est = estimate(footprint, profile, precision, rate_hz, runtime)
     ram_limit, ram_source = _tightest(profile.ram_limit_bytes, budgets.max_ram_bytes)
@@ -444,10 +444,10 @@ def summarize_tiers(results: Sequence[TargetResult], precision: str,
 # ---- the check -----------------------------------------------------------------------------------------
 
 def analyze_for_check(model: str | Path, input_shapes: Mapping[str, Sequence[int]] | None,
-                      dims: Mapping[str, int] | None) -> Footprint:
+                      dims: Mapping[str, int] | None, assume_dims: int | None = None) -> Footprint:
     from edgefit.analysis.footprint import analyze
 
-    return analyze(model, input_shapes=dict(input_shapes or {}), dims=dict(dims or {}))
+    return analyze(model, input_shapes=dict(input_shapes or {}), dims=dict(dims or {}), assume_dims=assume_dims)
 
 
 def resolve_targets(targets: Iterable[str | DeviceProfile] | None,
@@ -455,7 +455,9 @@ def resolve_targets(targets: Iterable[str | DeviceProfile] | None,
     """Profiles for names/aliases (or profile objects), without repeats; None means every profile on the path."""
     requested = None if targets is None else list(targets)
     needs_lookup = requested is None or any(not isinstance(t, DeviceProfile) for t in requested)
-    available = list_profiles(profiles_dir) if needs_lookup else ()
+    available, broken = scan_profiles(profiles_dir) if needs_lookup else ((), ())
+    if broken and requested is None:   # --all: every profile was asked for
+        raise broken[0]
     if requested is None:
         if not available:   # every device checked would be none: never report that as fitting
             searched = ", ".join(str(d) for d in profile_search_path(profiles_dir))
@@ -466,7 +468,7 @@ def resolve_targets(targets: Iterable[str | DeviceProfile] | None,
         raise ConfigError("no target given: name one with --target NAME or use --all")
     resolved: dict[str, DeviceProfile] = {}
     for target in requested:
-        profile = target if isinstance(target, DeviceProfile) else find_profile(target, available)
+        profile = target if isinstance(target, DeviceProfile) else find_profile(target, available, broken)
         resolved.setdefault(profile.name, profile)
     return tuple(resolved.values())
 
@@ -475,11 +477,12 @@ def resolve_targets(targets: Iterable[str | DeviceProfile] | None,
 def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] | None = None,
           precision: str | None = None, budgets: Budgets = Budgets(), rate_hz: float | None = None, *,
           profiles_dir: ProfilesDir = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
-          dims: Mapping[str, int] | None = None, runtime: str | None = None, patching: bool = True) -> CheckReport:
+          dims: Mapping[str, int] | None = None, runtime: str | None = None, patching: bool = True,
+          assume_dims: int | None = None) -> CheckReport:
     """Check a model (a Footprint, or a path analyzed here) against targets (names or profiles; None: all),
     with the targets' runtime stack `runtime` (default: each profile's default stack). `patching`: advise
     patch-based execution where RAM binds (the tier summary alone does not show it)."""
-    footprint = model if isinstance(model, Footprint) else analyze_for_check(model, input_shapes, dims)
+    footprint = model if isinstance(model, Footprint) else analyze_for_check(model, input_shapes, dims, assume_dims)
     check_precision(precision)
     check_rate_hz(rate_hz)
     profiles = resolve_targets(targets, profiles_dir)

@@ -27,7 +27,9 @@ import numpy as np
 import onnx
 from onnx import ModelProto
 
-from edgefit.errors import ConfigError, PassError
+from edgefit.errors import ConfigError, ModelError, PassError, ShapeError
+from edgefit.guard import (DATA_BUDGET_BYTES, SYNTHETIC_BUDGET_BYTES, array_file_bytes, existing_kind, regular_file,
+                           shown)
 
 Feed = dict[str, np.ndarray]
 Progress = Callable[[str, int, int], None]   # (what is running, done, total): every long step reports so
@@ -89,8 +91,9 @@ class Fidelity:
 # ---- input data --------------------------------------------------------------------------------------
 
 def _model_inputs(model: ModelProto) -> list[onnx.ValueInfoProto]:
-    weights = {t.name for t in model.graph.initializer}
-    return [i for i in model.graph.input if i.name not in weights]
+    from edgefit.shapes import real_inputs
+
+    return real_inputs(model.graph)
 
 
 def load_samples(path: str | Path, model: ModelProto, *, batch_size: int = DEFAULT_BATCH,
@@ -104,18 +107,24 @@ def load_samples(path: str | Path, model: ModelProto, *, batch_size: int = DEFAU
     """
     path = Path(path)
     inputs = _model_inputs(model)
-    if not path.exists():
-        raise ConfigError(f"data file not found: {path}")
-    if path.is_dir():
+    kind = existing_kind(path, "data file", ConfigError)
+    if kind == "missing":
+        raise ConfigError(f"data file not found: {shown(path)}")
+    if kind == "dir":
         arrays = _read_npy_folder(path, [i.name for i in inputs])
-    elif path.suffix.lower() == ".npz" and path.is_file():
+    elif path.suffix.lower() == ".npz":
+        array_file_bytes(path, ConfigError)
         try:
-            with np.load(path, allow_pickle=False) as data:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ConfigError(f"{shown(path)} holds one .npy array, not an .npz archive of arrays named after "
+                                  f"the model's inputs (write it with numpy.savez)")
+            with loaded as data:
                 arrays = {key: data[key] for key in data.files}
         except _UNREADABLE as error:
-            raise ConfigError(f"cannot read {path}: {_reason(error)}") from None
+            raise ConfigError(f"cannot read {shown(path)}: {_reason(error)}") from None
     else:
-        raise ConfigError(f"{path} is neither an .npz file nor a folder of .npy files")
+        raise ConfigError(f"{shown(path)} is neither an .npz file nor a folder of .npy files")
     labels = next((arrays.pop(k) for k in _LABEL_KEYS if k in arrays and k not in {i.name for i in inputs}), None)
     names = [i.name for i in inputs]
     if len(names) == 1 and names[0] not in arrays and len(arrays) == 1:
@@ -184,8 +193,12 @@ def _class_labels(labels: np.ndarray, samples: int, path: Path) -> np.ndarray:
 def _read_npy_folder(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
     files = sorted(f for f in folder.glob("*.npy") if f.is_file())
     if not files:
-        raise ConfigError(f"{folder} holds no .npy files")
+        raise ConfigError(f"{shown(folder)} holds no .npy files")
     by_stem = {f.stem: f for f in files}
+    total = sum(array_file_bytes(regular_file(f, "data file", ConfigError), ConfigError) for f in files)
+    if total > DATA_BUDGET_BYTES:
+        raise ConfigError(f"{shown(folder)} holds {total:,} bytes of arrays, more than the {DATA_BUDGET_BYTES:,} "
+                          f"edgefit loads; use fewer samples")
 
     def read(file: Path) -> np.ndarray:
         try:
@@ -213,7 +226,9 @@ def _read_npy_folder(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
 
 
 def _declared_dims(value: onnx.ValueInfoProto) -> list[int | None]:
-    return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+    """Fixed sizes, None for a free axis (symbolic, unnamed, or -1 as Paddle writes a dynamic batch)."""
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+            for d in value.type.tensor_type.shape.dim]
 
 
 def _as_samples(array: np.ndarray, value: onnx.ValueInfoProto, source: Path) -> list[np.ndarray]:
@@ -282,17 +297,36 @@ def _batches(per_input: dict[str, list[np.ndarray]], inputs: list[onnx.ValueInfo
 
 def synthetic_samples(model: ModelProto, count: int = SYNTHETIC_SAMPLES, *,
                       input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
-                      seed: int = 0) -> SampleSet:
-    """Seeded random inputs at the resolved input shapes: standard normal floats, zeros for other types."""
+                      seed: int = 0, assume_dims: int | None = None, output_bytes: int = 0) -> SampleSet:
+    """Seeded random inputs at the resolved input shapes: standard normal floats, zeros for other types.
+
+    At most `count` samples, fewer when they would not fit guard.SYNTHETIC_BUDGET_BYTES together with the outputs
+    they make (`output_bytes` per sample, kept for the original and the candidate model); a ShapeError when not
+    even one sample's inputs fit (the shapes are what the user bound, e.g. a batch of a million)."""
     from edgefit.shapes import resolve_shapes
 
-    shapes = resolve_shapes(model, input_shapes, dims).inputs
+    shapes = resolve_shapes(model, input_shapes, dims, assume_dims=assume_dims).inputs
+    inputs = _model_inputs(model)
+    dtypes = {}
+    for value in inputs:
+        try:
+            dtypes[value.name] = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
+        except (KeyError, TypeError, ValueError):
+            raise ModelError(f"input {value.name!r} has element type {value.type.tensor_type.elem_type}, which "
+                             f"edgefit cannot make samples of") from None
+    sample_bytes = sum(math.prod(shapes[v.name]) * dtypes[v.name].itemsize for v in inputs)
+    if sample_bytes > SYNTHETIC_BUDGET_BYTES:
+        given = ", ".join(f"{name}={'x'.join(map(str, shape))}" for name, shape in shapes.items())
+        raise ShapeError(f"one synthetic sample at these input shapes ({given}) takes {sample_bytes:,} bytes, more "
+                         f"than the {SYNTHETIC_BUDGET_BYTES:,} edgefit allocates for samples; bind smaller "
+                         f"dimensions with --input-shape / --dim, or give real data with --eval / --calib")
+    count = max(1, min(count, SYNTHETIC_BUDGET_BYTES // max(sample_bytes + 2 * output_bytes, 1)))
     rng = np.random.default_rng(seed)
     feeds = []
     for _ in range(count):
         feed = {}
-        for value in _model_inputs(model):
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+        for value in inputs:
+            dtype = dtypes[value.name]
             shape = shapes[value.name]
             feed[value.name] = (rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating)
                                 else np.zeros(shape, dtype=dtype))
@@ -363,7 +397,10 @@ def measure(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]
             classifier: int | None) -> Fidelity:
     """Metrics of the candidate's outputs against the reference's; `classifier` is the index of the output
     whose argmax is the predicted class (None: top-1 and accuracy are not reported)."""
-    ref_flat, out_flat, mismatched = [], [], set()
+    # Sums are accumulated output by output rather than over one concatenation of everything: float64 copies of
+    # all outputs of all samples (a [2, 1000000] output, 16 samples) would take gigabytes.
+    mismatched: set[int] = set()
+    noise = signal = candidate_power = dot = max_abs = 0.0
     for ref_batch, out_batch in zip(reference, candidate):
         for k, (r, o) in enumerate(zip(ref_batch, out_batch)):
             if np.shape(r) != np.shape(o):
@@ -376,21 +413,24 @@ def measure(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]
                         mismatched.add(k)
                         continue
                     r, o = r[finite], o[finite]
-                ref_flat.append(r)
-                out_flat.append(o)
+                difference = r - o
+                noise += float(difference @ difference)
+                signal += float(r @ r)
+                candidate_power += float(o @ o)
+                dot += float(r @ o)
+                if difference.size:
+                    max_abs = max(max_abs, float(np.max(np.abs(difference))))
+                del difference
             elif not np.array_equal(np.asarray(r), np.asarray(o)):   # labels, indices, masks: equal or not
                 mismatched.add(k)
-    ref_all = np.concatenate(ref_flat) if ref_flat else np.zeros(0)
-    out_all = np.concatenate(out_flat) if out_flat else np.zeros(0)
-    noise = float(np.sum((ref_all - out_all) ** 2))
-    signal = float(np.sum(ref_all ** 2))
-    norms = float(np.linalg.norm(ref_all) * np.linalg.norm(out_all))
-    if noise == 0 or not norms:
-        cosine = float(np.array_equal(ref_all, out_all))
+    norms = math.sqrt(signal) * math.sqrt(candidate_power)
+    if noise == 0:
+        cosine = 1.0
+    elif not norms:
+        cosine = 0.0
     else:
-        cosine = float(np.clip(ref_all @ out_all / norms, -1.0, 1.0))
+        cosine = float(np.clip(dot / norms, -1.0, 1.0))
     sqnr = math.inf if noise == 0 else (10 * math.log10(signal / noise) if signal else -math.inf)
-    max_abs = float(np.max(np.abs(ref_all - out_all))) if ref_all.size else 0.0
     index = classifier
     agreement = accuracy_before = accuracy_after = None
     # Labels the user gave but accuracy cannot use are said so, not dropped silently.
@@ -436,11 +476,13 @@ def classifier_output(model: ModelProto, samples: SampleSet) -> int | None:
 
 def select_samples(model: ModelProto, *, eval_path: str | Path | None = None, calib: SampleSet | None = None,
                    input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
-                   limit: int | None = None) -> SampleSet:
-    """The inputs fidelity runs on: the user's eval data, else the calibration data, else synthetic."""
+                   limit: int | None = None, assume_dims: int | None = None, output_bytes: int = 0) -> SampleSet:
+    """The inputs fidelity runs on: the user's eval data, else the calibration data, else synthetic (see
+    synthetic_samples for `output_bytes`)."""
     if eval_path is not None:
         return load_samples(eval_path, model, limit=limit)
     if calib is not None:
         return calib
-    return synthetic_samples(model, input_shapes=input_shapes, dims=dims)
+    return synthetic_samples(model, input_shapes=input_shapes, dims=dims, assume_dims=assume_dims,
+                             output_bytes=output_bytes)
 

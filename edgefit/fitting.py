@@ -270,11 +270,13 @@ class _Workspace:
     op types), with its footprint and fidelity."""
 
     def __init__(self, proto: ModelProto, calibration: SampleSet, samples: SampleSet, floor: FidelityFloor,
-                 input_shapes: dict[str, list[int]] | None, dims: dict[str, int] | None):
+                 input_shapes: dict[str, list[int]] | None, dims: dict[str, int] | None,
+                 assume_dims: int | None = None):
         from edgefit.passes.pipeline import PassOptions, run_passes
 
         self.original, self.calibration, self.samples, self.floor = proto, calibration, samples, floor
-        self.options = PassOptions(calibration=calibration, input_shapes=input_shapes, dims=dims)
+        self.options = PassOptions(calibration=calibration, input_shapes=input_shapes, dims=dims,
+                                   assume_dims=assume_dims)
         self.reference = run_model(proto, samples, what="the original model")
         self.fused = run_passes(proto, "fuse", self.options).model
         self._built: dict[tuple, _Built] = {}
@@ -290,7 +292,8 @@ class _Workspace:
             options = dataclasses.replace(self.options, exclude=exclude, int8_op_types=int8_ops)
             try:
                 model = run_passes(self.fused, rest, options).model if rest else self.fused
-                footprint = analyze(model, self.options.input_shapes, self.options.dims)
+                footprint = analyze(model, self.options.input_shapes, self.options.dims,
+                                    assume_dims=self.options.assume_dims)
                 self._built[key] = _Built(model, footprint)
             except EdgefitError as error:
                 self._built[key] = _Built(None, None, str(error))
@@ -609,7 +612,8 @@ def fit(model: str | os.PathLike | ModelProto, targets: str | DeviceProfile | Se
         calib: str | os.PathLike | None = None, eval_path: str | os.PathLike | None = None,
         output: str | os.PathLike | None = None, time_budget_s: float | None = None,
         input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
-        runtime: str | None = None, profiles_dir=None, progress: Progress | None = None) -> FitReport:
+        runtime: str | None = None, profiles_dir=None, progress: Progress | None = None,
+        assume_dims: int | None = None) -> FitReport:
     """Search recipes for each target and return the best model that fits each (see the module docstring).
 
     The floor: `min_cosine` (default 0.99 unless only `max_accuracy_drop` is given) and `max_accuracy_drop`
@@ -632,7 +636,7 @@ def fit(model: str | os.PathLike | ModelProto, targets: str | DeviceProfile | Se
     outputs = _plan_outputs(source, proto, profiles, output)
 
     calibration = load_samples(calib, proto) if calib is not None else synthetic_samples(
-        proto, input_shapes=input_shapes, dims=dims)
+        proto, input_shapes=input_shapes, dims=dims, assume_dims=assume_dims)
     samples = select_samples(proto, eval_path=eval_path, calib=calibration)
     if max_accuracy_drop is not None and samples.labels is None:
         raise ConfigError("--max-accuracy-drop needs labelled data: pass --eval with a 'labels' array")
@@ -644,7 +648,7 @@ def fit(model: str | os.PathLike | ModelProto, targets: str | DeviceProfile | Se
     if samples.source == "synthetic":
         warnings.append("fidelity measured on synthetic random inputs; pass --eval (or --calib) with real samples")
 
-    work = _Workspace(proto, calibration, samples, floor, input_shapes, dims)
+    work = _Workspace(proto, calibration, samples, floor, input_shapes, dims, assume_dims)
     deadline = None if time_budget_s is None else started + time_budget_s
     results = []
     for profile in profiles:

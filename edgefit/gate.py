@@ -18,13 +18,14 @@ from edgefit.analysis.footprint import Footprint
 from edgefit.check import (Budgets, CheckReport, ProfilesDir, TargetResult, Verdict, analyze_for_check,
                            check_footprint, with_model_advice)
 from edgefit.devices import check_precision, find_profile, list_profiles, load_toml
-from edgefit.errors import ConfigError, EdgefitError
+from edgefit.errors import ConfigError, EdgefitError, ShapeError
 from edgefit.estimate import METHOD
-from edgefit.units import check_rate_hz
+from edgefit.guard import existing_kind, regular_file
+from edgefit.units import MAX_DIM, ascii_int, check_rate_hz, parse_assume_dims
 
 
 GATE_KEYS = ("name", "model", "target", "precision", "max_ram", "max_flash", "max_latency", "max_power", "rate",
-             "input_shape", "dim", "baseline", "max_growth")
+             "input_shape", "dim", "assume_dims", "baseline", "max_growth")
 _DEFAULT_KEYS = tuple(k for k in GATE_KEYS if k not in ("name", "model", "baseline"))
 _TOP_KEYS = ("profiles_dir", "defaults", "gate")
 # Baseline figures (keys of `edgefit analyze --json`) and the verdict that guards each.
@@ -44,6 +45,7 @@ class GateSpec:
     dims: Mapping[str, int]
     baseline: Path | None
     max_growth: float | None             # fraction: 0.05 for "5%"
+    assume_dims: int | None = None       # see edgefit.shapes.resolve_shapes
 
 
 @dataclass(frozen=True)
@@ -138,23 +140,27 @@ def _parse_shapes(value: Any, where: str) -> dict[str, tuple[int, ...]]:
         raise ConfigError(f"{where}: input_shape: expected a table such as {{input = [1, 3, 96, 96]}}")
     shapes = {}
     for name, dims in value.items():
-        if isinstance(dims, str):
-            dims = dims.lower().split("x")
-        try:
-            parsed = tuple(int(d) for d in dims)
-        except (TypeError, ValueError):
-            parsed = ()
-        if not parsed or any(d <= 0 for d in parsed):
-            raise ConfigError(f"{where}: input_shape.{name}: expected positive dimensions, got {value[name]!r}")
+        if isinstance(dims, str):   # ASCII digits only, as on the command line ('١' is a digit to int())
+            dims = [ascii_int(d) for d in dims.lower().split("x")]
+        parsed = tuple(dims) if isinstance(dims, (list, tuple)) else ()
+        if not parsed or not all(type(d) is int and 1 <= d <= MAX_DIM for d in parsed):
+            raise ConfigError(f"{where}: input_shape.{name}: expected positive dimensions (at most 2**62), got "
+                              f"{value[name]!r}")
         shapes[name] = parsed
     return shapes
 
 
 def _parse_dims(value: Any, where: str) -> dict[str, int]:
-    if not isinstance(value, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                              for v in value.values()):
-        raise ConfigError(f"{where}: dim: expected a table of non-negative integers, e.g. {{batch = 1}}")
+    if not isinstance(value, dict) or not all(type(v) is int and 1 <= v <= MAX_DIM for v in value.values()):
+        raise ConfigError(f"{where}: dim: expected a table of positive integers (at most 2**62), e.g. {{batch = 1}}")
     return dict(value)
+
+
+def _parse_assume_dims(value: Any, where: str) -> int | None:
+    try:
+        return parse_assume_dims(value)
+    except ShapeError as error:
+        raise ConfigError(f"{where}: assume_dims: {error}") from None
 
 
 def _parse_gate(entry: Mapping[str, Any], defaults: Mapping[str, Any], index: int, config: Path) -> GateSpec:
@@ -169,7 +175,7 @@ def _parse_gate(entry: Mapping[str, Any], defaults: Mapping[str, Any], index: in
             raise ConfigError(f"{where}: missing {key!r} (a string)")
     base = config.parent
     model = base / values["model"]
-    if not model.is_file():
+    if existing_kind(model, f"{where}: model file", ConfigError) != "file":
         raise ConfigError(f"{where}: model file {values['model']!r} not found (paths are relative to {base})")
     precision, rate = values.get("precision"), values.get("rate")
     try:
@@ -184,7 +190,7 @@ def _parse_gate(entry: Mapping[str, Any], defaults: Mapping[str, Any], index: in
         if not isinstance(values["baseline"], str):
             raise ConfigError(f"{where}: baseline: expected a path to an `edgefit analyze --json` file")
         baseline = base / values["baseline"]
-        if not baseline.is_file():
+        if existing_kind(baseline, f"{where}: baseline file", ConfigError) != "file":
             raise ConfigError(f"{where}: baseline file {values['baseline']!r} not found "
                               f"(write it with: edgefit analyze MODEL --json > {values['baseline']})")
     growth = None
@@ -202,7 +208,7 @@ def _parse_gate(entry: Mapping[str, Any], defaults: Mapping[str, Any], index: in
         rate_hz=float(rate) if rate is not None else None,
         input_shapes=_parse_shapes(values["input_shape"], where) if "input_shape" in values else {},
         dims=_parse_dims(values["dim"], where) if "dim" in values else {},
-        baseline=baseline, max_growth=growth,
+        baseline=baseline, max_growth=growth, assume_dims=_parse_assume_dims(values.get("assume_dims"), where),
     )
 
 
@@ -234,13 +240,14 @@ def load_gate_config(path: str | Path = "edgefit.toml") -> GateConfig:
 def _read_baseline(spec: GateSpec) -> dict[str, int]:
     assert spec.baseline is not None
     try:
+        regular_file(spec.baseline, "baseline file", ConfigError)
         data = json.loads(spec.baseline.read_bytes())   # UTF-8, -16 or -32, BOM or not (PowerShell writes UTF-16)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, ValueError, RecursionError) as error:   # ValueError: also an integer of 4,300+ digits
         raise ConfigError(f"{spec.baseline}: not a JSON file written by `edgefit analyze --json` ({error})") from None
     figures = {}
     for key in _GROWTH_METRICS.values():
         value = data.get(key) if isinstance(data, dict) else None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
             raise ConfigError(f"{spec.baseline}: missing or invalid {key!r} (write the baseline with "
                               f"`edgefit analyze MODEL --json`)")
         figures[key] = value
@@ -269,12 +276,13 @@ def run_gate(config_path: str | Path = "edgefit.toml", profiles_dir: ProfilesDir
     footprints: dict[tuple, Footprint] = {}
     results = []
     for spec in config.gates:
-        key = (spec.model.resolve(), tuple(sorted(spec.input_shapes.items())), tuple(sorted(spec.dims.items())))
+        key = (spec.model.resolve(), tuple(sorted(spec.input_shapes.items())), tuple(sorted(spec.dims.items())),
+               spec.assume_dims)
         if key not in footprints:
             try:
-                footprints[key] = analyze_for_check(spec.model, spec.input_shapes, spec.dims)
+                footprints[key] = analyze_for_check(spec.model, spec.input_shapes, spec.dims, spec.assume_dims)
             except EdgefitError as error:   # say which gate: a config may name many models
-                hint = " (a gate sets it with input_shape = { NAME = [1, 3, 224, 224] })" if (
+                hint = " (a gate sets it with input_shape = { NAME = [1, 3, 224, 224] } or assume_dims = 1)" if (
                     "--input-shape" in str(error)) else ""
                 raise type(error)(f"{config.path}: gate {spec.name!r}: {error}{hint}") from None
         footprint = footprints[key]

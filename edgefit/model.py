@@ -20,7 +20,9 @@ from typing import Any
 import onnx
 from onnx import GraphProto, ModelProto, NodeProto, TensorProto
 
+from edgefit.analysis.dtypes import dtype_name, tensor_bytes
 from edgefit.errors import ModelError
+from edgefit.guard import existing_kind, output_path, regular_file, shown
 
 _PROTOBUF_LIMIT = 2**31 - 1
 _EXTERNAL_TENSOR_BYTES = 1024   # smaller tensors stay inside a model saved with external data
@@ -156,8 +158,6 @@ class _DataFile:
 
 def _external_files(proto: ModelProto, base_dir: Path) -> dict[str, _DataFile]:
     """External data files by location; refuses locations outside the model's folder."""
-    from edgefit.analysis.dtypes import dtype_name, tensor_bytes
-
     root = base_dir.resolve()
     files: dict[str, _DataFile] = {}
     for tensor in iter_tensors(proto.graph):
@@ -165,9 +165,12 @@ def _external_files(proto: ModelProto, base_dir: Path) -> dict[str, _DataFile]:
             continue
         entries = {entry.key: entry.value for entry in tensor.external_data}
         location = entries.get("location", "")
+        if "\0" in location or not location:
+            raise ModelError(f"external data of tensor {tensor.name!r} has {'no' if not location else 'a malformed'} "
+                             f"location ({shown(location)!r})")
         data_file = files.get(location)
         if data_file is None:   # one data file usually serves every tensor: resolve each location once
-            target = (root / location).resolve()
+            target = Path(os.path.realpath(root / location))   # Path.resolve() raises on a symlink loop
             if Path(location).is_absolute() or not target.is_relative_to(root):
                 raise ModelError(f"external data of tensor {tensor.name!r} points outside the model's folder: "
                                  f"{location!r}")
@@ -178,6 +181,10 @@ def _external_files(proto: ModelProto, base_dir: Path) -> dict[str, _DataFile]:
                 math.prod(tensor.dims), dtype_name(tensor.data_type)) or 0
         except ValueError:
             raise ModelError(f"external data of tensor {tensor.name!r} has a malformed offset or length") from None
+        expected = tensor_bytes(math.prod(tensor.dims), dtype_name(tensor.data_type))
+        if offset < 0 or length < 0 or expected is not None and length != expected:
+            raise ModelError(f"external data of tensor {tensor.name!r} has offset {offset} and length {length}; its "
+                             f"type and dims need {expected} bytes")
         if offset + length > data_file.end:
             data_file.end, data_file.end_tensor = offset + length, tensor.name
     return files
@@ -186,9 +193,9 @@ def _external_files(proto: ModelProto, base_dir: Path) -> dict[str, _DataFile]:
 def _check_data_file(path: Path, location: str, data_file: _DataFile, model_path: Path) -> None:
     """The file exists and holds every byte the model's metadata points at (a truncated download or a Git LFS
     pointer would otherwise pass the analysis, which never reads it, and fail much later)."""
-    if not path.is_file():
+    if existing_kind(path, "external data file", ModelError) == "missing":
         raise ModelError(f"external data file {location!r} of tensor {data_file.first_tensor!r} is missing next to "
-                         f"{model_path}")
+                         f"{shown(model_path)}")
     size = path.stat().st_size
     if size < data_file.end:
         with path.open("rb") as handle:
@@ -200,8 +207,6 @@ def _check_data_file(path: Path, location: str, data_file: _DataFile, model_path
 
 def external_data_bytes(proto: ModelProto) -> int:
     """Bytes of all externally stored tensors, from their metadata (the files are not touched)."""
-    from edgefit.analysis.dtypes import dtype_name, tensor_bytes
-
     total = 0
     for tensor in iter_tensors(proto.graph):
         if external_location(tensor) is not None:
@@ -231,18 +236,18 @@ def parse_model_bytes(data: bytes, source: str) -> ModelProto:
 
 def load_model(path: str | os.PathLike, *, load_weights: bool = False) -> LoadedModel:
     """Read and validate a model file. External weight bytes are read only with load_weights=True."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"model file not found: {path}")
-    if path.is_dir():
-        raise ModelError(f"{path} is a directory, not an .onnx file")
+    path = regular_file(path, "model file", ModelError)
     try:
+        size = path.stat().st_size
+        if size >= 2**31:   # protobuf cannot parse a message of 2 GiB or more: do not read it into memory first
+            raise ModelError(f"{shown(path)} is {size:,} bytes; an ONNX protobuf holds under 2 GiB (larger models "
+                             f"keep their weights in external data files)")
         data = path.read_bytes()
     except OSError as error:
-        raise ModelError(f"cannot read {path}: {error.strerror}") from None
+        raise ModelError(f"cannot read {shown(path)}: {error.strerror}") from None
     if not data:
-        raise ModelError(f"{path} is empty")
-    proto = parse_model_bytes(data, str(path))
+        raise ModelError(f"{shown(path)} is empty")
+    proto = parse_model_bytes(data, shown(path))
     del data
     files = _external_files(proto, path.parent)
     has_external = bool(files)
@@ -263,6 +268,7 @@ def validate(proto: ModelProto, source: str = "model", order: list[int] | None =
     `order` is a topological order for graphs stored unsorted: onnxruntime accepts those, the checker does not.
     `light` is a metadata_only_copy(proto, order) the caller made already; it is left as it was given.
     """
+    check_tensors(proto, source)
     if light is None:
         light = metadata_only_copy(proto, order)
     # The IR makes a tensor type's shape optional (rank unknown) and onnxruntime accepts such outputs, but the
@@ -283,6 +289,52 @@ def validate(proto: ModelProto, source: str = "model", order: list[int] | None =
     finally:
         for tensor_type in shapeless:
             tensor_type.ClearField("shape")
+
+
+# Element types a tensor may hold: every TensorProto.DataType but UNDEFINED.
+_ELEMENT_TYPES = frozenset(TensorProto.DataType.values()) - {TensorProto.UNDEFINED}
+# Typed value fields per element type, with the stored values per element (complex numbers take two).
+_TYPED_FIELDS = {TensorProto.FLOAT: ("float_data", 1), TensorProto.COMPLEX64: ("float_data", 2),
+                 TensorProto.DOUBLE: ("double_data", 1), TensorProto.COMPLEX128: ("double_data", 2),
+                 TensorProto.INT64: ("int64_data", 1), TensorProto.UINT32: ("uint64_data", 1),
+                 TensorProto.UINT64: ("uint64_data", 1), TensorProto.STRING: ("string_data", 1)}
+# Element counts beyond this overflow int64 arithmetic in onnx, numpy and onnxruntime.
+_MAX_ELEMENTS = 2**62
+
+
+def check_tensors(proto: ModelProto, source: str = "model") -> None:
+    """Every stored tensor has a real element type and exactly the bytes its dims need, and every graph input
+    and output a real element type: what a pass or onnxruntime would reject, analyze and check reject too.
+    External data offsets and lengths are checked where the files are (load_model)."""
+    for tensor in iter_tensors(proto.graph):
+        name = tensor.name or "(unnamed)"
+        if tensor.data_type not in _ELEMENT_TYPES:
+            raise ModelError(f"{source}: tensor {name!r} has element type {tensor.data_type}, which ONNX does not "
+                             f"define")
+        if any(d < 0 for d in tensor.dims) or math.prod(tensor.dims) > _MAX_ELEMENTS:
+            raise ModelError(f"{source}: tensor {name!r} has dims {list(tensor.dims)}, which no tensor can have")
+        if tensor.data_location == TensorProto.EXTERNAL:
+            continue
+        elements = math.prod(tensor.dims)
+        if tensor.HasField("raw_data"):
+            expected = tensor_bytes(elements, dtype_name(tensor.data_type))
+            stored = len(tensor.raw_data)
+            unit = "bytes"
+        else:
+            field_name, per_element = _TYPED_FIELDS.get(tensor.data_type, ("int32_data", 1))
+            stored, unit = len(getattr(tensor, field_name)), "values"
+            expected = elements * per_element
+            if tensor.data_type in (TensorProto.INT4, TensorProto.UINT4) or dtype_name(tensor.data_type) in (
+                    "float4e2m1", "int2", "uint2"):
+                expected = tensor_bytes(elements, dtype_name(tensor.data_type))   # packed into int32_data
+        if expected is not None and stored != expected:
+            raise ModelError(f"{source}: tensor {name!r} holds {stored} {unit} of data, its dims "
+                             f"{list(tensor.dims)} need {expected}")
+    for value in [*proto.graph.input, *proto.graph.output]:
+        kind = value.type.WhichOneof("value")
+        if kind == "tensor_type" and value.type.tensor_type.elem_type not in _ELEMENT_TYPES:
+            raise ModelError(f"{source}: graph input or output {value.name!r} has element type "
+                             f"{value.type.tensor_type.elem_type}, which ONNX does not define")
 
 
 # Top-level initializers with more elements than this are left out of the copy used for checking and shape
@@ -357,9 +409,11 @@ def serialized_size(message) -> int:
 def refuse_overwrite(input_path: str | os.PathLike, out_path: str | os.PathLike, force: bool,
                      forceable: bool = True) -> None:
     """The input model is never written unless the user insists (where the command offers --force)."""
-    if not force and (Path(out_path).resolve() == Path(input_path).resolve() or _same_file(input_path, out_path)):
+    output_path(out_path, ModelError)
+    # os.path.realpath, unlike Path.resolve(), does not raise on a symlink loop (the input's own check says so).
+    if not force and (os.path.realpath(out_path) == os.path.realpath(input_path) or _same_file(input_path, out_path)):
         hint = " or pass --force" if forceable else ""
-        raise ModelError(f"refusing to overwrite the input model {out_path}; choose another -o{hint}")
+        raise ModelError(f"refusing to overwrite the input model {shown(out_path)}; choose another -o{hint}")
 
 
 def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -373,10 +427,8 @@ def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 def prepare_output(out_path: str | os.PathLike, *, create: bool = True) -> Path:
     """Make sure a model can be written at `out_path`, creating missing folders; with `create` False only check
     that they can be created (before any work is done: a command that then fails leaves no empty folders)."""
-    out = Path(out_path)
+    out = output_path(out_path, ModelError)
     try:
-        if out.is_dir():
-            raise ModelError(f"output path {out} is a directory")
         if create:
             out.parent.mkdir(parents=True, exist_ok=True)
         folder = out.parent
@@ -388,7 +440,7 @@ def prepare_output(out_path: str | os.PathLike, *, create: bool = True) -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as error:
-        raise ModelError(f"cannot write {out}: {error.strerror or error}") from None
+        raise ModelError(f"cannot write {shown(out)}: {error.strerror or error}") from None
     return out
 
 

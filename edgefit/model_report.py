@@ -80,11 +80,11 @@ def build_report(model: str | Path | Footprint, targets: Iterable[str | DevicePr
                  precision: str | None = None, *, compare_with: str | Path | None = None,
                  eval_path: str | Path | None = None, budgets: Budgets = Budgets(), rate_hz: float | None = None,
                  input_shapes: Mapping[str, Sequence[int]] | None = None, dims: Mapping[str, int] | None = None,
-                 profiles_dir: ProfilesDir = None) -> ModelReport:
+                 profiles_dir: ProfilesDir = None, assume_dims: int | None = None) -> ModelReport:
     """Analyse `model` (and `compare_with`), check both on `targets` (None: every profile; empty: none) and gather
     what the report draws. Fidelity of `compare_with` against `model` is measured only with `eval_path` data."""
     footprint = model if isinstance(model, Footprint) else analyze(
-        model, input_shapes=dict(input_shapes or {}), dims=dict(dims or {}))
+        model, input_shapes=dict(input_shapes or {}), dims=dict(dims or {}), assume_dims=assume_dims)
     targets = None if targets is None else list(targets)
     checked = None
     if targets is None or targets:
@@ -94,7 +94,8 @@ def build_report(model: str | Path | Footprint, targets: Iterable[str | DevicePr
                  if first else ())
     comparison = None
     if compare_with is not None:
-        other = analyze(compare_with, input_shapes=dict(input_shapes or {}), dims=dict(dims or {}))
+        other = analyze(compare_with, input_shapes=dict(input_shapes or {}), dims=dict(dims or {}),
+                        assume_dims=assume_dims)
         other_check = (check(other, [t.profile for t in checked.targets], precision, budgets, rate_hz)
                        if checked else None)
         fidelity = _fidelity(footprint, other, eval_path) if eval_path is not None else None

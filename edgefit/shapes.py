@@ -10,6 +10,7 @@ import ast
 import functools
 import math
 import operator
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from onnx import GraphProto, ModelProto, TensorProto, numpy_helper
 
 from edgefit.analysis.dtypes import dtype_code, dtype_name, tensor_bytes
 from edgefit.errors import ShapeError
+from edgefit.units import MAX_DIM, parse_dims, parse_input_shapes  # noqa: F401 - parsers re-exported
 from edgefit.model import (STUB_ABOVE_ELEMENTS, GraphIndex, external_data_bytes, has_subgraph, index_graph,
                            initializer_names, iter_graphs, metadata_only_copy, node_attribute, subgraph_scope)
 
@@ -72,8 +74,73 @@ def real_inputs(graph: GraphProto) -> list[onnx.ValueInfoProto]:
     return [i for i in graph.input if i.name not in weights]
 
 
-def _bind_input_shapes(graph: GraphProto, pinned: dict[str, list[int]], dims: dict[str, int],
-                       warnings: list[str]) -> dict[str, list[int]]:
+# A 1-D integer input that gives the rank of a node's output (Expand's or Reshape's shape, ConstantOfShape's
+# input) is a list of dimensions: onnx shape inference allocates one entry per element, so a declared length of
+# 2**62 would exhaust memory before any figure is reported. No runtime supports ranks anywhere near this.
+MAX_RANK = 1024
+_RANK_SLOTS = {("Expand", 1), ("Reshape", 1), ("ConstantOfShape", 0)}
+# Names exporters give a leading batch dimension (PyTorch: batch_size, N; TensorFlow converters: unk__12, None;
+# torch.export: s0; Paddle and old converters: -1 or no name at all).
+_BATCH_NAME = re.compile(r"batch|^(n|b|bs|none|s0|dynamic\w*|unk__\d+|\?)$", re.IGNORECASE)
+# metadata_props keys in which exporters record the input image size the model was trained and exported at.
+_IMAGE_SIZE_KEYS = {"imgsz": "Ultralytics export", "image_size": "exporter metadata",
+                    "img_size": "exporter metadata", "input_size": "exporter metadata"}
+
+
+def _check_sizes(pinned: dict[str, list[int]], dims: dict[str, int], assume_dims: int | None) -> None:
+    """The same limits for library callers as for the command line (which parses with parse_input_shapes)."""
+    for name, shape in pinned.items():
+        if any(type(size) is not int or not 1 <= size <= MAX_DIM for size in shape):
+            raise ShapeError(f"--input-shape {name or '(the input)'}={'x'.join(map(str, shape))}: dimensions must "
+                             f"be positive integers of at most 2**62")
+    for name, size in dims.items():
+        if type(size) is not int or not 1 <= size <= MAX_DIM:
+            raise ShapeError(f"--dim {name}={size}: the value must be a positive integer of at most 2**62")
+    if assume_dims is not None and (type(assume_dims) is not int or not 1 <= assume_dims <= MAX_DIM):
+        raise ShapeError(f"--assume-dims {assume_dims}: expected a positive integer")
+
+
+def _metadata_image_size(proto: ModelProto) -> tuple[tuple[int, int], str] | None:
+    """(height, width) an exporter recorded in the model's metadata (Ultralytics writes imgsz: [640, 640])."""
+    for entry in proto.metadata_props:
+        if entry.key not in _IMAGE_SIZE_KEYS or len(entry.value) > 64:
+            continue
+        try:
+            value = ast.literal_eval(entry.value.strip())
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            continue
+        if type(value) is int:
+            value = [value, value]
+        if isinstance(value, (list, tuple)) and len(value) in (2, 3) and all(type(v) is int for v in value):
+            height, width = value[-2:]
+            if 1 <= height <= MAX_DIM and 1 <= width <= MAX_DIM:
+                return (height, width), f"{entry.key}={entry.value.strip()} ({_IMAGE_SIZE_KEYS[entry.key]})"
+    return None
+
+
+def _spatial_axes(dims) -> tuple[int, int] | None:
+    """The height and width axes of a rank-4 image input: NCHW when axis 1 holds 1, 3 or 4 channels, else NHWC."""
+    if len(dims) != 4:
+        return None
+    channels = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    if channels[1] in (1, 3, 4):
+        return 2, 3
+    if channels[3] in (1, 3, 4):
+        return 1, 2
+    return None
+
+
+def _is_batch_like(axis: int, dim) -> bool:
+    return axis == 0 and (not dim.HasField("dim_param") or bool(_BATCH_NAME.search(dim.dim_param)))
+
+
+def _bind_input_shapes(proto: ModelProto, pinned: dict[str, list[int]], dims: dict[str, int],
+                       warnings: list[str], assume_dims: int | None = None) -> dict[str, list[int]]:
+    """Each input's shape: pinned by the user, else declared, with symbolic dimensions from --dim, arithmetic on
+    them, the exporter's metadata (image size) or, for a batch-like leading axis, 1. Any other unbound dimension
+    is an error naming what to pass -- unless `assume_dims` gives them all one value (a warning says so)."""
+    graph = proto.graph
+    _check_sizes(pinned, dims, assume_dims)
     inputs = real_inputs(graph)
     names = [i.name for i in inputs]
     if "" in pinned:
@@ -86,20 +153,17 @@ def _bind_input_shapes(graph: GraphProto, pinned: dict[str, list[int]], dims: di
     for name in pinned:
         if name not in names:
             raise ShapeError(f"unknown input {name!r} in --input-shape; the model's inputs are {names}")
-    for name, shape in pinned.items():
-        if any(not 0 <= size < 2**63 for size in shape):
-            raise ShapeError(f"--input-shape {name}={'x'.join(map(str, shape))}: dimensions must be between 0 and "
-                             f"2**63-1")
-    for name, size in dims.items():
-        if not 0 <= size < 2**63:
-            raise ShapeError(f"--dim {name}={size}: the value must be between 0 and 2**63-1")
     declared_params = {d.dim_param for i in inputs if i.type.HasField("tensor_type")
                        for d in i.type.tensor_type.shape.dim if d.HasField("dim_param")}
     for name in dims:
         if name not in declared_params:
             warnings.append(f"--dim {name} matches no symbolic dimension of the model's inputs "
                             f"({', '.join(sorted(declared_params)) or 'it has none'})")
-    unbound: dict[str, list[str]] = {}
+    image_size = _metadata_image_size(proto)
+    batches: dict[str, list[str]] = {}
+    from_metadata: list[str] = []
+    assumed: dict[str, list[str]] = {}
+    unbound: list[tuple[onnx.ValueInfoProto, list[int | None]]] = []
     resolved: dict[str, list[int]] = {}
     for value in inputs:
         tensor_type = value.type.tensor_type if value.type.HasField("tensor_type") else None
@@ -112,7 +176,7 @@ def _bind_input_shapes(graph: GraphProto, pinned: dict[str, list[int]], dims: di
                                  f"{len(tensor_type.shape.dim)}")
             if tensor_type.HasField("shape"):
                 for axis, (dim, given) in enumerate(zip(tensor_type.shape.dim, shape)):
-                    if dim.HasField("dim_value") and dim.dim_value != given:
+                    if dim.HasField("dim_value") and dim.dim_value >= 0 and dim.dim_value != given:
                         warnings.append(f"input {value.name!r} axis {axis} is fixed at {dim.dim_value} in the model; "
                                         f"using {given} from --input-shape")
             resolved[value.name] = list(shape)
@@ -120,38 +184,102 @@ def _bind_input_shapes(graph: GraphProto, pinned: dict[str, list[int]], dims: di
         if not tensor_type.HasField("shape"):
             raise ShapeError(f"input {value.name!r} has no declared shape; pass --input-shape "
                              f"{value.name}=1x3x224x224 (its real dimensions)")
-        shape = []
-        for axis, dim in enumerate(tensor_type.shape.dim):
-            if dim.HasField("dim_value") and dim.dim_value >= 0:   # some exporters write -1 for "dynamic"
-                shape.append(dim.dim_value)
+        declared = tensor_type.shape.dim
+        spatial = _spatial_axes(declared) if image_size else None
+        shape: list[int | None] = []
+        for axis, dim in enumerate(declared):
+            if dim.HasField("dim_value") and dim.dim_value >= 0:   # Paddle and others write -1 for "dynamic"
+                if dim.dim_value > MAX_DIM:
+                    raise ShapeError(f"input {value.name!r} declares axis {axis} of size {dim.dim_value}, beyond "
+                                     f"2**62; pass its real shape with --input-shape {value.name}=...")
+                size = dim.dim_value
             elif dim.HasField("dim_param") and dim.dim_param in dims:
-                shape.append(dims[dim.dim_param])
-            elif dim.HasField("dim_param") and (size := _dim_expression(dim.dim_param, dims, declared_params)) is not None:
-                shape.append(size)
+                size = dims[dim.dim_param]
+            elif dim.HasField("dim_param") and (size := _dim_expression(dim.dim_param, dims, declared_params,
+                                                                          assume_dims)) is not None:
+                pass
+            elif spatial and axis in spatial:
+                size = image_size[0][spatial.index(axis)]
+                from_metadata.append(f"{value.name}[{axis}]")
+            elif _is_batch_like(axis, dim):
+                size = 1
+                batches.setdefault(dim.dim_param or "axis 0", []).append(value.name)
+            elif assume_dims is not None:
+                size = assume_dims
+                assumed.setdefault(dim.dim_param or f"axis {axis} (unnamed)", []).append(value.name)
             else:
-                label = dim.dim_param or f"axis {axis} (unnamed)"
-                unbound.setdefault(label, []).append(value.name)
-                shape.append(1)
-        resolved[value.name] = shape
+                size = None
+            shape.append(size)
+        if None in shape:
+            unbound.append((value, shape))
+        else:
+            resolved[value.name] = shape
     if unbound:
-        described = ", ".join(f"{label} (in {', '.join(sorted(set(owners)))})" for label, owners in unbound.items())
-        warnings.append(f"unbound dimensions set to 1: {described}; bind them with --dim NAME=VALUE or "
-                        f"--input-shape")
+        raise ShapeError(_unbound_message(unbound))
+    if batches:
+        described = ", ".join(f"{label} of {', '.join(dict.fromkeys(owners))}" for label, owners in batches.items())
+        warnings.append(f"batch dimension set to 1 ({described}); bind it with --dim NAME=VALUE or --input-shape")
+    if from_metadata:
+        warnings.append(f"image height and width of {', '.join(dict.fromkeys(f.split('[')[0] for f in from_metadata))}"
+                        f" taken from the model's metadata {image_size[1]}; override with --input-shape or --dim")
+    if assumed:
+        described = ", ".join(f"{label} (in {', '.join(dict.fromkeys(owners))})" for label, owners in assumed.items())
+        warnings.append(f"unbound dimensions set to {assume_dims} by --assume-dims: {described}; the figures hold "
+                        f"for that size only")
     return resolved
+
+
+def _unbound_message(unbound: list[tuple[onnx.ValueInfoProto, list[int | None]]]) -> str:
+    """One line: which dimensions of which inputs are unbound, and the exact options that bind them. An input
+    whose unbound dimensions are all plain names comes first: binding those often fixes the others (Optimum's
+    'past_sequence_length + 1' follows from past_sequence_length)."""
+
+    def plain_names(entry: tuple[onnx.ValueInfoProto, list[int | None]]) -> bool:
+        dims = entry[0].type.tensor_type.shape.dim
+        return all(dims[axis].dim_param.isidentifier() for axis, size in enumerate(entry[1]) if size is None)
+
+    value, shape = sorted(unbound, key=lambda entry: not plain_names(entry))[0]
+    declared = value.type.tensor_type.shape.dim
+    missing = [(axis, declared[axis].dim_param) for axis, size in enumerate(shape) if size is None]
+    shown = ", ".join(f"{param!r} (axis {axis})" if param else f"axis {axis}" for axis, param in missing)
+    pattern = "x".join(str(size) if size is not None else f"<{declared[axis].dim_param or f'axis{axis}'}>"
+                       for axis, size in enumerate(shape))
+    options = f"--input-shape {value.name}={pattern}"
+    named = [param for _, param in missing if param.isidentifier()]
+    if len(named) == len(missing):
+        options += " or " + " ".join(f"--dim {param}=VALUE" for param in dict.fromkeys(named))
+    others = f"; {len(unbound) - 1} more input(s) have unbound dimensions too" if len(unbound) > 1 else ""
+    return (f"input {value.name!r} has unbound dimension(s) {shown} that the model does not fix: pass "
+            f"{options} (or --assume-dims 1 to set every unbound dimension to 1){others}")
+
+
+def _guard_rank_inputs(index: GraphIndex, resolved: dict[str, list[int]]) -> None:
+    """Refuse an input whose length would become the rank of a node's output (see MAX_RANK) before onnx shape
+    inference tries to build that many dimensions."""
+    for node, names in zip(index.nodes, index.inputs):
+        for position, name in enumerate(names):
+            shape = resolved.get(name)
+            if shape is not None and (node.op_type, position) in _RANK_SLOTS and len(shape) == 1 \
+                    and shape[0] > MAX_RANK:
+                raise ShapeError(f"input {name!r} gives the output shape of {node.op_type} node "
+                                 f"{node.name or node.output[0]!r} but holds {shape[0]} values: that would be a "
+                                 f"tensor of rank {shape[0]}; pass its real length with --input-shape {name}=N")
 
 
 _DIM_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
                   ast.Div: operator.floordiv}
 
 
-def _dim_expression(text: str, dims: dict[str, int], declared: set[str]) -> int | None:
+def _dim_expression(text: str, dims: dict[str, int], declared: set[str], assume_dims: int | None) -> int | None:
     """The value of a dimension named by arithmetic on other dimensions, as Hugging Face Optimum writes them
     ('past_sequence_length + 1', 'past_sequence_length + sequence_length'): names bound with --dim take their
-    value, other names the model's inputs declare take 1 (their unbound default, warned about). None when the
-    text is a plain name or anything else."""
+    value; other names the model's inputs declare take `assume_dims` when given, 1 when they name a batch. None
+    when the text is a plain name, refers to an unbound dimension, or is anything else."""
+    if len(text) > 256:   # no exporter writes longer ones; parsing a deeply nested one would exhaust the stack
+        return None
     try:
         tree = ast.parse(text, mode="eval").body
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     if not isinstance(tree, ast.BinOp):
         return None
@@ -159,8 +287,12 @@ def _dim_expression(text: str, dims: dict[str, int], declared: set[str]) -> int 
     def value(node: ast.AST) -> int:
         if isinstance(node, ast.Constant) and type(node.value) is int:
             return node.value
-        if isinstance(node, ast.Name) and (node.id in dims or node.id in declared):
-            return dims.get(node.id, 1)
+        if isinstance(node, ast.Name) and node.id in dims:
+            return dims[node.id]
+        if isinstance(node, ast.Name) and node.id in declared and assume_dims is not None:
+            return assume_dims
+        if isinstance(node, ast.Name) and node.id in declared and _BATCH_NAME.search(node.id):
+            return 1
         if isinstance(node, ast.BinOp) and type(node.op) in _DIM_OPERATORS:
             left, right = value(node.left), value(node.right)
             if right == 0 and isinstance(node.op, (ast.FloorDiv, ast.Div)):
@@ -172,7 +304,7 @@ def _dim_expression(text: str, dims: dict[str, int], declared: set[str]) -> int 
         size = value(tree)
     except ValueError:
         return None
-    return size if 0 <= size < 2**63 else None
+    return size if 1 <= size <= MAX_DIM else None
 
 
 def _collect(graph: GraphProto, scope: str, scopes: dict[str, dict[str, TensorInfo]], cache: dict,
@@ -273,15 +405,19 @@ def constant_node_info(node: onnx.NodeProto) -> TensorInfo | None:
 def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None = None,
                    dims: dict[str, int] | None = None, *, weights_loaded: bool = True,
                    external_dir: Path | None = None,
-                   index: GraphIndex | None = None, light: ModelProto | None = None) -> ResolvedShapes:
+                   index: GraphIndex | None = None, light: ModelProto | None = None,
+                   assume_dims: int | None = None) -> ResolvedShapes:
     """Shapes of every tensor. `index` is the main graph's index_graph (for its topological order and nodes).
 
     `light` is a metadata_only_copy(proto, index.order) the caller made already; it is modified here.
+    `assume_dims` sets every dimension nothing else binds (see _bind_input_shapes); None: such a dimension is
+    a ShapeError naming the option that binds it.
     """
     warnings: list[str] = []
-    resolved = _bind_input_shapes(proto.graph, input_shapes or {}, dims or {}, warnings)
+    resolved = _bind_input_shapes(proto, input_shapes or {}, dims or {}, warnings, assume_dims)
     if index is None:
         index = index_graph(proto.graph)
+    _guard_rank_inputs(index, resolved)
     if light is None:
         light = metadata_only_copy(proto, index.order)
     main_outputs = [name for names in index.outputs for name in names if name]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 
-from edgefit.errors import ConfigError
+from edgefit.errors import ConfigError, ShapeError
 
 _SIZE_UNITS = {
     "": 1, "b": 1,
@@ -66,3 +66,59 @@ def check_rate_hz(rate: object) -> float | None:
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf:
         raise ConfigError(f"invalid rate {rate!r}: expected a positive, finite number of inferences per second")
     return float(rate)
+
+
+# ---- shapes and dimensions on the command line -----------------------------------------------------------
+
+# Largest size accepted for one dimension: a shape's element count must still fit onnx's and numpy's int64.
+MAX_DIM = 2**62
+
+
+def ascii_int(text: str) -> int | None:
+    """The value of a plain ASCII decimal integer ('12', not '²', '١٢' or '1e3'), else None."""
+    text = text.strip()
+    # Past 20 digits it is out of any range edgefit accepts (and int() refuses 4,300+ digits with a ValueError).
+    return int(text) if text and len(text) <= 20 and text.isascii() and text.isdigit() else None
+
+
+def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
+    """'x=1x3x224x224' -> {'x': [1, 3, 224, 224]}; a spec without NAME= is keyed '' (the only input).
+    Dimensions are positive ASCII integers (validated again, with the model at hand, by resolve_shapes)."""
+    shapes: dict[str, list[int]] = {}
+    for spec in specs or []:
+        name, sep, dims = spec.rpartition("=")
+        if not sep:
+            name, dims = "", spec
+        sizes = [ascii_int(p) for p in dims.replace(",", "x").split("x")] if dims.strip() else []
+        if not sizes or None in sizes or not all(1 <= size <= MAX_DIM for size in sizes):
+            raise ShapeError(f"invalid --input-shape {spec!r}: expected NAME=1x3x224x224 (positive integers, at "
+                             f"most 2**62)")
+        if shapes.get(name.strip(), sizes) != sizes:
+            raise ShapeError(f"--input-shape {spec!r} conflicts with an earlier --input-shape for the same input")
+        shapes[name.strip()] = sizes
+    return shapes
+
+
+def parse_dims(specs: list[str] | None) -> dict[str, int]:
+    """'batch=1' -> {'batch': 1}; the value is a positive ASCII integer."""
+    dims: dict[str, int] = {}
+    for spec in specs or []:
+        name, sep, text = spec.partition("=")
+        value = ascii_int(text)
+        if not sep or not name.strip() or value is None or not 1 <= value <= MAX_DIM:
+            raise ShapeError(f"invalid --dim {spec!r}: expected NAME=VALUE with a positive integer VALUE (at most "
+                             f"2**62)")
+        if dims.get(name.strip(), value) != value:
+            raise ShapeError(f"--dim {spec!r} conflicts with an earlier --dim {name.strip()}={dims[name.strip()]}")
+        dims[name.strip()] = value
+    return dims
+
+
+def parse_assume_dims(value: str | int | None) -> int | None:
+    """--assume-dims N: the size every otherwise unbound dimension takes (None: such a dimension is an error)."""
+    if value is None:
+        return None
+    size = value if type(value) is int else ascii_int(str(value))
+    if size is None or not 1 <= size <= MAX_DIM:
+        raise ShapeError(f"invalid --assume-dims {value!r}: expected a positive integer")
+    return size

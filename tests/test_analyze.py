@@ -67,10 +67,10 @@ def test_input_shape_scales_costs(samples):
     assert eight.params == one.params
 
 
-def test_unbound_dim_warns_and_defaults_to_one(samples, capsys):
+def test_unbound_batch_dim_warns_and_defaults_to_one(samples, capsys):
     assert main(["analyze", str(samples / "digits_cnn.onnx")]) == 0
     out = capsys.readouterr().out
-    assert "unbound dimensions set to 1: batch" in out
+    assert "batch dimension set to 1 (batch of input)" in out
 
 
 def test_per_layer_lists_every_layer(samples, capsys):

@@ -183,19 +183,25 @@ def test_onnxruntime_quantizers_keep_the_parameter_count(tmp_path):
 
 def test_dimension_named_by_arithmetic_follows_the_dimensions_it_names():
     # Hugging Face Optimum names a decoder's attention_mask axis 'past_sequence_length + 1': with past 5 it is 6;
-    # unbound, past defaults to 1 (warned) and the mask to 2, as the graph computes it. An unparsable or foreign
-    # name stays a plain unbound dimension.
+    # with --assume-dims 1, past is 1 (warned) and the mask 2, as the graph computes it. An unparsable or foreign
+    # name stays a plain unbound dimension: an error naming it unless --assume-dims binds it.
     nodes = [helper.make_node("Relu", ["mask"], ["m"]), helper.make_node("Relu", ["past"], ["p"]),
              helper.make_node("Relu", ["other"], ["o"])]
     model = build(nodes, [vi("mask", F, ["batch", "past_sequence_length + 1"]),
                           vi("past", F, ["batch", 2, "past_sequence_length", 4]),
                           vi("other", F, ["2 * unknown_name", "batch-size"])],
                   [vi("m", F, None), vi("p", F, None), vi("o", F, None)], opset=17, ir_version=8)
-    fp = edgefit.analyze(model, dims={"batch": 3, "past_sequence_length": 5})
+    with pytest.raises(edgefit.ShapeError, match=r"input 'other' has unbound dimension\(s\) '2 \* unknown_name' "
+                       r"\(axis 0\), 'batch-size' \(axis 1\) .*pass --input-shape "
+                       r"other=<2 \* unknown_name>x<batch-size> \(or --assume-dims 1"):
+        edgefit.analyze(model, dims={"batch": 3, "past_sequence_length": 5})
+    fp = edgefit.analyze(model, dims={"batch": 3, "past_sequence_length": 5}, assume_dims=1)
     assert fp.inputs["mask"] == [3, 6] and fp.inputs["past"] == [3, 2, 5, 4] and fp.inputs["other"] == [1, 1]
-    assert fp.warnings == ("unbound dimensions set to 1: 2 * unknown_name (in other), batch-size (in other); bind "
-                           "them with --dim NAME=VALUE or --input-shape",)
-    fp = edgefit.analyze(model, dims={"batch": 1})
+    assert fp.warnings == ("unbound dimensions set to 1 by --assume-dims: 2 * unknown_name (in other), batch-size "
+                           "(in other); the figures hold for that size only",)
+    with pytest.raises(edgefit.ShapeError, match="'past_sequence_length' \\(axis 2\\).* or --dim past_sequence_length=VALUE"):
+        edgefit.analyze(model, dims={"batch": 1}, input_shapes={"other": [1, 1]})
+    fp = edgefit.analyze(model, dims={"batch": 1}, assume_dims=1)
     assert fp.inputs["mask"] == [1, 2] and fp.inputs["past"] == [1, 2, 1, 4]
     assert "past_sequence_length (in past)" in fp.warnings[0] and "+ 1" not in fp.warnings[0]
 

@@ -279,6 +279,8 @@ def awkward_gate(tmp_path):
 @pytest.mark.parametrize("rate", ["inf", "nan"])
 def test_gate_rate_must_be_finite(tmp_path, rate):
     onnx.save(dense_model(8, 2), tmp_path / "m.onnx")
+    (tmp_path / "m.onnx").write_bytes((Path(__file__).resolve().parent.parent / "sample_models" /
+                                       "kws_dscnn.onnx").read_bytes())
     config = tmp_path / "edgefit.toml"
     config.write_text(f'[[gate]]\nmodel = "m.onnx"\ntarget = "esp32"\nrate = {rate}\n')
     with pytest.raises(ConfigError, match=f"rate {rate}: expected a positive, finite number"):
@@ -426,3 +428,18 @@ def test_gate_rate_is_a_latency_budget(project, slow_board):
     for rate, passed in ((10, True), (25, False)):
         latency = run_gate(write_config(project, config.format(rate=rate))).results[0].target.verdict("latency")
         assert (latency.limit_source, latency.limit, latency.ok) == ("rate", pytest.approx(1000 / rate), passed)
+
+
+@pytest.mark.parametrize("shape", ["1x١x49x10", "1x0x49x10", [1, 2**63, 1, 1], [1, True, 1, 1]])
+def test_gate_input_shapes_take_positive_ascii_integers_only(tmp_path, shape):
+    from edgefit.errors import ConfigError
+    from edgefit.gate import load_gate_config
+
+    value = f'"{shape}"' if isinstance(shape, str) else "[" + ", ".join(str(d).lower() for d in shape) + "]"
+    (tmp_path / "m.onnx").write_bytes((Path(__file__).resolve().parent.parent / "sample_models" /
+                                       "kws_dscnn.onnx").read_bytes())
+    config = tmp_path / "edgefit.toml"
+    config.write_text(f'[[gate]]\nmodel = "m.onnx"\ntarget = "esp32"\ninput_shape = {{ x = {value} }}\n',
+                      encoding="utf-8")
+    with pytest.raises(ConfigError, match="input_shape.x: expected positive dimensions"):
+        load_gate_config(config)

@@ -266,3 +266,18 @@ def test_the_wheel_carries_every_profile(tmp_path):
     where, names = json.loads(done.stdout)
     assert Path(where) == tmp_path / "site" / "edgefit" / "profiles"
     assert sorted(names) == sorted(p.name for p in list_profiles())
+
+
+def test_a_broken_profile_file_stops_only_commands_that_need_it(tmp_path, capsys):
+    (tmp_path / "broken.toml").write_text('name = "mine"\ntier = ')
+    model = str(Path(__file__).resolve().parent.parent / "sample_models" / "kws_dscnn.onnx")
+    # Naming another device: the broken file does not matter.
+    assert main(["check", model, "-t", "esp32", "--profiles-dir", str(tmp_path), "--json"]) in (0, 1)
+    capsys.readouterr()
+    # Every profile asked for: the broken one is an input error, named.
+    assert main(["check", model, "--all", "--profiles-dir", str(tmp_path)]) == 2
+    assert "broken.toml" in capsys.readouterr().err
+    # A name not found may be the broken file: the error names both.
+    assert main(["check", model, "-t", "mine", "--profiles-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown device profile 'mine'" in err and "broken.toml" in err

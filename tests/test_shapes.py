@@ -98,13 +98,13 @@ def test_symbolic_dim_bound_by_dims(tmp_path):
     assert not any("unbound" in w for w in fp.warnings)
 
 
-def test_unbound_dim_defaults_to_one_with_a_warning_naming_it(tmp_path):
+def test_unbound_batch_dim_defaults_to_one_with_a_warning_naming_it(tmp_path):
     fp = edgefit.analyze(save(symbolic_matmul(), tmp_path))
-    # N -> 1: [1,4]x[4,8] = 32 MACs.
+    # N (a leading, batch-like axis) -> 1: [1,4]x[4,8] = 32 MACs.
     assert fp.inputs == {"x": [1, 4]}
     assert fp.macs == 32
-    warning = next(w for w in fp.warnings if "unbound" in w)
-    assert "N" in warning and "--dim" in warning
+    warning = next(w for w in fp.warnings if "batch dimension" in w)
+    assert "N of x" in warning and "--dim" in warning
 
 
 def test_input_shapes_override_declared_shape(tmp_path):
@@ -123,13 +123,13 @@ def test_input_shapes_override_declared_shape(tmp_path):
 
 
 def test_declared_minus_one_dim_is_unbound_not_negative(tmp_path):
-    # Some exporters write dim_value -1 for "dynamic": it is bound like a symbol (to 1, with a warning).
+    # Paddle and other exporters write dim_value -1 for "dynamic": a leading one is a batch (1, with a warning).
     model = symbolic_matmul()
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
     fp = edgefit.analyze(save(model, tmp_path))
     assert fp.inputs == {"x": [1, 4]}
     assert fp.macs == 32            # [1,4]x[4,8]
-    assert any("unbound" in w and "axis 0" in w for w in fp.warnings)
+    assert any("batch dimension set to 1 (axis 0 of x)" in w for w in fp.warnings)
 
 
 def test_dim_matching_nothing_warns(tmp_path):

@@ -183,6 +183,9 @@ class Footprint:
             layer["branches"] = copy.deepcopy(layer["branches"])
         data["live_at_peak"] = [dataclasses.asdict(t) for t in self.live_at_peak]
         data["shared_storage_peak_bytes"] = self.shared_storage_peak_bytes
+        # A layer whose cost is unknown counts 0 in the totals: then they are lower bounds, and JSON says so.
+        data["macs_is_lower_bound"] = any(layer.macs is None for layer in self.layers)
+        data["flops_is_lower_bound"] = any(layer.flops is None for layer in self.layers)
         return data
 
 
@@ -505,14 +508,15 @@ def _unstored_weights(index: GraphIndex, graph: GraphProto) -> list[str]:
 
 
 def analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: dict[str, list[int]] | None = None,
-            dims: dict[str, int] | None = None, *, alignment: int = 16) -> Footprint:
-    """The footprint of a model file (or an in-memory ModelProto) for the given input shapes."""
+            dims: dict[str, int] | None = None, *, alignment: int = 16, assume_dims: int | None = None) -> Footprint:
+    """The footprint of a model file (or an in-memory ModelProto) for the given input shapes. `assume_dims`:
+    see edgefit.shapes.resolve_shapes (None: an unbound non-batch dimension is a ShapeError)."""
     with collector_paused():
-        return _analyze(model, input_shapes, dims, alignment)
+        return _analyze(model, input_shapes, dims, alignment, assume_dims)
 
 
 def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: dict[str, list[int]] | None,
-             dims: dict[str, int] | None, alignment: int) -> Footprint:
+             dims: dict[str, int] | None, alignment: int, assume_dims: int | None) -> Footprint:
     if isinstance(model, LoadedModel):
         loaded = model
     elif isinstance(model, ModelProto):
@@ -532,7 +536,7 @@ def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: 
     validate(proto, source, index.order, light=light)
     shapes = resolve_shapes(proto, input_shapes, dims, weights_loaded=loaded.weights_loaded, index=index,
                             external_dir=loaded.path.parent if loaded.path and loaded.has_external_data else None,
-                            light=light)
+                            light=light, assume_dims=assume_dims)
     walk = _Analysis(proto, shapes, alignment)
     stats = walk.graph(proto.graph, "", frozenset(), frozenset(), index)
     unknowns: list[str] = list(dict.fromkeys(walk.tally.unknowns))

@@ -9,8 +9,9 @@ from typing import Annotated
 
 import typer
 
-from edgefit.cli.options import (DimOpt, InputShapeOpt, JsonOpt, ModelArg, console, json_or_format, parse_dims,
-                                 parse_input_shapes, print_json)
+from edgefit.cli.options import (AssumeDimsOpt, DimOpt, InputShapeOpt, JsonOpt, ModelArg, console, json_or_format,
+                                 parse_assume_dims, parse_dims, parse_input_shapes, print_json)
+from edgefit.errors import ProfileError
 
 
 # The formats that render a model (ModelReport.render_model), besides the terminal table and JSON.
@@ -21,6 +22,7 @@ def analyze(
     model: ModelArg,
     input_shape: InputShapeOpt = None,
     dim: DimOpt = None,
+    assume_dims: AssumeDimsOpt = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Show every layer, not just the top ones.")] = False,
     top: Annotated[int, typer.Option("--top", help="How many layers to list by MACs and by memory.", min=0)] = 10,
     alignment: Annotated[int, typer.Option("--alignment", help="Arena buffer alignment in bytes.")] = 16,
@@ -38,15 +40,19 @@ def analyze(
     output_format = json_or_format(output_format, json_out)
     with collector_paused():   # one collection after the command, not one after each of its steps
         footprint = analyze_model(model, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
-                                  alignment=alignment)
+                                  alignment=alignment, assume_dims=parse_assume_dims(assume_dims))
         if output_format.value in ("markdown", "html"):
             from edgefit.model_report import build_report
             from edgefit.report.formats import get_format
 
             sys.stdout.write(get_format(output_format.value).render_model(build_report(footprint, None)))
             return
-        # The first command a user runs should already answer the main question: which tiers does it fit?
-        tier_line = render_tier_line(tier_summary(footprint))
+        # The first command a user runs should already answer the main question: which tiers does it fit? A
+        # broken profile under EDGEFIT_PROFILES costs only that line: the analysis itself needs no profile.
+        try:
+            tier_line = render_tier_line(tier_summary(footprint))
+        except ProfileError as error:
+            tier_line = f"Tiers unknown: a device profile could not be read ({error})"
         if output_format.value == "json":
             print_json({**footprint.to_dict(), "tier_summary": tier_line})
         else:

@@ -27,6 +27,8 @@ from edgefit.cli.options import (
     TargetsOpt,
     console,
     json_or_format,
+    AssumeDimsOpt,
+    parse_assume_dims,
     parse_dims,
     parse_input_shapes,
     print_json,
@@ -89,6 +91,7 @@ def check(
     profiles_dir: ProfilesDirOpt = None,
     input_shape: InputShapeOpt = None,
     dim: DimOpt = None,
+    assume_dims: AssumeDimsOpt = None,
     output_format: FormatOpt = ReportFormat.table,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (same as --format json).")] = False,
 ) -> None:
@@ -104,7 +107,7 @@ def check(
         model, targets, precision.value if precision else None,
         Budgets.parse(max_ram, max_flash, max_latency, max_power), rate,
         profiles_dir=profiles_dir, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
-        runtime=runtime,
+        runtime=runtime, assume_dims=parse_assume_dims(assume_dims),
     )
     write_report(report, output_format, lambda out, r: render_check(out, r, detailed=not all_targets))
     if not report.fits:

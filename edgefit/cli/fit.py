@@ -15,6 +15,7 @@ import typer
 
 from edgefit.cli.options import (
     EXIT_OVER_BUDGET,
+    AssumeDimsOpt,
     DimOpt,
     InputShapeOpt,
     JsonOpt,
@@ -26,6 +27,7 @@ from edgefit.cli.options import (
     RuntimeOpt,
     console,
     err_console,
+    parse_assume_dims,
     parse_dims,
     parse_input_shapes,
     print_json,
@@ -101,6 +103,7 @@ def fit(
     profiles_dir: ProfilesDirOpt = None,
     input_shape: InputShapeOpt = None,
     dim: DimOpt = None,
+    assume_dims: AssumeDimsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Search fuse / precision / float-layer / pruning recipes for the best model that fits the device(s)."""
@@ -122,7 +125,7 @@ def fit(
             calib=calib, eval_path=eval_path, output=out,
             time_budget_s=parse_duration_s(time_budget) if time_budget is not None else None,
             input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim), runtime=runtime,
-            profiles_dir=profiles_dir, progress=progress)
+            profiles_dir=profiles_dir, progress=progress, assume_dims=parse_assume_dims(assume_dims))
     if json_out:
         print_json(report.to_dict())
     else:

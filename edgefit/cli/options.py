@@ -13,9 +13,13 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from edgefit.errors import ConfigError, ShapeError
+from edgefit.errors import ConfigError
+# The parsers live in the library (edgefit.units, light to import) so library callers get the same checks.
+from edgefit.units import parse_assume_dims, parse_dims, parse_input_shapes  # noqa: F401 - re-exported
 
 EXIT_OK, EXIT_OVER_BUDGET, EXIT_USAGE = 0, 1, 2
+# An exception edgefit did not expect (a bug), never confused with a verdict; Ctrl-C, as shells report SIGINT.
+EXIT_INTERNAL, EXIT_INTERRUPTED = 3, 130
 
 # No emoji codes: a node named "conv:x:" must not print as a cross mark.
 console = Console(highlight=False, emoji=False)
@@ -32,6 +36,10 @@ DimOpt = Annotated[
     Optional[list[str]],
     typer.Option("--dim", help="Bind a symbolic dimension: NAME=VALUE, e.g. batch=1 (repeatable).", show_default=False),
 ]
+AssumeDimsOpt = Annotated[Optional[str], typer.Option(
+    "--assume-dims", help="Give every dimension nothing else binds this size (e.g. 1), with a warning. Without it "
+    "a batch-like leading dimension is 1, image sizes come from the exporter's metadata, and any other unbound "
+    "dimension is an error naming the --input-shape / --dim to pass.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 class Precision(str, Enum):
     fp32 = "fp32"
@@ -90,36 +98,6 @@ def json_or_format(output_format: Enum, json_out: bool) -> Enum:
     if output_format.value not in ("table", "json"):
         raise ConfigError(f"--json and --format {output_format.value} ask for two formats; give one")
     return type(output_format)("json")
-
-
-def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
-    """'x=1x3x224x224' -> {'x': [1, 3, 224, 224]}; a spec without NAME= is keyed '' (the only input)."""
-    shapes: dict[str, list[int]] = {}
-    for spec in specs or []:
-        name, sep, dims = spec.rpartition("=")
-        if not sep:
-            name, dims = "", spec
-        parts = dims.replace(",", "x").split("x") if dims else []
-        if not parts or not all(p.strip().isdigit() for p in parts):
-            raise ShapeError(f"invalid --input-shape {spec!r}: expected NAME=1x3x224x224 (positive integers)")
-        shape = [int(p) for p in parts]
-        if shapes.get(name.strip(), shape) != shape:
-            raise ShapeError(f"--input-shape {spec!r} conflicts with an earlier --input-shape for the same input")
-        shapes[name.strip()] = shape
-    return shapes
-
-
-def parse_dims(specs: list[str] | None) -> dict[str, int]:
-    """'batch=1' -> {'batch': 1}."""
-    dims: dict[str, int] = {}
-    for spec in specs or []:
-        name, sep, value = spec.partition("=")
-        if not sep or not name.strip() or not value.strip().isdigit():
-            raise ShapeError(f"invalid --dim {spec!r}: expected NAME=VALUE with a non-negative integer VALUE")
-        if dims.get(name.strip(), int(value)) != int(value):
-            raise ShapeError(f"--dim {spec!r} conflicts with an earlier --dim {name.strip()}={dims[name.strip()]}")
-        dims[name.strip()] = int(value)
-    return dims
 
 
 def print_json(data: object) -> None:

@@ -20,6 +20,8 @@ from edgefit.cli.options import (
     ModelArg,
     console,
     err_console,
+    AssumeDimsOpt,
+    parse_assume_dims,
     parse_dims,
     parse_input_shapes,
     print_json,
@@ -90,6 +92,7 @@ def _progress_bars(enabled: bool):
 
 def _run(model: Path, output: Path | None, suffix: str, passes: str, *, force: bool, target: str | None,
          eval_path: Path | None, samples: int | None, input_shape: list[str] | None, dim: list[str] | None,
+         assume_dims: str | None,
          json_out: bool, calib: Path | None = None, mode: str | None = None, **pass_options) -> None:
     """Shared body of the four commands."""
     from edgefit.passes.pipeline import PassOptions, optimize_file
@@ -106,7 +109,8 @@ def _run(model: Path, output: Path | None, suffix: str, passes: str, *, force: b
     # Ops the target's int8 kernels cannot run stay in float (the profile's int8_ops; unset means all).
     int8_op_types = profile.int8_ops if profile and chosen_mode == "int8" else None
     options = PassOptions(mode=chosen_mode, input_shapes=parse_input_shapes(input_shape),
-                          dims=parse_dims(dim), int8_op_types=int8_op_types, **pass_options)
+                          dims=parse_dims(dim), assume_dims=parse_assume_dims(assume_dims),
+                          int8_op_types=int8_op_types, **pass_options)
     out = output or model.with_name(f"{model.stem}.{suffix.format(mode=chosen_mode)}.onnx")
     with _progress_bars(not json_out) as progress:
         report = optimize_file(model, out, passes, options, eval_path=eval_path, calib_path=calib,
@@ -125,34 +129,38 @@ def _run(model: Path, output: Path | None, suffix: str, passes: str, *, force: b
 
 def fuse(model: ModelArg, output: OutputOpt = None, force: ForceOpt = False, target: TargetOpt = None,
          eval_path: EvalOpt = None, samples: SamplesOpt = None, input_shape: InputShapeOpt = None,
-         dim: DimOpt = None, json_out: JsonOpt = False) -> None:
+         dim: DimOpt = None, assume_dims: AssumeDimsOpt = None, json_out: JsonOpt = False) -> None:
     """Fold BatchNorm/Mul/Add into Conv/Gemm, MatMul+Add into Gemm, constants into weights; drop no-op nodes."""
     _run(model, output, "fused", "fuse", force=force, target=target, eval_path=eval_path, samples=samples,
-         input_shape=input_shape, dim=dim, json_out=json_out)
+         input_shape=input_shape, dim=dim, assume_dims=assume_dims, json_out=json_out)
 
 
 def prune(model: ModelArg, sparsity: SparsityOpt = 0.5, per_layer: PerLayerOpt = False, skip: SkipOpt = None,
           structured: StructuredOpt = False, output: OutputOpt = None, force: ForceOpt = False,
           target: TargetOpt = None, eval_path: EvalOpt = None, samples: SamplesOpt = None,
-          input_shape: InputShapeOpt = None, dim: DimOpt = None, json_out: JsonOpt = False) -> None:
+          input_shape: InputShapeOpt = None, dim: DimOpt = None, assume_dims: AssumeDimsOpt = None,
+          json_out: JsonOpt = False) -> None:
     """Magnitude pruning: zero the smallest weights, or remove whole channels with --structured (folds first)."""
     # Folding first turns weights computed by Constant/ConstantOfShape nodes into prunable initializers and
     # BatchNorm into its conv (numerically equivalent), so pruning reaches every weight.
     _run(model, output, "slim" if structured else "pruned", "fuse,prune", force=force, target=target,
-         eval_path=eval_path, samples=samples, input_shape=input_shape, dim=dim, json_out=json_out,
+         eval_path=eval_path, samples=samples, input_shape=input_shape, dim=dim, assume_dims=assume_dims,
+         json_out=json_out,
          sparsity=sparsity, per_layer=per_layer, skip=_split(skip), structured=structured)
 
 
 def quantize(model: ModelArg, mode: ModeOpt = None, calib: CalibOpt = None, method: MethodOpt = "minmax",
              asymmetric_activations: AsymmetricOpt = False, exclude: ExcludeOpt = None, output: OutputOpt = None,
              force: ForceOpt = False, target: TargetOpt = None, eval_path: EvalOpt = None, samples: SamplesOpt = None,
-             input_shape: InputShapeOpt = None, dim: DimOpt = None, json_out: JsonOpt = False) -> None:
+             input_shape: InputShapeOpt = None, dim: DimOpt = None, assume_dims: AssumeDimsOpt = None,
+          json_out: JsonOpt = False) -> None:
     """Quantize with onnxruntime: static int8 QDQ (calibrated), dynamic int8, or fp16.
 
     BatchNorm and constant Mul/Add are folded first (the fuse pass) so that they quantize as part of their layer.
     """
     _run(model, output, "{mode}", "fuse,quantize", force=force, target=target, eval_path=eval_path, samples=samples,
-         input_shape=input_shape, dim=dim, json_out=json_out, calib=calib, mode=mode, method=method,
+         input_shape=input_shape, dim=dim, assume_dims=assume_dims, json_out=json_out, calib=calib, mode=mode,
+         method=method,
          symmetric_activations=not asymmetric_activations, exclude=_split(exclude))
 
 
@@ -162,10 +170,11 @@ def optimize(model: ModelArg, passes: PassesOpt = "fuse,quantize", sparsity: Spa
              asymmetric_activations: AsymmetricOpt = False, exclude: ExcludeOpt = None,
              output: OutputOpt = None, force: ForceOpt = False, target: TargetOpt = None, eval_path: EvalOpt = None,
              samples: SamplesOpt = None, input_shape: InputShapeOpt = None, dim: DimOpt = None,
-             json_out: JsonOpt = False) -> None:
+             assume_dims: AssumeDimsOpt = None, json_out: JsonOpt = False) -> None:
     """Run several passes in order (fidelity against the original after each), e.g. fuse,prune:0.5,quantize."""
     _run(model, output, "optimized", passes, force=force, target=target, eval_path=eval_path, samples=samples,
-         input_shape=input_shape, dim=dim, json_out=json_out, calib=calib, mode=mode, method=method,
+         input_shape=input_shape, dim=dim, assume_dims=assume_dims, json_out=json_out, calib=calib, mode=mode,
+         method=method,
          symmetric_activations=not asymmetric_activations, exclude=_split(exclude), sparsity=sparsity,
          per_layer=per_layer, skip=_split(skip), structured=structured)
 

@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgefit.cli.options import (AllTargetsOpt, DimOpt, InputShapeOpt, JsonOpt, ModelArg, PrecisionOpt, ProfilesDirOpt,
-                                 TargetsOpt, console, parse_dims, parse_input_shapes, print_json, targets_or_all)
+from edgefit.cli.options import (AllTargetsOpt, AssumeDimsOpt, DimOpt, InputShapeOpt, JsonOpt, ModelArg, PrecisionOpt,
+                                 ProfilesDirOpt, TargetsOpt, console, parse_assume_dims, parse_dims,
+                                 parse_input_shapes, print_json, targets_or_all)
 from edgefit.errors import ConfigError
 
 
@@ -29,6 +30,7 @@ def report(
     profiles_dir: ProfilesDirOpt = None,
     input_shape: InputShapeOpt = None,
     dim: DimOpt = None,
+    assume_dims: AssumeDimsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Write one offline HTML page about MODEL: summary, memory timeline, arena layout, layers, devices."""
@@ -41,7 +43,8 @@ def report(
         raise ConfigError("--eval measures the fidelity of --compare; give --compare OTHER.onnx too")
     built = build_report(model, targets, precision.value if precision else None,
                          compare_with=compare, eval_path=eval_data, profiles_dir=profiles_dir,
-                         input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim))
+                         input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
+                         assume_dims=parse_assume_dims(assume_dims))
     inputs = [model] + ([compare] if compare else []) + ([eval_data] if eval_data else [])
     written = write_text_atomic(output, render_page(built), inputs=inputs, force=force)
     if json_out:

@@ -10,11 +10,13 @@ A profile in an earlier directory shadows a later one of the same name, so users
 from __future__ import annotations
 
 import difflib
+import errno
 import math
 import os
 import re
+import stat
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -563,10 +565,24 @@ def parse_profile(data: Mapping[str, Any], origin: str, path: Path | None = None
                          runtimes=_runtime_stacks(data, values["precisions"], origin), calibration=calibration)
 
 
+# Profiles and gate configs are a few kilobytes; a larger file is not one of them.
+_MAX_TOML_BYTES = 16 * 2**20
+
+
 def read_toml(path: Path) -> dict[str, Any]:
-    """A TOML file's table. UTF-8, with or without the byte order mark Windows editors write. Raises OSError,
-    UnicodeDecodeError (not UTF-8) or tomllib.TOMLDecodeError."""
-    return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+    """A TOML file's table. UTF-8, with or without the byte order mark Windows editors write. Raises OSError
+    (also for a FIFO, device or oversized file, which are never read), UnicodeDecodeError (not UTF-8) or
+    tomllib.TOMLDecodeError (also for tables nested too deeply for the parser's recursion)."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file (a folder, FIFO or device)")
+    if info.st_size > _MAX_TOML_BYTES:
+        raise OSError(errno.EFBIG, f"{info.st_size:,} bytes, too large for a TOML configuration")
+    text = path.read_bytes().decode("utf-8-sig")
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise tomllib.TOMLDecodeError("arrays or tables nested too deeply") from None
 
 
 def toml_problem(error: ValueError) -> str:
@@ -613,11 +629,27 @@ def profile_search_path(profiles_dir: str | Path | Iterable[str | Path] | None =
 
 
 def list_profiles(profiles_dir: str | Path | Iterable[str | Path] | None = None) -> tuple[DeviceProfile, ...]:
-    """Every profile on the search path (earlier directories shadow later ones), ordered by tier then name."""
+    """Every profile on the search path (earlier directories shadow later ones), ordered by tier then name.
+    A malformed profile file is an error: the caller asked for all of them."""
+    profiles, broken = scan_profiles(profiles_dir)
+    if broken:
+        raise broken[0]
+    return profiles
+
+
+def scan_profiles(profiles_dir: str | Path | Iterable[str | Path] | None = None
+                  ) -> tuple[tuple[DeviceProfile, ...], tuple[ProfileError, ...]]:
+    """The profiles that load, and the errors of the files that do not: one broken file in a user's folder must
+    not stop a command that names another device."""
     by_name: dict[str, DeviceProfile] = {}
+    broken: list[ProfileError] = []
     for directory in profile_search_path(profiles_dir):
         for path in sorted(directory.glob("*.toml")):
-            profile = load_profile_file(path)
+            try:
+                profile = load_profile_file(path)
+            except ProfileError as error:
+                broken.append(error)
+                continue
             if profile.name in by_name:
                 if by_name[profile.name].path is not None and by_name[profile.name].path.parent == directory:
                     raise ProfileError(f"{path}: profile name {profile.name!r} is already used by "
@@ -625,7 +657,7 @@ def list_profiles(profiles_dir: str | Path | Iterable[str | Path] | None = None)
                 continue  # shadowed by a directory earlier on the search path
             by_name[profile.name] = profile
     _alias_index(by_name.values())  # fail early on clashing aliases
-    return tuple(sorted(by_name.values(), key=lambda p: (TIERS.index(p.tier), p.name)))
+    return tuple(sorted(by_name.values(), key=lambda p: (TIERS.index(p.tier), p.name))), tuple(broken)
 
 
 def _alias_index(profiles: Iterable[DeviceProfile]) -> dict[str, DeviceProfile]:
@@ -640,9 +672,9 @@ def _alias_index(profiles: Iterable[DeviceProfile]) -> dict[str, DeviceProfile]:
     return index
 
 
-def find_profile(name: str, profiles: Iterable[DeviceProfile]) -> DeviceProfile:
+def find_profile(name: str, profiles: Iterable[DeviceProfile], broken: Sequence[ProfileError] = ()) -> DeviceProfile:
     """The profile called `name` (or aliased so), or the profile file `name` when it ends in .toml; a near miss
-    gets 'did you mean ...'."""
+    gets 'did you mean ...'. `broken`: errors of profile files that did not load, named when the name is not found."""
     if name.strip().lower().endswith(".toml"):
         return load_profile_file(name.strip())
     index = _alias_index(profiles)
@@ -655,9 +687,13 @@ def find_profile(name: str, profiles: Iterable[DeviceProfile]) -> DeviceProfile:
     matches += [n for n in index if n.startswith(key)]
     close = list(dict.fromkeys(index[m].name for m in matches))[:3]
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    if broken:   # the broken file may be the profile asked for
+        raise ProfileError(f"unknown device profile {name!r}{hint}; a profile file on the search path did not "
+                           f"load: {broken[0]}")
     raise ProfileError(f"unknown device profile {name!r}{hint} ('edgefit profiles list' shows them all)")
 
 
 def load_profile(name: str, profiles_dir: str | Path | Iterable[str | Path] | None = None) -> DeviceProfile:
-    """Look a device profile up by name or alias on the search path."""
-    return find_profile(name, list_profiles(profiles_dir))
+    """Look a device profile up by name or alias on the search path; a broken file elsewhere on the path does
+    not matter unless the name is not found (then it may be the profile asked for, and its error is the answer)."""
+    return find_profile(name, *scan_profiles(profiles_dir))

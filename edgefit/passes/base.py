@@ -64,6 +64,7 @@ class PassOptions:
     calibration: SampleSet | None = None           # None: synthetic calibration (with a warning)
     input_shapes: dict[str, list[int]] | None = None
     dims: dict[str, int] | None = None
+    assume_dims: int | None = None                 # see edgefit.shapes.resolve_shapes
 
 
 class Pass(ABC):

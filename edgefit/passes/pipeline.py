@@ -10,6 +10,8 @@ PassOptions.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,8 @@ from typing import Any
 from onnx import ModelProto
 
 from edgefit.analysis.footprint import Footprint, analyze
-from edgefit.errors import ConfigError, ModelError, PassError
+from edgefit.errors import ConfigError, ModelError, PassError, ShapeError
+from edgefit.guard import check_run_memory
 from edgefit.fidelity import Fidelity, Progress, SampleSet, compare, load_samples, run_model, select_samples
 from edgefit.model import (index_graph, load_model, prepare_output, refuse_overwrite, save_model, sort_nodes,
                            validate)
@@ -102,7 +105,8 @@ def run_passes(model: ModelProto, passes: str | Sequence[PassSpec], options: Pas
         result = apply_pass(current, spec, options, progress)
         mode = getattr(result.stats, "mode", None)
         if mode in ("int8", "fp16"):   # worked out now, so the float model need not be kept to the end
-            deployed = analyze(current, options.input_shapes, options.dims).activation_bytes_at(mode)
+            deployed = analyze(current, options.input_shapes, options.dims,
+                               assume_dims=options.assume_dims).activation_bytes_at(mode)
         # Let go of the pass's input before the result's checks and fidelity run: with large weights the
         # intermediate model would otherwise sit beside the result and its onnxruntime session.
         current = result.model
@@ -137,10 +141,11 @@ def _refuse_external_data_overwrite(source: Path, target: Path, force: bool) -> 
     from edgefit.model import iter_tensors
 
     metadata = onnx.load(str(source), load_external_data=False)
-    data_files = {(source.parent / entry.value).resolve() for tensor in iter_tensors(metadata.graph)
+    data_files = {os.path.realpath(source.parent / entry.value) for tensor in iter_tensors(metadata.graph)
                   for entry in tensor.external_data if entry.key == "location"}
     for written in (target, target.with_name(target.name + ".data")):
-        if written.resolve() in data_files and written.resolve() != source.resolve():
+        # realpath: Path.resolve() raises on a symlink loop, which `out.data` may be
+        if os.path.realpath(written) in data_files and os.path.realpath(written) != os.path.realpath(source):
             raise ModelError(f"refusing to write {written}: it holds external data of the input model {source}; "
                              "choose another -o")
 
@@ -183,11 +188,15 @@ def optimize_file(input_path: str | Path, output_path: str | Path, passes: str |
         _refuse_external_data_overwrite(source, target, force)
     if calib_path is not None:   # read here, against the model loaded once, rather than by the caller
         options = dataclasses.replace(options, calibration=load_samples(calib_path, loaded.proto))
-    before = analyze(loaded, options.input_shapes, options.dims)
+    before = analyze(loaded, options.input_shapes, options.dims, assume_dims=options.assume_dims)
+    check_run_memory(before.peak_activation_bytes, before.inputs, ShapeError)
     samples = select_samples(loaded.proto, eval_path=eval_path, calib=options.calibration,
-                             input_shapes=options.input_shapes, dims=options.dims, limit=eval_limit)
+                             input_shapes=options.input_shapes, dims=options.dims, limit=eval_limit,
+                             assume_dims=options.assume_dims,
+                             # float32 outputs, most models' (an output of unknown shape counts nothing)
+                             output_bytes=sum(4 * math.prod(shape) for shape in before.outputs.values() if shape))
     result = run_passes(loaded.proto, passes, options, fidelity_samples=samples, progress=progress)
     save_model(result.model, target, input_path=source, force=force)
-    after = analyze(result.model, options.input_shapes, options.dims)
+    after = analyze(result.model, options.input_shapes, options.dims, assume_dims=options.assume_dims)
     return OptimizeReport(str(source), str(target), before, after, result.steps, result.fidelity,
                           result.deployed_activation_bytes)

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import tempfile
+import warnings
 from collections import Counter
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from onnx import ModelProto
 
 from edgefit.analysis.weights import LINEAR_LAYER_OPS
 from edgefit.errors import ConfigError, PassError
+from edgefit.guard import first_line
 from edgefit.fidelity import SampleSet, feed_samples, synthetic_samples
 from edgefit.model import (copy_fields, default_opset, has_subgraph, index_graph, iter_graphs, metadata_only_copy,
                            serialized_size, sort_nodes)
@@ -115,7 +118,8 @@ class Quantize(Pass):
         """Without calibration samples, int8 calibrates on synthetic inputs (and its stats say so)."""
         calibration = options.calibration
         if options.mode == "int8" and calibration is None:
-            calibration = synthetic_samples(model, input_shapes=options.input_shapes, dims=options.dims)
+            calibration = synthetic_samples(model, input_shapes=options.input_shapes, dims=options.dims,
+                                            assume_dims=options.assume_dims)
         return _quantize(model, options.mode, calibration, options.method, options.exclude, options.int8_op_types,
                          options.symmetric_activations, progress)
 
@@ -299,15 +303,33 @@ def _captured_warnings(notes: list[str]):
     handler, saved_handlers, saved_level = Collect(logging.WARNING), root.handlers[:], root.level
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
+    # numpy's RuntimeWarnings from onnxruntime's calibrators (e.g. "All-NaN axis encountered" when an activation
+    # is NaN on every sample) would print around the report: they become notes as well.
+    recording = warnings.catch_warnings(record=True)
+    raised = recording.__enter__()
+    warnings.simplefilter("always")
     try:
         yield
     finally:
+        recording.__exit__(None, None, None)
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
+        captured.extend(f"{w.category.__name__}: {first_line(w.message)}" for w in raised)
         unique = [m for m in dict.fromkeys(captured) if not _PREPROCESSING_ADVICE.match(m)]
         notes.extend(f"onnxruntime: {message}" for message in unique[:_MAX_RUNTIME_NOTES])
         if len(unique) > _MAX_RUNTIME_NOTES:
             notes.append(f"onnxruntime: {len(unique) - _MAX_RUNTIME_NOTES} more warnings")
+
+
+@contextmanager
+def _working_directory(folder: Path):
+    """Run a block in `folder` (contextlib.chdir, which needs Python 3.11)."""
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def _refuse_quantized(model: ModelProto) -> None:
@@ -359,11 +381,15 @@ def _preprocess(model: ModelProto, work: Path, notes: list[str]) -> Path:
 
     light = metadata_only_copy(model)
     try:
-        quant_pre_process(light, str(work / "inferred.onnx"), skip_optimization=True)
+        # Where symbolic shape inference cannot finish, onnxruntime saves its partial model as
+        # sym_shape_infer_temp.onnx in the working directory: it runs from the pass's own temp folder instead.
+        with _working_directory(work):
+            quant_pre_process(light, str(work / "inferred.onnx"), skip_optimization=True)
         inferred = onnx.load(str(work / "inferred.onnx"))
     except Exception as error:  # noqa: BLE001 - symbolic shape inference fails on some exotic graphs
-        notes.append(f"quantization pre-processing (shape inference) failed and was skipped: "
-                     f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        reason = (first_line(error) if str(error).strip() else
+                  f"onnxruntime's symbolic shape inference stopped on an internal {type(error).__name__}")
+        notes.append(f"quantization pre-processing (shape inference) failed and was skipped: {reason}")
         return _save(model, work / "float.onnx")
     if _take_shapes(model, light, inferred):
         model.ClearField("metadata_props")   # with the pre-processing's mark, which onnxruntime's quantizer checks
