@@ -33,12 +33,21 @@ _FALLBACK_MAX_EXTERNAL_BYTES = 2**30
 _FALLBACK_TIMEOUT_S = 10.0
 
 
+Dims = tuple[int | str | None, ...]   # a dimension is a number, a symbol (dim_param) or unknown (None)
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     dtype: str
-    shape: tuple[int, ...] | None   # None: unknown rank or some unknown dimension
+    dims: Dims | None   # None: unknown rank
 
     @functools.cached_property   # asked for many times per tensor; instances are shared and immutable
+    def shape(self) -> tuple[int, ...] | None:
+        """The concrete shape; None unless the rank and every dimension are numbers."""
+        dims = self.dims
+        return dims if dims is not None and all(type(d) is int for d in dims) else None
+
+    @functools.cached_property
     def elements(self) -> int | None:
         return None if self.shape is None else math.prod(self.shape)
 
@@ -49,23 +58,34 @@ class TensorInfo:
 
 
 @dataclass
-class ResolvedShapes:
-    """Per graph (keyed by scope path, "" for the main graph): tensor name -> TensorInfo."""
+class ShapeTable:
+    """Per graph (keyed by scope path, "" for the main graph): tensor name -> TensorInfo.
+
+    resolve_shapes fills it for bound input shapes (analysis needs numbers); infer_symbolic_shapes for the model
+    as it is, symbols kept (passes rewrite a graph for every input shape it may be given)."""
 
     scopes: dict[str, dict[str, TensorInfo]]
     parents: dict[str, str]           # scope -> enclosing scope
-    inputs: dict[str, list[int]]
+    inputs: dict[str, list[int]]      # the shapes bound to the graph inputs; empty for a symbolic table
     warnings: list[str] = field(default_factory=list)
     source: str = "onnx shape inference"
     non_tensors: set[str] = field(default_factory=set)   # sequences, maps, optionals: no shape to resolve
 
-    def lookup(self, scope: str, name: str) -> TensorInfo | None:
+    def lookup(self, name: str, scope: str = "") -> TensorInfo | None:
         """Find `name` in `scope` or the enclosing scopes (subgraphs read outer tensors by name)."""
         while True:
             info = self.scopes.get(scope, {}).get(name)
             if info is not None or not scope:
                 return info
             scope = self.parents.get(scope, "")
+
+    def dims(self, name: str, scope: str = "") -> Dims | None:
+        info = self.lookup(name, scope)
+        return None if info is None else info.dims
+
+    def dtype(self, name: str, scope: str = "") -> str | None:
+        info = self.lookup(name, scope)
+        return None if info is None else info.dtype
 
 
 def real_inputs(graph: GraphProto) -> list[onnx.ValueInfoProto]:
@@ -308,19 +328,22 @@ def _dim_expression(text: str, dims: dict[str, int], declared: set[str], assume_
 
 
 def _collect(graph: GraphProto, scope: str, scopes: dict[str, dict[str, TensorInfo]], cache: dict,
-             non_tensors: set[str], nodes: list[onnx.NodeProto] | None = None) -> None:
-    """Record the graph's typed values. `cache`, shared across calls, holds one TensorInfo per (element type,
-    shape) and the TensorInfo (None: not a tensor) of each serialized TypeProto seen: reading a proto's dims
-    field by field costs far more than serializing it, and most tensors share their type with another."""
+             non_tensors: set[str], nodes: list[onnx.NodeProto] | None = None,
+             values: list[onnx.ValueInfoProto] | None = None) -> None:
+    """Record the graph's typed values (`values`: its inputs, outputs and value_info unless given), initializers
+    and Constant nodes. This is the one place that reads ONNX type protos into TensorInfo. `cache`, shared across
+    calls, holds one TensorInfo per (element type, dims) and the TensorInfo (None: not a tensor) of each
+    serialized TypeProto seen: reading a proto's dims field by field costs far more than serializing it, and
+    most tensors share their type with another."""
     table = scopes.setdefault(scope, {})
 
-    def info_of(elem_type: int, shape: tuple[int, ...] | None) -> TensorInfo:
-        info = cache.get((elem_type, shape))
+    def info_of(elem_type: int, dims: Dims | None) -> TensorInfo:
+        info = cache.get((elem_type, dims))
         if info is None:
-            info = cache[(elem_type, shape)] = TensorInfo(dtype_name(elem_type), shape)
+            info = cache[(elem_type, dims)] = TensorInfo(dtype_name(elem_type), dims)
         return info
 
-    for value in [*graph.input, *graph.output, *graph.value_info]:
+    for value in [*graph.input, *graph.output, *graph.value_info] if values is None else values:
         type_key = value.type.SerializeToString()
         if type_key in cache:
             info = cache[type_key]
@@ -350,20 +373,18 @@ _NOT_A_TENSOR = TensorInfo("not a tensor", None)
 
 
 def _type_info(type_proto: onnx.TypeProto, info_of) -> TensorInfo | None:
-    """TensorInfo of a tensor type (shape None unless every dimension is a number); _NOT_A_TENSOR for sequences,
-    maps and optionals; None when no type is given."""
+    """TensorInfo of a tensor type (dims None when the rank is unknown); _NOT_A_TENSOR for sequences, maps and
+    optionals; None when no type is given."""
     kind = type_proto.WhichOneof("value")
     if kind is None:
         return None
     if kind != "tensor_type":
         return _NOT_A_TENSOR
     tensor_type = type_proto.tensor_type
-    shape = None
+    dims = None
     if tensor_type.HasField("shape"):
-        dims = tensor_type.shape.dim
-        if all(d.WhichOneof("value") == "dim_value" for d in dims):
-            shape = tuple(d.dim_value for d in dims)
-    return info_of(tensor_type.elem_type, shape)
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim)
+    return info_of(tensor_type.elem_type, dims)
 
 
 # Ops whose output is a tensor's shape or size, which depends on the input's shape only, not on its values: data
@@ -406,7 +427,7 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
                    dims: dict[str, int] | None = None, *, weights_loaded: bool = True,
                    external_dir: Path | None = None,
                    index: GraphIndex | None = None, light: ModelProto | None = None,
-                   assume_dims: int | None = None) -> ResolvedShapes:
+                   assume_dims: int | None = None) -> ShapeTable:
     """Shapes of every tensor. `index` is the main graph's index_graph (for its topological order and nodes).
 
     `light` is a metadata_only_copy(proto, index.order) the caller made already; it is modified here.
@@ -494,7 +515,7 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
                          f"{list(negative[first])}: the model cannot run at these shapes (an input smaller than a "
                          f"kernel?); pass larger ones with --input-shape")
     _dropout_masks(subgraphs, scopes, index.nodes)
-    result = ResolvedShapes(scopes, parents, resolved, warnings, non_tensors=non_tensors)
+    result = ShapeTable(scopes, parents, resolved, warnings, non_tensors=non_tensors)
     main = scopes[""]
     missing = [o for o in main_outputs if (main.get(o) is None or main[o].shape is None) and o not in non_tensors]
     if missing:
@@ -519,6 +540,25 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
             warnings.append(f"shape of output {value.name!r} is taken from the model's declaration; it could "
                             f"not be inferred for the resolved input shapes")
     return result
+
+
+def infer_symbolic_shapes(proto: ModelProto) -> ShapeTable:
+    """The main graph's tensors as onnx shape inference sees the model as it is, symbolic dims kept (the passes
+    rewrite a graph for every input shape). Best effort: inference runs on a metadata-only copy (weights are not
+    serialized); when it fails (custom ops, broken graphs) only the initializers are known, so shape-dependent
+    rewrites are simply skipped."""
+    scopes: dict[str, dict[str, TensorInfo]] = {}
+    cache: dict = {}
+    non_tensors: set[str] = set()
+    try:
+        inferred = onnx.shape_inference.infer_shapes(metadata_only_copy(proto), data_prop=True)
+    except Exception:  # noqa: BLE001 - onnx raises several error types here
+        inferred = None
+    if inferred is not None:
+        _collect(inferred.graph, "", scopes, cache, non_tensors)
+    # The weights' own dims have the last word (an old-IR graph input may declare a weight differently).
+    _collect(proto.graph, "", scopes, cache, non_tensors, nodes=[], values=[])
+    return ShapeTable(scopes, {"": ""}, {}, non_tensors=non_tensors)
 
 
 def _small_constants(graph: GraphProto) -> dict[str, TensorProto]:
@@ -580,7 +620,7 @@ def _loop_state_shapes(subgraphs: list[tuple[str, str, GraphProto]], scopes: dic
                        parents: dict[str, str]) -> list[tuple[str, str, TensorInfo]]:
     """onnx infers no shapes for the state outputs of Loop (and Scan); a state whose body output has the same
     shape as its initial value keeps that shape through every iteration, so the node's output has it too."""
-    lookup = ResolvedShapes(scopes, parents, {}).lookup
+    lookup = ShapeTable(scopes, parents, {}).lookup
     filled = []
     for scope, _, graph in reversed(subgraphs):   # inner graphs first: their results feed the outer bodies
         for position, node in enumerate(graph.node):
@@ -596,7 +636,7 @@ def _loop_state_shapes(subgraphs: list[tuple[str, str, GraphProto]], scopes: dic
                 states, body_outputs = node.input[:len(node.input) - scan_inputs], body.output
             body_table = scopes.get(subgraph_scope(scope, position, node, "body"), {})
             for output, initial, body_output in zip(node.output, states, body_outputs):
-                start, end = lookup(scope, initial), body_table.get(body_output.name)
+                start, end = lookup(initial, scope), body_table.get(body_output.name)
                 known = scopes[scope].get(output)
                 if (output and start is not None and end is not None and start.shape is not None
                         and start.shape == end.shape and (known is None or known.shape is None)):
@@ -636,7 +676,7 @@ def _run_with_timeout(session, names: list[str], feeds: dict[str, np.ndarray]) -
         timer.cancel()
 
 
-def _fill_with_onnxruntime(proto: ModelProto, result: ResolvedShapes, missing: list[str],
+def _fill_with_onnxruntime(proto: ModelProto, result: ShapeTable, missing: list[str],
                            weights_loaded: bool, external_dir: Path | None) -> None:
     """Run the model once with every unresolved main-graph tensor exposed as an output and record their shapes.
 
