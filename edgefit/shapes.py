@@ -33,12 +33,21 @@ _FALLBACK_MAX_EXTERNAL_BYTES = 2**30
 _FALLBACK_TIMEOUT_S = 10.0
 
 
+Dims = tuple[int | str | None, ...]   # a dimension is a number, a symbol (dim_param, maybe "") or unknown (None)
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     dtype: str
-    shape: tuple[int, ...] | None   # None: unknown rank or some unknown dimension
+    dims: Dims | None   # None: unknown rank
 
     @functools.cached_property   # asked for many times per tensor; instances are shared and immutable
+    def shape(self) -> tuple[int, ...] | None:
+        """The concrete shape; None unless the rank and every dimension are numbers."""
+        dims = self.dims
+        return dims if dims is not None and all(type(d) is int for d in dims) else None
+
+    @functools.cached_property
     def elements(self) -> int | None:
         return None if self.shape is None else math.prod(self.shape)
 
@@ -49,23 +58,34 @@ class TensorInfo:
 
 
 @dataclass
-class ResolvedShapes:
-    """Per graph (keyed by scope path, "" for the main graph): tensor name -> TensorInfo."""
+class ShapeTable:
+    """Per graph (keyed by scope path, "" for the main graph): tensor name -> TensorInfo.
+
+    resolve_shapes fills it for bound input shapes (analysis needs numbers); infer_symbolic_shapes for the model
+    as it is, symbols kept (passes rewrite a graph for every input shape it may be given)."""
 
     scopes: dict[str, dict[str, TensorInfo]]
     parents: dict[str, str]           # scope -> enclosing scope
-    inputs: dict[str, list[int]]
+    inputs: dict[str, list[int]]      # the shapes bound to the graph inputs; empty for a symbolic table
     warnings: list[str] = field(default_factory=list)
     source: str = "onnx shape inference"
     non_tensors: set[str] = field(default_factory=set)   # sequences, maps, optionals: no shape to resolve
 
-    def lookup(self, scope: str, name: str) -> TensorInfo | None:
+    def lookup(self, name: str, scope: str = "") -> TensorInfo | None:
         """Find `name` in `scope` or the enclosing scopes (subgraphs read outer tensors by name)."""
         while True:
             info = self.scopes.get(scope, {}).get(name)
             if info is not None or not scope:
                 return info
             scope = self.parents.get(scope, "")
+
+    def dims(self, name: str, scope: str = "") -> Dims | None:
+        info = self.lookup(name, scope)
+        return None if info is None else info.dims
+
+    def dtype(self, name: str, scope: str = "") -> str | None:
+        info = self.lookup(name, scope)
+        return None if info is None else info.dtype
 
 
 def real_inputs(graph: GraphProto) -> list[onnx.ValueInfoProto]:
@@ -118,11 +138,11 @@ def _metadata_image_size(proto: ModelProto) -> tuple[tuple[int, int], str] | Non
     return None
 
 
-def _spatial_axes(dims) -> tuple[int, int] | None:
+def _spatial_axes(dims: Dims) -> tuple[int, int] | None:
     """The height and width axes of a rank-4 image input: NCHW when axis 1 holds 1, 3 or 4 channels, else NHWC."""
     if len(dims) != 4:
         return None
-    channels = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    channels = [d if type(d) is int else None for d in dims]
     if channels[1] in (1, 3, 4):
         return 2, 3
     if channels[3] in (1, 3, 4):
@@ -130,8 +150,13 @@ def _spatial_axes(dims) -> tuple[int, int] | None:
     return None
 
 
-def _is_batch_like(axis: int, dim) -> bool:
-    return axis == 0 and (not dim.HasField("dim_param") or bool(_BATCH_NAME.search(dim.dim_param)))
+def _is_batch_like(axis: int, dim: int | str | None) -> bool:
+    return axis == 0 and (not isinstance(dim, str) or bool(_BATCH_NAME.search(dim)))
+
+
+def _param(dim: int | str | None) -> str:
+    """The dimension's symbol, "" when it has none."""
+    return dim if isinstance(dim, str) else ""
 
 
 def _bind_input_shapes(proto: ModelProto, pinned: dict[str, list[int]], dims: dict[str, int],
@@ -153,8 +178,9 @@ def _bind_input_shapes(proto: ModelProto, pinned: dict[str, list[int]], dims: di
     for name in pinned:
         if name not in names:
             raise ShapeError(f"unknown input {name!r} in --input-shape; the model's inputs are {names}")
-    declared_params = {d.dim_param for i in inputs if i.type.HasField("tensor_type")
-                       for d in i.type.tensor_type.shape.dim if d.HasField("dim_param")}
+    declared = {i.name: declared_info(i) for i in inputs}
+    declared_params = {d for info in declared.values() if info is not None for d in info.dims or ()
+                       if isinstance(d, str)}
     for name in dims:
         if name not in declared_params:
             warnings.append(f"--dim {name} matches no symbolic dimension of the model's inputs "
@@ -163,55 +189,53 @@ def _bind_input_shapes(proto: ModelProto, pinned: dict[str, list[int]], dims: di
     batches: dict[str, list[str]] = {}
     from_metadata: list[str] = []
     assumed: dict[str, list[str]] = {}
-    unbound: list[tuple[onnx.ValueInfoProto, list[int | None]]] = []
+    unbound: list[tuple[str, Dims, list[int | None]]] = []
     resolved: dict[str, list[int]] = {}
     for value in inputs:
-        tensor_type = value.type.tensor_type if value.type.HasField("tensor_type") else None
-        if tensor_type is None:
+        info = declared[value.name]
+        if info is None or info is _NOT_A_TENSOR:
             raise ShapeError(f"input {value.name!r} is not a tensor (sequence/map/optional inputs are not supported)")
         if value.name in pinned:
             shape = pinned[value.name]
-            if tensor_type.HasField("shape") and len(tensor_type.shape.dim) != len(shape):
+            if info.dims is not None and len(info.dims) != len(shape):
                 raise ShapeError(f"--input-shape {value.name}: rank {len(shape)} given, the model declares rank "
-                                 f"{len(tensor_type.shape.dim)}")
-            if tensor_type.HasField("shape"):
-                for axis, (dim, given) in enumerate(zip(tensor_type.shape.dim, shape)):
-                    if dim.HasField("dim_value") and dim.dim_value >= 0 and dim.dim_value != given:
-                        warnings.append(f"input {value.name!r} axis {axis} is fixed at {dim.dim_value} in the model; "
-                                        f"using {given} from --input-shape")
+                                 f"{len(info.dims)}")
+            for axis, (dim, given) in enumerate(zip(info.dims or (), shape)):
+                if type(dim) is int and dim >= 0 and dim != given:
+                    warnings.append(f"input {value.name!r} axis {axis} is fixed at {dim} in the model; "
+                                    f"using {given} from --input-shape")
             resolved[value.name] = list(shape)
             continue
-        if not tensor_type.HasField("shape"):
+        if info.dims is None:
             raise ShapeError(f"input {value.name!r} has no declared shape; pass --input-shape "
                              f"{value.name}=1x3x224x224 (its real dimensions)")
-        declared = tensor_type.shape.dim
-        spatial = _spatial_axes(declared) if image_size else None
+        spatial = _spatial_axes(info.dims) if image_size else None
         shape: list[int | None] = []
-        for axis, dim in enumerate(declared):
-            if dim.HasField("dim_value") and dim.dim_value >= 0:   # Paddle and others write -1 for "dynamic"
-                if dim.dim_value > MAX_DIM:
-                    raise ShapeError(f"input {value.name!r} declares axis {axis} of size {dim.dim_value}, beyond "
+        for axis, dim in enumerate(info.dims):
+            if type(dim) is int and dim >= 0:   # Paddle and others write -1 for "dynamic"
+                if dim > MAX_DIM:
+                    raise ShapeError(f"input {value.name!r} declares axis {axis} of size {dim}, beyond "
                                      f"2**62; pass its real shape with --input-shape {value.name}=...")
-                size = dim.dim_value
-            elif dim.HasField("dim_param") and dim.dim_param in dims:
-                size = dims[dim.dim_param]
-            elif dim.HasField("dim_param") and (size := _dim_expression(dim.dim_param, dims, declared_params,
-                                                                          assume_dims)) is not None:
+                size = dim
+            elif isinstance(dim, str) and dim in dims:
+                size = dims[dim]
+            elif isinstance(dim, str) and (size := _dim_expression(dim, dims, declared_params,
+                                                                   assume_dims)) is not None:
                 pass
             elif spatial and axis in spatial:
                 size = image_size[0][spatial.index(axis)]
                 from_metadata.append(f"{value.name}[{axis}]")
             elif _is_batch_like(axis, dim):
                 size = 1
-                batches.setdefault(dim.dim_param or "axis 0", []).append(value.name)
+                batches.setdefault(_param(dim) or "axis 0", []).append(value.name)
             elif assume_dims is not None:
                 size = assume_dims
-                assumed.setdefault(dim.dim_param or f"axis {axis} (unnamed)", []).append(value.name)
+                assumed.setdefault(_param(dim) or f"axis {axis} (unnamed)", []).append(value.name)
             else:
                 size = None
             shape.append(size)
         if None in shape:
-            unbound.append((value, shape))
+            unbound.append((value.name, info.dims, shape))
         else:
             resolved[value.name] = shape
     if unbound:
@@ -229,27 +253,26 @@ def _bind_input_shapes(proto: ModelProto, pinned: dict[str, list[int]], dims: di
     return resolved
 
 
-def _unbound_message(unbound: list[tuple[onnx.ValueInfoProto, list[int | None]]]) -> str:
+def _unbound_message(unbound: list[tuple[str, Dims, list[int | None]]]) -> str:
     """One line: which dimensions of which inputs are unbound, and the exact options that bind them. An input
     whose unbound dimensions are all plain names comes first: binding those often fixes the others (Optimum's
     'past_sequence_length + 1' follows from past_sequence_length)."""
 
-    def plain_names(entry: tuple[onnx.ValueInfoProto, list[int | None]]) -> bool:
-        dims = entry[0].type.tensor_type.shape.dim
-        return all(dims[axis].dim_param.isidentifier() for axis, size in enumerate(entry[1]) if size is None)
+    def plain_names(entry: tuple[str, Dims, list[int | None]]) -> bool:
+        _, declared, shape = entry
+        return all(_param(declared[axis]).isidentifier() for axis, size in enumerate(shape) if size is None)
 
-    value, shape = sorted(unbound, key=lambda entry: not plain_names(entry))[0]
-    declared = value.type.tensor_type.shape.dim
-    missing = [(axis, declared[axis].dim_param) for axis, size in enumerate(shape) if size is None]
+    name, declared, shape = sorted(unbound, key=lambda entry: not plain_names(entry))[0]
+    missing = [(axis, _param(declared[axis])) for axis, size in enumerate(shape) if size is None]
     shown = ", ".join(f"{param!r} (axis {axis})" if param else f"axis {axis}" for axis, param in missing)
-    pattern = "x".join(str(size) if size is not None else f"<{declared[axis].dim_param or f'axis{axis}'}>"
+    pattern = "x".join(str(size) if size is not None else f"<{_param(declared[axis]) or f'axis{axis}'}>"
                        for axis, size in enumerate(shape))
-    options = f"--input-shape {value.name}={pattern}"
+    options = f"--input-shape {name}={pattern}"
     named = [param for _, param in missing if param.isidentifier()]
     if len(named) == len(missing):
         options += " or " + " ".join(f"--dim {param}=VALUE" for param in dict.fromkeys(named))
     others = f"; {len(unbound) - 1} more input(s) have unbound dimensions too" if len(unbound) > 1 else ""
-    return (f"input {value.name!r} has unbound dimension(s) {shown} that the model does not fix: pass "
+    return (f"input {name!r} has unbound dimension(s) {shown} that the model does not fix: pass "
             f"{options} (or --assume-dims 1 to set every unbound dimension to 1){others}")
 
 
@@ -308,19 +331,22 @@ def _dim_expression(text: str, dims: dict[str, int], declared: set[str], assume_
 
 
 def _collect(graph: GraphProto, scope: str, scopes: dict[str, dict[str, TensorInfo]], cache: dict,
-             non_tensors: set[str], nodes: list[onnx.NodeProto] | None = None) -> None:
-    """Record the graph's typed values. `cache`, shared across calls, holds one TensorInfo per (element type,
-    shape) and the TensorInfo (None: not a tensor) of each serialized TypeProto seen: reading a proto's dims
-    field by field costs far more than serializing it, and most tensors share their type with another."""
+             non_tensors: set[str], nodes: list[onnx.NodeProto] | None = None,
+             values: list[onnx.ValueInfoProto] | None = None) -> None:
+    """Record the graph's typed values (`values`: its inputs, outputs and value_info unless given), initializers
+    and Constant nodes. This is the one place that reads ONNX type protos into TensorInfo. `cache`, shared across
+    calls, holds one TensorInfo per (element type, dims) and the TensorInfo (None: not a tensor) of each
+    serialized TypeProto seen: reading a proto's dims field by field costs far more than serializing it, and
+    most tensors share their type with another."""
     table = scopes.setdefault(scope, {})
 
-    def info_of(elem_type: int, shape: tuple[int, ...] | None) -> TensorInfo:
-        info = cache.get((elem_type, shape))
+    def info_of(elem_type: int, dims: Dims | None) -> TensorInfo:
+        info = cache.get((elem_type, dims))
         if info is None:
-            info = cache[(elem_type, shape)] = TensorInfo(dtype_name(elem_type), shape)
+            info = cache[(elem_type, dims)] = TensorInfo(dtype_name(elem_type), dims)
         return info
 
-    for value in [*graph.input, *graph.output, *graph.value_info]:
+    for value in [*graph.input, *graph.output, *graph.value_info] if values is None else values:
         type_key = value.type.SerializeToString()
         if type_key in cache:
             info = cache[type_key]
@@ -349,21 +375,29 @@ def _collect(graph: GraphProto, scope: str, scopes: dict[str, dict[str, TensorIn
 _NOT_A_TENSOR = TensorInfo("not a tensor", None)
 
 
+def _new_info(elem_type: int, dims: Dims | None) -> TensorInfo:
+    return TensorInfo(dtype_name(elem_type), dims)
+
+
+def declared_info(value: onnx.ValueInfoProto) -> TensorInfo | None:
+    """What a value's annotation declares (see _type_info)."""
+    return _type_info(value.type, _new_info)
+
+
 def _type_info(type_proto: onnx.TypeProto, info_of) -> TensorInfo | None:
-    """TensorInfo of a tensor type (shape None unless every dimension is a number); _NOT_A_TENSOR for sequences,
-    maps and optionals; None when no type is given."""
+    """TensorInfo of a tensor type (dims None when the rank is unknown); _NOT_A_TENSOR for sequences, maps and
+    optionals; None when no type is given."""
     kind = type_proto.WhichOneof("value")
     if kind is None:
         return None
     if kind != "tensor_type":
         return _NOT_A_TENSOR
     tensor_type = type_proto.tensor_type
-    shape = None
+    dims = None
     if tensor_type.HasField("shape"):
-        dims = tensor_type.shape.dim
-        if all(d.WhichOneof("value") == "dim_value" for d in dims):
-            shape = tuple(d.dim_value for d in dims)
-    return info_of(tensor_type.elem_type, shape)
+        dims = tuple(d.dim_value if kind == "dim_value" else d.dim_param if kind == "dim_param" else None
+                     for d in tensor_type.shape.dim for kind in (d.WhichOneof("value"),))
+    return info_of(tensor_type.elem_type, dims)
 
 
 # Ops whose output is a tensor's shape or size, which depends on the input's shape only, not on its values: data
@@ -406,7 +440,7 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
                    dims: dict[str, int] | None = None, *, weights_loaded: bool = True,
                    external_dir: Path | None = None,
                    index: GraphIndex | None = None, light: ModelProto | None = None,
-                   assume_dims: int | None = None) -> ResolvedShapes:
+                   assume_dims: int | None = None) -> ShapeTable:
     """Shapes of every tensor. `index` is the main graph's index_graph (for its topological order and nodes).
 
     `light` is a metadata_only_copy(proto, index.order) the caller made already; it is modified here.
@@ -494,31 +528,50 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
                          f"{list(negative[first])}: the model cannot run at these shapes (an input smaller than a "
                          f"kernel?); pass larger ones with --input-shape")
     _dropout_masks(subgraphs, scopes, index.nodes)
-    result = ResolvedShapes(scopes, parents, resolved, warnings, non_tensors=non_tensors)
+    result = ShapeTable(scopes, parents, resolved, warnings, non_tensors=non_tensors)
     main = scopes[""]
     missing = [o for o in main_outputs if (main.get(o) is None or main[o].shape is None) and o not in non_tensors]
     if missing:
         _fill_with_onnxruntime(proto, result, missing, weights_loaded, external_dir)
     for value in proto.graph.output:
-        if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+        declared = declared_info(value)
+        if declared is None or declared.dims is None:
             continue
-        declared = value.type.tensor_type
-        dims = declared.shape.dim
+        dims = declared.dims
         known = scopes[""].get(value.name)
         if known is not None and known.shape is not None:
             # A declaration the graph contradicts is ignored (the graph is what runs), but the user should know.
-            if len(dims) != len(known.shape) or any(d.HasField("dim_value") and 0 <= d.dim_value != size
+            if len(dims) != len(known.shape) or any(type(d) is int and 0 <= d != size
                                                      for d, size in zip(dims, known.shape)):
-                shown = "x".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
+                shown = "x".join(str(d) if type(d) is int else (d or "?") for d in dims)
                 warnings.append(f"output {value.name!r} is declared {shown or 'a scalar'} but computes "
                                 f"{'x'.join(map(str, known.shape)) or 'a scalar'} at these input shapes; the "
                                 f"computed shape is used")
-        elif all(d.HasField("dim_value") and d.dim_value >= 0 for d in dims):
+        elif all(type(d) is int and d >= 0 for d in dims):
             # A declared output shape is the last resort, used only when nothing knew.
-            scopes[""][value.name] = TensorInfo(dtype_name(declared.elem_type), tuple(d.dim_value for d in dims))
+            scopes[""][value.name] = declared
             warnings.append(f"shape of output {value.name!r} is taken from the model's declaration; it could "
                             f"not be inferred for the resolved input shapes")
     return result
+
+
+def infer_symbolic_shapes(proto: ModelProto) -> ShapeTable:
+    """The main graph's tensors as onnx shape inference sees the model as it is, symbolic dims kept (the passes
+    rewrite a graph for every input shape). Best effort: inference runs on a metadata-only copy (weights are not
+    serialized); when it fails (custom ops, broken graphs) only the initializers are known, so shape-dependent
+    rewrites are simply skipped."""
+    scopes: dict[str, dict[str, TensorInfo]] = {}
+    cache: dict = {}
+    non_tensors: set[str] = set()
+    try:
+        inferred = onnx.shape_inference.infer_shapes(metadata_only_copy(proto), data_prop=True)
+    except Exception:  # noqa: BLE001 - onnx raises several error types here
+        inferred = None
+    if inferred is not None:
+        _collect(inferred.graph, "", scopes, cache, non_tensors)
+    # The weights' own dims have the last word (an old-IR graph input may declare a weight differently).
+    _collect(proto.graph, "", scopes, cache, non_tensors, nodes=[], values=[])
+    return ShapeTable(scopes, {"": ""}, {}, non_tensors=non_tensors)
 
 
 def _small_constants(graph: GraphProto) -> dict[str, TensorProto]:
@@ -580,7 +633,7 @@ def _loop_state_shapes(subgraphs: list[tuple[str, str, GraphProto]], scopes: dic
                        parents: dict[str, str]) -> list[tuple[str, str, TensorInfo]]:
     """onnx infers no shapes for the state outputs of Loop (and Scan); a state whose body output has the same
     shape as its initial value keeps that shape through every iteration, so the node's output has it too."""
-    lookup = ResolvedShapes(scopes, parents, {}).lookup
+    lookup = ShapeTable(scopes, parents, {}).lookup
     filled = []
     for scope, _, graph in reversed(subgraphs):   # inner graphs first: their results feed the outer bodies
         for position, node in enumerate(graph.node):
@@ -596,7 +649,7 @@ def _loop_state_shapes(subgraphs: list[tuple[str, str, GraphProto]], scopes: dic
                 states, body_outputs = node.input[:len(node.input) - scan_inputs], body.output
             body_table = scopes.get(subgraph_scope(scope, position, node, "body"), {})
             for output, initial, body_output in zip(node.output, states, body_outputs):
-                start, end = lookup(scope, initial), body_table.get(body_output.name)
+                start, end = lookup(initial, scope), body_table.get(body_output.name)
                 known = scopes[scope].get(output)
                 if (output and start is not None and end is not None and start.shape is not None
                         and start.shape == end.shape and (known is None or known.shape is None)):
@@ -636,7 +689,7 @@ def _run_with_timeout(session, names: list[str], feeds: dict[str, np.ndarray]) -
         timer.cancel()
 
 
-def _fill_with_onnxruntime(proto: ModelProto, result: ResolvedShapes, missing: list[str],
+def _fill_with_onnxruntime(proto: ModelProto, result: ShapeTable, missing: list[str],
                            weights_loaded: bool, external_dir: Path | None) -> None:
     """Run the model once with every unresolved main-graph tensor exposed as an output and record their shapes.
 

@@ -321,3 +321,23 @@ def test_declared_output_shape_the_graph_contradicts_is_reported(tmp_path):
     fp = edgefit.analyze(save(model, tmp_path))
     assert fp.outputs == {"y": [1, 8, 6, 6]}
     assert any("'y' is declared 1x1000 but computes 1x8x6x6" in w for w in fp.warnings)
+
+
+def test_one_table_for_symbolic_and_resolved_shapes():
+    """Passes and analysis read the same ShapeTable: symbols kept for passes, numbers once the inputs are bound."""
+    from edgefit.shapes import infer_symbolic_shapes, resolve_shapes
+
+    w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    proto = helper.make_model(helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Cast", ["h"], ["y"], to=TensorProto.INT8)],
+        "g", [vi("x", F, ["N", 4])], [vi("y", I8, None)], [w]), opset_imports=[helper.make_opsetid("", 17)])
+
+    symbolic = infer_symbolic_shapes(proto)
+    assert symbolic.dims("h") == ("N", 3) and symbolic.lookup("h").shape is None
+    assert symbolic.dims("w") == (4, 3) and symbolic.lookup("w").nbytes == 48
+    assert (symbolic.dtype("h"), symbolic.dtype("y")) == ("float32", "int8")
+    assert symbolic.dims("missing") is None and symbolic.inputs == {}
+
+    resolved = resolve_shapes(proto, {"x": [5, 4]})
+    assert resolved.dims("h") == resolved.lookup("h").shape == (5, 3)
+    assert resolved.lookup("y").nbytes == 15 and resolved.dtype("y") == "int8"

@@ -23,7 +23,7 @@ from edgefit.errors import ShapeError
 from edgefit.model import (GraphIndex, LoadedModel, external_location, index_graph, iter_tensors, load_model,
                            metadata_only_copy, node_subgraphs, subgraph_scope, validate)
 from edgefit.model import collector_paused, default_opset, initializer_names, iter_graphs, node_attribute
-from edgefit.shapes import ResolvedShapes, TensorInfo, resolve_shapes, shape_derived_int
+from edgefit.shapes import ShapeTable, TensorInfo, resolve_shapes, shape_derived_int
 
 
 @dataclass(slots=True)   # not frozen: one per node, and frozen dataclasses are three times slower to build
@@ -212,7 +212,7 @@ class _GraphStats:
 class _Analysis:
     """Walks the main graph and its subgraphs once, collecting layers, costs, weights and memory."""
 
-    def __init__(self, proto: ModelProto, shapes: ResolvedShapes, alignment: int):
+    def __init__(self, proto: ModelProto, shapes: ShapeTable, alignment: int):
         self.proto = proto
         self.shapes = shapes
         self.alignment = alignment
@@ -313,7 +313,7 @@ class _Analysis:
 
         def lookup(name: str) -> TensorInfo | None:
             info = table.get(name)
-            return info if info is not None else shapes.lookup(scope, name)
+            return info if info is not None else shapes.lookup(name, scope)
         return lookup
 
     def _cost(self, node: NodeProto, label: str, inputs: list[TensorInfo | None],
@@ -371,7 +371,7 @@ class _Analysis:
             if not num_scan_inputs:
                 return None
             first_scan = node.input[len(node.input) - num_scan_inputs]
-            info = self.shapes.lookup(scope, first_scan)
+            info = self.shapes.lookup(first_scan, scope)
             axes = list(node_attribute(node, "scan_input_axes", [0]))
             opset = default_opset(self.proto)
             if info is None or info.shape is None:

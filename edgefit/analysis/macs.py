@@ -124,7 +124,7 @@ def _fused_matmul(ctx: OpContext) -> Cost:
 
 
 def _with_shape(info: TensorInfo | None, shape: tuple[int, ...]) -> TensorInfo | None:
-    return None if info is None else dataclasses.replace(info, shape=shape)
+    return None if info is None else dataclasses.replace(info, dims=shape)
 
 
 def _check_inner(ctx: OpContext, a_k: int, b_k: int, a_shape, b_shape) -> None:

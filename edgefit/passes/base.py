@@ -22,7 +22,8 @@ from onnx import GraphProto, ModelProto, NodeProto, TensorProto, numpy_helper
 
 from edgefit.errors import ConfigError
 from edgefit.fidelity import Progress
-from edgefit.model import has_subgraph, index_graph, metadata_only_copy, subgraph_outer_reads
+from edgefit.model import has_subgraph, index_graph, subgraph_outer_reads
+from edgefit.shapes import Dims
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -436,42 +437,5 @@ class GraphEditor:
         return removed_nodes, len(unread)
 
 
-Shape = tuple[int | str | None, ...]
-
-
-@dataclass(frozen=True)
-class SymbolicShapes:
-    """What onnx shape inference knows about each tensor, symbolic dims kept (ints, dim_param strings, None), and
-    its dtype: the passes rewrite graphs for every input shape, unlike analysis, which resolves concrete ones."""
-
-    shapes: dict[str, Shape]
-    types: dict[str, int]
-
-
-def infer_tensor_info(model: ModelProto) -> SymbolicShapes:
-    """Best effort: runs on a metadata-only copy (weights are not serialized). When inference fails (custom
-    ops, broken graphs) only the initializers are known, so shape-dependent rewrites are simply skipped."""
-    shapes: dict[str, Shape] = {}
-    types: dict[str, int] = {}
-    try:
-        graph = onnx.shape_inference.infer_shapes(metadata_only_copy(model), data_prop=True).graph
-        infos = list(graph.input) + list(graph.value_info) + list(graph.output)
-    except Exception:  # noqa: BLE001 - onnx raises several error types here
-        infos = []
-    for vi in infos:
-        ttype = vi.type.tensor_type
-        if not vi.type.HasField("tensor_type"):
-            continue
-        if ttype.elem_type:
-            types[vi.name] = ttype.elem_type
-        if ttype.HasField("shape"):
-            shapes[vi.name] = tuple(
-                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in ttype.shape.dim)
-    for tensor in model.graph.initializer:
-        shapes[tensor.name] = tuple(tensor.dims)
-        types[tensor.name] = tensor.data_type
-    return SymbolicShapes(shapes, types)
-
-
-def is_static(shape: Shape | None) -> bool:
+def is_static(shape: Dims | None) -> bool:
     return shape is not None and all(isinstance(d, int) and d > 0 for d in shape)

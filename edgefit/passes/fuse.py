@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
 
+from edgefit.analysis.dtypes import dtype_name
 from edgefit.analysis.weights import NONDETERMINISTIC_OPS
 from edgefit.model import collector_paused, has_subgraph, node_attribute
 from edgefit.passes.base import (
@@ -60,12 +61,11 @@ from edgefit.passes.base import (
     PassOptions,
     PassResult,
     Progress,
-    SymbolicShapes,
     copy_model,
-    infer_tensor_info,
     is_static,
     node_label,
 )
+from edgefit.shapes import ShapeTable, infer_symbolic_shapes
 
 _AFFINE_HOSTS = ("Conv", "ConvTranspose", "Gemm")
 # Ops that decompress a stored weight: folding them would inflate the file for nothing.
@@ -138,7 +138,7 @@ def _fuse(model: ModelProto) -> PassResult:
     held_back: dict[str, str] = {}
     while True:
         # Shape inference sees the graph as the last round left it; each round's edits are written back at its end.
-        info = infer_tensor_info(result)
+        info = infer_symbolic_shapes(result)
         editor = GraphEditor(graph)
         changed = (_fold_constants(editor, info, opsets, rewrites)
                    + _remove_noops(editor, info, rewrites)
@@ -161,7 +161,7 @@ def _fuse(model: ModelProto) -> PassResult:
 
 # ---- constant folding --------------------------------------------------------------------------------
 
-def _fold_constants(editor: GraphEditor, info: SymbolicShapes, opsets: dict[str, int], rewrites: Counter) -> int:
+def _fold_constants(editor: GraphEditor, info: ShapeTable, opsets: dict[str, int], rewrites: Counter) -> int:
     folded = 0
     for node in editor.nodes():
         if node.op_type == "Constant" and all(o in editor.output_names for o in node.output):
@@ -185,13 +185,13 @@ def _fold_constants(editor: GraphEditor, info: SymbolicShapes, opsets: dict[str,
     return folded
 
 
-def _constant_outputs(node: NodeProto, editor: GraphEditor, info: SymbolicShapes,
+def _constant_outputs(node: NodeProto, editor: GraphEditor, info: ShapeTable,
                       opsets: dict[str, int]) -> list[np.ndarray] | None:
     """The node's output values when they follow from constants alone, else None."""
     if node.domain not in ("", "ai.onnx") or node.op_type in NONDETERMINISTIC_OPS or has_subgraph(node):
         return None
     if node.op_type == "Shape":
-        shape = info.shapes.get(node.input[0])
+        shape = info.dims(node.input[0])
         if not is_static(shape):
             return None
         start, end = node_attribute(node, "start", 0), node_attribute(node, "end", None)
@@ -229,7 +229,7 @@ def _read_elsewhere(name: str, node: NodeProto, editor: GraphEditor) -> bool:
 
 # ---- no-op removal -----------------------------------------------------------------------------------
 
-def _remove_noops(editor: GraphEditor, info: SymbolicShapes, rewrites: Counter) -> int:
+def _remove_noops(editor: GraphEditor, info: ShapeTable, rewrites: Counter) -> int:
     removed = 0
     for node in editor.nodes():
         if not editor.alive(node):
@@ -246,7 +246,7 @@ def _remove_noops(editor: GraphEditor, info: SymbolicShapes, rewrites: Counter) 
     return removed
 
 
-def _noop_source(node: NodeProto, editor: GraphEditor, info: SymbolicShapes) -> tuple[str | None, str]:
+def _noop_source(node: NodeProto, editor: GraphEditor, info: ShapeTable) -> tuple[str | None, str]:
     """(kind of removal, the tensor the node's output equals) or (None, '')."""
     op, x = node.op_type, (node.input[0] if node.input else "")
     if node.domain not in ("", "ai.onnx") or not x:
@@ -260,19 +260,19 @@ def _noop_source(node: NodeProto, editor: GraphEditor, info: SymbolicShapes) -> 
             return None, ""
         return "dropout_removed", x
     if op == "Reshape":
-        before, after = info.shapes.get(x), info.shapes.get(node.output[0])
+        before, after = info.dims(x), info.dims(node.output[0])
         if is_static(before) and before == after:
             return "noop_reshape_removed", x
         return None, ""
     if op == "Cast":
         to = node_attribute(node, "to")
-        if info.types.get(x) == to:
+        if to is not None and info.dtype(x) == dtype_name(to):
             return "noop_cast_removed", x
         first = editor.producer.get(x)
         if first is not None and first.op_type == "Cast" and first.input[0]:
             origin = first.input[0]
             middle = node_attribute(first, "to")
-            if info.types.get(origin) == to and (to, middle) in _LOSSLESS_WIDENING:
+            if (to, middle) in _LOSSLESS_WIDENING and info.dtype(origin) == dtype_name(to):
                 return "cast_pairs_removed", origin
         return None, ""
     if op == "Transpose":
@@ -295,8 +295,8 @@ def _perm(node: NodeProto, rank: int | None) -> list[int] | None:
     return None if rank is None else list(reversed(range(rank)))
 
 
-def _composed_perm(first: NodeProto, second: NodeProto, info: SymbolicShapes) -> list[int] | None:
-    shape = info.shapes.get(first.input[0])
+def _composed_perm(first: NodeProto, second: NodeProto, info: ShapeTable) -> list[int] | None:
+    shape = info.dims(first.input[0])
     rank = None if shape is None else len(shape)
     p1, p2 = _perm(first, rank), _perm(second, rank)
     if p1 is None or p2 is None or len(p1) != len(p2):
@@ -305,7 +305,7 @@ def _composed_perm(first: NodeProto, second: NodeProto, info: SymbolicShapes) ->
     return [p1[i] for i in p2]
 
 
-def _compose_transposes(second: NodeProto, editor: GraphEditor, info: SymbolicShapes) -> None:
+def _compose_transposes(second: NodeProto, editor: GraphEditor, info: ShapeTable) -> None:
     first = editor.producer[second.input[0]]
     composed = _composed_perm(first, second, info)
     second.input[0] = first.input[0]
@@ -439,7 +439,7 @@ def _absorb(host: NodeProto, scale: np.ndarray, shift: np.ndarray, editor: Graph
 
 # ---- MatMul + Add -> Gemm ----------------------------------------------------------------------------
 
-def _matmul_add_to_gemm(editor: GraphEditor, info: SymbolicShapes, rewrites: Counter) -> int:
+def _matmul_add_to_gemm(editor: GraphEditor, info: ShapeTable, rewrites: Counter) -> int:
     fused = 0
     for matmul in editor.nodes():
         if matmul.op_type != "MatMul" or not editor.alive(matmul):
@@ -460,17 +460,17 @@ def _matmul_add_to_gemm(editor: GraphEditor, info: SymbolicShapes, rewrites: Cou
     return fused
 
 
-_GEMM_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+_GEMM_TYPES = {dtype_name(t) for t in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE,
+                                       TensorProto.BFLOAT16)}
 
 
-def _gemm_compatible(info: SymbolicShapes, a: str, b: str, c: str, product: str) -> bool:
-    shapes = info.shapes
-    a_shape, b_shape, c_shape, out = shapes.get(a), shapes.get(b), shapes.get(c), shapes.get(product)
+def _gemm_compatible(info: ShapeTable, a: str, b: str, c: str, product: str) -> bool:
+    a_shape, b_shape, c_shape, out = info.dims(a), info.dims(b), info.dims(c), info.dims(product)
     if a_shape is None or b_shape is None or c_shape is None or out is None:
         return False
     if len(a_shape) != 2 or len(b_shape) != 2 or len(c_shape) > 2 or len(out) != 2:
         return False
-    if info.types.get(a) not in _GEMM_TYPES or info.types.get(c) != info.types.get(a):
+    if info.dtype(a) not in _GEMM_TYPES or info.dtype(c) != info.dtype(a):
         return False
     padded = (1,) * (2 - len(c_shape)) + tuple(c_shape)
     # Gemm broadcasts C one way only: each dim of C is 1 or the matching (known) output dim.

@@ -37,10 +37,10 @@ from edgefit.passes.base import (
     PassResult,
     Progress,
     copy_model,
-    infer_tensor_info,
     is_static,
     node_label,
 )
+from edgefit.shapes import ShapeTable, infer_symbolic_shapes
 
 SPARSE_RUNTIMES = (
     "Dense runtimes (onnxruntime, TensorFlow Lite Micro, CMSIS-NN, TensorRT) store and run pruned weights "
@@ -353,7 +353,7 @@ class _CutPlan:
 def _prune_structured(model: ModelProto, sparsity: float, skip: tuple[str, ...]) -> PassResult:
     result = copy_model(model)
     editor = GraphEditor(result.graph)
-    shapes = infer_tensor_info(result).shapes
+    shapes = infer_symbolic_shapes(result)
     hosts = [n for n in result.graph.node if n.op_type in ("Conv", "Gemm") and _weight_input(n, editor)]
     skipped_names = _resolve_skip(skip, [node_label(n) for n in hosts])
     skipped = [f"{name}: skipped on request" for name in sorted(skipped_names)]
@@ -396,7 +396,7 @@ def _output_channels(host: NodeProto, editor: GraphEditor) -> int:
     return editor.constant(host.input[1]).shape[_output_axis(host)]
 
 
-def _plan_cut(host: NodeProto, editor: GraphEditor, shapes: dict, sparsity: float) -> tuple[_CutPlan, int, list[int]]:
+def _plan_cut(host: NodeProto, editor: GraphEditor, shapes: ShapeTable, sparsity: float) -> tuple[_CutPlan, int, list[int]]:
     weight = editor.constant(host.input[1])
     group = node_attribute(host, "group", 1)
     if host.op_type == "Conv" and group != 1:
@@ -421,7 +421,7 @@ def _plan_cut(host: NodeProto, editor: GraphEditor, shapes: dict, sparsity: floa
     return plan, channels, keep
 
 
-def _follow(tensor: str, keep: list[int], total: int, editor: GraphEditor, shapes: dict, plan: _CutPlan) -> None:
+def _follow(tensor: str, keep: list[int], total: int, editor: GraphEditor, shapes: ShapeTable, plan: _CutPlan) -> None:
     """Carry the cut of axis 1 of `tensor` (keeping `keep` of `total`) through every reader."""
     if tensor in editor.output_names:
         raise _Blocked(f"its channels reach the graph output {tensor!r}")
@@ -434,14 +434,14 @@ def _follow(tensor: str, keep: list[int], total: int, editor: GraphEditor, shape
             plan.slices += [(reader, k, 0, keep) for k in range(1, 5)]
             plan.rewired.append(label)
             _follow(reader.output[0], keep, total, editor, shapes, plan)
-        elif (op in _CHANNEL_PASSTHROUGH or op == "Pad" and _pads_spatial_only(reader, shapes.get(tensor), editor)) \
+        elif (op in _CHANNEL_PASSTHROUGH or op == "Pad" and _pads_spatial_only(reader, shapes.dims(tensor), editor)) \
                 and position == 0:
             _follow(reader.output[0], keep, total, editor, shapes, plan)
         elif op in _CHANNEL_CONSTANT_OPS:
             _cut_channel_constant(reader, position, keep, total, editor, shapes, plan)
             _follow(reader.output[0], keep, total, editor, shapes, plan)
         elif op == "Flatten" and node_attribute(reader, "axis", 1) == 1:
-            shape = shapes.get(tensor)
+            shape = shapes.dims(tensor)
             if shape is None or len(shape) < 2 or not is_static(shape[2:]):
                 raise _Blocked(f"Flatten {label} reads a tensor whose spatial size is not static")
             block = int(np.prod(shape[2:], dtype=np.int64))
@@ -457,7 +457,7 @@ def _follow(tensor: str, keep: list[int], total: int, editor: GraphEditor, shape
             _require_constant(reader, 1, editor)
             plan.slices.append((reader, 1, 1 if node_attribute(reader, "transB", 0) else 0, keep))
             plan.rewired.append(label)
-        elif op == "MatMul" and position == 0 and len(shapes.get(tensor, ())) == 2:
+        elif op == "MatMul" and position == 0 and len((shapes.dims(tensor) or ())) == 2:
             weight = _require_constant(reader, 1, editor)
             if weight.ndim != 2:
                 raise _Blocked(f"MatMul {label} has a {weight.ndim}-D weight")
@@ -497,7 +497,7 @@ def _require_constant(node: NodeProto, index: int, editor: GraphEditor) -> np.nd
     return value
 
 
-def _cut_conv_input(conv: NodeProto, keep: list[int], total: int, editor: GraphEditor, shapes: dict,
+def _cut_conv_input(conv: NodeProto, keep: list[int], total: int, editor: GraphEditor, shapes: ShapeTable,
                     plan: _CutPlan) -> None:
     weight = _require_constant(conv, 1, editor)
     group = node_attribute(conv, "group", 1)
@@ -520,7 +520,7 @@ def _cut_conv_input(conv: NodeProto, keep: list[int], total: int, editor: GraphE
 
 
 def _cut_channel_constant(node: NodeProto, position: int, keep: list[int], total: int, editor: GraphEditor,
-                          shapes: dict, plan: _CutPlan) -> None:
+                          shapes: ShapeTable, plan: _CutPlan) -> None:
     """Slice the constant operand of an elementwise op where it varies along the channel axis."""
     if node.op_type in ("Sub", "Div", "PRelu") and position != 0:
         raise _Blocked(f"{node.op_type} {node_label(node)} uses the channels as its second operand")
@@ -529,7 +529,7 @@ def _cut_channel_constant(node: NodeProto, position: int, keep: list[int], total
     if value is None:
         raise _Blocked(f"its channels meet another tensor in {node.op_type} {node_label(node)} (e.g. a residual "
                        "connection) that is not cut the same way")
-    rank = len(shapes.get(node.input[position], ())) or 4
+    rank = len((shapes.dims(node.input[position]) or ())) or 4
     if value.ndim > rank:
         raise _Blocked(f"{node.op_type} {node_label(node)} broadcasts to a higher rank")
     if value.size == 1:
