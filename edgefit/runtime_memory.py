@@ -25,7 +25,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:   # profiles check `memory_model` against MEMORY_MODELS, and `profiles list` must not load onnx
-    from edgefit.analysis.footprint import Footprint, OpSite
+    from edgefit.analysis.footprint import Footprint
 
 # The memory models, by the name a profile gives in `memory_model`.
 MEMORY_MODELS: tuple[str, ...] = ("tflm", "tflm-cmsis-nn", "tflite", "onnxruntime", "coreml", "tensorrt", "static")

@@ -229,7 +229,6 @@ def test_onnxruntime_optimized_model_with_contrib_ops(tmp_path, samples):
 def _loop_over_sequence(trip_count_nodes, trip_count_name):
     """x [1, T, 8]; Loop runs trip_count times, each iteration a [1, 8] x [8, 8] MatMul on the carried state."""
     import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
 
     body = helper.make_graph(
         [helper.make_node("MatMul", ["h_in", "w"], ["h_out"]), helper.make_node("Identity", ["cond_in"], ["cond_out"])],

@@ -1,6 +1,5 @@
 """fidelity: metrics worked by hand, input data formats and their errors, synthetic inputs."""
 
-import json
 import math
 from pathlib import Path
 

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import onnx
 import pytest
-from helpers import model, strict_json
+from helpers import strict_json
 from test_check import dense_model
 from test_profiles import VALID, write_profile
 
-from edgefit import analyze
 from edgefit.cli import main
 from edgefit.devices import BUILTIN_PROFILES_DIR, load_profile_file
 from edgefit.errors import ConfigError

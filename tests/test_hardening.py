@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import edgefit
-from edgefit import ConfigError, ModelError, ShapeError
+from edgefit import ConfigError, ShapeError
 from edgefit.cli import main
 from edgefit.fidelity import load_samples, synthetic_samples
 from edgefit.guard import SYNTHETIC_BUDGET_BYTES

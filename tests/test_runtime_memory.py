@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 from helpers import model, weight
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 from test_estimate import mcu, two_layer_footprint
 from test_profiles import VALID, write_profile
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-import edgefit
 from edgefit import ConfigError
 from edgefit.report.quantities import format_bytes, format_count
 from edgefit.units import parse_duration_s, parse_power_w, parse_size

@@ -2,7 +2,6 @@
 output files, conflicting options, calibration that must keep stdout JSON. (Data files: test_fidelity.py; gate
 reports: test_gate.py.)"""
 
-import json
 import math
 import os
 import stat

@@ -186,8 +186,7 @@ def _layer_bars(chart_id: str, title: str, layers: tuple[LayerStats, ...], value
     ranges = _bins(len(layers), MAX_BARS)
     totals = [sum(values[lo:hi]) for lo, hi in ranges]
     top = max(totals, default=0) or 1
-    plot_h, plot_w = HEIGHT - 40, WIDTH - MARGIN - 8
-    bar_w = plot_w / max(len(ranges), 1)
+    bar_w = (WIDTH - MARGIN - 8) / max(len(ranges), 1)
     labelled: set[int] = set()
     for index in sorted((i for i in range(len(totals)) if totals[i]), key=lambda i: -totals[i]):
         # The five largest bars get a name, skipping any whose label would overprint one already placed.
@@ -225,7 +224,7 @@ def _layers(report: ModelReport) -> str:
         charts.append(_layer_bars("layer-latency", f"estimated latency on {report.latency_target}", layers,
                                   list(report.layer_latency_s), lambda s: f"{s * 1e3:.3g} ms"))
     binned = len(layers) > MAX_BARS
-    note = (f'<p class="note">One bar per layer in execution order' + (
+    note = ('<p class="note">One bar per layer in execution order' + (
         f"; {len(layers):,} layers are shown in {len(_bins(len(layers), MAX_BARS))} bins of consecutive layers "
         f"(each bar their sum)" if binned else "") + ". The five largest bars are labelled; hover for details.</p>")
     return "\n".join(charts) + note
