@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,10 +18,12 @@ from edgefit.cli.options import (
     JsonOpt,
     MaxFlashOpt,
     MaxPowerOpt,
+    MaxLatencyOpt,
     MaxRamOpt,
     ModelArg,
     PrecisionOpt,
     ProfilesDirOpt,
+    RateOpt,
     ReportFormat,
     RuntimeOpt,
     TargetsOpt,
@@ -76,16 +78,10 @@ def check(
     target: TargetsOpt = None,
     all_targets: AllTargetsOpt = False,
     precision: PrecisionOpt = None,
-    rate: Annotated[Optional[float], typer.Option(
-        "--rate", help="Inferences per second, for average power and battery life (default: back to back). "
-        "Also a latency budget: the device must keep up, so latency must stay under 1/rate.",
-        show_default=False)] = None,
+    rate: RateOpt = None,
     max_ram: MaxRamOpt = None,
     max_flash: MaxFlashOpt = None,
-    max_latency: Annotated[Optional[str], typer.Option(
-        "--max-latency", help="Latency budget, e.g. 20ms (replaces one the profile declares). Without a budget "
-        "latency is reported against the tier's typical band (tiny 1-10 ms, ...) and does not decide the fit.",
-        show_default=False)] = None,
+    max_latency: MaxLatencyOpt = None,
     max_power: MaxPowerOpt = None,
     runtime: RuntimeOpt = None,
     profiles_dir: ProfilesDirOpt = None,

@@ -21,9 +21,11 @@ from edgefit.cli.options import (
     JsonOpt,
     MaxFlashOpt,
     MaxPowerOpt,
+    MaxLatencyOpt,
     MaxRamOpt,
     ModelArg,
     ProfilesDirOpt,
+    RateOpt,
     RuntimeOpt,
     console,
     err_console,
@@ -70,12 +72,9 @@ def fit(
         "arduino-nano-33-ble-sense (tiny), with fit-manifest.json.")] = False,
     max_ram: MaxRamOpt = None,
     max_flash: MaxFlashOpt = None,
-    max_latency: Annotated[Optional[str], typer.Option(
-        "--max-latency", help="Latency budget, e.g. 20ms (as in check).", show_default=False)] = None,
+    max_latency: MaxLatencyOpt = None,
     max_power: MaxPowerOpt = None,
-    rate: Annotated[Optional[float], typer.Option(
-        "--rate", help="Inferences per second (for power; caps the latency budget at 1/rate).",
-        show_default=False)] = None,
+    rate: RateOpt = None,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="Model file to write (one target; default MODEL.fit.onnx), or the directory for "
         "several targets / --tiers (default MODEL-fit/): <stem>.<device>.onnx + fit-manifest.json.",

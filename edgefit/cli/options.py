@@ -59,6 +59,13 @@ MaxRamOpt = Annotated[Optional[str], typer.Option(
     "--max-ram", help="Tighten the RAM limit, e.g. 200KiB (KB = 1000 bytes, KiB = 1024).", show_default=False)]
 MaxFlashOpt = Annotated[Optional[str], typer.Option(
     "--max-flash", help="Tighten the flash limit, e.g. 1MB.", show_default=False)]
+MaxLatencyOpt = Annotated[Optional[str], typer.Option(
+    "--max-latency", help="Latency budget, e.g. 20ms (replaces one the profile declares). Without a budget "
+    "latency is reported against the tier's typical band (tiny 1-10 ms, ...) and does not decide the fit.",
+    show_default=False)]
+RateOpt = Annotated[Optional[float], typer.Option(
+    "--rate", help="Inferences per second, for average power and battery life (default: back to back). "
+    "Also a latency budget: the device must keep up, so latency must stay under 1/rate.", show_default=False)]
 MaxPowerOpt = Annotated[Optional[str], typer.Option(
     "--max-power", help="Average power budget at --rate, e.g. 50mW.", show_default=False)]
 RuntimeOpt = Annotated[Optional[str], typer.Option(
