@@ -179,11 +179,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(calibration: dict, held_out: dict, threads: int, keep: Path | None) -> int:
     from edgefit.analysis.footprint import analyze
-    from edgefit.calibrate import calibrate, write_profile
-    from edgefit.check import check_footprint
-    from edgefit.devices import load_profile_file
+    from edgefit.devices.calibrate import calibrate, write_profile
+    from edgefit.devices.check import check_footprint
+    from edgefit.devices.profiles import load_profile_file
+    from edgefit.devices.timing import time_model
     from edgefit.model import load_model
-    from edgefit.timing import time_model
 
     with tempfile.TemporaryDirectory(prefix="edgefit-bench-") as scratch:
         folder = keep or Path(scratch)

@@ -14,7 +14,7 @@ built here from the sample model) on ESP32 and ESP32-S3 (Espressif's esp-tflite-
 NUCLEO-F413ZH. Boards without a profile of their own are estimated with the profile of the same core at another clock
 (CLOCK_TRANSFER): the same cycles per inference, the latency scaled by the clocks' ratio.
 
-Default: the reproduction table, `edgefit.estimate` with each board's profile and the row's runtime stack, against
+Default: the reproduction table, `edgefit.devices.estimate` with each board's profile and the row's runtime stack, against
 the published figure, and the share within +-25% per board. Exit 0 when the goals hold: >= 80% of latency pairs
 within +-25%, none off by more than 2x, every energy pair within 2x.
 
@@ -47,9 +47,9 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefit import analyze
-from edgefit.devices import load_profile
-from edgefit.estimate import estimate
-from edgefit.latency import latency_features
+from edgefit.devices.estimate import estimate
+from edgefit.devices.latency import latency_features
+from edgefit.devices.profiles import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = (ROOT / "benchmarks" / "data" / "mlperf_tiny.csv", ROOT / "benchmarks" / "data" / "published_mcu.csv")

@@ -7,7 +7,7 @@ AllocateTensors; the figures stored in benchmarks/tflm_arena_measured.json, with
 side) and `tflite-micro` is installed (pip install -e ".[tflm]"), in which case they are measured again.
 KWS has no fp32 file TFLM runs (the published one is a hybrid model): its fp32 row is the int8 file with every
 tensor made float32; the same conversion of the VWW int8 file measures exactly as the published VWW float file.
-Ours: `edgefit.runtime_memory` with memory model "tflm" on the ONNX sample models of the same networks
+Ours: `edgefit.devices.runtime_memory` with memory model "tflm" on the ONNX sample models of the same networks
 (sample_models/), at fp32 and at int8 both ways: the float model estimated at int8, and the model really quantized
 by `edgefit quantize` (static QDQ, synthetic calibration).
 
@@ -28,15 +28,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from rich.console import Console
 from rich.table import Table
 
 from edgefit import analyze
+from edgefit.devices.runtime_memory import runtime_memory
 from edgefit.fidelity import synthetic_samples
 from edgefit.model import load_model
 from edgefit.passes import PassOptions, run_passes
-from edgefit.runtime_memory import runtime_memory
 
 HERE = Path(__file__).resolve().parent
 SAMPLES = HERE.parent / "sample_models"
@@ -54,7 +53,7 @@ runtime.Interpreter.from_file(sys.argv[1], arena_size=2_000_000).print_allocatio
 def dequantized(data: bytes) -> bytes:
     """The int8 model with every quantized tensor made float32 (weights dequantized): the fp32 model of the same
     graph, for networks whose published float file TFLM cannot run."""
-    import flatbuffers   # both come with tflite-micro
+    import flatbuffers  # both come with tflite-micro
     from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as tfl
 
     model = tfl.ModelT.InitFromObj(tfl.Model.GetRootAsModel(data, 0))

@@ -18,10 +18,11 @@ _EXPORTS = {
     "analyze": "edgefit.analysis.footprint", "Footprint": "edgefit.analysis.footprint",
     "LayerStats": "edgefit.analysis.footprint",
     "load_model": "edgefit.model", "save_model": "edgefit.model",
-    "check_footprint": "edgefit.check", "tier_summary": "edgefit.check", "Budgets": "edgefit.check",
-    "CheckReport": "edgefit.check", "TierSummary": "edgefit.check",
+    "check_footprint": "edgefit.devices.check", "tier_summary": "edgefit.devices.check", "Budgets": "edgefit.devices.check",
+    "CheckReport": "edgefit.devices.check", "TierSummary": "edgefit.devices.check",
     "run_gate": "edgefit.gate", "GateReport": "edgefit.gate",
-    "load_profile": "edgefit.devices", "list_profiles": "edgefit.devices", "DeviceProfile": "edgefit.devices",
+    "load_profile": "edgefit.devices.profiles", "list_profiles": "edgefit.devices.profiles",
+    "DeviceProfile": "edgefit.devices.profiles",
     "fuse": "edgefit.passes", "prune": "edgefit.passes", "quantize": "edgefit.passes",
     "run_passes": "edgefit.passes.pipeline", "optimize_file": "edgefit.passes.pipeline",
     "PassOptions": "edgefit.passes.pipeline", "PipelineResult": "edgefit.passes.pipeline",
@@ -49,8 +50,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from edgefit.analysis.footprint import Footprint, LayerStats, analyze
-    from edgefit.check import Budgets, CheckReport, TierSummary, check_footprint, tier_summary
-    from edgefit.devices import DeviceProfile, list_profiles, load_profile
+    from edgefit.devices.check import Budgets, CheckReport, TierSummary, check_footprint, tier_summary
+    from edgefit.devices.profiles import DeviceProfile, list_profiles, load_profile
     from edgefit.errors import ConfigError, EdgefitError, ModelError, PassError, ProfileError, ShapeError
     from edgefit.fidelity import Fidelity, compare
     from edgefit.fitting import FitReport, fit

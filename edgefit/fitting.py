@@ -46,10 +46,11 @@ from onnx import ModelProto
 
 from edgefit.analysis.footprint import Footprint, analyze
 from edgefit.analysis.weights import LINEAR_LAYER_OPS
-from edgefit.check import Budgets, TargetResult, Verdict, check_footprint, resolve_targets
-from edgefit.devices import TIERS, DeviceProfile, list_profiles
+from edgefit.devices.check import Budgets, TargetResult, Verdict, check_footprint, resolve_targets
+from edgefit.devices.estimate import model_precision
+from edgefit.devices.fields import TIERS
+from edgefit.devices.profiles import DeviceProfile, list_profiles
 from edgefit.errors import ConfigError, EdgefitError, ModelError
-from edgefit.estimate import model_precision
 from edgefit.fidelity import Fidelity, SampleSet, compare, load_samples, run_model, select_samples, synthetic_samples
 
 OBJECTIVES = ("fidelity", "size", "latency", "energy")
@@ -409,7 +410,7 @@ class _Search:
     def _check(self, built: _Built, patching: bool = False) -> TargetResult:
         """check's verdicts (with the operators verdict, which needs the graph) on the weights as stored; patch
         advice only when asked (it plans every patch grid: for the closest candidate, not for every one)."""
-        from edgefit.check import with_model_advice
+        from edgefit.devices.check import with_model_advice
 
         footprint = _stored_weights(built.footprint)
         result = check_footprint(footprint, self.profile, model_precision(footprint), self.budgets, self.rate_hz,
@@ -542,7 +543,7 @@ class _Search:
             best = max(in_budget, key=lambda c: fidelity_score(c.fidelity))
             metric, value, limit = best.floor_miss
             return NoFit(best, metric, value, limit, "", "floor", ())
-        from edgefit.check import _binding, _closest_to_fitting
+        from edgefit.devices.check import _binding, _closest_to_fitting
 
         # Closest among those that hold the floor (or were not measured): a candidate that misses both the budget
         # and the floor is no answer to what would close the gap.
@@ -561,7 +562,7 @@ def devices_that_fit(candidate: Candidate, model: ModelProto | None, profile: De
                      profiles_dir=None) -> tuple[str, ...]:
     """Other known devices the candidate (whose graph is `model`) fits as it is: device limits, and the operators
     of each device's runtime; smallest RAM first."""
-    from edgefit.check import with_model_advice
+    from edgefit.devices.check import with_model_advice
 
     footprint = _stored_weights(candidate.footprint)
     precision = model_precision(footprint)

@@ -15,14 +15,23 @@ from pathlib import Path
 from typing import Any
 
 from edgefit.analysis.footprint import Footprint
-from edgefit.check import (Budgets, CheckReport, ProfilesDir, TargetResult, Verdict, analyze_for_check,
-                           check_footprint, with_model_advice)
-from edgefit.devices import check_precision, find_profile, list_profiles, load_toml
+from edgefit.devices.check import (
+    Budgets,
+    CheckReport,
+    ProfilesDir,
+    TargetResult,
+    Verdict,
+    analyze_for_check,
+    check_footprint,
+    with_model_advice,
+)
+from edgefit.devices.estimate import METHOD
+from edgefit.devices.fields import check_precision
+from edgefit.devices.profiles import find_profile, list_profiles
 from edgefit.errors import ConfigError, EdgefitError, ShapeError
-from edgefit.estimate import METHOD
 from edgefit.guard import existing_kind, regular_file
+from edgefit.toml_files import load_toml
 from edgefit.units import MAX_DIM, ascii_int, check_rate_hz, parse_assume_dims
-
 
 GATE_KEYS = ("name", "model", "target", "precision", "max_ram", "max_flash", "max_latency", "max_power", "rate",
              "input_shape", "dim", "assume_dims", "baseline", "max_growth")

@@ -13,9 +13,9 @@ from typing import Any
 
 from edgefit.analysis.footprint import Footprint, LayerStats, analyze
 from edgefit.analysis.timeline import MemoryTimeline, memory_timeline
-from edgefit.check import Budgets, CheckReport, ProfilesDir, check
-from edgefit.devices import DeviceProfile
-from edgefit.estimate import layer_latencies
+from edgefit.devices.check import Budgets, CheckReport, ProfilesDir, check
+from edgefit.devices.estimate import layer_latencies
+from edgefit.devices.profiles import DeviceProfile
 from edgefit.fidelity import Fidelity
 
 

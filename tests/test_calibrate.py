@@ -10,10 +10,12 @@ import tomllib
 import numpy as np
 import onnx
 import pytest
+from helpers import model, weight
 from onnx import helper
 
 from edgefit.analysis.footprint import analyze
-from edgefit.calibrate import (
+from edgefit.cli import main
+from edgefit.devices.calibrate import (
     calibrate,
     fit_coefficients,
     fit_power,
@@ -22,13 +24,11 @@ from edgefit.calibrate import (
     toml_dumps,
     write_profile,
 )
-from edgefit.cli import main
-from edgefit.devices import BUILTIN_PROFILES_DIR, load_profile
+from edgefit.devices.latency import FEATURE_NAMES, LatencyCoefficients, latency_features
+from edgefit.devices.profiles import BUILTIN_PROFILES_DIR, load_profile
+from edgefit.devices.timing import Timing, TimingPlan, kernels, time_model
 from edgefit.errors import ConfigError, MeasurementError
-from edgefit.latency import FEATURE_NAMES, LatencyCoefficients, latency_features
-from edgefit.timing import Timing, TimingPlan, kernels, time_model
 from edgefit.units import parse_energy_j
-from helpers import model, weight
 
 # Per-class costs of a plausible CPU: 50, 20, 10 GMAC/s, 2 Gelem/s, 2 us per op, 20 us per inference.
 TRUE = LatencyCoefficients(2e-11, 5e-11, 1e-10, 5e-10, 2e-6, 2e-5)
@@ -325,7 +325,7 @@ def test_output_never_overwrites_inputs(tmp_path, board, capsys):
 def test_a_profile_that_would_not_load_replaces_nothing(tmp_path, board, monkeypatch, capsys):
     """The writer checks the temporary file loads as a profile before the rename (write_text_atomic's validate
     hook): a bad field stops it, names the output, keeps the old file and leaves no temporary file behind."""
-    import edgefit.calibrate as calibrate_module
+    import edgefit.devices.calibrate as calibrate_module
 
     out = tmp_path / "out" / "my-board.toml"
     out.parent.mkdir()

@@ -13,8 +13,8 @@ from test_estimate import mcu, phone, two_layer_footprint
 from test_profiles import VALID
 
 import edgefit
-from edgefit.check import Band, Budgets, check, check_footprint, tier_summary
 from edgefit.cli import main
+from edgefit.devices.check import Band, Budgets, check, check_footprint, tier_summary
 from edgefit.errors import ConfigError
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
@@ -256,7 +256,7 @@ def test_cli_json_contract(big_dense, capsys):
     assert main(["check", str(big_dense), "--all", "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["precision"] == "fp32" and data["estimated"] is True
-    assert len(data["targets"]) == len(edgefit.devices.list_profiles())
+    assert len(data["targets"]) == len(edgefit.devices.profiles.list_profiles())
     for target in data["targets"]:
         assert {"target", "tier", "fits", "checks", "estimates"} <= set(target)
         for item in target["checks"]:

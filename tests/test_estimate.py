@@ -6,9 +6,9 @@ import pytest
 
 from edgefit.analysis.footprint import Footprint, LayerStats
 from edgefit.analysis.memory import Buffer
-from edgefit.devices import DeviceProfile
+from edgefit.devices.estimate import estimate, model_precision
+from edgefit.devices.profiles import DeviceProfile
 from edgefit.errors import ConfigError
-from edgefit.estimate import estimate, model_precision
 
 
 def two_layer_footprint(conv_macs: int | None = 1_000_000) -> Footprint:
@@ -167,7 +167,7 @@ def test_qdq_pairs_cost_nothing_at_int8(samples):
     import onnx
 
     import edgefit
-    from edgefit.devices import load_profile
+    from edgefit.devices.profiles import load_profile
     from edgefit.fidelity import load_samples
     from edgefit.passes import quantize
 
@@ -188,7 +188,7 @@ def test_storage_sharing_runtimes_get_the_shared_arena(samples):
     # Relu runs in place and conv2 (reads 2,048 B, writes 16x4x4 floats = 1,024 B) sets the peak: 3,072 B.
     # Raspberry Pi 5 runs onnxruntime (sharing), the ESP32 TensorFlow Lite Micro (no sharing).
     import edgefit
-    from edgefit.devices import load_profile
+    from edgefit.devices.profiles import load_profile
 
     fp = edgefit.analyze(samples / "digits_cnn.onnx", dims={"batch": 1})
     assert (fp.peak_activation_bytes, fp.shared_storage_peak_bytes) == (4096, 3072)

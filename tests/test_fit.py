@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgefit.check import Budgets
 from edgefit.cli import main
+from edgefit.devices.check import Budgets
 from edgefit.errors import ConfigError, ModelError
 from edgefit.fitting import MANIFEST_NAME, TIER_DEVICES, fit
 from edgefit.passes.fuse import fuse
@@ -137,11 +137,10 @@ def test_cost_objective_returns_the_cheapest_recipe_that_holds_the_floor(prunabl
 
 
 def test_memory_aware_order_written_when_the_file_order_misses_the_ram_budget(tmp_path, profiles):
-    from tests.test_reorder import two_branches
-
     from edgefit.analysis.footprint import analyze
-    from edgefit.check import check_footprint
-    from edgefit.devices import load_profile
+    from edgefit.devices.check import check_footprint
+    from edgefit.devices.profiles import load_profile
+    from tests.test_reorder import two_branches
 
     # TFLM plans the arena in file order: both 16 KiB branch tensors live together there, one at a time after
     # reordering (the planner's figures: 33792 -> 18432 bytes, see test_reorder), plus TFLM's own tail.

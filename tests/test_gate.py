@@ -12,7 +12,7 @@ from test_check import dense_model
 from test_profiles import VALID, write_profile
 
 from edgefit.cli import main
-from edgefit.devices import BUILTIN_PROFILES_DIR, load_profile_file
+from edgefit.devices.profiles import BUILTIN_PROFILES_DIR, load_profile_file
 from edgefit.errors import ConfigError
 from edgefit.gate import load_gate_config, run_gate
 

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from helpers import model, weight
 from onnx import TensorProto, helper
 
 from edgefit.analysis.footprint import analyze
-from edgefit.latency import FEATURE_NAMES, LatencyCoefficients, LatencyFeatures, latency_features, layer_class
-from helpers import model, weight
+from edgefit.devices.latency import FEATURE_NAMES, LatencyCoefficients, LatencyFeatures, latency_features, layer_class
 
 
 def conv_bn_relu_dw_fc():

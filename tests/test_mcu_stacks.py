@@ -9,8 +9,8 @@ from test_latency import conv_bn_relu_dw_fc
 from test_mlperf_tiny import bench
 
 from edgefit.analysis.footprint import analyze
-from edgefit.devices import load_profile
-from edgefit.estimate import estimate
+from edgefit.devices.estimate import estimate
+from edgefit.devices.profiles import load_profile
 
 DEFAULTS = {"arduino-nano-33-ble-sense": "tflm-cmsis-nn", "esp32": "esp-nn", "esp32-cam": "esp-nn",
             "esp32-s3": "esp-nn", "disco-f746ng": "stm32cube-ai-8.1", "nucleo-u575zi-q": "stm32cube-ai-8.1",

@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 
 from edgefit import analyze
-from edgefit.latency import latency_features
+from edgefit.devices.latency import latency_features
 from edgefit.passes import run_passes
 
 ROOT = Path(__file__).resolve().parent.parent

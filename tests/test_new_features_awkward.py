@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 import edgefit
 from edgefit.cli import main
-from edgefit.runtime_memory import runtime_memory, tflite_graph
+from edgefit.devices.runtime_memory import runtime_memory, tflite_graph
 
 F = TensorProto.FLOAT
 
@@ -158,7 +158,7 @@ def test_classical_ml_ops_missing_from_a_complete_list_are_unsupported_not_unkno
     # which enumerates the ai.onnx.ml ops it imports, still accepts them.
     from test_classical_ml import linear_zipmap_tree
 
-    from edgefit.check import check
+    from edgefit.devices.check import check
 
     report = check(save(linear_zipmap_tree(), tmp_path), ["esp32", "stm32h7"])
     esp32, stm32 = report.targets
@@ -205,7 +205,6 @@ def test_fp16_conversion_of_ops_kept_in_float32_adds_no_lossy_cast_round_trips()
     # The converter keeps ai.onnx.ml ops in float32 but cast the input to float16 and back before them (and the
     # probabilities likewise between LinearClassifier and ZipMap): the input rounded to float16 for nothing.
     import onnxruntime as ort
-
     from test_classical_ml import linear_zipmap_tree
 
     from edgefit.passes.quantize import quantize
@@ -229,7 +228,7 @@ def test_nothing_fuses_onto_a_tensor_that_is_also_a_graph_output():
     # the Relu into the conv: c must exist as written. The TFLM replay fused it anyway and planned 2,816 B at int8
     # (x 768 + c 2,048 while the conv runs) where c and y (2 x 2,048 B) are both alive while the Relu runs; latency
     # likewise counted one op and no elementwise work.
-    from edgefit.latency import latency_features
+    from edgefit.devices.latency import latency_features
 
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]), helper.make_node("Relu", ["c"], ["y"])]
     graph = helper.make_graph(nodes, "g", [vi("x", F, [1, 3, 16, 16])],

@@ -10,12 +10,12 @@ from onnx import helper
 from test_estimate import mcu
 
 from edgefit.analysis.footprint import analyze
-from edgefit.check import Budgets, check
 from edgefit.cli import main
-from edgefit.devices import list_profiles, parse_profile
+from edgefit.devices.check import Budgets, check
+from edgefit.devices.operators import load_operator_list, operator_list_names
+from edgefit.devices.operators.coverage import ModelGraph, operator_coverage
+from edgefit.devices.profiles import list_profiles, parse_profile
 from edgefit.errors import ConfigError, ProfileError
-from edgefit.operators import load_operator_list, operator_list_names
-from edgefit.operators.coverage import ModelGraph, operator_coverage
 from edgefit.report.check_text import describe_operators, render_tier_line
 
 
@@ -198,7 +198,7 @@ def test_analyze_tier_line_shows_the_operator_verdict(tmp_path, capsys, monkeypa
     profile_dir = tmp_path / "profiles"
     profile_dir.mkdir()
     (profile_dir / "only.toml").write_text(ONLY_TFLM_MCU)
-    monkeypatch.setattr("edgefit.devices.BUILTIN_PROFILES_DIR", profile_dir)
+    monkeypatch.setattr("edgefit.devices.profiles.BUILTIN_PROFILES_DIR", profile_dir)
     einsum = helper.make_node("Einsum", ["f", "f"], ["y2"], equation="bi,bi->b", name="mix")
     path = tmp_path / "m.onnx"
     path.write_bytes(small_cnn(extra=[einsum]).SerializeToString())

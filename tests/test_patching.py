@@ -168,7 +168,7 @@ def test_check_reports_the_patch_plan_when_ram_binds(tmp_path):
     16384 B does not fit; the cheapest plan within 12,000 B is 2x2 over the three layers (10304 B, +10%)."""
     from test_estimate import mcu
 
-    from edgefit.check import check
+    from edgefit.devices.check import check
     from edgefit.report.check_text import describe_patch_plan
 
     path = tmp_path / "cnn.onnx"

@@ -10,9 +10,14 @@ import onnx
 import pytest
 
 from edgefit.cli import main
-from edgefit.devices import (
-    BUILTIN_PROFILES_DIR, PROFILES_ENV, TIER_LATENCY_BAND_S, TIERS, list_profiles, load_profile, load_profile_file,
-    normalize_name,
+from edgefit.devices.fields import TIERS, normalize_name
+from edgefit.devices.profiles import (
+    BUILTIN_PROFILES_DIR,
+    PROFILES_ENV,
+    TIER_LATENCY_BAND_S,
+    list_profiles,
+    load_profile,
+    load_profile_file,
 )
 from edgefit.errors import ProfileError
 
@@ -223,10 +228,10 @@ def test_cli_profile_errors_exit_2(tmp_path, capsys):
 def test_check_all_without_any_profile_is_an_input_error(tmp_path, monkeypatch, capsys):
     from test_check import dense_model
 
-    import edgefit.devices
+    import edgefit.devices.profiles
 
     onnx.save(dense_model(8, 2), tmp_path / "m.onnx")
-    monkeypatch.setattr(edgefit.devices, "BUILTIN_PROFILES_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(edgefit.devices.profiles, "BUILTIN_PROFILES_DIR", tmp_path / "nowhere")
     monkeypatch.delenv("EDGEFIT_PROFILES", raising=False)
     assert main(["check", str(tmp_path / "m.onnx"), "--all"]) == 2
     captured = capsys.readouterr()
@@ -259,7 +264,7 @@ def test_the_wheel_carries_every_profile(tmp_path):
     assert packed == sorted(p.name for p in BUILTIN_PROFILES_DIR.glob("*.toml"))
     # pyproject lists the packages by hand: every module of the source must be in the wheel.
     assert modules >= {p.relative_to(repo).as_posix() for p in (repo / "edgefit").rglob("*.py")}
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import edgefit.devices as d; "
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import edgefit.devices.profiles as d; "
             "print(json.dumps([str(d.BUILTIN_PROFILES_DIR), [p.name for p in d.list_profiles()]]))")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site")], capture_output=True, text=True,
                           check=True, env={k: v for k, v in os.environ.items() if k != "EDGEFIT_PROFILES"})

@@ -117,8 +117,7 @@ def test_target_int8_ops_keep_other_ops_float(tmp_path, samples, monkeypatch):
     import onnx
 
     from edgefit.cli import main
-
-    from edgefit.devices import BUILTIN_PROFILES_DIR
+    from edgefit.devices.profiles import BUILTIN_PROFILES_DIR
 
     lines = (BUILTIN_PROFILES_DIR / "esp32.toml").read_text().splitlines()
     profile = []

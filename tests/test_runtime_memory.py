@@ -13,12 +13,12 @@ from test_profiles import VALID, write_profile
 
 import edgefit
 from edgefit.cli import main
-from edgefit.devices import list_profiles, load_profile_file
+from edgefit.devices.estimate import estimate
+from edgefit.devices.profiles import list_profiles, load_profile_file
+from edgefit.devices.runtime_memory import MEMORY_MODELS, runtime_memory, tflite_graph
 from edgefit.errors import ProfileError
-from edgefit.estimate import estimate
-from edgefit.runtime_memory import MEMORY_MODELS, runtime_memory, tflite_graph
 
-# Per-term bytes of TFLM's tail (edgefit/runtime_memory.py), spelled out again so a changed constant shows here.
+# Per-term bytes of TFLM's tail (edgefit/devices/runtime_memory.py), spelled out again so a changed constant shows here.
 FIXED, IO_TENSOR, IO_QUANT, EVAL_TENSOR, NODE = 528, 64, 32, 24, 64
 OP_DATA = {"CONV_2D": 112, "DEPTHWISE_CONV_2D": 112, "FULLY_CONNECTED": 112, "AVERAGE_POOL_2D": 80, "RESHAPE": 48,
            "SOFTMAX": 96, "ADD": 80}

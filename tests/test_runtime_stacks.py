@@ -9,10 +9,10 @@ from test_profiles import VALID, write_profile
 
 from edgefit.analysis.footprint import analyze
 from edgefit.cli import main
-from edgefit.devices import load_profile_file
+from edgefit.devices.estimate import estimate
+from edgefit.devices.latency import LatencyCoefficients
+from edgefit.devices.profiles import load_profile_file
 from edgefit.errors import ProfileError
-from edgefit.estimate import estimate
-from edgefit.latency import LatencyCoefficients
 
 STACKS = VALID.replace('idle_power = "1 mW"\n', 'idle_power = "1 mW"\ndefault_runtime = "fast"\n') + """
 [runtimes.slow]
@@ -167,7 +167,8 @@ def test_cli_check_runtime(tmp_path, capsys):
 
 
 def test_builtin_stacks_are_sourced_and_cover_int8():
-    from edgefit.devices import BASES, list_profiles
+    from edgefit.devices.fields import BASES
+    from edgefit.devices.profiles import list_profiles
 
     stacks = [(p, s) for p in list_profiles() for s in p.runtimes]
     assert {p.name for p, _ in stacks} >= {"nucleo-h7a3zi-q", "nucleo-l4r5zi", "stm32h7"}
@@ -253,7 +254,7 @@ def test_check_judges_operators_on_the_stacks_list_and_says_whose(tmp_path, caps
 
 
 def test_builtin_stm32cube_ai_stacks_bring_their_own_models():
-    from edgefit.devices import list_profiles
+    from edgefit.devices.profiles import list_profiles
 
     profiles = {p.name: p for p in list_profiles()}
     for name in ("stm32h7", "nucleo-l4r5zi"):

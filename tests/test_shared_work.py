@@ -9,8 +9,8 @@ from helpers import model, weight
 from onnx import helper, numpy_helper
 
 from edgefit.analysis.footprint import analysed_graph, analyze
-from edgefit.operators import operator_list_names
-from edgefit.operators.coverage import ModelGraph, operator_coverage
+from edgefit.devices.operators import operator_list_names
+from edgefit.devices.operators.coverage import ModelGraph, operator_coverage
 from edgefit.report.json_format import dumps
 
 

@@ -15,12 +15,11 @@ from test_check import dense_model
 from test_profiles import VALID, write_profile
 
 from edgefit import analyze
-from edgefit.check import check, check_footprint
 from edgefit.cli import main
-from edgefit.devices import load_profile_file
+from edgefit.devices.check import check, check_footprint
+from edgefit.devices.profiles import load_profile_file
 from edgefit.errors import ConfigError, ProfileError
 from edgefit.report.json_format import dumps
-
 
 # ---- JSON never holds NaN / Infinity -----------------------------------------------------------------
 

@@ -14,15 +14,28 @@ from typing import Any
 import onnx.inliner
 from onnx import GraphProto, ModelProto, NodeProto, TensorProto, numpy_helper
 
-from edgefit.analysis.dtypes import DTYPE_BYTES, FLOAT_DTYPES, PRECISION_BYTES
+from edgefit.analysis.dtypes import DTYPE_BYTES, FLOAT_DTYPES, PRECISION_BYTES, tensor_bytes
 from edgefit.analysis.macs import OpContext, UnknownCost, cost_rule, node_cost
 from edgefit.analysis.memory import INPLACE_OPS, VIEW_OPS, Buffer, Step, plan_arena, plan_steps
 from edgefit.analysis.weights import WEIGHT_SLOTS, ConstantView, WeightTally, constant_view
-from edgefit.analysis.dtypes import tensor_bytes
 from edgefit.errors import ShapeError
-from edgefit.model import (GraphIndex, LoadedModel, external_location, index_graph, iter_tensors, load_model,
-                           metadata_only_copy, node_subgraphs, subgraph_scope, validate)
-from edgefit.model import collector_paused, default_opset, initializer_names, iter_graphs, node_attribute
+from edgefit.model import (
+    GraphIndex,
+    LoadedModel,
+    collector_paused,
+    default_opset,
+    external_location,
+    index_graph,
+    initializer_names,
+    iter_graphs,
+    iter_tensors,
+    load_model,
+    metadata_only_copy,
+    node_attribute,
+    node_subgraphs,
+    subgraph_scope,
+    validate,
+)
 from edgefit.shapes import ShapeTable, TensorInfo, resolve_shapes, shape_derived_int
 
 
@@ -591,7 +604,7 @@ def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: 
 @dataclass(frozen=True)
 class AnalysedGraph:
     """The top-level graph as the analysis read it (model-local functions inlined), its index, constants and
-    resolved shapes: what judging the footprint's nodes needs (edgefit.operators.coverage.ModelGraph), so that a
+    resolved shapes: what judging the footprint's nodes needs (edgefit.devices.operators.coverage.ModelGraph), so that a
     check right after the analysis neither reads the model nor infers its shapes a second time."""
 
     proto: ModelProto

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import sys
-
 from enum import Enum
 from typing import Annotated
 
 import typer
 
-from edgefit.cli.options import (AssumeDimsOpt, DimOpt, InputShapeOpt, JsonOpt, ModelArg, console, json_or_format,
-                                 parse_assume_dims, parse_dims, parse_input_shapes, print_json)
+from edgefit.cli.options import (
+    AssumeDimsOpt,
+    DimOpt,
+    InputShapeOpt,
+    JsonOpt,
+    ModelArg,
+    console,
+    json_or_format,
+    parse_assume_dims,
+    parse_dims,
+    parse_input_shapes,
+    print_json,
+)
 from edgefit.errors import ProfileError
-
 
 # The formats that render a model (ModelReport.render_model), besides the terminal table and JSON.
 AnalyzeFormat = Enum("AnalyzeFormat", {name: name for name in ("table", "json", "markdown", "html")}, type=str)
@@ -33,8 +42,8 @@ def analyze(
 ) -> None:
     """Parameters, weight bytes, MACs/FLOPs and peak activation RAM of an ONNX model."""
     from edgefit.analysis.footprint import analyze as analyze_model
+    from edgefit.devices.check import tier_summary
     from edgefit.model import collector_paused
-    from edgefit.check import tier_summary
     from edgefit.report.check_text import render_tier_line
 
     output_format = json_or_format(output_format, json_out)
@@ -56,7 +65,7 @@ def analyze(
         if output_format.value == "json":
             print_json({**footprint.to_dict(), "tier_summary": tier_line})
         else:
-            from edgefit.report import terminal   # rich's tables: only the table format needs them
+            from edgefit.report import terminal  # rich's tables: only the table format needs them
 
             terminal.render_footprint(console, footprint, per_layer=per_layer, top=top, tier_line=tier_line)
 

@@ -44,8 +44,8 @@ def calibrate(
     json_out: JsonOpt = False,
 ) -> None:
     """Fit a device profile's latency coefficients (and active power) to measured models; write it as a profile."""
-    from edgefit.calibrate import calibrate as fit_profile
-    from edgefit.calibrate import check_output, load_measurements, resolve_base, write_profile
+    from edgefit.devices.calibrate import calibrate as fit_profile
+    from edgefit.devices.calibrate import check_output, load_measurements, resolve_base, write_profile
 
     spec = load_measurements(measurements)
     # Refuse a bad -o before minutes of timing, not after.

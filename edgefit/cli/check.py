@@ -12,13 +12,14 @@ import typer
 from edgefit.cli.options import (
     EXIT_OVER_BUDGET,
     AllTargetsOpt,
+    AssumeDimsOpt,
     DimOpt,
     FormatOpt,
     InputShapeOpt,
     JsonOpt,
     MaxFlashOpt,
-    MaxPowerOpt,
     MaxLatencyOpt,
+    MaxPowerOpt,
     MaxRamOpt,
     ModelArg,
     PrecisionOpt,
@@ -29,7 +30,6 @@ from edgefit.cli.options import (
     TargetsOpt,
     console,
     json_or_format,
-    AssumeDimsOpt,
     parse_assume_dims,
     parse_dims,
     parse_input_shapes,
@@ -38,14 +38,13 @@ from edgefit.cli.options import (
     write_report,
 )
 
-
 profiles_app = typer.Typer(help="List and inspect device profiles.", no_args_is_help=True)
 
 
 @profiles_app.command("list")
 def profiles_list(profiles_dir: ProfilesDirOpt = None, json_out: JsonOpt = False) -> None:
     """Every known device: tier, RAM, flash, peak compute, power, runtime."""
-    from edgefit.devices import list_profiles
+    from edgefit.devices.profiles import list_profiles
     from edgefit.report.check_terminal import render_profiles
 
     profiles = list_profiles(profiles_dir)
@@ -63,7 +62,7 @@ def profiles_show(
     json_out: JsonOpt = False,
 ) -> None:
     """One device profile with the source of every number."""
-    from edgefit.devices import load_profile
+    from edgefit.devices.profiles import load_profile
     from edgefit.report.check_terminal import render_profile
 
     profile = load_profile(name, profiles_dir)
@@ -93,8 +92,8 @@ def check(
 ) -> None:
     """Does the model fit the device(s)? RAM, flash, latency and power verdicts (estimates) with margins; with
     --all, the tier summary too."""
-    from edgefit.check import Budgets
-    from edgefit.check import check as check_model
+    from edgefit.devices.check import Budgets
+    from edgefit.devices.check import check as check_model
     from edgefit.report.check_terminal import render_check
 
     targets = targets_or_all(target, all_targets, required=True)

@@ -20,8 +20,8 @@ from edgefit.cli.options import (
     InputShapeOpt,
     JsonOpt,
     MaxFlashOpt,
-    MaxPowerOpt,
     MaxLatencyOpt,
+    MaxPowerOpt,
     MaxRamOpt,
     ModelArg,
     ProfilesDirOpt,
@@ -106,7 +106,7 @@ def fit(
     json_out: JsonOpt = False,
 ) -> None:
     """Search fuse / precision / float-layer / pruning recipes for the best model that fits the device(s)."""
-    from edgefit.check import Budgets, resolve_targets
+    from edgefit.devices.check import Budgets, resolve_targets
     from edgefit.fitting import fit as fit_model
     from edgefit.fitting import parse_accuracy_drop, tier_targets
     from edgefit.report.fit_terminal import render_fit_report

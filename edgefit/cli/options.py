@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from edgefit.errors import ConfigError
+
 # The parsers live in the library (edgefit.units, light to import) so library callers get the same checks.
 from edgefit.units import parse_assume_dims, parse_dims, parse_input_shapes  # noqa: F401 - re-exported
 
@@ -120,9 +121,8 @@ def write_report(report, output_format: Enum, render_table) -> None:
     if output_format.value == "table":
         render_table(console, report)
         return
+    from edgefit.devices.check import CheckReport
     from edgefit.report.formats import get_format
-
-    from edgefit.check import CheckReport
 
     if isinstance(report, CheckReport) and output_format.value != "json":
         from edgefit.gate import check_as_gate_report

@@ -14,13 +14,13 @@ import typer
 
 from edgefit.cli.options import (
     EXIT_OVER_BUDGET,
+    AssumeDimsOpt,
     DimOpt,
     InputShapeOpt,
     JsonOpt,
     ModelArg,
     console,
     err_console,
-    AssumeDimsOpt,
     parse_assume_dims,
     parse_dims,
     parse_input_shapes,
@@ -97,12 +97,12 @@ def _run(model: Path, output: Path | None, suffix: str, passes: str, *, force: b
     """Shared body of the four commands."""
     from edgefit.passes.pipeline import PassOptions, optimize_file
     from edgefit.passes.quantize import mode_for_precisions
-    from edgefit.report.passes_terminal import render_optimize_report, target_verdict_dict
     from edgefit.passes.target import assess_target
+    from edgefit.report.passes_terminal import render_optimize_report, target_verdict_dict
 
     profile = None
     if target:
-        from edgefit.devices import load_profile
+        from edgefit.devices.profiles import load_profile
 
         profile = load_profile(target)
     chosen_mode = mode or (mode_for_precisions(profile.precisions) if profile else "int8")

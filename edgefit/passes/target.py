@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgefit.analysis.footprint import Footprint
-from edgefit.check import TargetResult
+from edgefit.devices.check import TargetResult
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,8 @@ class TargetVerdict:
 
 def assess_target(profile, before: Footprint, after: Footprint) -> TargetVerdict:
     """Check both footprints against the device profile."""
-    from edgefit.check import check_footprint
-    from edgefit.estimate import model_precision
+    from edgefit.devices.check import check_footprint
+    from edgefit.devices.estimate import model_precision
 
     return TargetVerdict(check_footprint(before, profile, precision=model_precision(before)),
                          check_footprint(after, profile, precision=model_precision(after)))

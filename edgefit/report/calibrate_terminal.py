@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgefit.calibrate import COEFFICIENT_NAMES, CalibrationResult
-from edgefit.latency import FEATURE_NAMES
+from edgefit.devices.calibrate import COEFFICIENT_NAMES, CalibrationResult
+from edgefit.devices.latency import FEATURE_NAMES
 from edgefit.report.quantities import format_quantity
 
 # How each coefficient reads best: (label, scale from seconds per unit, unit).

@@ -11,17 +11,31 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from edgefit.devices import PRECISIONS, TIERS, DeviceProfile, RuntimeStack
+from edgefit.devices.fields import PRECISIONS, TIERS
+from edgefit.devices.profiles import DeviceProfile
+from edgefit.devices.stacks import RuntimeStack
 from edgefit.report.check_text import (
-    BASIS_LABELS, METRIC_LABELS, describe_bases, describe_operators, describe_patch_plan, describe_settings,
+    BASIS_LABELS,
+    METRIC_LABELS,
+    describe_bases,
+    describe_operators,
+    describe_patch_plan,
+    describe_settings,
     describe_verdict,
-    format_band, format_basis, format_error, format_limit, format_margin, format_value, latency_budget_how,
-    render_tier_line, why_tier_misses,
+    format_band,
+    format_basis,
+    format_error,
+    format_limit,
+    format_margin,
+    format_value,
+    latency_budget_how,
+    render_tier_line,
+    why_tier_misses,
 )
 from edgefit.report.quantities import format_bytes, format_bytes_short, format_count, format_quantity
 
 if TYPE_CHECKING:   # `profiles list` renders here without loading the analysis (onnx, numpy)
-    from edgefit.check import CheckReport, TargetResult, Verdict
+    from edgefit.devices.check import CheckReport, TargetResult, Verdict
     from edgefit.gate import GateReport
 
 _ESTIMATE_NOTE = ("All latency, energy and power figures are estimates (per-class rates of the runtime stack where "
@@ -87,7 +101,7 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
         ("ram", format_bytes(profile.ram_bytes), source("ram", "")),
         ("flash", format_bytes(profile.flash_bytes), source("flash", "")),
         ("runtime_ram", format_bytes(profile.runtime_ram_bytes), source("runtime_ram", "")),
-        ("memory_model", profile.memory_model, "arena = planned activations + runtime state (edgefit.runtime_memory)"
+        ("memory_model", profile.memory_model, "arena = planned activations + runtime state (edgefit.devices.runtime_memory)"
          + (f"; {_overridden(profile, 'memory_model')}" if _overridden(profile, "memory_model") else "")),
         ("runtime_flash", format_bytes(profile.runtime_flash_bytes), source("runtime_flash", "")),
         ("weights_in_ram", str(profile.weights_in_ram).lower(), source("weights_in_ram", "")),

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 from edgefit.report.quantities import format_bytes, format_quantity
 
 if TYPE_CHECKING:
-    from edgefit.check import TargetResult, TierResult, TierSummary, Verdict
-    from edgefit.devices import StackSettings
-    from edgefit.estimate import Estimate
+    from edgefit.devices.check import TargetResult, TierResult, TierSummary, Verdict
+    from edgefit.devices.estimate import Estimate
+    from edgefit.devices.stacks import StackSettings
 
 METRIC_LABELS = {
     "ram": "RAM", "flash": "flash", "latency": "latency", "power": "power", "precision": "precision",

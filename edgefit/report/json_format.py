@@ -16,7 +16,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edgefit.check import CheckReport
+    from edgefit.devices.check import CheckReport
     from edgefit.gate import GateReport
 
 

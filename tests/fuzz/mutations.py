@@ -330,7 +330,7 @@ def _data_file(rng: random.Random, model: onnx.ModelProto) -> tuple[str, bytes]:
 
 
 def _profile_toml(rng: random.Random) -> str:
-    from edgefit.devices import BUILTIN_PROFILES_DIR
+    from edgefit.devices.profiles import BUILTIN_PROFILES_DIR
 
     base = (BUILTIN_PROFILES_DIR / "esp32.toml").read_text()
     kind = rng.choice(["deep", "bad_value", "missing", "garbage", "huge_number", "dup_name", "bom", "binary"])

@@ -3,11 +3,11 @@
 Memory follows DESIGN.md section 2 at the precision the model is deployed in:
     flash = weights + runtime code
     RAM   = arena + runtime overhead (+ weights when the runtime loads them into RAM)
-where the arena is the profile's memory model (edgefit.runtime_memory): the planned activations plus what the
+where the arena is the profile's memory model (edgefit.devices.runtime_memory): the planned activations plus what the
 runtime keeps beside them (for TensorFlow Lite Micro, the tensor arena to configure).
 
 Latency, when the profile's runtime stack has coefficients for the precision (measured on the device, see
-edgefit.latency): per-class rates for what the runtime dispatches,
+edgefit.devices.latency): per-class rates for what the runtime dispatches,
     latency = conv MACs / conv rate + depthwise MACs / depthwise rate + fc MACs / fc rate
               + elementwise elements / elementwise rate + ops x per-op cost + per-inference cost + network round trip
 Otherwise a roofline per layer from datasheet figures, summed, plus fixed costs:
@@ -37,9 +37,11 @@ import numpy as np
 
 from edgefit.analysis.dtypes import DTYPE_BYTES, FLOAT_DTYPES, PRECISION_BYTES
 from edgefit.analysis.footprint import Footprint
-from edgefit.devices import DeviceProfile, StackSettings, check_precision
-from edgefit.latency import LAYER_CLASSES, dispatched_work, latency_features
-from edgefit.runtime_memory import RuntimeMemory, runtime_memory
+from edgefit.devices.fields import check_precision
+from edgefit.devices.latency import LAYER_CLASSES, dispatched_work, latency_features
+from edgefit.devices.profiles import DeviceProfile
+from edgefit.devices.runtime_memory import RuntimeMemory, runtime_memory
+from edgefit.devices.stacks import StackSettings
 from edgefit.units import check_rate_hz
 
 METHOD = ("estimate: per-class rates (conv, depthwise, fc, elementwise, per op) of the profile's runtime stack where it "
@@ -85,7 +87,7 @@ class Estimate:
     settings: StackSettings             # the memory model, operator list and runtime sizes used, and whose they are
     runtime: str | None = None          # the profile's runtime stack the estimate is for
     fallback_s: float = 0.0             # layers an accelerator cannot run, timed on the host CPU instead
-    basis: str = "datasheet"            # where the latency figures come from (edgefit.devices.BASES)
+    basis: str = "datasheet"            # where the latency figures come from (edgefit.devices.fields.BASES)
     expected_error: float | None = None  # typical relative error of the latency, when the basis states one
 
     @property

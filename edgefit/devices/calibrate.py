@@ -1,6 +1,6 @@
 """`edgefit calibrate`: fit a runtime stack's latency coefficients (and active power) to measurements.
 
-The latency model (edgefit.latency) is linear in what a model costs per layer class:
+The latency model (edgefit.devices.latency) is linear in what a model costs per layer class:
 
     latency = features . coefficients        features = conv MACs, depthwise MACs, fc MACs, elementwise elements,
                                                         operators dispatched, 1 (per inference)
@@ -18,7 +18,7 @@ Features the measurements cannot separate are not guessed: a feature every measu
 convolution anywhere), one on which no measurement spends a noticeable share of its latency (the classifier heads'
 few fc MACs in a set of CNNs), or one whose column the others already span (operator count proportional to
 elementwise work across the models) keeps the base profile's coefficient, and the result says so. `keep_base` in the
-measurement file pins coefficients on purpose. With `--measure`, generated single-layer kernels (edgefit.timing)
+measurement file pins coefficients on purpose. With `--measure`, generated single-layer kernels (edgefit.devices.timing)
 join the fit and separate the layer classes, as nn-Meter does.
 
 The fit quality is the leave-one-out relative error over the user's models: each model predicted by a fit to all
@@ -43,11 +43,12 @@ from typing import Any
 
 import numpy as np
 
-from edgefit.devices import PRECISIONS, DeviceProfile, find_profile, load_profile, load_toml, normalize_name, \
-    read_toml
+from edgefit.devices.fields import PRECISIONS, normalize_name
+from edgefit.devices.latency import FEATURE_NAMES, LatencyCoefficients, LatencyFeatures, latency_features
+from edgefit.devices.profiles import DeviceProfile, find_profile, load_profile
 from edgefit.errors import EdgefitError, MeasurementError, ProfileError
 from edgefit.fidelity import Progress
-from edgefit.latency import FEATURE_NAMES, LatencyCoefficients, LatencyFeatures, latency_features
+from edgefit.toml_files import load_toml, read_toml
 from edgefit.units import parse_duration_s, parse_energy_j
 
 # A column whose component outside the span of the columns already chosen is below this share of its length
@@ -286,7 +287,7 @@ class CalibrationRow:
     loo_s: float | None                          # predicted by the fit to every other measurement (models only)
     energy_j: float | None = None
     fitted_energy_j: float | None = None
-    timing: Any = None                           # edgefit.timing.Timing when timed here
+    timing: Any = None                           # edgefit.devices.timing.Timing when timed here
 
     @property
     def error(self) -> float:
@@ -393,7 +394,7 @@ def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = Fal
               progress: Progress | None = None) -> CalibrationResult:
     """Fit the base profile's runtime stack to the measurements in the file (timed here with `measure`)."""
     from edgefit.analysis.footprint import analyze
-    from edgefit.estimate import model_precision
+    from edgefit.devices.estimate import model_precision
     from edgefit.model import load_model
 
     spec = measurements if isinstance(measurements, MeasurementFile) else load_measurements(measurements)
@@ -409,7 +410,8 @@ def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = Fal
 
     plan = None
     if measure:
-        from edgefit.timing import TimingPlan, kernels as make_kernels, time_model
+        from edgefit.devices.timing import TimingPlan, time_model
+        from edgefit.devices.timing import kernels as make_kernels
 
         plan = timing_plan or TimingPlan()
     rows: list[dict[str, Any]] = []
@@ -654,7 +656,7 @@ def calibration_table(result: CalibrationResult) -> dict[str, Any]:
 
 def write_profile(result: CalibrationResult, out: str | Path, *, force: bool = False) -> Path:
     """Write the calibrated profile atomically; one edgefit could not load again replaces nothing."""
-    from edgefit.devices import load_profile_file
+    from edgefit.devices.profiles import load_profile_file
     from edgefit.model import write_text_atomic
 
     out = check_output(result, out, result.base, force=force)

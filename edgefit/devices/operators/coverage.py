@@ -1,4 +1,4 @@
-"""Judging a model's nodes against a runtime's operator list (see edgefit.operators for the statuses)."""
+"""Judging a model's nodes against a runtime's operator list (see edgefit.devices.operators for the statuses)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 from onnx import ModelProto, NodeProto, TensorProto, numpy_helper
 
 from edgefit.analysis.footprint import AnalysedGraph, Footprint
-from edgefit.estimate import host_fallback_s
+from edgefit.devices.estimate import host_fallback_s
+from edgefit.devices.operators import WINDOW_RULES, OperatorList, load_operator_list
 from edgefit.model import has_subgraph, node_attribute
-from edgefit.operators import WINDOW_RULES, OperatorList, load_operator_list
 
 _ALL_STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 
@@ -318,7 +318,7 @@ def operator_coverage(graph: ModelGraph, footprint: Footprint, runtime: str | Op
                       host: Any = None) -> Coverage:
     """Judge every computing node of a model (its ModelGraph and footprint) against a runtime's operator list at
     the deployed `precision`. `host`: a DeviceProfile whose fp32 figures describe the CPU that runs fallbacks
-    (edgefit.estimate.host_fallback_s times them)."""
+    (edgefit.devices.estimate.host_fallback_s times them)."""
     operators = runtime if isinstance(runtime, OperatorList) else load_operator_list(runtime)
     layers = footprint.layers
     nodes = graph.judged.get((operators.name, precision))

@@ -105,7 +105,7 @@ def tflite_graph(footprint: Footprint, precision: str | None) -> TfliteGraph:
 
 
 def _convert(footprint: Footprint, precision: str | None) -> TfliteGraph:
-    from edgefit.analysis.footprint import OpSite   # imports onnx: see TYPE_CHECKING above
+    from edgefit.analysis.footprint import OpSite  # imports onnx: see TYPE_CHECKING above
 
     layers = footprint.layers
     # A Footprint built by hand rather than by analyze has no graph view: each layer then stands as its own op.
@@ -205,7 +205,7 @@ def tflm_head(footprint: Footprint, precision: str | None, graph: TfliteGraph, s
     the last op reading it, graph outputs to the end; sizes 16-byte aligned. Largest first, ties in reverse tensor
     order; each buffer goes at the lowest offset where it overlaps no placed buffer that is alive at the same time.
     `scratch`: bytes of the scratch buffer each op requests (RequestScratchBufferInArena), alive while it runs."""
-    from edgefit.analysis.dtypes import PRECISION_BYTES   # imports onnx: see TYPE_CHECKING above
+    from edgefit.analysis.dtypes import PRECISION_BYTES  # imports onnx: see TYPE_CHECKING above
     from edgefit.analysis.memory import greedy_offsets
 
     sizes = {b.name: b.bytes_at(PRECISION_BYTES[precision]) if precision else b.bytes for b in footprint.buffers}

@@ -9,7 +9,7 @@ Every computing node gets one status:
   unsupported  not in a complete list (the runtime has no kernel for it);
   violates     in the list, but a constraint fails (a stride of 4 on Ethos-U55, an fp32 model on the Edge TPU);
   unknown      edgefit cannot judge it (the list is partial, a custom domain, a shape or value it cannot see).
-Never "supported" for something not checked. The judging lives in edgefit.operators.coverage; this module only
+Never "supported" for something not checked. The judging lives in edgefit.devices.operators.coverage; this module only
 reads the lists (profiles load it, and `edgefit profiles list` must not import onnx).
 
 What an unsupported node means depends on the runtime's kind: on an MCU runtime (TFLM) the model does not run;

@@ -20,12 +20,19 @@ from typing import Any
 
 from edgefit.analysis.footprint import Footprint, analysed_graph
 from edgefit.analysis.patching import PatchAdvice, PatchPlan, advise_patching, patch_plans
-from edgefit.devices import (TIER_LATENCY_BAND_S, TIERS, DeviceProfile, check_precision, find_profile, load_profile,
-                             profile_search_path, scan_profiles)
+from edgefit.devices.estimate import METHOD, Estimate, estimate, model_precision, with_host_fallback
+from edgefit.devices.fields import TIERS, check_precision
+from edgefit.devices.operators.coverage import Coverage, ModelGraph, NodeCoverage, operator_coverage
+from edgefit.devices.profiles import (
+    TIER_LATENCY_BAND_S,
+    DeviceProfile,
+    find_profile,
+    load_profile,
+    profile_search_path,
+    scan_profiles,
+)
 from edgefit.errors import ConfigError, ProfileError
 from edgefit.model import collector_paused
-from edgefit.operators.coverage import Coverage, ModelGraph, NodeCoverage, operator_coverage
-from edgefit.estimate import METHOD, Estimate, estimate, model_precision, with_host_fallback
 from edgefit.units import check_rate_hz, parse_duration_s, parse_power_w, parse_size
 
 ProfilesDir = str | Path | Iterable[str | Path] | None

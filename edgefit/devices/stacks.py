@@ -1,0 +1,213 @@
+"""Runtime stacks: the software a device runs a model with (runtime + kernels + compiler), with its measured or
+fitted latency coefficients and, where it differs from the profile, its memory model, operator list and
+footprint. A profile's [runtimes.NAME] tables parse into RuntimeStack; StackSettings is what a model runs with."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from edgefit.devices.fields import (
+    BASES,
+    PRECISIONS,
+    memory_model_field,
+    normalize_name,
+    number_field,
+    operator_list_field,
+    positive_field,
+    size_field,
+    text_field,
+)
+from edgefit.devices.latency import LatencyCoefficients
+from edgefit.errors import EdgefitError, ProfileError
+from edgefit.units import parse_duration_s, parse_power_w
+
+
+@dataclass(frozen=True)
+class RuntimeStack:
+    """One software stack (inference runtime + kernels + compiler) a device runs models with, and what it costs:
+    latency coefficients per precision (edgefit.devices.latency), optionally the power drawn while it runs."""
+
+    name: str
+    display_name: str
+    basis: str                                      # one of BASES: where the coefficients come from
+    source: str
+    coefficients: Mapping[str, LatencyCoefficients]  # by precision
+    expected_error: float | None = None             # typical relative error of its latency estimates
+    active_power_w: float | None = None             # draw while inferring; None: the profile's active_power
+    active_power_source: str | None = None          # which measurement, on which supply rail
+    # What the stack itself spends and runs, where it differs from the profile's figures (None: the profile's).
+    memory_model: str | None = None                 # edgefit.devices.runtime_memory model of this stack
+    operators: str | None = None                    # its operator list (edgefit/devices/operators/NAME.toml)
+    runtime_ram_bytes: int | None = None
+    runtime_flash_bytes: int | None = None
+    footprint_source: str | None = None             # where runtime_ram / runtime_flash come from
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "display_name": self.display_name, "basis": self.basis, "source": self.source,
+            "expected_error": self.expected_error, "active_power_w": self.active_power_w,
+            "active_power_source": self.active_power_source, "memory_model": self.memory_model,
+            "operators": self.operators, "runtime_ram_bytes": self.runtime_ram_bytes,
+            "runtime_flash_bytes": self.runtime_flash_bytes, "footprint_source": self.footprint_source,
+            "latency_coefficients": {p: dict(zip(_COEFFICIENT_KEYS, c.vector().tolist()))
+                                     for p, c in self.coefficients.items()},
+        }
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """What a model runs with on a device under one runtime stack: its memory model, operator list and runtime
+    RAM and flash, each the stack's own where it sets one, else the profile's."""
+
+    runtime: str | None                  # the stack's name; None: the profile has no stacks
+    memory_model: str
+    operators: str | None                # None: no operator list, the model's ops are not judged
+    runtime_ram_bytes: int
+    runtime_flash_bytes: int
+    from_stack: tuple[str, ...] = ()     # which of the four the stack set (the rest are the profile's)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runtime": self.runtime, "memory_model": self.memory_model, "operators": self.operators,
+                "runtime_ram_bytes": self.runtime_ram_bytes, "runtime_flash_bytes": self.runtime_flash_bytes,
+                "from_stack": list(self.from_stack)}
+
+
+STACK_SETTINGS = ("memory_model", "operators", "runtime_ram_bytes", "runtime_flash_bytes")
+
+
+# ---- runtime stacks ------------------------------------------------------------------------------------
+
+_RATE_PREFIXES = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kMGT]?)(MAC|MACs|elem|elements)/s\s*$")
+# Keys of a per-precision table, in LatencyCoefficients order; the rates count MACs or elements, the rest are
+# durations.
+_COEFFICIENT_KEYS = ("conv", "depthwise", "fc", "elementwise", "per_op", "per_inference")
+_RATE_UNIT = {"conv": "MAC", "depthwise": "MAC", "fc": "MAC", "elementwise": "elem"}
+_STACK_FIELDS = frozenset({"display_name", "basis", "source", "expected_error", "active_power",
+                           "active_power_source", "memory_model", "operators", "runtime_ram", "runtime_flash",
+                           "footprint_source"})
+
+
+def _seconds_per_unit(value: Any, unit: str) -> float:
+    """Seconds per MAC (or element) from a rate: '0.45 GMAC/s', '120 Melem/s', a plain number per second, or inf
+    (the class costs nothing beyond its ops' dispatch)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        rate = float(value)
+    else:
+        match = _RATE.match(value) if isinstance(value, str) else None
+        if match is None or not match.group(3).startswith(unit):
+            raise ValueError(f"expected a rate such as '0.45 G{unit}/s' or '120 M{unit}/s', got {value!r}")
+        rate = float(match.group(1)) * _RATE_PREFIXES[match.group(2)]
+    if not rate > 0:   # NaN fails too
+        raise ValueError(f"expected a positive rate, got {value!r}")
+    return 1.0 / rate
+
+
+def _coefficients(table: Any) -> LatencyCoefficients:
+    if not isinstance(table, dict):
+        raise ValueError(f"expected a table with {', '.join(_COEFFICIENT_KEYS)}")
+    unknown = sorted(set(table) - set(_COEFFICIENT_KEYS))
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} (expected {', '.join(_COEFFICIENT_KEYS)})")
+    missing = [key for key in _COEFFICIENT_KEYS if key not in table]
+    if missing:
+        raise ValueError(f"missing key {missing[0]!r}")
+    values = []
+    for key in _COEFFICIENT_KEYS:
+        try:
+            values.append(_seconds_per_unit(table[key], _RATE_UNIT[key]) if key in _RATE_UNIT
+                          else positive_field(parse_duration_s, allow_zero=True)(table[key]))
+        except (ValueError, EdgefitError) as error:
+            raise ValueError(f"{key}: {error}") from None
+    return LatencyCoefficients(*values)
+
+
+def _runtime_stack(name: str, table: Any, precisions: tuple[str, ...], origin: str, label: str) -> RuntimeStack:
+    where = f"{origin}: field {label!r}"
+    if not isinstance(table, dict):
+        raise ProfileError(f"{where}: expected a table")
+    unknown = sorted(set(table) - _STACK_FIELDS - set(PRECISIONS))
+    inner = table[unknown[0]] if unknown else None
+    if isinstance(inner, dict) and set(inner) & (_STACK_FIELDS | set(PRECISIONS)):   # [runtimes.a.b] for "a.b"
+        raise ProfileError(f"{where}: unknown table {unknown[0]!r}; a runtime name with a dot must be quoted, "
+                           f"as in [runtimes.\"stm32cube-ai-8.1\"]")
+    if unknown:
+        raise ProfileError(f"{where}: unknown key {unknown[0]!r} (expected {', '.join(sorted(_STACK_FIELDS))} "
+                           f"and one table per precision: {', '.join(PRECISIONS)})")
+    for key in ("display_name", "basis", "source"):
+        if key not in table:
+            raise ProfileError(f"{where}: missing key {key!r}")
+    values: dict[str, Any] = {}
+    try:
+        values["display_name"] = text_field(table["display_name"])
+        values["source"] = text_field(table["source"])
+        if table["basis"] not in BASES:
+            raise ValueError(f"basis: expected one of {', '.join(BASES)}, got {table['basis']!r}")
+        values["basis"] = table["basis"]
+        if "expected_error" in table:
+            error = number_field(table["expected_error"])
+            if error <= 0:
+                raise ValueError(f"expected_error: expected a positive fraction such as 0.25, got {error!r}")
+            values["expected_error"] = error
+        if ("active_power" in table) != ("active_power_source" in table):
+            raise ValueError("active_power and active_power_source go together (which measurement, which rail)")
+        if "active_power" in table:
+            values["active_power_w"] = positive_field(parse_power_w)(table["active_power"])
+            values["active_power_source"] = text_field(table["active_power_source"])
+        sizes = [key for key in ("runtime_ram", "runtime_flash") if key in table]
+        if bool(sizes) != ("footprint_source" in table):
+            raise ValueError("runtime_ram / runtime_flash and footprint_source go together (where the sizes come "
+                             "from)")
+        for key in sizes:
+            values[f"{key}_bytes"] = size_field(table[key], allow_zero=True)
+        if sizes:
+            values["footprint_source"] = text_field(table["footprint_source"])
+        for key, parse in (("memory_model", memory_model_field), ("operators", operator_list_field)):
+            if key in table:
+                try:
+                    values[key] = parse(table[key])
+                except (ValueError, EdgefitError) as error:
+                    raise ValueError(f"{key}: {error}") from None
+    except (ValueError, TypeError, EdgefitError) as error:
+        raise ProfileError(f"{where}: {error}") from None
+    coefficients = {}
+    for precision in (p for p in PRECISIONS if p in table):
+        where_precision = f"{origin}: field '{label}.{precision}'"
+        if precision not in precisions:
+            raise ProfileError(f"{where_precision}: the profile does not run {precision} "
+                               f"(precisions = {list(precisions)})")
+        try:
+            coefficients[precision] = _coefficients(table[precision])
+        except ValueError as error:
+            raise ProfileError(f"{where_precision}: {error}") from None
+    if not coefficients:
+        raise ProfileError(f"{where}: no latency table; add a [runtimes.{name}.int8] table (or fp32, fp16)")
+    return RuntimeStack(name=name, coefficients=coefficients, **values)
+
+
+def runtime_stacks(data: Mapping[str, Any], precisions: tuple[str, ...], origin: str) -> tuple[RuntimeStack, ...]:
+    """The profile's [runtimes.<name>] tables, the default one (default_runtime, else the first) first."""
+    tables = data.get("runtimes", {})
+    if not isinstance(tables, dict):
+        raise ProfileError(f"{origin}: field 'runtimes': expected tables [runtimes.<name>]")
+    stacks = []
+    for name, table in tables.items():
+        key = normalize_name(name) if isinstance(name, str) and name.strip() else ""
+        if not key:
+            raise ProfileError(f"{origin}: field 'runtimes': a runtime needs a name")
+        stacks.append(_runtime_stack(key, table, precisions, origin, f"runtimes.{name}"))
+    default = data.get("default_runtime")
+    if default is None:
+        return tuple(stacks)
+    names = [stack.name for stack in stacks]
+    if not isinstance(default, str) or normalize_name(default) not in names:
+        offered = ", ".join(names) or "none"
+        raise ProfileError(f"{origin}: field 'default_runtime': {default!r} is not one of the profile's "
+                           f"[runtimes.*] tables ({offered})")
+    first = names.index(normalize_name(default))
+    return (stacks[first], *stacks[:first], *stacks[first + 1:])
+
+
