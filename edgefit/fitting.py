@@ -218,6 +218,7 @@ class TargetFit:
         chosen = self.chosen
         return {"target": self.profile.name, "tier": self.profile.tier, "fits": self.fits,
                 "recipe": chosen.recipe if chosen else None, "exclude": list(chosen.exclude) if chosen else [],
+                "float_regions": list(chosen.regions) if chosen else [],
                 "command": optimize_command(model_path, self.profile.name, chosen) if chosen else None,
                 "output": self.output, "sha256": self.sha256,
                 "fidelity": chosen.fidelity.to_dict() if chosen else None,
@@ -284,14 +285,15 @@ class _Workspace:
 
     def __init__(self, proto: ModelProto, calibration: SampleSet, samples: SampleSet, floor: FidelityFloor,
                  input_shapes: dict[str, list[int]] | None, dims: dict[str, int] | None,
-                 assume_dims: int | None = None):
+                 assume_dims: int | None = None, quantize_heads: bool = False):
         from edgefit.passes.pipeline import PassOptions, run_passes
         from edgefit.passes.quantize import QuantizationCache
 
         self.original, self.calibration, self.samples, self.floor = proto, calibration, samples, floor
         self.quantization_cache = QuantizationCache()   # pre-processing and ranges once, for every candidate
         self.options = PassOptions(calibration=calibration, input_shapes=input_shapes, dims=dims,
-                                   assume_dims=assume_dims, quantization_cache=self.quantization_cache)
+                                   assume_dims=assume_dims, quantization_cache=self.quantization_cache,
+                                   quantize_heads=quantize_heads)
         self.reference = run_model(proto, samples, what="the original model")
         self.fused = run_passes(proto, "fuse", self.options).model
         self._built: dict[tuple, _Built] = {}
@@ -336,7 +338,8 @@ class _Workspace:
                 named = _named_model(self.fused)
                 heads = sensitivity.output_heads(named)
                 quantizable = set(int8_ops) if int8_ops is not None else None
-                regions = [r for r in sensitivity.find_regions(named, skip=heads.nodes)
+                skip = () if self.options.quantize_heads else heads.nodes
+                regions = [r for r in sensitivity.find_regions(named, skip=skip)
                            if quantizable is None or any(_op_of(named, n) in quantizable for n in r.nodes)]
                 try:
                     result = sensitivity.measure(named, built.model, self.calibration, regions)
@@ -666,7 +669,7 @@ def fit(model: str | os.PathLike | ModelProto, targets: str | DeviceProfile | Se
         output: str | os.PathLike | None = None, time_budget_s: float | None = None,
         input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
         runtime: str | None = None, profiles_dir=None, progress: Progress | None = None,
-        assume_dims: int | None = None) -> FitReport:
+        assume_dims: int | None = None, quantize_heads: bool = False) -> FitReport:
     """Search recipes for each target and return the best model that fits each (see the module docstring).
 
     The floor: `min_cosine` (default 0.99 unless only `max_accuracy_drop` is given) and `max_accuracy_drop`
@@ -701,7 +704,7 @@ def fit(model: str | os.PathLike | ModelProto, targets: str | DeviceProfile | Se
     if samples.source == "synthetic":
         warnings.append("fidelity measured on synthetic random inputs; pass --eval (or --calib) with real samples")
 
-    work = _Workspace(proto, calibration, samples, floor, input_shapes, dims, assume_dims)
+    work = _Workspace(proto, calibration, samples, floor, input_shapes, dims, assume_dims, quantize_heads)
     deadline = None if time_budget_s is None else started + time_budget_s
     results = []
     for profile in profiles:

@@ -6,7 +6,8 @@ float (or at 16-bit activations) as a whole:
 * `layernorm`: a LayerNorm written out as ReduceMean -> Sub -> Pow -> ReduceMean -> Add -> Sqrt -> Div (Paddle,
   older PyTorch exports), with the affine Mul / Add after it;
 * `attention`: MatMul -> [scale] -> [mask Add] -> Softmax -> MatMul of two activations, with the Transposes,
-  Reshapes, Squeezes, Slices and Gathers that split q/k/v into heads and merge them back;
+  Reshapes, Squeezes, Slices and Gathers that split q/k/v into heads (and a constant scale on q) and merge them
+  back;
 * `activation`: x * f(x) where f is a chain of one-input elementwise ops on x (HardSwish as Add/Clip/Div/Mul,
   Swish as Sigmoid/Mul, x * HardSigmoid(x));
 * `layer`: a weight layer (Conv, Gemm, MatMul with a constant operand) with the bias Add that follows it;
@@ -238,7 +239,8 @@ def _attention(graph: _Graph, softmax: NodeProto) -> list[NodeProto]:
     frontier = [i for m in (scores, mix) for i in graph.activations(m) if i != softmax.output[0]]
     while frontier:   # back through the layout ops that split q, k and v into heads
         node = graph.producer.get(frontier.pop())
-        if node is None or node.op_type not in LAYOUT_OPS or node.name in members:
+        scaling = node is not None and node.op_type in ("Mul", "Div") and len(graph.activations(node)) == 1
+        if node is None or not (node.op_type in LAYOUT_OPS or scaling) or node.name in members:
             continue
         block.append(node)
         members.add(node.name)

