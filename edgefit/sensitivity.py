@@ -107,6 +107,9 @@ class _Graph:
         self.nodes = [n for n in graph.node if n.op_type != "Constant"]
         self.constants = {t.name for t in graph.initializer} | {o for n in graph.node if n.op_type == "Constant"
                                                                  for o in n.output}
+        for node in graph.node:   # computed from constants alone (a tied embedding's Transpose(E)): a weight too
+            if node.input and all(not i or i in self.constants for i in node.input):
+                self.constants.update(node.output)
         self.producer = {o: n for n in self.nodes for o in n.output}
         self.consumers: dict[str, list[NodeProto]] = {}
         for node in self.nodes:
