@@ -205,7 +205,7 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
     if coefficients is not None:
         terms = coefficients.vector() * latency_features(footprint, precision).vector()
         compute_s, overhead_s, memory_bound = float(terms[:4].sum()), float(terms[4:].sum()), 0
-        basis, expected_error = stack.basis, stack.expected_error
+        basis, expected_error = stack.basis, stack.expected_error_at(precision)
         if expected_error is None and basis == "user calibration" and profile.calibration:
             expected_error = profile.calibration.get("loo_error")
     else:
