@@ -60,8 +60,8 @@ _SEPARABLE = 0.05
 # predicts absurdly for a model rich in it (a leave-one-out fit without the only fully-connected model put a
 # 9-parameter classifier head's fc rate on the autoencoder: 87x too slow).
 _INFORMATIVE = 0.02
-COEFFICIENT_NAMES = tuple(f"s_per_{name}" for name in
-                          ("conv_mac", "depthwise_mac", "fc_mac", "elementwise_element", "op", "inference"))
+COEFFICIENT_NAMES = tuple(f"s_per_{name}" for name in ("conv_mac", "depthwise_mac", "fc_mac", "integer_mac",
+                                                        "elementwise_element", "moved_byte", "op", "inference"))
 MEASUREMENT_KEYS = ("model", "latency", "energy", "input_shape", "dim", "precision")
 FILE_KEYS = ("base", "keep_base", "measurement")
 
@@ -554,7 +554,8 @@ def base_latency_coefficients(base: DeviceProfile, runtime: str | None, precisio
         return stack.coefficients[precision]
     element_bytes = {"fp32": 4, "fp16": 2, "int8": 1}[precision]
     mac_s = 1.0 / base.macs_per_s(precision)
-    return LatencyCoefficients(mac_s, mac_s, mac_s, 2 * element_bytes / base.memory_bandwidth_bytes_per_s,
+    return LatencyCoefficients(mac_s, mac_s, mac_s, mac_s, 2 * element_bytes / base.memory_bandwidth_bytes_per_s,
+                               2 / base.memory_bandwidth_bytes_per_s,
                                base.per_op_overhead_s, base.inference_overhead_s)
 
 
@@ -643,7 +644,8 @@ def stack_table(result: CalibrationResult, where: str) -> dict[str, Any]:
         c = fit.fit.coefficients
         table[fit.precision] = {
             "conv": _rate(c.s_per_conv_mac, "MAC"), "depthwise": _rate(c.s_per_depthwise_mac, "MAC"),
-            "fc": _rate(c.s_per_fc_mac, "MAC"), "elementwise": _rate(c.s_per_elementwise_element, "elem"),
+            "fc": _rate(c.s_per_fc_mac, "MAC"), "integer": _rate(c.s_per_integer_mac, "MAC"),
+            "elementwise": _rate(c.s_per_elementwise_element, "elem"), "moved": _rate(c.s_per_moved_byte, "B"),
             "per_op": f"{_rounded(c.s_per_op * 1e6)} us", "per_inference": f"{_rounded(c.s_per_inference * 1e6)} us"}
     return table
 

@@ -94,11 +94,16 @@ STACK_SETTINGS = ("memory_model", "operators", "runtime_ram_bytes", "runtime_fla
 # ---- runtime stacks ------------------------------------------------------------------------------------
 
 _RATE_PREFIXES = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
-_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kMGT]?)(MAC|MACs|elem|elements)/s\s*$")
-# Keys of a per-precision table, in LatencyCoefficients order; the rates count MACs or elements, the rest are
-# durations.
-_COEFFICIENT_KEYS = ("conv", "depthwise", "fc", "elementwise", "per_op", "per_inference")
-_RATE_UNIT = {"conv": "MAC", "depthwise": "MAC", "fc": "MAC", "elementwise": "elem"}
+_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kMGT]?)(MAC|MACs|elem|elements|B)/s\s*$")
+# Keys of a per-precision table, in LatencyCoefficients order; the rates count MACs, elements or bytes, the rest
+# are durations.
+_COEFFICIENT_KEYS = ("conv", "depthwise", "fc", "integer", "elementwise", "moved", "per_op", "per_inference")
+_RATE_UNIT = {"conv": "MAC", "depthwise": "MAC", "fc": "MAC", "integer": "MAC", "elementwise": "elem", "moved": "B"}
+# Keys added after profiles were written, and what they default to, so every older table still loads and estimates
+# as before: integer MACs (ConvInteger / MatMulInteger) at the conv rate, which is what they were charged; bytes moved
+# by data-movement ops at the elementwise rate per element of the precision, as those ops were charged per element.
+_OPTIONAL_KEYS = ("integer", "moved")
+_ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 # Optional in a per-precision table: where its coefficients come from and their typical error, when they differ
 # from the stack's.
 _PRECISION_NOTES = ("source", "expected_error")
@@ -122,18 +127,21 @@ def _seconds_per_unit(value: Any, unit: str) -> float:
     return 1.0 / rate
 
 
-def _coefficients(table: Any) -> LatencyCoefficients:
+def _coefficients(table: Any, precision: str) -> LatencyCoefficients:
     if not isinstance(table, dict):
         raise ValueError(f"expected a table with {', '.join(_COEFFICIENT_KEYS)}")
     table = {key: value for key, value in table.items() if key not in _PRECISION_NOTES}
     unknown = sorted(set(table) - set(_COEFFICIENT_KEYS))
     if unknown:
         raise ValueError(f"unknown key {unknown[0]!r} (expected {', '.join(_COEFFICIENT_KEYS)})")
-    missing = [key for key in _COEFFICIENT_KEYS if key not in table]
+    missing = [key for key in _COEFFICIENT_KEYS if key not in table and key not in _OPTIONAL_KEYS]
     if missing:
         raise ValueError(f"missing key {missing[0]!r}")
     values = []
     for key in _COEFFICIENT_KEYS:
+        if key not in table:   # an optional key: its documented default (see _OPTIONAL_KEYS)
+            values.append(values[0] if key == "integer" else values[4] / _ELEMENT_BYTES[precision])
+            continue
         try:
             values.append(_seconds_per_unit(table[key], _RATE_UNIT[key]) if key in _RATE_UNIT
                           else positive_field(parse_duration_s, allow_zero=True)(table[key]))
@@ -194,7 +202,7 @@ def _runtime_stack(name: str, table: Any, precisions: tuple[str, ...], origin: s
             raise ProfileError(f"{where_precision}: the profile does not run {precision} "
                                f"(precisions = {list(precisions)})")
         try:
-            coefficients[precision] = _coefficients(table[precision])
+            coefficients[precision] = _coefficients(table[precision], precision)
             if "source" in table[precision]:
                 values.setdefault("precision_sources", {})[precision] = text_field(table[precision]["source"])
             if "expected_error" in table[precision]:
