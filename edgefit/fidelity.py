@@ -23,7 +23,7 @@ import re
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ class SampleSet:
     labels: np.ndarray | None = None
     # Synthetic samples: the name of the distribution each feed was drawn from (empty for the user's data).
     distributions: tuple[str, ...] = ()
+    # The user's data: each input's shape per sample, batch axis included (what shapes_from_data binds).
+    sample_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def by_distribution(self) -> dict[str, list[int]]:
         """Feed indices per distribution, in the order the distributions were drawn."""
@@ -177,7 +179,67 @@ def load_samples(path: str | Path, model: ModelProto, *, batch_size: int = DEFAU
         total = min(total, limit)
         labels = None if labels is None else labels[:sum(rows[:total]) if per_row else total]
     feeds = _batches(per_input, inputs, total, batch_size)
-    return SampleSet(tuple(feeds), total, "user", labels)
+    shapes = {name: tuple(int(d) for d in np.shape(samples[0])) for name, samples in per_input.items() if samples}
+    return SampleSet(tuple(feeds), total, "user", labels, sample_shapes=shapes)
+
+
+def shapes_from_data(model: ModelProto, input_shapes: dict[str, list[int]] | None, dims: dict[str, int] | None, *,
+                     calibration: SampleSet | None = None,
+                     evaluation: SampleSet | None = None) -> dict[str, list[int]] | None:
+    """The input shapes a run uses: the user's, with what they leave open bound by the calibration arrays (else
+    the evaluation arrays; see _bound_by). Either set contradicting an explicit --input-shape / --dim is a
+    ShapeError, so both are checked; calibration and evaluation data may differ in open dimensions (a model with
+    free height and width runs at both), and the calibration data then give the shapes."""
+    shapes = input_shapes
+    for data, option in ((evaluation, "--eval"), (calibration, "--calib")):
+        if data is not None:
+            shapes = _bound_by(model, data, input_shapes, dims, option)
+    return shapes
+
+
+def _bound_by(model: ModelProto, data: SampleSet, input_shapes: dict[str, list[int]] | None,
+              dims: dict[str, int] | None, option: str) -> dict[str, list[int]] | None:
+    """Input shapes bound by the user's data (`option` names where it came from: --calib, --eval): each input
+    takes its samples' shape, so dimensions the model leaves open (symbolic, unnamed, Paddle's -1) need no
+    --input-shape. An explicit --input-shape is kept and a --dim applies where the data agree; where either
+    contradicts the data it is a ShapeError naming both. A free leading (batch) axis is the one axis the user may
+    set otherwise: samples are batched along it at run time anyway."""
+    from edgefit.shapes import declared_info
+
+    if not data.sample_shapes:
+        return input_shapes
+    inputs = _model_inputs(model)
+    pinned = dict(input_shapes or {})
+    if "" in pinned and len(inputs) == 1:   # --input-shape without NAME=
+        pinned.setdefault(inputs[0].name, pinned.pop(""))
+    dims = dims or {}
+    bound: dict[str, list[int]] = {**pinned}
+    for value in inputs:
+        sampled = list(data.sample_shapes[value.name])
+        info = declared_info(value)
+        declared = list(info.dims) if info is not None and info.dims is not None else [None] * len(sampled)
+        free_batch = bool(declared) and not (type(declared[0]) is int and declared[0] >= 0)
+        shown = "x".join(map(str, sampled)) or "a scalar"
+        given = pinned.get(value.name)
+        if given is not None:
+            differs = [axis for axis, (a, b) in enumerate(zip(given, sampled)) if a != b and not (axis == 0 and
+                                                                                                free_batch)]
+            if len(given) != len(sampled) or differs:
+                raise ShapeError(f"--input-shape {value.name}={'x'.join(map(str, given))} contradicts the {option} "
+                                 f"data, whose samples of {value.name!r} have shape {shown}; drop one or make them "
+                                 f"agree")
+            continue
+        shape = []
+        for axis, (dim, size) in enumerate(zip(declared, sampled)):
+            if isinstance(dim, str) and dim in dims:
+                if dims[dim] != size and not (axis == 0 and free_batch):
+                    raise ShapeError(f"--dim {dim}={dims[dim]} contradicts the {option} data: axis {axis} of "
+                                     f"{value.name!r} ({dim}) is {size} in its samples (shape {shown}); drop one "
+                                     f"or make them agree")
+                size = dims[dim]
+            shape.append(size)
+        bound[value.name] = shape
+    return bound
 
 
 # What numpy raises for a file that is not (or no longer) a readable .npy / .npz: truncated, corrupt, a folder,
@@ -660,9 +722,12 @@ def classifier_output(model: ModelProto, samples: SampleSet) -> int | None:
 
 def select_samples(model: ModelProto, *, eval_path: str | Path | None = None, calib: SampleSet | None = None,
                    input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
-                   limit: int | None = None, assume_dims: int | None = None, output_bytes: int = 0) -> SampleSet:
-    """The inputs fidelity runs on: the user's eval data, else the calibration data, else synthetic (see
-    synthetic_samples for `output_bytes`)."""
+                   limit: int | None = None, assume_dims: int | None = None, output_bytes: int = 0,
+                   evaluation: SampleSet | None = None) -> SampleSet:
+    """The inputs fidelity runs on: the user's eval data (`evaluation` when the caller read it already, else
+    read from `eval_path`), else the calibration data, else synthetic (see synthetic_samples for `output_bytes`)."""
+    if evaluation is not None:
+        return evaluation
     if eval_path is not None:
         return load_samples(eval_path, model, limit=limit)
     if calib is not None:
