@@ -525,6 +525,7 @@ class _StaticPreparation:
                                       self._wide_tensors(options.wide_nodes))
         if not options.quantize_heads:
             _unquantize(model, set(self.heads.float_tensors))
+        _read_in_float(model, excluded)
         return model, heads
 
     def _wide_tensors(self, nodes: tuple[str, ...]) -> tuple[str, ...]:
@@ -644,6 +645,35 @@ def _unquantize(model: ModelProto, tensors: set[str]) -> None:
             node.input[k] = renames.get(name, name)
     for node in {id(n): n for n in dropped}.values():
         graph.node.remove(node)
+
+
+def _read_in_float(model: ModelProto, nodes: set[str]) -> None:
+    """Nodes kept in float read their activations as computed, not through the QuantizeLinear ->
+    DequantizeLinear pair onnxruntime's quantizer puts in front of them for other readers (in place: the
+    quantizer's own model).
+
+    Why: a float Conv / ConvTranspose / Gemm fed by a DequantizeLinear and feeding a QuantizeLinear does not stay
+    float in onnxruntime. Its WeightBiasQuantization graph transformer (onnxruntime 1.32, basic optimisation
+    level, core/optimizer/qdq_transformer/weight_bias_quantization.cc) quantizes the float weight per tensor to
+    int8 and the bias to int32 at input scale x weight scale; with 16-bit activations that scale is so small that
+    the bias overflows int32. On PP-OCRv4 rec, A16W8 with every Conv "in float" fell from cosine 0.9998
+    (unoptimised session) to 0.81. Read in float, the layer has no DequantizeLinear input and is left alone."""
+    graph = model.graph
+    producers = {name: node for node in graph.node for name in node.output}
+    for node in graph.node:
+        if node.name not in nodes:
+            continue
+        for k, name in enumerate(node.input):
+            dq = producers.get(name)
+            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[k] = q.input[0]
+    graph_outputs = {value.name for value in graph.output}
+    for _ in range(2):   # the DequantizeLinear nobody reads any more, then its QuantizeLinear
+        read = graph_outputs | {name for *_, sub in iter_graphs(graph) for n in sub.node for name in n.input}
+        for node in [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                     and not any(o in read for o in n.output)]:
+            graph.node.remove(node)
 
 
 def _quantize_dynamic(source: Path, work: Path, excluded: set[str]) -> ModelProto:
