@@ -248,3 +248,40 @@ def test_a16w8_gives_16_bit_activations_and_int8_weights(symmetric, zero_point_t
     types = {t.name: t.data_type for t in result.model.graph.initializer}
     assert types["x_zero_point"] == zero_point_type and types["w_quantized"] == TensorProto.INT8
     assert result.stats.activation_bits == 16 and result.stats.mode == "a16w8"
+
+
+def _conv_chain():
+    """Conv c1 (4 -> 8, 3x3) -> Relu -> Conv c2 (8 -> 8, 1x1; weights about 1e-3, bias 50) -> Relu -> Conv c3
+    (8 -> 4, 1x1) -> y: c2's bias over its weights' scale is what overflows an int32 bias at 16-bit scales."""
+    rng = np.random.default_rng(5)
+    tensors = {"w1": rng.standard_normal((8, 4, 3, 3)) * 0.3, "b1": rng.standard_normal(8) * 0.1,
+               "w2": rng.standard_normal((8, 8, 1, 1)) * 1e-3, "b2": np.full(8, 50.0),
+               "w3": rng.standard_normal((4, 8, 1, 1)) * 0.1, "b3": np.zeros(4)}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h1"], name="c1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h1"], ["r1"], name="r1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["h2"], name="c2"),
+             helper.make_node("Relu", ["h2"], ["r2"], name="r2"),
+             helper.make_node("Conv", ["r2", "w3", "b3"], ["y"], name="c3")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in tensors.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("mode", ["int8", "a16w8"])
+def test_a_layer_kept_in_float_stays_float_in_onnxruntime(mode):
+    """onnxruntime's WeightBiasQuantization requantizes a float Conv between DequantizeLinear and QuantizeLinear
+    when the session optimises the graph (int8 weight, int32 bias at input scale x weight scale: c2's bias of 50
+    is about 1e10 steps at A16W8 scales, past int32). Kept in float, c2 reads r1 unquantized and keeps its float
+    weight through onnxruntime's optimiser: the optimised and unoptimised sessions agree."""
+    model = _conv_chain()
+    result = quantize(model, mode, calibration=synthetic_samples(model), exclude=("c2",))
+    producers = {o: n.op_type for n in result.model.graph.node for o in n.output}
+    c2 = next(n for n in result.model.graph.node if n.name == "c2")
+    assert list(c2.input) == ["r1", "w2", "b2"] and producers["r1"] == "Relu"
+    x = np.random.default_rng(6).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    expected = session(model).run(None, {"x": x})[0]
+    deployed = session(result.model, optimize=True).run(None, {"x": x})[0]
+    simulated = session(result.model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(deployed, simulated, rtol=0, atol=1e-3 * np.abs(expected).max())
+    assert np.abs(deployed - expected).max() < 0.02 * np.abs(expected).max()
