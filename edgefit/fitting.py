@@ -480,13 +480,15 @@ class _Search:
 
     def float_regions(self, base: Candidate) -> None:
         """`base` (a static recipe that fits the budget, misses the floor) with its k worst regions in float: k
-        by bisection between 0 (base misses) and every region that loses SQNR, each step one candidate."""
+        by bisection on the floor between 0 (base misses) and every region that loses SQNR, each step one
+        candidate. The bisection follows the floor alone: every region in float may be over the budget while
+        the smallest k that holds the floor fits (float weights grow with k)."""
         self._report(f"sensitivity of {base.recipe}")
         ranking = self.work.sensitivity(base.recipe, self.int8_ops)
         if ranking is None:
             self.skipped.append(f"{base.recipe} with float regions (sensitivity not measured)")
             return
-        losing = [r.region for r in ranking.ranked if r.drop_db > 0]
+        losing = list(ranking.float_order())
         if not losing:
             return
         steps = max(1, math.ceil(math.log2(len(losing)))) + 1
@@ -504,14 +506,14 @@ class _Search:
 
         low, high = 0, len(losing)   # low misses the floor; high is tried first
         top = with_worst(high)
-        if top is None or not top.fits:
+        if top is None or not top.meets_floor:
             return
         while high - low > 1:
             middle = (low + high) // 2
             candidate = with_worst(middle)
             if candidate is None:
                 return
-            if candidate.fits:
+            if candidate.meets_floor:
                 high = middle
             else:
                 low = middle

