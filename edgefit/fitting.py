@@ -210,6 +210,7 @@ class TargetFit:
     model: ModelProto | None = field(default=None, repr=False, compare=False)   # the chosen model
     output: str | None = None
     sha256: str | None = None
+    quantize_heads: bool = False         # the search quantized the output heads too (--quantize-heads)
 
     @property
     def fits(self) -> bool:
@@ -220,7 +221,8 @@ class TargetFit:
         return {"target": self.profile.name, "tier": self.profile.tier, "fits": self.fits,
                 "recipe": chosen.recipe if chosen else None, "exclude": list(chosen.exclude) if chosen else [],
                 "float_regions": list(chosen.regions) if chosen else [],
-                "command": optimize_command(model_path, self.profile.name, chosen) if chosen else None,
+                "command": optimize_command(model_path, self.profile.name, chosen, self.quantize_heads)
+                if chosen else None,
                 "output": self.output, "sha256": self.sha256,
                 "fidelity": chosen.fidelity.to_dict() if chosen else None,
                 "estimates": chosen.result.estimate.to_dict() if chosen else None,
@@ -261,11 +263,14 @@ class FitReport:
         return data
 
 
-def optimize_command(model_path: str | None, target: str, candidate: Candidate) -> str:
-    """The `edgefit optimize` command that rebuilds `candidate` (given the same --calib)."""
+def optimize_command(model_path: str | None, target: str, candidate: Candidate, quantize_heads: bool = False) -> str:
+    """The `edgefit optimize` command that rebuilds `candidate` (given the same --calib); `quantize_heads`: the
+    search quantized the output heads too, which only static quantization reads."""
     parts = ["edgefit", "optimize", model_path or "MODEL", "--target", target, "--passes", candidate.recipe]
     if candidate.exclude:
         parts += ["--exclude", ",".join(candidate.exclude)]
+    if quantize_heads and any(f"quantize:{mode}" in candidate.recipe for mode in ("int8", "a16w8")):
+        parts.append("--quantize-heads")
     return " ".join(parts)
 
 
@@ -440,12 +445,15 @@ class _Search:
         self.candidates.append(candidate)
         return candidate
 
-    def evaluate(self, recipe: str, exclude: tuple[str, ...] = (), stage: str = "precision") -> Candidate | None:
-        """Judge and measure one recipe; None (and the recipe noted as skipped) when time is up."""
+    def evaluate(self, recipe: str, exclude: tuple[str, ...] = (), stage: str = "precision",
+                 over_budget_too: bool = True) -> Candidate | None:
+        """Judge and measure one recipe; None (and the recipe noted as skipped) when time is up. Without
+        `over_budget_too`, a candidate over the budget is judged only: its fidelity cannot make it the answer."""
         if self.out_of_time():
             self.skipped.append(recipe + (f" (float: {', '.join(exclude)})" if exclude else ""))
             return None
-        return self.tried(self.measured(self.judge(recipe, exclude, stage)))
+        candidate = self.judge(recipe, exclude, stage)
+        return self.tried(self.measured(candidate) if over_budget_too or candidate.fits_budget else candidate)
 
     def _report(self, label: str) -> None:
         if self.progress:
@@ -483,6 +491,9 @@ class _Search:
         by bisection on the floor between 0 (base misses) and every region that loses SQNR, each step one
         candidate. The bisection follows the floor alone: every region in float may be over the budget while
         the smallest k that holds the floor fits (float weights grow with k)."""
+        if self.out_of_time():
+            self.skipped.append(f"{base.recipe} with its worst regions in float")
+            return
         self._report(f"sensitivity of {base.recipe}")
         ranking = self.work.sensitivity(base.recipe, self.int8_ops)
         if ranking is None:
@@ -495,12 +506,13 @@ class _Search:
         self.planned += steps
 
         def with_worst(count: int) -> Candidate | None:
+            if self.out_of_time():
+                self.skipped.append(f"{base.recipe} with the {count} worst region(s) in float (and the rest of "
+                                    "the bisection)")
+                return None
             regions = losing[:count]
             exclude = tuple(sorted({n for r in regions for n in r.nodes}))
             candidate = self.evaluate(base.recipe, exclude, "float regions")
-            if candidate is None:
-                self.skipped.append(f"{base.recipe} with the {count} worst region(s) in float")
-                return None
             self.candidates[-1] = candidate = dataclasses.replace(candidate, regions=tuple(r.name for r in regions))
             return candidate
 
@@ -527,20 +539,26 @@ class _Search:
     # -- strategies
     def by_fidelity(self) -> None:
         self.planned = len(self.precision_recipes())
-        first = self.evaluate("fuse")
+        # A precision over the budget is not measured (fp16 and dynamic int8 run slowly on CPUs); the float
+        # regions' bisection does measure over-budget candidates: it follows the floor.
+        first = self.evaluate("fuse", over_budget_too=False)
         if first is not None and first.fits:   # already fits: fused and otherwise unchanged
             return
         for recipe in self.precision_recipes()[1:]:
-            self.evaluate(recipe)
+            self.evaluate(recipe, over_budget_too=False)
         base = self.best_static_miss()
         if base is not None and not any(c.fits for c in self.candidates):
             self.float_regions(base)
         if any(c.fits for c in self.candidates):
             return
         self.planned += len(PRUNE_RATIOS)
-        for recipe in self.prune_recipes():   # the smallest ratio that fits keeps most of the model
+        prunes = self.prune_recipes()
+        for k, recipe in enumerate(prunes):   # the smallest ratio that fits keeps most of the model
             candidate = self.evaluate(recipe, stage="prune")
-            if candidate is None or candidate.fits or (candidate.fidelity is not None and not candidate.meets_floor):
+            if candidate is None:   # out of time: the larger ratios were not tried either
+                self.skipped += prunes[k + 1:]
+                return
+            if candidate.fits or (candidate.fidelity is not None and not candidate.meets_floor):
                 return
 
     def by_cost(self) -> None:
@@ -590,7 +608,7 @@ class _Search:
         built = self.work.build(chosen.recipe, chosen.exclude, self.int8_ops) if chosen else None
         return TargetFit(self.profile, tuple(self.candidates), chosen, pareto_front(self.candidates),
                          tuple(self.skipped), None if chosen else self.no_fit(), time.monotonic() - started,
-                         built.model if built else None)
+                         built.model if built else None, quantize_heads=self.work.options.quantize_heads)
 
     def no_fit(self) -> NoFit | None:
         judged = [c for c in self.candidates if c.result is not None]
@@ -784,7 +802,7 @@ def manifest_entries(results: Sequence[TargetFit], model_path: str | None) -> li
             "tier": r.profile.tier, "device": r.profile.name, "fits": r.fits,
             "file": Path(r.output).name if r.output else None,
             "recipe": chosen.recipe if chosen else None, "exclude": list(chosen.exclude) if chosen else [],
-            "command": optimize_command(model_path, r.profile.name, chosen) if chosen else None,
+            "command": optimize_command(model_path, r.profile.name, chosen, r.quantize_heads) if chosen else None,
             "footprint": None if est is None else {
                 "precision": est.precision, "ram_bytes": est.ram_bytes, "flash_bytes": est.flash_bytes,
                 "latency_ms": est.latency_s * 1e3, "energy_mj": est.energy_j * 1e3, "estimated": True},
