@@ -352,7 +352,11 @@ def _dequantized_names(quantized: ModelProto, tensors: set[str]) -> dict[str, st
 
 
 def _session_with_outputs(model: ModelProto, names: Sequence[str]):
-    """An onnxruntime session whose outputs are `names` (intermediate tensors included)."""
+    """An onnxruntime session whose outputs are `names` (intermediate tensors included).
+
+    Unoptimised, so every intermediate tensor stays as written and fetchable: QuantizeLinear / DequantizeLinear
+    run as written, exact integer arithmetic simulated in float, which is what the candidates' fidelity runs
+    get from onnxruntime's exact int8 kernels (edgefit.runtime.session)."""
     from onnx import helper
 
     from edgefit.runtime import session

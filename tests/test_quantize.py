@@ -285,3 +285,27 @@ def test_a_layer_kept_in_float_stays_float_in_onnxruntime(mode):
     simulated = session(result.model).run(None, {"x": x})[0]
     np.testing.assert_allclose(deployed, simulated, rtol=0, atol=1e-3 * np.abs(expected).max())
     assert np.abs(deployed - expected).max() < 0.02 * np.abs(expected).max()
+
+
+def test_exclusions_are_edits_of_one_quantization_per_recipe():
+    """fit asks for many exclusion sets of one recipe: the quantizer runs once (heads float), each exclusion puts
+    its layers back in float in a copy -- float weight, unquantized input -- and the others stay int8."""
+    from edgefit.passes.quantize import QuantizationCache
+
+    model, cache = _conv_chain(), QuantizationCache()
+    calibration = synthetic_samples(model)
+    x = np.random.default_rng(6).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    expected = session(model).run(None, {"x": x})[0]
+    for layer, weight, other in (("c1", "w1", "w2"), ("c2", "w2", "w1")):
+        result = quantize(model, calibration=calibration, exclude=(layer,), cache=cache)
+        types = {t.name: t.data_type for t in result.model.graph.initializer}
+        assert types[weight] == TensorProto.FLOAT and types[f"{other}_quantized"] == TensorProto.INT8
+        assert f"{weight}_quantized" not in types   # the int8 copy nobody reads is gone
+        node = next(n for n in result.model.graph.node if n.name == layer)
+        assert node.input[1] == weight and not node.input[0].endswith("_DequantizeLinear_Output")
+        assert [line for line in result.stats.float_layers if "excluded" in line] == [f"{layer}: excluded"]
+        deployed = session(result.model, optimize=True).run(None, {"x": x})[0]
+        assert np.abs(deployed - expected).max() < 0.02 * np.abs(expected).max()
+    preparation, = cache._preparations.values()
+    assert len(preparation._complete) == 1
+    cache.close()

@@ -507,6 +507,8 @@ class _StaticPreparation:
         with _captured_warnings(self.notes):
             self.source = _preprocess(prepared, folder, self.notes)
         self._ranges: dict[str, Any] = {}
+        self._complete: dict[tuple, ModelProto] = {}   # quantized with nothing but the heads kept float
+        self._float_weights: dict[str, onnx.TensorProto] | None = None
 
     def ranges(self, method: str, progress: Progress | None):
         """onnxruntime's calibration ranges (TensorsData) for every activation of every quantizable op type."""
@@ -515,18 +517,35 @@ class _StaticPreparation:
         return self._ranges[method]
 
     def quantize(self, options: PassOptions, progress: Progress | None) -> tuple[ModelProto, tuple[str, ...]]:
-        """The QDQ model for these options, and the head nodes kept in float (empty with quantize_heads)."""
-        excluded = _resolve_exclude(self.outline, options.exclude)
-        heads: tuple[str, ...] = ()
-        if not options.quantize_heads:
-            heads = self.heads.nodes
-            excluded |= set(heads)
+        """The QDQ model for these options, and the head nodes kept in float (empty with quantize_heads).
+
+        Excluded nodes are put back in float in a copy of the model quantized without them (one onnxruntime
+        quantizer run per mode, method and heads): the quantizer takes seconds on a large model, the edit a
+        fraction of one, and fit's float-region bisection asks for many exclusion sets of one recipe."""
+        heads = () if options.quantize_heads else self.heads.nodes
+        key = (options.mode, options.method, options.symmetric_activations, options.int8_op_types,
+               options.wide_nodes, options.quantize_heads)
+        if key not in self._complete:
+            self._complete[key] = self._quantized(options, set(heads), progress)
+        model = copy_model(self._complete[key])
+        excluded = _resolve_exclude(self.outline, options.exclude) - set(heads)
+        if excluded and not _restore_float(model, self.outline, self.float_weights(), excluded):
+            model = self._quantized(options, excluded | set(heads), progress)   # a case the edit does not cover
+        return model, heads
+
+    def _quantized(self, options: PassOptions, excluded: set[str], progress: Progress | None) -> ModelProto:
         model = _quantize_with_ranges(self.source, self.ranges(options.method, progress), options, excluded,
                                       self._wide_tensors(options.wide_nodes))
         if not options.quantize_heads:
             _unquantize(model, set(self.heads.float_tensors))
         _read_in_float(model, excluded)
-        return model, heads
+        return model
+
+    def float_weights(self) -> dict[str, onnx.TensorProto]:
+        """The pre-processed float model's weights, read from its file on first use."""
+        if self._float_weights is None:
+            self._float_weights = {t.name: t for t in _load(self.source).graph.initializer}
+        return self._float_weights
 
     def _wide_tensors(self, nodes: tuple[str, ...]) -> tuple[str, ...]:
         """The activations the 16-bit nodes read and write (weights keep their 8 bits)."""
@@ -647,6 +666,51 @@ def _unquantize(model: ModelProto, tensors: set[str]) -> None:
         graph.node.remove(node)
 
 
+def _restore_float(model: ModelProto, outline: ModelProto, float_weights: dict[str, onnx.TensorProto],
+                   nodes: set[str]) -> bool:
+    """Put `nodes` of a QDQ model back in float (in place; the pass's own copy): each reads what it read in the
+    float model `outline` -- float weights (added back from `float_weights`) and activations as computed, not
+    through QuantizeLinear -> DequantizeLinear (see _read_in_float for why) -- and the QDQ nodes and quantized
+    weights nobody reads any more go. What the quantizer writes around other nodes stays as it is, which is
+    what its own exclusion gives: a reader of a float node's output that is quantized still reads it through
+    its QDQ pair. False (model untouched) where the edit does not apply: a node with subgraphs, or a float input
+    the QDQ model no longer holds under its name."""
+    graph = model.graph
+    originals = {n.name: n for n in outline.graph.node if n.name in nodes}
+    if len(originals) != len(nodes) or any(has_subgraph(n) for n in originals.values()):
+        return False
+    available = {o for n in graph.node for o in n.output} | {v.name for v in graph.input} | {
+        t.name for t in graph.initializer}
+    present = {n.name for n in graph.node if n.name in nodes}
+    wanted = {name for n in originals.values() for name in n.input if name}
+    missing = wanted - available
+    if present != nodes or not missing <= set(float_weights):
+        return False
+    for node in graph.node:
+        if node.name in originals:
+            del node.input[:]
+            node.input.extend(originals[node.name].input)
+    for name in sorted(missing):
+        copy = onnx.TensorProto()
+        copy.CopyFrom(float_weights[name])
+        graph.initializer.append(copy)
+    _drop_unread_qdq(graph)
+    read = {name for *_, sub in iter_graphs(graph) for n in sub.node for name in n.input}
+    for tensor in [t for t in graph.initializer if t.name not in read]:
+        graph.initializer.remove(tensor)
+    return True
+
+
+def _drop_unread_qdq(graph: onnx.GraphProto) -> None:
+    """Remove the DequantizeLinear nodes nobody reads, then the QuantizeLinear nodes that fed only them."""
+    outputs = {value.name for value in graph.output}
+    for _ in range(2):
+        read = outputs | {name for *_, sub in iter_graphs(graph) for n in sub.node for name in n.input}
+        for node in [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                     and not any(o in read for o in n.output)]:
+            graph.node.remove(node)
+
+
 def _read_in_float(model: ModelProto, nodes: set[str]) -> None:
     """Nodes kept in float read their activations as computed, not through the QuantizeLinear ->
     DequantizeLinear pair onnxruntime's quantizer puts in front of them for other readers (in place: the
@@ -668,12 +732,7 @@ def _read_in_float(model: ModelProto, nodes: set[str]) -> None:
             q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
             if q is not None and q.op_type == "QuantizeLinear":
                 node.input[k] = q.input[0]
-    graph_outputs = {value.name for value in graph.output}
-    for _ in range(2):   # the DequantizeLinear nobody reads any more, then its QuantizeLinear
-        read = graph_outputs | {name for *_, sub in iter_graphs(graph) for n in sub.node for name in n.input}
-        for node in [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
-                     and not any(o in read for o in n.output)]:
-            graph.node.remove(node)
+    _drop_unread_qdq(graph)
 
 
 def _quantize_dynamic(source: Path, work: Path, excluded: set[str]) -> ModelProto:
