@@ -309,3 +309,25 @@ def test_exclusions_are_edits_of_one_quantization_per_recipe():
     preparation, = cache._preparations.values()
     assert len(preparation._complete) == 1
     cache.close()
+
+
+def test_a16w8_exclusion_keeps_a_reduce_mean_whose_axes_the_opset_upgrade_moved():
+    """16-bit QDQ needs opset 21, where ReduceMean takes its axes as an input, not an attribute (opset 13): a
+    ReduceMean put back in float keeps the upgraded form and still averages over the last axis only."""
+    rng = np.random.default_rng(8)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+             helper.make_node("ReduceMean", ["h"], ["mean"], name="mean", axes=[-1]),
+             helper.make_node("Sub", ["h", "mean"], ["centered"], name="sub"),
+             helper.make_node("MatMul", ["centered", "w2"], ["y"], name="mm2")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3])],
+                              [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w1"),
+                               numpy_helper.from_array(rng.standard_normal((8, 3)).astype(np.float32), "w2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    result = quantize(model, "a16w8", calibration=synthetic_samples(model), exclude=("mean",))
+    mean = next(n for n in result.model.graph.node if n.name == "mean")
+    assert mean.input[0] == "h" and len(mean.input) == 2   # float h, and the axes input of opset 18+
+    x = rng.standard_normal((1, 4, 8)).astype(np.float32)
+    expected = session(model).run(None, {"x": x})[0]
+    got = session(result.model, optimize=True).run(None, {"x": x})[0]
+    assert np.abs(got - expected).max() < 0.02 * np.abs(expected).max()

@@ -668,29 +668,42 @@ def _unquantize(model: ModelProto, tensors: set[str]) -> None:
 
 def _restore_float(model: ModelProto, outline: ModelProto, float_weights: dict[str, onnx.TensorProto],
                    nodes: set[str]) -> bool:
-    """Put `nodes` of a QDQ model back in float (in place; the pass's own copy): each reads what it read in the
-    float model `outline` -- float weights (added back from `float_weights`) and activations as computed, not
-    through QuantizeLinear -> DequantizeLinear (see _read_in_float for why) -- and the QDQ nodes and quantized
-    weights nobody reads any more go. What the quantizer writes around other nodes stays as it is, which is
-    what its own exclusion gives: a reader of a float node's output that is quantized still reads it through
-    its QDQ pair. False (model untouched) where the edit does not apply: a node with subgraphs, or a float input
-    the QDQ model no longer holds under its name."""
+    """Put `nodes` of a QDQ model back in float (in place; the pass's own copy): where one reads through a
+    DequantizeLinear, it reads the activation before its QuantizeLinear (see _read_in_float for why) or the
+    float weight the float model `outline` has at that input (added back from `float_weights`); its other
+    inputs stay (16-bit QDQ upgrades the opset, which moves e.g. ReduceMean's axes into an input). The QDQ nodes
+    and quantized weights nobody reads any more go. Readers of a float node's output that are quantized still
+    read it through its QDQ pair, as the quantizer's own exclusion leaves them. False (model untouched) where
+    the edit does not apply: a node with subgraphs, or a dequantized input with no float counterpart."""
     graph = model.graph
     originals = {n.name: n for n in outline.graph.node if n.name in nodes}
-    if len(originals) != len(nodes) or any(has_subgraph(n) for n in originals.values()):
+    targets = [n for n in graph.node if n.name in nodes]
+    if len(originals) != len(nodes) or len(targets) != len(nodes) or any(
+            has_subgraph(n) for n in originals.values()):
         return False
-    available = {o for n in graph.node for o in n.output} | {v.name for v in graph.input} | {
-        t.name for t in graph.initializer}
-    present = {n.name for n in graph.node if n.name in nodes}
-    wanted = {name for n in originals.values() for name in n.input if name}
-    missing = wanted - available
-    if present != nodes or not missing <= set(float_weights):
-        return False
-    for node in graph.node:
-        if node.name in originals:
-            del node.input[:]
-            node.input.extend(originals[node.name].input)
-    for name in sorted(missing):
+    producers = {name: node for node in graph.node for name in node.output}
+    replacements: list[tuple[onnx.NodeProto, int, str]] = []
+    weights: set[str] = set()
+    for node in targets:
+        original = originals[node.name].input
+        for k, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producers.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                replacements.append((node, k, q.input[0]))
+            elif k < len(original) and original[k] in float_weights:
+                replacements.append((node, k, original[k]))
+                weights.add(original[k])
+            else:
+                return False
+    for node, k, name in replacements:
+        node.input[k] = name
+    for dq in [producers[name] for name in weights if name in producers]:   # a bias DequantizeLinear may write
+        graph.node.remove(dq)                                                # the float bias's own name
+    stored = {t.name for t in graph.initializer}
+    for name in sorted(weights - stored):
         copy = onnx.TensorProto()
         copy.CopyFrom(float_weights[name])
         graph.initializer.append(copy)
