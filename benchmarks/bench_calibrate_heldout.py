@@ -142,11 +142,85 @@ class TimingStore:
 
 # ---- fitting, then predicting the held-out models --------------------------------------------------------
 
+def shufflenet_like(groups: int, width: int, resolution: int):
+    """ShuffleNet v1-style units: grouped 1x1 conv, channel shuffle (Reshape-Transpose-Reshape), depthwise 3x3,
+    grouped 1x1 conv, residual Add; built here (random weights), a fitting model, not a held-out one."""
+    from bench_calibrate import _Builder, _head
+    from onnx import TensorProto, helper, numpy_helper
+    import numpy as np
+
+    b = _Builder(groups * 1000 + width + resolution)
+
+    def shape_const(*dims: int) -> str:
+        name = b.name("s")
+        b.inits.append(numpy_helper.from_array(np.array(dims, np.int64), name))
+        return name
+
+    x = b.conv("x", 3, width, stride=2)
+    size = resolution // 2
+    for _ in range(4):
+        y = b.conv(x, width, width, kernel=1, group=groups)
+        y = b.node("Reshape", [y, shape_const(1, groups, width // groups, size, size)])
+        y = b.node("Transpose", [y], perm=[0, 2, 1, 3, 4])
+        y = b.node("Reshape", [y, shape_const(1, width, size, size)])
+        y = b.conv(y, width, width, group=width, relu=False)
+        y = b.conv(y, width, width, kernel=1, group=groups, relu=False)
+        x = b.node("Relu", [b.node("Add", [x, y])])
+    del TensorProto, helper
+    return b.model(f"shufflenet_g{groups}_{width}_{resolution}", [1, 3, resolution, resolution],
+                   _head(b, x, width), [1, 10])
+
+
+def crnn_like(steps: int, hidden: int):
+    """Conv features -> [steps, 1, features] -> LSTM -> per-step classifier MatMul (a CRNN text recogniser's shape)."""
+    from bench_calibrate import _Builder
+    from onnx import TensorProto, helper, numpy_helper
+    import numpy as np
+
+    b = _Builder(steps * 10 + hidden)
+    x = b.conv("x", 1, 16)
+    x = b.node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
+    x = b.conv(x, 16, 32)
+    x = b.node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])   # [1, 32, 8, steps]
+    x = b.node("Transpose", [x], perm=[3, 0, 1, 2])                    # [steps, 1, 32, 8]
+    shape = b.name("s")
+    b.inits.append(numpy_helper.from_array(np.array([steps, 1, 256], np.int64), shape))
+    x = b.node("Reshape", [x, shape])
+    out = b.name("t")
+    b.nodes.append(helper.make_node("LSTM", [x, b.weight(1, 4 * hidden, 256), b.weight(1, 4 * hidden, hidden),
+                                             b.weight(1, 8 * hidden)], [out], hidden_size=hidden))
+    x = b.node("Squeeze", [out, b.name("axes")])
+    b.inits.append(numpy_helper.from_array(np.array([1], np.int64), b.nodes[-1].input[1]))
+    y = b.node("MatMul", [x, b.weight(hidden, 64)])
+    del TensorProto
+    return b.model(f"crnn_{steps}x{hidden}", [1, 1, 32, 4 * steps], y, [steps, 1, 64])
+
+
+def attention_like(tokens: int, dim: int):
+    """One transformer encoder block over `tokens` rows: Q/K/V projections, scores, Softmax, output, MLP."""
+    from bench_calibrate import _Builder
+    from onnx import numpy_helper
+    import numpy as np
+
+    b = _Builder(tokens + dim)
+    q, k, v = (b.node("MatMul", ["x", b.weight(dim, dim)]) for _ in range(3))
+    scores = b.node("Softmax", [b.node("MatMul", [q, b.node("Transpose", [k], perm=[1, 0])])], axis=-1)
+    x = b.node("Add", ["x", b.node("MatMul", [b.node("MatMul", [scores, v]), b.weight(dim, dim)])])
+    h = b.node("Relu", [b.node("MatMul", [x, b.weight(dim, 4 * dim)])])
+    y = b.node("Add", [x, b.node("MatMul", [h, b.weight(4 * dim, dim)])])
+    del numpy_helper, np
+    return b.model(f"attention_{tokens}x{dim}", [tokens, dim], y, [tokens, dim])
+
+
 def fitting_models() -> dict:
+    """bench_calibrate's 21 models, and generated ones with the structures real networks add: grouped convs with
+    channel shuffles, an LSTM with a per-step classifier, an attention block."""
     import bench_calibrate
 
     calibration, others = bench_calibrate.models()
-    return {**calibration, **others}
+    extra = {m.graph.name: m for m in (shufflenet_like(4, 64, 64), shufflenet_like(2, 96, 96), crnn_like(32, 128),
+                                       crnn_like(64, 96), attention_like(64, 128), attention_like(128, 192))}
+    return {**calibration, **others, **extra}
 
 
 def fit(store: TimingStore, folder: Path):
