@@ -154,6 +154,8 @@ def _stack_settings(stack: RuntimeStack) -> str:
 def _ok_mark(verdict: Verdict) -> Text:
     if verdict.kind == "context":
         return Text("context", style="yellow" if verdict.band_position == "above" else "dim")
+    if verdict.status == "not judged":
+        return Text("not judged", style="magenta")
     return Text("ok", style="green") if verdict.ok else Text("OVER", style="bold red")
 
 
