@@ -414,10 +414,12 @@ def _not_listed(label: str, key: str, operators: OperatorList, standard: bool, r
     if not standard:
         return NodeCoverage(label, key, "unsupported", f"is a custom-domain op {operators.title} has no kernel for: "
                                                        f"declare a kernel you wrote with --custom-op {key}")
+    # On a microcontroller the kernels are compiled in: one the user wrote for the op makes it run.
+    declare = f": declare a kernel you wrote with --custom-op {key}" if operators.kind == "mcu" else ""
     if operators.lowering is not None:
         return NodeCoverage(label, key, "unsupported", f"has no builtin form in edgefit's {operators.lowering.name} "
-                                                       f"table, so no {operators.title} kernel")
-    return NodeCoverage(label, key, "unsupported", f"has no {operators.title} kernel")
+                                                       f"table, so no {operators.title} kernel{declare}")
+    return NodeCoverage(label, key, "unsupported", f"has no {operators.title} kernel{declare}")
 
 
 def _judge_nodes(graph: ModelGraph, labels: Sequence[str], operators: OperatorList, precision: str,
