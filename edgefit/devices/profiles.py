@@ -39,6 +39,7 @@ from edgefit.devices.fields import (
     text_field,
     tier_field,
 )
+from edgefit.devices.operators import load_operator_list
 from edgefit.devices.stacks import STACK_SETTINGS, RuntimeStack, StackSettings, runtime_stacks
 from edgefit.errors import EdgefitError, ProfileError
 from edgefit.toml_files import load_toml
@@ -106,6 +107,12 @@ class DeviceProfile:
     def default_runtime(self) -> str | None:
         return self.runtimes[0].name if self.runtimes else None
 
+    @property
+    def operator_lists(self) -> tuple[str, ...]:
+        """The operator lists the profile and its runtime stacks name, each once."""
+        names = [self.operators, *(stack.operators for stack in self.runtimes)]
+        return tuple(dict.fromkeys(name for name in names if name is not None))
+
     def with_custom_ops(self, ops: Iterable[str]) -> DeviceProfile:
         """The profile with more ops declared as kernels the user wrote (--custom-op, a gate entry's custom_ops)."""
         added = tuple(op for op in dict.fromkeys(ops) if op not in self.custom_ops)
@@ -159,6 +166,7 @@ class DeviceProfile:
             "name": self.name, "display_name": self.display_name, "tier": self.tier, "aliases": list(self.aliases),
             "int8_ops": list(self.int8_ops) if self.int8_ops is not None else None,
             "operators": self.operators, "custom_ops": list(self.custom_ops),
+            "operator_lists": {name: load_operator_list(name).provenance() for name in self.operator_lists},
             "shares_activation_storage": self.shares_activation_storage, "memory_model": self.memory_model,
             "processor": self.processor, "runtime": self.runtime, "precisions": list(self.precisions),
             "ram_bytes": self.ram_bytes, "ram_usable_fraction": self.ram_usable_fraction,

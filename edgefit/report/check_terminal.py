@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from edgefit.devices.fields import PRECISIONS, TIERS
+from edgefit.devices.operators import load_operator_list
 from edgefit.devices.profiles import DeviceProfile
 from edgefit.devices.stacks import RuntimeStack
 from edgefit.report.check_text import (
@@ -98,6 +99,9 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
           for stack in profile.runtimes],
         ("precisions", ", ".join(profile.precisions), ""),
         ("operators", profile.operators or "- (not judged)", _overridden(profile, "operators")),
+        *[(f"operators.{name}", _list_revision(name), load_operator_list(name).url) for name in profile.operator_lists],
+        *([("custom_ops", ", ".join(profile.custom_ops), "kernels the user wrote: judged supported")]
+          if profile.custom_ops else []),
         ("ram", format_bytes(profile.ram_bytes), source("ram", "")),
         ("flash", format_bytes(profile.flash_bytes), source("flash", "")),
         ("runtime_ram", format_bytes(profile.runtime_ram_bytes), source("runtime_ram", "")),
@@ -133,6 +137,16 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
     if profile.notes:
         console.print(Text(f"note: {profile.notes}", style="yellow"))
     console.print(Text(f"file: {profile.path}", style="dim"))
+
+
+def _list_revision(name: str) -> str:
+    """'TensorFlow Lite Micro, revision 90b983c... (retrieved 2026-12-08); lowered by onnx2tf ... revision ...'."""
+    operators = load_operator_list(name)
+    text = f"{operators.title}, revision {operators.revision} (retrieved {operators.retrieved})"
+    lowering = operators.lowering
+    if lowering is not None:
+        text += f"; ONNX ops lowered as {lowering.title} does, revision {lowering.revision}"
+    return text
 
 
 def _overridden(profile: DeviceProfile, key: str) -> str:

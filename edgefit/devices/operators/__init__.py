@@ -92,9 +92,14 @@ class OperatorList:
     lowering: Lowering | None = None    # None: the runtime takes ONNX ops as they are
     tensor_types: Mapping[str, tuple[str, ...]] = field(default_factory=dict)   # op -> types it has kernels for
 
-    @property
-    def judges_types(self) -> bool:
-        return bool(self.tensor_types)
+    def provenance(self) -> dict[str, Any]:
+        """Where the list comes from and which revision was read (and the same of its lowering table)."""
+        lowering = self.lowering
+        return {"name": self.name, "title": self.title, "kind": self.kind, "complete": self.complete,
+                "source": self.source, "url": self.url, "revision": self.revision, "retrieved": self.retrieved,
+                "lowering": None if lowering is None else {
+                    "name": lowering.name, "title": lowering.title, "source": lowering.source, "url": lowering.url,
+                    "revision": lowering.revision, "retrieved": lowering.retrieved}}
 
 
 def operator_list_names() -> tuple[str, ...]:
