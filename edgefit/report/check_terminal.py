@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -142,11 +143,16 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
 def _list_revision(name: str) -> str:
     """'TensorFlow Lite Micro, revision 90b983c... (retrieved 2026-12-08); lowered by onnx2tf ... revision ...'."""
     operators = load_operator_list(name)
-    text = f"{operators.title}, revision {operators.revision} (retrieved {operators.retrieved})"
+    text = f"{operators.title}, revision {_short_hashes(operators.revision)} (retrieved {operators.retrieved})"
     lowering = operators.lowering
     if lowering is not None:
-        text += f"; ONNX ops lowered as {lowering.title} does, revision {lowering.revision}"
+        text += f"; ONNX ops lowered as {lowering.title} does, revision {_short_hashes(lowering.revision)}"
     return text
+
+
+def _short_hashes(text: str) -> str:
+    """Commit hashes cut to 12 digits, which a narrow table column keeps whole (--json has them in full)."""
+    return re.sub(r"\b([0-9a-f]{12})[0-9a-f]{28}\b", r"\1", text)
 
 
 def _overridden(profile: DeviceProfile, key: str) -> str:

@@ -220,7 +220,11 @@ def describe_operators(result: TargetResult) -> str | None:
     if coverage is None or coverage.verdict == "supported":
         return None
     name, total = result.profile.name, len(coverage.nodes)
-    if coverage.verdict == "does-not-run":
+    if coverage.host_failures:
+        failing = coverage.host_failures
+        line = (f"{name}: {len(failing)} of {total} ops run neither on {coverage.title} nor on the host it falls back "
+                f"to: {_nodes(failing)}")
+    elif coverage.verdict == "does-not-run":
         failing = coverage.not_running
         line = f"{name}: {coverage.title} cannot run {len(failing)} of {total} ops: {_nodes(failing)}"
     elif coverage.verdict == "fallback":

@@ -52,6 +52,7 @@ class Coverage:
     nodes: tuple[NodeCoverage, ...]
     revision: str = ""
     fallback_layers: tuple[str, ...] = ()        # accelerators: layers that run on the host CPU
+    host_failures: tuple[NodeCoverage, ...] = ()  # fallback layers the host's runtime cannot run either
     fallback_latency_s: float | None = None      # their estimated time on the host core; None: no estimate
 
     @property
@@ -66,7 +67,7 @@ class Coverage:
     @property
     def runs(self) -> bool:
         """False when the model cannot run at all: an MCU runtime missing a kernel or a constraint."""
-        return self.kind != "mcu" or not self.not_running
+        return (self.kind != "mcu" or not self.not_running) and not self.host_failures
 
     @property
     def verdict(self) -> str:
@@ -83,6 +84,7 @@ class Coverage:
                 "not_running": [n.to_dict() for n in self.not_running],
                 "unknown": [n.to_dict() for n in self.unknown],
                 "fallback_layers": list(self.fallback_layers),
+                "host_failures": [n.to_dict() for n in self.host_failures],
                 "fallback_latency_ms": None if self.fallback_latency_s is None else self.fallback_latency_s * 1e3}
 
 
@@ -468,7 +470,11 @@ def operator_coverage(graph: ModelGraph, footprint: Footprint, runtime: str | Op
         failing = [i for i, n in enumerate(nodes) if n.status in ("unsupported", "violates")]
         if failing:
             fallback = failing if operators.fallback == "op" else list(range(failing[0], len(nodes)))
+    host_failures: tuple[NodeCoverage, ...] = ()
+    if fallback and operators.host is not None:   # what falls back must run on the host's runtime
+        on_host = operator_coverage(graph, footprint, operators.host, precision, custom_ops=declared).nodes
+        host_failures = tuple(on_host[i] for i in fallback if on_host[i].status in ("unsupported", "violates"))
     latency = (host_fallback_s(footprint, host, precision, {layers[i].name for i in fallback})
                if fallback and host is not None else None)
     return Coverage(operators.name, operators.title, operators.kind, operators.source, precision, nodes,
-                    operators.revision, tuple(layers[i].name for i in fallback), latency)
+                    operators.revision, tuple(layers[i].name for i in fallback), host_failures, latency)
