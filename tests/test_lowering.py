@@ -80,8 +80,8 @@ def test_torch_dynamo_transformer_block_per_runtime():
     # allowzero=1 Reshape runs since its shape holds no 0.
     st = verdicts(built, "stm32cube-ai")
     assert st["view"] == st["gelu"] == st["scores"] == st["softmax"] == ("supported", (), "")
-    assert st["ln"] == ("unsupported", (), "has no STM32Cube.AI kernel: declare a kernel you wrote with --custom-op "
-                                           "LayerNormalization")
+    assert st["ln"] == ("unsupported", (), "has no STM32Cube.AI kernel: run `edgefit optimize --passes decompose` to "
+                                           "rewrite it as ReduceMean / Sub / Mul / Add / Sqrt / Div")
     # Vela (int8): the LayerNorm builtins are NPU ops; BATCH_MATMUL, DIV and GELU are not (they run on the host).
     vela = verdicts(built, "vela", "int8")
     assert vela["ln"] == supported(*LAYER_NORM) and vela["proj"] == supported("FULLY_CONNECTED")

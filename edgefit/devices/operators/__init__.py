@@ -91,6 +91,7 @@ class OperatorList:
     max_nonunit_dims: int | None = None  # only this many innermost dimensions may exceed 1
     lowering: Lowering | None = None    # None: the runtime takes ONNX ops as they are
     host: str | None = None             # accelerators: the list of the runtime that runs what falls back
+    hints: Mapping[str, str] = field(default_factory=dict)   # op without a kernel -> what would make it run
     tensor_types: Mapping[str, tuple[str, ...]] = field(default_factory=dict)   # op -> types it has kernels for
 
     def provenance(self) -> dict[str, Any]:
@@ -138,7 +139,8 @@ def load_operator_list(name: str) -> OperatorList:
         name=data["name"], title=data["title"], kind=data["kind"], source=data["source"], url=data["url"],
         revision=data["revision"], retrieved=str(data["retrieved"]),
         ops={op: ", ".join(value) if isinstance(value, list) else value for op, value in ops.items()},
-        lowering=lowering, tensor_types=typed, host=data.get("host"), constraints={op: dict(rules) for op, rules in constraints.items()},
+        lowering=lowering, tensor_types=typed, host=data.get("host"),
+        hints={**(lowering.hints if lowering is not None else {}), **data.get("hints", {})}, constraints={op: dict(rules) for op, rules in constraints.items()},
         fallback=data.get("fallback", "none"), complete=data.get("complete", False),
         all_standard_ops=data.get("all_standard_ops", False), int8_only=data.get("int8_only", False),
         static_shapes=data.get("static_shapes", False), max_rank=data.get("max_rank"), max_dim=data.get("max_dim"),

@@ -355,7 +355,7 @@ def _lowered(node: NodeProto, key: str, lowering: Lowering, graph: ModelGraph) -
 def _missing_kernel(key: str, builtins: Sequence[str], operators: OperatorList, precision: str) -> str | None:
     """Why one of the builtins a node becomes does not run (said of the node: 'becomes GELU; GELU has no ... kernel:
     <what would make it run>'): no kernel, or none for the deployed tensor type."""
-    hints = operators.lowering.hints if operators.lowering is not None else {}
+    hints = operators.hints
     tensor_type = TENSOR_TYPES.get(precision, precision)
     lowered = list(builtins) != [key]
     for builtin in builtins:
@@ -418,6 +418,8 @@ def _not_listed(label: str, key: str, operators: OperatorList, standard: bool, r
                                                        f"declare a kernel you wrote with --custom-op {key}")
     # On a microcontroller the kernels are compiled in: one the user wrote for the op makes it run.
     declare = f": declare a kernel you wrote with --custom-op {key}" if operators.kind == "mcu" else ""
+    if key in operators.hints:
+        declare = f": {operators.hints[key]}"
     if operators.lowering is not None:
         return NodeCoverage(label, key, "unsupported", f"has no builtin form in edgefit's {operators.lowering.name} "
                                                        f"table, so no {operators.title} kernel{declare}")
