@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from helpers import model, weight
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from edgefit.analysis.footprint import analyze
 from edgefit.cli import main
@@ -258,4 +258,3 @@ def test_every_list_records_its_revision_and_every_lowered_builtin_name_is_a_tfl
         # Every builtin a TFLite list names is one the converter can make, or a runtime-only kernel.
         assert all(b.isupper() for b in builtins | set(operators.ops))
         assert set(operators.tensor_types) <= set(operators.ops)
-    assert TensorProto.FLOAT   # the module's imports are used by the builders above
