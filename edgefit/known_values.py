@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnx import GraphProto, NodeProto, TensorProto, numpy_helper
 
-from edgefit.model import node_attribute, node_subgraphs, subgraph_scope
+from edgefit.model import has_subgraph, node_attribute, node_subgraphs, subgraph_scope
 
 # Values are computed and kept only up to this many elements: shapes, pads, indices and conditions are tiny, and
 # a large tensor computable from constants is a weight, which no shape depends on.
@@ -79,6 +79,8 @@ def _walk(graph: GraphProto, scope: str, env: ChainMap, opset: int, shape_of, fo
             continue
         if node.op_type in ("If", "Loop", "Scan"):
             _control_flow(node, position, scope, env, opset, shape_of, found)
+            continue
+        if has_subgraph(node):   # SequenceMap and the like: not evaluated
             continue
         outputs = _evaluate(node, scope, env, opset, shape_of, found.sources)
         for name, (value, source) in outputs.items():
