@@ -9,7 +9,13 @@ from rich.table import Table
 from rich.text import Text
 
 from edgefit.fitting import Candidate, FitReport, NoFit, TargetFit, accuracy_drop
-from edgefit.report.check_text import METRIC_LABELS, describe_operators, describe_patch_plan, format_quantity
+from edgefit.report.check_text import (
+    METRIC_LABELS,
+    describe_latency_basis,
+    describe_operators,
+    describe_patch_plan,
+    format_quantity,
+)
 from edgefit.report.passes_terminal import describe_distributions
 
 _NAMED_DEVICES = 3
@@ -55,6 +61,10 @@ def candidate_table(fit: TargetFit) -> Table:
                       (">= " if est.latency_is_lower_bound else "") + format_quantity(est.latency_s * 1e3, "ms")
                       if est else "",
                       *_fidelity_cells(candidate, with_accuracy), _fits_cell(candidate))
+    estimates = [c.result.estimate for c in fit.candidates if c.result]
+    if estimates:
+        table.caption = describe_latency_basis(estimates)
+        table.caption_justify = "left"
     return table
 
 

@@ -13,7 +13,7 @@ from edgefit.fidelity import Fidelity
 from edgefit.passes.base import PassStats
 from edgefit.passes.pipeline import OptimizeReport
 from edgefit.passes.target import TargetVerdict
-from edgefit.report.check_text import describe_target
+from edgefit.report.check_text import describe_latency_basis, describe_target
 from edgefit.report.quantities import format_bytes, format_count, format_seconds
 
 def _change(before: float | None, after: float | None) -> str:
@@ -47,6 +47,9 @@ def render_optimize_report(console: Console, report: OptimizeReport, verdict: Ta
     for label, before, after, fmt in rows:
         table.add_row(label, fmt(before), fmt(after), _change(before, after))
     console.print(table)
+    if verdict is not None:
+        console.print(f"[dim]{escape(describe_latency_basis([verdict.before.estimate, verdict.after.estimate]))}[/]",
+                      soft_wrap=True)
     for step in report.steps:
         _render_stats(console, step.spec, step.stats)
     _render_fidelity(console, report)
