@@ -169,11 +169,14 @@ def test_classical_ml_ops_missing_from_a_complete_list_are_unsupported_not_unkno
     assert sorted(n.op_type for n in esp32.operators.not_running) == [
         "ai.onnx.ml.LinearClassifier", "ai.onnx.ml.TreeEnsembleRegressor", "ai.onnx.ml.ZipMap"]
     assert not stm32.operators.not_running
-    # A custom domain stays unknown: a runtime may register such an op itself.
+    # A custom domain has no kernel either (issue 16: nothing runs an op nobody wrote a kernel for), unless the user
+    # declares the kernel they registered.
     graph = helper.make_graph([helper.make_node("MyOp", ["x"], ["y"], domain="custom.ops")], "g",
                               [vi("x", F, [1, 4])], [vi("y", F, [1, 4])])
     custom = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom.ops", 1)])
-    assert check(save(custom, tmp_path, "custom.onnx"), ["esp32"]).targets[0].operators.verdict == "unknown"
+    path = save(custom, tmp_path, "custom.onnx")
+    assert check(path, ["esp32"]).targets[0].operators.verdict == "does-not-run"
+    assert check(path, ["esp32"], custom_ops=["custom.ops.MyOp"]).targets[0].operators.verdict == "supported"
 
 
 def test_reorder_follows_the_planned_order_through_model_local_functions(tmp_path, capsys):
