@@ -519,3 +519,18 @@ def test_gate_target_may_be_a_profile_file_relative_to_the_config(tmp_path, monk
     monkeypatch.chdir(tmp_path)   # the path is the config's, not the working directory's
     assert main(["gate", "-c", str(project / "edgefit.toml"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["results"][0]["target"] == "bench-board"
+
+
+def test_a_timer_given_replaces_timing_here(board):
+    """A benchmark re-runs a fit on stored timings: calibrate calls the timer as it calls time_model (the model,
+    its label, 1 thread, the plan) and fits the medians it returns, timing nothing itself."""
+    calls = []
+
+    def stored(proto, *, what, threads, plan, input_shapes=None, dims=None):
+        calls.append((what, threads, plan))
+        return Timing((0.002, 0.001, 0.003), threads, 1, "thread cpu")   # median 2 ms
+
+    result = calibrate(board, measure=True, timing_plan=FAST, kernels=False, timer=stored)
+    assert [call[0] for call in calls] == [m["model"] for m in tomllib.loads(board.read_text())["measurement"]]
+    assert all(threads == 1 and plan is FAST for _, threads, plan in calls)
+    assert [row.latency_s for row in result.models] == [0.002] * len(calls)

@@ -182,3 +182,39 @@ def test_dynamic_quantization_ops_are_integer_macs():
     features = latency_features(footprint, "fp32")
     assert (features.conv_macs, features.integer_macs, features.ops) == (0, 1_728, 5)
     assert features.elementwise_elements == 242
+
+
+def test_grouped_conv_with_several_channels_per_group_runs_as_a_conv():
+    """x 1x8x4x4 -> Conv 1x1 group 4 (8 out, 2 input channels per group) -> depthwise 3x3 pad 1 (group 8).
+
+    grouped MACs: 8 out x 16 positions x (2 in x 1) = 256, a reduction over channels: conv class
+    depthwise MACs: 8 x 16 x 9 = 1,152 (one input channel per group): depthwise class
+    """
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["g"], group=4),
+             helper.make_node("Conv", ["g", "w2"], ["y"], pads=[1, 1, 1, 1], group=8)]
+    footprint = analyze(model(nodes, [("x", [1, 8, 4, 4])], [("y", [1, 8, 4, 4])],
+                              [weight("w1", 8, 2, 1, 1), weight("w2", 8, 1, 3, 3)]))
+    assert latency_features(footprint, "fp32") == LatencyFeatures(256, 1_152, 0, 0, 0, 0, 2)
+    assert [layer_class(layer.op_type, layer, site) for layer, site in zip(footprint.layers, footprint.ops)] \
+        == ["conv", "depthwise"]
+    # Without the graph site (the weight shape) every grouped conv is taken for depthwise, as before.
+    assert [layer_class(layer.op_type, layer) for layer in footprint.layers] == ["depthwise", "depthwise"]
+
+
+def test_matrix_product_over_many_rows_is_a_gemm_and_recurrent_ops_stay_fc():
+    """Three products with one 6x4 weight: a [8, 6] input (8 rows, each weight reused 8 times: 8x6x4 = 192 MACs,
+    run as a GEMM, conv class), a [7, 6] one (7 rows, below the 8-row GEMM threshold: 168 MACs, fc) and a [1, 6]
+    one (batch 1, streams the weight: 24 MACs, fc). An LSTM over 8 steps (input 3, hidden 2, batch 1) writes 8 rows
+    too, but steps one row at a time: 8 steps x 4 gates x 2 hidden x (3 + 2) = 320 MACs, fc."""
+    nodes = [helper.make_node("MatMul", ["a", "w"], ["ya"]),
+             helper.make_node("MatMul", ["b", "w"], ["yb"]),
+             helper.make_node("MatMul", ["c", "w"], ["yc"]),
+             helper.make_node("LSTM", ["s", "lw", "lr"], ["ys"], hidden_size=2)]
+    footprint = analyze(model(
+        nodes, [("a", [8, 6]), ("b", [7, 6]), ("c", [1, 6]), ("s", [8, 1, 3])],
+        [("ya", [8, 4]), ("yb", [7, 4]), ("yc", [1, 4]), ("ys", [8, 1, 1, 2])],
+        [weight("w", 6, 4), weight("lw", 1, 8, 3), weight("lr", 1, 8, 2)]))
+    assert [layer.macs for layer in footprint.layers] == [192, 168, 24, 320]
+    assert [layer_class(layer.op_type, layer, site) for layer, site in zip(footprint.layers, footprint.ops)] \
+        == ["conv", "fc", "fc", "fc"]
+    assert latency_features(footprint, "fp32") == LatencyFeatures(192, 0, 168 + 24 + 320, 0, 0, 0, 4)

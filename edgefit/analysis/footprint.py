@@ -8,6 +8,7 @@ import os
 import weakref
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from edgefit.analysis.macs import OpContext, UnknownCost, cost_rule, node_cost
 from edgefit.analysis.memory import INPLACE_OPS, VIEW_OPS, Buffer, Step, plan_arena, plan_steps
 from edgefit.analysis.weights import WEIGHT_SLOTS, ConstantView, WeightTally, constant_view
 from edgefit.errors import ShapeError
+from edgefit.known_values import BranchChoice
 from edgefit.model import (
     GraphIndex,
     LoadedModel,
@@ -103,6 +105,8 @@ class Footprint:
     # the reorder pass writes into the file.
     execution_order: tuple[int, ...] = ()
     ops: tuple[OpSite, ...] = ()        # one per layer of the top-level graph
+    # For each If/Loop/Scan (nested ones too): which branch was counted and why, or how often the body was.
+    control_flow: tuple[str, ...] = ()
     # Builds the buffers of a runtime that shares storage (views alias their input, elementwise ops run in
     # place), as onnxruntime's planner does. Only targets whose runtime really does it ask for them, so they are
     # made on first use (see shared_buffers). None: not available.
@@ -233,6 +237,7 @@ class _Analysis:
         self.unknown_nodes: dict[str, list[str]] = {}   # reason -> node names
         self.histogram: Counter[str] = Counter()
         self.unsized: list[str] = []
+        self.control_flow: list[str] = []   # what was counted for each If/Loop/Scan, and why
         self.top_view: ConstantView | None = None
 
     def graph(self, graph: GraphProto, scope: str, outer_constants: frozenset[str],
@@ -343,9 +348,17 @@ class _Analysis:
 
     def _control_flow(self, node: NodeProto, position: int, label: str, scope: str,
                       subgraphs: list[tuple[str, GraphProto]], constants: set[str], visible: frozenset[str] | set[str]):
-        branch_stats = {
-            name: self.graph(sub, subgraph_scope(scope, position, node, name), frozenset(constants), frozenset(visible))
-            for name, sub in subgraphs}
+        choice = self.shapes.branch_choices.get((scope, node.output[0])) if node.op_type == "If" else None
+        branch_stats = {}
+        for name, sub in subgraphs:
+            args = (sub, subgraph_scope(scope, position, node, name), frozenset(constants), frozenset(visible))
+            if choice is not None and name != choice.branch:
+                # The branch not taken: its weights are stored in the model (params count them); what it would
+                # cost, and what about that cost is unknown, does not apply to these inputs.
+                with self._unknowns_dropped():
+                    branch_stats[name] = self.graph(*args)
+            else:
+                branch_stats[name] = self.graph(*args)
         branches = {name: {"macs": s.macs, "flops": s.flops, "params": s.params, "peak_activation_bytes": s.arena_bytes}
                     for name, s in branch_stats.items()}
         params = sum(s.params for s in branch_stats.values())
@@ -353,10 +366,19 @@ class _Analysis:
         workspace = max(s.arena_bytes for s in branch_stats.values())
         macs_each = [s.macs for s in branch_stats.values()]
         flops_each = [s.flops for s in branch_stats.values()]
-        if node.op_type == "If":
+        if choice is not None:
+            taken = branch_stats[choice.branch]
+            macs, flops, workspace = taken.macs, taken.flops, taken.arena_bytes
+            self.control_flow.append(f"{label} (If): {choice.branch} taken, its condition known from "
+                                     f"{_condition_source(choice)}; only that branch is counted")
+        elif node.op_type == "If":
             # One inference runs one branch: budget for the costlier.
             macs = None if None in macs_each else max(macs_each)
             flops = None if None in flops_each else max(flops_each)
+            costlier = max(branch_stats, key=lambda name: branch_stats[name].macs or 0)
+            self.control_flow.append(
+                f"{label} (If): condition depends on input data; both branches analysed, the costlier counts"
+                + (f" ({costlier})" if macs is not None else ""))
         else:
             trips = self._trip_count(node, scope)
             if trips is None:
@@ -365,11 +387,25 @@ class _Analysis:
                     f"{node.op_type} trip count unknown (body: {body if body is not None else 'unknown'} MACs "
                     f"per iteration)", []).append(label)
                 macs = flops = None
+                self.control_flow.append(f"{label} ({node.op_type}): trip count unknown; MACs not counted")
             else:
                 branches["trip_count"] = {"value": trips}
                 macs = None if macs_each[0] is None else macs_each[0] * trips
                 flops = None if flops_each[0] is None else flops_each[0] * trips
+                self.control_flow.append(f"{label} ({node.op_type}): body counted {trips:,} time(s)")
         return macs, flops, params, weight_bytes, workspace, branches
+
+    @contextmanager
+    def _unknowns_dropped(self):
+        """Analyse a subgraph without adding to the unknowns and control-flow notes."""
+        unknown_nodes = {reason: list(nodes) for reason, nodes in self.unknown_nodes.items()}
+        unsized, notes = len(self.unsized), len(self.control_flow)
+        try:
+            yield
+        finally:
+            self.unknown_nodes = unknown_nodes
+            del self.unsized[unsized:]
+            del self.control_flow[notes:]
 
     def _trip_count(self, node: NodeProto, scope: str) -> int | None:
         if node.op_type == "Loop":
@@ -419,6 +455,12 @@ class _Analysis:
             stats.peak_node = steps[plan.order[min(plan.arena.peak_step, len(plan.order) - 1)]].name
         by_name = {b.name: b.bytes for b in plan.buffers}
         stats.live_at_peak = tuple(LiveTensor(n, by_name[n]) for n in plan.arena.live_at_peak)
+
+
+def _condition_source(choice: BranchChoice) -> str:
+    sources = ([f"input value{'s' if len(choice.inputs) > 1 else ''} {', '.join(choice.inputs)}"] if choice.inputs
+               else []) + (["tensor shapes"] if choice.from_shapes else [])
+    return " and ".join(sources) or "constants"
 
 
 def _op_site(node: NodeProto, reads: tuple[str, ...], writes: tuple[str, ...], constants: int,
@@ -521,15 +563,18 @@ def _unstored_weights(index: GraphIndex, graph: GraphProto) -> list[str]:
 
 
 def analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: dict[str, list[int]] | None = None,
-            dims: dict[str, int] | None = None, *, alignment: int = 16, assume_dims: int | None = None) -> Footprint:
+            dims: dict[str, int] | None = None, *, alignment: int = 16, assume_dims: int | None = None,
+            input_values: dict[str, list[float]] | None = None) -> Footprint:
     """The footprint of a model file (or an in-memory ModelProto) for the given input shapes. `assume_dims`:
-    see edgefit.shapes.resolve_shapes (None: an unbound non-batch dimension is a ShapeError)."""
+    see edgefit.shapes.resolve_shapes (None: an unbound non-batch dimension is a ShapeError). `input_values`:
+    values of inputs (e.g. {"sr": [16000]}) that decide which branch an `If` takes."""
     with collector_paused():
-        return _analyze(model, input_shapes, dims, alignment, assume_dims)
+        return _analyze(model, input_shapes, dims, alignment, assume_dims, input_values)
 
 
 def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: dict[str, list[int]] | None,
-             dims: dict[str, int] | None, alignment: int, assume_dims: int | None) -> Footprint:
+             dims: dict[str, int] | None, alignment: int, assume_dims: int | None,
+             input_values: dict[str, list[float]] | None = None) -> Footprint:
     if isinstance(model, LoadedModel):
         loaded = model
     elif isinstance(model, ModelProto):
@@ -549,7 +594,7 @@ def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: 
     validate(proto, source, index.order, light=light)
     shapes = resolve_shapes(proto, input_shapes, dims, weights_loaded=loaded.weights_loaded, index=index,
                             external_dir=loaded.path.parent if loaded.path and loaded.has_external_data else None,
-                            light=light, assume_dims=assume_dims)
+                            light=light, assume_dims=assume_dims, input_values=input_values)
     walk = _Analysis(proto, shapes, alignment)
     stats = walk.graph(proto.graph, "", frozenset(), frozenset(), index)
     unknowns: list[str] = list(dict.fromkeys(walk.tally.unknowns))
@@ -594,6 +639,7 @@ def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: 
         file_order_planner=stats.file_order_planner,
         execution_order=stats.order,
         ops=stats.sites,
+        control_flow=tuple(walk.control_flow),
     )
     _analysed.clear()
     _analysed[id(footprint)] = AnalysedGraph(proto, index, walk.top_view, table)

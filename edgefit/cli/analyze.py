@@ -13,6 +13,7 @@ from edgefit.cli.options import (
     CustomOpOpt,
     DimOpt,
     InputShapeOpt,
+    InputValueOpt,
     JsonOpt,
     ModelArg,
     console,
@@ -21,6 +22,7 @@ from edgefit.cli.options import (
     parse_custom_ops,
     parse_dims,
     parse_input_shapes,
+    parse_input_values,
     print_json,
 )
 from edgefit.errors import ProfileError
@@ -34,6 +36,7 @@ def analyze(
     input_shape: InputShapeOpt = None,
     dim: DimOpt = None,
     assume_dims: AssumeDimsOpt = None,
+    input_value: InputValueOpt = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Show every layer, not just the top ones.")] = False,
     top: Annotated[int, typer.Option("--top", help="How many layers to list by MACs and by memory.", min=0)] = 10,
     alignment: Annotated[int, typer.Option("--alignment", help="Arena buffer alignment in bytes.")] = 16,
@@ -52,7 +55,8 @@ def analyze(
     output_format = json_or_format(output_format, json_out)
     with collector_paused():   # one collection after the command, not one after each of its steps
         footprint = analyze_model(model, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
-                                  alignment=alignment, assume_dims=parse_assume_dims(assume_dims))
+                                  alignment=alignment, assume_dims=parse_assume_dims(assume_dims),
+                                  input_values=parse_input_values(input_value))
         if output_format.value in ("markdown", "html"):
             from edgefit.model_report import build_report
             from edgefit.report.formats import get_format

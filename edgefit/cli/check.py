@@ -17,6 +17,7 @@ from edgefit.cli.options import (
     DimOpt,
     FormatOpt,
     InputShapeOpt,
+    InputValueOpt,
     JsonOpt,
     MaxFlashOpt,
     MaxLatencyOpt,
@@ -35,6 +36,7 @@ from edgefit.cli.options import (
     parse_custom_ops,
     parse_dims,
     parse_input_shapes,
+    parse_input_values,
     print_json,
     targets_or_all,
     write_report,
@@ -90,6 +92,7 @@ def check(
     dim: DimOpt = None,
     assume_dims: AssumeDimsOpt = None,
     custom_op: CustomOpOpt = None,
+    input_value: InputValueOpt = None,
     output_format: FormatOpt = ReportFormat.table,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (same as --format json).")] = False,
 ) -> None:
@@ -106,6 +109,7 @@ def check(
         Budgets.parse(max_ram, max_flash, max_latency, max_power), rate,
         profiles_dir=profiles_dir, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
         runtime=runtime, assume_dims=parse_assume_dims(assume_dims), custom_ops=parse_custom_ops(custom_op),
+        input_values=parse_input_values(input_value),
     )
     write_report(report, output_format, lambda out, r: render_check(out, r, detailed=not all_targets))
     if not report.fits:

@@ -16,7 +16,7 @@ from rich.console import Console
 from edgefit.errors import ConfigError
 
 # The parsers live in the library (edgefit.units, light to import) so library callers get the same checks.
-from edgefit.units import parse_assume_dims, parse_dims, parse_input_shapes  # noqa: F401 - re-exported
+from edgefit.units import parse_assume_dims, parse_dims, parse_input_shapes, parse_input_values  # noqa: F401 - re-exported
 
 EXIT_OK, EXIT_OVER_BUDGET, EXIT_USAGE = 0, 1, 2
 # An exception edgefit did not expect (a bug), never confused with a verdict; Ctrl-C, as shells report SIGINT.
@@ -51,6 +51,10 @@ AssumeDimsOpt = Annotated[Optional[str], typer.Option(
     "--assume-dims", metavar="N", help="Give every dimension nothing else binds this size (e.g. 1), with a warning. Without it "
     "a batch-like leading dimension is 1, image sizes come from the exporter's metadata, and any other unbound "
     "dimension is an error naming the --input-shape / --dim to pass.", show_default=False)]
+InputValueOpt = Annotated[Optional[list[str]], typer.Option(
+    "--input-value", help="Give a scalar (or short 1-D) input's value: NAME=VALUE, e.g. sr=16000, or NAME=1,2,3 "
+    "(repeatable). An If whose condition follows from it is then counted for the branch it takes.",
+    show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 class Precision(str, Enum):
     fp32 = "fp32"

@@ -405,8 +405,11 @@ def _host(threads: int) -> dict[str, Any]:
 
 def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = False, threads: int = 1,
               runtime: str | None = None, profiles_dir=None, timing_plan=None, kernels: bool = True,
-              progress: Progress | None = None) -> CalibrationResult:
-    """Fit the base profile's runtime stack to the measurements in the file (timed here with `measure`)."""
+              progress: Progress | None = None, timer: Callable[..., Any] | None = None) -> CalibrationResult:
+    """Fit the base profile's runtime stack to the measurements in the file (timed here with `measure`).
+
+    `timer`: what times a model with `measure`, called as edgefit.devices.timing.time_model is (the default); a
+    benchmark passes one that returns timings it stored, so a fit can be re-run without re-timing."""
     from edgefit.analysis.footprint import analyze
     from edgefit.devices.estimate import model_precision
     from edgefit.model import load_model
@@ -428,6 +431,7 @@ def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = Fal
         from edgefit.devices.timing import kernels as make_kernels
 
         plan = timing_plan or TimingPlan()
+        timer = timer or time_model
     rows: list[dict[str, Any]] = []
     skipped: list[SkippedMeasurement] = []
     generated = make_kernels() if measure and kernels else ()
@@ -452,7 +456,7 @@ def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = Fal
             if progress:
                 progress(item.label, done, total)
             try:
-                timing = time_model(loaded.proto, what=item.label, threads=threads, plan=plan,
+                timing = timer(loaded.proto, what=item.label, threads=threads, plan=plan,
                                     input_shapes=dict(item.input_shapes), dims=dict(item.dims))
             except MeasurementError as error:   # onnxruntime cannot run it, or its timings stay unstable
                 skipped.append(SkippedMeasurement(item.label, str(error)))
@@ -470,7 +474,7 @@ def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = Fal
         if progress:
             progress(kernel.name, done, total)
         try:
-            timing = time_model(kernel.model, what=f"generated kernel {kernel.name}", threads=threads, plan=plan)
+            timing = timer(kernel.model, what=f"generated kernel {kernel.name}", threads=threads, plan=plan)
         except MeasurementError as error:
             skipped.append(SkippedMeasurement(kernel.name, str(error)))
             continue

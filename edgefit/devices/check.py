@@ -463,10 +463,12 @@ def summarize_tiers(results: Sequence[TargetResult], precision: str,
 # ---- the check -----------------------------------------------------------------------------------------
 
 def analyze_for_check(model: str | Path, input_shapes: Mapping[str, Sequence[int]] | None,
-                      dims: Mapping[str, int] | None, assume_dims: int | None = None) -> Footprint:
+                      dims: Mapping[str, int] | None, assume_dims: int | None = None,
+                      input_values: Mapping[str, Sequence[float]] | None = None) -> Footprint:
     from edgefit.analysis.footprint import analyze
 
-    return analyze(model, input_shapes=dict(input_shapes or {}), dims=dict(dims or {}), assume_dims=assume_dims)
+    return analyze(model, input_shapes=dict(input_shapes or {}), dims=dict(dims or {}), assume_dims=assume_dims,
+                   input_values={name: list(v) for name, v in (input_values or {}).items()})
 
 
 def resolve_targets(targets: Iterable[str | DeviceProfile] | None, profiles_dir: ProfilesDir = None,
@@ -503,12 +505,15 @@ def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] 
           precision: str | None = None, budgets: Budgets = Budgets(), rate_hz: float | None = None, *,
           profiles_dir: ProfilesDir = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
           dims: Mapping[str, int] | None = None, runtime: str | None = None, patching: bool = True,
-          assume_dims: int | None = None, custom_ops: Iterable[str] = ()) -> CheckReport:
+          assume_dims: int | None = None, custom_ops: Iterable[str] = (),
+          input_values: Mapping[str, Sequence[float]] | None = None) -> CheckReport:
     """Check a model (a Footprint, or a path analyzed here) against targets (names or profiles; None: all),
     with the targets' runtime stack `runtime` (default: each profile's default stack). `patching`: advise
     patch-based execution where RAM binds (the tier summary alone does not show it). `custom_ops`: ops the user
-    wrote kernels for (DOMAIN.NAME), judged supported on every target."""
-    footprint = model if isinstance(model, Footprint) else analyze_for_check(model, input_shapes, dims, assume_dims)
+    wrote kernels for (DOMAIN.NAME), judged supported on every target. `input_values`: values of inputs that
+    decide control flow (--input-value)."""
+    footprint = model if isinstance(model, Footprint) else analyze_for_check(model, input_shapes, dims, assume_dims,
+                                                                             input_values)
     check_precision(precision)
     check_rate_hz(rate_hz)
     profiles = resolve_targets(targets, profiles_dir, custom_ops)

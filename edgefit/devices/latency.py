@@ -27,6 +27,7 @@ published or the user's measurements; every one is >= 0.
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import astuple, dataclass, fields
 from typing import TYPE_CHECKING
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:   # profiles hold LatencyCoefficients, and `edgefit profiles list` must start without numpy/onnx
     import numpy as np
 
-    from edgefit.analysis.footprint import Footprint, LayerStats
+    from edgefit.analysis.footprint import Footprint, LayerStats, OpSite
 
 LAYER_CLASSES = ("conv", "depthwise", "fc", "integer", "elementwise", "movement")
 FEATURE_NAMES = ("conv_macs", "depthwise_macs", "fc_macs", "integer_macs", "elementwise_elements", "moved_bytes",
@@ -47,6 +48,10 @@ _MOVEMENT_OPS = frozenset({"Transpose", "Concat", "Slice", "Gather", "GatherElem
 # Shape-only views: a copy only when the input buffer cannot be handed over (see the module docstring).
 _VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
 _MAC_CLASSES = frozenset({"conv", "depthwise", "fc"})
+_RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
+# Rows from which a matrix product reuses each weight enough to run as a GEMM (compute bound) rather than stream
+# its weights: GEMM kernels (MLAS, CMSIS-NN, XNNPACK) tile 4-8 rows per pass over a weight panel.
+_GEMM_ROWS = 8
 # Removed by the converter (TFLite) / graph optimiser (onnxruntime) at every precision.
 _DROPPED = frozenset({"Identity", "Dropout"})
 # At int8 the runtime's integer kernels absorb a QDQ model's quantize/dequantize pairs.
@@ -60,15 +65,27 @@ _FUSED_ACTIVATIONS = frozenset({"Relu", "Clip"})
 _TAKES_ACTIVATION = frozenset({"Add", "Sub", "Mul", "Div", "AveragePool", "MaxPool", "Concat"})
 
 
-def layer_class(op_type: str, layer: LayerStats) -> str:
+def layer_class(op_type: str, layer: LayerStats, site: OpSite | None = None) -> str:
     """The class of kernel that runs `layer`: one of LAYER_CLASSES (a view op, Reshape and the like, is 'movement'
-    here; dispatched_work decides whether it copies)."""
+    here; dispatched_work decides whether it copies). `site` (the layer's place in the graph) tells a depthwise
+    convolution from a grouped one and a weight-streaming matrix product from a GEMM; without it every grouped
+    convolution is depthwise and every matrix product fully-connected."""
     if op_type in _INTEGER_OPS:
         return "integer"
     if op_type in _CONV_OPS:
-        return "depthwise" if layer.group > 1 else "conv"
+        # A grouped convolution with several input channels per group (ShuffleNet, ResNeXt) is `group` GEMMs that
+        # reduce over those channels, the standard-convolution kernel; only one input channel per group
+        # (depthwise) leaves no reduction across channels and is memory bound.
+        kernel = site.kernel if site is not None else None
+        return "depthwise" if layer.group > 1 and (kernel is None or kernel[1] == 1) else "conv"
     if layer.macs:   # Gemm, MatMul, Einsum, recurrent and attention ops: matrix products over weights or tensors
-        return "fc"
+        # One row (a batch-1 layer) streams each weight once: memory bound, the fully-connected kernel. A product
+        # over many rows (a sequence, attention scores) reuses every weight row-times and runs as a GEMM, the
+        # convolution kernel (a CRNN's per-time-step Gemm over 64 rows ran at the conv rate, not the fc one).
+        # Recurrent ops step through the sequence one row at a time whatever its length.
+        shape = site.output_shape if site is not None else None
+        rows = math.prod(shape[:-1]) if shape else 1
+        return "conv" if rows >= _GEMM_ROWS and op_type not in _RECURRENT_OPS else "fc"
     if op_type in _MOVEMENT_OPS or op_type in _VIEW_OPS:
         return "movement"
     return "elementwise"
@@ -134,7 +151,8 @@ def dispatched_work(footprint: Footprint, precision: str) -> list[tuple[str, flo
     # was folded or fused into, or for a dropped layer whatever it passes on; -1 when that is a graph input or a
     # tensor other layers read too, onto which nothing may be fused.
     carrier = [-1] * len(layers)
-    classes = [layer_class(layer.op_type, layer) for layer in layers]
+    sites = footprint.ops if len(footprint.ops) == len(layers) else [None] * len(layers)
+    classes = [layer_class(layer.op_type, layer, site) for layer, site in zip(layers, sites)]
     has_activation = [False] * len(layers)
     work: list[tuple[str, float] | None] = []
     for i, layer in enumerate(layers):

@@ -210,7 +210,8 @@ def kernels() -> tuple[Kernel, ...]:
 
     The smallest convolution pins the fixed cost of dispatching a real kernel: a chain of tiny Adds would pin
     the cost of the cheapest op instead, a fraction of what a convolution's setup costs. Matmuls are batch-1 (one
-    pass over the weights, as a deployed model runs them), from weights in cache to weights beyond it.
+    pass over the weights, as a deployed model runs them), from weights in cache to weights beyond it; a matmul
+    over 64 rows and a grouped (not depthwise) convolution run as GEMMs, in the conv class.
     """
     return (
         Kernel("conv 3x3 8->8 @8x8", "conv", _conv(8, 8, 8)),
@@ -225,6 +226,8 @@ def kernels() -> tuple[Kernel, ...]:
         Kernel("matmul 1x256x256", "fc", _matmul(1, 256, 256)),
         Kernel("matmul 1x512x512", "fc", _matmul(1, 512, 512)),
         Kernel("matmul 1x1024x1024", "fc", _matmul(1, 1024, 1024)),
+        Kernel("matmul 64x256x256", "conv", _matmul(64, 256, 256)),
+        Kernel("grouped conv 1x1 128->128 /4 @16x16", "conv", _conv(128, 128, 16, groups=4, kernel=1)),
         Kernel("add 1K elements", "elementwise", _adds(1024, 1)),
         Kernel("add 16K elements", "elementwise", _adds(16_384, 1)),
         Kernel("add 256K elements", "elementwise", _adds(262_144, 1)),
