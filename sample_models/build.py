@@ -595,7 +595,13 @@ def main() -> None:
         digits_params=digits_params, acc_pct=100 * info["accuracy"], n_correct=info["n_correct"],
         train_pct=100 * info["train_accuracy"],
     )
-    (OUT_DIR / "README.md").write_text(readme, encoding="utf-8")
+    path = OUT_DIR / "README.md"
+    # build_transformer.py writes its model's section between these markers; it is kept as it is.
+    begin, end = "<!-- digits_vit: written by build_transformer.py -->", "<!-- end digits_vit -->"
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if begin in old and end in old:
+        readme += "\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
+    path.write_text(readme, encoding="utf-8")
 
 
 if __name__ == "__main__":

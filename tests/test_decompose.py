@@ -37,7 +37,7 @@ def tensor(name, value, dtype=np.float32):
 
 def run(built, x):
     session = ort.InferenceSession(built.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"x": x})[0]
+    return session.run(None, {built.graph.input[0].name: x})[0]
 
 
 def ops(built):
@@ -319,3 +319,72 @@ def test_optimize_runs_decompose_then_quantize_with_the_fidelity_table(tmp_path,
     assert not {"Gelu", "LayerNormalization"} & {n.op_type for n in onnx.load(str(out)).graph.node}
     rc = main(["optimize", str(path), "--passes", "decompose:Foo", "-o", str(out)])
     assert rc == 2 and "decompose does not rewrite 'Foo'" in capsys.readouterr().err
+
+
+# ---- fit adds decompose when an operator binds
+
+def test_fit_starts_every_recipe_with_decompose_when_a_rewritable_op_binds(tmp_path, capsys):
+    """An MLP with an exact Gelu: TensorFlow Lite Micro has no ERF, so the Nano runs it only decomposed; the
+    written model passes check."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Gelu", ["h"], ["g"]),
+             helper.make_node("MatMul", ["g", "w2"], ["y"])]
+    inits = [tensor("w1", rng.standard_normal((16, 32)) * 0.3), tensor("w2", rng.standard_normal((32, 10)) * 0.3)]
+    path = save(make(nodes, inits, [1, 16], [1, 10], 20), tmp_path)
+    out = tmp_path / "fitted.onnx"
+    rc = main(["check", str(path), "-t", "arduino-nano-33-ble-sense", "--json"])
+    assert rc == 1 and "Gelu" in capsys.readouterr().out
+    rc = main(["fit", str(path), "-t", "arduino-nano-33-ble-sense", "-o", str(out), "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert rc == 0 and data["recipe"] == "fuse,decompose:Gelu"
+    assert all(c["recipe"].startswith("fuse,decompose:Gelu") for c in data["candidates"])
+    assert data["command"].startswith(f"edgefit optimize {path} --target arduino-nano-33-ble-sense --passes "
+                                      "fuse,decompose:Gelu")
+    assert "Gelu" not in {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert main(["check", str(out), "-t", "arduino-nano-33-ble-sense"]) == 0
+
+
+def test_fit_keeps_plain_recipes_when_nothing_rewritable_binds(tmp_path, capsys):
+    """HardSwish has a TFLM kernel (HARD_SWISH): no decompose in the Nano's recipes."""
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("HardSwish", ["h"], ["y"])]
+    path = save(make(nodes, [tensor("w", np.eye(8))], [1, 8], [1, 8], 14), tmp_path)
+    rc = main(["fit", str(path), "-t", "arduino-nano-33-ble-sense", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert rc == 0 and all("decompose" not in c["recipe"] for c in data["candidates"])
+
+
+# ---- the sample transformer
+
+def test_sample_transformer_analyses_with_the_hand_counted_params(samples):
+    """digits_vit.onnx (sample_models/build_transformer.py): patch Conv 64*4+64, position 16*64, per layer two
+    LayerNorms 2*128, q/k/v/proj 4*(64*64+64), MLP 64*256+256 and 256*64+64, final LayerNorm 128, head 64*10+10."""
+    from edgefit.analysis.footprint import analyze
+
+    path = samples / "digits_vit.onnx"
+    built = onnx.load(str(path))
+    per_layer = 2 * 128 + 4 * (64 * 64 + 64) + (64 * 256 + 256) + (256 * 64 + 64)
+    expected = (64 * 4 + 64) + 16 * 64 + 3 * per_layer + 128 + (64 * 10 + 10)
+    # every float initializer but the one-element attention scale (a setting, not a learned weight)
+    stored = sum(math.prod(t.dims) for t in built.graph.initializer
+                 if t.data_type == TensorProto.FLOAT and math.prod(t.dims) > 1)
+    assert expected == stored == 152_074
+    footprint = analyze(str(path))
+    assert footprint.params == expected
+    assert not any(t.data_location == TensorProto.EXTERNAL for t in built.graph.initializer)
+    assert {n.op_type for n in built.graph.node} >= {"LayerNormalization", "Gelu", "MatMul", "Softmax"}
+    assert all(helper.get_attribute_value(n.attribute[0]) == 1 for n in built.graph.node if n.op_type == "Reshape")
+
+
+def test_sample_transformer_decomposes_with_its_predictions_unchanged(samples):
+    built = onnx.load(str(samples / "digits_vit.onnx"))
+    result = rewrite(built)
+    assert result.stats.rewritten == {"Gelu": 3, "LayerNormalization": 7, "Reshape": 25}
+    assert not {"Gelu", "LayerNormalization", "Erf"} & set(ops(result.model))
+    images = np.load(samples / "digits_eval.npz")["input"][:40]
+    before, after = ([session.run(None, {"input": image[None]})[0][0] for image in images]
+                     for session in (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+                                     for m in (built, result.model)))
+    before, after = np.array(before), np.array(after)
+    assert (before.argmax(1) == after.argmax(1)).all()
+    cosine = (before * after).sum() / np.linalg.norm(before) / np.linalg.norm(after)
+    assert cosine > 0.99999 and np.abs(after - before).max() < 0.05
