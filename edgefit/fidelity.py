@@ -9,17 +9,21 @@ Metrics, over every floating-point output of all samples (the candidate compared
 * accuracy before and after, when labels are given.
 
 Inputs come from the user (an .npz with one array per input name and optional `labels`, or a folder of .npy
-files) or are synthetic (seeded standard normal), and every result says which.
+files) or are synthetic, and every result says which. Synthetic inputs are drawn from more than one plausible
+distribution (see synthetic_distributions) because a model's real input range is unknown without data: the
+metrics are measured per distribution and the headline figures are the WORST distribution's, so a claim made on
+N(0, 1) inputs cannot hide what happens to raw [0, 1) pixel values.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +51,17 @@ class SampleSet:
     samples: int
     source: str                       # "user" or "synthetic"
     labels: np.ndarray | None = None
+    # Synthetic samples: the name of the distribution each feed was drawn from (empty for the user's data).
+    distributions: tuple[str, ...] = ()
+    # The user's data: each input's shape per sample, batch axis included (what shapes_from_data binds).
+    sample_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def by_distribution(self) -> dict[str, list[int]]:
+        """Feed indices per distribution, in the order the distributions were drawn."""
+        groups: dict[str, list[int]] = {}
+        for index, name in enumerate(self.distributions):
+            groups.setdefault(name, []).append(index)
+        return groups
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,11 @@ class Fidelity:
     # changed value. NaN and infinities both outputs hold at the same places are equal and left out of the metrics.
     mismatched_outputs: int = 0
     labels_unused: str | None = None  # why the given labels gave no accuracy
+    # Synthetic inputs from several distributions: each one's own figures, in the order drawn. The metrics above
+    # are then those of the worst of them (lowest cosine, then lowest SQNR), named by `judged_on`; `samples`
+    # counts all of them.
+    distributions: tuple[tuple[str, "Fidelity"], ...] = ()
+    judged_on: str | None = None
 
     @property
     def identical(self) -> bool:
@@ -85,6 +105,10 @@ class Fidelity:
             data["accuracy"] = {"before": self.accuracy_before, "after": self.accuracy_after}
         if self.labels_unused:
             data["labels_unused"] = self.labels_unused
+        if self.distributions:
+            data["judged_on"] = self.judged_on
+            data["distributions"] = [{"name": name, **{k: v for k, v in part.to_dict().items() if k != "inputs"}}
+                                     for name, part in self.distributions]
         return data
 
 
@@ -155,7 +179,67 @@ def load_samples(path: str | Path, model: ModelProto, *, batch_size: int = DEFAU
         total = min(total, limit)
         labels = None if labels is None else labels[:sum(rows[:total]) if per_row else total]
     feeds = _batches(per_input, inputs, total, batch_size)
-    return SampleSet(tuple(feeds), total, "user", labels)
+    shapes = {name: tuple(int(d) for d in np.shape(samples[0])) for name, samples in per_input.items() if samples}
+    return SampleSet(tuple(feeds), total, "user", labels, sample_shapes=shapes)
+
+
+def shapes_from_data(model: ModelProto, input_shapes: dict[str, list[int]] | None, dims: dict[str, int] | None, *,
+                     calibration: SampleSet | None = None,
+                     evaluation: SampleSet | None = None) -> dict[str, list[int]] | None:
+    """The input shapes a run uses: the user's, with what they leave open bound by the calibration arrays (else
+    the evaluation arrays; see _bound_by). Either set contradicting an explicit --input-shape / --dim is a
+    ShapeError, so both are checked; calibration and evaluation data may differ in open dimensions (a model with
+    free height and width runs at both), and the calibration data then give the shapes."""
+    shapes = input_shapes
+    for data, option in ((evaluation, "--eval"), (calibration, "--calib")):
+        if data is not None:
+            shapes = _bound_by(model, data, input_shapes, dims, option)
+    return shapes
+
+
+def _bound_by(model: ModelProto, data: SampleSet, input_shapes: dict[str, list[int]] | None,
+              dims: dict[str, int] | None, option: str) -> dict[str, list[int]] | None:
+    """Input shapes bound by the user's data (`option` names where it came from: --calib, --eval): each input
+    takes its samples' shape, so dimensions the model leaves open (symbolic, unnamed, Paddle's -1) need no
+    --input-shape. An explicit --input-shape is kept and a --dim applies where the data agree; where either
+    contradicts the data it is a ShapeError naming both. A free leading (batch) axis is the one axis the user may
+    set otherwise: samples are batched along it at run time anyway."""
+    from edgefit.shapes import declared_info
+
+    if not data.sample_shapes:
+        return input_shapes
+    inputs = _model_inputs(model)
+    pinned = dict(input_shapes or {})
+    if "" in pinned and len(inputs) == 1:   # --input-shape without NAME=
+        pinned.setdefault(inputs[0].name, pinned.pop(""))
+    dims = dims or {}
+    bound: dict[str, list[int]] = {**pinned}
+    for value in inputs:
+        sampled = list(data.sample_shapes[value.name])
+        info = declared_info(value)
+        declared = list(info.dims) if info is not None and info.dims is not None else [None] * len(sampled)
+        free_batch = bool(declared) and not (type(declared[0]) is int and declared[0] >= 0)
+        shown = "x".join(map(str, sampled)) or "a scalar"
+        given = pinned.get(value.name)
+        if given is not None:
+            differs = [axis for axis, (a, b) in enumerate(zip(given, sampled)) if a != b and not (axis == 0 and
+                                                                                                free_batch)]
+            if len(given) != len(sampled) or differs:
+                raise ShapeError(f"--input-shape {value.name}={'x'.join(map(str, given))} contradicts the {option} "
+                                 f"data, whose samples of {value.name!r} have shape {shown}; drop one or make them "
+                                 f"agree")
+            continue
+        shape = []
+        for axis, (dim, size) in enumerate(zip(declared, sampled)):
+            if isinstance(dim, str) and dim in dims:
+                if dims[dim] != size and not (axis == 0 and free_batch):
+                    raise ShapeError(f"--dim {dim}={dims[dim]} contradicts the {option} data: axis {axis} of "
+                                     f"{value.name!r} ({dim}) is {size} in its samples (shape {shown}); drop one "
+                                     f"or make them agree")
+                size = dims[dim]
+            shape.append(size)
+        bound[value.name] = shape
+    return bound
 
 
 # What numpy raises for a file that is not (or no longer) a readable .npy / .npz: truncated, corrupt, a folder,
@@ -295,10 +379,152 @@ def _batches(per_input: dict[str, list[np.ndarray]], inputs: list[onnx.ValueInfo
             for k in range(0, total, step)]
 
 
+# ---- synthetic inputs -----------------------------------------------------------------------------------
+
+Draw = Callable[[np.random.Generator, list[int]], np.ndarray]
+
+
+def _normal(rng: np.random.Generator, shape: list[int]) -> np.ndarray:
+    return rng.standard_normal(shape)
+
+
+def _uniform(low: float, high: float) -> Draw:
+    return lambda rng, shape: rng.uniform(low, high, shape)
+
+
+def _integers(low: int, high: int) -> Draw:
+    """Whole values in [low, high], as 8-bit pixels are."""
+    return lambda rng, shape: rng.integers(low, high + 1, shape).astype(np.float64)
+
+
+def _photo_pixels(low: int, high: int) -> Draw:
+    """Whole values clustered mid-range (a normal around the middle, clipped), as natural photographs' pixels are
+    more often than the uniform noise of _integers."""
+    middle, spread = (low + high) / 2, (high - low) / 4
+    return lambda rng, shape: np.clip(np.round(rng.normal(middle, spread, shape)), low, high)
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One synthetic input distribution: what ordinary float inputs get, and what inputs that take raw pixel
+    values get (see _raw_pixel_inputs)."""
+
+    name: str
+    values: Draw
+    pixels: Draw
+
+
+# What ONNX's metadata convention Image.NominalPixelRange (onnx/onnx docs/MetadataProps.md, read at commit
+# 1d12c02ee10a) names: the value range of every IMAGE input. The two NominalRange entries are 8-bit pixel values.
+_NOMINAL_PIXEL_RANGES = {"nominalrange_0_255": (0, 255), "nominalrange_16_235": (16, 235),
+                         "normalized_0_1": (0.0, 1.0), "normalized_1_1": (-1.0, 1.0)}
+_IMAGE_NAME = re.compile(r"image|pixel|img", re.IGNORECASE)
+# A first node that scales its input down by at least this much (x / 255, x * 0.0039, x / 127.5 - 1) or subtracts
+# a mean at least this large (Caffe's [103.9, 116.8, 123.7]) is undoing 8-bit pixel values, so the input takes
+# raw pixels. Normalising constants of inputs already in [0, 1) or N(0, 1) (means ~0.45, stds ~0.25) stay far
+# below both.
+_PIXEL_SCALE = 32.0
+_PIXEL_MEAN = 16.0
+
+
+def _metadata_pixel_range(model: ModelProto) -> tuple[str, tuple[float, float]] | None:
+    for entry in model.metadata_props:
+        if entry.key.lower() == "image.nominalpixelrange" and entry.value.strip().lower() in _NOMINAL_PIXEL_RANGES:
+            return entry.value.strip(), _NOMINAL_PIXEL_RANGES[entry.value.strip().lower()]
+    return None
+
+
+def _is_image_like(value: onnx.ValueInfoProto, shape: list[int]) -> bool:
+    """4-D with 1 or 3 channels (NCHW or NHWC), declared an IMAGE (ONNX type denotation), or named like one
+    (image, pixel_values, img)."""
+    channels = len(shape) == 4 and (shape[1] in (1, 3) or shape[3] in (1, 3))
+    return channels or value.type.denotation == "IMAGE" or bool(_IMAGE_NAME.search(value.name))
+
+
+def _constant_operand(model: ModelProto, name: str) -> np.ndarray | None:
+    from onnx import numpy_helper
+
+    for tensor in model.graph.initializer:
+        if tensor.name == name and tensor.data_location != onnx.TensorProto.EXTERNAL and math.prod(tensor.dims) <= 64:
+            return numpy_helper.to_array(tensor).astype(np.float64)
+    for node in model.graph.node:
+        if node.op_type == "Constant" and list(node.output) == [name]:
+            value = next((a for a in node.attribute if a.name == "value"), None)
+            if value is not None and value.t.data_location != onnx.TensorProto.EXTERNAL and math.prod(value.t.dims) <= 64:
+                return numpy_helper.to_array(value.t).astype(np.float64)
+    return None
+
+
+def _rescales_pixels(model: ModelProto, name: str) -> bool:
+    """Does a node reading input `name` undo 8-bit pixel values (see _PIXEL_SCALE)?"""
+    for node in model.graph.node:
+        if node.op_type not in ("Div", "Mul", "Sub") or name not in node.input[:2] or len(node.input) != 2:
+            continue
+        first = node.input[0] == name
+        constant = _constant_operand(model, node.input[1] if first else node.input[0])
+        if constant is None or not constant.size or not np.all(np.isfinite(constant)):
+            continue
+        magnitude = np.abs(constant)
+        if (node.op_type == "Div" and first and magnitude.min() >= _PIXEL_SCALE
+                or node.op_type == "Mul" and 0 < magnitude.max() <= 1 / _PIXEL_SCALE
+                or node.op_type == "Sub" and first and constant.mean() >= _PIXEL_MEAN):
+            return True
+    return False
+
+
+def synthetic_distributions(model: ModelProto, shapes: dict[str, list[int]]) -> tuple[tuple[Distribution, ...],
+                                                                                        set[str]]:
+    """The distributions synthetic inputs are drawn from, and the inputs that take raw pixel values.
+
+    Ordinary float inputs: N(0, 1) and uniform [0, 1) (raw pixel values scaled to [0, 1), the other common
+    convention), plus the range the model's Image.NominalPixelRange metadata gives when it is another one.
+    Inputs that take raw 8-bit pixels -- image-like (4-D with 1 or 3 channels, an IMAGE denotation, or named like
+    an image) AND integer-typed, scaled down by their first node (x / 255, x - mean), or declared so by
+    Image.NominalPixelRange -- get whole values in [0, 255]: uniform, then clustered as in photographs.
+    Image-like float inputs without such evidence are NOT given [0, 255]: calibrating a model that expects
+    [0, 1) on 255-times larger values leaves one int8 step per two units, which no real input then resolves.
+    """
+    metadata = _metadata_pixel_range(model)
+    pixel_range = metadata[1] if metadata and metadata[0].lower().startswith("nominalrange") else (0, 255)
+    pixel_inputs = set()
+    floats = []
+    for value in _model_inputs(model):
+        dtype = _input_dtype(value)
+        image = _is_image_like(value, shapes[value.name])
+        if image and (dtype.kind in "iu" or _rescales_pixels(model, value.name)
+                      or (metadata is not None and metadata[0].lower().startswith("nominalrange"))):
+            pixel_inputs.add(value.name)
+        elif dtype.kind == "f":
+            floats.append(value.name)
+    low, high = int(pixel_range[0]), int(pixel_range[1])
+    uniform_pixels, photo_pixels = _integers(low, high), _photo_pixels(low, high)
+    if not floats:   # every input takes pixels (or is an integer / bool input, which has its own values)
+        return (Distribution(f"pixels uniform [{low}, {high}]", _normal, uniform_pixels),
+                Distribution(f"pixels photo-like [{low}, {high}]", _normal, photo_pixels)), pixel_inputs
+    suffix = f" (pixel inputs {', '.join(sorted(pixel_inputs))}: [{low}, {high}])" if pixel_inputs else ""
+    chosen = [Distribution("N(0,1)" + suffix, _normal, uniform_pixels),
+              Distribution("uniform [0,1)" + suffix, _uniform(0.0, 1.0), photo_pixels)]
+    if metadata is not None and not metadata[0].lower().startswith("nominalrange") and metadata[1] != (0.0, 1.0):
+        span = metadata[1]
+        chosen.append(Distribution(f"uniform [{span[0]:g},{span[1]:g}) ({metadata[0]} metadata)" + suffix,
+                                   _uniform(*span), uniform_pixels))
+    return tuple(chosen), pixel_inputs
+
+
+def _input_dtype(value: onnx.ValueInfoProto) -> np.dtype:
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
+    except (KeyError, TypeError, ValueError):
+        raise ModelError(f"input {value.name!r} has element type {value.type.tensor_type.elem_type}, which "
+                         f"edgefit cannot make samples of") from None
+
+
 def synthetic_samples(model: ModelProto, count: int = SYNTHETIC_SAMPLES, *,
                       input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
                       seed: int = 0, assume_dims: int | None = None, output_bytes: int = 0) -> SampleSet:
-    """Seeded random inputs at the resolved input shapes: standard normal floats, zeros for other types.
+    """Seeded random inputs at the resolved input shapes, `count` in all, split evenly across the
+    synthetic_distributions (in order; with fewer samples than distributions, the first ones). Integer inputs
+    that are not pixels (token ids, indices) and bool inputs are zeros, a value every such input accepts.
 
     At most `count` samples, fewer when they would not fit guard.SYNTHETIC_BUDGET_BYTES together with the outputs
     they make (`output_bytes` per sample, kept for the original and the candidate model); a ShapeError when not
@@ -307,13 +533,7 @@ def synthetic_samples(model: ModelProto, count: int = SYNTHETIC_SAMPLES, *,
 
     shapes = resolve_shapes(model, input_shapes, dims, assume_dims=assume_dims).inputs
     inputs = _model_inputs(model)
-    dtypes = {}
-    for value in inputs:
-        try:
-            dtypes[value.name] = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
-        except (KeyError, TypeError, ValueError):
-            raise ModelError(f"input {value.name!r} has element type {value.type.tensor_type.elem_type}, which "
-                             f"edgefit cannot make samples of") from None
+    dtypes = {value.name: _input_dtype(value) for value in inputs}
     sample_bytes = sum(math.prod(shapes[v.name]) * dtypes[v.name].itemsize for v in inputs)
     if sample_bytes > SYNTHETIC_BUDGET_BYTES:
         given = ", ".join(f"{name}={'x'.join(map(str, shape))}" for name, shape in shapes.items())
@@ -321,17 +541,26 @@ def synthetic_samples(model: ModelProto, count: int = SYNTHETIC_SAMPLES, *,
                          f"than the {SYNTHETIC_BUDGET_BYTES:,} edgefit allocates for samples; bind smaller "
                          f"dimensions with --input-shape / --dim, or give real data with --eval / --calib")
     count = max(1, min(count, SYNTHETIC_BUDGET_BYTES // max(sample_bytes + 2 * output_bytes, 1)))
+    distributions, pixel_inputs = synthetic_distributions(model, shapes)
     rng = np.random.default_rng(seed)
-    feeds = []
-    for _ in range(count):
-        feed = {}
-        for value in inputs:
-            dtype = dtypes[value.name]
-            shape = shapes[value.name]
-            feed[value.name] = (rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating)
-                                else np.zeros(shape, dtype=dtype))
-        feeds.append(feed)
-    return SampleSet(tuple(feeds), count, "synthetic")
+    feeds, names = [], []
+    for k, distribution in enumerate(distributions):
+        for _ in range(count // len(distributions) + (k < count % len(distributions))):
+            feed = {}
+            for value in inputs:
+                dtype, shape = dtypes[value.name], shapes[value.name]
+                if value.name in pixel_inputs:
+                    pixels = distribution.pixels(rng, shape)
+                    if dtype.kind in "iu":   # an int8 image input holds what of [0, 255] it can
+                        pixels = np.clip(pixels, np.iinfo(dtype).min, np.iinfo(dtype).max)
+                    feed[value.name] = pixels.astype(dtype)
+                elif np.issubdtype(dtype, np.floating):
+                    feed[value.name] = distribution.values(rng, shape).astype(dtype)
+                else:
+                    feed[value.name] = np.zeros(shape, dtype=dtype)
+            feeds.append(feed)
+            names.append(distribution.name)
+    return SampleSet(tuple(feeds), count, "synthetic", distributions=tuple(names))
 
 
 # ---- running and comparing ---------------------------------------------------------------------------
@@ -396,7 +625,24 @@ def compare(reference: ModelProto, candidate: ModelProto, samples: SampleSet,
 def measure(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]], samples: SampleSet,
             classifier: int | None) -> Fidelity:
     """Metrics of the candidate's outputs against the reference's; `classifier` is the index of the output
-    whose argmax is the predicted class (None: top-1 and accuracy are not reported)."""
+    whose argmax is the predicted class (None: top-1 and accuracy are not reported).
+
+    Synthetic samples from several distributions are measured per distribution, and the worst one's metrics
+    (lowest cosine, then lowest SQNR) are the result's: a fidelity floor is then judged on the worst."""
+    groups = samples.by_distribution()
+    if len(groups) > 1:
+        parts = tuple((name, _measure([reference[i] for i in indices], [candidate[i] for i in indices],
+                                      SampleSet(tuple(samples.feeds[i] for i in indices),
+                                                sum(feed_samples(samples.feeds[i]) for i in indices),
+                                                samples.source), classifier))
+                      for name, indices in groups.items())
+        worst_name, worst = min(parts, key=lambda part: (part[1].cosine, part[1].sqnr_db))
+        return dataclasses.replace(worst, samples=samples.samples, distributions=parts, judged_on=worst_name)
+    return _measure(reference, candidate, samples, classifier)
+
+
+def _measure(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]], samples: SampleSet,
+             classifier: int | None) -> Fidelity:
     # Sums are accumulated output by output rather than over one concatenation of everything: float64 copies of
     # all outputs of all samples (a [2, 1000000] output, 16 samples) would take gigabytes.
     mismatched: set[int] = set()
@@ -476,9 +722,12 @@ def classifier_output(model: ModelProto, samples: SampleSet) -> int | None:
 
 def select_samples(model: ModelProto, *, eval_path: str | Path | None = None, calib: SampleSet | None = None,
                    input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
-                   limit: int | None = None, assume_dims: int | None = None, output_bytes: int = 0) -> SampleSet:
-    """The inputs fidelity runs on: the user's eval data, else the calibration data, else synthetic (see
-    synthetic_samples for `output_bytes`)."""
+                   limit: int | None = None, assume_dims: int | None = None, output_bytes: int = 0,
+                   evaluation: SampleSet | None = None) -> SampleSet:
+    """The inputs fidelity runs on: the user's eval data (`evaluation` when the caller read it already, else
+    read from `eval_path`), else the calibration data, else synthetic (see synthetic_samples for `output_bytes`)."""
+    if evaluation is not None:
+        return evaluation
     if eval_path is not None:
         return load_samples(eval_path, model, limit=limit)
     if calib is not None:

@@ -53,7 +53,8 @@ from edgefit.devices.estimate import model_precision
 from edgefit.devices.fields import TIERS
 from edgefit.devices.profiles import DeviceProfile, list_profiles
 from edgefit.errors import ConfigError, EdgefitError, ModelError
-from edgefit.fidelity import Fidelity, SampleSet, compare, load_samples, run_model, select_samples, synthetic_samples
+from edgefit.fidelity import (Fidelity, SampleSet, compare, load_samples, run_model, select_samples, shapes_from_data,
+                              synthetic_samples)
 
 OBJECTIVES = ("fidelity", "size", "latency", "energy")
 DEFAULT_MIN_COSINE = 0.99
@@ -660,9 +661,12 @@ def fit(model: str | os.PathLike | ModelProto, targets: str | DeviceProfile | Se
     proto = model if source is None else _load(source)
     outputs = _plan_outputs(source, proto, profiles, output)
 
-    calibration = load_samples(calib, proto) if calib is not None else synthetic_samples(
-        proto, input_shapes=input_shapes, dims=dims, assume_dims=assume_dims)
-    samples = select_samples(proto, eval_path=eval_path, calib=calibration)
+    calibration = load_samples(calib, proto) if calib is not None else None
+    evaluation = load_samples(eval_path, proto) if eval_path is not None else None
+    input_shapes = shapes_from_data(proto, input_shapes, dims, calibration=calibration, evaluation=evaluation)
+    if calibration is None:
+        calibration = synthetic_samples(proto, input_shapes=input_shapes, dims=dims, assume_dims=assume_dims)
+    samples = select_samples(proto, evaluation=evaluation, calib=calibration)
     if max_accuracy_drop is not None and samples.labels is None:
         raise ConfigError("--max-accuracy-drop needs labelled data: pass --eval with a 'labels' array")
     warnings = []

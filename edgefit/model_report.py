@@ -16,7 +16,7 @@ from edgefit.analysis.timeline import MemoryTimeline, memory_timeline
 from edgefit.devices.check import Budgets, CheckReport, ProfilesDir, check
 from edgefit.devices.estimate import layer_latencies
 from edgefit.devices.profiles import DeviceProfile
-from edgefit.fidelity import Fidelity
+from edgefit.fidelity import Fidelity, SampleSet
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,16 @@ def build_report(model: str | Path | Footprint, targets: Iterable[str | DevicePr
                  input_shapes: Mapping[str, Sequence[int]] | None = None, dims: Mapping[str, int] | None = None,
                  profiles_dir: ProfilesDir = None, assume_dims: int | None = None) -> ModelReport:
     """Analyse `model` (and `compare_with`), check both on `targets` (None: every profile; empty: none) and gather
-    what the report draws. Fidelity of `compare_with` against `model` is measured only with `eval_path` data."""
+    what the report draws. Fidelity of `compare_with` against `model` is measured only with `eval_path` data,
+    whose arrays also bind the input dimensions the model leaves open."""
+    evaluation = None
+    if eval_path is not None and not isinstance(model, Footprint):
+        from edgefit.fidelity import load_samples, shapes_from_data
+        from edgefit.model import load_model
+
+        proto = load_model(model).proto   # the inputs' declarations are all the data are checked against
+        evaluation = load_samples(eval_path, proto)
+        input_shapes = shapes_from_data(proto, dict(input_shapes or {}), dict(dims or {}), evaluation=evaluation)
     footprint = model if isinstance(model, Footprint) else analyze(
         model, input_shapes=dict(input_shapes or {}), dims=dict(dims or {}), assume_dims=assume_dims)
     targets = None if targets is None else list(targets)
@@ -98,13 +107,14 @@ def build_report(model: str | Path | Footprint, targets: Iterable[str | DevicePr
                         assume_dims=assume_dims)
         other_check = (check(other, [t.profile for t in checked.targets], precision, budgets, rate_hz)
                        if checked else None)
-        fidelity = _fidelity(footprint, other, eval_path) if eval_path is not None else None
+        fidelity = _fidelity(footprint, other, eval_path, evaluation) if eval_path is not None else None
         comparison = Comparison(other, other_check, layer_deltas(footprint.layers, other.layers), fidelity)
     return ModelReport(footprint, memory_timeline(footprint), checked, first.profile.name if first else None,
                        latencies, comparison)
 
 
-def _fidelity(reference: Footprint, candidate: Footprint, eval_path: str | Path) -> Fidelity:
+def _fidelity(reference: Footprint, candidate: Footprint, eval_path: str | Path,
+              evaluation: SampleSet | None) -> Fidelity:
     from edgefit.errors import ConfigError
     from edgefit.fidelity import compare, select_samples
     from edgefit.model import load_model
@@ -113,5 +123,5 @@ def _fidelity(reference: Footprint, candidate: Footprint, eval_path: str | Path)
         raise ConfigError("measuring fidelity needs both models as files")
     reference_model = load_model(reference.model_path, load_weights=True).proto
     candidate_model = load_model(candidate.model_path, load_weights=True).proto
-    samples = select_samples(reference_model, eval_path=eval_path)
+    samples = select_samples(reference_model, eval_path=eval_path, evaluation=evaluation)
     return compare(reference_model, candidate_model, samples, candidate_name=str(candidate.model_path))

@@ -120,3 +120,53 @@ def qdq_conv(tmp_path):
         helper.make_node("Conv", ["x", "W", "Bias"], ["y"], name="conv", pads=[1, 1, 1, 1]),
     ]
     return build(nodes, [vi("x", F, [1, 3, 4, 4])], [vi("y", F, [1, 8, 4, 4])], inits, opset=13)
+
+
+def image_classifier(rescale: float | None = None) -> onnx.ModelProto:
+    """A 4-class image classifier as torch.onnx exports one (x [1,3,32,32] -> Conv 3x3 -> Relu -> Conv 3x3 stride 2
+    -> Relu -> GlobalAveragePool -> Flatten -> Gemm -> Softmax), weights from seed 0. The first convolution's
+    weights have a positive mean (0.3), as trained first layers have a brightness component: inputs in [0, 1)
+    then make activations several times larger than N(0, 1) inputs do, which is what breaks a model calibrated
+    on N(0, 1) alone. `rescale`: the graph starts with x / rescale (a model that takes raw pixel values)."""
+    rng = np.random.default_rng(0)
+    arrays = {"w1": rng.standard_normal((8, 3, 3, 3)) * 0.3 + 0.3, "b1": rng.standard_normal(8) * 0.1,
+              "w2": rng.standard_normal((16, 8, 3, 3)) * 0.2, "b2": rng.standard_normal(16) * 0.1,
+              "wg": rng.standard_normal((16, 4)) * 0.1, "bg": rng.standard_normal(4) * 0.1}
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()]
+    nodes = []
+    first = "x"
+    if rescale is not None:
+        inits.append(numpy_helper.from_array(np.array(rescale, np.float32), "scale"))
+        nodes.append(helper.make_node("Div", ["x", "scale"], ["x_scaled"], name="rescale"))
+        first = "x_scaled"
+    nodes += [helper.make_node("Conv", [first, "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+              helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+              helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2], name="conv2"),
+              helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+              helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="gap"),
+              helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+              helper.make_node("Gemm", ["f", "wg", "bg"], ["logits"], name="fc"),
+              helper.make_node("Softmax", ["logits"], ["probs"], axis=1, name="softmax")]
+    return model(nodes, [("x", [1, 3, 32, 32])], [("probs", [1, 4])], inits)
+
+
+def paddle_classifier() -> onnx.ModelProto:
+    """A 2-class text-direction classifier as paddle2onnx writes ch_ppocr_mobile_v2.0_cls: input x declared
+    [-1, 3, -1, -1] (dim_value -1 on every free axis), opset 11, IR 6, no declared output shape."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32), "w1"),
+             numpy_helper.from_array((rng.standard_normal((2, 8)) * 0.5).astype(np.float32), "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("GlobalAveragePool", ["r1"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "w2"], ["logits"], transB=1),
+             helper.make_node("Softmax", ["logits"], ["probs"], axis=1)]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 1, 1])
+    for dim, size in zip(x.type.tensor_type.shape.dim, (-1, 3, -1, -1)):
+        dim.dim_value = size
+    graph = helper.make_graph(nodes, "paddle", [x], [helper.make_tensor_value_info("probs", TensorProto.FLOAT, None)],
+                              inits)
+    built = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    built.ir_version = 6
+    return built

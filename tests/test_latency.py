@@ -17,7 +17,8 @@ def conv_bn_relu_dw_fc():
     depthwise MACs: 8 channels x 64 positions x 9 = 4,608
     Gemm MACs: 8 x 10 = 80
     Dispatched ops: Conv(+BN folded, Relu fused), DepthwiseConv(+Relu), pool, Flatten (a reshape), Gemm, Softmax = 6
-    Elementwise elements written: pool 8 + Flatten 8 + Softmax 10 = 26
+    Elementwise elements written: pool 8 + Softmax 10 = 18; the Flatten is the pool output's only reader, so the
+    runtime hands the buffer over: no bytes moved
     """
     nodes = [
         helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
@@ -38,12 +39,12 @@ def conv_bn_relu_dw_fc():
 def test_features_by_class_with_folded_bn_and_fused_relu():
     footprint = analyze(conv_bn_relu_dw_fc())
     features = latency_features(footprint, "fp32")
-    assert features == LatencyFeatures(conv_macs=18_432, depthwise_macs=4_608, fc_macs=80,
-                                       elementwise_elements=26, ops=6)
-    assert list(features.vector()) == [18_432, 4_608, 80, 26, 6, 1.0]
+    assert features == LatencyFeatures(conv_macs=18_432, depthwise_macs=4_608, fc_macs=80, integer_macs=0,
+                                       elementwise_elements=18, moved_bytes=0, ops=6)
+    assert list(features.vector()) == [18_432, 4_608, 80, 0, 18, 0, 6, 1.0]
     classes = [layer_class(layer.op_type, layer) for layer in footprint.layers]
     assert classes == ["conv", "elementwise", "elementwise", "depthwise", "elementwise", "elementwise",
-                       "elementwise", "fc", "elementwise"]
+                       "movement", "fc", "elementwise"]
 
 
 def test_relu_stays_an_op_when_its_input_is_shared():
@@ -55,7 +56,7 @@ def test_relu_stays_an_op_when_its_input_is_shared():
         helper.make_node("Add", ["c", "r"], ["y"]),
     ]
     footprint = analyze(model(nodes, [("x", [1, 1, 4, 4])], [("y", [1, 2, 4, 4])], [weight("w", 2, 1, 1, 1)]))
-    assert latency_features(footprint, "fp32") == LatencyFeatures(32, 0, 0, 64, 3)
+    assert latency_features(footprint, "fp32") == LatencyFeatures(32, 0, 0, 0, 64, 0, 3)
 
 
 def test_relu_fuses_into_add_and_bias_add_folds_into_matmul():
@@ -70,7 +71,7 @@ def test_relu_fuses_into_add_and_bias_add_folds_into_matmul():
         helper.make_node("Relu", ["s"], ["y"]),
     ]
     footprint = analyze(model(nodes, [("x", [1, 6]), ("z", [1, 4])], [("y", [1, 4])], [weight("w", 6, 4), weight("b", 4)]))
-    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 24, 4, 2)
+    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 24, 0, 4, 0, 2)
 
 
 def qdq_conv_relu():
@@ -94,9 +95,9 @@ def qdq_conv_relu():
 def test_qdq_pairs_vanish_at_int8_and_run_at_fp32():
     footprint = analyze(qdq_conv_relu())
     # int8: the Relu after the Conv fuses through nothing in between; Q/DQ cost nothing.
-    assert latency_features(footprint, "int8") == LatencyFeatures(96, 0, 0, 0, 1)
+    assert latency_features(footprint, "int8") == LatencyFeatures(96, 0, 0, 0, 0, 0, 1)
     # fp32: Q(x) 32 + DQ 32 elements, Conv + fused Relu, Q 48 + DQ 48 elements: 5 ops, 160 elements.
-    assert latency_features(footprint, "fp32") == LatencyFeatures(96, 0, 0, 160, 5)
+    assert latency_features(footprint, "fp32") == LatencyFeatures(96, 0, 0, 0, 160, 0, 5)
 
 
 def test_relu_after_qdq_between_fuses_at_int8():
@@ -112,21 +113,72 @@ def test_relu_after_qdq_between_fuses_at_int8():
              helper.make_tensor("zp", TensorProto.INT8, [], [0])]
     footprint = analyze(model(nodes, [("x", [1, 1, 2, 2])], [("y", [1, 2, 2, 2])], inits))
     assert latency_features(footprint, "int8").ops == 1
-    assert latency_features(footprint, "fp32") == LatencyFeatures(8, 0, 0, 24, 4)
+    assert latency_features(footprint, "fp32") == LatencyFeatures(8, 0, 0, 0, 24, 0, 4)
 
 
 def test_prediction_is_the_weighted_sum_in_seconds():
     coefficients = LatencyCoefficients(s_per_conv_mac=2e-9, s_per_depthwise_mac=5e-9, s_per_fc_mac=4e-9,
-                                       s_per_elementwise_element=10e-9, s_per_op=20e-6, s_per_inference=100e-6)
-    features = LatencyFeatures(conv_macs=18_432, depthwise_macs=4_608, fc_macs=80, elementwise_elements=26, ops=6)
-    # 36.864 us + 23.04 us + 0.32 us + 0.26 us + 120 us + 100 us
-    assert coefficients.predict(features) == pytest.approx(280.484e-6, rel=1e-12)
+                                       s_per_integer_mac=3e-9, s_per_elementwise_element=10e-9,
+                                       s_per_moved_byte=1e-9, s_per_op=20e-6, s_per_inference=100e-6)
+    features = LatencyFeatures(conv_macs=18_432, depthwise_macs=4_608, fc_macs=80, integer_macs=1_000,
+                               elementwise_elements=26, moved_bytes=512, ops=6)
+    # 36.864 us + 23.04 us + 0.32 us + 3 us + 0.26 us + 0.512 us + 120 us + 100 us
+    assert coefficients.predict(features) == pytest.approx(283.996e-6, rel=1e-12)
     assert LatencyCoefficients.from_vector(coefficients.vector()) == coefficients
     assert len(coefficients.vector()) == len(FEATURE_NAMES) == len(features.vector())
 
 
-@pytest.mark.parametrize("values", [[1e-9] * 5, [1e-9] * 5 + [-1e-9], [1e-9] * 5 + [float("nan")],
-                                    [1e-9] * 5 + [float("inf")]])
+@pytest.mark.parametrize("values", [[1e-9] * 7, [1e-9] * 7 + [-1e-9], [1e-9] * 7 + [float("nan")],
+                                    [1e-9] * 7 + [float("inf")]])
 def test_coefficients_reject_wrong_length_negative_and_non_finite(values):
     with pytest.raises(ValueError):
         LatencyCoefficients.from_vector(np.array(values))
+
+
+# ---- features that explain time (issue 18, part 2) -----------------------------------------------------
+
+def test_transpose_moves_its_bytes_and_a_reshape_copies_only_a_shared_input():
+    """Transpose of a [1,8,4,4] fp32 tensor writes 128 elements x 4 bytes = 512 bytes (it reads as many). The
+    Reshape after it is the Transpose output's only reader: no copy. The second Reshape reads x, a graph input,
+    which the runtime cannot hand over: it copies 128 x 4 = 512 bytes. At int8, the float tensors move a quarter."""
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+             helper.make_node("Reshape", ["t", "shape"], ["y"]),
+             helper.make_node("Reshape", ["x", "shape"], ["z"])]
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, 128])
+    footprint = analyze(model(nodes, [("x", [1, 8, 4, 4])], [("y", [1, 128]), ("z", [1, 128])], [shape]))
+    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 0, 0, 0, 512 + 512, 3)
+    assert latency_features(footprint, "int8").moved_bytes == 128 + 128
+
+
+def test_concat_slice_pad_move_bytes_at_their_output_size():
+    """Concat of two [1,2,4,4] -> [1,4,4,4]: 64 x 4 = 256 bytes; Slice to [1,4,2,4]: 32 x 4 = 128; Pad by 1 on
+    H and W -> [1,4,4,6]: 96 x 4 = 384. 3 ops, 768 bytes moved, no elementwise work."""
+    nodes = [helper.make_node("Concat", ["a", "b"], ["c"], axis=1),
+             helper.make_node("Slice", ["c", "starts", "ends", "axes"], ["s"]),
+             helper.make_node("Pad", ["s", "pads"], ["y"])]
+    inits = [helper.make_tensor("starts", TensorProto.INT64, [1], [0]),
+             helper.make_tensor("ends", TensorProto.INT64, [1], [2]),
+             helper.make_tensor("axes", TensorProto.INT64, [1], [2]),
+             helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 1, 1, 0, 0, 1, 1])]
+    footprint = analyze(model(nodes, [("a", [1, 2, 4, 4]), ("b", [1, 2, 4, 4])], [("y", [1, 4, 4, 6])], inits))
+    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 0, 0, 0, 256 + 128 + 384, 3)
+
+
+def test_dynamic_quantization_ops_are_integer_macs():
+    """quantize_dynamic's pattern: DynamicQuantizeLinear(x [1,3,6,6]) -> ConvInteger (4 out channels, 3x3, no
+    padding -> [1,4,4,4]) -> Cast -> Mul by the scales. ConvInteger MACs: 4 x 16 positions x (3 x 9) = 1,728, counted
+    as integer MACs, not conv. Elementwise elements are bytes written over the layer's element size: DQL writes
+    108 uint8 + a 4-byte float scale + a 1-byte zero point = 113 bytes of uint8 = 113, Cast 64, Mul 64, the scale
+    Mul 1: 242; 5 ops."""
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+             helper.make_node("ConvInteger", ["xq", "w", "xz", "wz"], ["acc"]),
+             helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["xs", "ws"], ["scale"]),
+             helper.make_node("Mul", ["accf", "scale"], ["y"])]
+    inits = [helper.make_tensor("w", TensorProto.UINT8, [4, 3, 3, 3], [128] * 108),
+             helper.make_tensor("wz", TensorProto.UINT8, [], [128]),
+             helper.make_tensor("ws", TensorProto.FLOAT, [], [0.01])]
+    footprint = analyze(model(nodes, [("x", [1, 3, 6, 6])], [("y", [1, 4, 4, 4])], inits, opset=13))
+    features = latency_features(footprint, "fp32")
+    assert (features.conv_macs, features.integer_macs, features.ops) == (0, 1_728, 5)
+    assert features.elementwise_elements == 242

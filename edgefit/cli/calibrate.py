@@ -53,6 +53,8 @@ def calibrate(
     with _progress_bar(measure and not json_out) as progress:
         result = fit_profile(spec, measure=measure, threads=threads, runtime=runtime, profiles_dir=profiles_dir,
                              progress=progress)
+    for skipped in result.skipped:   # one line each, on stderr: --json keeps stdout for the document
+        err_console.print(f"warning: skipped {skipped.label}: {skipped.reason}", markup=False, soft_wrap=True)
     written = write_profile(result, output, force=force)
     if json_out:
         print_json({**result.to_dict(), "written": str(written)})

@@ -89,7 +89,8 @@ def fit(
         "--max-accuracy-drop", help="Fidelity floor: accuracy may drop at most this much, e.g. 1% (needs --eval "
         "with labels).", show_default=False)] = None,
     calib: Annotated[Optional[Path], typer.Option(
-        "--calib", help="Calibration inputs (.npz or folder of .npy). Without it, synthetic data (with a warning).",
+        "--calib", help="Calibration inputs (.npz or folder of .npy; the arrays bind open input dimensions). "
+        "Without it, synthetic data from several distributions, the floor judged on the worst (with a warning).",
         show_default=False)] = None,
     eval_path: Annotated[Optional[Path], typer.Option(
         "--eval", help="Fidelity inputs (.npz with one array per input + optional 'labels'). Default: --calib, "

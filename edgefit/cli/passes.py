@@ -37,7 +37,8 @@ TargetOpt = Annotated[Optional[str], typer.Option(
     show_default=False)]
 EvalOpt = Annotated[Optional[Path], typer.Option(
     "--eval", help="Fidelity inputs: .npz with one array per input name (+ optional 'labels' for accuracy), "
-    "or a folder of .npy files. Default: the calibration data, else synthetic inputs.", show_default=False)]
+    "or a folder of .npy files; its arrays bind input dimensions the model leaves open. Default: the calibration "
+    "data, else synthetic inputs (several distributions, judged on the worst).", show_default=False)]
 SamplesOpt = Annotated[Optional[int], typer.Option(
     "--samples", help="Use at most this many --eval samples for fidelity (without --eval, fidelity runs on all of "
     "the --calib data or on synthetic samples).", min=1, show_default=False)]
@@ -55,8 +56,9 @@ ModeOpt = Annotated[Optional[str], typer.Option(
     "--mode", help="int8 (static QDQ), dynamic (int8 weights, runtime activation scales) or fp16. "
     "Default: from --target's precisions, else int8.", show_default=False)]
 CalibOpt = Annotated[Optional[Path], typer.Option(
-    "--calib", help="Calibration inputs (.npz or folder of .npy). Without it, synthetic data is used and the "
-    "result warns that accuracy may suffer.", show_default=False)]
+    "--calib", help="Calibration inputs (.npz or folder of .npy); its arrays bind input dimensions the model "
+    "leaves open. Without it, synthetic data (N(0,1), [0,1), [0,255] pixels where the input takes them) is used "
+    "and the result warns that accuracy may suffer.", show_default=False)]
 MethodOpt = Annotated[str, typer.Option("--method", help="Calibration method: minmax, entropy or percentile.")]
 AsymmetricOpt = Annotated[bool, typer.Option(
     "--asymmetric-activations", help="int8 activations with a zero point (all 256 levels for ReLU outputs; "

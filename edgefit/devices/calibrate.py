@@ -60,8 +60,8 @@ _SEPARABLE = 0.05
 # predicts absurdly for a model rich in it (a leave-one-out fit without the only fully-connected model put a
 # 9-parameter classifier head's fc rate on the autoencoder: 87x too slow).
 _INFORMATIVE = 0.02
-COEFFICIENT_NAMES = tuple(f"s_per_{name}" for name in
-                          ("conv_mac", "depthwise_mac", "fc_mac", "elementwise_element", "op", "inference"))
+COEFFICIENT_NAMES = tuple(f"s_per_{name}" for name in ("conv_mac", "depthwise_mac", "fc_mac", "integer_mac",
+                                                        "elementwise_element", "moved_byte", "op", "inference"))
 MEASUREMENT_KEYS = ("model", "latency", "energy", "input_shape", "dim", "precision")
 FILE_KEYS = ("base", "keep_base", "measurement")
 
@@ -233,8 +233,9 @@ def fit_coefficients(features: np.ndarray, latencies_s: np.ndarray, base: Latenc
     if require_enough and len(latencies_s) < len(free):
         names = ", ".join(FEATURE_NAMES[j] for j in free)
         raise MeasurementError(
-            f"{len(latencies_s)} measurement(s) cannot determine {len(free)} coefficients ({names}): add "
-            f"measurements, time generated kernels too with --measure, or pin some with keep_base = [...]")
+            f"{len(latencies_s)} measurement(s) cannot determine {len(free)} coefficients ({names}): at least "
+            f"{len(free)} usable measurements are needed; add measurements, time generated kernels too with "
+            "--measure, or pin some with keep_base = [...]")
     scale = np.ones(len(FEATURE_NAMES))
     norms = np.linalg.norm(weighted, axis=0)
     scale[norms > 0] = norms[norms > 0]
@@ -308,6 +309,17 @@ class CalibrationRow:
 
 
 @dataclass(frozen=True)
+class SkippedMeasurement:
+    """A measurement the fit could not use, and why (its MACs are incomplete, it cannot be analysed or timed)."""
+
+    label: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"model": self.label, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class PrecisionFit:
     precision: str
     base: LatencyCoefficients
@@ -333,6 +345,7 @@ class CalibrationResult:
     host: Mapping[str, Any] | None
     date: str                                    # ISO 8601, UTC
     notes: tuple[str, ...]
+    skipped: tuple[SkippedMeasurement, ...] = ()   # measurements (or generated kernels) left out of the fit
 
     @property
     def models(self) -> tuple[CalibrationRow, ...]:
@@ -365,7 +378,8 @@ class CalibrationResult:
                 "loo_error": _finite(self.loo_error), "fit_error": self.fit_error,
                 "within_25_percent": _finite(self.within_25_percent),
                 "active_power_w": self.active_power_w, "fits": [f.to_dict() for f in self.fits],
-                "rows": [r.to_dict() for r in self.rows], "notes": list(self.notes)}
+                "rows": [r.to_dict() for r in self.rows], "notes": list(self.notes),
+                "skipped": [s.to_dict() for s in self.skipped]}
 
 
 def _finite(value: float) -> float | None:
@@ -415,6 +429,7 @@ def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = Fal
 
         plan = timing_plan or TimingPlan()
     rows: list[dict[str, Any]] = []
+    skipped: list[SkippedMeasurement] = []
     generated = make_kernels() if measure and kernels else ()
     total = len(spec.measurements) + len(generated)
     for done, item in enumerate(spec.measurements):
@@ -422,31 +437,43 @@ def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = Fal
             loaded = load_model(item.model, load_weights=measure)
             footprint = analyze(loaded, dict(item.input_shapes), dict(item.dims))
         except EdgefitError as error:
-            raise type(error)(f"{spec.path}: {item.label}: {error}") from None
+            skipped.append(SkippedMeasurement(item.label, f"cannot analyse it: {error}"))
+            continue
         uncosted = [layer.name for layer in footprint.layers if layer.macs is None]
         if uncosted:   # its features would miss that work, and the fit would charge it to the other coefficients
-            raise MeasurementError(f"{spec.path}: {item.label}: MACs unknown for {', '.join(uncosted[:3])}"
-                                   f"{' ...' if len(uncosted) > 3 else ''} ({'; '.join(footprint.unknowns[:1])}): "
-                                   "the fit cannot use its latency; leave it out")
+            skipped.append(SkippedMeasurement(
+                item.label, f"MACs unknown for {', '.join(uncosted[:3])}{' ...' if len(uncosted) > 3 else ''}"
+                            f" ({'; '.join(footprint.unknowns[:1])}): its features would miss that work"))
+            continue
         precision = item.precision or model_precision(footprint)
         timing = None
         latency = item.latency_s
         if measure:
             if progress:
                 progress(item.label, done, total)
-            timing = time_model(loaded.proto, what=item.label, threads=threads, plan=plan,
-                                input_shapes=dict(item.input_shapes), dims=dict(item.dims))
+            try:
+                timing = time_model(loaded.proto, what=item.label, threads=threads, plan=plan,
+                                    input_shapes=dict(item.input_shapes), dims=dict(item.dims))
+            except MeasurementError as error:   # onnxruntime cannot run it, or its timings stay unstable
+                skipped.append(SkippedMeasurement(item.label, str(error)))
+                continue
             latency = timing.median_s
         rows.append({"label": item.label, "kind": "model", "precision": precision,
                      "features": latency_features(footprint, precision), "latency_s": latency,
                      "energy_j": item.energy_j, "timing": timing})
+    if not rows:
+        raise MeasurementError(f"{spec.path}: no usable measurement: {_skip_summary(skipped)}")
     if generated and not any(r["precision"] == "fp32" for r in rows):
         notes.append("generated kernels were not timed: they are fp32 and no measured model is")
         generated = ()
     for done, kernel in enumerate(generated, len(spec.measurements)):
         if progress:
             progress(kernel.name, done, total)
-        timing = time_model(kernel.model, what=f"generated kernel {kernel.name}", threads=threads, plan=plan)
+        try:
+            timing = time_model(kernel.model, what=f"generated kernel {kernel.name}", threads=threads, plan=plan)
+        except MeasurementError as error:
+            skipped.append(SkippedMeasurement(kernel.name, str(error)))
+            continue
         rows.append({"label": kernel.name, "kind": "kernel", "precision": "fp32",
                      "features": latency_features(analyze(kernel.model), "fp32"), "latency_s": timing.median_s,
                      "energy_j": None, "timing": timing})
@@ -464,7 +491,8 @@ def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = Fal
         try:
             fit = fit_coefficients(x, y, base_coefficients, spec.keep_base)
         except MeasurementError as error:
-            raise MeasurementError(f"{spec.path}: {precision}: {error}") from None
+            after = f" ({_skip_summary(skipped)})" if skipped else ""
+            raise MeasurementError(f"{spec.path}: {precision}: {error}{after}") from None
         fits.append(PrecisionFit(precision, base_coefficients, fit))
         for i, row in enumerate(group):
             loo = None
@@ -492,7 +520,12 @@ def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = Fal
     now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     return CalibrationResult(spec.path, tuple(m.model for m in spec.measurements), base, stack_name, stack_display,
                              result_rows, tuple(fits), power, measure, _host(threads) if measure else None,
-                             now.isoformat().replace("+00:00", "Z"), tuple(notes))
+                             now.isoformat().replace("+00:00", "Z"), tuple(notes), tuple(skipped))
+
+
+def _skip_summary(skipped: list[SkippedMeasurement]) -> str:
+    first = skipped[0] if skipped else None
+    return (f"{len(skipped)} skipped" + (f", first {first.label}: {first.reason}" if first else "")).rstrip()
 
 
 def _stack_identity(base: DeviceProfile, runtime: str | None, measure: bool, threads: int) -> tuple[str, str]:
@@ -521,7 +554,8 @@ def base_latency_coefficients(base: DeviceProfile, runtime: str | None, precisio
         return stack.coefficients[precision]
     element_bytes = {"fp32": 4, "fp16": 2, "int8": 1}[precision]
     mac_s = 1.0 / base.macs_per_s(precision)
-    return LatencyCoefficients(mac_s, mac_s, mac_s, 2 * element_bytes / base.memory_bandwidth_bytes_per_s,
+    return LatencyCoefficients(mac_s, mac_s, mac_s, mac_s, 2 * element_bytes / base.memory_bandwidth_bytes_per_s,
+                               2 / base.memory_bandwidth_bytes_per_s,
                                base.per_op_overhead_s, base.inference_overhead_s)
 
 
@@ -610,7 +644,8 @@ def stack_table(result: CalibrationResult, where: str) -> dict[str, Any]:
         c = fit.fit.coefficients
         table[fit.precision] = {
             "conv": _rate(c.s_per_conv_mac, "MAC"), "depthwise": _rate(c.s_per_depthwise_mac, "MAC"),
-            "fc": _rate(c.s_per_fc_mac, "MAC"), "elementwise": _rate(c.s_per_elementwise_element, "elem"),
+            "fc": _rate(c.s_per_fc_mac, "MAC"), "integer": _rate(c.s_per_integer_mac, "MAC"),
+            "elementwise": _rate(c.s_per_elementwise_element, "elem"), "moved": _rate(c.s_per_moved_byte, "B"),
             "per_op": f"{_rounded(c.s_per_op * 1e6)} us", "per_inference": f"{_rounded(c.s_per_inference * 1e6)} us"}
     return table
 
@@ -651,6 +686,8 @@ def calibration_table(result: CalibrationResult) -> dict[str, Any]:
         table["host"] = dict(result.host)
     if result.notes:
         table["notes"] = list(result.notes)
+    if result.skipped:
+        table["skipped"] = [s.to_dict() for s in result.skipped]
     return table
 
 

@@ -9,7 +9,8 @@ runtime keeps beside them (for TensorFlow Lite Micro, the tensor arena to config
 Latency, when the profile's runtime stack has coefficients for the precision (measured on the device, see
 edgefit.devices.latency): per-class rates for what the runtime dispatches,
     latency = conv MACs / conv rate + depthwise MACs / depthwise rate + fc MACs / fc rate
-              + elementwise elements / elementwise rate + ops x per-op cost + per-inference cost + network round trip
+              + integer MACs / integer rate + elementwise elements / elementwise rate + bytes moved / movement rate
+              + ops x per-op cost + per-inference cost + network round trip
 Otherwise a roofline per layer from datasheet figures, summed, plus fixed costs:
     layer time = max(MACs / (peak MAC rate x efficiency, both at the precision),
                      activation bytes / memory bandwidth + weight bytes / bandwidth of where weights live)
@@ -204,8 +205,9 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
     columns = _layer_columns(footprint, precision)
     if coefficients is not None:
         terms = coefficients.vector() * latency_features(footprint, precision).vector()
-        compute_s, overhead_s, memory_bound = float(terms[:4].sum()), float(terms[4:].sum()), 0
-        basis, expected_error = stack.basis, stack.expected_error
+        work_terms = len(LAYER_CLASSES)   # the per-class work; the per-op and per-inference terms follow
+        compute_s, overhead_s, memory_bound = float(terms[:work_terms].sum()), float(terms[work_terms:].sum()), 0
+        basis, expected_error = stack.basis, stack.expected_error_at(precision)
         if expected_error is None and basis == "user calibration" and profile.calibration:
             expected_error = profile.calibration.get("loo_error")
     else:
@@ -294,7 +296,7 @@ def _layer_parts(footprint: Footprint, profile: DeviceProfile, precision: str,
     stack = profile.runtime_stack(runtime)
     coefficients = stack.coefficients.get(precision) if stack is not None else None
     if coefficients is not None:
-        per_unit = dict(zip(LAYER_CLASSES, coefficients.vector()[:4]))
+        per_unit = dict(zip(LAYER_CLASSES, coefficients.vector()[:len(LAYER_CLASSES)]))
         work = dispatched_work(footprint, precision)
         return (np.array([0.0 if w is None else w[1] * per_unit[w[0]] for w in work], dtype=np.float64),
                 np.array([0.0 if w is None else coefficients.s_per_op for w in work], dtype=np.float64))

@@ -1,12 +1,18 @@
 """Latency of one inference as a runtime stack runs it: a linear model over what each layer class costs.
 
     latency = conv MACs x s/conv MAC + depthwise MACs x s/depthwise MAC + fc MACs x s/fc MAC
-            + elementwise elements x s/element + operators dispatched x s/op + s/inference
+            + integer MACs x s/integer MAC + elementwise elements x s/element + bytes moved x s/byte
+            + operators dispatched x s/op + s/inference
 
 The classes are those whose speed differs by kernel on microcontrollers and CPUs: standard convolutions (im2col +
 GEMM kernels), depthwise/grouped convolutions (little reuse per weight, memory bound), fully-connected / matmul
-(one pass over the weights), and everything else (elementwise, pooling, normalisation, softmax, data movement),
-which costs per element it writes. Measured MACs per cycle differ by class by 2x and more (MLPerf Tiny on the
+(one pass over the weights), the integer matrix products of dynamic quantization (ConvInteger, MatMulInteger:
+onnxruntime runs them on other kernels than float or QDQ int8, 3x slower per MAC than its float convolution on a
+dynamic-quantized CRNN), data movement (Transpose, Concat, Slice, Gather, Pad, Resize, ...: no arithmetic, a cost
+per byte copied, which ShuffleNet spends much of its time on), and everything else (elementwise, pooling,
+normalisation, softmax, DynamicQuantizeLinear), which costs per element it writes. A Reshape (Flatten, Squeeze,
+Unsqueeze) copies only when the runtime cannot hand its input buffer over: when another node reads that input too,
+or it is a graph input (onnxruntime's allocation planner reuses the buffer otherwise); else it costs its dispatch. Measured MACs per cycle differ by class by 2x and more (MLPerf Tiny on the
 TFLite Micro reference kernels: fully-connected 0.22 vs depthwise 0.10), which one MAC rate per device cannot say.
 
 Operators are counted as the runtime dispatches them, not as the ONNX file lists them: the TFLite converter and
@@ -30,10 +36,16 @@ if TYPE_CHECKING:   # profiles hold LatencyCoefficients, and `edgefit profiles l
 
     from edgefit.analysis.footprint import Footprint, LayerStats
 
-LAYER_CLASSES = ("conv", "depthwise", "fc", "elementwise")
-FEATURE_NAMES = ("conv_macs", "depthwise_macs", "fc_macs", "elementwise_elements", "ops", "inference")
+LAYER_CLASSES = ("conv", "depthwise", "fc", "integer", "elementwise", "movement")
+FEATURE_NAMES = ("conv_macs", "depthwise_macs", "fc_macs", "integer_macs", "elementwise_elements", "moved_bytes",
+                 "ops", "inference")
 
-_CONV_OPS = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "FusedConv", "NhwcConv"})
+_CONV_OPS = frozenset({"Conv", "ConvTranspose", "QLinearConv", "FusedConv", "NhwcConv"})
+_INTEGER_OPS = frozenset({"ConvInteger", "MatMulInteger"})   # dynamic quantization's integer products
+_MOVEMENT_OPS = frozenset({"Transpose", "Concat", "Slice", "Gather", "GatherElements", "GatherND", "Pad", "Resize",
+                           "Upsample", "Split", "Tile", "Expand", "DepthToSpace", "SpaceToDepth", "ReverseSequence"})
+# Shape-only views: a copy only when the input buffer cannot be handed over (see the module docstring).
+_VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
 _MAC_CLASSES = frozenset({"conv", "depthwise", "fc"})
 # Removed by the converter (TFLite) / graph optimiser (onnxruntime) at every precision.
 _DROPPED = frozenset({"Identity", "Dropout"})
@@ -49,11 +61,16 @@ _TAKES_ACTIVATION = frozenset({"Add", "Sub", "Mul", "Div", "AveragePool", "MaxPo
 
 
 def layer_class(op_type: str, layer: LayerStats) -> str:
-    """The class of kernel that runs `layer`: one of LAYER_CLASSES."""
+    """The class of kernel that runs `layer`: one of LAYER_CLASSES (a view op, Reshape and the like, is 'movement'
+    here; dispatched_work decides whether it copies)."""
+    if op_type in _INTEGER_OPS:
+        return "integer"
     if op_type in _CONV_OPS:
         return "depthwise" if layer.group > 1 else "conv"
     if layer.macs:   # Gemm, MatMul, Einsum, recurrent and attention ops: matrix products over weights or tensors
         return "fc"
+    if op_type in _MOVEMENT_OPS or op_type in _VIEW_OPS:
+        return "movement"
     return "elementwise"
 
 
@@ -64,7 +81,9 @@ class LatencyFeatures:
     conv_macs: float
     depthwise_macs: float
     fc_macs: float
-    elementwise_elements: float   # elements written by elementwise / pooling / normalisation / data-movement layers
+    integer_macs: float           # MACs of ConvInteger / MatMulInteger (dynamic quantization)
+    elementwise_elements: float   # elements written by elementwise / pooling / normalisation layers
+    moved_bytes: float            # bytes written by data-movement layers at the precision (they read as many)
     ops: int                      # operators the runtime dispatches (after folding, fusing and dropping)
 
     def vector(self) -> np.ndarray:
@@ -93,13 +112,15 @@ def _features(footprint: Footprint, precision: str) -> LatencyFeatures:
         if work is not None:
             totals[work[0]] += work[1]
             ops += 1
-    return LatencyFeatures(totals["conv"], totals["depthwise"], totals["fc"], totals["elementwise"], ops)
+    return LatencyFeatures(totals["conv"], totals["depthwise"], totals["fc"], totals["integer"],
+                           totals["elementwise"], totals["movement"], ops)
 
 
 def dispatched_work(footprint: Footprint, precision: str) -> list[tuple[str, float] | None]:
-    """Per layer of the footprint, what the runtime dispatches for it: (layer class, MACs or elements written), or
-    None when the layer is folded, fused into its producer or dropped, so it costs nothing of its own."""
-    from edgefit.analysis.dtypes import DTYPE_BYTES
+    """Per layer of the footprint, what the runtime dispatches for it: (layer class, MACs, elements or bytes
+    written), or None when the layer is folded, fused into its producer or dropped, so it costs nothing of its own.
+    A view (Reshape, ...) that needs no copy is dispatched with no work: ('movement', 0)."""
+    from edgefit.analysis.dtypes import DTYPE_BYTES, FLOAT_DTYPES, PRECISION_BYTES
 
     layers = footprint.layers
     dropped_ops = _DROPPED | _DROPPED_AT_INT8 if precision == "int8" else _DROPPED
@@ -135,7 +156,16 @@ def dispatched_work(footprint: Footprint, precision: str) -> list[tuple[str, flo
                 work.append(None)
                 continue
         carrier[i] = i
-        amount = _elements(layer, DTYPE_BYTES) if classes[i] == "elementwise" else float(layer.macs or 0)
+        if classes[i] == "elementwise":
+            amount = _elements(layer, DTYPE_BYTES)
+        elif classes[i] == "movement":
+            copies = op_type not in _VIEW_OPS or not layer.inputs_from or consumers[layer.inputs_from[0]] > 1
+            # Float tensors deployed at another precision move that precision's bytes.
+            scale = (PRECISION_BYTES[precision] / DTYPE_BYTES[layer.dtype]
+                     if layer.dtype in FLOAT_DTYPES and DTYPE_BYTES.get(layer.dtype) else 1.0)
+            amount = float(layer.output_bytes or 0) * scale if copies else 0.0
+        else:
+            amount = float(layer.macs or 0)
         work.append((classes[i], amount))
     return work
 
@@ -152,7 +182,9 @@ class LatencyCoefficients:
     s_per_conv_mac: float
     s_per_depthwise_mac: float
     s_per_fc_mac: float
+    s_per_integer_mac: float
     s_per_elementwise_element: float
+    s_per_moved_byte: float
     s_per_op: float
     s_per_inference: float
 

@@ -4,6 +4,7 @@ footprint. A profile's [runtimes.NAME] tables parse into RuntimeStack; StackSett
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +37,10 @@ class RuntimeStack:
     source: str
     coefficients: Mapping[str, LatencyCoefficients]  # by precision
     expected_error: float | None = None             # typical relative error of its latency estimates
+    # Where one precision's coefficients come from, and their typical error, when it is not the stack's own
+    # `source` / `expected_error` (fp32 on a microcontroller runs on other kernels than its int8: see the profiles).
+    precision_sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    precision_errors: Mapping[str, float] = dataclasses.field(default_factory=dict)
     active_power_w: float | None = None             # draw while inferring; None: the profile's active_power
     active_power_source: str | None = None          # which measurement, on which supply rail
     # What the stack itself spends and runs, where it differs from the profile's figures (None: the profile's).
@@ -45,9 +50,17 @@ class RuntimeStack:
     runtime_flash_bytes: int | None = None
     footprint_source: str | None = None             # where runtime_ram / runtime_flash come from
 
+    def expected_error_at(self, precision: str) -> float | None:
+        """Typical relative error of latency estimates at `precision`."""
+        return self.precision_errors.get(precision, self.expected_error)
+
+    def source_at(self, precision: str) -> str:
+        return self.precision_sources.get(precision, self.source)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "display_name": self.display_name, "basis": self.basis, "source": self.source,
+            "precision_sources": dict(self.precision_sources), "precision_errors": dict(self.precision_errors),
             "expected_error": self.expected_error, "active_power_w": self.active_power_w,
             "active_power_source": self.active_power_source, "memory_model": self.memory_model,
             "operators": self.operators, "runtime_ram_bytes": self.runtime_ram_bytes,
@@ -81,11 +94,19 @@ STACK_SETTINGS = ("memory_model", "operators", "runtime_ram_bytes", "runtime_fla
 # ---- runtime stacks ------------------------------------------------------------------------------------
 
 _RATE_PREFIXES = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
-_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kMGT]?)(MAC|MACs|elem|elements)/s\s*$")
-# Keys of a per-precision table, in LatencyCoefficients order; the rates count MACs or elements, the rest are
-# durations.
-_COEFFICIENT_KEYS = ("conv", "depthwise", "fc", "elementwise", "per_op", "per_inference")
-_RATE_UNIT = {"conv": "MAC", "depthwise": "MAC", "fc": "MAC", "elementwise": "elem"}
+_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kMGT]?)(MAC|MACs|elem|elements|B)/s\s*$")
+# Keys of a per-precision table, in LatencyCoefficients order; the rates count MACs, elements or bytes, the rest
+# are durations.
+_COEFFICIENT_KEYS = ("conv", "depthwise", "fc", "integer", "elementwise", "moved", "per_op", "per_inference")
+_RATE_UNIT = {"conv": "MAC", "depthwise": "MAC", "fc": "MAC", "integer": "MAC", "elementwise": "elem", "moved": "B"}
+# Keys added after profiles were written, and what they default to, so every older table still loads and estimates
+# as before: integer MACs (ConvInteger / MatMulInteger) at the conv rate, which is what they were charged; bytes moved
+# by data-movement ops at the elementwise rate per element of the precision, as those ops were charged per element.
+_OPTIONAL_KEYS = ("integer", "moved")
+_ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+# Optional in a per-precision table: where its coefficients come from and their typical error, when they differ
+# from the stack's.
+_PRECISION_NOTES = ("source", "expected_error")
 _STACK_FIELDS = frozenset({"display_name", "basis", "source", "expected_error", "active_power",
                            "active_power_source", "memory_model", "operators", "runtime_ram", "runtime_flash",
                            "footprint_source"})
@@ -106,17 +127,21 @@ def _seconds_per_unit(value: Any, unit: str) -> float:
     return 1.0 / rate
 
 
-def _coefficients(table: Any) -> LatencyCoefficients:
+def _coefficients(table: Any, precision: str) -> LatencyCoefficients:
     if not isinstance(table, dict):
         raise ValueError(f"expected a table with {', '.join(_COEFFICIENT_KEYS)}")
+    table = {key: value for key, value in table.items() if key not in _PRECISION_NOTES}
     unknown = sorted(set(table) - set(_COEFFICIENT_KEYS))
     if unknown:
         raise ValueError(f"unknown key {unknown[0]!r} (expected {', '.join(_COEFFICIENT_KEYS)})")
-    missing = [key for key in _COEFFICIENT_KEYS if key not in table]
+    missing = [key for key in _COEFFICIENT_KEYS if key not in table and key not in _OPTIONAL_KEYS]
     if missing:
         raise ValueError(f"missing key {missing[0]!r}")
     values = []
     for key in _COEFFICIENT_KEYS:
+        if key not in table:   # an optional key: its documented default (see _OPTIONAL_KEYS)
+            values.append(values[0] if key == "integer" else values[4] / _ELEMENT_BYTES[precision])
+            continue
         try:
             values.append(_seconds_per_unit(table[key], _RATE_UNIT[key]) if key in _RATE_UNIT
                           else positive_field(parse_duration_s, allow_zero=True)(table[key]))
@@ -148,10 +173,7 @@ def _runtime_stack(name: str, table: Any, precisions: tuple[str, ...], origin: s
             raise ValueError(f"basis: expected one of {', '.join(BASES)}, got {table['basis']!r}")
         values["basis"] = table["basis"]
         if "expected_error" in table:
-            error = number_field(table["expected_error"])
-            if error <= 0:
-                raise ValueError(f"expected_error: expected a positive fraction such as 0.25, got {error!r}")
-            values["expected_error"] = error
+            values["expected_error"] = _expected_error(table["expected_error"])
         if ("active_power" in table) != ("active_power_source" in table):
             raise ValueError("active_power and active_power_source go together (which measurement, which rail)")
         if "active_power" in table:
@@ -180,12 +202,24 @@ def _runtime_stack(name: str, table: Any, precisions: tuple[str, ...], origin: s
             raise ProfileError(f"{where_precision}: the profile does not run {precision} "
                                f"(precisions = {list(precisions)})")
         try:
-            coefficients[precision] = _coefficients(table[precision])
-        except ValueError as error:
+            coefficients[precision] = _coefficients(table[precision], precision)
+            if "source" in table[precision]:
+                values.setdefault("precision_sources", {})[precision] = text_field(table[precision]["source"])
+            if "expected_error" in table[precision]:
+                values.setdefault("precision_errors", {})[precision] = _expected_error(
+                    table[precision]["expected_error"])
+        except (ValueError, TypeError, EdgefitError) as error:
             raise ProfileError(f"{where_precision}: {error}") from None
     if not coefficients:
         raise ProfileError(f"{where}: no latency table; add a [runtimes.{name}.int8] table (or fp32, fp16)")
     return RuntimeStack(name=name, coefficients=coefficients, **values)
+
+
+def _expected_error(value: Any) -> float:
+    error = number_field(value)
+    if error <= 0:
+        raise ValueError(f"expected_error: expected a positive fraction such as 0.25, got {error!r}")
+    return error
 
 
 def runtime_stacks(data: Mapping[str, Any], precisions: tuple[str, ...], origin: str) -> tuple[RuntimeStack, ...]:

@@ -146,7 +146,7 @@ def time_model(proto: ModelProto, *, what: str, threads: int = 1, plan: TimingPl
 @dataclass(frozen=True)
 class Kernel:
     name: str                       # e.g. "conv 3x3 32->64 @16x16"
-    layer_class: str                # "conv", "depthwise", "fc" or "elementwise"
+    layer_class: str                # one of edgefit.devices.latency.LAYER_CLASSES
     model: ModelProto
 
 
@@ -184,6 +184,26 @@ def _adds(elements: int, count: int) -> ModelProto:
     return _single("elementwise", nodes, [1, elements], [1, elements], {"c": np.full((1, elements), 0.5, np.float32)})
 
 
+def _transpose(channels: int, size: int) -> ModelProto:
+    """NCHW -> NHWC: pure data movement, the cost ShuffleNet-style channel shuffles and layout changes pay."""
+    node = helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 3, 1])
+    return _single("transpose", [node], [1, channels, size, size], [1, size, size, channels], {})
+
+
+def _dynamic_matmul(rows: int, inner: int, cols: int) -> ModelProto:
+    """A matmul as onnxruntime.quantization.quantize_dynamic writes it: DynamicQuantizeLinear of the input,
+    MatMulInteger with uint8 weights, Cast and the two scale Muls."""
+    rng = np.random.default_rng(rows * 3 + inner + cols)
+    w = rng.integers(0, 255, (inner, cols), dtype=np.uint8)
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+             helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz"], ["acc"]),
+             helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["xs", "ws"], ["scale"]),
+             helper.make_node("Mul", ["accf", "scale"], ["y"])]
+    weights = {"w": w, "wz": np.array(128, np.uint8), "ws": np.array(0.01, np.float32)}
+    return _single("dynamic matmul", nodes, [rows, inner], [rows, cols], weights)
+
+
 def kernels() -> tuple[Kernel, ...]:
     """Single-layer models of each layer class at the sizes small models are made of (0.003-0.1 ms each here).
 
@@ -207,4 +227,8 @@ def kernels() -> tuple[Kernel, ...]:
         Kernel("add 1K elements", "elementwise", _adds(1024, 1)),
         Kernel("add 16K elements", "elementwise", _adds(16_384, 1)),
         Kernel("add 256K elements", "elementwise", _adds(262_144, 1)),
+        Kernel("transpose 32 @16x16", "movement", _transpose(32, 16)),
+        Kernel("transpose 64 @64x64", "movement", _transpose(64, 64)),
+        Kernel("dynamic int8 matmul 16x256x256", "integer", _dynamic_matmul(16, 256, 256)),
+        Kernel("dynamic int8 matmul 64x512x512", "integer", _dynamic_matmul(64, 512, 512)),
     )

@@ -22,7 +22,8 @@ from onnx import ModelProto
 from edgefit.analysis.footprint import Footprint, analyze
 from edgefit.errors import ConfigError, ModelError, PassError, ShapeError
 from edgefit.guard import check_run_memory
-from edgefit.fidelity import Fidelity, Progress, SampleSet, compare, load_samples, run_model, select_samples
+from edgefit.fidelity import (Fidelity, Progress, SampleSet, compare, load_samples, run_model, select_samples,
+                              shapes_from_data)
 from edgefit.model import (index_graph, load_model, prepare_output, refuse_overwrite, save_model, sort_nodes,
                            validate)
 from edgefit.passes.base import PassOptions, PassResult, PassStats, copy_model
@@ -186,11 +187,16 @@ def optimize_file(input_path: str | Path, output_path: str | Path, passes: str |
     loaded = load_model(source, load_weights=True)
     if loaded.has_external_data:
         _refuse_external_data_overwrite(source, target, force)
-    if calib_path is not None:   # read here, against the model loaded once, rather than by the caller
+    # The data are read here, against the model loaded once, rather than by the caller; their arrays bind the
+    # input dimensions the model leaves open.
+    evaluation = load_samples(eval_path, loaded.proto, limit=eval_limit) if eval_path is not None else None
+    if calib_path is not None:
         options = dataclasses.replace(options, calibration=load_samples(calib_path, loaded.proto))
+    options = dataclasses.replace(options, input_shapes=shapes_from_data(
+        loaded.proto, options.input_shapes, options.dims, calibration=options.calibration, evaluation=evaluation))
     before = analyze(loaded, options.input_shapes, options.dims, assume_dims=options.assume_dims)
     check_run_memory(before.peak_activation_bytes, before.inputs, ShapeError)
-    samples = select_samples(loaded.proto, eval_path=eval_path, calib=options.calibration,
+    samples = select_samples(loaded.proto, evaluation=evaluation, calib=options.calibration,
                              input_shapes=options.input_shapes, dims=options.dims, limit=eval_limit,
                              assume_dims=options.assume_dims,
                              # float32 outputs, most models' (an output of unknown shape counts nothing)

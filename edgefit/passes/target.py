@@ -32,6 +32,8 @@ class TargetVerdict:
         return {"device": self.device, "precision_before": self.before.estimate.precision,
                 "precision_after": self.after.estimate.precision, "fits_before": self.before.fits,
                 "fits": self.fits, "latency_before_s": self.before.latency_s, "latency_after_s": self.after.latency_s,
+                "latency_basis_before": self.before.estimate.basis, "latency_basis_after": self.after.estimate.basis,
+                "latency_runtime": self.after.estimate.runtime,
                 "before": self.before.to_dict(), "after": self.after.to_dict()}
 
 

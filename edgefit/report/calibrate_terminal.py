@@ -16,7 +16,8 @@ from edgefit.report.quantities import format_quantity
 # How each coefficient reads best: (label, scale from seconds per unit, unit).
 _COEFFICIENT_UNITS = {
     "s_per_conv_mac": ("conv", 1e-9, "GMAC/s"), "s_per_depthwise_mac": ("depthwise", 1e-9, "GMAC/s"),
-    "s_per_fc_mac": ("fc / matmul", 1e-9, "GMAC/s"), "s_per_elementwise_element": ("elementwise", 1e-9, "Gelem/s"),
+    "s_per_fc_mac": ("fc / matmul", 1e-9, "GMAC/s"), "s_per_integer_mac": ("integer (dynamic quant)", 1e-9, "GMAC/s"),
+    "s_per_elementwise_element": ("elementwise", 1e-9, "Gelem/s"), "s_per_moved_byte": ("data movement", 1e-9, "GB/s"),
     "s_per_op": ("per op", 1e6, "us"), "s_per_inference": ("per inference", 1e6, "us"),
 }
 

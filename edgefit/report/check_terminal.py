@@ -96,6 +96,10 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
            + (" (default)" if stack.name == profile.default_runtime else "") + _stack_settings(stack),
           stack.source + (f"; runtime RAM/flash: {stack.footprint_source}" if stack.footprint_source else ""))
           for stack in profile.runtimes],
+        *[(f"runtimes.{stack.name}.{precision}", f"{precision} latency"
+           + (f", typically within ±{error:.0%}" if (error := stack.expected_error_at(precision)) is not None else ""),
+           text)
+          for stack in profile.runtimes for precision, text in stack.precision_sources.items()],
         ("precisions", ", ".join(profile.precisions), ""),
         ("operators", profile.operators or "- (not judged)", _overridden(profile, "operators")),
         ("ram", format_bytes(profile.ram_bytes), source("ram", "")),

@@ -107,6 +107,22 @@ def format_basis(estimate: Estimate) -> str:
     return f"{BASIS_LABELS.get(estimate.basis, estimate.basis)}, {error}"
 
 
+def describe_latency_basis(estimates: Sequence[Estimate]) -> str:
+    """Where a before -> after comparison's latencies come from, and whether that is one basis: 'one basis: runtime
+    esp-nn, published measurement (fp32 typically within ±60%, int8 ±50%)'. Two different bases (one a datasheet
+    roofline, the other a measured stack) would make the change an artefact of the sources, so it is said."""
+    def source(est: Estimate) -> str:
+        kind = BASIS_LABELS.get(est.basis, est.basis)
+        return f"runtime {est.runtime}, {kind}" if est.runtime is not None and est.basis != "datasheet" \
+            else f"{kind} (roofline)"
+
+    sources = list(dict.fromkeys(source(est) for est in estimates))
+    errors = list(dict.fromkeys(f"{est.precision} {format_error(est.expected_error)}" for est in estimates))
+    if len(sources) == 1:
+        return f"latency on one basis: {sources[0]} ({', '.join(errors)})"
+    return "latency NOT on one basis: " + "; ".join(f"{est.precision}: {source(est)}" for est in estimates)
+
+
 def describe_settings(settings: StackSettings) -> str:
     """'memory model static, operators stm32cube-ai of runtime stm32cube-ai-8.1': the models an estimate used,
     grouped by who set them (the runtime stack or the profile)."""

@@ -9,7 +9,14 @@ from rich.table import Table
 from rich.text import Text
 
 from edgefit.fitting import Candidate, FitReport, NoFit, TargetFit, accuracy_drop
-from edgefit.report.check_text import METRIC_LABELS, describe_operators, describe_patch_plan, format_quantity
+from edgefit.report.check_text import (
+    METRIC_LABELS,
+    describe_latency_basis,
+    describe_operators,
+    describe_patch_plan,
+    format_quantity,
+)
+from edgefit.report.passes_terminal import describe_distributions
 
 _NAMED_DEVICES = 3
 
@@ -54,6 +61,10 @@ def candidate_table(fit: TargetFit) -> Table:
                       (">= " if est.latency_is_lower_bound else "") + format_quantity(est.latency_s * 1e3, "ms")
                       if est else "",
                       *_fidelity_cells(candidate, with_accuracy), _fits_cell(candidate))
+    estimates = [c.result.estimate for c in fit.candidates if c.result]
+    if estimates:
+        table.caption = describe_latency_basis(estimates)
+        table.caption_justify = "left"
     return table
 
 
@@ -110,6 +121,9 @@ def render_target(console: Console, fit: TargetFit) -> None:
         where = f" -> {escape(fit.output)}" if fit.output else ""
         console.print(f"[bold green]fits[/] {escape(fit.profile.name)}: {escape(fit.chosen.label)}{where}",
                       soft_wrap=True)
+        if fit.chosen.fidelity is not None and fit.chosen.fidelity.distributions and not fit.chosen.fidelity.identical:
+            console.print(f"  synthetic inputs: {escape(describe_distributions(fit.chosen.fidelity))}",
+                          soft_wrap=True)
         chosen = fit.chosen.result.estimate if fit.chosen.result else None
         if chosen is not None and chosen.latency_is_lower_bound:
             console.print(f"[yellow]{escape(fit.profile.name)}: latency and power are lower bounds, MACs unknown "
@@ -118,6 +132,9 @@ def render_target(console: Console, fit: TargetFit) -> None:
         console.print(f"[bold red]nothing fits[/] {escape(fit.profile.name)}", soft_wrap=True)
         for line in _no_fit_lines(fit.no_fit):
             console.print(f"  {escape(line)}", soft_wrap=True)
+        closest = fit.no_fit.closest.fidelity
+        if closest is not None and closest.distributions:
+            console.print(f"  synthetic inputs: {escape(describe_distributions(closest))}", soft_wrap=True)
     else:
         console.print(f"[bold red]nothing fits[/] {escape(fit.profile.name)}: no candidate could be built",
                       soft_wrap=True)

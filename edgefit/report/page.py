@@ -13,7 +13,14 @@ from html import escape
 
 from edgefit.analysis.footprint import LayerStats
 from edgefit.model_report import ModelReport
-from edgefit.report.check_text import METRIC_LABELS, describe_band, format_limit, format_value, render_tier_line
+from edgefit.report.check_text import (
+    METRIC_LABELS,
+    describe_band,
+    describe_latency_basis,
+    format_limit,
+    format_value,
+    render_tier_line,
+)
 from edgefit.report.quantities import format_bytes, format_count
 
 MAX_BARS = 400            # bars per chart; more layers are binned
@@ -298,6 +305,8 @@ def _comparison(report: ModelReport) -> str:
                             f'<td class="num">{change}</td></tr>')
             rows.append(f"<tr><td>fits {escape(mine.profile.name)}</td><td>{'yes' if mine.fits else 'no'}</td>"
                         f"<td>{'yes' if theirs.fits else 'no'}</td><td></td></tr>")
+            basis = describe_latency_basis([mine.estimate, theirs.estimate])
+            rows.append(f'<tr><td colspan="4" class="note">{escape(basis)} on {escape(mine.profile.name)}</td></tr>')
     html = [f'<p>Before: {escape(str(before.model_path))} → after: {escape(str(after.model_path))}</p>',
             '<table id="compare"><thead><tr><th>figure</th><th>before</th><th>after</th><th>change</th></tr></thead>'
             "<tbody>" + "".join(rows) + "</tbody></table>"]

@@ -13,7 +13,7 @@ from edgefit.fidelity import Fidelity
 from edgefit.passes.base import PassStats
 from edgefit.passes.pipeline import OptimizeReport
 from edgefit.passes.target import TargetVerdict
-from edgefit.report.check_text import describe_target
+from edgefit.report.check_text import describe_latency_basis, describe_target
 from edgefit.report.quantities import format_bytes, format_count, format_seconds
 
 def _change(before: float | None, after: float | None) -> str:
@@ -47,6 +47,9 @@ def render_optimize_report(console: Console, report: OptimizeReport, verdict: Ta
     for label, before, after, fmt in rows:
         table.add_row(label, fmt(before), fmt(after), _change(before, after))
     console.print(table)
+    if verdict is not None:
+        console.print(f"[dim]{escape(describe_latency_basis([verdict.before.estimate, verdict.after.estimate]))}[/]",
+                      soft_wrap=True)
     for step in report.steps:
         _render_stats(console, step.spec, step.stats)
     _render_fidelity(console, report)
@@ -77,7 +80,8 @@ def _render_fidelity(console: Console, report: OptimizeReport) -> None:
         return
     first = measured[0][1]
     with_accuracy = first.accuracy_before is not None
-    table = Table(title=f"\nFidelity against the original ({first.samples} {first.inputs} samples)",
+    judged = f"; worst of {len(first.distributions)} distributions" if first.distributions else ""
+    table = Table(title=f"\nFidelity against the original ({first.samples} {first.inputs} samples{judged})",
                   title_justify="left")
     for column in ("after pass", "cosine", "SQNR dB", "max abs error", "top-1 agreement"):
         table.add_column(column, justify="left" if column == "after pass" else "right")
@@ -98,9 +102,18 @@ def _render_fidelity(console: Console, report: OptimizeReport) -> None:
     unused = next((f.labels_unused for _, f in measured if f.labels_unused), None)
     if unused:
         console.print(f"[yellow]the data's labels give no accuracy: {escape(unused)}[/]")
+    for spec, fidelity in measured:
+        if fidelity.distributions and not fidelity.identical:
+            console.print(f"after {escape(spec)}: {escape(describe_distributions(fidelity))}", soft_wrap=True)
     if first.inputs == "synthetic":
         console.print("[yellow]fidelity measured on synthetic random inputs; pass --eval with real samples for "
                       "numbers that reflect your data[/]")
+
+
+def describe_distributions(fidelity: Fidelity) -> str:
+    """'N(0,1) cosine 0.99910 (8), uniform [0,1) cosine 0.99760 (8); judged on the worst: uniform [0,1)'."""
+    parts = ", ".join(f"{name} cosine {part.cosine:.5f} ({part.samples})" for name, part in fidelity.distributions)
+    return f"{parts}; judged on the worst: {fidelity.judged_on}"
 
 
 def _sqnr(fidelity: Fidelity) -> str:
