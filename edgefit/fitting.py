@@ -560,7 +560,9 @@ class _Search:
                          built.model if built else None)
 
     def no_fit(self) -> NoFit | None:
-        judged = [c for c in self.candidates if c.result is not None]
+        # A candidate within budget whose fidelity could not be measured (onnxruntime refused to load it) tells
+        # nothing about what binds; its error is listed with the candidates.
+        judged = [c for c in self.candidates if c.result is not None and not (c.fits_budget and c.fidelity is None)]
         if not judged:
             return None
         in_budget = [c for c in judged if c.fits_budget and c.fidelity is not None]
