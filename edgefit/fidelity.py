@@ -586,7 +586,8 @@ def run_model(model: ModelProto, samples: SampleSet, progress: Progress | None =
     `progress` hears (label, samples done, samples total)."""
     from edgefit.runtime import session as make_session
 
-    # Optimised like a deployment: onnxruntime then runs QDQ models with its integer kernels.
+    # Optimised like a deployment: onnxruntime then runs QDQ models with its integer kernels (exact ones even on
+    # x86 CPUs whose fast kernel saturates: see runtime.session).
     try:
         session = make_session(model, optimize=True)
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types

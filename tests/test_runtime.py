@@ -1,4 +1,5 @@
-"""edgefit's onnxruntime sessions: large weights are handed over as arrays, with the same results."""
+"""edgefit's onnxruntime sessions: large weights are handed over as arrays, with the same results; int8 kernels
+compute exact products."""
 
 import numpy as np
 import onnx
@@ -38,3 +39,30 @@ def test_too_new_ir_version_is_restamped_without_copying_the_model():
     session = runtime.session(proto)
     assert [o.name for o in session.get_outputs()] == ["y", "z"]
     assert proto.ir_version == 99
+
+
+def qdq_matmul(depth: int):
+    """x [1, depth] -> QDQ (int8, scale 1/127) -> MatMul by DQ(int8 weights all 127, scale 1/127) -> QDQ (scale
+    depth/127), as onnxruntime's QDQ quantizer writes it. For x = 1: every int8 is 127 and y = depth exactly."""
+    def scalar(name, value, dtype):
+        return onnx.numpy_helper.from_array(np.array(value, dtype), name)
+    inits = [scalar("xs", 1 / 127, np.float32), scalar("zp", 0, np.int8), scalar("ys", depth / 127, np.float32),
+             onnx.numpy_helper.from_array(np.full((depth, 4), 127, np.int8), "wq"), scalar("ws", 1 / 127, np.float32)]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "zp"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "zp"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "zp"], ["w"]),
+             helper.make_node("MatMul", ["xd", "w"], ["m"]),
+             helper.make_node("QuantizeLinear", ["m", "ys", "zp"], ["mq"]),
+             helper.make_node("DequantizeLinear", ["mq", "ys", "zp"], ["y"])]
+    return model(nodes, [("x", [1, depth])], [("y", [1, 4])], inits, opset=13)
+
+
+def test_optimised_int8_sessions_compute_exact_products():
+    """onnxruntime fuses the QDQ MatMul into an integer kernel and shifts x's int8 127 to uint8 255; on x86 CPUs
+    without VNNI its fast uint8 x int8 kernel adds 255 * 127 + 255 * 127 = 64,770 in int16, clamped to 32,767.
+    There, 32 clamped pairs minus the zero-point term 128 * 127 * 64 leave 8,160 instead of 1,032,256: y = 64/127
+    (measured on an AVX2 EPYC). edgefit's sessions use the exact kernel, so y = 64 on every CPU."""
+    proto = qdq_matmul(64)
+    x = {"x": np.ones((1, 64), np.float32)}
+    np.testing.assert_array_equal(runtime.session(proto, optimize=True).run(None, x)[0], np.full((1, 4), 64.0))
+    np.testing.assert_array_equal(runtime.session(proto).run(None, x)[0], np.full((1, 4), 64.0))   # float QDQ

@@ -116,7 +116,8 @@ def time_model(proto: ModelProto, *, what: str, threads: int = 1, plan: TimingPl
     if threads < 1:
         raise MeasurementError(f"invalid thread count {threads}: expected 1 or more")
     try:
-        session = make_session(proto, optimize=True, threads=threads)
+        # The fast integer kernels a deployment on this host would run, even where they saturate (runtime.session).
+        session = make_session(proto, optimize=True, threads=threads, exact_int8=False)
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise MeasurementError(f"onnxruntime cannot load {what}: {runtime_reason(error)}") from None
     feed = synthetic_samples(proto, 1, input_shapes=input_shapes, dims=dims).feeds[0]
