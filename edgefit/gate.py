@@ -26,7 +26,7 @@ from edgefit.devices.check import (
     with_model_advice,
 )
 from edgefit.devices.estimate import METHOD
-from edgefit.devices.fields import check_precision
+from edgefit.devices.fields import check_precision, custom_ops_field
 from edgefit.devices.profiles import find_profile, list_profiles
 from edgefit.errors import ConfigError, EdgefitError, ShapeError
 from edgefit.guard import existing_kind, regular_file
@@ -34,7 +34,7 @@ from edgefit.toml_files import load_toml
 from edgefit.units import MAX_DIM, ascii_int, check_rate_hz, parse_assume_dims
 
 GATE_KEYS = ("name", "model", "target", "precision", "max_ram", "max_flash", "max_latency", "max_power", "rate",
-             "input_shape", "dim", "assume_dims", "baseline", "max_growth")
+             "input_shape", "dim", "assume_dims", "baseline", "max_growth", "custom_ops")
 _DEFAULT_KEYS = tuple(k for k in GATE_KEYS if k not in ("name", "model", "baseline"))
 _TOP_KEYS = ("profiles_dir", "defaults", "gate")
 # Baseline figures (keys of `edgefit analyze --json`) and the verdict that guards each.
@@ -55,6 +55,7 @@ class GateSpec:
     baseline: Path | None
     max_growth: float | None             # fraction: 0.05 for "5%"
     assume_dims: int | None = None       # see edgefit.shapes.resolve_shapes
+    custom_ops: tuple[str, ...] = ()     # ops the user wrote kernels for (DOMAIN.NAME), judged supported
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,10 @@ def _parse_gate(entry: Mapping[str, Any], defaults: Mapping[str, Any], index: in
                                 values.get("max_power"))
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from None
+    try:
+        custom_ops = custom_ops_field(values["custom_ops"]) if "custom_ops" in values else ()
+    except ValueError as error:
+        raise ConfigError(f"{where}: custom_ops: {error}") from None
     baseline = None
     if "baseline" in values:
         if not isinstance(values["baseline"], str):
@@ -218,6 +223,7 @@ def _parse_gate(entry: Mapping[str, Any], defaults: Mapping[str, Any], index: in
         input_shapes=_parse_shapes(values["input_shape"], where) if "input_shape" in values else {},
         dims=_parse_dims(values["dim"], where) if "dim" in values else {},
         baseline=baseline, max_growth=growth, assume_dims=_parse_assume_dims(values.get("assume_dims"), where),
+        custom_ops=custom_ops,
     )
 
 
@@ -276,8 +282,10 @@ def _growth_verdicts(spec: GateSpec, footprint: Footprint) -> tuple[Verdict, ...
     return tuple(verdicts)
 
 
-def run_gate(config_path: str | Path = "edgefit.toml", profiles_dir: ProfilesDir = None) -> GateReport:
-    """Check every [[gate]] of an edgefit.toml; each model is analyzed once however many gates use it."""
+def run_gate(config_path: str | Path = "edgefit.toml", profiles_dir: ProfilesDir = None,
+             custom_ops: Sequence[str] = ()) -> GateReport:
+    """Check every [[gate]] of an edgefit.toml; each model is analyzed once however many gates use it.
+    `custom_ops` (--custom-op): ops the user wrote kernels for, on every gate besides each entry's own."""
     config = load_gate_config(config_path)
     extra = [] if profiles_dir is None else (
         [profiles_dir] if isinstance(profiles_dir, (str, Path)) else list(profiles_dir))
@@ -296,7 +304,7 @@ def run_gate(config_path: str | Path = "edgefit.toml", profiles_dir: ProfilesDir
                 raise type(error)(f"{config.path}: gate {spec.name!r}: {error}{hint}") from None
         footprint = footprints[key]
         try:
-            profile = find_profile(spec.target, profiles)
+            profile = find_profile(spec.target, profiles).with_custom_ops((*spec.custom_ops, *custom_ops))
         except EdgefitError as error:
             raise ConfigError(f"{config.path}: gate {spec.name!r}: {error}") from None
         target = with_model_advice((check_footprint(footprint, profile, spec.precision, spec.budgets, spec.rate_hz),),

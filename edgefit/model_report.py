@@ -80,10 +80,12 @@ def build_report(model: str | Path | Footprint, targets: Iterable[str | DevicePr
                  precision: str | None = None, *, compare_with: str | Path | None = None,
                  eval_path: str | Path | None = None, budgets: Budgets = Budgets(), rate_hz: float | None = None,
                  input_shapes: Mapping[str, Sequence[int]] | None = None, dims: Mapping[str, int] | None = None,
-                 profiles_dir: ProfilesDir = None, assume_dims: int | None = None) -> ModelReport:
+                 profiles_dir: ProfilesDir = None, assume_dims: int | None = None,
+                 custom_ops: Iterable[str] = ()) -> ModelReport:
     """Analyse `model` (and `compare_with`), check both on `targets` (None: every profile; empty: none) and gather
-    what the report draws. Fidelity of `compare_with` against `model` is measured only with `eval_path` data,
-    whose arrays also bind the input dimensions the model leaves open."""
+    what the report draws; `custom_ops`: ops the user wrote kernels for (see edgefit.devices.check.check). Fidelity
+    of `compare_with` against `model` is measured only with `eval_path` data, whose arrays also bind the input
+    dimensions the model leaves open."""
     evaluation = None
     if eval_path is not None and not isinstance(model, Footprint):
         from edgefit.fidelity import load_samples, shapes_from_data
@@ -97,7 +99,8 @@ def build_report(model: str | Path | Footprint, targets: Iterable[str | DevicePr
     targets = None if targets is None else list(targets)
     checked = None
     if targets is None or targets:
-        checked = check(footprint, targets, precision, budgets, rate_hz, profiles_dir=profiles_dir)
+        checked = check(footprint, targets, precision, budgets, rate_hz, profiles_dir=profiles_dir,
+                        custom_ops=custom_ops)
     first = checked.targets[0] if checked and checked.targets else None
     latencies = (layer_latencies(footprint, first.profile, first.estimate.precision, first.estimate.runtime)
                  if first else ())

@@ -10,6 +10,7 @@ import typer
 
 from edgefit.cli.options import (
     AssumeDimsOpt,
+    CustomOpOpt,
     DimOpt,
     InputShapeOpt,
     JsonOpt,
@@ -17,6 +18,7 @@ from edgefit.cli.options import (
     console,
     json_or_format,
     parse_assume_dims,
+    parse_custom_ops,
     parse_dims,
     parse_input_shapes,
     print_json,
@@ -38,6 +40,7 @@ def analyze(
     output_format: Annotated[AnalyzeFormat, typer.Option(
         "--format", "-f", help="table, json, markdown (PR comment) or html (the page 'edgefit report' writes, on "
         "stdout).")] = AnalyzeFormat.table,
+    custom_op: CustomOpOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Parameters, weight bytes, MACs/FLOPs and peak activation RAM of an ONNX model."""
@@ -59,7 +62,7 @@ def analyze(
         # The first command a user runs should already answer the main question: which tiers does it fit? A
         # broken profile under EDGEFIT_PROFILES costs only that line: the analysis itself needs no profile.
         try:
-            tier_line = render_tier_line(tier_summary(footprint))
+            tier_line = render_tier_line(tier_summary(footprint, custom_ops=parse_custom_ops(custom_op)))
         except ProfileError as error:
             tier_line = f"Tiers unknown: a device profile could not be read ({error})"
         if output_format.value == "json":

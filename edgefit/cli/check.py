@@ -13,6 +13,7 @@ from edgefit.cli.options import (
     EXIT_OVER_BUDGET,
     AllTargetsOpt,
     AssumeDimsOpt,
+    CustomOpOpt,
     DimOpt,
     FormatOpt,
     InputShapeOpt,
@@ -31,6 +32,7 @@ from edgefit.cli.options import (
     console,
     json_or_format,
     parse_assume_dims,
+    parse_custom_ops,
     parse_dims,
     parse_input_shapes,
     print_json,
@@ -87,6 +89,7 @@ def check(
     input_shape: InputShapeOpt = None,
     dim: DimOpt = None,
     assume_dims: AssumeDimsOpt = None,
+    custom_op: CustomOpOpt = None,
     output_format: FormatOpt = ReportFormat.table,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (same as --format json).")] = False,
 ) -> None:
@@ -102,7 +105,7 @@ def check(
         model, targets, precision.value if precision else None,
         Budgets.parse(max_ram, max_flash, max_latency, max_power), rate,
         profiles_dir=profiles_dir, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
-        runtime=runtime, assume_dims=parse_assume_dims(assume_dims),
+        runtime=runtime, assume_dims=parse_assume_dims(assume_dims), custom_ops=parse_custom_ops(custom_op),
     )
     write_report(report, output_format, lambda out, r: render_check(out, r, detailed=not all_targets))
     if not report.fits:

@@ -16,6 +16,7 @@ import typer
 from edgefit.cli.options import (
     EXIT_OVER_BUDGET,
     AssumeDimsOpt,
+    CustomOpOpt,
     DimOpt,
     InputShapeOpt,
     JsonOpt,
@@ -30,6 +31,7 @@ from edgefit.cli.options import (
     console,
     err_console,
     parse_assume_dims,
+    parse_custom_ops,
     parse_dims,
     parse_input_shapes,
     print_json,
@@ -104,6 +106,7 @@ def fit(
     input_shape: InputShapeOpt = None,
     dim: DimOpt = None,
     assume_dims: AssumeDimsOpt = None,
+    custom_op: CustomOpOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Search fuse / precision / float-layer / pruning recipes for the best model that fits the device(s)."""
@@ -115,7 +118,8 @@ def fit(
 
     if not target and not tiers:
         raise ConfigError("no target given: name one with --target NAME (see 'edgefit profiles list') or use --tiers")
-    profiles = resolve_targets(list(target or []) + (list(tier_targets()) if tiers else []), profiles_dir)
+    profiles = resolve_targets(list(target or []) + (list(tier_targets()) if tiers else []), profiles_dir,
+                               parse_custom_ops(custom_op))
     several = len(profiles) > 1
     out = output or (model.with_name(f"{model.stem}-fit") if several else model.with_name(f"{model.stem}.fit.onnx"))
     with _progress_bar(not json_out) as progress:

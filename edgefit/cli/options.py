@@ -72,9 +72,22 @@ MaxPowerOpt = Annotated[Optional[str], typer.Option(
 RuntimeOpt = Annotated[Optional[str], typer.Option(
     "--runtime", help="Runtime stack of the targets' profiles, e.g. stm32cube-ai-8.1 (default: each profile's "
     "default_runtime); 'edgefit profiles show NAME' lists them.", show_default=False)]
+CustomOpOpt = Annotated[Optional[list[str]], typer.Option(
+    "--custom-op", help="An op you wrote a kernel for, as DOMAIN.NAME (e.g. com.example.Frobnicate; repeatable): "
+    "judged supported on every target's operator list instead of refused.", show_default=False)]
 ProfilesDirOpt = Annotated[Optional[list[Path]], typer.Option(
     "--profiles-dir", help="Directory of extra device profiles (*.toml), searched before EDGEFIT_PROFILES and the "
     "built-ins; a profile there overrides a built-in of the same name (repeatable).", show_default=False)]
+
+
+def parse_custom_ops(values: list[str] | None) -> tuple[str, ...]:
+    """--custom-op values as judging keys them; a malformed one is a usage error."""
+    from edgefit.devices.fields import custom_op_name
+
+    try:
+        return tuple(custom_op_name(value) for value in values or ())
+    except ValueError as error:
+        raise ConfigError(f"--custom-op: {error}") from None
 
 
 def _report_formats() -> type[Enum]:

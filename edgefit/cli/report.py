@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgefit.cli.options import (AllTargetsOpt, AssumeDimsOpt, DimOpt, InputShapeOpt, JsonOpt, ModelArg, PrecisionOpt,
-                                 ProfilesDirOpt, TargetsOpt, console, parse_assume_dims, parse_dims,
-                                 parse_input_shapes, print_json, targets_or_all)
+from edgefit.cli.options import (AllTargetsOpt, AssumeDimsOpt, CustomOpOpt, DimOpt, InputShapeOpt, JsonOpt, ModelArg,
+                                 PrecisionOpt, ProfilesDirOpt, TargetsOpt, console, parse_assume_dims,
+                                 parse_custom_ops, parse_dims, parse_input_shapes, print_json, targets_or_all)
 from edgefit.errors import ConfigError
 
 
@@ -31,6 +31,7 @@ def report(
     input_shape: InputShapeOpt = None,
     dim: DimOpt = None,
     assume_dims: AssumeDimsOpt = None,
+    custom_op: CustomOpOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Write one offline HTML page about MODEL: summary, memory timeline, arena layout, layers, devices."""
@@ -44,7 +45,7 @@ def report(
     built = build_report(model, targets, precision.value if precision else None,
                          compare_with=compare, eval_path=eval_data, profiles_dir=profiles_dir,
                          input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
-                         assume_dims=parse_assume_dims(assume_dims))
+                         assume_dims=parse_assume_dims(assume_dims), custom_ops=parse_custom_ops(custom_op))
     inputs = [model] + ([compare] if compare else []) + ([eval_data] if eval_data else [])
     written = write_text_atomic(output, render_page(built), inputs=inputs, force=force)
     if json_out:

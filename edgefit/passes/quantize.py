@@ -461,7 +461,6 @@ def _quantize_static(source: Path, work: Path, calibration: SampleSet, method: s
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate,
                 op_types_to_quantize=list(int8_op_types) if int8_op_types is not None else None,
                 nodes_to_exclude=sorted(excluded), use_external_data_format=source.stat().st_size > _EXTERNAL_ABOVE,
-                calibration_cache_path=None,
                 extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True},
             )
     except Exception as error:  # noqa: BLE001 - surface onnxruntime's reason as a one-line PassError
