@@ -67,7 +67,7 @@ ExcludeOpt = Annotated[Optional[list[str]], typer.Option(
     "--exclude", metavar="NAMES", help="Node names or op types to keep in float (repeatable, comma-separated).", show_default=False)]
 PassesOpt = Annotated[str, typer.Option(
     "--passes", metavar="PASSES", help="Comma-separated passes, e.g. fuse,prune:0.5,quantize (prune:S[:structured|:per-layer], "
-    "quantize[:int8|:dynamic|:fp16], reorder).")]
+    "quantize[:int8|:dynamic|:fp16], reorder, decompose[:OP...|:all]: rewrite ops --target cannot run).")]
 
 
 def _split(values: list[str] | None) -> tuple[str, ...]:
@@ -112,7 +112,9 @@ def _run(model: Path, output: Path | None, suffix: str, passes: str, *, force: b
     int8_op_types = profile.int8_ops if profile and chosen_mode == "int8" else None
     options = PassOptions(mode=chosen_mode, input_shapes=parse_input_shapes(input_shape),
                           dims=parse_dims(dim), assume_dims=parse_assume_dims(assume_dims),
-                          int8_op_types=int8_op_types, **pass_options)
+                          int8_op_types=int8_op_types,
+                          # decompose rewrites what the target's runtime cannot run
+                          operator_list=profile.stack_settings().operators if profile else None, **pass_options)
     out = output or model.with_name(f"{model.stem}.{suffix.format(mode=chosen_mode)}.onnx")
     with _progress_bars(not json_out) as progress:
         report = optimize_file(model, out, passes, options, eval_path=eval_path, calib_path=calib,
