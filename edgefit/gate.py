@@ -32,7 +32,13 @@ from edgefit.devices.profiles import find_profile, list_profiles
 from edgefit.errors import ConfigError, EdgefitError, ShapeError
 from edgefit.guard import existing_kind, regular_file
 from edgefit.toml_files import load_toml
-from edgefit.units import MAX_DIM, MAX_INPUT_VALUES, ascii_int, check_rate_hz, parse_assume_dims
+from edgefit.units import (
+    MAX_DIM,
+    MAX_INPUT_VALUES,
+    ascii_int,
+    check_rate_hz,
+    parse_assume_dims,
+)
 
 GATE_KEYS = ("name", "model", "target", "precision", "max_ram", "max_flash", "max_latency", "max_power", "rate",
              "input_shape", "dim", "assume_dims", "input_value", "baseline", "max_growth", "custom_ops")

@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnx import GraphProto, NodeProto, TensorProto, numpy_helper
 
-from edgefit.model import has_subgraph, node_attribute, node_subgraphs, subgraph_outer_reads, subgraph_scope
+from edgefit.model import (
+    has_subgraph,
+    node_attribute,
+    node_subgraphs,
+    subgraph_outer_reads,
+    subgraph_scope,
+)
 
 # Values are computed and kept only up to this many elements: shapes, pads, indices and conditions are tiny, and
 # a large tensor computable from constants is a weight, which no shape depends on.

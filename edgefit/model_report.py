@@ -13,7 +13,13 @@ from typing import Any
 
 from edgefit.analysis.footprint import Footprint, LayerStats
 from edgefit.analysis.timeline import MemoryTimeline, memory_timeline
-from edgefit.devices.check import Budgets, CheckReport, ProfilesDir, analyze_for_check, check
+from edgefit.devices.check import (
+    Budgets,
+    CheckReport,
+    ProfilesDir,
+    analyze_for_check,
+    check,
+)
 from edgefit.devices.estimate import layer_latencies
 from edgefit.devices.profiles import DeviceProfile
 from edgefit.fidelity import Fidelity, SampleSet

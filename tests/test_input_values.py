@@ -23,7 +23,7 @@ from onnx import helper, numpy_helper
 from edgefit.cli import main
 from edgefit.fidelity import synthetic_samples
 from edgefit.fitting import fit
-from tests.helpers import F, I64, build, vi
+from tests.helpers import I64, F, build, vi
 from tests.test_profiles import VALID, write_profile
 
 THEN_MACS, ELSE_MACS = 32, 96
