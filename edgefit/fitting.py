@@ -275,12 +275,12 @@ class _Workspace:
 
     def __init__(self, proto: ModelProto, calibration: SampleSet, samples: SampleSet, floor: FidelityFloor,
                  input_shapes: dict[str, list[int]] | None, dims: dict[str, int] | None,
-                 assume_dims: int | None = None):
+                 assume_dims: int | None = None, input_values: dict[str, list[float]] | None = None):
         from edgefit.passes.pipeline import PassOptions, run_passes
 
         self.original, self.calibration, self.samples, self.floor = proto, calibration, samples, floor
         self.options = PassOptions(calibration=calibration, input_shapes=input_shapes, dims=dims,
-                                   assume_dims=assume_dims)
+                                   assume_dims=assume_dims, input_values=input_values)
         self.reference = run_model(proto, samples, what="the original model")
         self.fused = run_passes(proto, "fuse", self.options).model
         self._built: dict[tuple, _Built] = {}
@@ -296,8 +296,7 @@ class _Workspace:
             options = dataclasses.replace(self.options, exclude=exclude, int8_op_types=int8_ops)
             try:
                 model = run_passes(self.fused, rest, options).model if rest else self.fused
-                footprint = analyze(model, self.options.input_shapes, self.options.dims,
-                                    assume_dims=self.options.assume_dims)
+                footprint = analyze(model, **self.options.shape_bindings)
                 self._built[key] = _Built(model, footprint)
             except EdgefitError as error:
                 self._built[key] = _Built(None, None, str(error))
@@ -373,10 +372,10 @@ def _stored_weights(footprint: Footprint) -> Footprint:
 class _Search:
     def __init__(self, work: _Workspace, profile: DeviceProfile, budgets: Budgets, rate_hz: float | None,
                  runtime: str | None, objective: str, deadline: float | None, progress: Progress | None,
-                 profiles_dir=None):
+                 profiles_dir=None, custom_ops: Sequence[str] = ()):
         self.work, self.profile, self.budgets, self.rate_hz = work, profile, budgets, rate_hz
         self.runtime = runtime
-        self.profiles_dir = profiles_dir
+        self.profiles_dir, self.custom_ops = profiles_dir, custom_ops
         self.objective, self.deadline, self.progress = objective, deadline, progress
         self.int8_ops = profile.int8_ops
         self.candidates: list[Candidate] = []
@@ -582,18 +581,19 @@ class _Search:
         if binding.metric == "ram":   # tiling may close a RAM gap: patch advice for this candidate
             closest = dataclasses.replace(closest, result=self._check(built, patching=True))
         return NoFit(closest, binding.metric, binding.value, binding.limit, binding.unit, binding.limit_source,
-                     devices_that_fit(closest, built.model, self.profile, self.rate_hz, self.profiles_dir))
+                     devices_that_fit(closest, built.model, self.profile, self.rate_hz, self.profiles_dir,
+                                      self.custom_ops))
 
 
 def devices_that_fit(candidate: Candidate, model: ModelProto | None, profile: DeviceProfile, rate_hz: float | None,
-                     profiles_dir=None) -> tuple[str, ...]:
+                     profiles_dir=None, custom_ops: Sequence[str] = ()) -> tuple[str, ...]:
     """Other known devices the candidate (whose graph is `model`) fits as it is: device limits, and the operators
-    of each device's runtime; smallest RAM first."""
+    of each device's runtime with the user's `custom_ops` declared; smallest RAM first."""
     from edgefit.devices.check import with_model_advice
 
     footprint = _stored_weights(candidate.footprint)
     precision = model_precision(footprint)
-    others = [p for p in list_profiles(profiles_dir) if p.name != profile.name]
+    others = [p.with_custom_ops(custom_ops) for p in list_profiles(profiles_dir) if p.name != profile.name]
     results = with_model_advice([check_footprint(footprint, p, precision, Budgets(), rate_hz) for p in others],
                                 footprint, model, patching=False)
     fitting = [result.profile for result in results if result.fits]
@@ -641,13 +641,16 @@ def fit(model: str | os.PathLike | ModelProto, targets: str | DeviceProfile | Se
         output: str | os.PathLike | None = None, time_budget_s: float | None = None,
         input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
         runtime: str | None = None, profiles_dir=None, progress: Progress | None = None,
-        assume_dims: int | None = None) -> FitReport:
+        assume_dims: int | None = None, input_values: dict[str, list[float]] | None = None,
+        custom_ops: Sequence[str] = ()) -> FitReport:
     """Search recipes for each target and return the best model that fits each (see the module docstring).
 
     The floor: `min_cosine` (default 0.99 unless only `max_accuracy_drop` is given) and `max_accuracy_drop`
     (a fraction; needs labelled `eval_path` data). `output`: with one target a model file, with several a
     directory that receives `<stem>.<device>.onnx` per fitting target and fit-manifest.json. Nothing is written
-    without `output`; the chosen models are on `TargetFit.model`.
+    without `output`; the chosen models are on `TargetFit.model`. `input_values` (--input-value): values of
+    inputs that decide If conditions, also fed to the model in synthetic samples. `custom_ops` (--custom-op): ops
+    the user wrote kernels for, judged supported on the targets and on the other devices a miss suggests.
     """
     started = time.monotonic()
     if objective not in OBJECTIVES:
@@ -658,7 +661,8 @@ def fit(model: str | os.PathLike | ModelProto, targets: str | DeviceProfile | Se
         raise ConfigError(f"invalid --min-cosine {min_cosine!r}: expected a value in (0, 1]")
     floor = FidelityFloor(DEFAULT_MIN_COSINE if min_cosine is None and max_accuracy_drop is None else min_cosine,
                           max_accuracy_drop)
-    profiles = resolve_targets([targets] if isinstance(targets, (str, DeviceProfile)) else targets, profiles_dir)
+    profiles = resolve_targets([targets] if isinstance(targets, (str, DeviceProfile)) else targets, profiles_dir,
+                               custom_ops)
     source = None if isinstance(model, ModelProto) else Path(model)
     proto = model if source is None else _load(source)
     outputs = _plan_outputs(source, proto, profiles, output)
@@ -667,7 +671,8 @@ def fit(model: str | os.PathLike | ModelProto, targets: str | DeviceProfile | Se
     evaluation = load_samples(eval_path, proto) if eval_path is not None else None
     input_shapes = shapes_from_data(proto, input_shapes, dims, calibration=calibration, evaluation=evaluation)
     if calibration is None:
-        calibration = synthetic_samples(proto, input_shapes=input_shapes, dims=dims, assume_dims=assume_dims)
+        calibration = synthetic_samples(proto, input_shapes=input_shapes, dims=dims, assume_dims=assume_dims,
+                                        input_values=input_values)
     samples = select_samples(proto, evaluation=evaluation, calib=calibration)
     if max_accuracy_drop is not None and samples.labels is None:
         raise ConfigError("--max-accuracy-drop needs labelled data: pass --eval with a 'labels' array")
@@ -679,11 +684,12 @@ def fit(model: str | os.PathLike | ModelProto, targets: str | DeviceProfile | Se
     if samples.source == "synthetic":
         warnings.append("fidelity measured on synthetic random inputs; pass --eval (or --calib) with real samples")
 
-    work = _Workspace(proto, calibration, samples, floor, input_shapes, dims, assume_dims)
+    work = _Workspace(proto, calibration, samples, floor, input_shapes, dims, assume_dims, input_values)
     deadline = None if time_budget_s is None else started + time_budget_s
     results = []
     for profile in profiles:
-        search = _Search(work, profile, budgets, rate_hz, runtime, objective, deadline, progress, profiles_dir)
+        search = _Search(work, profile, budgets, rate_hz, runtime, objective, deadline, progress, profiles_dir,
+                         custom_ops)
         results.append(search.run())
     results = [_written(r, outputs.get(r.profile.name), source) for r in results]
     manifest = None

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,16 @@ from edgefit.devices.profiles import find_profile, list_profiles
 from edgefit.errors import ConfigError, EdgefitError, ShapeError
 from edgefit.guard import existing_kind, regular_file
 from edgefit.toml_files import load_toml
-from edgefit.units import MAX_DIM, ascii_int, check_rate_hz, parse_assume_dims
+from edgefit.units import (
+    MAX_DIM,
+    MAX_INPUT_VALUES,
+    ascii_int,
+    check_rate_hz,
+    parse_assume_dims,
+)
 
 GATE_KEYS = ("name", "model", "target", "precision", "max_ram", "max_flash", "max_latency", "max_power", "rate",
-             "input_shape", "dim", "assume_dims", "baseline", "max_growth", "custom_ops")
+             "input_shape", "dim", "assume_dims", "input_value", "baseline", "max_growth", "custom_ops")
 _DEFAULT_KEYS = tuple(k for k in GATE_KEYS if k not in ("name", "model", "baseline"))
 _TOP_KEYS = ("profiles_dir", "defaults", "gate")
 # Baseline figures (keys of `edgefit analyze --json`) and the verdict that guards each.
@@ -56,6 +63,7 @@ class GateSpec:
     max_growth: float | None             # fraction: 0.05 for "5%"
     assume_dims: int | None = None       # see edgefit.shapes.resolve_shapes
     custom_ops: tuple[str, ...] = ()     # ops the user wrote kernels for (DOMAIN.NAME), judged supported
+    input_values: Mapping[str, tuple[float, ...]] = field(default_factory=dict)   # as --input-value gives them
 
 
 @dataclass(frozen=True)
@@ -160,6 +168,22 @@ def _parse_shapes(value: Any, where: str) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _parse_input_values(value: Any, where: str) -> dict[str, tuple[float, ...]]:
+    """{sr = 16000} or {ids = [1, 2, 3]}: what --input-value sr=16000 gives; the model's input names, types and
+    shapes are checked when it is analysed, as for the option."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: input_value: expected a table such as {{sr = 16000}}")
+    values = {}
+    for name, given in value.items():
+        numbers = tuple(given) if isinstance(given, list) else (given,)
+        # bool is an int to Python, not a number to a user; inf / nan decide no condition
+        if not 1 <= len(numbers) <= MAX_INPUT_VALUES or not all(
+                type(n) in (int, float) and math.isfinite(n) for n in numbers):
+            raise ConfigError(f"{where}: input_value.{name}: expected a number or a list of numbers, got {given!r}")
+        values[name] = numbers
+    return values
+
+
 def _parse_dims(value: Any, where: str) -> dict[str, int]:
     if not isinstance(value, dict) or not all(type(v) is int and 1 <= v <= MAX_DIM for v in value.values()):
         raise ConfigError(f"{where}: dim: expected a table of positive integers (at most 2**62), e.g. {{batch = 1}}")
@@ -224,6 +248,7 @@ def _parse_gate(entry: Mapping[str, Any], defaults: Mapping[str, Any], index: in
         dims=_parse_dims(values["dim"], where) if "dim" in values else {},
         baseline=baseline, max_growth=growth, assume_dims=_parse_assume_dims(values.get("assume_dims"), where),
         custom_ops=custom_ops,
+        input_values=_parse_input_values(values["input_value"], where) if "input_value" in values else {},
     )
 
 
@@ -294,10 +319,11 @@ def run_gate(config_path: str | Path = "edgefit.toml", profiles_dir: ProfilesDir
     results = []
     for spec in config.gates:
         key = (spec.model.resolve(), tuple(sorted(spec.input_shapes.items())), tuple(sorted(spec.dims.items())),
-               spec.assume_dims)
+               spec.assume_dims, tuple(sorted(spec.input_values.items())))
         if key not in footprints:
             try:
-                footprints[key] = analyze_for_check(spec.model, spec.input_shapes, spec.dims, spec.assume_dims)
+                footprints[key] = analyze_for_check(spec.model, spec.input_shapes, spec.dims, spec.assume_dims,
+                                                    spec.input_values)
             except EdgefitError as error:   # say which gate: a config may name many models
                 hint = " (a gate sets it with input_shape = { NAME = [1, 3, 224, 224] } or assume_dims = 1)" if (
                     "--input-shape" in str(error)) else ""

@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnx import GraphProto, NodeProto, TensorProto, numpy_helper
 
-from edgefit.model import has_subgraph, node_attribute, node_subgraphs, subgraph_scope
+from edgefit.model import (
+    has_subgraph,
+    node_attribute,
+    node_subgraphs,
+    subgraph_outer_reads,
+    subgraph_scope,
+)
 
 # Values are computed and kept only up to this many elements: shapes, pads, indices and conditions are tiny, and
 # a large tensor computable from constants is a weight, which no shape depends on.
@@ -55,6 +61,11 @@ class KnownValues:
     # What each value came from; a Constant folded in from an earlier call keeps the source it had then.
     sources: dict[str, ValueSource] = field(default_factory=dict)
     choices: dict[tuple[str, str], BranchChoice] = field(default_factory=dict)   # (scope, If's first output)
+    # Tensor without a known value -> the graph inputs whose data it follows from (none: a random op, a shape
+    # that is not known). What tells a user which --input-value would decide an If.
+    reads: dict[str, frozenset[str]] = field(default_factory=dict)
+    # (scope, If's first output) of each If whose condition is not known -> the inputs its condition reads.
+    undecided: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
 
 
 def known_values(graph: GraphProto, opset: int, shape_of: Callable[[str, str], tuple[int, ...] | None],
@@ -65,6 +76,9 @@ def known_values(graph: GraphProto, opset: int, shape_of: Callable[[str, str], t
     sources of an earlier call's values, which the caller has folded into `graph` as Constant nodes.
     """
     found = KnownValues(sources=dict(sources or {}))
+    weights = {tensor.name for tensor in graph.initializer}
+    found.reads.update({value.name: frozenset({value.name}) for value in graph.input
+                        if value.name not in weights and value.name not in input_values})
     env: ChainMap = ChainMap({name: (value, ValueSource(frozenset({name}))) for name, value in input_values.items()})
     _walk(graph, "", env, opset, shape_of, found)
     return found
@@ -76,17 +90,26 @@ def _walk(graph: GraphProto, scope: str, env: ChainMap, opset: int, shape_of, fo
             env[tensor.name] = (numpy_helper.to_array(tensor), ValueSource())
     for position, node in enumerate(graph.node):
         if node.domain not in ("", "ai.onnx"):
-            continue
-        if node.op_type in ("If", "Loop", "Scan"):
+            pass
+        elif node.op_type in ("If", "Loop", "Scan"):
             _control_flow(node, position, scope, env, opset, shape_of, found)
-            continue
-        if has_subgraph(node):   # SequenceMap and the like: not evaluated
-            continue
-        outputs = _evaluate(node, scope, env, opset, shape_of, found.sources)
-        for name, (value, source) in outputs.items():
-            env[name] = (value, source)
-            found.values[name] = value
-            found.sources[name] = source
+        elif not has_subgraph(node):   # SequenceMap and the like: not evaluated
+            outputs = _evaluate(node, scope, env, opset, shape_of, found.sources)
+            for name, (value, source) in outputs.items():
+                env[name] = (value, source)
+                found.values[name] = value
+                found.sources[name] = source
+        _note_reads(node, node.output, env, found)
+
+
+def _note_reads(node: NodeProto, names, env: ChainMap, found: KnownValues) -> None:
+    """Record, for each of `names` (outputs of `node`, or its body's inputs) without a known value, the graph
+    inputs whose data the node reads: through its inputs and what its subgraphs read from outer scopes."""
+    unknown = [name for name in names if name and name not in env]
+    if unknown:
+        read = frozenset().union(*(found.reads.get(name, frozenset())
+                                   for name in (*node.input, *subgraph_outer_reads(node)) if name))
+        found.reads.update(dict.fromkeys(unknown, read))
 
 
 def _control_flow(node: NodeProto, position: int, scope: str, env: ChainMap, opset: int, shape_of,
@@ -108,7 +131,10 @@ def _control_flow(node: NodeProto, position: int, scope: str, env: ChainMap, ops
                 found.values[outer_name] = known[0]
                 found.sources[outer_name] = known[1] | condition[1]
         return
+    if node.op_type == "If" and node.input and node.input[0]:
+        found.undecided[(scope, node.output[0])] = tuple(sorted(found.reads.get(node.input[0], frozenset())))
     for attr_name, body in node_subgraphs(node):
+        _note_reads(node, [value.name for value in body.input], env, found)   # Loop/Scan state, scanned slices
         _walk(body, subgraph_scope(scope, position, node, attr_name), env.new_child(), opset, shape_of, found)
 
 

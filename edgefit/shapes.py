@@ -73,6 +73,8 @@ class ShapeTable:
     non_tensors: set[str] = field(default_factory=set)   # sequences, maps, optionals: no shape to resolve
     # The branch each `If` whose condition is known before run time takes, by (scope, the If's first output).
     branch_choices: dict[tuple[str, str], BranchChoice] = field(default_factory=dict)
+    # The graph inputs whose data decide each other `If`'s condition (same keys): which --input-value to give.
+    condition_inputs: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
 
     def lookup(self, name: str, scope: str = "") -> TensorInfo | None:
         """Find `name` in `scope` or the enclosing scopes (subgraphs read outer tensors by name)."""
@@ -256,7 +258,7 @@ def _bind_input_shapes(proto: ModelProto, pinned: dict[str, list[int]], dims: di
     return resolved
 
 
-def _input_value_arrays(graph: GraphProto, given: dict[str, list[float]], pinned: dict[str, list[int]],
+def input_value_arrays(graph: GraphProto, given: dict[str, list[float]], pinned: dict[str, list[int]],
                         ) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
     """The values given for inputs as arrays of the input's element type and shape: one number fills a scalar (or
     a tensor of ones along each declared axis), N numbers a 1-D input. Also the shapes they pin."""
@@ -478,7 +480,7 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
     vector's, e.g. a sample rate): conditions and shapes computed from them are then known (see known_values).
     """
     warnings: list[str] = []
-    values, value_shapes = _input_value_arrays(proto.graph, input_values or {}, input_shapes or {})
+    values, value_shapes = input_value_arrays(proto.graph, input_values or {}, input_shapes or {})
     resolved = _bind_input_shapes(proto, {**value_shapes, **(input_shapes or {})}, dims or {}, warnings, assume_dims)
     if index is None:
         index = index_graph(proto.graph)
@@ -532,8 +534,9 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
         if data_prop or _all_outputs_known(subgraphs, scopes, main_outputs):
             break
     choices: dict[tuple[str, str], BranchChoice] = {}
+    condition_inputs: dict[tuple[str, str], tuple[str, ...]] = {}
     if index.with_subgraphs:
-        subgraphs, choices = _control_flow_rounds(light, subgraphs, scopes, parents, cache, non_tensors, index.nodes,
+        subgraphs, choices, condition_inputs = _control_flow_rounds(light, subgraphs, scopes, parents, cache, non_tensors, index.nodes,
                                                   values)
     # Tensors share TensorInfo objects: test each distinct one, and look for the names only when one fails.
     distinct = {id(info): info for table in scopes.values() for info in table.values()}.values()
@@ -548,7 +551,8 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
                          f"{list(negative[first])}: the model cannot run at these shapes (an input smaller than a "
                          f"kernel?); pass larger ones with --input-shape")
     _dropout_masks(subgraphs, scopes, index.nodes)
-    result = ShapeTable(scopes, parents, resolved, warnings, non_tensors=non_tensors, branch_choices=choices)
+    result = ShapeTable(scopes, parents, resolved, warnings, non_tensors=non_tensors, branch_choices=choices,
+                        condition_inputs=condition_inputs)
     main = scopes[""]
     missing = [o for o in main_outputs if (main.get(o) is None or main[o].shape is None) and o not in non_tensors]
     if missing:
@@ -686,7 +690,8 @@ _MAX_ROUNDS = 8
 def _control_flow_rounds(light: ModelProto, subgraphs: list[tuple[str, str, GraphProto]],
                          scopes: dict[str, dict[str, TensorInfo]], parents: dict[str, str], cache: dict,
                          non_tensors: set[str], main_nodes: list[onnx.NodeProto], input_values: dict[str, np.ndarray],
-                         ) -> tuple[list[tuple[str, str, GraphProto]], dict[tuple[str, str], BranchChoice]]:
+                         ) -> tuple[list[tuple[str, str, GraphProto]], dict[tuple[str, str], BranchChoice],
+                                    dict[tuple[str, str], tuple[str, ...]]]:
     """Fill what onnx shape inference leaves unknown in and around If/Loop/Scan, round by round until nothing new:
 
     - values known before run time (edgefit.known_values: constants, given input values, shapes) are folded into
@@ -696,17 +701,18 @@ def _control_flow_rounds(light: ModelProto, subgraphs: list[tuple[str, str, Grap
       both branches agree on);
     - a Loop/Scan state keeps its initial shape when the body keeps it (_loop_state_shapes).
     Shapes found this way go back to inference as value_info, so it carries them on to the nodes that read them.
-    Returns the graphs as last inferred and the If branch choices.
+    Returns the graphs as last inferred, the If branch choices and the inputs each undecided If's condition reads.
     """
     lookup = ShapeTable(scopes, parents, {}).lookup
     opset = next((o.version for o in light.opset_import if o.domain in ("", "ai.onnx")), 1)
     hinted: set[tuple[str, str]] = set()
     choices: dict[tuple[str, str], BranchChoice] = {}
+    undecided: dict[tuple[str, str], tuple[str, ...]] = {}
     sources: dict = {}
     for _ in range(_MAX_ROUNDS):
         known = known_values(light.graph, opset, lambda name, scope: _shape_of(lookup(name, scope)), input_values,
                              sources)
-        choices, sources = known.choices, known.sources
+        choices, sources, undecided = known.choices, known.sources, known.undecided
         graphs = {scope: graph for scope, _, graph in iter_graphs(light.graph)}
         changed = any([_fold_values(graph, known.values) for graph in graphs.values()])
         for scope, name, info in (_loop_state_shapes(subgraphs, scopes, parents)
@@ -725,7 +731,7 @@ def _control_flow_rounds(light: ModelProto, subgraphs: list[tuple[str, str, Grap
         subgraphs = list(iter_graphs(inferred.graph))
         for scope, _, graph in subgraphs:
             _collect(graph, scope, scopes, cache, non_tensors, None if scope else main_nodes)
-    return subgraphs, choices
+    return subgraphs, choices, undecided
 
 
 def _shape_of(info: TensorInfo | None) -> tuple[int, ...] | None:

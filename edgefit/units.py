@@ -114,6 +114,10 @@ def parse_dims(specs: list[str] | None) -> dict[str, int]:
     return dims
 
 
+# The most numbers one --input-value gives: edgefit.known_values computes values up to this many elements.
+MAX_INPUT_VALUES = 4096
+
+
 def parse_input_values(specs: list[str] | None) -> dict[str, list[int | float]]:
     """'sr=16000' -> {'sr': [16000]}; 'ids=1,2,3' -> {'ids': [1, 2, 3]}: the value of a scalar (or short 1-D)
     input, for conditions computed from it. Numbers are ASCII decimals (ints stay exact); the model's element
@@ -122,7 +126,7 @@ def parse_input_values(specs: list[str] | None) -> dict[str, list[int | float]]:
     for spec in specs or []:
         name, sep, text = spec.partition("=")
         numbers = [_ascii_number(part) for part in text.split(",")] if text.strip() else []
-        if not sep or not name.strip() or not numbers or None in numbers or len(numbers) > 4096:
+        if not sep or not name.strip() or not numbers or None in numbers or len(numbers) > MAX_INPUT_VALUES:
             raise ShapeError(f"invalid --input-value {spec!r}: expected NAME=VALUE or NAME=V1,V2,... (numbers)")
         if values.get(name.strip(), numbers) != numbers:
             raise ShapeError(f"--input-value {spec!r} conflicts with an earlier --input-value for the same input")

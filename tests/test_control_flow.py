@@ -95,8 +95,9 @@ def test_if_on_data_counts_the_costlier_lstm_branch_fed_from_the_outer_scope(tmp
     assert branches["then_branch"]["macs"] == THEN_MACS
     assert branches["else_branch"]["macs"] == ELSE_MACS
     assert fp.macs == ELSE_MACS and fp.unknowns == ()
-    assert fp.control_flow == ("if (If): condition depends on input data; both branches analysed, the costlier "
-                               "counts (else_branch)",)
+    # x is a data tensor, no setting a user could pass: the inputs are named, no --input-value suggested.
+    assert fp.control_flow == ("if (If): condition depends on input data ('x', 'z'); both branches analysed, the "
+                               "costlier counts (else_branch)",)
     # The model runs as built in onnxruntime, either way, with the output shape edgefit resolved (a scalar).
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x = np.ones((5, 1, 3), np.float32)
@@ -115,8 +116,12 @@ def test_if_resolved_by_a_given_input_value(tmp_path, value, branch, macs):
     assert fp.macs == macs and fp.unknowns == ()
     assert fp.control_flow == (f"if (If): {branch} taken, its condition known from input value sr; only that "
                                f"branch is counted",)
-    # Without the value both branches count, the costlier wins.
-    assert edgefit.analyze(path).macs == ELSE_MACS
+    # Without the value both branches count, the costlier wins, and the note names the option that decides it.
+    undecided = edgefit.analyze(path)
+    assert undecided.macs == ELSE_MACS
+    assert undecided.control_flow == ("if (If): condition depends on input 'sr': pass --input-value sr=VALUE to "
+                                      "count only the branch it takes; both branches analysed, the costlier counts "
+                                      "(else_branch)",)
 
 
 def test_if_resolved_by_constants_and_by_shapes(tmp_path):

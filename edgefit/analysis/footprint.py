@@ -377,8 +377,8 @@ class _Analysis:
             flops = None if None in flops_each else max(flops_each)
             costlier = max(branch_stats, key=lambda name: branch_stats[name].macs or 0)
             self.control_flow.append(
-                f"{label} (If): condition depends on input data; both branches analysed, the costlier counts"
-                + (f" ({costlier})" if macs is not None else ""))
+                f"{label} (If): condition depends on {self._condition_inputs(scope, node)}; both branches analysed, "
+                "the costlier counts" + (f" ({costlier})" if macs is not None else ""))
         else:
             trips = self._trip_count(node, scope)
             if trips is None:
@@ -394,6 +394,19 @@ class _Analysis:
                 flops = None if flops_each[0] is None else flops_each[0] * trips
                 self.control_flow.append(f"{label} ({node.op_type}): body counted {trips:,} time(s)")
         return macs, flops, params, weight_bytes, workspace, branches
+
+    def _condition_inputs(self, scope: str, node: NodeProto) -> str:
+        """What an undecided If's condition reads, and the --input-value that would decide it when every input
+        it reads is a scalar or 1-D (what the option gives; a data tensor is no setting to pass)."""
+        inputs = self.shapes.condition_inputs.get((scope, node.output[0]), ())
+        if not inputs:
+            return "input data"
+        named = ", ".join(f"{name!r}" for name in inputs)
+        if any(len(self.shapes.inputs.get(name, ())) > 1 for name in inputs):
+            return f"input data ({named})"
+        options = " ".join(f"--input-value {name}=VALUE" for name in inputs)
+        return (f"input{'s' if len(inputs) > 1 else ''} {named}: pass {options} to count only the branch it "
+                "takes")
 
     @contextmanager
     def _unknowns_dropped(self):

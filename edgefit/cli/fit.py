@@ -19,6 +19,7 @@ from edgefit.cli.options import (
     CustomOpOpt,
     DimOpt,
     InputShapeOpt,
+    InputValueOpt,
     JsonOpt,
     MaxFlashOpt,
     MaxLatencyOpt,
@@ -35,6 +36,7 @@ from edgefit.cli.options import (
     parse_custom_ops,
     parse_dims,
     parse_input_shapes,
+    parse_input_values,
     print_json,
 )
 from edgefit.errors import ConfigError
@@ -108,6 +110,7 @@ def fit(
     dim: DimOpt = None,
     assume_dims: AssumeDimsOpt = None,
     custom_op: CustomOpOpt = None,
+    input_value: InputValueOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Search fuse / precision / float-layer / pruning recipes for the best model that fits the device(s)."""
@@ -120,8 +123,8 @@ def fit(
 
     if not target and not tiers:
         raise ConfigError("no target given: name one with --target NAME (see 'edgefit profiles list') or use --tiers")
-    profiles = resolve_targets(list(target or []) + (list(tier_targets()) if tiers else []), profiles_dir,
-                               parse_custom_ops(custom_op))
+    custom_ops = parse_custom_ops(custom_op)
+    profiles = resolve_targets(list(target or []) + (list(tier_targets()) if tiers else []), profiles_dir, custom_ops)
     several = len(profiles) > 1
     out = output or (model.with_name(f"{model.stem}-fit") if several else model.with_name(f"{model.stem}.fit.onnx"))
     with _progress_bar(not json_out) as progress:
@@ -131,7 +134,8 @@ def fit(
             calib=calib, eval_path=eval_path, output=out,
             time_budget_s=parse_duration_s(time_budget) if time_budget is not None else None,
             input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim), runtime=runtime,
-            profiles_dir=profiles_dir, progress=progress, assume_dims=parse_assume_dims(assume_dims))
+            profiles_dir=profiles_dir, progress=progress, assume_dims=parse_assume_dims(assume_dims),
+            input_values=parse_input_values(input_value), custom_ops=custom_ops)
     if json_out:
         print_json(report.to_dict())
     else:

@@ -17,6 +17,7 @@ from edgefit.cli.options import (
     AssumeDimsOpt,
     DimOpt,
     InputShapeOpt,
+    InputValueOpt,
     JsonOpt,
     ModelArg,
     console,
@@ -24,6 +25,7 @@ from edgefit.cli.options import (
     parse_assume_dims,
     parse_dims,
     parse_input_shapes,
+    parse_input_values,
     print_json,
 )
 
@@ -94,7 +96,7 @@ def _progress_bars(enabled: bool):
 
 def _run(model: Path, output: Path | None, suffix: str, passes: str, *, force: bool, target: str | None,
          eval_path: Path | None, samples: int | None, input_shape: list[str] | None, dim: list[str] | None,
-         assume_dims: str | None,
+         assume_dims: str | None, input_value: list[str] | None,
          json_out: bool, calib: Path | None = None, mode: str | None = None, **pass_options) -> None:
     """Shared body of the four commands."""
     profile = None
@@ -112,7 +114,7 @@ def _run(model: Path, output: Path | None, suffix: str, passes: str, *, force: b
     int8_op_types = profile.int8_ops if profile and chosen_mode == "int8" else None
     options = PassOptions(mode=chosen_mode, input_shapes=parse_input_shapes(input_shape),
                           dims=parse_dims(dim), assume_dims=parse_assume_dims(assume_dims),
-                          int8_op_types=int8_op_types,
+                          input_values=parse_input_values(input_value), int8_op_types=int8_op_types,
                           # decompose rewrites what the target's runtime cannot run
                           operator_list=profile.stack_settings().operators if profile else None, **pass_options)
     out = output or model.with_name(f"{model.stem}.{suffix.format(mode=chosen_mode)}.onnx")
@@ -133,22 +135,25 @@ def _run(model: Path, output: Path | None, suffix: str, passes: str, *, force: b
 
 def fuse(model: ModelArg, output: OutputOpt = None, force: ForceOpt = False, target: TargetOpt = None,
          eval_path: EvalOpt = None, samples: SamplesOpt = None, input_shape: InputShapeOpt = None,
-         dim: DimOpt = None, assume_dims: AssumeDimsOpt = None, json_out: JsonOpt = False) -> None:
+         dim: DimOpt = None, assume_dims: AssumeDimsOpt = None,
+         input_value: InputValueOpt = None, json_out: JsonOpt = False) -> None:
     """Fold BatchNorm/Mul/Add into Conv/Gemm, MatMul+Add into Gemm, constants into weights; drop no-op nodes."""
     _run(model, output, "fused", "fuse", force=force, target=target, eval_path=eval_path, samples=samples,
-         input_shape=input_shape, dim=dim, assume_dims=assume_dims, json_out=json_out)
+         input_shape=input_shape, dim=dim, assume_dims=assume_dims, input_value=input_value, json_out=json_out)
 
 
 def prune(model: ModelArg, sparsity: SparsityOpt = 0.5, per_layer: PerLayerOpt = False, skip: SkipOpt = None,
           structured: StructuredOpt = False, output: OutputOpt = None, force: ForceOpt = False,
           target: TargetOpt = None, eval_path: EvalOpt = None, samples: SamplesOpt = None,
           input_shape: InputShapeOpt = None, dim: DimOpt = None, assume_dims: AssumeDimsOpt = None,
+          input_value: InputValueOpt = None,
           json_out: JsonOpt = False) -> None:
     """Magnitude pruning: zero the smallest weights, or remove whole channels with --structured (folds first)."""
     # Folding first turns weights computed by Constant/ConstantOfShape nodes into prunable initializers and
     # BatchNorm into its conv (numerically equivalent), so pruning reaches every weight.
     _run(model, output, "slim" if structured else "pruned", "fuse,prune", force=force, target=target,
          eval_path=eval_path, samples=samples, input_shape=input_shape, dim=dim, assume_dims=assume_dims,
+         input_value=input_value,
          json_out=json_out,
          sparsity=sparsity, per_layer=per_layer, skip=_split(skip), structured=structured)
 
@@ -157,13 +162,15 @@ def quantize(model: ModelArg, mode: ModeOpt = None, calib: CalibOpt = None, meth
              asymmetric_activations: AsymmetricOpt = False, exclude: ExcludeOpt = None, output: OutputOpt = None,
              force: ForceOpt = False, target: TargetOpt = None, eval_path: EvalOpt = None, samples: SamplesOpt = None,
              input_shape: InputShapeOpt = None, dim: DimOpt = None, assume_dims: AssumeDimsOpt = None,
+             input_value: InputValueOpt = None,
           json_out: JsonOpt = False) -> None:
     """Quantize with onnxruntime: static int8 QDQ (calibrated), dynamic int8, or fp16.
 
     BatchNorm and constant Mul/Add are folded first (the fuse pass) so that they quantize as part of their layer.
     """
     _run(model, output, "{mode}", "fuse,quantize", force=force, target=target, eval_path=eval_path, samples=samples,
-         input_shape=input_shape, dim=dim, assume_dims=assume_dims, json_out=json_out, calib=calib, mode=mode,
+         input_shape=input_shape, dim=dim, assume_dims=assume_dims,
+         input_value=input_value, json_out=json_out, calib=calib, mode=mode,
          method=method,
          symmetric_activations=not asymmetric_activations, exclude=_split(exclude))
 
@@ -174,10 +181,11 @@ def optimize(model: ModelArg, passes: PassesOpt = "fuse,quantize", sparsity: Spa
              asymmetric_activations: AsymmetricOpt = False, exclude: ExcludeOpt = None,
              output: OutputOpt = None, force: ForceOpt = False, target: TargetOpt = None, eval_path: EvalOpt = None,
              samples: SamplesOpt = None, input_shape: InputShapeOpt = None, dim: DimOpt = None,
-             assume_dims: AssumeDimsOpt = None, json_out: JsonOpt = False) -> None:
+             assume_dims: AssumeDimsOpt = None, input_value: InputValueOpt = None, json_out: JsonOpt = False) -> None:
     """Run several passes in order (fidelity against the original after each), e.g. fuse,prune:0.5,quantize."""
     _run(model, output, "optimized", passes, force=force, target=target, eval_path=eval_path, samples=samples,
-         input_shape=input_shape, dim=dim, assume_dims=assume_dims, json_out=json_out, calib=calib, mode=mode,
+         input_shape=input_shape, dim=dim, assume_dims=assume_dims,
+         input_value=input_value, json_out=json_out, calib=calib, mode=mode,
          method=method,
          symmetric_activations=not asymmetric_activations, exclude=_split(exclude), sparsity=sparsity,
          per_layer=per_layer, skip=_split(skip), structured=structured)

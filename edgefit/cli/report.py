@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgefit.cli.options import (AllTargetsOpt, AssumeDimsOpt, CustomOpOpt, DimOpt, InputShapeOpt, JsonOpt, ModelArg,
-                                 PrecisionOpt, ProfilesDirOpt, TargetsOpt, console, parse_assume_dims,
-                                 parse_custom_ops, parse_dims, parse_input_shapes, print_json, targets_or_all)
+from edgefit.cli.options import (AllTargetsOpt, AssumeDimsOpt, CustomOpOpt, DimOpt, InputShapeOpt, InputValueOpt,
+                                 JsonOpt, ModelArg, PrecisionOpt, ProfilesDirOpt, TargetsOpt, console,
+                                 parse_assume_dims, parse_custom_ops, parse_dims, parse_input_shapes,
+                                 parse_input_values, print_json, targets_or_all)
 from edgefit.errors import ConfigError
 
 
@@ -32,6 +33,7 @@ def report(
     dim: DimOpt = None,
     assume_dims: AssumeDimsOpt = None,
     custom_op: CustomOpOpt = None,
+    input_value: InputValueOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Write one offline HTML page about MODEL: summary, memory timeline, arena layout, layers, devices."""
@@ -45,7 +47,8 @@ def report(
     built = build_report(model, targets, precision.value if precision else None,
                          compare_with=compare, eval_path=eval_data, profiles_dir=profiles_dir,
                          input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
-                         assume_dims=parse_assume_dims(assume_dims), custom_ops=parse_custom_ops(custom_op))
+                         assume_dims=parse_assume_dims(assume_dims), custom_ops=parse_custom_ops(custom_op),
+                         input_values=parse_input_values(input_value))
     inputs = [model] + ([compare] if compare else []) + ([eval_data] if eval_data else [])
     written = write_text_atomic(output, render_page(built), inputs=inputs, force=force)
     if json_out:

@@ -140,7 +140,7 @@ def ops_not_running(model: ModelProto, operator_list: str, options: PassOptions 
     from edgefit.devices.operators.coverage import ModelGraph, operator_coverage
 
     operators = load_operator_list(operator_list)
-    footprint = analyze(model, options.input_shapes, options.dims, assume_dims=options.assume_dims)
+    footprint = analyze(model, **options.shape_bindings)
     precision = "int8" if operators.int8_only else "fp32"
     coverage = operator_coverage(ModelGraph(model, footprint), footprint, operators, precision)
     return tuple(dict.fromkeys(node.op_type for node in coverage.not_running))

@@ -118,8 +118,7 @@ class Quantize(Pass):
         """Without calibration samples, int8 calibrates on synthetic inputs (and its stats say so)."""
         calibration = options.calibration
         if options.mode == "int8" and calibration is None:
-            calibration = synthetic_samples(model, input_shapes=options.input_shapes, dims=options.dims,
-                                            assume_dims=options.assume_dims)
+            calibration = synthetic_samples(model, **options.shape_bindings)
         return _quantize(model, options.mode, calibration, options.method, options.exclude, options.int8_op_types,
                          options.symmetric_activations, progress)
 
