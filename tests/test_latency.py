@@ -6,7 +6,15 @@ from helpers import model, weight
 from onnx import TensorProto, helper
 
 from edgefit.analysis.footprint import analyze
-from edgefit.devices.latency import FEATURE_NAMES, LatencyCoefficients, LatencyFeatures, latency_features, layer_class
+from edgefit.devices.estimate import model_precision
+from edgefit.devices.latency import (
+    FEATURE_NAMES,
+    LatencyCoefficients,
+    LatencyFeatures,
+    latency_features,
+    latency_precision,
+    layer_class,
+)
 
 
 def conv_bn_relu_dw_fc():
@@ -221,3 +229,80 @@ def test_matrix_product_over_many_rows_is_a_gemm_and_recurrent_ops_stay_fc():
     assert [layer_class(layer.op_type, layer, site) for layer, site in zip(footprint.layers, footprint.ops)] \
         == ["conv", "fc", "fc", "fc"]
     assert latency_features(footprint, "fp32") == LatencyFeatures(192, 0, 168 + 24 + 320, 0, 0, 0, 0, 0, 4)
+
+
+def test_math_library_functions_are_transcendental_and_pow_by_a_small_integer_is_not():
+    """x [1,4,4,4] (64 elements) -> LRN (size 3) -> Pow(., 0.75 initializer) -> Pow(., 2 from a Constant node)
+    -> Softplus -> Sigmoid. Transcendental: LRN 64 + Pow 0.75 64 + Softplus 64 = 192 elements; elementwise: Pow by
+    2 (a multiply) 64 + Sigmoid (vectorised) 64 = 128; 5 ops, nothing fused (none of them takes an activation)."""
+    nodes = [helper.make_node("LRN", ["x"], ["a"], size=3),
+             helper.make_node("Pow", ["a", "e"], ["b"]),
+             helper.make_node("Constant", [], ["two"], value=helper.make_tensor("v", TensorProto.FLOAT, [], [2.0])),
+             helper.make_node("Pow", ["b", "two"], ["c"]),
+             helper.make_node("Softplus", ["c"], ["d"]),
+             helper.make_node("Sigmoid", ["d"], ["y"])]
+    inits = [helper.make_tensor("e", TensorProto.FLOAT, [], [0.75])]
+    footprint = analyze(model(nodes, [("x", [1, 4, 4, 4])], [("y", [1, 4, 4, 4])], inits))
+    assert [site.exponent for site in footprint.ops] == [None, 0.75, 2.0, None, None]
+    assert [layer_class(layer.op_type, layer, site) for layer, site in zip(footprint.layers, footprint.ops)] == \
+        ["transcendental", "transcendental", "elementwise", "transcendental", "elementwise"]
+    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 0, 0, 128, 192, 0, 0, 5)
+
+
+def test_pow_with_a_computed_exponent_is_transcendental():
+    """Pow(x, e) with e a graph input: its value is unknown, so it may be anything: a math-library call."""
+    nodes = [helper.make_node("Pow", ["x", "e"], ["y"])]
+    footprint = analyze(model(nodes, [("x", [1, 8]), ("e", [1])], [("y", [1, 8])]))
+    assert footprint.ops[0].exponent is None
+    assert latency_features(footprint, "fp32").transcendental_elements == 8
+
+
+def _gemm_64_to_32():
+    """x [1,64] -> Gemm (w 64x32, bias 32) -> Relu: 2,048 fc MACs; weights (64 x 32 + 32) x 4 = 8,320 bytes."""
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["g"]), helper.make_node("Relu", ["g"], ["y"])]
+    return analyze(model(nodes, [("x", [1, 64])], [("y", [1, 32])], [weight("w", 64, 32), weight("b", 32)]))
+
+
+def test_fc_weights_beyond_the_cache_are_uncached_bytes():
+    footprint = _gemm_64_to_32()
+    # Unknown cache, or the weights fit (8,320 bytes is not more than 8,320): nothing is uncached.
+    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 2_048, 0, 0, 0, 0, 0, 1)
+    assert latency_features(footprint, "fp32", cache_bytes=8_320).uncached_bytes == 0
+    # A 4 KiB cache: the model's weights exceed it, so the fc layer streams all 8,320 bytes of its weights, on top
+    # of its MACs; at int8 they take 2,080 bytes and fit.
+    assert latency_features(footprint, "fp32", cache_bytes=4_096) == LatencyFeatures(0, 0, 2_048, 0, 0, 0, 0, 8_320, 1)
+    assert latency_features(footprint, "int8", cache_bytes=4_096).uncached_bytes == 0
+
+
+def test_elementwise_working_set_beyond_the_cache_is_uncached_bytes():
+    """Sigmoid over [1,1024] fp32 reads 4,096 and writes 4,096 bytes: a working set of 8,192 bytes. Transpose
+    [1,32,32] -> [1,32,32] moves 4,096 bytes, working set 8,192 too."""
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Reshape", ["s", "shape"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["y"], perm=[0, 2, 1])]
+    inits = [helper.make_tensor("shape", TensorProto.INT64, [3], [1, 32, 32])]
+    footprint = analyze(model(nodes, [("x", [1, 1024])], [("y", [1, 32, 32])], inits))
+    assert latency_features(footprint, "fp32", cache_bytes=8_192) == LatencyFeatures(0, 0, 0, 0, 1_024, 0, 4_096, 0, 3)
+    assert latency_features(footprint, "fp32", cache_bytes=8_191) == \
+        LatencyFeatures(0, 0, 0, 0, 1_024, 0, 4_096, 8_192 + 8_192, 3)
+    # The Reshape hands its buffer over (no copy, no work): it streams nothing.
+    assert latency_features(footprint, "int8", cache_bytes=2_047).uncached_bytes == 2_048 + 2_048
+
+
+def test_dynamic_quantization_is_timed_with_the_float_table():
+    """A quantize_dynamic model (uint8 weights dominate, so it is stored as int8) runs everything but its
+    MatMulInteger in fp32: latency_precision sends it to the fp32 table; a QDQ model stays int8."""
+    dynamic = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+               helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz"], ["acc"]),
+               helper.make_node("Cast", ["acc"], ["y"], to=TensorProto.FLOAT)]
+    inits = [helper.make_tensor("w", TensorProto.UINT8, [16, 8], [128] * 128),
+             helper.make_tensor("wz", TensorProto.UINT8, [], [128])]
+    footprint = analyze(model(dynamic, [("x", [1, 16])], [("y", [1, 8])], inits, opset=13))
+    assert model_precision(footprint) == "int8"
+    assert latency_precision(footprint, "int8") == "fp32"
+    assert latency_precision(footprint, "fp16") == "fp16"
+    qdq = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+           helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+           helper.make_node("MatMul", ["d", "wf"], ["y"])]
+    qdq_inits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("z", TensorProto.INT8, [], [0]),
+                 weight("wf", 16, 8)]
+    assert latency_precision(analyze(model(qdq, [("x", [1, 16])], [("y", [1, 8])], qdq_inits)), "int8") == "int8"

@@ -66,6 +66,11 @@ _SEPARABLE = 0.05
 # predicts absurdly for a model rich in it (a leave-one-out fit without the only fully-connected model put a
 # 9-parameter classifier head's fc rate on the autoencoder: 87x too slow).
 _INFORMATIVE = 0.02
+# A datasheet says nothing about math-library calls: the roofline prior for a transcendental element is this many
+# elementwise elements, the ratio measured for onnxruntime 1.32 on an AMD EPYC (Pow(x, 0.75) 8.9 ns against Add
+# 0.19 ns per element; edgefit.devices.latency). A prior at the elementwise cost (50x too cheap) would put the class
+# under _INFORMATIVE in every measurement and keep it from being fitted.
+_TRANSCENDENTAL_PRIOR = 45
 COEFFICIENT_NAMES = tuple(f"s_per_{name}" for name in (
     "conv_mac", "depthwise_mac", "fc_mac", "integer_mac", "elementwise_element", "transcendental_element",
     "moved_byte", "uncached_byte", "op", "inference"))
@@ -574,8 +579,8 @@ def base_latency_coefficients(base: DeviceProfile, runtime: str | None, precisio
     mac_s = 1.0 / base.macs_per_s(precision)
     element_s = 2 * element_bytes / base.memory_bandwidth_bytes_per_s
     byte_s = 1 / base.memory_bandwidth_bytes_per_s
-    return LatencyCoefficients(mac_s, mac_s, mac_s, mac_s, element_s, element_s, 2 * byte_s, byte_s,
-                               base.per_op_overhead_s, base.inference_overhead_s)
+    return LatencyCoefficients(mac_s, mac_s, mac_s, mac_s, element_s, _TRANSCENDENTAL_PRIOR * element_s,
+                               2 * byte_s, byte_s, base.per_op_overhead_s, base.inference_overhead_s)
 
 
 # ---- the calibrated profile -----------------------------------------------------------------------------

@@ -106,10 +106,12 @@ def _runs(run: Callable[[], object], plan: TimingPlan, clock: Callable[[], float
 
 
 def time_model(proto: ModelProto, *, what: str, threads: int = 1, plan: TimingPlan = TimingPlan(),
-               input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None) -> Timing:
+               input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
+               input_values: dict[str, list[float]] | None = None) -> Timing:
     """Wall time of one inference of `proto` in onnxruntime (graph optimisations on, as deployed), on synthetic
-    inputs of the resolved shapes. Raises MeasurementError when onnxruntime cannot run it or the timing stays
-    unstable after `plan.attempts` measurements."""
+    inputs of the resolved shapes, except the inputs `input_values` gives (a sample rate that picks an `If`
+    branch: synthetic zeros would run another branch than the one analysed). Raises MeasurementError when
+    onnxruntime cannot run it or the timing stays unstable after `plan.attempts` measurements."""
     from edgefit.fidelity import runtime_reason, synthetic_samples
     from edgefit.runtime import session as make_session
 
@@ -121,6 +123,9 @@ def time_model(proto: ModelProto, *, what: str, threads: int = 1, plan: TimingPl
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise MeasurementError(f"onnxruntime cannot load {what}: {runtime_reason(error)}") from None
     feed = synthetic_samples(proto, 1, input_shapes=input_shapes, dims=dims).feeds[0]
+    for name, values in (input_values or {}).items():
+        if name in feed:
+            feed[name] = np.asarray(values, dtype=feed[name].dtype).reshape(feed[name].shape)
 
     def run() -> object:
         return session.run(None, feed)
@@ -239,7 +244,7 @@ def kernels(cache_bytes: int | None = None) -> tuple[Kernel, ...]:
     The smallest convolution pins the fixed cost of dispatching a real kernel: a chain of tiny Adds would pin
     the cost of the cheapest op instead, a fraction of what a convolution's setup costs. Matmuls are batch-1 (one
     pass over the weights, as a deployed model runs them), from weights in cache to weights beyond it; a matmul
-    over 64 rows and a grouped (not depthwise) convolution run as GEMMs, in the conv class. Pow, LRN and Log time
+    over 64 rows and a grouped (not depthwise) convolution run as GEMMs, in the conv class. Pow, LRN and Softplus time
     the transcendental class. With the host's last-level cache size `cache_bytes`, a batch-1 matmul whose weights
     and an Add whose tensors are twice that size time the extra cost of streaming from memory (1-30 ms each).
     """
@@ -274,5 +279,5 @@ def kernels(cache_bytes: int | None = None) -> tuple[Kernel, ...]:
         Kernel("dynamic int8 matmul 64x512x512", "integer", _dynamic_matmul(64, 512, 512)),
         Kernel("pow 0.75 64K elements", "transcendental", _unary("Pow", [1, 65_536], 0.75)),
         Kernel("lrn 5 64 @32x32", "transcendental", _unary("LRN", [1, 64, 32, 32], size=5)),
-        Kernel("log 64K elements", "transcendental", _unary("Log", [1, 65_536])),
+        Kernel("softplus 64K elements", "transcendental", _unary("Softplus", [1, 65_536])),
     )
