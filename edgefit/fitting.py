@@ -13,6 +13,8 @@ The search space, per target device:
   the fidelity floor breaks;
 * the memory-aware execution order written into the node order (the reorder pass), for a candidate that misses
   the budget while the planner's order has a smaller arena than the file order a TFLM-style runtime follows.
+* when an operator binds -- the fused model holds ops the target's runtime cannot run that the decompose pass
+  rewrites (Gelu, LayerNormalization, HardSigmoid, ...) -- every recipe starts `fuse,decompose:OPS`.
 
 Not searched: magnitude (unstructured) pruning, because no runtime edgefit models stores zeros for less (every
 profile's flash holds dense tensors, so zeroed weights change no verdict).
@@ -384,6 +386,27 @@ class _Search:
         # do not do: they run full-integer models only.
         self.modes = [m for m in ("fp16", "int8", "dynamic") if _MODE_PRECISION[m] in profile.precisions
                       and not (m == "dynamic" and profile.tier == "tiny")]
+        self.base = "fuse"   # every recipe's first passes (see decomposed_base)
+
+    @property
+    def int8(self) -> str:
+        """The int8 recipe float layers are added back to."""
+        return f"{self.base},quantize:int8"
+
+    def decomposed_base(self) -> str:
+        """'fuse', or 'fuse,decompose:OPS' when an operator binds: the fused model holds ops this target's runtime
+        cannot run and the decompose pass rewrites (every recipe then starts with it)."""
+        from edgefit.passes.decompose import ops_not_running, rewritable
+
+        operators = self.profile.stack_settings(self.runtime).operators
+        if operators is None:
+            return "fuse"
+        self._report("operators of the fused model")
+        try:
+            ops = rewritable(ops_not_running(self.work.fused, operators, self.work.options))
+        except EdgefitError:   # not analysable: the candidates' own checks say why
+            return "fuse"
+        return f"fuse,decompose:{':'.join(ops)}" if ops else "fuse"
 
     # -- pieces
     def out_of_time(self) -> bool:
@@ -446,33 +469,33 @@ class _Search:
         return self.work.float_layer_order(self.int8_ops, self._report, self.out_of_time)
 
     def precision_recipes(self) -> list[str]:
-        return ["fuse"] + [f"fuse,quantize:{mode}" for mode in self.modes]
+        return [self.base] + [f"{self.base},quantize:{mode}" for mode in self.modes]
 
     def prune_recipes(self) -> list[str]:
         cheapest = "int8" if "int8" in self.modes else ("fp16" if "fp16" in self.modes else None)
         tail = f",quantize:{cheapest}" if cheapest else ""
-        return [f"fuse,prune:{ratio:g}:structured{tail}" for ratio in PRUNE_RATIOS]
+        return [f"{self.base},prune:{ratio:g}:structured{tail}" for ratio in PRUNE_RATIOS]
 
     def float_layers(self) -> None:
         """int8 with the most sensitive layers back in float, one more at a time, while the budget holds."""
         order = self.sensitivity_order()
         if order is None:
-            self.skipped.append(f"{INT8} with float layers (sensitivities unfinished)")
+            self.skipped.append(f"{self.int8} with float layers (sensitivities unfinished)")
             return
         for count in range(1, len(order)):
-            candidate = self.evaluate(INT8, tuple(sorted(order[:count])), "float layers")
+            candidate = self.evaluate(self.int8, tuple(sorted(order[:count])), "float layers")
             if candidate is None or candidate.meets_floor or not candidate.fits_budget:
                 return
 
     # -- strategies
     def by_fidelity(self) -> None:
         self.planned = len(self.precision_recipes())
-        first = self.evaluate("fuse")
+        first = self.evaluate(self.base)
         if first is not None and first.fits:   # already fits: fused and otherwise unchanged
             return
         for recipe in self.precision_recipes()[1:]:
             candidate = self.evaluate(recipe)
-            if candidate is not None and recipe == INT8 and candidate.fits_budget \
+            if candidate is not None and recipe == self.int8 and candidate.fits_budget \
                     and candidate.fidelity is not None and not candidate.meets_floor:
                 self.float_layers()
         if any(c.fits for c in self.candidates):
@@ -510,12 +533,12 @@ class _Search:
             if candidate.fits:
                 return
             # int8 missing the floor: the same with one more sensitive layer in float joins the queue at its cost
-            if _without_reorder(candidate.recipe) == INT8 and candidate.fidelity is not None:
+            if _without_reorder(candidate.recipe) == self.int8 and candidate.fidelity is not None:
                 order = order or self.sensitivity_order()
                 if order is None:
-                    self.skipped.append(f"{INT8} with float layers (sensitivities unfinished)")
+                    self.skipped.append(f"{self.int8} with float layers (sensitivities unfinished)")
                 elif len(candidate.exclude) + 1 < len(order):
-                    more = self.judge(INT8, tuple(sorted(order[:len(candidate.exclude) + 1])), "float layers")
+                    more = self.judge(self.int8, tuple(sorted(order[:len(candidate.exclude) + 1])), "float layers")
                     self.planned += 1
                     if more.result is None:
                         self.tried(more)
@@ -524,6 +547,7 @@ class _Search:
 
     def run(self) -> TargetFit:
         started = time.monotonic()
+        self.base = self.decomposed_base()
         (self.by_fidelity if self.objective == "fidelity" else self.by_cost)()
         fitting = [c for c in self.candidates if c.fits]
         chosen = None
@@ -536,7 +560,9 @@ class _Search:
                          built.model if built else None)
 
     def no_fit(self) -> NoFit | None:
-        judged = [c for c in self.candidates if c.result is not None]
+        # A candidate within budget whose fidelity could not be measured (onnxruntime refused to load it) tells
+        # nothing about what binds; its error is listed with the candidates.
+        judged = [c for c in self.candidates if c.result is not None and not (c.fits_budget and c.fidelity is None)]
         if not judged:
             return None
         in_budget = [c for c in judged if c.fits_budget and c.fidelity is not None]

@@ -381,7 +381,7 @@ def test_pass_output_over_the_inputs_external_data_file_is_refused(tmp_path, cap
 
 @pytest.mark.parametrize("args, mentions", [
     (["analyze", "--bogus", "m.onnx"], "No such option: --bogus"),
-    (["analyze"], "Missing argument 'model'"),
+    (["analyze"], "Missing argument 'MODEL'"),
     (["check", "m.onnx", "--precision", "int4"], "'int4' is not one of"),
     (["prune", "m.onnx", "--sparsity", "1.5"], "--sparsity"),
     (["analyze", "m.onnx", "--top", "abc"], "--top"),

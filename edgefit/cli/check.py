@@ -98,12 +98,12 @@ def check(
 ) -> None:
     """Does the model fit the device(s)? RAM, flash, latency and power verdicts (estimates) with margins; with
     --all, the tier summary too."""
+    targets = targets_or_all(target, all_targets, required=True, profiles_dir=profiles_dir)
+    output_format = json_or_format(output_format, json_out)
     from edgefit.devices.check import Budgets
     from edgefit.devices.check import check as check_model
     from edgefit.report.check_terminal import render_check
 
-    targets = targets_or_all(target, all_targets, required=True)
-    output_format = json_or_format(output_format, json_out)
     report = check_model(
         model, targets, precision.value if precision else None,
         Budgets.parse(max_ram, max_flash, max_latency, max_power), rate,

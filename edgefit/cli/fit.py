@@ -30,6 +30,7 @@ from edgefit.cli.options import (
     RuntimeOpt,
     console,
     err_console,
+    known_targets,
     parse_assume_dims,
     parse_custom_ops,
     parse_dims,
@@ -67,7 +68,7 @@ def _progress_bar(enabled: bool):
 def fit(
     model: ModelArg,
     target: Annotated[Optional[list[str]], typer.Option(
-        "--target", "-t", help="Device profile name, alias or .toml path (repeatable: one model per device).",
+        "--target", "-t", metavar="DEVICE", help="Device profile name, alias or .toml path (repeatable: one model per device).",
         show_default=False)] = None,
     tiers: Annotated[bool, typer.Option(
         "--tiers", help="One model per tier: dgx-a100 (cloud), coral-dev-board (edge), iphone-15-pro (mobile), "
@@ -85,20 +86,20 @@ def fit(
         "--objective", help="fidelity: the fitting recipe with the best fidelity; size / latency / energy: the "
         "cheapest recipe (in that cost) that fits and holds the fidelity floor.")] = Objective.fidelity,
     min_cosine: Annotated[Optional[float], typer.Option(
-        "--min-cosine", help="Fidelity floor: cosine similarity of the outputs to the original's (default 0.99 "
+        "--min-cosine", metavar="COSINE", help="Fidelity floor: cosine similarity of the outputs to the original's (default 0.99 "
         "unless only --max-accuracy-drop is given).", show_default=False)] = None,
     max_accuracy_drop: Annotated[Optional[str], typer.Option(
-        "--max-accuracy-drop", help="Fidelity floor: accuracy may drop at most this much, e.g. 1% (needs --eval "
+        "--max-accuracy-drop", metavar="POINTS", help="Fidelity floor: accuracy may drop at most this much, e.g. 1% (needs --eval "
         "with labels).", show_default=False)] = None,
     calib: Annotated[Optional[Path], typer.Option(
-        "--calib", help="Calibration inputs (.npz or folder of .npy; the arrays bind open input dimensions). "
+        "--calib", metavar="DATA", help="Calibration inputs (.npz or folder of .npy; the arrays bind open input dimensions). "
         "Without it, synthetic data from several distributions, the floor judged on the worst (with a warning).",
         show_default=False)] = None,
     eval_path: Annotated[Optional[Path], typer.Option(
-        "--eval", help="Fidelity inputs (.npz with one array per input + optional 'labels'). Default: --calib, "
+        "--eval", metavar="DATA", help="Fidelity inputs (.npz with one array per input + optional 'labels'). Default: --calib, "
         "else synthetic.", show_default=False)] = None,
     time_budget: Annotated[Optional[str], typer.Option(
-        "--time-budget", help="Bound the search, e.g. 5m or 30s (a bare number is ms); what was not tried is "
+        "--time-budget", metavar="DURATION", help="Bound the search, e.g. 5m or 30s (a bare number is ms); what was not tried is "
         "reported.",
         show_default=False)] = None,
     runtime: RuntimeOpt = None,
@@ -110,6 +111,7 @@ def fit(
     json_out: JsonOpt = False,
 ) -> None:
     """Search fuse / precision / float-layer / pruning recipes for the best model that fits the device(s)."""
+    known_targets(target, profiles_dir)
     from edgefit.devices.check import Budgets, resolve_targets
     from edgefit.fitting import fit as fit_model
     from edgefit.fitting import parse_accuracy_drop, tier_targets

@@ -24,7 +24,7 @@ def report(
         "--compare", help="Another version of the model (e.g. the output of 'edgefit optimize'): before -> after "
         "for every figure and per-layer changes.", show_default=False)] = None,
     eval_data: Annotated[Optional[Path], typer.Option(
-        "--eval", help="Inputs (.npz, optionally with labels) to measure the fidelity of --compare against MODEL.",
+        "--eval", metavar="DATA", help="Inputs (.npz, optionally with labels) to measure the fidelity of --compare against MODEL.",
         show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow -o to name an input file.")] = False,
     profiles_dir: ProfilesDirOpt = None,
@@ -35,11 +35,11 @@ def report(
     json_out: JsonOpt = False,
 ) -> None:
     """Write one offline HTML page about MODEL: summary, memory timeline, arena layout, layers, devices."""
+    targets = targets_or_all(target, all_targets, required=False, profiles_dir=profiles_dir)
     from edgefit.model import write_text_atomic
     from edgefit.model_report import build_report
     from edgefit.report.page import render_page
 
-    targets = targets_or_all(target, all_targets, required=False)
     if eval_data is not None and compare is None:
         raise ConfigError("--eval measures the fidelity of --compare; give --compare OTHER.onnx too")
     built = build_report(model, targets, precision.value if precision else None,

@@ -66,6 +66,8 @@ class PassOptions:
     input_shapes: dict[str, list[int]] | None = None
     dims: dict[str, int] | None = None
     assume_dims: int | None = None                 # see edgefit.shapes.resolve_shapes
+    decompose_ops: tuple[str, ...] | None = None   # ops decompose rewrites; None: what operator_list cannot run
+    operator_list: str | None = None               # the target runtime's operator list (devices/operators/NAME)
 
 
 class Pass(ABC):
