@@ -48,6 +48,7 @@ class WheelModel:
     path: str                    # the file's path inside the wheel (relative to site-packages)
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     note: str = ""
+    input_values: dict[str, list[float]] = field(default_factory=dict)   # inputs that pick an If branch
 
     @property
     def label(self) -> str:
@@ -56,6 +57,7 @@ class WheelModel:
 
 _IMAGE_224 = {"data_0": [1, 3, 224, 224]}
 _SILERO_16K = {"input": [1, 512], "state": [2, 1, 128]}   # 32 ms of 16 kHz audio, the package's chunk
+_SR_16K = {"sr": [16000]}   # the sample rate input decides which If branch runs
 _SILERO_SEQUENCE = {"input": [32, 576], "h": [1, 1, 128], "c": [1, 1, 128]}   # 32 windows (~1 s) in one call
 
 HELD_OUT = (
@@ -69,8 +71,10 @@ HELD_OUT = (
                           ("shufflenet", {"gpu_0/data_0": [1, 3, 224, 224]}),
                           ("squeezenet", _IMAGE_224), ("vgg19", _IMAGE_224),
                           ("zfnet512", {"gpu_0/data_0": [1, 3, 224, 224]}))),
-    WheelModel("silero-vad", "6.2.3", "silero_vad/data/silero_vad.onnx", _SILERO_16K, "VAD v5, network in If"),
-    WheelModel("silero-vad", "6.2.3", "silero_vad/data/silero_vad_16k_op15.onnx", _SILERO_16K, "VAD, If-wrapped"),
+    WheelModel("silero-vad", "6.2.3", "silero_vad/data/silero_vad.onnx", _SILERO_16K, "VAD v5, network in If",
+               _SR_16K),
+    WheelModel("silero-vad", "6.2.3", "silero_vad/data/silero_vad_16k_op15.onnx", _SILERO_16K, "VAD, If-wrapped",
+               _SR_16K),
     WheelModel("silero-vad", "6.2.3", "silero_vad/data/silero_vad_16k_sequence.onnx", _SILERO_SEQUENCE,
                "VAD v6 over a sequence of windows"),
     WheelModel("silero-vad", "6.2.3", "silero_vad/data/silero_vad_half.onnx", _SILERO_16K, "VAD, fp16"),
@@ -212,14 +216,94 @@ def attention_like(tokens: int, dim: int):
     return b.model(f"attention_{tokens}x{dim}", [tokens, dim], y, [tokens, dim])
 
 
+def lrn_cnn(width: int, resolution: int):
+    """Early-2010s CNN: strided convs, each followed by LRN and max-pooling (transcendental elementwise work)."""
+    from bench_calibrate import _Builder, _head
+
+    b = _Builder(width * 7 + resolution)
+    x = b.conv("x", 3, width, kernel=5, stride=2)
+    x = b.node("MaxPool", [b.node("LRN", [x], size=5, alpha=1e-4, beta=0.75)], kernel_shape=[2, 2], strides=[2, 2])
+    x = b.conv(x, width, 2 * width)
+    x = b.node("MaxPool", [b.node("LRN", [x], size=5, alpha=1e-4, beta=0.75)], kernel_shape=[2, 2], strides=[2, 2])
+    x = b.conv(x, 2 * width, 2 * width)
+    return b.model(f"lrn_cnn_{width}_{resolution}", [1, 3, resolution, resolution], _head(b, x, 2 * width), [1, 10])
+
+
+def mish_cnn(width: int, resolution: int):
+    """Convs with Mish written out as exporters of YOLOv4-style nets do: x * Tanh(Softplus(x)), and a Pow(x, 0.5)
+    gain (transcendental: Softplus, Pow; Tanh is vectorised)."""
+    from bench_calibrate import _Builder, _head
+    from onnx import numpy_helper
+    import numpy as np
+
+    b = _Builder(width * 11 + resolution)
+    half = b.name("half")
+    b.inits.append(numpy_helper.from_array(np.array(0.5, np.float32), half))
+    x, channels = "x", 3
+    for stride in (2, 1, 2):
+        y = b.conv(x, channels, width, stride=stride, relu=False)
+        x = b.node("Mul", [y, b.node("Tanh", [b.node("Softplus", [y])])])
+        channels = width
+    x = b.node("Pow", [b.node("Relu", [x]), half])
+    return b.model(f"mish_cnn_{width}_{resolution}", [1, 3, resolution, resolution], _head(b, x, width), [1, 10])
+
+
+def wide_mlp(widths: tuple[int, ...]):
+    """Batch-1 fully-connected layers whose weights (4 x sum of in x out bytes) exceed a last-level cache."""
+    from bench_calibrate import _Builder
+
+    b = _Builder(sum(widths))
+    x = "x"
+    for c_in, c_out in zip(widths, widths[1:]):
+        x = b.node("Relu", [b.node("Gemm", [x, b.weight(c_in, c_out), b.weight(c_out)])])
+    return b.model("mlp_" + "x".join(map(str, widths)), [1, widths[0]], x, [1, widths[-1]])
+
+
+def large_activation_net(channels: int, resolution: int):
+    """A few cheap convs at a high resolution followed by elementwise ops (sigmoid gate, residual Add, Mul) over
+    tensors of channels x resolution^2 floats (32-40 MB here): memory-bound elementwise work."""
+    from bench_calibrate import _Builder
+
+    b = _Builder(channels * 13 + resolution)
+    x = b.conv("x", 3, channels, kernel=1)
+    gate = b.node("Sigmoid", [b.conv(x, channels, channels, kernel=1, relu=False)])
+    y = b.node("Add", [b.node("Mul", [x, gate]), x])
+    y = b.node("Mul", [y, y])
+    y = b.conv(y, channels, 1, kernel=1, relu=False)
+    return b.model(f"large_act_{channels}_{resolution}", [1, 3, resolution, resolution], y,
+                   [1, 1, resolution, resolution])
+
+
+def dynamic_quantized(model):
+    """`model` as onnxruntime.quantization.quantize_dynamic writes it (DynamicQuantizeLinear + MatMulInteger /
+    ConvInteger, activations in float)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as folder:
+        source, target = Path(folder) / "f.onnx", Path(folder) / "q.onnx"
+        onnx.save(model, source)
+        quantize_dynamic(source, target, weight_type=QuantType.QUInt8)
+        quantized = onnx.load(target)
+    quantized.graph.name = f"dynq_{model.graph.name}"
+    return quantized
+
+
 def fitting_models() -> dict:
     """bench_calibrate's 21 models, and generated ones with the structures real networks add: grouped convs with
-    channel shuffles, an LSTM with a per-step classifier, an attention block."""
+    channel shuffles, an LSTM with a per-step classifier, an attention block; and, for the features added after
+    the first held-out run (issue 18 part 2), LRN / Softplus / Pow CNNs (transcendental), MLPs whose weights exceed
+    the cache and a net with 32-40 MB activations (beyond the cache), dynamic-quantized CRNN and MLP."""
     import bench_calibrate
 
     calibration, others = bench_calibrate.models()
-    extra = {m.graph.name: m for m in (shufflenet_like(4, 64, 64), shufflenet_like(2, 96, 96), crnn_like(32, 128),
-                                       crnn_like(64, 96), attention_like(64, 128), attention_like(128, 192))}
+    extra = {m.graph.name: m for m in (
+        shufflenet_like(4, 64, 64), shufflenet_like(2, 96, 96), crnn_like(32, 128), crnn_like(64, 96),
+        attention_like(64, 128), attention_like(128, 192),
+        lrn_cnn(32, 112), lrn_cnn(48, 160), mish_cnn(32, 96), mish_cnn(24, 160),
+        wide_mlp((2048, 4096, 4096, 512)), wide_mlp((1024, 3072, 2048, 256)),
+        large_activation_net(16, 768), large_activation_net(8, 1024),
+        dynamic_quantized(crnn_like(48, 128)), dynamic_quantized(wide_mlp((256, 1024, 1024, 64))))}
     return {**calibration, **others, **extra}
 
 
@@ -280,7 +364,7 @@ def held_out_row(item: WheelModel, store: TimingStore, profile) -> HeldOutRow:
         return HeldOutRow(item, excluded=f"{item.path} not in the installed {item.wheel} {item.version}")
     try:
         loaded = load_model(path, load_weights=True)
-        footprint = analyze(loaded, item.input_shapes)
+        footprint = analyze(loaded, item.input_shapes, input_values=item.input_values or None)
     except EdgefitError as error:
         return HeldOutRow(item, excluded=f"cannot analyse: {error}")
     uncosted = [layer.name for layer in footprint.layers if layer.macs is None]
@@ -288,7 +372,8 @@ def held_out_row(item: WheelModel, store: TimingStore, profile) -> HeldOutRow:
         return HeldOutRow(item, excluded=f"MACs incomplete ({len(uncosted)} layers, e.g. {uncosted[0]})")
     try:
         timing = store.timing(f"held-out:{item.label}", _sha256(path.read_bytes()),
-                              lambda: time_model(loaded.proto, what=item.label, input_shapes=item.input_shapes))
+                              lambda: time_model(loaded.proto, what=item.label, input_shapes=item.input_shapes,
+                                                 input_values=item.input_values))
     except EdgefitError as error:
         return HeldOutRow(item, excluded=f"cannot time: {error}")
     store.annotate(f"held-out:{item.label}", wheel=item.wheel, version=item.version, path=item.path,

@@ -69,6 +69,7 @@ class OpSite:
     constants: int                      # constant (weight) inputs it reads
     output_shape: tuple[int, ...] | None  # of its first output
     kernel: tuple[int, ...] | None      # Conv's weight shape (out, in / group, kh, kw)
+    exponent: float | None = None       # Pow's exponent when it is a constant scalar (x**2 is a multiply, x**0.75 not)
 
 
 @dataclass(frozen=True)
@@ -304,7 +305,8 @@ class _Analysis:
                 _total_bytes(lookup, writes), first_written.dtype if first_written is not None else "unknown",
                 branches, _group(node) if op_type in _GROUPED_OPS else 1, inputs_from))
             if sites is not None:
-                sites.append(_op_site(node, reads, writes, len(all_reads) - len(reads), first_written, lookup))
+                sites.append(_op_site(node, reads, writes, len(all_reads) - len(reads), first_written, lookup,
+                                      _pow_exponent(graph, view, node) if op_type == "Pow" else None))
             if macs is None or macs_total is None:
                 macs_total = None
             else:
@@ -477,11 +479,32 @@ def _condition_source(choice: BranchChoice) -> str:
 
 
 def _op_site(node: NodeProto, reads: tuple[str, ...], writes: tuple[str, ...], constants: int,
-             first_written: TensorInfo | None, lookup: Callable[[str], TensorInfo | None]) -> OpSite:
+             first_written: TensorInfo | None, lookup: Callable[[str], TensorInfo | None],
+             exponent: float | None) -> OpSite:
     shape = tuple(first_written.shape) if first_written is not None and first_written.shape is not None else None
     weight = lookup(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
     return OpSite(reads, writes, constants, shape,
-                  tuple(weight.shape) if weight is not None and weight.shape is not None else None)
+                  tuple(weight.shape) if weight is not None and weight.shape is not None else None, exponent)
+
+
+def _pow_exponent(graph: GraphProto, view: ConstantView, node: NodeProto) -> float | None:
+    """The exponent of a Pow node when it is a one-element initializer or Constant, else None (computed, or held
+    in a form not read here)."""
+    name = node.input[1] if len(node.input) > 1 else ""
+    held = view.stored.get(name)
+    tensor = None
+    if held == "initializer":
+        tensor = next((t for t in graph.initializer if t.name == name), None)
+    elif held == "node" and name in view.producer:
+        constant = graph.node[view.producer[name]]
+        tensor = next((a.t for a in constant.attribute if a.name == "value"), None)
+        scalar = next((a.f for a in constant.attribute if a.name == "value_float"), None)
+        if scalar is not None:
+            return float(scalar)
+    if tensor is None or tensor.data_location == TensorProto.EXTERNAL:
+        return None
+    values = numpy_helper.to_array(tensor).reshape(-1)
+    return float(values[0]) if values.size == 1 else None
 
 
 # Ops with a `group` attribute: a group count above 1 makes a grouped (depthwise when one channel per group) conv.

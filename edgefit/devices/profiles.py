@@ -86,6 +86,9 @@ class DeviceProfile:
     active_power_w: float                # draw while running inference
     idle_power_w: float                  # draw between inferences
     latency_budget_s: float | None = None  # the latency the device's application needs, when the profile says
+    # Largest cache a core's kernels run out of: what does not fit streams from memory (edgefit.devices.latency);
+    # None: unknown, nothing is charged as uncached.
+    last_level_cache_bytes: int | None = None
     basis: str = "datasheet"             # what the speed and power figures rest on: one of BASES
     expected_error: float | None = None  # relative error of the latency estimate (0.25: +-25%), when known
     ram_usable_fraction: float = 1.0     # share of RAM one app may take (phones' OS limits)
@@ -175,6 +178,7 @@ class DeviceProfile:
             "weights_in_ram": self.weights_in_ram, "peak_macs_per_s": dict(self.peak_macs_per_s),
             "efficiency": dict(self.efficiency), "memory_bandwidth_bytes_per_s": self.memory_bandwidth_bytes_per_s,
             "flash_bandwidth_bytes_per_s": self.flash_bandwidth_bytes_per_s,
+            "last_level_cache_bytes": self.last_level_cache_bytes,
             "inference_overhead_ms": self.inference_overhead_s * 1e3, "per_op_overhead_us": self.per_op_overhead_s * 1e6,
             "network_rtt_ms": self.network_rtt_s * 1e3, "active_power_w": self.active_power_w,
             "idle_power_w": self.idle_power_w, "battery_mah": self.battery_mah, "battery_v": self.battery_v,
@@ -210,6 +214,7 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "active_power": ("active_power_w", positive_field(parse_power_w), True),
     "idle_power": ("idle_power_w", positive_field(parse_power_w, allow_zero=True), True),
     "latency_budget": ("latency_budget_s", positive_field(parse_duration_s), False),
+    "last_level_cache": ("last_level_cache_bytes", size_field, False),
     "basis": ("basis", basis_field, False),
     "expected_error": ("expected_error", positive_field(number_field), False),
     "ram_usable_fraction": ("ram_usable_fraction", fraction_field, False),
