@@ -298,3 +298,21 @@ active_power = "test"
 idle_power = "test"
 processor = "test"
 """
+
+
+def test_repeated_failing_ops_are_named_once_with_their_count(tmp_path):
+    """A transformer repeats its unsupported op in every block: the operators line groups nodes of one op and
+    reason ('ReduceProd x5 (p0, p1, p2 and 2 more) ...'), and a different op keeps its own entry."""
+    chain = [prod(f"p{i}", "f" if i == 0 else f"q{i - 1}") for i in range(5)]
+    for i, node in enumerate(chain):
+        node.output[0] = f"q{i}"
+        node.ClearField("attribute")
+        node.attribute.extend([helper.make_attribute("keepdims", 1)])
+    chain.append(helper.make_node("Erf", ["q4"], ["y2"], name="erf"))
+    path = tmp_path / "m.onnx"
+    path.write_bytes(small_cnn(extra=chain).SerializeToString())
+    result = check(path, [mcu(operators="tflm", latency_budget_s=10.0, ram_bytes=10**6)], "fp32").targets[0]
+    erf = next(n for n in result.operators.not_running if n.op_type == "Erf")
+    assert describe_operators(result) == (
+        f"hand-mcu: TensorFlow Lite Micro cannot run 6 of 11 ops: ReduceProd x5 (p0, p1, p2 and 2 more) {PROD_REASON}, "
+        f"Erf (erf) {erf.reason}")
