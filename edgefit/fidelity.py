@@ -521,17 +521,21 @@ def _input_dtype(value: onnx.ValueInfoProto) -> np.dtype:
 
 def synthetic_samples(model: ModelProto, count: int = SYNTHETIC_SAMPLES, *,
                       input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
-                      seed: int = 0, assume_dims: int | None = None, output_bytes: int = 0) -> SampleSet:
+                      seed: int = 0, assume_dims: int | None = None, output_bytes: int = 0,
+                      input_values: dict[str, list[float]] | None = None) -> SampleSet:
     """Seeded random inputs at the resolved input shapes, `count` in all, split evenly across the
     synthetic_distributions (in order; with fewer samples than distributions, the first ones). Integer inputs
     that are not pixels (token ids, indices) and bool inputs are zeros, a value every such input accepts.
+    An input with a given value (`input_values`, --input-value: a sample rate) holds that value in every sample:
+    the analysis counted the branch that value takes, so fidelity must run that branch too.
 
     At most `count` samples, fewer when they would not fit guard.SYNTHETIC_BUDGET_BYTES together with the outputs
     they make (`output_bytes` per sample, kept for the original and the candidate model); a ShapeError when not
     even one sample's inputs fit (the shapes are what the user bound, e.g. a batch of a million)."""
-    from edgefit.shapes import resolve_shapes
+    from edgefit.shapes import input_value_arrays, resolve_shapes
 
-    shapes = resolve_shapes(model, input_shapes, dims, assume_dims=assume_dims).inputs
+    shapes = resolve_shapes(model, input_shapes, dims, assume_dims=assume_dims, input_values=input_values).inputs
+    given, _ = input_value_arrays(model.graph, input_values or {}, input_shapes or {})
     inputs = _model_inputs(model)
     dtypes = {value.name: _input_dtype(value) for value in inputs}
     sample_bytes = sum(math.prod(shapes[v.name]) * dtypes[v.name].itemsize for v in inputs)
@@ -549,7 +553,9 @@ def synthetic_samples(model: ModelProto, count: int = SYNTHETIC_SAMPLES, *,
             feed = {}
             for value in inputs:
                 dtype, shape = dtypes[value.name], shapes[value.name]
-                if value.name in pixel_inputs:
+                if value.name in given:
+                    feed[value.name] = given[value.name].copy()
+                elif value.name in pixel_inputs:
                     pixels = distribution.pixels(rng, shape)
                     if dtype.kind in "iu":   # an int8 image input holds what of [0, 255] it can
                         pixels = np.clip(pixels, np.iinfo(dtype).min, np.iinfo(dtype).max)
@@ -724,7 +730,8 @@ def classifier_output(model: ModelProto, samples: SampleSet) -> int | None:
 def select_samples(model: ModelProto, *, eval_path: str | Path | None = None, calib: SampleSet | None = None,
                    input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
                    limit: int | None = None, assume_dims: int | None = None, output_bytes: int = 0,
-                   evaluation: SampleSet | None = None) -> SampleSet:
+                   evaluation: SampleSet | None = None, input_values: dict[str, list[float]] | None = None,
+                   ) -> SampleSet:
     """The inputs fidelity runs on: the user's eval data (`evaluation` when the caller read it already, else
     read from `eval_path`), else the calibration data, else synthetic (see synthetic_samples for `output_bytes`)."""
     if evaluation is not None:
@@ -734,5 +741,5 @@ def select_samples(model: ModelProto, *, eval_path: str | Path | None = None, ca
     if calib is not None:
         return calib
     return synthetic_samples(model, input_shapes=input_shapes, dims=dims, assume_dims=assume_dims,
-                             output_bytes=output_bytes)
+                             output_bytes=output_bytes, input_values=input_values)
 

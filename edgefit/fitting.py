@@ -18,6 +18,8 @@ The search space, per target device:
   the fidelity floor breaks;
 * the memory-aware execution order written into the node order (the reorder pass), for a candidate that misses
   the budget while the planner's order has a smaller arena than the file order a TFLM-style runtime follows.
+* when an operator binds -- the fused model holds ops the target's runtime cannot run that the decompose pass
+  rewrites (Gelu, LayerNormalization, HardSigmoid, ...) -- every recipe starts `fuse,decompose:OPS`.
 
 Not searched: magnitude (unstructured) pruning, because no runtime edgefit models stores zeros for less (every
 profile's flash holds dense tensors, so zeroed weights change no verdict).
@@ -72,8 +74,6 @@ NOT_SEARCHED = (
     "magnitude (unstructured) pruning: no target's storage profits from sparsity (every profile stores dense "
     "weights), so zeroed weights change no verdict",
 )
-INT8 = "fuse,quantize:int8"
-STATIC_RECIPES = (INT8, "fuse,quantize:int8:percentile", "fuse,quantize:a16w8")   # regions may go back to float
 _MODE_PRECISION = {"fp16": "fp16", "int8": "int8", "dynamic": "int8"}
 
 Progress = Callable[[str, int, int], None]   # (current candidate, done, planned)
@@ -291,15 +291,16 @@ class _Workspace:
 
     def __init__(self, proto: ModelProto, calibration: SampleSet, samples: SampleSet, floor: FidelityFloor,
                  input_shapes: dict[str, list[int]] | None, dims: dict[str, int] | None,
-                 assume_dims: int | None = None, quantize_heads: bool = False):
+                 assume_dims: int | None = None, input_values: dict[str, list[float]] | None = None,
+                 quantize_heads: bool = False):
         from edgefit.passes.pipeline import PassOptions, run_passes
         from edgefit.passes.quantize import QuantizationCache
 
         self.original, self.calibration, self.samples, self.floor = proto, calibration, samples, floor
         self.quantization_cache = QuantizationCache()   # pre-processing and ranges once, for every candidate
         self.options = PassOptions(calibration=calibration, input_shapes=input_shapes, dims=dims,
-                                   assume_dims=assume_dims, quantization_cache=self.quantization_cache,
-                                   quantize_heads=quantize_heads)
+                                   assume_dims=assume_dims, input_values=input_values,
+                                   quantization_cache=self.quantization_cache, quantize_heads=quantize_heads)
         self.reference = run_model(proto, samples, what="the original model")
         self.fused = run_passes(proto, "fuse", self.options).model
         self._built: dict[tuple, _Built] = {}
@@ -314,8 +315,7 @@ class _Workspace:
             options = dataclasses.replace(self.options, exclude=exclude, int8_op_types=int8_ops)
             try:
                 model = run_passes(self.fused, rest, options).model if rest else self.fused
-                footprint = analyze(model, self.options.input_shapes, self.options.dims,
-                                    assume_dims=self.options.assume_dims)
+                footprint = analyze(model, **self.options.shape_bindings)
                 self._built[key] = _Built(model, footprint)
             except EdgefitError as error:
                 self._built[key] = _Built(None, None, str(error))
@@ -341,7 +341,9 @@ class _Workspace:
             built = self.build(recipe, (), int8_ops)
             result = None
             if built.model is not None:
-                named = _named_model(self.fused)
+                # the float model the recipe quantizes: fused, and decomposed when the recipe says so
+                float_model = self.build(recipe[:recipe.index(",quantize:")], (), None).model
+                named = _named_model(float_model if float_model is not None else self.fused)
                 heads = sensitivity.output_heads(named)
                 quantizable = set(int8_ops) if int8_ops is not None else None
                 skip = () if self.options.quantize_heads else heads.nodes
@@ -385,10 +387,10 @@ def _stored_weights(footprint: Footprint) -> Footprint:
 class _Search:
     def __init__(self, work: _Workspace, profile: DeviceProfile, budgets: Budgets, rate_hz: float | None,
                  runtime: str | None, objective: str, deadline: float | None, progress: Progress | None,
-                 profiles_dir=None):
+                 profiles_dir=None, custom_ops: Sequence[str] = ()):
         self.work, self.profile, self.budgets, self.rate_hz = work, profile, budgets, rate_hz
         self.runtime = runtime
-        self.profiles_dir = profiles_dir
+        self.profiles_dir, self.custom_ops = profiles_dir, custom_ops
         self.objective, self.deadline, self.progress = objective, deadline, progress
         self.int8_ops = profile.int8_ops
         self.candidates: list[Candidate] = []
@@ -398,6 +400,22 @@ class _Search:
         # do not do: they run full-integer models only.
         self.modes = [m for m in ("fp16", "int8", "dynamic") if _MODE_PRECISION[m] in profile.precisions
                       and not (m == "dynamic" and profile.tier == "tiny")]
+        self.base = "fuse"   # every recipe's first passes (see decomposed_base)
+
+    def decomposed_base(self) -> str:
+        """'fuse', or 'fuse,decompose:OPS' when an operator binds: the fused model holds ops this target's runtime
+        cannot run and the decompose pass rewrites (every recipe then starts with it)."""
+        from edgefit.passes.decompose import ops_not_running, rewritable
+
+        operators = self.profile.stack_settings(self.runtime).operators
+        if operators is None:
+            return "fuse"
+        self._report("operators of the fused model")
+        try:
+            ops = rewritable(ops_not_running(self.work.fused, operators, self.work.options))
+        except EdgefitError:   # not analysable: the candidates' own checks say why
+            return "fuse"
+        return f"fuse,decompose:{':'.join(ops)}" if ops else "fuse"
 
     # -- pieces
     def out_of_time(self) -> bool:
@@ -460,22 +478,24 @@ class _Search:
             self.progress(label, len(self.candidates), max(self.planned, len(self.candidates) + 1))
 
     def precision_recipes(self) -> list[str]:
-        recipes = ["fuse"]
+        recipes = [self.base]
         for mode in self.modes:
-            recipes.append(f"fuse,quantize:{mode}")
+            recipes.append(f"{self.base},quantize:{mode}")
             if mode == "int8":
-                recipes.append("fuse,quantize:int8:percentile")
+                recipes.append(f"{self.base},quantize:int8:percentile")
                 if self.runs_a16w8():
-                    recipes.append("fuse,quantize:a16w8")
+                    recipes.append(f"{self.base},quantize:a16w8")
         return recipes
+
+    def static_recipes(self) -> tuple[str, ...]:
+        """The static quantization recipes whose worst regions may go back to float."""
+        return tuple(f"{self.base},quantize:{mode}" for mode in ("int8", "int8:percentile", "a16w8"))
 
     def runs_a16w8(self) -> bool:
         """Whether the target's runtime has int16-activation kernels for every op type of the model."""
         from edgefit.devices.operators import load_operator_list
 
-        name = self.profile.operators if self.runtime is None else next(
-            (s.operators for s in self.profile.runtimes if s.name == self.runtime and s.operators),
-            self.profile.operators)
+        name = self.profile.stack_settings(self.runtime).operators
         if not name:
             return False
         op_types = {n.op_type for n in self.work.fused.graph.node if n.op_type != "Constant"}
@@ -484,7 +504,7 @@ class _Search:
     def prune_recipes(self) -> list[str]:
         cheapest = "int8" if "int8" in self.modes else ("fp16" if "fp16" in self.modes else None)
         tail = f",quantize:{cheapest}" if cheapest else ""
-        return [f"fuse,prune:{ratio:g}:structured{tail}" for ratio in PRUNE_RATIOS]
+        return [f"{self.base},prune:{ratio:g}:structured{tail}" for ratio in PRUNE_RATIOS]
 
     def float_regions(self, base: Candidate) -> None:
         """`base` (a static recipe that fits the budget, misses the floor) with its k worst regions in float: k
@@ -532,7 +552,7 @@ class _Search:
 
     def best_static_miss(self) -> Candidate | None:
         """The static candidate that fits the budget but misses the floor with the best fidelity."""
-        missed = [c for c in self.candidates if _without_reorder(c.recipe) in STATIC_RECIPES and not c.exclude
+        missed = [c for c in self.candidates if _without_reorder(c.recipe) in self.static_recipes() and not c.exclude
                   and c.fits_budget and c.fidelity is not None and not c.meets_floor]
         return max(missed, key=lambda c: fidelity_score(c.fidelity), default=None)
 
@@ -541,7 +561,7 @@ class _Search:
         self.planned = len(self.precision_recipes())
         # A precision over the budget is not measured (fp16 and dynamic int8 run slowly on CPUs); the float
         # regions' bisection does measure over-budget candidates: it follows the floor.
-        first = self.evaluate("fuse", over_budget_too=False)
+        first = self.evaluate(self.base, over_budget_too=False)
         if first is not None and first.fits:   # already fits: fused and otherwise unchanged
             return
         for recipe in self.precision_recipes()[1:]:
@@ -587,7 +607,7 @@ class _Search:
             if candidate.fits:
                 return
             # the cheapest static recipe missing the floor: its worst regions in float cost little flash more
-            if _without_reorder(candidate.recipe) in STATIC_RECIPES and candidate.fidelity is not None \
+            if _without_reorder(candidate.recipe) in self.static_recipes() and candidate.fidelity is not None \
                     and not any(c.stage == "float regions" for c in self.candidates):
                 self.float_regions(candidate)
                 if any(c.fits for c in self.candidates):
@@ -595,6 +615,7 @@ class _Search:
 
     def run(self) -> TargetFit:
         started = time.monotonic()
+        self.base = self.decomposed_base()
         (self.by_fidelity if self.objective == "fidelity" else self.by_cost)()
         fitting = [c for c in self.candidates if c.fits]
         # The bisection's larger k were probes: of its fitting candidates the one with the fewest float regions
@@ -611,7 +632,9 @@ class _Search:
                          built.model if built else None, quantize_heads=self.work.options.quantize_heads)
 
     def no_fit(self) -> NoFit | None:
-        judged = [c for c in self.candidates if c.result is not None]
+        # A candidate within budget whose fidelity could not be measured (onnxruntime refused to load it) tells
+        # nothing about what binds; its error is listed with the candidates.
+        judged = [c for c in self.candidates if c.result is not None and not (c.fits_budget and c.fidelity is None)]
         if not judged:
             return None
         in_budget = [c for c in judged if c.fits_budget and c.fidelity is not None]
@@ -631,18 +654,19 @@ class _Search:
         if binding.metric == "ram":   # tiling may close a RAM gap: patch advice for this candidate
             closest = dataclasses.replace(closest, result=self._check(built, patching=True))
         return NoFit(closest, binding.metric, binding.value, binding.limit, binding.unit, binding.limit_source,
-                     devices_that_fit(closest, built.model, self.profile, self.rate_hz, self.profiles_dir))
+                     devices_that_fit(closest, built.model, self.profile, self.rate_hz, self.profiles_dir,
+                                      self.custom_ops))
 
 
 def devices_that_fit(candidate: Candidate, model: ModelProto | None, profile: DeviceProfile, rate_hz: float | None,
-                     profiles_dir=None) -> tuple[str, ...]:
+                     profiles_dir=None, custom_ops: Sequence[str] = ()) -> tuple[str, ...]:
     """Other known devices the candidate (whose graph is `model`) fits as it is: device limits, and the operators
-    of each device's runtime; smallest RAM first."""
+    of each device's runtime with the user's `custom_ops` declared; smallest RAM first."""
     from edgefit.devices.check import with_model_advice
 
     footprint = _stored_weights(candidate.footprint)
     precision = model_precision(footprint)
-    others = [p for p in list_profiles(profiles_dir) if p.name != profile.name]
+    others = [p.with_custom_ops(custom_ops) for p in list_profiles(profiles_dir) if p.name != profile.name]
     results = with_model_advice([check_footprint(footprint, p, precision, Budgets(), rate_hz) for p in others],
                                 footprint, model, patching=False)
     fitting = [result.profile for result in results if result.fits]
@@ -690,13 +714,16 @@ def fit(model: str | os.PathLike | ModelProto, targets: str | DeviceProfile | Se
         output: str | os.PathLike | None = None, time_budget_s: float | None = None,
         input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
         runtime: str | None = None, profiles_dir=None, progress: Progress | None = None,
-        assume_dims: int | None = None, quantize_heads: bool = False) -> FitReport:
+        assume_dims: int | None = None, input_values: dict[str, list[float]] | None = None,
+        custom_ops: Sequence[str] = (), quantize_heads: bool = False) -> FitReport:
     """Search recipes for each target and return the best model that fits each (see the module docstring).
 
     The floor: `min_cosine` (default 0.99 unless only `max_accuracy_drop` is given) and `max_accuracy_drop`
     (a fraction; needs labelled `eval_path` data). `output`: with one target a model file, with several a
     directory that receives `<stem>.<device>.onnx` per fitting target and fit-manifest.json. Nothing is written
-    without `output`; the chosen models are on `TargetFit.model`.
+    without `output`; the chosen models are on `TargetFit.model`. `input_values` (--input-value): values of
+    inputs that decide If conditions, also fed to the model in synthetic samples. `custom_ops` (--custom-op): ops
+    the user wrote kernels for, judged supported on the targets and on the other devices a miss suggests.
     """
     started = time.monotonic()
     if objective not in OBJECTIVES:
@@ -707,7 +734,8 @@ def fit(model: str | os.PathLike | ModelProto, targets: str | DeviceProfile | Se
         raise ConfigError(f"invalid --min-cosine {min_cosine!r}: expected a value in (0, 1]")
     floor = FidelityFloor(DEFAULT_MIN_COSINE if min_cosine is None and max_accuracy_drop is None else min_cosine,
                           max_accuracy_drop)
-    profiles = resolve_targets([targets] if isinstance(targets, (str, DeviceProfile)) else targets, profiles_dir)
+    profiles = resolve_targets([targets] if isinstance(targets, (str, DeviceProfile)) else targets, profiles_dir,
+                               custom_ops)
     source = None if isinstance(model, ModelProto) else Path(model)
     proto = model if source is None else _load(source)
     outputs = _plan_outputs(source, proto, profiles, output)
@@ -716,7 +744,8 @@ def fit(model: str | os.PathLike | ModelProto, targets: str | DeviceProfile | Se
     evaluation = load_samples(eval_path, proto) if eval_path is not None else None
     input_shapes = shapes_from_data(proto, input_shapes, dims, calibration=calibration, evaluation=evaluation)
     if calibration is None:
-        calibration = synthetic_samples(proto, input_shapes=input_shapes, dims=dims, assume_dims=assume_dims)
+        calibration = synthetic_samples(proto, input_shapes=input_shapes, dims=dims, assume_dims=assume_dims,
+                                        input_values=input_values)
     samples = select_samples(proto, evaluation=evaluation, calib=calibration)
     if max_accuracy_drop is not None and samples.labels is None:
         raise ConfigError("--max-accuracy-drop needs labelled data: pass --eval with a 'labels' array")
@@ -728,11 +757,13 @@ def fit(model: str | os.PathLike | ModelProto, targets: str | DeviceProfile | Se
     if samples.source == "synthetic":
         warnings.append("fidelity measured on synthetic random inputs; pass --eval (or --calib) with real samples")
 
-    work = _Workspace(proto, calibration, samples, floor, input_shapes, dims, assume_dims, quantize_heads)
+    work = _Workspace(proto, calibration, samples, floor, input_shapes, dims, assume_dims, input_values,
+                      quantize_heads)
     deadline = None if time_budget_s is None else started + time_budget_s
     results = []
     for profile in profiles:
-        search = _Search(work, profile, budgets, rate_hz, runtime, objective, deadline, progress, profiles_dir)
+        search = _Search(work, profile, budgets, rate_hz, runtime, objective, deadline, progress, profiles_dir,
+                         custom_ops)
         results.append(search.run())
     results = [_written(r, outputs.get(r.profile.name), source) for r in results]
     manifest = None

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,21 @@ from edgefit.devices.check import (
     with_model_advice,
 )
 from edgefit.devices.estimate import METHOD
-from edgefit.devices.fields import check_precision
+from edgefit.devices.fields import check_precision, custom_ops_field
 from edgefit.devices.profiles import find_profile, list_profiles
 from edgefit.errors import ConfigError, EdgefitError, ShapeError
 from edgefit.guard import existing_kind, regular_file
 from edgefit.toml_files import load_toml
-from edgefit.units import MAX_DIM, ascii_int, check_rate_hz, parse_assume_dims
+from edgefit.units import (
+    MAX_DIM,
+    MAX_INPUT_VALUES,
+    ascii_int,
+    check_rate_hz,
+    parse_assume_dims,
+)
 
 GATE_KEYS = ("name", "model", "target", "precision", "max_ram", "max_flash", "max_latency", "max_power", "rate",
-             "input_shape", "dim", "assume_dims", "baseline", "max_growth")
+             "input_shape", "dim", "assume_dims", "input_value", "baseline", "max_growth", "custom_ops")
 _DEFAULT_KEYS = tuple(k for k in GATE_KEYS if k not in ("name", "model", "baseline"))
 _TOP_KEYS = ("profiles_dir", "defaults", "gate")
 # Baseline figures (keys of `edgefit analyze --json`) and the verdict that guards each.
@@ -55,6 +62,8 @@ class GateSpec:
     baseline: Path | None
     max_growth: float | None             # fraction: 0.05 for "5%"
     assume_dims: int | None = None       # see edgefit.shapes.resolve_shapes
+    custom_ops: tuple[str, ...] = ()     # ops the user wrote kernels for (DOMAIN.NAME), judged supported
+    input_values: Mapping[str, tuple[float, ...]] = field(default_factory=dict)   # as --input-value gives them
 
 
 @dataclass(frozen=True)
@@ -159,6 +168,22 @@ def _parse_shapes(value: Any, where: str) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _parse_input_values(value: Any, where: str) -> dict[str, tuple[float, ...]]:
+    """{sr = 16000} or {ids = [1, 2, 3]}: what --input-value sr=16000 gives; the model's input names, types and
+    shapes are checked when it is analysed, as for the option."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: input_value: expected a table such as {{sr = 16000}}")
+    values = {}
+    for name, given in value.items():
+        numbers = tuple(given) if isinstance(given, list) else (given,)
+        # bool is an int to Python, not a number to a user; inf / nan decide no condition
+        if not 1 <= len(numbers) <= MAX_INPUT_VALUES or not all(
+                type(n) in (int, float) and math.isfinite(n) for n in numbers):
+            raise ConfigError(f"{where}: input_value.{name}: expected a number or a list of numbers, got {given!r}")
+        values[name] = numbers
+    return values
+
+
 def _parse_dims(value: Any, where: str) -> dict[str, int]:
     if not isinstance(value, dict) or not all(type(v) is int and 1 <= v <= MAX_DIM for v in value.values()):
         raise ConfigError(f"{where}: dim: expected a table of positive integers (at most 2**62), e.g. {{batch = 1}}")
@@ -194,6 +219,10 @@ def _parse_gate(entry: Mapping[str, Any], defaults: Mapping[str, Any], index: in
                                 values.get("max_power"))
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from None
+    try:
+        custom_ops = custom_ops_field(values["custom_ops"]) if "custom_ops" in values else ()
+    except ValueError as error:
+        raise ConfigError(f"{where}: custom_ops: {error}") from None
     baseline = None
     if "baseline" in values:
         if not isinstance(values["baseline"], str):
@@ -218,6 +247,8 @@ def _parse_gate(entry: Mapping[str, Any], defaults: Mapping[str, Any], index: in
         input_shapes=_parse_shapes(values["input_shape"], where) if "input_shape" in values else {},
         dims=_parse_dims(values["dim"], where) if "dim" in values else {},
         baseline=baseline, max_growth=growth, assume_dims=_parse_assume_dims(values.get("assume_dims"), where),
+        custom_ops=custom_ops,
+        input_values=_parse_input_values(values["input_value"], where) if "input_value" in values else {},
     )
 
 
@@ -276,8 +307,10 @@ def _growth_verdicts(spec: GateSpec, footprint: Footprint) -> tuple[Verdict, ...
     return tuple(verdicts)
 
 
-def run_gate(config_path: str | Path = "edgefit.toml", profiles_dir: ProfilesDir = None) -> GateReport:
-    """Check every [[gate]] of an edgefit.toml; each model is analyzed once however many gates use it."""
+def run_gate(config_path: str | Path = "edgefit.toml", profiles_dir: ProfilesDir = None,
+             custom_ops: Sequence[str] = ()) -> GateReport:
+    """Check every [[gate]] of an edgefit.toml; each model is analyzed once however many gates use it.
+    `custom_ops` (--custom-op): ops the user wrote kernels for, on every gate besides each entry's own."""
     config = load_gate_config(config_path)
     extra = [] if profiles_dir is None else (
         [profiles_dir] if isinstance(profiles_dir, (str, Path)) else list(profiles_dir))
@@ -286,17 +319,18 @@ def run_gate(config_path: str | Path = "edgefit.toml", profiles_dir: ProfilesDir
     results = []
     for spec in config.gates:
         key = (spec.model.resolve(), tuple(sorted(spec.input_shapes.items())), tuple(sorted(spec.dims.items())),
-               spec.assume_dims)
+               spec.assume_dims, tuple(sorted(spec.input_values.items())))
         if key not in footprints:
             try:
-                footprints[key] = analyze_for_check(spec.model, spec.input_shapes, spec.dims, spec.assume_dims)
+                footprints[key] = analyze_for_check(spec.model, spec.input_shapes, spec.dims, spec.assume_dims,
+                                                    spec.input_values)
             except EdgefitError as error:   # say which gate: a config may name many models
                 hint = " (a gate sets it with input_shape = { NAME = [1, 3, 224, 224] } or assume_dims = 1)" if (
                     "--input-shape" in str(error)) else ""
                 raise type(error)(f"{config.path}: gate {spec.name!r}: {error}{hint}") from None
         footprint = footprints[key]
         try:
-            profile = find_profile(spec.target, profiles)
+            profile = find_profile(spec.target, profiles).with_custom_ops((*spec.custom_ops, *custom_ops))
         except EdgefitError as error:
             raise ConfigError(f"{config.path}: gate {spec.name!r}: {error}") from None
         target = with_model_advice((check_footprint(footprint, profile, spec.precision, spec.budgets, spec.rate_hz),),

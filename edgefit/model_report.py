@@ -11,9 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgefit.analysis.footprint import Footprint, LayerStats, analyze
+from edgefit.analysis.footprint import Footprint, LayerStats
 from edgefit.analysis.timeline import MemoryTimeline, memory_timeline
-from edgefit.devices.check import Budgets, CheckReport, ProfilesDir, check
+from edgefit.devices.check import (
+    Budgets,
+    CheckReport,
+    ProfilesDir,
+    analyze_for_check,
+    check,
+)
 from edgefit.devices.estimate import layer_latencies
 from edgefit.devices.profiles import DeviceProfile
 from edgefit.fidelity import Fidelity, SampleSet
@@ -80,10 +86,14 @@ def build_report(model: str | Path | Footprint, targets: Iterable[str | DevicePr
                  precision: str | None = None, *, compare_with: str | Path | None = None,
                  eval_path: str | Path | None = None, budgets: Budgets = Budgets(), rate_hz: float | None = None,
                  input_shapes: Mapping[str, Sequence[int]] | None = None, dims: Mapping[str, int] | None = None,
-                 profiles_dir: ProfilesDir = None, assume_dims: int | None = None) -> ModelReport:
+                 profiles_dir: ProfilesDir = None, assume_dims: int | None = None,
+                 custom_ops: Iterable[str] = (),
+                 input_values: Mapping[str, Sequence[float]] | None = None) -> ModelReport:
     """Analyse `model` (and `compare_with`), check both on `targets` (None: every profile; empty: none) and gather
-    what the report draws. Fidelity of `compare_with` against `model` is measured only with `eval_path` data,
-    whose arrays also bind the input dimensions the model leaves open."""
+    what the report draws; `custom_ops`: ops the user wrote kernels for, `input_values`: values of inputs that
+    decide If conditions (see edgefit.devices.check.check). Fidelity
+    of `compare_with` against `model` is measured only with `eval_path` data, whose arrays also bind the input
+    dimensions the model leaves open."""
     evaluation = None
     if eval_path is not None and not isinstance(model, Footprint):
         from edgefit.fidelity import load_samples, shapes_from_data
@@ -92,19 +102,19 @@ def build_report(model: str | Path | Footprint, targets: Iterable[str | DevicePr
         proto = load_model(model).proto   # the inputs' declarations are all the data are checked against
         evaluation = load_samples(eval_path, proto)
         input_shapes = shapes_from_data(proto, dict(input_shapes or {}), dict(dims or {}), evaluation=evaluation)
-    footprint = model if isinstance(model, Footprint) else analyze(
-        model, input_shapes=dict(input_shapes or {}), dims=dict(dims or {}), assume_dims=assume_dims)
+    footprint = model if isinstance(model, Footprint) else analyze_for_check(model, input_shapes, dims, assume_dims,
+                                                                             input_values)
     targets = None if targets is None else list(targets)
     checked = None
     if targets is None or targets:
-        checked = check(footprint, targets, precision, budgets, rate_hz, profiles_dir=profiles_dir)
+        checked = check(footprint, targets, precision, budgets, rate_hz, profiles_dir=profiles_dir,
+                        custom_ops=custom_ops)
     first = checked.targets[0] if checked and checked.targets else None
     latencies = (layer_latencies(footprint, first.profile, first.estimate.precision, first.estimate.runtime)
                  if first else ())
     comparison = None
     if compare_with is not None:
-        other = analyze(compare_with, input_shapes=dict(input_shapes or {}), dims=dict(dims or {}),
-                        assume_dims=assume_dims)
+        other = analyze_for_check(compare_with, input_shapes, dims, assume_dims, input_values)
         other_check = (check(other, [t.profile for t in checked.targets], precision, budgets, rate_hz)
                        if checked else None)
         fidelity = _fidelity(footprint, other, eval_path, evaluation) if eval_path is not None else None

@@ -43,6 +43,19 @@ def session(proto: ModelProto, *, optimize: bool = False, threads: int | None = 
     names in its error.
     """
     try:
+        return _open_stamped(proto, optimize, threads, exact_int8)
+    except Exception:
+        if not (optimize and exact_int8):
+            raise
+        # The switch's graph rewrite (s8 -> u8 weights) fails on some models ("AddInitializedOrtValue Attempt to
+        # replace the existing tensor", onnxruntime 1.32, a torch-exported transformer whose quantized weights share
+        # initializers). Without graph optimisation onnxruntime runs the QDQ graph as written, DequantizeLinear ->
+        # float op -> QuantizeLinear: the same quantized values, computed exactly, only slower.
+        return _open_stamped(proto, False, threads, exact_int8)
+
+
+def _open_stamped(proto: ModelProto, optimize: bool, threads: int | None, exact_int8: bool):
+    try:
         return _open(proto, optimize, proto.ir_version, threads, exact_int8)
     except Exception as error:
         match = _IR_TOO_NEW.search(str(error))

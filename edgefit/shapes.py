@@ -20,6 +20,7 @@ from onnx import GraphProto, ModelProto, TensorProto, numpy_helper
 
 from edgefit.analysis.dtypes import dtype_code, dtype_name, tensor_bytes
 from edgefit.errors import ShapeError
+from edgefit.known_values import BranchChoice, constant_node, known_values
 from edgefit.units import MAX_DIM, parse_dims, parse_input_shapes  # noqa: F401 - parsers re-exported
 from edgefit.model import (STUB_ABOVE_ELEMENTS, GraphIndex, external_data_bytes, has_subgraph, index_graph,
                            initializer_names, iter_graphs, metadata_only_copy, node_attribute, subgraph_scope)
@@ -70,6 +71,10 @@ class ShapeTable:
     warnings: list[str] = field(default_factory=list)
     source: str = "onnx shape inference"
     non_tensors: set[str] = field(default_factory=set)   # sequences, maps, optionals: no shape to resolve
+    # The branch each `If` whose condition is known before run time takes, by (scope, the If's first output).
+    branch_choices: dict[tuple[str, str], BranchChoice] = field(default_factory=dict)
+    # The graph inputs whose data decide each other `If`'s condition (same keys): which --input-value to give.
+    condition_inputs: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
 
     def lookup(self, name: str, scope: str = "") -> TensorInfo | None:
         """Find `name` in `scope` or the enclosing scopes (subgraphs read outer tensors by name)."""
@@ -251,6 +256,31 @@ def _bind_input_shapes(proto: ModelProto, pinned: dict[str, list[int]], dims: di
         warnings.append(f"unbound dimensions set to {assume_dims} by --assume-dims: {described}; the figures hold "
                         f"for that size only")
     return resolved
+
+
+def input_value_arrays(graph: GraphProto, given: dict[str, list[float]], pinned: dict[str, list[int]],
+                        ) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
+    """The values given for inputs as arrays of the input's element type and shape: one number fills a scalar (or
+    a tensor of ones along each declared axis), N numbers a 1-D input. Also the shapes they pin."""
+    declared = {value.name: value for value in real_inputs(graph)}
+    arrays: dict[str, np.ndarray] = {}
+    for name, numbers in given.items():
+        if name not in declared:
+            raise ShapeError(f"unknown input {name!r} in --input-value; the model's inputs are {list(declared)}")
+        info = declared_info(declared[name])
+        if info is None or info is _NOT_A_TENSOR or info.dtype in ("string", "undefined"):
+            raise ShapeError(f"--input-value {name}: the input is not a numeric tensor")
+        rank = len(info.dims) if info.dims is not None else (0 if len(numbers) == 1 else 1)
+        shape = pinned.get(name) or ([len(numbers)] if rank == 1 else [1] * rank)
+        if math.prod(shape) != len(numbers):
+            raise ShapeError(f"--input-value {name}: {len(numbers)} value(s) given for an input of shape "
+                             f"{'x'.join(map(str, shape)) or 'scalar'}")
+        np_dtype = onnx.helper.tensor_dtype_to_np_dtype(dtype_code(info.dtype))
+        array = np.array(numbers, dtype=np.float64).reshape(shape)
+        if not np.issubdtype(np_dtype, np.floating) and np.any(array != np.round(array)):
+            raise ShapeError(f"--input-value {name}: the input holds {info.dtype}, not fractions")
+        arrays[name] = array.astype(np_dtype)
+    return arrays, {name: list(array.shape) for name, array in arrays.items()}
 
 
 def _unbound_message(unbound: list[tuple[str, Dims, list[int | None]]]) -> str:
@@ -440,15 +470,18 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
                    dims: dict[str, int] | None = None, *, weights_loaded: bool = True,
                    external_dir: Path | None = None,
                    index: GraphIndex | None = None, light: ModelProto | None = None,
-                   assume_dims: int | None = None) -> ShapeTable:
+                   assume_dims: int | None = None,
+                   input_values: dict[str, list[float]] | None = None) -> ShapeTable:
     """Shapes of every tensor. `index` is the main graph's index_graph (for its topological order and nodes).
 
     `light` is a metadata_only_copy(proto, index.order) the caller made already; it is modified here.
     `assume_dims` sets every dimension nothing else binds (see _bind_input_shapes); None: such a dimension is
-    a ShapeError naming the option that binds it.
+    a ShapeError naming the option that binds it. `input_values` gives inputs' values (a scalar's or a short
+    vector's, e.g. a sample rate): conditions and shapes computed from them are then known (see known_values).
     """
     warnings: list[str] = []
-    resolved = _bind_input_shapes(proto, input_shapes or {}, dims or {}, warnings, assume_dims)
+    values, value_shapes = input_value_arrays(proto.graph, input_values or {}, input_shapes or {})
+    resolved = _bind_input_shapes(proto, {**value_shapes, **(input_shapes or {})}, dims or {}, warnings, assume_dims)
     if index is None:
         index = index_graph(proto.graph)
     _guard_rank_inputs(index, resolved)
@@ -500,21 +533,11 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
             parents[scope] = parent
         if data_prop or _all_outputs_known(subgraphs, scopes, main_outputs):
             break
-    filled = _loop_state_shapes(subgraphs, scopes, parents) if index.with_subgraphs else []
-    if filled and not _all_outputs_known(subgraphs, scopes, main_outputs):
-        # Tell inference the Loop/Scan state shapes and let it carry them on to the nodes that read them.
-        graphs = {scope: graph for scope, _, graph in graphs_of(light.graph)}
-        for scope, name, info in filled:
-            graphs[scope].value_info.append(onnx.helper.make_tensor_value_info(name, dtype_code(info.dtype),
-                                                                               info.shape))
-        try:
-            inferred = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
-            subgraphs = graphs_of(inferred.graph)
-            for scope, _, graph in subgraphs:
-                _collect(graph, scope, scopes, cache, non_tensors, None if scope else index.nodes)
-            _loop_state_shapes(subgraphs, scopes, parents)
-        except Exception:  # keep what the first pass found
-            pass
+    choices: dict[tuple[str, str], BranchChoice] = {}
+    condition_inputs: dict[tuple[str, str], tuple[str, ...]] = {}
+    if index.with_subgraphs:
+        subgraphs, choices, condition_inputs = _control_flow_rounds(light, subgraphs, scopes, parents, cache, non_tensors, index.nodes,
+                                                  values)
     # Tensors share TensorInfo objects: test each distinct one, and look for the names only when one fails.
     distinct = {id(info): info for table in scopes.values() for info in table.values()}.values()
     if any(info.shape and min(info.shape) < 0 for info in distinct):
@@ -528,11 +551,12 @@ def resolve_shapes(proto: ModelProto, input_shapes: dict[str, list[int]] | None 
                          f"{list(negative[first])}: the model cannot run at these shapes (an input smaller than a "
                          f"kernel?); pass larger ones with --input-shape")
     _dropout_masks(subgraphs, scopes, index.nodes)
-    result = ShapeTable(scopes, parents, resolved, warnings, non_tensors=non_tensors)
+    result = ShapeTable(scopes, parents, resolved, warnings, non_tensors=non_tensors, branch_choices=choices,
+                        condition_inputs=condition_inputs)
     main = scopes[""]
     missing = [o for o in main_outputs if (main.get(o) is None or main[o].shape is None) and o not in non_tensors]
     if missing:
-        _fill_with_onnxruntime(proto, result, missing, weights_loaded, external_dir)
+        _fill_with_onnxruntime(proto, result, missing, weights_loaded, external_dir, values)
     for value in proto.graph.output:
         declared = declared_info(value)
         if declared is None or declared.dims is None:
@@ -658,6 +682,102 @@ def _loop_state_shapes(subgraphs: list[tuple[str, str, GraphProto]], scopes: dic
     return filled
 
 
+# Each round is one onnx shape inference; Silero VAD needs four (pads, then the decoder's If, then the LSTM's
+# squeeze conditions, then the shapes they give). More rounds than this means something keeps changing: stop.
+_MAX_ROUNDS = 8
+
+
+def _control_flow_rounds(light: ModelProto, subgraphs: list[tuple[str, str, GraphProto]],
+                         scopes: dict[str, dict[str, TensorInfo]], parents: dict[str, str], cache: dict,
+                         non_tensors: set[str], main_nodes: list[onnx.NodeProto], input_values: dict[str, np.ndarray],
+                         ) -> tuple[list[tuple[str, str, GraphProto]], dict[tuple[str, str], BranchChoice],
+                                    dict[tuple[str, str], tuple[str, ...]]]:
+    """Fill what onnx shape inference leaves unknown in and around If/Loop/Scan, round by round until nothing new:
+
+    - values known before run time (edgefit.known_values: constants, given input values, shapes) are folded into
+      `light` as Constant nodes, so inference reads the pads, Reshape targets and slice bounds they give -- onnx
+      propagates values through a few ops only;
+    - an If whose condition is known gives its outputs the shapes of the branch it takes (onnx keeps only what
+      both branches agree on);
+    - a Loop/Scan state keeps its initial shape when the body keeps it (_loop_state_shapes).
+    Shapes found this way go back to inference as value_info, so it carries them on to the nodes that read them.
+    Returns the graphs as last inferred, the If branch choices and the inputs each undecided If's condition reads.
+    """
+    lookup = ShapeTable(scopes, parents, {}).lookup
+    opset = next((o.version for o in light.opset_import if o.domain in ("", "ai.onnx")), 1)
+    hinted: set[tuple[str, str]] = set()
+    choices: dict[tuple[str, str], BranchChoice] = {}
+    undecided: dict[tuple[str, str], tuple[str, ...]] = {}
+    sources: dict = {}
+    for _ in range(_MAX_ROUNDS):
+        known = known_values(light.graph, opset, lambda name, scope: _shape_of(lookup(name, scope)), input_values,
+                             sources)
+        choices, sources, undecided = known.choices, known.sources, known.undecided
+        graphs = {scope: graph for scope, _, graph in iter_graphs(light.graph)}
+        changed = any([_fold_values(graph, known.values) for graph in graphs.values()])
+        for scope, name, info in (_loop_state_shapes(subgraphs, scopes, parents)
+                                  + _taken_branch_shapes(subgraphs, scopes, parents, choices)):
+            if (scope, name) not in hinted:
+                hinted.add((scope, name))
+                graphs[scope].value_info.append(onnx.helper.make_tensor_value_info(name, dtype_code(info.dtype),
+                                                                                   info.shape))
+                changed = True
+        if not changed:
+            break
+        try:
+            inferred = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
+        except Exception:  # noqa: BLE001 - keep what the rounds before found
+            break
+        subgraphs = list(iter_graphs(inferred.graph))
+        for scope, _, graph in subgraphs:
+            _collect(graph, scope, scopes, cache, non_tensors, None if scope else main_nodes)
+    return subgraphs, choices, undecided
+
+
+def _shape_of(info: TensorInfo | None) -> tuple[int, ...] | None:
+    return None if info is None else info.shape
+
+
+def _fold_values(graph: GraphProto, values: dict[str, np.ndarray]) -> bool:
+    """Replace each node whose outputs all have known values by Constant nodes holding them (in the inference
+    copy only); nodes holding subgraphs stay, so that their branches' shapes are still inferred."""
+    nodes: list[onnx.NodeProto] = []
+    folded = False
+    for node in graph.node:
+        outputs = [o for o in node.output if o]
+        if (node.op_type != "Constant" and outputs and all(o in values for o in outputs)
+                and not has_subgraph(node)):
+            nodes.extend(constant_node(o, values[o]) for o in outputs)
+            folded = True
+        else:
+            nodes.append(node)
+    if folded:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return folded
+
+
+def _taken_branch_shapes(subgraphs: list[tuple[str, str, GraphProto]], scopes: dict[str, dict[str, TensorInfo]],
+                         parents: dict[str, str], choices: dict[tuple[str, str], BranchChoice],
+                         ) -> list[tuple[str, str, TensorInfo]]:
+    """The outputs of an If whose branch is known have that branch's output shapes."""
+    lookup = ShapeTable(scopes, parents, {}).lookup
+    filled = []
+    for scope, _, graph in subgraphs:
+        for position, node in enumerate(graph.node):
+            choice = choices.get((scope, node.output[0])) if node.op_type == "If" and node.output else None
+            if choice is None:
+                continue
+            branch = node_attribute(node, choice.branch)
+            branch_scope = subgraph_scope(scope, position, node, choice.branch)
+            for output, result in zip(node.output, branch.output):
+                end, known = lookup(result.name, branch_scope), scopes[scope].get(output)
+                if output and end is not None and end.shape is not None and (known is None or known.shape is None):
+                    scopes[scope][output] = TensorInfo(end.dtype, end.shape)
+                    filled.append((scope, output, scopes[scope][output]))
+    return filled
+
+
 def _synthetic_input(shape: list[int], dtype: str) -> np.ndarray:
     """Inputs that keep data-dependent ops (NonZero, TopK, Range) well-behaved: small positive values."""
     np_dtype = onnx.helper.tensor_dtype_to_np_dtype(dtype_code(dtype))
@@ -690,8 +810,9 @@ def _run_with_timeout(session, names: list[str], feeds: dict[str, np.ndarray]) -
 
 
 def _fill_with_onnxruntime(proto: ModelProto, result: ShapeTable, missing: list[str],
-                           weights_loaded: bool, external_dir: Path | None) -> None:
+                           weights_loaded: bool, external_dir: Path | None, given: dict[str, np.ndarray]) -> None:
     """Run the model once with every unresolved main-graph tensor exposed as an output and record their shapes.
+    Inputs whose values the user gave (`given`) get them; the others synthetic values.
 
     External weights are read for the run (from `external_dir`) only while they are small enough to hold.
     """
@@ -727,7 +848,8 @@ def _fill_with_onnxruntime(proto: ModelProto, result: ShapeTable, missing: list[
                     for size in inputs[value.name]:
                         value.type.tensor_type.shape.dim.add().dim_value = size
             session = ort_session(probe)
-            feeds = {i.name: _synthetic_input(inputs[i.name], table[i.name].dtype if i.name in table else "float32")
+            feeds = {i.name: given[i.name] if i.name in given else _synthetic_input(
+                         inputs[i.name], table[i.name].dtype if i.name in table else "float32")
                      for i in session.get_inputs()}
             names = [o.name for o in session.get_outputs()]
             filled = 0

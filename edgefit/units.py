@@ -114,6 +114,40 @@ def parse_dims(specs: list[str] | None) -> dict[str, int]:
     return dims
 
 
+# The most numbers one --input-value gives: edgefit.known_values computes values up to this many elements.
+MAX_INPUT_VALUES = 4096
+
+
+def parse_input_values(specs: list[str] | None) -> dict[str, list[int | float]]:
+    """'sr=16000' -> {'sr': [16000]}; 'ids=1,2,3' -> {'ids': [1, 2, 3]}: the value of a scalar (or short 1-D)
+    input, for conditions computed from it. Numbers are ASCII decimals (ints stay exact); the model's element
+    type and shape are checked by resolve_shapes."""
+    values: dict[str, list[int | float]] = {}
+    for spec in specs or []:
+        name, sep, text = spec.partition("=")
+        numbers = [_ascii_number(part) for part in text.split(",")] if text.strip() else []
+        if not sep or not name.strip() or not numbers or None in numbers or len(numbers) > MAX_INPUT_VALUES:
+            raise ShapeError(f"invalid --input-value {spec!r}: expected NAME=VALUE or NAME=V1,V2,... (numbers)")
+        if values.get(name.strip(), numbers) != numbers:
+            raise ShapeError(f"--input-value {spec!r} conflicts with an earlier --input-value for the same input")
+        values[name.strip()] = numbers
+    return values
+
+
+def _ascii_number(text: str) -> int | float | None:
+    """'16000' -> 16000, '-2' -> -2, '0.5' -> 0.5; None for anything else (inf, nan, '1e999', non-ASCII)."""
+    text = text.strip()
+    negative = text.startswith("-")
+    digits = text[1:] if negative else text
+    whole = ascii_int(digits)
+    if whole is not None:
+        return -whole if negative else whole
+    head, dot, tail = digits.partition(".")
+    if dot and (head or tail) and all(part == "" or ascii_int(part) is not None for part in (head, tail)):
+        return float(text)
+    return None
+
+
 def parse_assume_dims(value: str | int | None) -> int | None:
     """--assume-dims N: the size every otherwise unbound dimension takes (None: such a dimension is an error)."""
     if value is None:

@@ -448,7 +448,9 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
             zf.writestr(info, buf.getvalue())
 
 
-def build_digits() -> tuple[onnx.ModelProto, dict]:
+def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits as float32 Nx1x8x8 in [0, 1], split 80/20 with a fixed seed: (x_train, y_train,
+    x_test, y_test). digits_eval.npz is the test part; every digits sample model trains on the train part."""
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:  # pragma: no cover
@@ -459,8 +461,11 @@ def build_digits() -> tuple[onnx.ModelProto, dict]:
     order = np.random.default_rng(20240501).permutation(len(y_all))
     n_train = int(round(0.8 * len(y_all)))
     train_idx, test_idx = np.sort(order[:n_train]), np.sort(order[n_train:])
-    x_train, y_train = x_all[train_idx], y_all[train_idx]
-    x_test, y_test = x_all[test_idx], y_all[test_idx]
+    return x_all[train_idx], y_all[train_idx], x_all[test_idx], y_all[test_idx]
+
+
+def build_digits() -> tuple[onnx.ModelProto, dict]:
+    x_train, y_train, x_test, y_test = digits_split()
 
     t0 = time.perf_counter()
     params = train_digits(x_train.astype(np.float64), y_train)
@@ -590,7 +595,13 @@ def main() -> None:
         digits_params=digits_params, acc_pct=100 * info["accuracy"], n_correct=info["n_correct"],
         train_pct=100 * info["train_accuracy"],
     )
-    (OUT_DIR / "README.md").write_text(readme, encoding="utf-8")
+    path = OUT_DIR / "README.md"
+    # build_transformer.py writes its model's section between these markers; it is kept as it is.
+    begin, end = "<!-- digits_vit: written by build_transformer.py -->", "<!-- end digits_vit -->"
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if begin in old and end in old:
+        readme += "\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
+    path.write_text(readme, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -26,14 +26,14 @@ from edgefit.devices.calibrate import (
 )
 from edgefit.devices.latency import FEATURE_NAMES, LatencyCoefficients, latency_features
 from edgefit.devices.profiles import BUILTIN_PROFILES_DIR, load_profile
-from edgefit.devices.timing import Timing, TimingPlan, kernels, time_model
+from edgefit.devices.timing import Timing, TimingPlan, host_last_level_cache, kernels, time_model
 from edgefit.errors import ConfigError, MeasurementError
 from edgefit.units import parse_energy_j
 
 # Per-class costs of a plausible CPU: 50, 20, 10, 25 (integer) GMAC/s, 2 Gelem/s, 4 GB/s moved, 2 us per op,
 # 20 us per inference.
-TRUE = LatencyCoefficients(2e-11, 5e-11, 1e-10, 4e-11, 5e-10, 2.5e-10, 2e-6, 2e-5)
-BASE = LatencyCoefficients(1e-11, 2e-11, 5e-11, 2e-11, 2e-10, 1e-10, 1e-6, 1e-5)   # within 2-3x of the truth
+TRUE = LatencyCoefficients(2e-11, 5e-11, 1e-10, 4e-11, 5e-10, 5e-9, 2.5e-10, 1e-10, 2e-6, 2e-5)
+BASE = LatencyCoefficients(1e-11, 2e-11, 5e-11, 2e-11, 2e-10, 2e-9, 1e-10, 5e-11, 1e-6, 1e-5)   # within 2-3x of the truth
 
 
 # ---- units --------------------------------------------------------------------------------------------
@@ -86,9 +86,9 @@ def _synthetic_features(count: int, seed: int = 0) -> np.ndarray:
     """Models from ~0.03 ms to ~200 ms: a size over 4 decades times an independent mix of layer classes."""
     rng = np.random.default_rng(seed)
     size = 10 ** rng.uniform(0, 4, count)
-    mix = rng.uniform(0.1, 1.0, (count, 6))
+    mix = rng.uniform(0.1, 1.0, (count, 8))
     columns = [size * 1e6 * mix[:, 0], size * 2e5 * mix[:, 1], size * 1e5 * mix[:, 2], size * 2e5 * mix[:, 3],
-               size * 1e4 * mix[:, 4], size * 4e4 * mix[:, 5],
+               size * 1e4 * mix[:, 4], size * 2e3 * mix[:, 6], size * 4e4 * mix[:, 5], size * 1e5 * mix[:, 7],
                np.round(5 + size ** 0.5 * 8 * rng.uniform(0.2, 1.0, count)), np.ones(count)]
     return np.column_stack(columns)
 
@@ -113,9 +113,9 @@ def test_fit_minimises_relative_not_absolute_error():
     # One free coefficient (the others pinned at zero): measurements x = 1 -> 1 s and x = 1000 -> 1100 s.
     # Relative least squares: min (c - 1)^2 + (1000 c / 1100 - 1)^2 -> c = (1 + r) / (1 + r^2), r = 1000 / 1100;
     # absolute least squares would give c ~ 1.0999 and miss the small model by 10%.
-    features = np.zeros((2, 8))
+    features = np.zeros((2, len(FEATURE_NAMES)))
     features[:, 0] = [1.0, 1000.0]
-    zero = LatencyCoefficients(0, 0, 0, 0, 0, 0, 0, 0)
+    zero = LatencyCoefficients(0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
     fit = fit_coefficients(features, np.array([1.0, 1100.0]), zero, keep_base=FEATURE_NAMES[1:])
     r = 1000 / 1100
     assert fit.coefficients.s_per_conv_mac == pytest.approx((1 + r) / (1 + r * r))
@@ -127,7 +127,7 @@ def test_features_no_model_has_keep_the_base_coefficient():
     fit = fit_coefficients(x, x @ TRUE.vector(), BASE)
     assert "depthwise_macs" in fit.kept and "no measured model" in fit.kept["depthwise_macs"]
     assert fit.coefficients.s_per_depthwise_mac == BASE.s_per_depthwise_mac
-    others = [k for k in range(8) if k != 1]
+    others = [k for k in range(len(FEATURE_NAMES)) if k != 1]
     assert fit.coefficients.vector()[others] == pytest.approx(TRUE.vector()[others], rel=1e-6)
 
 
@@ -135,7 +135,7 @@ def test_collinear_features_are_not_guessed():
     # Every model dispatches one op per 1000 elements: the data cannot split their cost between the two, so one
     # of them keeps the base coefficient and the other absorbs both (predictions stay right).
     x = _synthetic_features(12)
-    x[:, 6] = x[:, 4] / 1000
+    x[:, FEATURE_NAMES.index("ops")] = x[:, 4] / 1000
     y = x @ TRUE.vector()
     fit = fit_coefficients(x, y, BASE)
     assert len(fit.kept) == 1
@@ -161,11 +161,11 @@ def test_features_negligible_in_every_measurement_keep_the_base_coefficient():
 
 def test_fewer_measurements_than_coefficients():
     x = _synthetic_features(4)
-    with pytest.raises(MeasurementError, match="4 measurement.* cannot determine 8 coefficients"):
+    with pytest.raises(MeasurementError, match="4 measurement.* cannot determine 10 coefficients"):
         fit_coefficients(x, x @ TRUE.vector(), BASE)
-    pinned = fit_coefficients(x, x @ TRUE.vector(), BASE,
-                              keep_base=("integer_macs", "moved_bytes", "ops", "inference"))
-    assert set(pinned.kept) == {"integer_macs", "moved_bytes", "ops", "inference"}
+    kept = ("integer_macs", "transcendental_elements", "moved_bytes", "uncached_bytes", "ops", "inference")
+    pinned = fit_coefficients(x, x @ TRUE.vector(), BASE, keep_base=kept)
+    assert set(pinned.kept) == set(kept)
     assert pinned.coefficients.s_per_op == BASE.s_per_op
 
 
@@ -411,7 +411,8 @@ def test_written_profile_round_trip(tmp_path, board, capsys):
     fitted = reported["fits"][0]["coefficients"]
     coefficients = LatencyCoefficients(*(fitted[f"s_per_{n}"] for n in
                                          ("conv_mac", "depthwise_mac", "fc_mac", "integer_mac",
-                                          "elementwise_element", "moved_byte", "op", "inference")))
+                                          "elementwise_element", "transcendental_element", "moved_byte",
+                                          "uncached_byte", "op", "inference")))
     model_path = tmp_path / "models" / "conv16.onnx"
     expected_ms = coefficients.predict(latency_features(analyze(model_path), "fp32")) * 1e3
     main(["check", str(model_path), "--target", str(out), "--json"])
@@ -482,7 +483,7 @@ def test_measure_times_models_and_kernels_here(tmp_path, board):
     models = [r for r in result.rows if r.kind == "model"]
     # A kernel whose timings stay unstable on a busy host is skipped (and named), not fitted.
     timed_kernels = [r for r in result.rows if r.kind == "kernel"]
-    assert len(models) == len(MODELS) and len(timed_kernels) + len(result.skipped) == len(kernels())
+    assert len(models) == len(MODELS) and len(timed_kernels) + len(result.skipped) == len(kernels(host_last_level_cache()))
     for row in models:
         assert len(row.timing.samples_s) >= 5 and row.latency_s == row.timing.median_s
         assert row.timing.clock == "thread cpu"   # one thread: the inference runs on the calling thread
@@ -519,3 +520,18 @@ def test_gate_target_may_be_a_profile_file_relative_to_the_config(tmp_path, monk
     monkeypatch.chdir(tmp_path)   # the path is the config's, not the working directory's
     assert main(["gate", "-c", str(project / "edgefit.toml"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["results"][0]["target"] == "bench-board"
+
+
+def test_a_timer_given_replaces_timing_here(board):
+    """A benchmark re-runs a fit on stored timings: calibrate calls the timer as it calls time_model (the model,
+    its label, 1 thread, the plan) and fits the medians it returns, timing nothing itself."""
+    calls = []
+
+    def stored(proto, *, what, threads, plan, input_shapes=None, dims=None):
+        calls.append((what, threads, plan))
+        return Timing((0.002, 0.001, 0.003), threads, 1, "thread cpu")   # median 2 ms
+
+    result = calibrate(board, measure=True, timing_plan=FAST, kernels=False, timer=stored)
+    assert [call[0] for call in calls] == [m["model"] for m in tomllib.loads(board.read_text())["measurement"]]
+    assert all(threads == 1 and plan is FAST for _, threads, plan in calls)
+    assert [row.latency_s for row in result.models] == [0.002] * len(calls)

@@ -364,3 +364,29 @@ def test_time_budget_stops_mid_search_and_reports_every_recipe_not_tried(sensiti
     render_fit_report(console, report)
     text = console.file.getvalue()
     assert "time budget reached; not tried:" in text and "fuse,prune:0.7:structured,quantize:int8" in text
+
+
+def test_a_candidate_within_budget_that_cannot_be_measured_is_no_binding_answer(monkeypatch, capsys):
+    """fp32 misses the flash budget; int8 holds it, but onnxruntime refuses to run it (as its exact-int8 mode does
+    with some quantized transformers): nothing fits, the error is listed, and the binding limit is fp32's flash."""
+    import edgefit.fitting
+    from edgefit.errors import PassError
+
+    real_compare = edgefit.fitting.compare
+
+    def refusing(original, candidate, samples, **kwargs):
+        if "quantize" in kwargs.get("candidate_name", ""):
+            raise PassError("onnxruntime cannot load the candidate")
+        return real_compare(original, candidate, samples, **kwargs)
+
+    monkeypatch.setattr(edgefit.fitting, "compare", refusing)
+    rng = np.random.default_rng(RNG_SEED)
+    built = _gemm_model([("fc1", rng.standard_normal((64, 128)).astype(np.float32)),
+                         ("fc2", rng.standard_normal((128, 64)).astype(np.float32))], batch=1)
+    # 16,384 weights: 64 KiB at fp32, 16 KiB at int8, on top of the Nano's 150 KB of runtime flash
+    report = fit(built, "arduino-nano-33-ble-sense", Budgets(max_flash_bytes=190_000))
+    target = report.targets[0]
+    assert not target.fits
+    assert {c.error for c in target.candidates if "quantize:int8" in c.recipe} == {
+        "onnxruntime cannot load the candidate"}
+    assert target.no_fit.closest.recipe == "fuse" and target.no_fit.metric == "flash"

@@ -412,16 +412,16 @@ def test_large_outputs_get_fewer_synthetic_samples(tmp_path):
 
 
 def test_fit_names_unsupported_operators_as_the_binding_constraint(tmp_path, capsys):
-    # An If the target's runtime (TFLM) cannot run binds the fit; the report said so with a division of two
+    # A ReduceProd the target's runtime (TFLM: no REDUCE_PROD kernel) cannot run binds the fit; the report said so with a division of two
     # strings (exit 3, found by the fuzz). Now: exit 1 and the operators named.
     def branch(name, op):
         return helper.make_graph([helper.make_node(op, ["x"], [name])], name, [], [vi(name, F, [2, 3])])
 
-    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0), helper.make_node("Greater", ["s", "zero"], ["c"]),
+    nodes = [helper.make_node("ReduceProd", ["x"], ["s"], keepdims=0), helper.make_node("Greater", ["s", "zero"], ["c"]),
              helper.make_node("If", ["c"], ["y"], then_branch=branch("a", "Relu"), else_branch=branch("b", "Neg"))]
     built = build(nodes, [vi("x", F, [2, 3])], [vi("y", F, [2, 3])],
                   [numpy_helper.from_array(np.array(0.0, np.float32), "zero")], opset=13, ir_version=8)
     code, out, err = cli(capsys, "fit", save(built, tmp_path), "-t", "esp32", "-o", tmp_path / "fit.onnx",
                          "--time-budget", "10s")
     assert code == 1, err
-    assert "binding: esp32: TensorFlow Lite Micro cannot run 1 of 3 ops: ReduceSum" in out
+    assert "binding: esp32: TensorFlow Lite Micro cannot run 1 of 3 ops: ReduceProd" in out

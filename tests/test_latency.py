@@ -6,7 +6,15 @@ from helpers import model, weight
 from onnx import TensorProto, helper
 
 from edgefit.analysis.footprint import analyze
-from edgefit.devices.latency import FEATURE_NAMES, LatencyCoefficients, LatencyFeatures, latency_features, layer_class
+from edgefit.devices.estimate import model_precision
+from edgefit.devices.latency import (
+    FEATURE_NAMES,
+    LatencyCoefficients,
+    LatencyFeatures,
+    latency_features,
+    latency_precision,
+    layer_class,
+)
 
 
 def conv_bn_relu_dw_fc():
@@ -40,8 +48,9 @@ def test_features_by_class_with_folded_bn_and_fused_relu():
     footprint = analyze(conv_bn_relu_dw_fc())
     features = latency_features(footprint, "fp32")
     assert features == LatencyFeatures(conv_macs=18_432, depthwise_macs=4_608, fc_macs=80, integer_macs=0,
-                                       elementwise_elements=18, moved_bytes=0, ops=6)
-    assert list(features.vector()) == [18_432, 4_608, 80, 0, 18, 0, 6, 1.0]
+                                       elementwise_elements=18, transcendental_elements=0, moved_bytes=0,
+                                       uncached_bytes=0, ops=6)
+    assert list(features.vector()) == [18_432, 4_608, 80, 0, 18, 0, 0, 0, 6, 1.0]
     classes = [layer_class(layer.op_type, layer) for layer in footprint.layers]
     assert classes == ["conv", "elementwise", "elementwise", "depthwise", "elementwise", "elementwise",
                        "movement", "fc", "elementwise"]
@@ -56,7 +65,7 @@ def test_relu_stays_an_op_when_its_input_is_shared():
         helper.make_node("Add", ["c", "r"], ["y"]),
     ]
     footprint = analyze(model(nodes, [("x", [1, 1, 4, 4])], [("y", [1, 2, 4, 4])], [weight("w", 2, 1, 1, 1)]))
-    assert latency_features(footprint, "fp32") == LatencyFeatures(32, 0, 0, 0, 64, 0, 3)
+    assert latency_features(footprint, "fp32") == LatencyFeatures(32, 0, 0, 0, 64, 0, 0, 0, 3)
 
 
 def test_relu_fuses_into_add_and_bias_add_folds_into_matmul():
@@ -71,7 +80,7 @@ def test_relu_fuses_into_add_and_bias_add_folds_into_matmul():
         helper.make_node("Relu", ["s"], ["y"]),
     ]
     footprint = analyze(model(nodes, [("x", [1, 6]), ("z", [1, 4])], [("y", [1, 4])], [weight("w", 6, 4), weight("b", 4)]))
-    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 24, 0, 4, 0, 2)
+    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 24, 0, 4, 0, 0, 0, 2)
 
 
 def qdq_conv_relu():
@@ -95,9 +104,9 @@ def qdq_conv_relu():
 def test_qdq_pairs_vanish_at_int8_and_run_at_fp32():
     footprint = analyze(qdq_conv_relu())
     # int8: the Relu after the Conv fuses through nothing in between; Q/DQ cost nothing.
-    assert latency_features(footprint, "int8") == LatencyFeatures(96, 0, 0, 0, 0, 0, 1)
+    assert latency_features(footprint, "int8") == LatencyFeatures(96, 0, 0, 0, 0, 0, 0, 0, 1)
     # fp32: Q(x) 32 + DQ 32 elements, Conv + fused Relu, Q 48 + DQ 48 elements: 5 ops, 160 elements.
-    assert latency_features(footprint, "fp32") == LatencyFeatures(96, 0, 0, 0, 160, 0, 5)
+    assert latency_features(footprint, "fp32") == LatencyFeatures(96, 0, 0, 0, 160, 0, 0, 0, 5)
 
 
 def test_relu_after_qdq_between_fuses_at_int8():
@@ -113,17 +122,19 @@ def test_relu_after_qdq_between_fuses_at_int8():
              helper.make_tensor("zp", TensorProto.INT8, [], [0])]
     footprint = analyze(model(nodes, [("x", [1, 1, 2, 2])], [("y", [1, 2, 2, 2])], inits))
     assert latency_features(footprint, "int8").ops == 1
-    assert latency_features(footprint, "fp32") == LatencyFeatures(8, 0, 0, 0, 24, 0, 4)
+    assert latency_features(footprint, "fp32") == LatencyFeatures(8, 0, 0, 0, 24, 0, 0, 0, 4)
 
 
 def test_prediction_is_the_weighted_sum_in_seconds():
     coefficients = LatencyCoefficients(s_per_conv_mac=2e-9, s_per_depthwise_mac=5e-9, s_per_fc_mac=4e-9,
                                        s_per_integer_mac=3e-9, s_per_elementwise_element=10e-9,
-                                       s_per_moved_byte=1e-9, s_per_op=20e-6, s_per_inference=100e-6)
+                                       s_per_transcendental_element=30e-9, s_per_moved_byte=1e-9,
+                                       s_per_uncached_byte=0.1e-9, s_per_op=20e-6, s_per_inference=100e-6)
     features = LatencyFeatures(conv_macs=18_432, depthwise_macs=4_608, fc_macs=80, integer_macs=1_000,
-                               elementwise_elements=26, moved_bytes=512, ops=6)
-    # 36.864 us + 23.04 us + 0.32 us + 3 us + 0.26 us + 0.512 us + 120 us + 100 us
-    assert coefficients.predict(features) == pytest.approx(283.996e-6, rel=1e-12)
+                               elementwise_elements=26, transcendental_elements=100, moved_bytes=512,
+                               uncached_bytes=40_000, ops=6)
+    # 36.864 us + 23.04 us + 0.32 us + 3 us + 0.26 us + 3 us + 0.512 us + 4 us + 120 us + 100 us
+    assert coefficients.predict(features) == pytest.approx(290.996e-6, rel=1e-12)
     assert LatencyCoefficients.from_vector(coefficients.vector()) == coefficients
     assert len(coefficients.vector()) == len(FEATURE_NAMES) == len(features.vector())
 
@@ -146,7 +157,7 @@ def test_transpose_moves_its_bytes_and_a_reshape_copies_only_a_shared_input():
              helper.make_node("Reshape", ["x", "shape"], ["z"])]
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, 128])
     footprint = analyze(model(nodes, [("x", [1, 8, 4, 4])], [("y", [1, 128]), ("z", [1, 128])], [shape]))
-    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 0, 0, 0, 512 + 512, 3)
+    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 0, 0, 0, 0, 512 + 512, 0, 3)
     assert latency_features(footprint, "int8").moved_bytes == 128 + 128
 
 
@@ -161,7 +172,7 @@ def test_concat_slice_pad_move_bytes_at_their_output_size():
              helper.make_tensor("axes", TensorProto.INT64, [1], [2]),
              helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 1, 1, 0, 0, 1, 1])]
     footprint = analyze(model(nodes, [("a", [1, 2, 4, 4]), ("b", [1, 2, 4, 4])], [("y", [1, 4, 4, 6])], inits))
-    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 0, 0, 0, 256 + 128 + 384, 3)
+    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 0, 0, 0, 0, 256 + 128 + 384, 0, 3)
 
 
 def test_dynamic_quantization_ops_are_integer_macs():
@@ -182,3 +193,116 @@ def test_dynamic_quantization_ops_are_integer_macs():
     features = latency_features(footprint, "fp32")
     assert (features.conv_macs, features.integer_macs, features.ops) == (0, 1_728, 5)
     assert features.elementwise_elements == 242
+
+
+def test_grouped_conv_with_several_channels_per_group_runs_as_a_conv():
+    """x 1x8x4x4 -> Conv 1x1 group 4 (8 out, 2 input channels per group) -> depthwise 3x3 pad 1 (group 8).
+
+    grouped MACs: 8 out x 16 positions x (2 in x 1) = 256, a reduction over channels: conv class
+    depthwise MACs: 8 x 16 x 9 = 1,152 (one input channel per group): depthwise class
+    """
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["g"], group=4),
+             helper.make_node("Conv", ["g", "w2"], ["y"], pads=[1, 1, 1, 1], group=8)]
+    footprint = analyze(model(nodes, [("x", [1, 8, 4, 4])], [("y", [1, 8, 4, 4])],
+                              [weight("w1", 8, 2, 1, 1), weight("w2", 8, 1, 3, 3)]))
+    assert latency_features(footprint, "fp32") == LatencyFeatures(256, 1_152, 0, 0, 0, 0, 0, 0, 2)
+    assert [layer_class(layer.op_type, layer, site) for layer, site in zip(footprint.layers, footprint.ops)] \
+        == ["conv", "depthwise"]
+    # Without the graph site (the weight shape) every grouped conv is taken for depthwise, as before.
+    assert [layer_class(layer.op_type, layer) for layer in footprint.layers] == ["depthwise", "depthwise"]
+
+
+def test_matrix_product_over_many_rows_is_a_gemm_and_recurrent_ops_stay_fc():
+    """Three products with one 6x4 weight: a [8, 6] input (8 rows, each weight reused 8 times: 8x6x4 = 192 MACs,
+    run as a GEMM, conv class), a [7, 6] one (7 rows, below the 8-row GEMM threshold: 168 MACs, fc) and a [1, 6]
+    one (batch 1, streams the weight: 24 MACs, fc). An LSTM over 8 steps (input 3, hidden 2, batch 1) writes 8 rows
+    too, but steps one row at a time: 8 steps x 4 gates x 2 hidden x (3 + 2) = 320 MACs, fc."""
+    nodes = [helper.make_node("MatMul", ["a", "w"], ["ya"]),
+             helper.make_node("MatMul", ["b", "w"], ["yb"]),
+             helper.make_node("MatMul", ["c", "w"], ["yc"]),
+             helper.make_node("LSTM", ["s", "lw", "lr"], ["ys"], hidden_size=2)]
+    footprint = analyze(model(
+        nodes, [("a", [8, 6]), ("b", [7, 6]), ("c", [1, 6]), ("s", [8, 1, 3])],
+        [("ya", [8, 4]), ("yb", [7, 4]), ("yc", [1, 4]), ("ys", [8, 1, 1, 2])],
+        [weight("w", 6, 4), weight("lw", 1, 8, 3), weight("lr", 1, 8, 2)]))
+    assert [layer.macs for layer in footprint.layers] == [192, 168, 24, 320]
+    assert [layer_class(layer.op_type, layer, site) for layer, site in zip(footprint.layers, footprint.ops)] \
+        == ["conv", "fc", "fc", "fc"]
+    assert latency_features(footprint, "fp32") == LatencyFeatures(192, 0, 168 + 24 + 320, 0, 0, 0, 0, 0, 4)
+
+
+def test_math_library_functions_are_transcendental_and_pow_by_a_small_integer_is_not():
+    """x [1,4,4,4] (64 elements) -> LRN (size 3) -> Pow(., 0.75 initializer) -> Pow(., 2 from a Constant node)
+    -> Softplus -> Sigmoid. Transcendental: LRN 64 + Pow 0.75 64 + Softplus 64 = 192 elements; elementwise: Pow by
+    2 (a multiply) 64 + Sigmoid (vectorised) 64 = 128; 5 ops, nothing fused (none of them takes an activation)."""
+    nodes = [helper.make_node("LRN", ["x"], ["a"], size=3),
+             helper.make_node("Pow", ["a", "e"], ["b"]),
+             helper.make_node("Constant", [], ["two"], value=helper.make_tensor("v", TensorProto.FLOAT, [], [2.0])),
+             helper.make_node("Pow", ["b", "two"], ["c"]),
+             helper.make_node("Softplus", ["c"], ["d"]),
+             helper.make_node("Sigmoid", ["d"], ["y"])]
+    inits = [helper.make_tensor("e", TensorProto.FLOAT, [], [0.75])]
+    footprint = analyze(model(nodes, [("x", [1, 4, 4, 4])], [("y", [1, 4, 4, 4])], inits))
+    assert [site.exponent for site in footprint.ops] == [None, 0.75, 2.0, None, None]
+    assert [layer_class(layer.op_type, layer, site) for layer, site in zip(footprint.layers, footprint.ops)] == \
+        ["transcendental", "transcendental", "elementwise", "transcendental", "elementwise"]
+    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 0, 0, 128, 192, 0, 0, 5)
+
+
+def test_pow_with_a_computed_exponent_is_transcendental():
+    """Pow(x, e) with e a graph input: its value is unknown, so it may be anything: a math-library call."""
+    nodes = [helper.make_node("Pow", ["x", "e"], ["y"])]
+    footprint = analyze(model(nodes, [("x", [1, 8]), ("e", [1])], [("y", [1, 8])]))
+    assert footprint.ops[0].exponent is None
+    assert latency_features(footprint, "fp32").transcendental_elements == 8
+
+
+def _gemm_64_to_32():
+    """x [1,64] -> Gemm (w 64x32, bias 32) -> Relu: 2,048 fc MACs; weights (64 x 32 + 32) x 4 = 8,320 bytes."""
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["g"]), helper.make_node("Relu", ["g"], ["y"])]
+    return analyze(model(nodes, [("x", [1, 64])], [("y", [1, 32])], [weight("w", 64, 32), weight("b", 32)]))
+
+
+def test_fc_weights_beyond_the_cache_are_uncached_bytes():
+    footprint = _gemm_64_to_32()
+    # Unknown cache, or the weights fit (8,320 bytes is not more than 8,320): nothing is uncached.
+    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 2_048, 0, 0, 0, 0, 0, 1)
+    assert latency_features(footprint, "fp32", cache_bytes=8_320).uncached_bytes == 0
+    # A 4 KiB cache: the model's weights exceed it, so the fc layer streams all 8,320 bytes of its weights, on top
+    # of its MACs; at int8 they take 2,080 bytes and fit.
+    assert latency_features(footprint, "fp32", cache_bytes=4_096) == LatencyFeatures(0, 0, 2_048, 0, 0, 0, 0, 8_320, 1)
+    assert latency_features(footprint, "int8", cache_bytes=4_096).uncached_bytes == 0
+
+
+def test_elementwise_working_set_beyond_the_cache_is_uncached_bytes():
+    """Sigmoid over [1,1024] fp32 reads 4,096 and writes 4,096 bytes: a working set of 8,192 bytes. Transpose
+    [1,32,32] -> [1,32,32] moves 4,096 bytes, working set 8,192 too."""
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Reshape", ["s", "shape"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["y"], perm=[0, 2, 1])]
+    inits = [helper.make_tensor("shape", TensorProto.INT64, [3], [1, 32, 32])]
+    footprint = analyze(model(nodes, [("x", [1, 1024])], [("y", [1, 32, 32])], inits))
+    assert latency_features(footprint, "fp32", cache_bytes=8_192) == LatencyFeatures(0, 0, 0, 0, 1_024, 0, 4_096, 0, 3)
+    assert latency_features(footprint, "fp32", cache_bytes=8_191) == \
+        LatencyFeatures(0, 0, 0, 0, 1_024, 0, 4_096, 8_192 + 8_192, 3)
+    # The Reshape hands its buffer over (no copy, no work): it streams nothing.
+    assert latency_features(footprint, "int8", cache_bytes=2_047).uncached_bytes == 2_048 + 2_048
+
+
+def test_dynamic_quantization_is_timed_with_the_float_table():
+    """A quantize_dynamic model (uint8 weights dominate, so it is stored as int8) runs everything but its
+    MatMulInteger in fp32: latency_precision sends it to the fp32 table; a QDQ model stays int8."""
+    dynamic = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+               helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz"], ["acc"]),
+               helper.make_node("Cast", ["acc"], ["y"], to=TensorProto.FLOAT)]
+    inits = [helper.make_tensor("w", TensorProto.UINT8, [16, 8], [128] * 128),
+             helper.make_tensor("wz", TensorProto.UINT8, [], [128])]
+    footprint = analyze(model(dynamic, [("x", [1, 16])], [("y", [1, 8])], inits, opset=13))
+    assert model_precision(footprint) == "int8"
+    assert latency_precision(footprint, "int8") == "fp32"
+    assert latency_precision(footprint, "fp16") == "fp16"
+    qdq = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+           helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+           helper.make_node("MatMul", ["d", "wf"], ["y"])]
+    qdq_inits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("z", TensorProto.INT8, [], [0]),
+                 weight("wf", 16, 8)]
+    assert latency_precision(analyze(model(qdq, [("x", [1, 16])], [("y", [1, 8])], qdq_inits)), "int8") == "int8"

@@ -255,7 +255,7 @@ def test_the_wheel_carries_every_profile(tmp_path):
             shutil.copy(repo / item, source / item)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
                    check=True, capture_output=True)
-    wheel = next(tmp_path.glob("edgefit-*.whl"))
+    wheel = next(tmp_path.glob("edgefit_onnx-*.whl"))   # the distribution edgefit-onnx, normalised
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(tmp_path / "site")
         packed = sorted(Path(n).name for n in archive.namelist() if n.startswith("edgefit/profiles/"))

@@ -13,6 +13,7 @@ from edgefit.errors import ConfigError
 from edgefit.passes import PassOptions, parse_passes, run_passes
 from edgefit.passes import registry
 from edgefit.passes.base import Pass, PassResult, copy_model
+from edgefit.passes.decompose import Decompose
 from edgefit.passes.fuse import Fuse
 from edgefit.passes.prune import Prune
 from edgefit.passes.quantize import Quantize
@@ -21,9 +22,10 @@ from edgefit.report.passes_terminal import _render_stats
 
 
 def test_registry_finds_every_pass_module_by_name():
-    assert registry.passes() == {"fuse": Fuse, "prune": Prune, "quantize": Quantize, "reorder": Reorder}
+    assert registry.passes() == {"decompose": Decompose, "fuse": Fuse, "prune": Prune, "quantize": Quantize,
+                                 "reorder": Reorder}
     assert isinstance(registry.get_pass("prune"), Prune)
-    with pytest.raises(ConfigError, match="unknown pass 'shrink' in --passes; passes are fuse, prune, quantize, reorder"):
+    with pytest.raises(ConfigError, match="unknown pass 'shrink' in --passes; passes are decompose, fuse, prune, quantize, reorder"):
         registry.get_pass("shrink")
 
 

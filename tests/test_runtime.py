@@ -66,3 +66,20 @@ def test_optimised_int8_sessions_compute_exact_products():
     x = {"x": np.ones((1, 64), np.float32)}
     np.testing.assert_array_equal(runtime.session(proto, optimize=True).run(None, x)[0], np.full((1, 4), 64.0))
     np.testing.assert_array_equal(runtime.session(proto).run(None, x)[0], np.full((1, 4), 64.0))   # float QDQ
+
+
+def test_quantized_transformer_the_exact_int8_rewrite_refuses_still_gets_its_fidelity(tmp_path, capsys):
+    """onnxruntime 1.32's exact-int8 graph rewrite fails to load the int8 sample ViT (torch dynamo export:
+    'AddInitializedOrtValue Attempt to replace the existing tensor'); fidelity then runs the QDQ graph unoptimised,
+    which computes the same quantized values."""
+    import json
+    from pathlib import Path
+
+    from edgefit.cli import main
+
+    vit = Path(__file__).parent.parent / "sample_models" / "digits_vit.onnx"
+    assert main(["quantize", str(vit), "-o", str(tmp_path / "vit.int8.onnx"), "--json"]) == 0
+    fidelity = json.loads(capsys.readouterr().out)["fidelity"]
+    assert fidelity["top1_agreement"] == 1.0 and fidelity["cosine"] > 0.99
+    quantized = onnx.load(tmp_path / "vit.int8.onnx")
+    assert sum(n.op_type == "DequantizeLinear" for n in quantized.graph.node) > 20   # really an int8 model

@@ -8,6 +8,7 @@ import os
 import weakref
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from edgefit.analysis.macs import OpContext, UnknownCost, cost_rule, node_cost
 from edgefit.analysis.memory import INPLACE_OPS, VIEW_OPS, Buffer, Step, plan_arena, plan_steps
 from edgefit.analysis.weights import WEIGHT_SLOTS, ConstantView, WeightTally, constant_view
 from edgefit.errors import ShapeError
+from edgefit.known_values import BranchChoice
 from edgefit.model import (
     GraphIndex,
     LoadedModel,
@@ -67,6 +69,7 @@ class OpSite:
     constants: int                      # constant (weight) inputs it reads
     output_shape: tuple[int, ...] | None  # of its first output
     kernel: tuple[int, ...] | None      # Conv's weight shape (out, in / group, kh, kw)
+    exponent: float | None = None       # Pow's exponent when it is a constant scalar (x**2 is a multiply, x**0.75 not)
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,8 @@ class Footprint:
     # the reorder pass writes into the file.
     execution_order: tuple[int, ...] = ()
     ops: tuple[OpSite, ...] = ()        # one per layer of the top-level graph
+    # For each If/Loop/Scan (nested ones too): which branch was counted and why, or how often the body was.
+    control_flow: tuple[str, ...] = ()
     # Builds the buffers of a runtime that shares storage (views alias their input, elementwise ops run in
     # place), as onnxruntime's planner does. Only targets whose runtime really does it ask for them, so they are
     # made on first use (see shared_buffers). None: not available.
@@ -233,6 +238,7 @@ class _Analysis:
         self.unknown_nodes: dict[str, list[str]] = {}   # reason -> node names
         self.histogram: Counter[str] = Counter()
         self.unsized: list[str] = []
+        self.control_flow: list[str] = []   # what was counted for each If/Loop/Scan, and why
         self.top_view: ConstantView | None = None
 
     def graph(self, graph: GraphProto, scope: str, outer_constants: frozenset[str],
@@ -299,7 +305,8 @@ class _Analysis:
                 _total_bytes(lookup, writes), first_written.dtype if first_written is not None else "unknown",
                 branches, _group(node) if op_type in _GROUPED_OPS else 1, inputs_from))
             if sites is not None:
-                sites.append(_op_site(node, reads, writes, len(all_reads) - len(reads), first_written, lookup))
+                sites.append(_op_site(node, reads, writes, len(all_reads) - len(reads), first_written, lookup,
+                                      _pow_exponent(graph, view, node) if op_type == "Pow" else None))
             if macs is None or macs_total is None:
                 macs_total = None
             else:
@@ -343,9 +350,17 @@ class _Analysis:
 
     def _control_flow(self, node: NodeProto, position: int, label: str, scope: str,
                       subgraphs: list[tuple[str, GraphProto]], constants: set[str], visible: frozenset[str] | set[str]):
-        branch_stats = {
-            name: self.graph(sub, subgraph_scope(scope, position, node, name), frozenset(constants), frozenset(visible))
-            for name, sub in subgraphs}
+        choice = self.shapes.branch_choices.get((scope, node.output[0])) if node.op_type == "If" else None
+        branch_stats = {}
+        for name, sub in subgraphs:
+            args = (sub, subgraph_scope(scope, position, node, name), frozenset(constants), frozenset(visible))
+            if choice is not None and name != choice.branch:
+                # The branch not taken: its weights are stored in the model (params count them); what it would
+                # cost, and what about that cost is unknown, does not apply to these inputs.
+                with self._unknowns_dropped():
+                    branch_stats[name] = self.graph(*args)
+            else:
+                branch_stats[name] = self.graph(*args)
         branches = {name: {"macs": s.macs, "flops": s.flops, "params": s.params, "peak_activation_bytes": s.arena_bytes}
                     for name, s in branch_stats.items()}
         params = sum(s.params for s in branch_stats.values())
@@ -353,10 +368,19 @@ class _Analysis:
         workspace = max(s.arena_bytes for s in branch_stats.values())
         macs_each = [s.macs for s in branch_stats.values()]
         flops_each = [s.flops for s in branch_stats.values()]
-        if node.op_type == "If":
+        if choice is not None:
+            taken = branch_stats[choice.branch]
+            macs, flops, workspace = taken.macs, taken.flops, taken.arena_bytes
+            self.control_flow.append(f"{label} (If): {choice.branch} taken, its condition known from "
+                                     f"{_condition_source(choice)}; only that branch is counted")
+        elif node.op_type == "If":
             # One inference runs one branch: budget for the costlier.
             macs = None if None in macs_each else max(macs_each)
             flops = None if None in flops_each else max(flops_each)
+            costlier = max(branch_stats, key=lambda name: branch_stats[name].macs or 0)
+            self.control_flow.append(
+                f"{label} (If): condition depends on {self._condition_inputs(scope, node)}; both branches analysed, "
+                "the costlier counts" + (f" ({costlier})" if macs is not None else ""))
         else:
             trips = self._trip_count(node, scope)
             if trips is None:
@@ -365,11 +389,38 @@ class _Analysis:
                     f"{node.op_type} trip count unknown (body: {body if body is not None else 'unknown'} MACs "
                     f"per iteration)", []).append(label)
                 macs = flops = None
+                self.control_flow.append(f"{label} ({node.op_type}): trip count unknown; MACs not counted")
             else:
                 branches["trip_count"] = {"value": trips}
                 macs = None if macs_each[0] is None else macs_each[0] * trips
                 flops = None if flops_each[0] is None else flops_each[0] * trips
+                self.control_flow.append(f"{label} ({node.op_type}): body counted {trips:,} time(s)")
         return macs, flops, params, weight_bytes, workspace, branches
+
+    def _condition_inputs(self, scope: str, node: NodeProto) -> str:
+        """What an undecided If's condition reads, and the --input-value that would decide it when every input
+        it reads is a scalar or 1-D (what the option gives; a data tensor is no setting to pass)."""
+        inputs = self.shapes.condition_inputs.get((scope, node.output[0]), ())
+        if not inputs:
+            return "input data"
+        named = ", ".join(f"{name!r}" for name in inputs)
+        if any(len(self.shapes.inputs.get(name, ())) > 1 for name in inputs):
+            return f"input data ({named})"
+        options = " ".join(f"--input-value {name}=VALUE" for name in inputs)
+        return (f"input{'s' if len(inputs) > 1 else ''} {named}: pass {options} to count only the branch it "
+                "takes")
+
+    @contextmanager
+    def _unknowns_dropped(self):
+        """Analyse a subgraph without adding to the unknowns and control-flow notes."""
+        unknown_nodes = {reason: list(nodes) for reason, nodes in self.unknown_nodes.items()}
+        unsized, notes = len(self.unsized), len(self.control_flow)
+        try:
+            yield
+        finally:
+            self.unknown_nodes = unknown_nodes
+            del self.unsized[unsized:]
+            del self.control_flow[notes:]
 
     def _trip_count(self, node: NodeProto, scope: str) -> int | None:
         if node.op_type == "Loop":
@@ -421,12 +472,39 @@ class _Analysis:
         stats.live_at_peak = tuple(LiveTensor(n, by_name[n]) for n in plan.arena.live_at_peak)
 
 
+def _condition_source(choice: BranchChoice) -> str:
+    sources = ([f"input value{'s' if len(choice.inputs) > 1 else ''} {', '.join(choice.inputs)}"] if choice.inputs
+               else []) + (["tensor shapes"] if choice.from_shapes else [])
+    return " and ".join(sources) or "constants"
+
+
 def _op_site(node: NodeProto, reads: tuple[str, ...], writes: tuple[str, ...], constants: int,
-             first_written: TensorInfo | None, lookup: Callable[[str], TensorInfo | None]) -> OpSite:
+             first_written: TensorInfo | None, lookup: Callable[[str], TensorInfo | None],
+             exponent: float | None) -> OpSite:
     shape = tuple(first_written.shape) if first_written is not None and first_written.shape is not None else None
     weight = lookup(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
     return OpSite(reads, writes, constants, shape,
-                  tuple(weight.shape) if weight is not None and weight.shape is not None else None)
+                  tuple(weight.shape) if weight is not None and weight.shape is not None else None, exponent)
+
+
+def _pow_exponent(graph: GraphProto, view: ConstantView, node: NodeProto) -> float | None:
+    """The exponent of a Pow node when it is a one-element initializer or Constant, else None (computed, or held
+    in a form not read here)."""
+    name = node.input[1] if len(node.input) > 1 else ""
+    held = view.stored.get(name)
+    tensor = None
+    if held == "initializer":
+        tensor = next((t for t in graph.initializer if t.name == name), None)
+    elif held == "node" and name in view.producer:
+        constant = graph.node[view.producer[name]]
+        tensor = next((a.t for a in constant.attribute if a.name == "value"), None)
+        scalar = next((a.f for a in constant.attribute if a.name == "value_float"), None)
+        if scalar is not None:
+            return float(scalar)
+    if tensor is None or tensor.data_location == TensorProto.EXTERNAL:
+        return None
+    values = numpy_helper.to_array(tensor).reshape(-1)
+    return float(values[0]) if values.size == 1 else None
 
 
 # Ops with a `group` attribute: a group count above 1 makes a grouped (depthwise when one channel per group) conv.
@@ -521,15 +599,18 @@ def _unstored_weights(index: GraphIndex, graph: GraphProto) -> list[str]:
 
 
 def analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: dict[str, list[int]] | None = None,
-            dims: dict[str, int] | None = None, *, alignment: int = 16, assume_dims: int | None = None) -> Footprint:
+            dims: dict[str, int] | None = None, *, alignment: int = 16, assume_dims: int | None = None,
+            input_values: dict[str, list[float]] | None = None) -> Footprint:
     """The footprint of a model file (or an in-memory ModelProto) for the given input shapes. `assume_dims`:
-    see edgefit.shapes.resolve_shapes (None: an unbound non-batch dimension is a ShapeError)."""
+    see edgefit.shapes.resolve_shapes (None: an unbound non-batch dimension is a ShapeError). `input_values`:
+    values of inputs (e.g. {"sr": [16000]}) that decide which branch an `If` takes."""
     with collector_paused():
-        return _analyze(model, input_shapes, dims, alignment, assume_dims)
+        return _analyze(model, input_shapes, dims, alignment, assume_dims, input_values)
 
 
 def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: dict[str, list[int]] | None,
-             dims: dict[str, int] | None, alignment: int, assume_dims: int | None) -> Footprint:
+             dims: dict[str, int] | None, alignment: int, assume_dims: int | None,
+             input_values: dict[str, list[float]] | None = None) -> Footprint:
     if isinstance(model, LoadedModel):
         loaded = model
     elif isinstance(model, ModelProto):
@@ -549,7 +630,7 @@ def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: 
     validate(proto, source, index.order, light=light)
     shapes = resolve_shapes(proto, input_shapes, dims, weights_loaded=loaded.weights_loaded, index=index,
                             external_dir=loaded.path.parent if loaded.path and loaded.has_external_data else None,
-                            light=light, assume_dims=assume_dims)
+                            light=light, assume_dims=assume_dims, input_values=input_values)
     walk = _Analysis(proto, shapes, alignment)
     stats = walk.graph(proto.graph, "", frozenset(), frozenset(), index)
     unknowns: list[str] = list(dict.fromkeys(walk.tally.unknowns))
@@ -594,6 +675,7 @@ def _analyze(model: str | os.PathLike | ModelProto | LoadedModel, input_shapes: 
         file_order_planner=stats.file_order_planner,
         execution_order=stats.order,
         ops=stats.sites,
+        control_flow=tuple(walk.control_flow),
     )
     _analysed.clear()
     _analysed[id(footprint)] = AnalysedGraph(proto, index, walk.top_view, table)

@@ -14,11 +14,14 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from typing import Annotated
 
 import typer
+import typer.main
 from rich.markup import escape
 
 from edgefit.cli import analyze, calibrate, check, fit, gate, passes, report
+from edgefit.cli.metavars import humanize_metavars
 from edgefit.cli.options import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, err_console
 from edgefit.errors import EdgefitError
 
@@ -39,9 +42,20 @@ for _module in COMMAND_MODULES:
     _module.register(app)
 
 
+def _print_version(requested: bool) -> None:
+    if requested:
+        from edgefit.version import distribution_version
+
+        typer.echo(distribution_version())
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
-def _root() -> None:
-    # A callback makes typer treat a lone registered command as a subcommand.
+def _root(
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_print_version, is_eager=True,
+                                          help="Print the distribution name and version, and exit.")] = False,
+) -> None:
+    # A callback also makes typer treat a lone registered command as a subcommand.
     pass
 
 
@@ -69,7 +83,9 @@ def _dispatch(args: list[str], debug: bool) -> int:
     try:
         # Not standalone: click's usage errors (unknown option, value out of range, missing argument) reach us
         # instead of printing a multi-line usage panel; typer.Exit(n) comes back as n.
-        result = app(args=args, prog_name="edgefit", standalone_mode=False)
+        command = typer.main.get_command(app)
+        humanize_metavars(command)
+        result = command.main(args=args, prog_name="edgefit", standalone_mode=False)
     except EdgefitError as error:
         _error_line(str(error))
         return EXIT_USAGE

@@ -37,7 +37,7 @@ def calibrate(
                                           "single-layer kernels) instead of reading latencies from the file.")] = False,
     threads: Annotated[int, typer.Option("--threads", min=1, help="onnxruntime intra-op threads for --measure.")] = 1,
     runtime: Annotated[Optional[str], typer.Option(
-        "--runtime", help="Name of the runtime stack to fit (default: onnxruntime-cpu with --measure, else the "
+        "--runtime", metavar="STACK", help="Name of the runtime stack to fit (default: onnxruntime-cpu with --measure, else the "
         "base profile's default stack, refitted, or 'calibrated' when it has none).", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow -o to overwrite the base profile's file.")] = False,
     profiles_dir: ProfilesDirOpt = None,

@@ -13,9 +13,11 @@ from edgefit.cli.options import (
     EXIT_OVER_BUDGET,
     AllTargetsOpt,
     AssumeDimsOpt,
+    CustomOpOpt,
     DimOpt,
     FormatOpt,
     InputShapeOpt,
+    InputValueOpt,
     JsonOpt,
     MaxFlashOpt,
     MaxLatencyOpt,
@@ -31,8 +33,10 @@ from edgefit.cli.options import (
     console,
     json_or_format,
     parse_assume_dims,
+    parse_custom_ops,
     parse_dims,
     parse_input_shapes,
+    parse_input_values,
     print_json,
     targets_or_all,
     write_report,
@@ -87,22 +91,25 @@ def check(
     input_shape: InputShapeOpt = None,
     dim: DimOpt = None,
     assume_dims: AssumeDimsOpt = None,
+    custom_op: CustomOpOpt = None,
+    input_value: InputValueOpt = None,
     output_format: FormatOpt = ReportFormat.table,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (same as --format json).")] = False,
 ) -> None:
     """Does the model fit the device(s)? RAM, flash, latency and power verdicts (estimates) with margins; with
     --all, the tier summary too."""
+    targets = targets_or_all(target, all_targets, required=True, profiles_dir=profiles_dir)
+    output_format = json_or_format(output_format, json_out)
     from edgefit.devices.check import Budgets
     from edgefit.devices.check import check as check_model
     from edgefit.report.check_terminal import render_check
 
-    targets = targets_or_all(target, all_targets, required=True)
-    output_format = json_or_format(output_format, json_out)
     report = check_model(
         model, targets, precision.value if precision else None,
         Budgets.parse(max_ram, max_flash, max_latency, max_power), rate,
         profiles_dir=profiles_dir, input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim),
-        runtime=runtime, assume_dims=parse_assume_dims(assume_dims),
+        runtime=runtime, assume_dims=parse_assume_dims(assume_dims), custom_ops=parse_custom_ops(custom_op),
+        input_values=parse_input_values(input_value),
     )
     write_report(report, output_format, lambda out, r: render_check(out, r, detailed=not all_targets))
     if not report.fits:

@@ -16,8 +16,10 @@ import typer
 from edgefit.cli.options import (
     EXIT_OVER_BUDGET,
     AssumeDimsOpt,
+    CustomOpOpt,
     DimOpt,
     InputShapeOpt,
+    InputValueOpt,
     JsonOpt,
     MaxFlashOpt,
     MaxLatencyOpt,
@@ -29,9 +31,12 @@ from edgefit.cli.options import (
     RuntimeOpt,
     console,
     err_console,
+    known_targets,
     parse_assume_dims,
+    parse_custom_ops,
     parse_dims,
     parse_input_shapes,
+    parse_input_values,
     print_json,
 )
 from edgefit.errors import ConfigError
@@ -65,7 +70,7 @@ def _progress_bar(enabled: bool):
 def fit(
     model: ModelArg,
     target: Annotated[Optional[list[str]], typer.Option(
-        "--target", "-t", help="Device profile name, alias or .toml path (repeatable: one model per device).",
+        "--target", "-t", metavar="DEVICE", help="Device profile name, alias or .toml path (repeatable: one model per device).",
         show_default=False)] = None,
     tiers: Annotated[bool, typer.Option(
         "--tiers", help="One model per tier: dgx-a100 (cloud), coral-dev-board (edge), iphone-15-pro (mobile), "
@@ -83,20 +88,20 @@ def fit(
         "--objective", help="fidelity: the fitting recipe with the best fidelity; size / latency / energy: the "
         "cheapest recipe (in that cost) that fits and holds the fidelity floor.")] = Objective.fidelity,
     min_cosine: Annotated[Optional[float], typer.Option(
-        "--min-cosine", help="Fidelity floor: cosine similarity of the outputs to the original's (default 0.99 "
+        "--min-cosine", metavar="COSINE", help="Fidelity floor: cosine similarity of the outputs to the original's (default 0.99 "
         "unless only --max-accuracy-drop is given).", show_default=False)] = None,
     max_accuracy_drop: Annotated[Optional[str], typer.Option(
-        "--max-accuracy-drop", help="Fidelity floor: accuracy may drop at most this much, e.g. 1% (needs --eval "
+        "--max-accuracy-drop", metavar="POINTS", help="Fidelity floor: accuracy may drop at most this much, e.g. 1% (needs --eval "
         "with labels).", show_default=False)] = None,
     calib: Annotated[Optional[Path], typer.Option(
-        "--calib", help="Calibration inputs (.npz or folder of .npy; the arrays bind open input dimensions). "
+        "--calib", metavar="DATA", help="Calibration inputs (.npz or folder of .npy; the arrays bind open input dimensions). "
         "Without it, synthetic data from several distributions, the floor judged on the worst (with a warning).",
         show_default=False)] = None,
     eval_path: Annotated[Optional[Path], typer.Option(
-        "--eval", help="Fidelity inputs (.npz with one array per input + optional 'labels'). Default: --calib, "
+        "--eval", metavar="DATA", help="Fidelity inputs (.npz with one array per input + optional 'labels'). Default: --calib, "
         "else synthetic.", show_default=False)] = None,
     time_budget: Annotated[Optional[str], typer.Option(
-        "--time-budget", help="Bound the search, e.g. 5m or 30s (a bare number is ms); what was not tried is "
+        "--time-budget", metavar="DURATION", help="Bound the search, e.g. 5m or 30s (a bare number is ms); what was not tried is "
         "reported.",
         show_default=False)] = None,
     quantize_heads: Annotated[bool, typer.Option(
@@ -107,9 +112,12 @@ def fit(
     input_shape: InputShapeOpt = None,
     dim: DimOpt = None,
     assume_dims: AssumeDimsOpt = None,
+    custom_op: CustomOpOpt = None,
+    input_value: InputValueOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Search fuse / precision / float-layer / pruning recipes for the best model that fits the device(s)."""
+    known_targets(target, profiles_dir)
     from edgefit.devices.check import Budgets, resolve_targets
     from edgefit.fitting import fit as fit_model
     from edgefit.fitting import parse_accuracy_drop, tier_targets
@@ -118,7 +126,8 @@ def fit(
 
     if not target and not tiers:
         raise ConfigError("no target given: name one with --target NAME (see 'edgefit profiles list') or use --tiers")
-    profiles = resolve_targets(list(target or []) + (list(tier_targets()) if tiers else []), profiles_dir)
+    custom_ops = parse_custom_ops(custom_op)
+    profiles = resolve_targets(list(target or []) + (list(tier_targets()) if tiers else []), profiles_dir, custom_ops)
     several = len(profiles) > 1
     out = output or (model.with_name(f"{model.stem}-fit") if several else model.with_name(f"{model.stem}.fit.onnx"))
     with _progress_bar(not json_out) as progress:
@@ -129,7 +138,7 @@ def fit(
             time_budget_s=parse_duration_s(time_budget) if time_budget is not None else None,
             input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim), runtime=runtime,
             profiles_dir=profiles_dir, progress=progress, assume_dims=parse_assume_dims(assume_dims),
-            quantize_heads=quantize_heads)
+            input_values=parse_input_values(input_value), custom_ops=custom_ops, quantize_heads=quantize_heads)
     if json_out:
         print_json(report.to_dict())
     else:

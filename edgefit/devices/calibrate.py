@@ -44,7 +44,13 @@ from typing import Any
 import numpy as np
 
 from edgefit.devices.fields import PRECISIONS, normalize_name
-from edgefit.devices.latency import FEATURE_NAMES, LatencyCoefficients, LatencyFeatures, latency_features
+from edgefit.devices.latency import (
+    FEATURE_NAMES,
+    LatencyCoefficients,
+    LatencyFeatures,
+    latency_features,
+    latency_precision,
+)
 from edgefit.devices.profiles import DeviceProfile, find_profile, load_profile
 from edgefit.errors import EdgefitError, MeasurementError, ProfileError
 from edgefit.fidelity import Progress
@@ -60,8 +66,14 @@ _SEPARABLE = 0.05
 # predicts absurdly for a model rich in it (a leave-one-out fit without the only fully-connected model put a
 # 9-parameter classifier head's fc rate on the autoencoder: 87x too slow).
 _INFORMATIVE = 0.02
-COEFFICIENT_NAMES = tuple(f"s_per_{name}" for name in ("conv_mac", "depthwise_mac", "fc_mac", "integer_mac",
-                                                        "elementwise_element", "moved_byte", "op", "inference"))
+# A datasheet says nothing about math-library calls: the roofline prior for a transcendental element is this many
+# elementwise elements, the ratio measured for onnxruntime 1.32 on an AMD EPYC (Pow(x, 0.75) 8.9 ns against Add
+# 0.19 ns per element; edgefit.devices.latency). A prior at the elementwise cost (50x too cheap) would put the class
+# under _INFORMATIVE in every measurement and keep it from being fitted.
+_TRANSCENDENTAL_PRIOR = 45
+COEFFICIENT_NAMES = tuple(f"s_per_{name}" for name in (
+    "conv_mac", "depthwise_mac", "fc_mac", "integer_mac", "elementwise_element", "transcendental_element",
+    "moved_byte", "uncached_byte", "op", "inference"))
 MEASUREMENT_KEYS = ("model", "latency", "energy", "input_shape", "dim", "precision")
 FILE_KEYS = ("base", "keep_base", "measurement")
 
@@ -397,16 +409,22 @@ def _host(threads: int) -> dict[str, Any]:
                 break
     except OSError:
         pass
+    from edgefit.devices.timing import host_last_level_cache
+
     return {"hostname": platform.node(), "system": f"{platform.system()} {platform.release()}",
             "machine": platform.machine(), "processor": processor or "unknown", "cpus": os.cpu_count() or 0,
             "onnxruntime": onnxruntime.__version__, "threads": threads,
-            "clock": "thread cpu time" if threads == 1 else "wall time"}
+            "clock": "thread cpu time" if threads == 1 else "wall time",
+            "last_level_cache_bytes": host_last_level_cache()}
 
 
 def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = False, threads: int = 1,
               runtime: str | None = None, profiles_dir=None, timing_plan=None, kernels: bool = True,
-              progress: Progress | None = None) -> CalibrationResult:
-    """Fit the base profile's runtime stack to the measurements in the file (timed here with `measure`)."""
+              progress: Progress | None = None, timer: Callable[..., Any] | None = None) -> CalibrationResult:
+    """Fit the base profile's runtime stack to the measurements in the file (timed here with `measure`).
+
+    `timer`: what times a model with `measure`, called as edgefit.devices.timing.time_model is (the default); a
+    benchmark passes one that returns timings it stored, so a fit can be re-run without re-timing."""
     from edgefit.analysis.footprint import analyze
     from edgefit.devices.estimate import model_precision
     from edgefit.model import load_model
@@ -423,14 +441,18 @@ def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = Fal
                                "pass --measure to time the models on this machine")
 
     plan = None
+    # The cache of the machine the latencies come from: this host's when timed here, else the base profile's.
+    cache_bytes = base.last_level_cache_bytes
     if measure:
-        from edgefit.devices.timing import TimingPlan, time_model
+        from edgefit.devices.timing import TimingPlan, host_last_level_cache, time_model
         from edgefit.devices.timing import kernels as make_kernels
 
         plan = timing_plan or TimingPlan()
+        timer = timer or time_model
+        cache_bytes = host_last_level_cache()
     rows: list[dict[str, Any]] = []
     skipped: list[SkippedMeasurement] = []
-    generated = make_kernels() if measure and kernels else ()
+    generated = make_kernels(cache_bytes) if measure and kernels else ()
     total = len(spec.measurements) + len(generated)
     for done, item in enumerate(spec.measurements):
         try:
@@ -445,21 +467,21 @@ def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = Fal
                 item.label, f"MACs unknown for {', '.join(uncosted[:3])}{' ...' if len(uncosted) > 3 else ''}"
                             f" ({'; '.join(footprint.unknowns[:1])}): its features would miss that work"))
             continue
-        precision = item.precision or model_precision(footprint)
+        precision = latency_precision(footprint, item.precision or model_precision(footprint))
         timing = None
         latency = item.latency_s
         if measure:
             if progress:
                 progress(item.label, done, total)
             try:
-                timing = time_model(loaded.proto, what=item.label, threads=threads, plan=plan,
+                timing = timer(loaded.proto, what=item.label, threads=threads, plan=plan,
                                     input_shapes=dict(item.input_shapes), dims=dict(item.dims))
             except MeasurementError as error:   # onnxruntime cannot run it, or its timings stay unstable
                 skipped.append(SkippedMeasurement(item.label, str(error)))
                 continue
             latency = timing.median_s
         rows.append({"label": item.label, "kind": "model", "precision": precision,
-                     "features": latency_features(footprint, precision), "latency_s": latency,
+                     "features": latency_features(footprint, precision, cache_bytes), "latency_s": latency,
                      "energy_j": item.energy_j, "timing": timing})
     if not rows:
         raise MeasurementError(f"{spec.path}: no usable measurement: {_skip_summary(skipped)}")
@@ -470,12 +492,13 @@ def calibrate(measurements: str | Path | MeasurementFile, *, measure: bool = Fal
         if progress:
             progress(kernel.name, done, total)
         try:
-            timing = time_model(kernel.model, what=f"generated kernel {kernel.name}", threads=threads, plan=plan)
+            timing = timer(kernel.model, what=f"generated kernel {kernel.name}", threads=threads, plan=plan)
         except MeasurementError as error:
             skipped.append(SkippedMeasurement(kernel.name, str(error)))
             continue
         rows.append({"label": kernel.name, "kind": "kernel", "precision": "fp32",
-                     "features": latency_features(analyze(kernel.model), "fp32"), "latency_s": timing.median_s,
+                     "features": latency_features(analyze(kernel.model), "fp32", cache_bytes),
+                     "latency_s": timing.median_s,
                      "energy_j": None, "timing": timing})
     if progress:
         progress("", total, total)
@@ -554,9 +577,10 @@ def base_latency_coefficients(base: DeviceProfile, runtime: str | None, precisio
         return stack.coefficients[precision]
     element_bytes = {"fp32": 4, "fp16": 2, "int8": 1}[precision]
     mac_s = 1.0 / base.macs_per_s(precision)
-    return LatencyCoefficients(mac_s, mac_s, mac_s, mac_s, 2 * element_bytes / base.memory_bandwidth_bytes_per_s,
-                               2 / base.memory_bandwidth_bytes_per_s,
-                               base.per_op_overhead_s, base.inference_overhead_s)
+    element_s = 2 * element_bytes / base.memory_bandwidth_bytes_per_s
+    byte_s = 1 / base.memory_bandwidth_bytes_per_s
+    return LatencyCoefficients(mac_s, mac_s, mac_s, mac_s, element_s, _TRANSCENDENTAL_PRIOR * element_s,
+                               2 * byte_s, byte_s, base.per_op_overhead_s, base.inference_overhead_s)
 
 
 # ---- the calibrated profile -----------------------------------------------------------------------------
@@ -613,6 +637,9 @@ def profile_data(result: CalibrationResult, name: str) -> dict[str, Any]:
         data["processor"] = result.host["processor"]
         data["runtime"] = result.runtime_display
         sources["processor"] = f"{where}: timed on host {result.host['hostname']} ({result.host['system']})"
+        if result.host.get("last_level_cache_bytes"):
+            data["last_level_cache"] = result.host["last_level_cache_bytes"]
+            sources["last_level_cache"] = f"{where}: the host's last-level cache, from /sys/devices/system/cpu"
     data.setdefault("runtimes", {})[result.runtime] = stack_table(result, where)
     data["default_runtime"] = result.runtime
     data["calibration"] = calibration_table(result)
@@ -645,7 +672,9 @@ def stack_table(result: CalibrationResult, where: str) -> dict[str, Any]:
         table[fit.precision] = {
             "conv": _rate(c.s_per_conv_mac, "MAC"), "depthwise": _rate(c.s_per_depthwise_mac, "MAC"),
             "fc": _rate(c.s_per_fc_mac, "MAC"), "integer": _rate(c.s_per_integer_mac, "MAC"),
-            "elementwise": _rate(c.s_per_elementwise_element, "elem"), "moved": _rate(c.s_per_moved_byte, "B"),
+            "elementwise": _rate(c.s_per_elementwise_element, "elem"),
+            "transcendental": _rate(c.s_per_transcendental_element, "elem"), "moved": _rate(c.s_per_moved_byte, "B"),
+            "uncached": _rate(c.s_per_uncached_byte, "B"),
             "per_op": f"{_rounded(c.s_per_op * 1e6)} us", "per_inference": f"{_rounded(c.s_per_inference * 1e6)} us"}
     return table
 

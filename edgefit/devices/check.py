@@ -99,6 +99,16 @@ class Verdict:
     limit_source: str | None     # where the limit comes from: device, budget, profile, rate, baseline ...
     lower_bound: bool = False    # the value is a lower bound (some layer's cost is unknown)
     band: Band | None = None     # the tier's typical band for the figure (latency)
+    judged: bool = True          # False: passes only because it could not be judged (ops a partial list lacks)
+
+    @property
+    def status(self) -> str:
+        """'context', 'ok', 'over', or 'not judged' (it passes, but nothing was checked: never shown as ok)."""
+        if self.kind == "context":
+            return "context"
+        if not self.ok:
+            return "over"
+        return "ok" if self.judged else "not judged"
 
     @property
     def kind(self) -> str:
@@ -129,7 +139,7 @@ class Verdict:
         margin = self.margin_pct
         band = None if self.band is None else {**self.band.to_dict(), "position": self.band_position}
         return {"metric": self.metric, "kind": self.kind, "value": self.value, "limit": self.limit,
-                "unit": self.unit, "ok": self.ok, "margin_pct": None if margin is None else round(margin, 2),
+                "unit": self.unit, "ok": self.ok, "status": self.status, "margin_pct": None if margin is None else round(margin, 2),
                 "limit_source": self.limit_source, "lower_bound": self.lower_bound, "band": band}
 
 
@@ -321,7 +331,8 @@ def with_model_advice(results: Sequence[TargetResult], footprint: Footprint, pro
         precision = result.estimate.precision
         operators = result.estimate.settings.operators
         if operators is not None:
-            coverage = operator_coverage(graph(), footprint, operators, precision, result.profile)
+            coverage = operator_coverage(graph(), footprint, operators, precision, result.profile,
+                                         result.profile.custom_ops)
             result = dataclasses.replace(result, operators=coverage,
                                          verdicts=(*result.verdicts, _operators_verdict(coverage)))
             if coverage.fallback_layers and coverage.fallback_latency_s is not None:
@@ -385,10 +396,11 @@ def _operators_verdict(coverage: Coverage) -> Verdict:
     elif coverage.fallback_layers:
         value = f"{len(coverage.fallback_layers)} on CPU"
     else:
-        value = "all supported" if not unknown else "unknown"
-    if unknown and value != "unknown":
-        value += f", {unknown} unknown"
-    return Verdict("operators", value, coverage.runtime, "", coverage.runs, "runtime")
+        value = "all supported" if not unknown else f"{unknown} unknown (not judged)"
+    if unknown and "unknown" not in value:
+        value += f", {unknown} unknown (not judged)"
+    return Verdict("operators", value, coverage.runtime, "", coverage.runs, "runtime",
+                   judged=not unknown or not coverage.runs)
 
 
 # ---- tiers ---------------------------------------------------------------------------------------------
@@ -451,15 +463,23 @@ def summarize_tiers(results: Sequence[TargetResult], precision: str,
 # ---- the check -----------------------------------------------------------------------------------------
 
 def analyze_for_check(model: str | Path, input_shapes: Mapping[str, Sequence[int]] | None,
-                      dims: Mapping[str, int] | None, assume_dims: int | None = None) -> Footprint:
+                      dims: Mapping[str, int] | None, assume_dims: int | None = None,
+                      input_values: Mapping[str, Sequence[float]] | None = None) -> Footprint:
     from edgefit.analysis.footprint import analyze
 
-    return analyze(model, input_shapes=dict(input_shapes or {}), dims=dict(dims or {}), assume_dims=assume_dims)
+    return analyze(model, input_shapes=dict(input_shapes or {}), dims=dict(dims or {}), assume_dims=assume_dims,
+                   input_values={name: list(v) for name, v in (input_values or {}).items()})
 
 
-def resolve_targets(targets: Iterable[str | DeviceProfile] | None,
-                    profiles_dir: ProfilesDir = None) -> tuple[DeviceProfile, ...]:
-    """Profiles for names/aliases (or profile objects), without repeats; None means every profile on the path."""
+def resolve_targets(targets: Iterable[str | DeviceProfile] | None, profiles_dir: ProfilesDir = None,
+                    custom_ops: Iterable[str] = ()) -> tuple[DeviceProfile, ...]:
+    """Profiles for names/aliases (or profile objects), without repeats; None means every profile on the path.
+    `custom_ops`: ops the user wrote kernels for (--custom-op), added to every profile's own."""
+    return tuple(profile.with_custom_ops(custom_ops) for profile in _resolve_targets(targets, profiles_dir))
+
+
+def _resolve_targets(targets: Iterable[str | DeviceProfile] | None,
+                     profiles_dir: ProfilesDir) -> tuple[DeviceProfile, ...]:
     requested = None if targets is None else list(targets)
     needs_lookup = requested is None or any(not isinstance(t, DeviceProfile) for t in requested)
     available, broken = scan_profiles(profiles_dir) if needs_lookup else ((), ())
@@ -485,14 +505,18 @@ def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] 
           precision: str | None = None, budgets: Budgets = Budgets(), rate_hz: float | None = None, *,
           profiles_dir: ProfilesDir = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
           dims: Mapping[str, int] | None = None, runtime: str | None = None, patching: bool = True,
-          assume_dims: int | None = None) -> CheckReport:
+          assume_dims: int | None = None, custom_ops: Iterable[str] = (),
+          input_values: Mapping[str, Sequence[float]] | None = None) -> CheckReport:
     """Check a model (a Footprint, or a path analyzed here) against targets (names or profiles; None: all),
     with the targets' runtime stack `runtime` (default: each profile's default stack). `patching`: advise
-    patch-based execution where RAM binds (the tier summary alone does not show it)."""
-    footprint = model if isinstance(model, Footprint) else analyze_for_check(model, input_shapes, dims, assume_dims)
+    patch-based execution where RAM binds (the tier summary alone does not show it). `custom_ops`: ops the user
+    wrote kernels for (DOMAIN.NAME), judged supported on every target. `input_values`: values of inputs that
+    decide control flow (--input-value)."""
+    footprint = model if isinstance(model, Footprint) else analyze_for_check(model, input_shapes, dims, assume_dims,
+                                                                             input_values)
     check_precision(precision)
     check_rate_hz(rate_hz)
-    profiles = resolve_targets(targets, profiles_dir)
+    profiles = resolve_targets(targets, profiles_dir, custom_ops)
     deployed = precision or model_precision(footprint)
     plain = tuple(check_footprint(footprint, p, deployed, budgets, rate_hz, runtime) for p in profiles)
     results = with_model_advice(plain, footprint, patching=patching)
@@ -510,6 +534,8 @@ def check(model: Footprint | str | Path, targets: Iterable[str | DeviceProfile] 
 
 
 def tier_summary(model: Footprint | str | Path, precision: str | None = None, budgets: Budgets = Budgets(),
-                 rate_hz: float | None = None, *, profiles_dir: ProfilesDir = None) -> TierSummary:
+                 rate_hz: float | None = None, *, profiles_dir: ProfilesDir = None,
+                 custom_ops: Iterable[str] = ()) -> TierSummary:
     """Which of cloud/edge/mobile/tiny the model fits, over every profile on the search path."""
-    return check(model, None, precision, budgets, rate_hz, profiles_dir=profiles_dir, patching=False).tiers
+    return check(model, None, precision, budgets, rate_hz, profiles_dir=profiles_dir, patching=False,
+                 custom_ops=custom_ops).tiers

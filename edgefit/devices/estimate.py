@@ -9,7 +9,9 @@ runtime keeps beside them (for TensorFlow Lite Micro, the tensor arena to config
 Latency, when the profile's runtime stack has coefficients for the precision (measured on the device, see
 edgefit.devices.latency): per-class rates for what the runtime dispatches,
     latency = conv MACs / conv rate + depthwise MACs / depthwise rate + fc MACs / fc rate
-              + integer MACs / integer rate + elementwise elements / elementwise rate + bytes moved / movement rate
+              + integer MACs / integer rate + elementwise elements / elementwise rate
+              + transcendental elements / transcendental rate + bytes moved / movement rate
+              + bytes beyond the last-level cache / uncached rate
               + ops x per-op cost + per-inference cost + network round trip
 Otherwise a roofline per layer from datasheet figures, summed, plus fixed costs:
     layer time = max(MACs / (peak MAC rate x efficiency, both at the precision),
@@ -39,7 +41,7 @@ import numpy as np
 from edgefit.analysis.dtypes import DTYPE_BYTES, FLOAT_DTYPES, PRECISION_BYTES
 from edgefit.analysis.footprint import Footprint
 from edgefit.devices.fields import check_precision
-from edgefit.devices.latency import LAYER_CLASSES, dispatched_work, latency_features
+from edgefit.devices.latency import WORK_KINDS, dispatched_work, latency_features, latency_precision
 from edgefit.devices.profiles import DeviceProfile
 from edgefit.devices.runtime_memory import RuntimeMemory, runtime_memory
 from edgefit.devices.stacks import StackSettings
@@ -201,13 +203,14 @@ def estimate(footprint: Footprint, profile: DeviceProfile, precision: str | None
     flash_bytes = weight_bytes + settings.runtime_flash_bytes
     ram_bytes = memory.arena_bytes + settings.runtime_ram_bytes + (weight_bytes if profile.weights_in_ram else 0)
 
-    coefficients = stack.coefficients.get(precision) if stack is not None else None
+    table = latency_precision(footprint, precision)
+    coefficients = stack.coefficients.get(table) if stack is not None else None
     columns = _layer_columns(footprint, precision)
     if coefficients is not None:
-        terms = coefficients.vector() * latency_features(footprint, precision).vector()
-        work_terms = len(LAYER_CLASSES)   # the per-class work; the per-op and per-inference terms follow
+        terms = coefficients.vector() * latency_features(footprint, table, profile.last_level_cache_bytes).vector()
+        work_terms = len(WORK_KINDS)   # the per-class work; the per-op and per-inference terms follow
         compute_s, overhead_s, memory_bound = float(terms[:work_terms].sum()), float(terms[work_terms:].sum()), 0
-        basis, expected_error = stack.basis, stack.expected_error_at(precision)
+        basis, expected_error = stack.basis, stack.expected_error_at(table)
         if expected_error is None and basis == "user calibration" and profile.calibration:
             expected_error = profile.calibration.get("loo_error")
     else:
@@ -294,11 +297,13 @@ def _layer_parts(footprint: Footprint, profile: DeviceProfile, precision: str,
     """Per layer of `footprint.layers`, by the same model as `estimate`: seconds of compute and of dispatch (the
     per-op cost). A layer the runtime folds, fuses or drops costs 0 in both."""
     stack = profile.runtime_stack(runtime)
-    coefficients = stack.coefficients.get(precision) if stack is not None else None
+    table = latency_precision(footprint, precision)
+    coefficients = stack.coefficients.get(table) if stack is not None else None
     if coefficients is not None:
-        per_unit = dict(zip(LAYER_CLASSES, coefficients.vector()[:len(LAYER_CLASSES)]))
-        work = dispatched_work(footprint, precision)
-        return (np.array([0.0 if w is None else w[1] * per_unit[w[0]] for w in work], dtype=np.float64),
+        per_unit = dict(zip(WORK_KINDS, coefficients.vector()[:len(WORK_KINDS)]))
+        work = dispatched_work(footprint, table, profile.last_level_cache_bytes)
+        return (np.array([0.0 if w is None else sum(amount * per_unit[kind] for kind, amount in w.items())
+                          for w in work], dtype=np.float64),
                 np.array([0.0 if w is None else coefficients.s_per_op for w in work], dtype=np.float64))
     kept = np.array([not (precision == "int8" and layer.op_type in _FUSED_IN_INT8) for layer in footprint.layers],
                     dtype=bool)

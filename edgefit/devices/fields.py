@@ -106,6 +106,22 @@ def op_types_field(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def custom_ops_field(value: Any) -> tuple[str, ...]:
+    """Ops the user wrote a kernel for: 'DOMAIN.NAME' for a custom-domain op, or a standard op's name."""
+    if not isinstance(value, list) or not all(isinstance(op, str) for op in value):
+        raise ValueError(f"expected a list of op names such as [\"com.example.Frobnicate\"], got {value!r}")
+    return tuple(custom_op_name(op) for op in value)
+
+
+def custom_op_name(name: str) -> str:
+    """A declared custom op as judging keys it: 'com.example.Frobnicate', or 'Erf' for a standard op."""
+    key = name.strip()
+    if not key or not all(part.isidentifier() for part in key.split(".")):
+        raise ValueError(f"expected an op as DOMAIN.NAME (e.g. com.example.Frobnicate) or a standard op's name, "
+                         f"got {name!r}")
+    return key.removeprefix("ai.onnx.") if key.count(".") == 2 else key   # ai.onnx.Erf is the standard Erf
+
+
 def efficiency_field(value: Any) -> dict[str, float]:
     """One fraction for every precision, or a table per precision: {fp32 = 0.2, int8 = 0.05}."""
     if isinstance(value, dict):

@@ -9,6 +9,7 @@ A profile in an earlier directory shadows a later one of the same name, so users
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,6 +24,7 @@ from edgefit.devices.fields import (
     bandwidth_field,
     basis_field,
     boolean_field,
+    custom_ops_field,
     efficiency_field,
     fraction_field,
     memory_model_field,
@@ -37,6 +39,7 @@ from edgefit.devices.fields import (
     text_field,
     tier_field,
 )
+from edgefit.devices.operators import load_operator_list
 from edgefit.devices.stacks import STACK_SETTINGS, RuntimeStack, StackSettings, runtime_stacks
 from edgefit.errors import EdgefitError, ProfileError
 from edgefit.toml_files import load_toml
@@ -83,6 +86,9 @@ class DeviceProfile:
     active_power_w: float                # draw while running inference
     idle_power_w: float                  # draw between inferences
     latency_budget_s: float | None = None  # the latency the device's application needs, when the profile says
+    # Largest cache a core's kernels run out of: what does not fit streams from memory (edgefit.devices.latency);
+    # None: unknown, nothing is charged as uncached.
+    last_level_cache_bytes: int | None = None
     basis: str = "datasheet"             # what the speed and power figures rest on: one of BASES
     expected_error: float | None = None  # relative error of the latency estimate (0.25: +-25%), when known
     ram_usable_fraction: float = 1.0     # share of RAM one app may take (phones' OS limits)
@@ -91,6 +97,7 @@ class DeviceProfile:
     aliases: tuple[str, ...] = ()
     int8_ops: tuple[str, ...] | None = None   # ONNX op types the int8 kernels cover; None: every quantizable op
     operators: str | None = None   # the runtime's operator list (edgefit/devices/operators/NAME.toml); None: not judged
+    custom_ops: tuple[str, ...] = ()   # ops the user wrote kernels for (DOMAIN.NAME): judged supported on any list
     shares_activation_storage: bool = False   # runtime aliases views and runs elementwise ops in place
     memory_model: str = "static"         # how the runtime spends RAM beside the activations (edgefit.devices.runtime_memory)
     notes: str = ""
@@ -102,6 +109,17 @@ class DeviceProfile:
     @property
     def default_runtime(self) -> str | None:
         return self.runtimes[0].name if self.runtimes else None
+
+    @property
+    def operator_lists(self) -> tuple[str, ...]:
+        """The operator lists the profile and its runtime stacks name, each once."""
+        names = [self.operators, *(stack.operators for stack in self.runtimes)]
+        return tuple(dict.fromkeys(name for name in names if name is not None))
+
+    def with_custom_ops(self, ops: Iterable[str]) -> DeviceProfile:
+        """The profile with more ops declared as kernels the user wrote (--custom-op, a gate entry's custom_ops)."""
+        added = tuple(op for op in dict.fromkeys(ops) if op not in self.custom_ops)
+        return dataclasses.replace(self, custom_ops=self.custom_ops + added) if added else self
 
     def runtime_stack(self, name: str | None = None) -> RuntimeStack | None:
         """The stack called `name`, or the default one (None when the profile has no stacks)."""
@@ -150,7 +168,8 @@ class DeviceProfile:
         return {
             "name": self.name, "display_name": self.display_name, "tier": self.tier, "aliases": list(self.aliases),
             "int8_ops": list(self.int8_ops) if self.int8_ops is not None else None,
-            "operators": self.operators,
+            "operators": self.operators, "custom_ops": list(self.custom_ops),
+            "operator_lists": {name: load_operator_list(name).provenance() for name in self.operator_lists},
             "shares_activation_storage": self.shares_activation_storage, "memory_model": self.memory_model,
             "processor": self.processor, "runtime": self.runtime, "precisions": list(self.precisions),
             "ram_bytes": self.ram_bytes, "ram_usable_fraction": self.ram_usable_fraction,
@@ -159,6 +178,7 @@ class DeviceProfile:
             "weights_in_ram": self.weights_in_ram, "peak_macs_per_s": dict(self.peak_macs_per_s),
             "efficiency": dict(self.efficiency), "memory_bandwidth_bytes_per_s": self.memory_bandwidth_bytes_per_s,
             "flash_bandwidth_bytes_per_s": self.flash_bandwidth_bytes_per_s,
+            "last_level_cache_bytes": self.last_level_cache_bytes,
             "inference_overhead_ms": self.inference_overhead_s * 1e3, "per_op_overhead_us": self.per_op_overhead_s * 1e6,
             "network_rtt_ms": self.network_rtt_s * 1e3, "active_power_w": self.active_power_w,
             "idle_power_w": self.idle_power_w, "battery_mah": self.battery_mah, "battery_v": self.battery_v,
@@ -194,6 +214,7 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "active_power": ("active_power_w", positive_field(parse_power_w), True),
     "idle_power": ("idle_power_w", positive_field(parse_power_w, allow_zero=True), True),
     "latency_budget": ("latency_budget_s", positive_field(parse_duration_s), False),
+    "last_level_cache": ("last_level_cache_bytes", size_field, False),
     "basis": ("basis", basis_field, False),
     "expected_error": ("expected_error", positive_field(number_field), False),
     "ram_usable_fraction": ("ram_usable_fraction", fraction_field, False),
@@ -202,13 +223,14 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "aliases": ("aliases", aliases_field, False),
     "int8_ops": ("int8_ops", op_types_field, False),
     "operators": ("operators", operator_list_field, False),
+    "custom_ops": ("custom_ops", custom_ops_field, False),
     "shares_activation_storage": ("shares_activation_storage", boolean_field, False),
     "memory_model": ("memory_model", memory_model_field, False),
     "notes": ("notes", text_field, False),
 }
 # Keys that are not numbers about the device and so need no source note.
 _DESCRIPTIVE = frozenset({"name", "display_name", "tier", "aliases", "notes", "runtime", "precisions", "int8_ops",
-                          "operators", "memory_model", "basis"})
+                          "operators", "custom_ops", "memory_model", "basis"})
 # Keys parsed apart from _FIELDS: tables (runtime stacks carry their own sources) and the default stack's name.
 _TABLES = frozenset({"source", "runtimes", "default_runtime", "calibration"})
 

@@ -97,12 +97,16 @@ _RATE_PREFIXES = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kMGT]?)(MAC|MACs|elem|elements|B)/s\s*$")
 # Keys of a per-precision table, in LatencyCoefficients order; the rates count MACs, elements or bytes, the rest
 # are durations.
-_COEFFICIENT_KEYS = ("conv", "depthwise", "fc", "integer", "elementwise", "moved", "per_op", "per_inference")
-_RATE_UNIT = {"conv": "MAC", "depthwise": "MAC", "fc": "MAC", "integer": "MAC", "elementwise": "elem", "moved": "B"}
+_COEFFICIENT_KEYS = ("conv", "depthwise", "fc", "integer", "elementwise", "transcendental", "moved", "uncached",
+                     "per_op", "per_inference")
+_RATE_UNIT = {"conv": "MAC", "depthwise": "MAC", "fc": "MAC", "integer": "MAC", "elementwise": "elem",
+              "transcendental": "elem", "moved": "B", "uncached": "B"}
 # Keys added after profiles were written, and what they default to, so every older table still loads and estimates
 # as before: integer MACs (ConvInteger / MatMulInteger) at the conv rate, which is what they were charged; bytes moved
-# by data-movement ops at the elementwise rate per element of the precision, as those ops were charged per element.
-_OPTIONAL_KEYS = ("integer", "moved")
+# by data-movement ops at the elementwise rate per element of the precision, as those ops were charged per element;
+# transcendental elements at the elementwise rate, as they were charged; bytes beyond the last-level cache at no
+# extra cost (an infinite rate), as nothing was charged for them.
+_OPTIONAL_KEYS = ("integer", "transcendental", "moved", "uncached")
 _ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 # Optional in a per-precision table: where its coefficients come from and their typical error, when they differ
 # from the stack's.
@@ -140,7 +144,12 @@ def _coefficients(table: Any, precision: str) -> LatencyCoefficients:
     values = []
     for key in _COEFFICIENT_KEYS:
         if key not in table:   # an optional key: its documented default (see _OPTIONAL_KEYS)
-            values.append(values[0] if key == "integer" else values[4] / _ELEMENT_BYTES[precision])
+            if key == "integer":
+                values.append(values[0])   # the conv rate
+            elif key == "uncached":
+                values.append(0.0)
+            else:   # transcendental per element, moved per byte: the elementwise rate
+                values.append(values[4] / (_ELEMENT_BYTES[precision] if key == "moved" else 1))
             continue
         try:
             values.append(_seconds_per_unit(table[key], _RATE_UNIT[key]) if key in _RATE_UNIT

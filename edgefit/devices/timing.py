@@ -106,10 +106,12 @@ def _runs(run: Callable[[], object], plan: TimingPlan, clock: Callable[[], float
 
 
 def time_model(proto: ModelProto, *, what: str, threads: int = 1, plan: TimingPlan = TimingPlan(),
-               input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None) -> Timing:
+               input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
+               input_values: dict[str, list[float]] | None = None) -> Timing:
     """Wall time of one inference of `proto` in onnxruntime (graph optimisations on, as deployed), on synthetic
-    inputs of the resolved shapes. Raises MeasurementError when onnxruntime cannot run it or the timing stays
-    unstable after `plan.attempts` measurements."""
+    inputs of the resolved shapes, except the inputs `input_values` gives (a sample rate that picks an `If`
+    branch: synthetic zeros would run another branch than the one analysed). Raises MeasurementError when
+    onnxruntime cannot run it or the timing stays unstable after `plan.attempts` measurements."""
     from edgefit.fidelity import runtime_reason, synthetic_samples
     from edgefit.runtime import session as make_session
 
@@ -121,6 +123,9 @@ def time_model(proto: ModelProto, *, what: str, threads: int = 1, plan: TimingPl
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise MeasurementError(f"onnxruntime cannot load {what}: {runtime_reason(error)}") from None
     feed = synthetic_samples(proto, 1, input_shapes=input_shapes, dims=dims).feeds[0]
+    for name, values in (input_values or {}).items():
+        if name in feed:
+            feed[name] = np.asarray(values, dtype=feed[name].dtype).reshape(feed[name].shape)
 
     def run() -> object:
         return session.run(None, feed)
@@ -205,14 +210,52 @@ def _dynamic_matmul(rows: int, inner: int, cols: int) -> ModelProto:
     return _single("dynamic matmul", nodes, [rows, inner], [rows, cols], weights)
 
 
-def kernels() -> tuple[Kernel, ...]:
+def _unary(op_type: str, shape: list[int], constant: float | None = None, **attributes) -> ModelProto:
+    """One elementwise op over a `shape` float tensor (with a constant scalar second input when given)."""
+    inputs = ["x"] if constant is None else ["x", "c"]
+    weights = {} if constant is None else {"c": np.array(constant, np.float32)}
+    return _single(op_type.lower(), [helper.make_node(op_type, inputs, ["y"], **attributes)], shape, shape, weights)
+
+
+def host_last_level_cache() -> int | None:
+    """Size of this host's last-level cache (the highest cache level cpu0 reports), from Linux's sysfs; None
+    elsewhere or when it is not reported."""
+    from pathlib import Path
+
+    best: tuple[int, int] | None = None
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            level = int((index / "level").read_text())
+            kind = (index / "type").read_text().strip()
+            size = (index / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        units = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
+        if kind == "Instruction" or not size or not size[:-1].isdigit() or size[-1] not in units:
+            continue
+        if best is None or level > best[0]:
+            best = (level, int(size[:-1]) * units[size[-1]])
+    return best[1] if best else None
+
+
+def kernels(cache_bytes: int | None = None) -> tuple[Kernel, ...]:
     """Single-layer models of each layer class at the sizes small models are made of (0.003-0.1 ms each here).
 
     The smallest convolution pins the fixed cost of dispatching a real kernel: a chain of tiny Adds would pin
     the cost of the cheapest op instead, a fraction of what a convolution's setup costs. Matmuls are batch-1 (one
-    pass over the weights, as a deployed model runs them), from weights in cache to weights beyond it.
+    pass over the weights, as a deployed model runs them), from weights in cache to weights beyond it; a matmul
+    over 64 rows and a grouped (not depthwise) convolution run as GEMMs, in the conv class. Pow, LRN and Softplus time
+    the transcendental class. With the host's last-level cache size `cache_bytes`, a batch-1 matmul whose weights
+    and an Add whose tensors are twice that size time the extra cost of streaming from memory (1-30 ms each).
     """
-    return (
+    beyond: tuple[Kernel, ...] = ()
+    if cache_bytes:
+        side = 256 * math.ceil(math.sqrt(2 * cache_bytes / 4) / 256)   # fp32 weights >= twice the cache
+        elements = 1024 * math.ceil(2 * cache_bytes / 4 / 1024)
+        beyond = (Kernel(f"matmul 1x{side}x{side} beyond the cache", "fc", _matmul(1, side, side)),
+                  Kernel(f"add {elements // 1024}K elements beyond the cache", "elementwise",
+                         _unary("Add", [1, elements], 0.5)))
+    return beyond + (
         Kernel("conv 3x3 8->8 @8x8", "conv", _conv(8, 8, 8)),
         Kernel("conv 3x3 8->16 @32x32", "conv", _conv(8, 16, 32)),
         Kernel("conv 3x3 32->32 @16x16", "conv", _conv(32, 32, 16)),
@@ -225,6 +268,8 @@ def kernels() -> tuple[Kernel, ...]:
         Kernel("matmul 1x256x256", "fc", _matmul(1, 256, 256)),
         Kernel("matmul 1x512x512", "fc", _matmul(1, 512, 512)),
         Kernel("matmul 1x1024x1024", "fc", _matmul(1, 1024, 1024)),
+        Kernel("matmul 64x256x256", "conv", _matmul(64, 256, 256)),
+        Kernel("grouped conv 1x1 128->128 /4 @16x16", "conv", _conv(128, 128, 16, groups=4, kernel=1)),
         Kernel("add 1K elements", "elementwise", _adds(1024, 1)),
         Kernel("add 16K elements", "elementwise", _adds(16_384, 1)),
         Kernel("add 256K elements", "elementwise", _adds(262_144, 1)),
@@ -232,4 +277,7 @@ def kernels() -> tuple[Kernel, ...]:
         Kernel("transpose 64 @64x64", "movement", _transpose(64, 64)),
         Kernel("dynamic int8 matmul 16x256x256", "integer", _dynamic_matmul(16, 256, 256)),
         Kernel("dynamic int8 matmul 64x512x512", "integer", _dynamic_matmul(64, 512, 512)),
+        Kernel("pow 0.75 64K elements", "transcendental", _unary("Pow", [1, 65_536], 0.75)),
+        Kernel("lrn 5 64 @32x32", "transcendental", _unary("LRN", [1, 64, 32, 32], size=5)),
+        Kernel("softplus 64K elements", "transcendental", _unary("Softplus", [1, 65_536])),
     )

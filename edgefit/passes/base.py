@@ -71,6 +71,16 @@ class PassOptions:
     input_shapes: dict[str, list[int]] | None = None
     dims: dict[str, int] | None = None
     assume_dims: int | None = None                 # see edgefit.shapes.resolve_shapes
+    decompose_ops: tuple[str, ...] | None = None   # ops decompose rewrites; None: what operator_list cannot run
+    operator_list: str | None = None               # the target runtime's operator list (devices/operators/NAME)
+    input_values: dict[str, list[float]] | None = None   # --input-value: decides If conditions, fills samples
+
+    @property
+    def shape_bindings(self) -> dict[str, Any]:
+        """What binds the input shapes and the known input values, as the keyword arguments that analyze,
+        resolve_shapes, select_samples and synthetic_samples take: one place for every call to thread them."""
+        return {"input_shapes": self.input_shapes, "dims": self.dims, "assume_dims": self.assume_dims,
+                "input_values": self.input_values}
 
 
 class Pass(ABC):

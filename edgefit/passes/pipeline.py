@@ -106,8 +106,7 @@ def run_passes(model: ModelProto, passes: str | Sequence[PassSpec], options: Pas
         result = apply_pass(current, spec, options, progress)
         mode = getattr(result.stats, "mode", None)
         if mode in ("int8", "fp16"):   # worked out now, so the float model need not be kept to the end
-            deployed = analyze(current, options.input_shapes, options.dims,
-                               assume_dims=options.assume_dims).activation_bytes_at(mode)
+            deployed = analyze(current, **options.shape_bindings).activation_bytes_at(mode)
         # Let go of the pass's input before the result's checks and fidelity run: with large weights the
         # intermediate model would otherwise sit beside the result and its onnxruntime session.
         current = result.model
@@ -194,15 +193,14 @@ def optimize_file(input_path: str | Path, output_path: str | Path, passes: str |
         options = dataclasses.replace(options, calibration=load_samples(calib_path, loaded.proto))
     options = dataclasses.replace(options, input_shapes=shapes_from_data(
         loaded.proto, options.input_shapes, options.dims, calibration=options.calibration, evaluation=evaluation))
-    before = analyze(loaded, options.input_shapes, options.dims, assume_dims=options.assume_dims)
+    before = analyze(loaded, **options.shape_bindings)
     check_run_memory(before.peak_activation_bytes, before.inputs, ShapeError)
-    samples = select_samples(loaded.proto, evaluation=evaluation, calib=options.calibration,
-                             input_shapes=options.input_shapes, dims=options.dims, limit=eval_limit,
-                             assume_dims=options.assume_dims,
+    samples = select_samples(loaded.proto, evaluation=evaluation, calib=options.calibration, limit=eval_limit,
+                             **options.shape_bindings,
                              # float32 outputs, most models' (an output of unknown shape counts nothing)
                              output_bytes=sum(4 * math.prod(shape) for shape in before.outputs.values() if shape))
     result = run_passes(loaded.proto, passes, options, fidelity_samples=samples, progress=progress)
     save_model(result.model, target, input_path=source, force=force)
-    after = analyze(result.model, options.input_shapes, options.dims, assume_dims=options.assume_dims)
+    after = analyze(result.model, **options.shape_bindings)
     return OptimizeReport(str(source), str(target), before, after, result.steps, result.fidelity,
                           result.deployed_activation_bytes)

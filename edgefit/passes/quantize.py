@@ -145,8 +145,7 @@ class Quantize(Pass):
         """Without calibration samples, static modes calibrate on synthetic inputs (and the stats say so)."""
         calibration = options.calibration
         if options.mode in STATIC_MODES and calibration is None:
-            calibration = synthetic_samples(model, input_shapes=options.input_shapes, dims=options.dims,
-                                            assume_dims=options.assume_dims)
+            calibration = synthetic_samples(model, **options.shape_bindings)
         return _quantize(model, options, calibration, progress)
 
 PASS = Quantize

@@ -54,7 +54,7 @@ class Reorder(Pass):
     usage = "reorder"
 
     def run(self, model: ModelProto, options: PassOptions, progress: Progress | None) -> PassResult:
-        return _reorder(model, options.input_shapes, options.dims)
+        return _reorder(model, options.shape_bindings)
 
 
 PASS = Reorder
@@ -66,11 +66,11 @@ def reorder(model: ModelProto, input_shapes: dict[str, list[int]] | None = None,
     return Reorder().apply(model, PassOptions(input_shapes=input_shapes, dims=dims))
 
 
-def _reorder(model: ModelProto, input_shapes: dict[str, list[int]] | None,
-             dims: dict[str, int] | None) -> PassResult:
+def _reorder(model: ModelProto, shape_bindings: dict[str, Any]) -> PassResult:
+    """`shape_bindings`: PassOptions.shape_bindings (input shapes, dims, input values)."""
     from edgefit.analysis.footprint import analyze
 
-    footprint = analyze(model, input_shapes, dims)
+    footprint = analyze(model, **shape_bindings)
     before = footprint.file_order_peak_bytes
     result = copy_model(model)
     if footprint.peak_activation_bytes >= before:
@@ -85,7 +85,7 @@ def _reorder(model: ModelProto, input_shapes: dict[str, list[int]] | None,
         copy.CopyFrom(node)
     del result.graph.node[:]
     result.graph.node.extend(copies)
-    after = analyze(result, input_shapes, dims).file_order_peak_bytes
+    after = analyze(result, **shape_bindings).file_order_peak_bytes
     return PassResult(result, ReorderStats(before, after, footprint.activation_lower_bound_bytes, moved))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from edgefit.devices.fields import PRECISIONS, TIERS
+from edgefit.devices.operators import load_operator_list
 from edgefit.devices.profiles import DeviceProfile
 from edgefit.devices.stacks import RuntimeStack
 from edgefit.report.check_text import (
@@ -102,6 +104,9 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
           for stack in profile.runtimes for precision, text in stack.precision_sources.items()],
         ("precisions", ", ".join(profile.precisions), ""),
         ("operators", profile.operators or "- (not judged)", _overridden(profile, "operators")),
+        *[(f"operators.{name}", _list_revision(name), load_operator_list(name).url) for name in profile.operator_lists],
+        *([("custom_ops", ", ".join(profile.custom_ops), "kernels the user wrote: judged supported")]
+          if profile.custom_ops else []),
         ("ram", format_bytes(profile.ram_bytes), source("ram", "")),
         ("flash", format_bytes(profile.flash_bytes), source("flash", "")),
         ("runtime_ram", format_bytes(profile.runtime_ram_bytes), source("runtime_ram", "")),
@@ -139,6 +144,21 @@ def render_profile(console: Console, profile: DeviceProfile) -> None:
     console.print(Text(f"file: {profile.path}", style="dim"))
 
 
+def _list_revision(name: str) -> str:
+    """'TensorFlow Lite Micro, revision 90b983c... (retrieved 2026-12-08); lowered by onnx2tf ... revision ...'."""
+    operators = load_operator_list(name)
+    text = f"{operators.title}, revision {_short_hashes(operators.revision)} (retrieved {operators.retrieved})"
+    lowering = operators.lowering
+    if lowering is not None:
+        text += f"; ONNX ops lowered as {lowering.title} does, revision {_short_hashes(lowering.revision)}"
+    return text
+
+
+def _short_hashes(text: str) -> str:
+    """Commit hashes cut to 12 digits, which a narrow table column keeps whole (--json has them in full)."""
+    return re.sub(r"\b([0-9a-f]{12})[0-9a-f]{28}\b", r"\1", text)
+
+
 def _overridden(profile: DeviceProfile, key: str) -> str:
     """'runtimes stm32cube-ai-8.1, stm32cube-ai-7.3 set their own' when some stacks replace the profile's `key`."""
     own = [stack.name for stack in profile.runtimes if getattr(stack, key) is not None]
@@ -158,6 +178,8 @@ def _stack_settings(stack: RuntimeStack) -> str:
 def _ok_mark(verdict: Verdict) -> Text:
     if verdict.kind == "context":
         return Text("context", style="yellow" if verdict.band_position == "above" else "dim")
+    if verdict.status == "not judged":
+        return Text("not judged", style="magenta")
     return Text("ok", style="green") if verdict.ok else Text("OVER", style="bold red")
 
 

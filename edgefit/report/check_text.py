@@ -178,11 +178,11 @@ def why_tier_misses(tier: TierResult) -> str:
 
 
 def _missing_operator(tier: TierResult) -> str:
-    """'no device runs every op: Einsum (mix) has no kernel in TensorFlow Lite Micro' / '... on esp32, the best
-    device', naming the first op the best device cannot run."""
+    """'no device runs every op: Erf (erf) becomes ERF; ERF has no TensorFlow Lite Micro kernel: run ...' / '... on
+    esp32, the best device', naming the first op the best device cannot run, why, and what would make it run."""
     first, coverage = tier.first_unsupported, tier.operators
     assert first is not None and coverage is not None   # an operators verdict fails only on a node that cannot run
-    what = (f"{first.op_type} ({first.layer}) has no kernel in {coverage.title}" if first.status == "unsupported"
+    what = (f"{first.op_type} ({first.layer}) {first.reason}" if first.status == "unsupported"
             else f"{first.op_type} ({first.layer}) breaks a limit of {coverage.title}: {first.reason}")
     more = len(coverage.not_running) - 1
     what += f" (and {more} more op{'s' if more > 1 else ''})" if more else ""
@@ -218,15 +218,27 @@ def describe_patch_plan(result: TargetResult) -> str | None:
 
 
 _LISTED_OPS = 5
+_LISTED_LAYERS = 3
 
 
 def _nodes(nodes) -> str:
+    """The nodes grouped by op and reason, as a transformer repeats one op in every block: 'LayerNormalization x7
+    (ln, ln_1, ln_2 and 4 more) has no STM32Cube.AI kernel: ...' rather than the same sentence seven times."""
     reasons = {n.reason for n in nodes if n.status == "violates"}
     if len(nodes) > 1 and len(reasons) == 1 and all(n.status == "violates" for n in nodes):
         return f"every one {reasons.pop()}"   # e.g. an int8-only accelerator and an fp32 model
-    shown = ", ".join(f"{n.op_type} ({n.layer}{': ' + n.reason if n.status == 'violates' else ''})"
-                      for n in nodes[:_LISTED_OPS])
-    return shown + (f" and {len(nodes) - _LISTED_OPS} more" if len(nodes) > _LISTED_OPS else "")
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for node in nodes:
+        groups.setdefault((node.op_type, node.status, node.reason), []).append(node.layer)
+    shown = []
+    for (op_type, status, reason), layers in list(groups.items())[:_LISTED_OPS]:
+        named = ", ".join(layers[:_LISTED_LAYERS])
+        named += f" and {len(layers) - _LISTED_LAYERS} more" if len(layers) > _LISTED_LAYERS else ""
+        op = f"{op_type} x{len(layers)}" if len(layers) > 1 else op_type
+        shown.append(f"{op} ({named}: {reason})" if status == "violates" else
+                     f"{op} ({named}){' ' + reason if reason else ''}")
+    hidden = len(groups) - _LISTED_OPS
+    return ", ".join(shown) + (f" and {hidden} more kind{'s' if hidden > 1 else ''} of op" if hidden > 0 else "")
 
 
 def describe_operators(result: TargetResult) -> str | None:
@@ -236,7 +248,11 @@ def describe_operators(result: TargetResult) -> str | None:
     if coverage is None or coverage.verdict == "supported":
         return None
     name, total = result.profile.name, len(coverage.nodes)
-    if coverage.verdict == "does-not-run":
+    if coverage.host_failures:
+        failing = coverage.host_failures
+        line = (f"{name}: {len(failing)} of {total} ops run neither on {coverage.title} nor on the host it falls back "
+                f"to: {_nodes(failing)}")
+    elif coverage.verdict == "does-not-run":
         failing = coverage.not_running
         line = f"{name}: {coverage.title} cannot run {len(failing)} of {total} ops: {_nodes(failing)}"
     elif coverage.verdict == "fallback":

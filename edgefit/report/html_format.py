@@ -34,6 +34,7 @@ class HtmlFormat:
             for verdict in result.verdicts:
                 context = verdict.kind == "context"
                 status = ('<td class="context">context</td>' if context else
+                          '<td class="context">not judged</td>' if verdict.status == "not judged" else
                           '<td class="ok">ok</td>' if verdict.ok else '<td class="over">over</td>')
                 cells = (result.spec.name, result.spec.model_label, result.target.profile.name,
                          result.target.estimate.precision, METRIC_LABELS.get(verdict.metric, verdict.metric))

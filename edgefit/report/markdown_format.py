@@ -76,7 +76,8 @@ class MarkdownFormat:
                     result.spec.name, result.target.profile.name, result.target.estimate.precision,
                     METRIC_LABELS.get(v.metric, v.metric), format_value(v), format_limit(v),
                     describe_band(v) if context else format_margin(v),
-                    "ℹ️ context" if context else "✅ ok" if v.ok else "❌ over")]
+                    "ℹ️ context" if context else "❔ not judged" if v.status == "not judged" else
+                    "✅ ok" if v.ok else "❌ over")]
                 cells.insert(1, _code(result.spec.model_label))
                 lines.append("| " + " | ".join(cells) + " |")
         lines += ["", f"_Latency, energy and power are estimates (measured runtime-stack rates where the profile has "

@@ -81,6 +81,13 @@ def render_footprint(console: Console, fp: Footprint, *, per_layer: bool = False
             live.add_row(escape(tensor.name), format_bytes(tensor.bytes))
         console.print(live)
 
+    # The outermost control flow last: it decides what the inner lines count.
+    shown = fp.control_flow[-top:] if top else ()
+    for note in shown:
+        console.print(Text(f"control flow: {note}", style="cyan"))
+    if len(fp.control_flow) > len(shown):
+        console.print(Text(f"control flow: {len(fp.control_flow) - len(shown)} more If/Loop/Scan decisions in --json",
+                           style="cyan"))
     for warning in fp.warnings:
         console.print(Text(f"warning: {warning}", style="yellow"))
     for reason in fp.unknowns:
