@@ -296,13 +296,13 @@ def test_exclusions_are_edits_of_one_quantization_per_recipe():
     calibration = synthetic_samples(model)
     x = np.random.default_rng(6).standard_normal((1, 4, 8, 8)).astype(np.float32)
     expected = session(model).run(None, {"x": x})[0]
-    for layer, weight, other in (("c1", "w1", "w2"), ("c2", "w2", "w1")):
+    for layer, kept, other in (("c1", "w1", "w2"), ("c2", "w2", "w1")):
         result = quantize(model, calibration=calibration, exclude=(layer,), cache=cache)
         types = {t.name: t.data_type for t in result.model.graph.initializer}
-        assert types[weight] == TensorProto.FLOAT and types[f"{other}_quantized"] == TensorProto.INT8
-        assert f"{weight}_quantized" not in types   # the int8 copy nobody reads is gone
+        assert types[kept] == TensorProto.FLOAT and types[f"{other}_quantized"] == TensorProto.INT8
+        assert f"{kept}_quantized" not in types   # the int8 copy nobody reads is gone
         node = next(n for n in result.model.graph.node if n.name == layer)
-        assert node.input[1] == weight and not node.input[0].endswith("_DequantizeLinear_Output")
+        assert node.input[1] == kept and not node.input[0].endswith("_DequantizeLinear_Output")
         assert [line for line in result.stats.float_layers if "excluded" in line] == [f"{layer}: excluded"]
         deployed = session(result.model, optimize=True).run(None, {"x": x})[0]
         assert np.abs(deployed - expected).max() < 0.02 * np.abs(expected).max()

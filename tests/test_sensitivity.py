@@ -2,7 +2,6 @@
 PyTorch exporters write (PP-OCRv4's decomposed LayerNorm, HardSwish as Add/Clip/Div/Mul, SVTR attention)."""
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgefit.fidelity import SampleSet
