@@ -58,11 +58,13 @@ if TYPE_CHECKING:   # profiles hold LatencyCoefficients, and `edgefit profiles l
 
     from edgefit.analysis.footprint import Footprint, LayerStats, OpSite
 
-LAYER_CLASSES = ("conv", "depthwise", "fc", "integer", "elementwise", "transcendental", "movement")
-# What a dispatched layer costs per unit: its class's work, and the bytes it must stream beyond the cache.
-WORK_KINDS = (*LAYER_CLASSES, "uncached")
+LAYER_CLASSES = ("conv", "depthwise", "fc", "integer", "elementwise", "transcendental", "movement", "lrn")
+# What a dispatched layer costs per unit: its class's work, the bytes it must stream beyond the cache, and a
+# convolution's GEMM operands besides its MACs (see _GEMM_OPERANDS).
+WORK_KINDS = (*LAYER_CLASSES, "uncached", "im2col", "conv_weights", "conv_output")
 FEATURE_NAMES = ("conv_macs", "depthwise_macs", "fc_macs", "integer_macs", "elementwise_elements",
-                 "transcendental_elements", "moved_bytes", "uncached_bytes", "ops", "inference")
+                 "transcendental_elements", "moved_bytes", "lrn_elements", "uncached_bytes", "im2col_elements",
+                 "conv_weight_elements", "conv_output_elements", "ops", "inference")
 
 _CONV_OPS = frozenset({"Conv", "ConvTranspose", "QLinearConv", "FusedConv", "NhwcConv"})
 _INTEGER_OPS = frozenset({"ConvInteger", "MatMulInteger"})   # dynamic quantization's integer products
@@ -72,7 +74,7 @@ _MOVEMENT_OPS = frozenset({"Transpose", "Concat", "Slice", "Gather", "GatherElem
 _VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
 _MAC_CLASSES = frozenset({"conv", "depthwise", "fc"})
 # A math-library call per element (see the module docstring for the measured costs).
-_TRANSCENDENTAL_OPS = frozenset({"LRN", "Pow", "Softplus"})
+_TRANSCENDENTAL_OPS = frozenset({"Pow", "Softplus"})
 # Pow by a constant small integer is a multiplication or two (onnxruntime special-cases 2 and 3: 0.41 and 0.68 ns
 # per element, against 8.9 ns for 0.5 or 0.75).
 _MULTIPLY_EXPONENTS = frozenset({1.0, 2.0, 3.0})
@@ -118,6 +120,8 @@ def layer_class(op_type: str, layer: LayerStats, site: OpSite | None = None) -> 
         return "conv" if rows >= _GEMM_ROWS and op_type not in _RECURRENT_OPS else "fc"
     if op_type in _MOVEMENT_OPS or op_type in _VIEW_OPS:
         return "movement"
+    if op_type == "LRN":
+        return "lrn"
     if op_type in _TRANSCENDENTAL_OPS:
         exponent = site.exponent if site is not None else None
         return "elementwise" if op_type == "Pow" and exponent in _MULTIPLY_EXPONENTS else "transcendental"
@@ -144,7 +148,11 @@ class LatencyFeatures:
     elementwise_elements: float   # elements written by elementwise / pooling / normalisation layers
     transcendental_elements: float  # elements written by layers needing a math-library call per element
     moved_bytes: float            # bytes written by data-movement layers at the precision (they read as many)
+    lrn_elements: float           # elements written by LRN
     uncached_bytes: float         # bytes that stream from memory beyond the last-level cache
+    im2col_elements: float        # elements of the conv GEMMs' im2col operand (group x Cin/group x kernel x out)
+    conv_weight_elements: float   # elements of the conv GEMMs' weight operand (the Conv's weight tensor)
+    conv_output_elements: float   # elements the conv GEMMs write (the Conv's output)
     ops: int                      # operators the runtime dispatches (after folding, fusing and dropping)
 
     def vector(self) -> np.ndarray:
@@ -176,8 +184,8 @@ def _features(footprint: Footprint, precision: str, cache_bytes: int | None) -> 
                 totals[kind] += amount
             ops += 1
     return LatencyFeatures(totals["conv"], totals["depthwise"], totals["fc"], totals["integer"],
-                           totals["elementwise"], totals["transcendental"], totals["movement"], totals["uncached"],
-                           ops)
+                           totals["elementwise"], totals["transcendental"], totals["movement"], totals["lrn"],
+                           totals["uncached"], totals["im2col"], totals["conv_weights"], totals["conv_output"], ops)
 
 
 def dispatched_work(footprint: Footprint, precision: str,
@@ -230,7 +238,8 @@ def dispatched_work(footprint: Footprint, precision: str,
         scale = (PRECISION_BYTES[precision] / DTYPE_BYTES[layer.dtype]
                  if layer.dtype in FLOAT_DTYPES and DTYPE_BYTES.get(layer.dtype) else 1.0)
         uncached = 0.0
-        if classes[i] in ("elementwise", "transcendental"):
+        operands: dict[str, float] = {}
+        if classes[i] in _PER_ELEMENT_CLASSES:
             amount = _elements(layer, DTYPE_BYTES)
         elif classes[i] == "movement":
             copies = op_type not in _VIEW_OPS or not layer.inputs_from or consumers[layer.inputs_from[0]] > 1
@@ -239,11 +248,31 @@ def dispatched_work(footprint: Footprint, precision: str,
             amount = float(layer.macs or 0)
             if classes[i] == "fc" and weights_uncached:
                 uncached = layer.weight_bytes * weight_scale
-        if classes[i] in ("elementwise", "transcendental", "movement") and amount and cache_bytes is not None:
+            if classes[i] == "conv" and op_type == "Conv" and amount:
+                operands = gemm_operands(layer, sites[i])
+        if classes[i] in (*_PER_ELEMENT_CLASSES, "movement") and amount and cache_bytes is not None:
             working_set = ((layer.input_bytes or 0) + (layer.output_bytes or 0)) * scale
             uncached = working_set if working_set > cache_bytes else 0.0
-        work.append({classes[i]: amount, "uncached": uncached} if uncached else {classes[i]: amount})
+        work.append({classes[i]: amount, **({"uncached": uncached} if uncached else {}), **operands})
     return work
+
+
+def gemm_operands(layer: LayerStats, site: OpSite | None) -> dict[str, float]:
+    """The operand sizes of the GEMMs a standard (or grouped) Conv runs as, besides its MACs (see
+    _GEMM_OPERANDS): {'im2col': group x (Cin/group x kernel) x output positions, 'conv_weights': weight elements,
+    'conv_output': output elements}; {} when the weight or output shape is unknown."""
+    kernel = site.kernel if site is not None else None
+    shape = site.output_shape if site is not None else None
+    if not kernel or not shape or not kernel[0] or not layer.macs:
+        return {}
+    outputs = math.prod(shape)
+    # MACs = outputs x (Cin/group x kernel), so the im2col matrix (one column per output position, per group) has
+    # MACs / (Cout / group) elements.
+    return {"im2col": layer.macs * layer.group / kernel[0], "conv_weights": float(math.prod(kernel)),
+            "conv_output": float(outputs)}
+
+
+_PER_ELEMENT_CLASSES = ("elementwise", "transcendental", "lrn")
 
 
 def _elements(layer: LayerStats, dtype_bytes: dict[str, float]) -> float:
@@ -262,7 +291,11 @@ class LatencyCoefficients:
     s_per_elementwise_element: float
     s_per_transcendental_element: float
     s_per_moved_byte: float
+    s_per_lrn_element: float
     s_per_uncached_byte: float
+    s_per_im2col_element: float
+    s_per_conv_weight: float
+    s_per_conv_output_element: float
     s_per_op: float
     s_per_inference: float
 
