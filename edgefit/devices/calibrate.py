@@ -73,8 +73,7 @@ _INFORMATIVE = 0.02
 _TRANSCENDENTAL_PRIOR = 45
 COEFFICIENT_NAMES = tuple(f"s_per_{name}" for name in (
     "conv_mac", "depthwise_mac", "fc_mac", "integer_mac", "elementwise_element", "transcendental_element",
-    "moved_byte", "lrn_element", "uncached_byte", "im2col_element", "conv_weight", "conv_output_element", "op",
-    "inference"))
+    "moved_byte", "lrn_element", "uncached_byte", "conv_weight", "op", "inference"))
 MEASUREMENT_KEYS = ("model", "latency", "energy", "input_shape", "dim", "precision")
 FILE_KEYS = ("base", "keep_base", "measurement")
 
@@ -580,11 +579,10 @@ def base_latency_coefficients(base: DeviceProfile, runtime: str | None, precisio
     mac_s = 1.0 / base.macs_per_s(precision)
     element_s = 2 * element_bytes / base.memory_bandwidth_bytes_per_s
     byte_s = 1 / base.memory_bandwidth_bytes_per_s
-    # A convolution's GEMM operands: each im2col, weight and output element read or written once from memory.
-    operand_s = element_bytes * byte_s
+    # A convolution's weight element: read once from memory.
     return LatencyCoefficients(mac_s, mac_s, mac_s, mac_s, element_s, _TRANSCENDENTAL_PRIOR * element_s,
-                               2 * byte_s, _TRANSCENDENTAL_PRIOR * element_s, byte_s, operand_s, operand_s,
-                               operand_s, base.per_op_overhead_s, base.inference_overhead_s)
+                               2 * byte_s, _TRANSCENDENTAL_PRIOR * element_s, byte_s, element_bytes * byte_s,
+                               base.per_op_overhead_s, base.inference_overhead_s)
 
 
 # ---- the calibrated profile -----------------------------------------------------------------------------
@@ -679,8 +677,7 @@ def stack_table(result: CalibrationResult, where: str) -> dict[str, Any]:
             "elementwise": _rate(c.s_per_elementwise_element, "elem"),
             "transcendental": _rate(c.s_per_transcendental_element, "elem"), "moved": _rate(c.s_per_moved_byte, "B"),
             "lrn": _rate(c.s_per_lrn_element, "elem"), "uncached": _rate(c.s_per_uncached_byte, "B"),
-            "im2col": _rate(c.s_per_im2col_element, "elem"), "conv_weights": _rate(c.s_per_conv_weight, "elem"),
-            "conv_output": _rate(c.s_per_conv_output_element, "elem"),
+            "conv_weights": _rate(c.s_per_conv_weight, "elem"),
             "per_op": f"{_rounded(c.s_per_op * 1e6)} us", "per_inference": f"{_rounded(c.s_per_inference * 1e6)} us"}
     return table
 

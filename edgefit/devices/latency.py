@@ -60,11 +60,11 @@ if TYPE_CHECKING:   # profiles hold LatencyCoefficients, and `edgefit profiles l
 
 LAYER_CLASSES = ("conv", "depthwise", "fc", "integer", "elementwise", "transcendental", "movement", "lrn")
 # What a dispatched layer costs per unit: its class's work, the bytes it must stream beyond the cache, and a
-# convolution's GEMM operands besides its MACs (see _GEMM_OPERANDS).
-WORK_KINDS = (*LAYER_CLASSES, "uncached", "im2col", "conv_weights", "conv_output")
+# convolution's weights besides its MACs (see the module docstring).
+WORK_KINDS = (*LAYER_CLASSES, "uncached", "conv_weights")
 FEATURE_NAMES = ("conv_macs", "depthwise_macs", "fc_macs", "integer_macs", "elementwise_elements",
-                 "transcendental_elements", "moved_bytes", "lrn_elements", "uncached_bytes", "im2col_elements",
-                 "conv_weight_elements", "conv_output_elements", "ops", "inference")
+                 "transcendental_elements", "moved_bytes", "lrn_elements", "uncached_bytes", "conv_weight_elements",
+                 "ops", "inference")
 
 _CONV_OPS = frozenset({"Conv", "ConvTranspose", "QLinearConv", "FusedConv", "NhwcConv"})
 _INTEGER_OPS = frozenset({"ConvInteger", "MatMulInteger"})   # dynamic quantization's integer products
@@ -150,9 +150,7 @@ class LatencyFeatures:
     moved_bytes: float            # bytes written by data-movement layers at the precision (they read as many)
     lrn_elements: float           # elements written by LRN
     uncached_bytes: float         # bytes that stream from memory beyond the last-level cache
-    im2col_elements: float        # elements of the conv GEMMs' im2col operand (group x Cin/group x kernel x out)
-    conv_weight_elements: float   # elements of the conv GEMMs' weight operand (the Conv's weight tensor)
-    conv_output_elements: float   # elements the conv GEMMs write (the Conv's output)
+    conv_weight_elements: float   # weight elements of standard / grouped convolutions (conv class Conv ops)
     ops: int                      # operators the runtime dispatches (after folding, fusing and dropping)
 
     def vector(self) -> np.ndarray:
@@ -185,7 +183,7 @@ def _features(footprint: Footprint, precision: str, cache_bytes: int | None) -> 
             ops += 1
     return LatencyFeatures(totals["conv"], totals["depthwise"], totals["fc"], totals["integer"],
                            totals["elementwise"], totals["transcendental"], totals["movement"], totals["lrn"],
-                           totals["uncached"], totals["im2col"], totals["conv_weights"], totals["conv_output"], ops)
+                           totals["uncached"], totals["conv_weights"], ops)
 
 
 def dispatched_work(footprint: Footprint, precision: str,
@@ -238,7 +236,6 @@ def dispatched_work(footprint: Footprint, precision: str,
         scale = (PRECISION_BYTES[precision] / DTYPE_BYTES[layer.dtype]
                  if layer.dtype in FLOAT_DTYPES and DTYPE_BYTES.get(layer.dtype) else 1.0)
         uncached = 0.0
-        operands: dict[str, float] = {}
         if classes[i] in _PER_ELEMENT_CLASSES:
             amount = _elements(layer, DTYPE_BYTES)
         elif classes[i] == "movement":
@@ -248,28 +245,17 @@ def dispatched_work(footprint: Footprint, precision: str,
             amount = float(layer.macs or 0)
             if classes[i] == "fc" and weights_uncached:
                 uncached = layer.weight_bytes * weight_scale
-            if classes[i] == "conv" and op_type == "Conv" and amount:
-                operands = gemm_operands(layer, sites[i])
         if classes[i] in (*_PER_ELEMENT_CLASSES, "movement") and amount and cache_bytes is not None:
             working_set = ((layer.input_bytes or 0) + (layer.output_bytes or 0)) * scale
             uncached = working_set if working_set > cache_bytes else 0.0
-        work.append({classes[i]: amount, **({"uncached": uncached} if uncached else {}), **operands})
+        entry = {classes[i]: amount}
+        if uncached:
+            entry["uncached"] = uncached
+        kernel = sites[i].kernel if sites[i] is not None else None
+        if classes[i] == "conv" and kernel and amount:   # a Conv whose weight shape is known
+            entry["conv_weights"] = float(math.prod(kernel))
+        work.append(entry)
     return work
-
-
-def gemm_operands(layer: LayerStats, site: OpSite | None) -> dict[str, float]:
-    """The operand sizes of the GEMMs a standard (or grouped) Conv runs as, besides its MACs (see
-    _GEMM_OPERANDS): {'im2col': group x (Cin/group x kernel) x output positions, 'conv_weights': weight elements,
-    'conv_output': output elements}; {} when the weight or output shape is unknown."""
-    kernel = site.kernel if site is not None else None
-    shape = site.output_shape if site is not None else None
-    if not kernel or not shape or not kernel[0] or not layer.macs:
-        return {}
-    outputs = math.prod(shape)
-    # MACs = outputs x (Cin/group x kernel), so the im2col matrix (one column per output position, per group) has
-    # MACs / (Cout / group) elements.
-    return {"im2col": layer.macs * layer.group / kernel[0], "conv_weights": float(math.prod(kernel)),
-            "conv_output": float(outputs)}
 
 
 _PER_ELEMENT_CLASSES = ("elementwise", "transcendental", "lrn")
@@ -293,9 +279,7 @@ class LatencyCoefficients:
     s_per_moved_byte: float
     s_per_lrn_element: float
     s_per_uncached_byte: float
-    s_per_im2col_element: float
     s_per_conv_weight: float
-    s_per_conv_output_element: float
     s_per_op: float
     s_per_inference: float
 

@@ -98,18 +98,18 @@ _RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kMGT]?)(MAC|M
 # Keys of a per-precision table, in LatencyCoefficients order; the rates count MACs, elements or bytes, the rest
 # are durations.
 _COEFFICIENT_KEYS = ("conv", "depthwise", "fc", "integer", "elementwise", "transcendental", "moved", "lrn", "uncached",
-                     "im2col", "conv_weights", "conv_output", "per_op", "per_inference")
+                     "conv_weights", "per_op", "per_inference")
 _RATE_UNIT = {"conv": "MAC", "depthwise": "MAC", "fc": "MAC", "integer": "MAC", "elementwise": "elem",
-              "transcendental": "elem", "moved": "B", "lrn": "elem", "uncached": "B", "im2col": "elem",
-              "conv_weights": "elem", "conv_output": "elem"}
+              "transcendental": "elem", "moved": "B", "lrn": "elem", "uncached": "B",
+              "conv_weights": "elem"}
 # Keys added after profiles were written, and what they default to, so every older table still loads and estimates
 # as before: integer MACs (ConvInteger / MatMulInteger) at the conv rate, which is what they were charged; bytes moved
 # by data-movement ops at the elementwise rate per element of the precision, as those ops were charged per element;
 # transcendental elements at the elementwise rate, as they were charged; LRN elements at the transcendental rate, as
-# they were charged; bytes beyond the last-level cache and a convolution's GEMM operands (im2col, weights, output
-# elements) at no extra cost (an infinite rate), as nothing was charged for them.
-_OPTIONAL_KEYS = ("integer", "transcendental", "moved", "lrn", "uncached", "im2col", "conv_weights", "conv_output")
-_FREE_BY_DEFAULT = frozenset({"uncached", "im2col", "conv_weights", "conv_output"})
+# they were charged; bytes beyond the last-level cache and a convolution's weight elements at no extra cost (an
+# infinite rate), as nothing was charged for them.
+_OPTIONAL_KEYS = ("integer", "transcendental", "moved", "lrn", "uncached", "conv_weights")
+_FREE_BY_DEFAULT = frozenset({"uncached", "conv_weights"})
 _ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 # Optional in a per-precision table: where its coefficients come from and their typical error, when they differ
 # from the stack's.

@@ -251,9 +251,9 @@ def kernels(cache_bytes: int | None = None) -> tuple[Kernel, ...]:
     The smallest convolution pins the fixed cost of dispatching a real kernel: a chain of tiny Adds would pin
     the cost of the cheapest op instead, a fraction of what a convolution's setup costs. Matmuls are batch-1 (one
     pass over the weights, as a deployed model runs them), from weights in cache to weights beyond it; a matmul
-    over 64 rows and a grouped (not depthwise) convolution run as GEMMs, in the conv class. Narrow convolutions
-    (1 or 8 output channels), 1-D ones over 4 to 4096 positions and a strided large-kernel filterbank separate
-    the conv GEMMs' operand costs (im2col, weights, output) from their MACs. Pow and Softplus time the
+    over 64 rows and a grouped (not depthwise) convolution run as GEMMs, in the conv class. 1-D convolutions over
+    4 to 4096 positions and a strided large-kernel filterbank separate a convolution's per-weight cost from its
+    MACs (over 4 positions each weight is used 4 times). Pow and Softplus time the
     transcendental class, two LRNs their own. With the host's last-level cache size `cache_bytes`, a batch-1 matmul whose weights
     and an Add whose tensors are twice that size time the extra cost of streaming from memory (1-30 ms each).
     """
@@ -289,8 +289,6 @@ def kernels(cache_bytes: int | None = None) -> tuple[Kernel, ...]:
         Kernel("pow 0.75 64K elements", "transcendental", _unary("Pow", [1, 65_536], 0.75)),
         Kernel("lrn 5 64 @32x32", "lrn", _unary("LRN", [1, 64, 32, 32], size=5)),
         Kernel("lrn 3 16 @32x32", "lrn", _unary("LRN", [1, 16, 32, 32], size=3)),
-        Kernel("conv 3x3 128->8 @32x32", "conv", _conv(128, 8, 32)),
-        Kernel("conv 1x1 64->1 @32x32", "conv", _conv(64, 1, 32, kernel=1)),
         Kernel("conv1d 3 128->128 @4", "conv", _conv(128, 128, 4, dims=1)),
         Kernel("conv1d 5 32->32 @1024", "conv", _conv(32, 32, 1024, kernel=5, dims=1)),
         Kernel("conv1d 64/16 1->64 @4096", "conv", _conv(1, 64, 4096, kernel=64, dims=1, stride=16)),

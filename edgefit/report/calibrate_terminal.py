@@ -22,9 +22,7 @@ _COEFFICIENT_UNITS = {
     "s_per_moved_byte": ("data movement", 1e-9, "GB/s"),
     "s_per_lrn_element": ("LRN", 1e-9, "Gelem/s"),
     "s_per_uncached_byte": ("beyond the last-level cache (extra)", 1e-9, "GB/s"),
-    "s_per_im2col_element": ("conv im2col operand (extra)", 1e-9, "Gelem/s"),
-    "s_per_conv_weight": ("conv weight operand (extra)", 1e-9, "Gelem/s"),
-    "s_per_conv_output_element": ("conv output (extra)", 1e-9, "Gelem/s"),
+    "s_per_conv_weight": ("conv weights (extra, per element)", 1e-9, "Gelem/s"),
     "s_per_op": ("per op", 1e6, "us"), "s_per_inference": ("per inference", 1e6, "us"),
 }
 
