@@ -3,7 +3,8 @@
     latency = conv MACs x s/conv MAC + depthwise MACs x s/depthwise MAC + fc MACs x s/fc MAC
             + integer MACs x s/integer MAC + elementwise elements x s/element
             + transcendental elements x s/transcendental element + bytes moved x s/byte
-            + bytes beyond the last-level cache x s/uncached byte + operators dispatched x s/op + s/inference
+            + LRN elements x s/LRN element + bytes beyond the last-level cache x s/uncached byte
+            + conv weight elements x s/conv weight + operators dispatched x s/op + s/inference
 
 The classes are those whose speed differs by kernel on microcontrollers and CPUs: standard convolutions (im2col +
 GEMM kernels), depthwise/grouped convolutions (little reuse per weight, memory bound), fully-connected / matmul
@@ -18,10 +19,25 @@ Pow(x, 0.75) 8.9 ns per element against 0.19 ns for an Add. The functions CPU ru
 approximations (Exp 0.44, Tanh 0.36, Sigmoid 0.37, Erf 0.78, Softmax 0.48, Sqrt 0.44, Pow(x, 2) 0.41 ns) stay
 elementwise, and so do the scalar functions in between (Log 2.2, Sin 2.4, Elu 2.7, Selu 3.3, Cos 3.8 ns): one
 coefficient fitted with relative error cannot serve a class whose members differ 15-fold (a first version with
-Log in the class fitted 3 ns per element and missed the LRN and Softplus models by 60-78%). A Reshape (Flatten, Squeeze,
+Log in the class fitted 3 ns per element and missed the LRN and Softplus models by 60-78%). LRN is a class of its
+own: 28.8 ns per element here whatever its window (size 1, 3, 5, 9 and 15 over 64K elements all ran 28.7-29.7 ns;
+so its cost is per element, not window x elements), 3.5x a Pow(x, 0.75), which one transcendental rate cannot
+serve (it charged LRN models -50% in leave-one-out). A Reshape (Flatten, Squeeze,
 Unsqueeze) copies only when the runtime cannot hand its input buffer over: when another node reads that input too,
 or it is a graph input (onnxruntime's allocation planner reuses the buffer otherwise); else it costs its dispatch. Measured MACs per cycle differ by class by 2x and more (MLPerf Tiny on the
 TFLite Micro reference kernels: fully-connected 0.22 vs depthwise 0.10), which one MAC rate per device cannot say.
+
+A convolution's weights: onnxruntime runs a standard or grouped Conv as im2col + a GEMM per group, [Cout/g x
+Cin/g*k] weights times [Cin/g*k x positions]. Over many positions each weight is reused and the MACs set the time;
+over few (1-D convolutions of audio models over 4-16 frames) each weight is loaded for a handful of MACs and the
+weights set it: a Conv1d 129->128 k3 over 4 positions ran 21 us for 0.2 M MACs here, 2.4x what its MACs at the
+conv rate say. Conv-class Conv layers therefore also charge each weight element (`conv_weight_elements`).
+Per-op profiles of 153 generated convolutions (benchmarks/bench_conv_operands.py: 1-256 channels, 1-D and 2-D,
+4-4096 positions, kernels 1-256) fit within +-25%: 50% with MACs alone, 50% with MACs + weights, 77% with MACs +
+im2col + output elements, 82% with all four; but on the whole fitting models of the held-out benchmark the im2col
+and output terms made leave-one-out worse (83% within +-25% with them, 86% without), the weights better (81% ->
+86% with the LRN class), so only the weights are charged. Depthwise convolutions keep their own MAC rate (their weights are 1/positions of
+their MACs).
 
 Memory beyond the cache: when the device's last-level cache is known (the profile's `last_level_cache`, which
 `calibrate --measure` reads from the host), bytes that cannot stay in it are charged an extra cost per byte on top
