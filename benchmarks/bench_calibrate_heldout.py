@@ -440,11 +440,48 @@ def print_fit(result) -> int:
     return 0
 
 
+def print_ablation(result) -> int:
+    """Leave-one-out over the fitting models with the LRN class folded back into the transcendental one and / or
+    the conv weight elements dropped (what the features charged before them), from the same timings."""
+    import numpy as np
+
+    from edgefit.devices.calibrate import fit_coefficients
+    from edgefit.devices.latency import FEATURE_NAMES
+
+    rows = [r for r in result.rows if r.precision == "fp32"]
+    base = result.fit_for("fp32").base
+    features = np.array([r.features.vector() for r in rows])
+    seconds = np.array([r.latency_s for r in rows])
+    column = FEATURE_NAMES.index
+    for label, lrn_class, conv_weights in (("neither (the features before)", False, False),
+                                           ("LRN class", True, False), ("conv weight elements", False, True),
+                                           ("both (this version)", True, True)):
+        x = features.copy()
+        if not lrn_class:
+            x[:, column("transcendental_elements")] += x[:, column("lrn_elements")]
+            x[:, column("lrn_elements")] = 0
+        if not conv_weights:
+            x[:, column("conv_weight_elements")] = 0
+        errors = []
+        for i, row in enumerate(rows):
+            if row.kind == "model":
+                others = np.arange(len(rows)) != i
+                refit = fit_coefficients(x[others], seconds[others], base, require_enough=False)
+                errors.append(refit.coefficients.vector() @ x[i] / seconds[i] - 1)
+        errors = np.array(errors)
+        print(f"{label:32s} leave-one-out mean |error| {np.mean(np.abs(errors)):6.1%}, "
+              f"{np.mean(np.abs(errors) <= TOLERANCE):4.0%} of {len(errors)} within +-25%")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--retime", action="store_true", help="measure every model again and rewrite the store")
     parser.add_argument("--keep", type=Path, help="write the fitting models, measurement file and profile here")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--ablate", action="store_true",
+                        help="leave-one-out over the fitting models with each feature added since issue 18's "
+                             "second held-out run switched off (the held-out set is not looked at)")
     parser.add_argument("--fit-only", action="store_true",
                         help="fit and print leave-one-out per fitting model; do not look at the held-out set "
                              "(to decide features on the fitting set before the one held-out run)")
@@ -459,11 +496,13 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="edgefit-heldout-") as scratch:
             result, profile_path = fit(store, args.keep or Path(scratch))
             profile = load_profile_file(profile_path)
-            rows = [] if args.fit_only else [held_out_row(item, store, profile) for item in HELD_OUT]
+            rows = [] if args.fit_only or args.ablate else [held_out_row(item, store, profile) for item in HELD_OUT]
     except EdgefitError as error:   # e.g. timings too unstable on a busy host: say so, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
     store.save(_host(1))
+    if args.ablate:
+        return print_ablation(result)
     if args.fit_only:
         return print_fit(result)
     predicted = [r for r in rows if not r.excluded]
