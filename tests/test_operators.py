@@ -298,3 +298,39 @@ active_power = "test"
 idle_power = "test"
 processor = "test"
 """
+
+
+def test_repeated_failing_ops_are_named_once_with_their_count(tmp_path):
+    """A transformer repeats its unsupported op in every block: the operators line groups nodes of one op and
+    reason ('ReduceProd x5 (p0, p1, p2 and 2 more) ...'), and a different op keeps its own entry."""
+    chain = [prod(f"p{i}", "f" if i == 0 else f"q{i - 1}") for i in range(5)]
+    for i, node in enumerate(chain):
+        node.output[0] = f"q{i}"
+        node.ClearField("attribute")
+        node.attribute.extend([helper.make_attribute("keepdims", 1)])
+    chain.append(helper.make_node("Erf", ["q4"], ["y2"], name="erf"))
+    path = tmp_path / "m.onnx"
+    path.write_bytes(small_cnn(extra=chain).SerializeToString())
+    result = check(path, [mcu(operators="tflm", latency_budget_s=10.0, ram_bytes=10**6)], "fp32").targets[0]
+    erf = next(n for n in result.operators.not_running if n.op_type == "Erf")
+    assert describe_operators(result) == (
+        f"hand-mcu: TensorFlow Lite Micro cannot run 6 of 11 ops: ReduceProd x5 (p0, p1, p2 and 2 more) {PROD_REASON}, "
+        f"Erf (erf) {erf.reason}")
+
+
+def test_a_hand_written_port_runs_a_qdq_model_of_the_kernels_it_declares(tmp_path, capsys):
+    """The Uno's list is what its port declares: the int8 model's QuantizeLinear / DequantizeLinear pairs are the
+    declared kernels' scales, not ops a port must also write; an undeclared op is still refused."""
+    source, int8 = tmp_path / "m.onnx", tmp_path / "m.int8.onnx"
+    source.write_bytes(small_cnn().SerializeToString())
+    assert main(["quantize", str(source), "-o", str(int8), "--json"]) == 0
+    capsys.readouterr()
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load(int8).graph.node}
+    declared = [arg for op in ("Conv", "Relu", "GlobalAveragePool", "Flatten", "Gemm") for arg in ("--custom-op", op)]
+    main(["check", str(int8), "-t", "arduino-uno", *declared, "--json"])   # exit 1: its 8 KiB input is over 2 KiB
+    target = json.loads(capsys.readouterr().out)["targets"][0]
+    assert target["operators"]["verdict"] == "supported" and target["operators"]["not_running"] == []
+    assert [c["metric"] for c in target["checks"] if not c["ok"]] == ["ram"]
+    main(["check", str(int8), "-t", "arduino-uno", *declared[:-2], "--json"])
+    refused = json.loads(capsys.readouterr().out)["targets"][0]["operators"]["not_running"]
+    assert [n["op_type"] for n in refused] == ["Gemm"]

@@ -218,15 +218,27 @@ def describe_patch_plan(result: TargetResult) -> str | None:
 
 
 _LISTED_OPS = 5
+_LISTED_LAYERS = 3
 
 
 def _nodes(nodes) -> str:
+    """The nodes grouped by op and reason, as a transformer repeats one op in every block: 'LayerNormalization x7
+    (ln, ln_1, ln_2 and 4 more) has no STM32Cube.AI kernel: ...' rather than the same sentence seven times."""
     reasons = {n.reason for n in nodes if n.status == "violates"}
     if len(nodes) > 1 and len(reasons) == 1 and all(n.status == "violates" for n in nodes):
         return f"every one {reasons.pop()}"   # e.g. an int8-only accelerator and an fp32 model
-    shown = ", ".join(f"{n.op_type} ({n.layer}: {n.reason})" if n.status == "violates" else
-                      f"{n.op_type} ({n.layer}){' ' + n.reason if n.reason else ''}" for n in nodes[:_LISTED_OPS])
-    return shown + (f" and {len(nodes) - _LISTED_OPS} more" if len(nodes) > _LISTED_OPS else "")
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for node in nodes:
+        groups.setdefault((node.op_type, node.status, node.reason), []).append(node.layer)
+    shown = []
+    for (op_type, status, reason), layers in list(groups.items())[:_LISTED_OPS]:
+        named = ", ".join(layers[:_LISTED_LAYERS])
+        named += f" and {len(layers) - _LISTED_LAYERS} more" if len(layers) > _LISTED_LAYERS else ""
+        op = f"{op_type} x{len(layers)}" if len(layers) > 1 else op_type
+        shown.append(f"{op} ({named}: {reason})" if status == "violates" else
+                     f"{op} ({named}){' ' + reason if reason else ''}")
+    hidden = len(groups) - _LISTED_OPS
+    return ", ".join(shown) + (f" and {hidden} more kind{'s' if hidden > 1 else ''} of op" if hidden > 0 else "")
 
 
 def describe_operators(result: TargetResult) -> str | None:

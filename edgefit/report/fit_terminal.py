@@ -48,10 +48,12 @@ def candidate_table(fit: TargetFit) -> Table:
                   "are estimates, fidelity is measured)", title_justify="left")
     with_accuracy = any(c.fidelity is not None and accuracy_drop(c.fidelity) is not None for c in fit.candidates)
     table.add_column("")
-    table.add_column("recipe", overflow="fold", ratio=3)
+    # On an 80-column terminal the recipe folds and a figure wraps before its unit, rather than the recipe shrinking
+    # to nothing or the last columns being cut off.
+    table.add_column("recipe", overflow="fold", ratio=3, min_width=12)
     for name in ("RAM", "flash", "latency", "cosine") + (("accuracy (change, pt)",) if with_accuracy else ()):
-        table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("fits", overflow="fold", ratio=1)
+        table.add_column(name, justify="right", min_width=7)
+    table.add_column("fits", overflow="fold", ratio=1, min_width=4)
     for candidate in fit.candidates:
         est = candidate.result.estimate if candidate.result else None
         mark = Text("*", style="bold green") if candidate is fit.chosen else ""
