@@ -274,6 +274,45 @@ def large_activation_net(channels: int, resolution: int):
                    [1, 1, resolution, resolution])
 
 
+def conv1d_net(filters: int, samples: int, channels: int = 64):
+    """An audio-style 1-D network: reflect padding, a strided large-kernel filterbank Conv over the waveform (frames
+    of 4 x stride samples), then 3-tap Conv1d layers over few frames with few channels, and a 1-channel 1x1 output
+    conv with a Sigmoid: small GEMMs whose time is in their operands (im2col, weights, output), not their MACs."""
+    from bench_calibrate import _Builder
+    from onnx import numpy_helper
+    import numpy as np
+
+    b = _Builder(filters * 17 + samples + channels)
+    stride, window = samples // 16, samples // 4
+    pads = b.name("pads")
+    b.inits.append(numpy_helper.from_array(np.array([0, 0, window // 2, 0, 0, window // 2], np.int64), pads))
+    x = b.node("Pad", ["x", pads], mode="reflect")
+    x = b.node("Conv", [x, b.weight(filters, 1, window)], strides=[stride])
+    x = b.node("Sqrt", [b.node("Mul", [x, x])])   # a magnitude, as a spectrogram front end takes
+    c_in = filters
+    for c_out, step in ((channels, 1), (channels, 2), (channels // 2, 1), (channels, 1)):
+        x = b.node("Relu", [b.node("Conv", [x, b.weight(c_out, c_in, 3), b.weight(c_out)], pads=[1, 1],
+                                   strides=[step])])
+        c_in = c_out
+    y = b.node("Sigmoid", [b.node("Conv", [x, b.weight(1, c_in, 1), b.weight(1)])])
+    frames = (16 + 1 + 1) // 2   # the filterbank's 17 frames (16 strides over the padded input), halved once
+    return b.model(f"conv1d_{filters}_{samples}_{channels}", [1, 1, samples], y, [1, 1, frames])
+
+
+def narrow_head_cnn(width: int, resolution: int):
+    """A dense-prediction CNN (a text or saliency detector's shape): 3x3 convs at full resolution ending in a
+    3x3 conv to 8 channels and a 1x1 conv to 1 channel (narrow GEMMs: few output rows per packed column)."""
+    from bench_calibrate import _Builder
+
+    b = _Builder(width * 23 + resolution)
+    x = b.conv("x", 3, width, stride=2)
+    x = b.conv(x, width, width)
+    x = b.conv(x, width, 8)
+    y = b.node("Sigmoid", [b.conv(x, 8, 1, kernel=1, relu=False)])
+    return b.model(f"narrow_head_{width}_{resolution}", [1, 3, resolution, resolution], y,
+                   [1, 1, resolution // 2, resolution // 2])
+
+
 def dynamic_quantized(model):
     """`model` as onnxruntime.quantization.quantize_dynamic writes it (DynamicQuantizeLinear + MatMulInteger /
     ConvInteger, activations in float)."""
@@ -303,7 +342,9 @@ def fitting_models() -> dict:
         lrn_cnn(32, 112), lrn_cnn(48, 160), mish_cnn(32, 96), mish_cnn(24, 160),
         wide_mlp((2048, 4096, 4096, 512)), wide_mlp((1024, 3072, 2048, 256)),
         large_activation_net(16, 768), large_activation_net(8, 1024),
-        dynamic_quantized(crnn_like(48, 128)), dynamic_quantized(wide_mlp((256, 1024, 1024, 64))))}
+        dynamic_quantized(crnn_like(48, 128)), dynamic_quantized(wide_mlp((256, 1024, 1024, 64))),
+        conv1d_net(129, 512, 128), conv1d_net(64, 4096, 32), conv1d_net(32, 1024, 16),
+        narrow_head_cnn(32, 256), narrow_head_cnn(64, 160))}
     return {**calibration, **others, **extra}
 
 
@@ -383,11 +424,67 @@ def held_out_row(item: WheelModel, store: TimingStore, profile) -> HeldOutRow:
     return HeldOutRow(item, timing.median_s, estimate.latency_s, timing.spread, precision, footprint.macs)
 
 
+def print_fit(result) -> int:
+    """The fit alone: coefficients and every fitting model's and kernel's error (leave-one-out for models)."""
+    print(f"fit: {len(result.models)} fitting models + {len(result.rows) - len(result.models)} kernels; fitted "
+          f"{', '.join(result.fits[0].fit.fitted)}")
+    for name, value in zip(result.fits[0].to_dict()["coefficients"], result.fits[0].fit.coefficients.vector()):
+        print(f"  {name:28s} {value:.4g}")
+    for row in result.rows:
+        error = row.loo_error if row.loo_error is not None else row.error
+        flag = "" if abs(error) <= TOLERANCE else "  <- outside +-25%"
+        print(f"{row.kind:6s} {row.label:44s} {row.latency_s * 1e3:10.3f} ms  "
+              f"{'loo' if row.loo_error is not None else 'fit'} {error:+7.1%}{flag}")
+    print(f"leave-one-out over the fitting models: mean |error| {result.loo_error:.1%}, "
+          f"{result.within_25_percent:.0%} within +-25%")
+    return 0
+
+
+def print_ablation(result) -> int:
+    """Leave-one-out over the fitting models with the LRN class folded back into the transcendental one and / or
+    the conv weight elements dropped (what the features charged before them), from the same timings."""
+    import numpy as np
+
+    from edgefit.devices.calibrate import fit_coefficients
+    from edgefit.devices.latency import FEATURE_NAMES
+
+    rows = [r for r in result.rows if r.precision == "fp32"]
+    base = result.fit_for("fp32").base
+    features = np.array([r.features.vector() for r in rows])
+    seconds = np.array([r.latency_s for r in rows])
+    column = FEATURE_NAMES.index
+    for label, lrn_class, conv_weights in (("neither (the features before)", False, False),
+                                           ("LRN class", True, False), ("conv weight elements", False, True),
+                                           ("both (this version)", True, True)):
+        x = features.copy()
+        if not lrn_class:
+            x[:, column("transcendental_elements")] += x[:, column("lrn_elements")]
+            x[:, column("lrn_elements")] = 0
+        if not conv_weights:
+            x[:, column("conv_weight_elements")] = 0
+        errors = []
+        for i, row in enumerate(rows):
+            if row.kind == "model":
+                others = np.arange(len(rows)) != i
+                refit = fit_coefficients(x[others], seconds[others], base, require_enough=False)
+                errors.append(refit.coefficients.vector() @ x[i] / seconds[i] - 1)
+        errors = np.array(errors)
+        print(f"{label:32s} leave-one-out mean |error| {np.mean(np.abs(errors)):6.1%}, "
+              f"{np.mean(np.abs(errors) <= TOLERANCE):4.0%} of {len(errors)} within +-25%")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--retime", action="store_true", help="measure every model again and rewrite the store")
     parser.add_argument("--keep", type=Path, help="write the fitting models, measurement file and profile here")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--ablate", action="store_true",
+                        help="leave-one-out over the fitting models with each feature added since issue 18's "
+                             "second held-out run switched off (the held-out set is not looked at)")
+    parser.add_argument("--fit-only", action="store_true",
+                        help="fit and print leave-one-out per fitting model; do not look at the held-out set "
+                             "(to decide features on the fitting set before the one held-out run)")
     parser.add_argument("--store", type=Path, default=STORE, help=f"timings file (default {STORE.relative_to(REPO)})")
     args = parser.parse_args(argv)
     from edgefit.devices.calibrate import _host
@@ -399,11 +496,15 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="edgefit-heldout-") as scratch:
             result, profile_path = fit(store, args.keep or Path(scratch))
             profile = load_profile_file(profile_path)
-            rows = [held_out_row(item, store, profile) for item in HELD_OUT]
+            rows = [] if args.fit_only or args.ablate else [held_out_row(item, store, profile) for item in HELD_OUT]
     except EdgefitError as error:   # e.g. timings too unstable on a busy host: say so, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
     store.save(_host(1))
+    if args.ablate:
+        return print_ablation(result)
+    if args.fit_only:
+        return print_fit(result)
     predicted = [r for r in rows if not r.excluded]
     within = [r for r in predicted if abs(r.ratio - 1) <= TOLERANCE]
     share = len(within) / len(predicted) if predicted else 0.0

@@ -30,10 +30,11 @@ from edgefit.devices.timing import Timing, TimingPlan, host_last_level_cache, ke
 from edgefit.errors import ConfigError, MeasurementError
 from edgefit.units import parse_energy_j
 
-# Per-class costs of a plausible CPU: 50, 20, 10, 25 (integer) GMAC/s, 2 Gelem/s, 4 GB/s moved, 2 us per op,
-# 20 us per inference.
-TRUE = LatencyCoefficients(2e-11, 5e-11, 1e-10, 4e-11, 5e-10, 5e-9, 2.5e-10, 1e-10, 2e-6, 2e-5)
-BASE = LatencyCoefficients(1e-11, 2e-11, 5e-11, 2e-11, 2e-10, 2e-9, 1e-10, 5e-11, 1e-6, 1e-5)   # within 2-3x of the truth
+# Per-class costs of a plausible CPU: 50, 20, 10, 25 (integer) GMAC/s, 2 Gelem/s, 4 GB/s moved, 30 ns per LRN
+# element, 0.2 ns per conv weight, 2 us per op, 20 us per inference.
+TRUE = LatencyCoefficients(2e-11, 5e-11, 1e-10, 4e-11, 5e-10, 5e-9, 2.5e-10, 3e-8, 1e-10, 2e-10, 2e-6, 2e-5)
+BASE = LatencyCoefficients(1e-11, 2e-11, 5e-11, 2e-11, 2e-10, 2e-9, 1e-10, 1e-8, 5e-11, 1e-10, 1e-6,
+                           1e-5)   # within 2-3x of the truth
 
 
 # ---- units --------------------------------------------------------------------------------------------
@@ -86,9 +87,10 @@ def _synthetic_features(count: int, seed: int = 0) -> np.ndarray:
     """Models from ~0.03 ms to ~200 ms: a size over 4 decades times an independent mix of layer classes."""
     rng = np.random.default_rng(seed)
     size = 10 ** rng.uniform(0, 4, count)
-    mix = rng.uniform(0.1, 1.0, (count, 8))
+    mix = rng.uniform(0.1, 1.0, (count, 10))
     columns = [size * 1e6 * mix[:, 0], size * 2e5 * mix[:, 1], size * 1e5 * mix[:, 2], size * 2e5 * mix[:, 3],
-               size * 1e4 * mix[:, 4], size * 2e3 * mix[:, 6], size * 4e4 * mix[:, 5], size * 1e5 * mix[:, 7],
+               size * 1e4 * mix[:, 4], size * 2e3 * mix[:, 6], size * 4e4 * mix[:, 5], size * 3e2 * mix[:, 8],
+               size * 1e5 * mix[:, 7], size * 2e4 * mix[:, 9],
                np.round(5 + size ** 0.5 * 8 * rng.uniform(0.2, 1.0, count)), np.ones(count)]
     return np.column_stack(columns)
 
@@ -115,7 +117,7 @@ def test_fit_minimises_relative_not_absolute_error():
     # absolute least squares would give c ~ 1.0999 and miss the small model by 10%.
     features = np.zeros((2, len(FEATURE_NAMES)))
     features[:, 0] = [1.0, 1000.0]
-    zero = LatencyCoefficients(0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    zero = LatencyCoefficients(*[0] * len(FEATURE_NAMES))
     fit = fit_coefficients(features, np.array([1.0, 1100.0]), zero, keep_base=FEATURE_NAMES[1:])
     r = 1000 / 1100
     assert fit.coefficients.s_per_conv_mac == pytest.approx((1 + r) / (1 + r * r))
@@ -161,9 +163,10 @@ def test_features_negligible_in_every_measurement_keep_the_base_coefficient():
 
 def test_fewer_measurements_than_coefficients():
     x = _synthetic_features(4)
-    with pytest.raises(MeasurementError, match="4 measurement.* cannot determine 10 coefficients"):
+    with pytest.raises(MeasurementError, match="4 measurement.* cannot determine 12 coefficients"):
         fit_coefficients(x, x @ TRUE.vector(), BASE)
-    kept = ("integer_macs", "transcendental_elements", "moved_bytes", "uncached_bytes", "ops", "inference")
+    kept = ("integer_macs", "transcendental_elements", "moved_bytes", "lrn_elements", "uncached_bytes",
+            "conv_weight_elements", "ops", "inference")
     pinned = fit_coefficients(x, x @ TRUE.vector(), BASE, keep_base=kept)
     assert set(pinned.kept) == set(kept)
     assert pinned.coefficients.s_per_op == BASE.s_per_op
@@ -197,14 +200,24 @@ def _mlp(width: int) -> onnx.ModelProto:
     return model(nodes, [("x", [1, 64])], [("y", [1, 8])], [weight("w1", 64, width), weight("w2", width, 8)])
 
 
+def _conv1d_net(channels: int, steps: int) -> onnx.ModelProto:
+    """A 1-D conv over few steps (many weights per MAC), a Sigmoid, a 1x1 conv to 8 channels."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1]),
+             helper.make_node("Sigmoid", ["a"], ["b"]),
+             helper.make_node("Conv", ["b", "w2"], ["y"])]
+    return model(nodes, [("x", [1, channels, steps])], [("y", [1, 8, steps])],
+                 [weight("w1", channels, channels, 3), weight("w2", 8, channels, 1)])
+
+
 MODELS = {"conv8.onnx": _conv_net(8, 16), "conv16.onnx": _conv_net(16, 32), "conv32.onnx": _conv_net(32, 16),
           "dw16.onnx": _conv_net(16, 32, depthwise=True), "dw32.onnx": _conv_net(32, 24, depthwise=True),
-          "mlp64.onnx": _mlp(64), "mlp512.onnx": _mlp(512), "mlp2048.onnx": _mlp(2048)}
+          "mlp64.onnx": _mlp(64), "mlp512.onnx": _mlp(512), "mlp2048.onnx": _mlp(2048),
+          "conv1d.onnx": _conv1d_net(128, 4)}
 
 
 @pytest.fixture
 def board(tmp_path):
-    """Eight small models and a measurement file whose latencies follow TRUE exactly."""
+    """Nine small models and a measurement file whose latencies follow TRUE exactly."""
     folder = tmp_path / "models"
     folder.mkdir()
     entries = []
@@ -227,7 +240,7 @@ def test_calibrate_recovers_the_coefficients_and_power(board):
             assert value == pytest.approx(TRUE.vector()[FEATURE_NAMES.index(name)], rel=1e-4), name
     assert result.active_power_w == pytest.approx(3.5)
     assert all(abs(r.error) < 1e-6 for r in result.rows)
-    # Leave-one-out: each model predicted by a fit to the seven others. Exact data predicts most exactly; conv8,
+    # Leave-one-out: each model predicted by a fit to the eight others. Exact data predicts most exactly; conv8,
     # the model whose elementwise work and op count vary most apart from its MACs, is harder to extrapolate to.
     x = np.array([r.features.vector() for r in result.rows])
     y = np.array([r.latency_s for r in result.rows])
@@ -278,7 +291,7 @@ def _write(tmp_path, text: str) -> str:
     ('base = "no-such-board"\n[[measurement]]\nmodel = "models/conv8.onnx"\nlatency = "1ms"\n',
      "unknown device profile 'no-such-board'"),
     ('base = "raspberry-pi-5"\n[[measurement]]\nmodel = "models/conv8.onnx"\nlatency = "1us"\n'
-     '[[measurement]]\nmodel = "models/mlp64.onnx"\nlatency = "1us"\n', "2 measurement(s) cannot determine 5"),
+     '[[measurement]]\nmodel = "models/mlp64.onnx"\nlatency = "1us"\n', "2 measurement(s) cannot determine 6"),
     ('base = "raspberry-pi-5"\n[[measurement]]\nmodel = "models/conv8.onnx"\nlatency = "1ms"\n'
      'input_shape = { x = "big" }\n', "input_shape must be a table like"),
     ('base = "raspberry-pi-5"\n[[measurement]]\nmodel = "models/conv8.onnx"\nlatency = "1ms"\nprecision = "int4"\n',
@@ -323,7 +336,7 @@ def test_an_unusable_measurement_is_skipped_with_its_reason(tmp_path, board, cap
                         "shape of input 0 (r) is unknown (1 node: MatMul_1)): its features would miss that work"]
     document = json.loads(captured.out)
     assert [s["model"] for s in document["skipped"]] == ["models/reshaped.onnx"]
-    assert len(document["rows"]) == len(MODELS)   # the eight others were fitted
+    assert len(document["rows"]) == len(MODELS)   # the nine others were fitted
     assert "models/reshaped.onnx" not in {r["model"] for r in document["rows"]}
     written = tomllib.loads(out.read_text())
     assert written["calibration"]["skipped"][0]["model"] == "models/reshaped.onnx"
@@ -338,7 +351,7 @@ def test_too_few_usable_measurements_say_how_many_are_needed(tmp_path, board, ca
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     # conv8 and mlp64: no depthwise conv, so 5 coefficients remain to fit from 2 usable measurements.
-    assert "2 measurement(s) cannot determine 5 coefficients" in err and "at least 5 usable measurements" in err
+    assert "2 measurement(s) cannot determine 6 coefficients" in err and "at least 6 usable measurements" in err
     assert "1 skipped, first models/reshaped.onnx: MACs unknown" in err
     assert not (tmp_path / "out.toml").exists()
 
@@ -412,7 +425,7 @@ def test_written_profile_round_trip(tmp_path, board, capsys):
     coefficients = LatencyCoefficients(*(fitted[f"s_per_{n}"] for n in
                                          ("conv_mac", "depthwise_mac", "fc_mac", "integer_mac",
                                           "elementwise_element", "transcendental_element", "moved_byte",
-                                          "uncached_byte", "op", "inference")))
+                                          "lrn_element", "uncached_byte", "conv_weight", "op", "inference")))
     model_path = tmp_path / "models" / "conv16.onnx"
     expected_ms = coefficients.predict(latency_features(analyze(model_path), "fp32")) * 1e3
     main(["check", str(model_path), "--target", str(out), "--json"])
@@ -503,7 +516,7 @@ def test_unstable_timings_are_refused(tmp_path, board):
     unstable = TimingPlan(warmup_s=0.0, min_warmup_runs=1, budget_s=0.0, min_runs=8, max_runs=8, max_spread=0.0,
                           attempts=2)
     # Every model's timings stay unstable: each is skipped, and nothing is left to fit.
-    with pytest.raises(MeasurementError, match=r"no usable measurement: 8 skipped, first models/conv8.onnx: "
+    with pytest.raises(MeasurementError, match=r"no usable measurement: 9 skipped, first models/conv8.onnx: "
                                                r"timings of models/conv8.onnx are unstable .* over 2 attempts"):
         calibrate(board, measure=True, timing_plan=unstable, kernels=False)
 

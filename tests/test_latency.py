@@ -24,6 +24,7 @@ def conv_bn_relu_dw_fc():
     conv MACs: 8 out channels x 64 positions x (4 in x 9) = 18,432
     depthwise MACs: 8 channels x 64 positions x 9 = 4,608
     Gemm MACs: 8 x 10 = 80
+    conv weight elements: the standard conv's 8 x 4 x 3 x 3 = 288 (depthwise weights are not counted)
     Dispatched ops: Conv(+BN folded, Relu fused), DepthwiseConv(+Relu), pool, Flatten (a reshape), Gemm, Softmax = 6
     Elementwise elements written: pool 8 + Softmax 10 = 18; the Flatten is the pool output's only reader, so the
     runtime hands the buffer over: no bytes moved
@@ -49,8 +50,8 @@ def test_features_by_class_with_folded_bn_and_fused_relu():
     features = latency_features(footprint, "fp32")
     assert features == LatencyFeatures(conv_macs=18_432, depthwise_macs=4_608, fc_macs=80, integer_macs=0,
                                        elementwise_elements=18, transcendental_elements=0, moved_bytes=0,
-                                       uncached_bytes=0, ops=6)
-    assert list(features.vector()) == [18_432, 4_608, 80, 0, 18, 0, 0, 0, 6, 1.0]
+                                       lrn_elements=0, uncached_bytes=0, conv_weight_elements=288, ops=6)
+    assert list(features.vector()) == [18_432, 4_608, 80, 0, 18, 0, 0, 0, 0, 288, 6, 1.0]
     classes = [layer_class(layer.op_type, layer) for layer in footprint.layers]
     assert classes == ["conv", "elementwise", "elementwise", "depthwise", "elementwise", "elementwise",
                        "movement", "fc", "elementwise"]
@@ -65,7 +66,7 @@ def test_relu_stays_an_op_when_its_input_is_shared():
         helper.make_node("Add", ["c", "r"], ["y"]),
     ]
     footprint = analyze(model(nodes, [("x", [1, 1, 4, 4])], [("y", [1, 2, 4, 4])], [weight("w", 2, 1, 1, 1)]))
-    assert latency_features(footprint, "fp32") == LatencyFeatures(32, 0, 0, 0, 64, 0, 0, 0, 3)
+    assert latency_features(footprint, "fp32") == LatencyFeatures(32, 0, 0, 0, 64, 0, 0, 0, 0, 2, 3)
 
 
 def test_relu_fuses_into_add_and_bias_add_folds_into_matmul():
@@ -80,7 +81,7 @@ def test_relu_fuses_into_add_and_bias_add_folds_into_matmul():
         helper.make_node("Relu", ["s"], ["y"]),
     ]
     footprint = analyze(model(nodes, [("x", [1, 6]), ("z", [1, 4])], [("y", [1, 4])], [weight("w", 6, 4), weight("b", 4)]))
-    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 24, 0, 4, 0, 0, 0, 2)
+    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 24, 0, 4, 0, 0, 0, 0, 0, 2)
 
 
 def qdq_conv_relu():
@@ -104,9 +105,9 @@ def qdq_conv_relu():
 def test_qdq_pairs_vanish_at_int8_and_run_at_fp32():
     footprint = analyze(qdq_conv_relu())
     # int8: the Relu after the Conv fuses through nothing in between; Q/DQ cost nothing.
-    assert latency_features(footprint, "int8") == LatencyFeatures(96, 0, 0, 0, 0, 0, 0, 0, 1)
+    assert latency_features(footprint, "int8") == LatencyFeatures(96, 0, 0, 0, 0, 0, 0, 0, 0, 6, 1)
     # fp32: Q(x) 32 + DQ 32 elements, Conv + fused Relu, Q 48 + DQ 48 elements: 5 ops, 160 elements.
-    assert latency_features(footprint, "fp32") == LatencyFeatures(96, 0, 0, 0, 160, 0, 0, 0, 5)
+    assert latency_features(footprint, "fp32") == LatencyFeatures(96, 0, 0, 0, 160, 0, 0, 0, 0, 6, 5)
 
 
 def test_relu_after_qdq_between_fuses_at_int8():
@@ -122,19 +123,20 @@ def test_relu_after_qdq_between_fuses_at_int8():
              helper.make_tensor("zp", TensorProto.INT8, [], [0])]
     footprint = analyze(model(nodes, [("x", [1, 1, 2, 2])], [("y", [1, 2, 2, 2])], inits))
     assert latency_features(footprint, "int8").ops == 1
-    assert latency_features(footprint, "fp32") == LatencyFeatures(8, 0, 0, 0, 24, 0, 0, 0, 4)
+    assert latency_features(footprint, "fp32") == LatencyFeatures(8, 0, 0, 0, 24, 0, 0, 0, 0, 2, 4)
 
 
 def test_prediction_is_the_weighted_sum_in_seconds():
     coefficients = LatencyCoefficients(s_per_conv_mac=2e-9, s_per_depthwise_mac=5e-9, s_per_fc_mac=4e-9,
                                        s_per_integer_mac=3e-9, s_per_elementwise_element=10e-9,
                                        s_per_transcendental_element=30e-9, s_per_moved_byte=1e-9,
-                                       s_per_uncached_byte=0.1e-9, s_per_op=20e-6, s_per_inference=100e-6)
+                                       s_per_lrn_element=50e-9, s_per_uncached_byte=0.1e-9, s_per_conv_weight=0.5e-9,
+                                       s_per_op=20e-6, s_per_inference=100e-6)
     features = LatencyFeatures(conv_macs=18_432, depthwise_macs=4_608, fc_macs=80, integer_macs=1_000,
                                elementwise_elements=26, transcendental_elements=100, moved_bytes=512,
-                               uncached_bytes=40_000, ops=6)
-    # 36.864 us + 23.04 us + 0.32 us + 3 us + 0.26 us + 3 us + 0.512 us + 4 us + 120 us + 100 us
-    assert coefficients.predict(features) == pytest.approx(290.996e-6, rel=1e-12)
+                               lrn_elements=40, uncached_bytes=40_000, conv_weight_elements=288, ops=6)
+    # 36.864 us + 23.04 us + 0.32 us + 3 us + 0.26 us + 3 us + 0.512 us + 2 us + 4 us + 0.144 us + 120 us + 100 us
+    assert coefficients.predict(features) == pytest.approx(293.14e-6, rel=1e-12)
     assert LatencyCoefficients.from_vector(coefficients.vector()) == coefficients
     assert len(coefficients.vector()) == len(FEATURE_NAMES) == len(features.vector())
 
@@ -157,7 +159,7 @@ def test_transpose_moves_its_bytes_and_a_reshape_copies_only_a_shared_input():
              helper.make_node("Reshape", ["x", "shape"], ["z"])]
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, 128])
     footprint = analyze(model(nodes, [("x", [1, 8, 4, 4])], [("y", [1, 128]), ("z", [1, 128])], [shape]))
-    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 0, 0, 0, 0, 512 + 512, 0, 3)
+    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 0, 0, 0, 0, 512 + 512, 0, 0, 0, 3)
     assert latency_features(footprint, "int8").moved_bytes == 128 + 128
 
 
@@ -172,7 +174,7 @@ def test_concat_slice_pad_move_bytes_at_their_output_size():
              helper.make_tensor("axes", TensorProto.INT64, [1], [2]),
              helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 1, 1, 0, 0, 1, 1])]
     footprint = analyze(model(nodes, [("a", [1, 2, 4, 4]), ("b", [1, 2, 4, 4])], [("y", [1, 4, 4, 6])], inits))
-    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 0, 0, 0, 0, 256 + 128 + 384, 0, 3)
+    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 0, 0, 0, 0, 256 + 128 + 384, 0, 0, 0, 3)
 
 
 def test_dynamic_quantization_ops_are_integer_macs():
@@ -205,7 +207,7 @@ def test_grouped_conv_with_several_channels_per_group_runs_as_a_conv():
              helper.make_node("Conv", ["g", "w2"], ["y"], pads=[1, 1, 1, 1], group=8)]
     footprint = analyze(model(nodes, [("x", [1, 8, 4, 4])], [("y", [1, 8, 4, 4])],
                               [weight("w1", 8, 2, 1, 1), weight("w2", 8, 1, 3, 3)]))
-    assert latency_features(footprint, "fp32") == LatencyFeatures(256, 1_152, 0, 0, 0, 0, 0, 0, 2)
+    assert latency_features(footprint, "fp32") == LatencyFeatures(256, 1_152, 0, 0, 0, 0, 0, 0, 0, 16, 2)
     assert [layer_class(layer.op_type, layer, site) for layer, site in zip(footprint.layers, footprint.ops)] \
         == ["conv", "depthwise"]
     # Without the graph site (the weight shape) every grouped conv is taken for depthwise, as before.
@@ -228,13 +230,14 @@ def test_matrix_product_over_many_rows_is_a_gemm_and_recurrent_ops_stay_fc():
     assert [layer.macs for layer in footprint.layers] == [192, 168, 24, 320]
     assert [layer_class(layer.op_type, layer, site) for layer, site in zip(footprint.layers, footprint.ops)] \
         == ["conv", "fc", "fc", "fc"]
-    assert latency_features(footprint, "fp32") == LatencyFeatures(192, 0, 168 + 24 + 320, 0, 0, 0, 0, 0, 4)
+    assert latency_features(footprint, "fp32") == LatencyFeatures(192, 0, 168 + 24 + 320, 0, 0, 0, 0, 0, 0, 0, 4)
 
 
 def test_math_library_functions_are_transcendental_and_pow_by_a_small_integer_is_not():
     """x [1,4,4,4] (64 elements) -> LRN (size 3) -> Pow(., 0.75 initializer) -> Pow(., 2 from a Constant node)
-    -> Softplus -> Sigmoid. Transcendental: LRN 64 + Pow 0.75 64 + Softplus 64 = 192 elements; elementwise: Pow by
-    2 (a multiply) 64 + Sigmoid (vectorised) 64 = 128; 5 ops, nothing fused (none of them takes an activation)."""
+    -> Softplus -> Sigmoid. Transcendental: Pow 0.75 64 + Softplus 64 = 128 elements; LRN (its own class) 64;
+    elementwise: Pow by 2 (a multiply) 64 + Sigmoid (vectorised) 64 = 128; 5 ops, nothing fused (none of them
+    takes an activation)."""
     nodes = [helper.make_node("LRN", ["x"], ["a"], size=3),
              helper.make_node("Pow", ["a", "e"], ["b"]),
              helper.make_node("Constant", [], ["two"], value=helper.make_tensor("v", TensorProto.FLOAT, [], [2.0])),
@@ -245,8 +248,32 @@ def test_math_library_functions_are_transcendental_and_pow_by_a_small_integer_is
     footprint = analyze(model(nodes, [("x", [1, 4, 4, 4])], [("y", [1, 4, 4, 4])], inits))
     assert [site.exponent for site in footprint.ops] == [None, 0.75, 2.0, None, None]
     assert [layer_class(layer.op_type, layer, site) for layer, site in zip(footprint.layers, footprint.ops)] == \
-        ["transcendental", "transcendental", "elementwise", "transcendental", "elementwise"]
-    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 0, 0, 128, 192, 0, 0, 5)
+        ["lrn", "transcendental", "elementwise", "transcendental", "elementwise"]
+    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 0, 0, 128, 128, 0, 64, 0, 0, 5)
+
+
+def test_lrn_elements_do_not_depend_on_its_window():
+    """LRN over [1,6,5,5] (150 elements) with size 1 and with size 5: 150 LRN elements each (onnxruntime's LRN
+    ran 28.8 ns per element for sizes 1 to 15 here: its cost is per element, not per window x element)."""
+    for size in (1, 5):
+        footprint = analyze(model([helper.make_node("LRN", ["x"], ["y"], size=size)], [("x", [1, 6, 5, 5])],
+                                  [("y", [1, 6, 5, 5])]))
+        assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 0, 0, 0, 0, 0, 150, 0, 0, 1)
+
+
+def test_conv_weight_elements_of_1d_grouped_and_strided_convs():
+    """x [1,16,8] -> Conv1d k3 pad 1 (16->32) -> Conv1d k4 stride 4 group 4 (32->8) -> Conv1d k1 depthwise (8).
+
+    Conv1d 16->32 k3: MACs 32 out x 8 positions x (16 x 3) = 12,288, weights 32 x 16 x 3 = 1,536
+    grouped k4 s4 (8 in per group): 2 positions; MACs 8 x 2 x (8 x 4) = 512, weights 8 x 8 x 4 = 256
+    depthwise k1: MACs 8 x 2 = 16, depthwise class, its weights not counted
+    conv weight elements 1,536 + 256 = 1,792; 3 ops."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1]),
+             helper.make_node("Conv", ["a", "w2"], ["b"], strides=[4], group=4),
+             helper.make_node("Conv", ["b", "w3"], ["y"], group=8)]
+    footprint = analyze(model(nodes, [("x", [1, 16, 8])], [("y", [1, 8, 2])],
+                              [weight("w1", 32, 16, 3), weight("w2", 8, 8, 4), weight("w3", 8, 1, 1)]))
+    assert latency_features(footprint, "fp32") == LatencyFeatures(12_288 + 512, 16, 0, 0, 0, 0, 0, 0, 0, 1_792, 3)
 
 
 def test_pow_with_a_computed_exponent_is_transcendental():
@@ -266,11 +293,11 @@ def _gemm_64_to_32():
 def test_fc_weights_beyond_the_cache_are_uncached_bytes():
     footprint = _gemm_64_to_32()
     # Unknown cache, or the weights fit (8,320 bytes is not more than 8,320): nothing is uncached.
-    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 2_048, 0, 0, 0, 0, 0, 1)
+    assert latency_features(footprint, "fp32") == LatencyFeatures(0, 0, 2_048, 0, 0, 0, 0, 0, 0, 0, 1)
     assert latency_features(footprint, "fp32", cache_bytes=8_320).uncached_bytes == 0
     # A 4 KiB cache: the model's weights exceed it, so the fc layer streams all 8,320 bytes of its weights, on top
     # of its MACs; at int8 they take 2,080 bytes and fit.
-    assert latency_features(footprint, "fp32", cache_bytes=4_096) == LatencyFeatures(0, 0, 2_048, 0, 0, 0, 0, 8_320, 1)
+    assert latency_features(footprint, "fp32", cache_bytes=4_096) == LatencyFeatures(0, 0, 2_048, 0, 0, 0, 0, 0, 8_320, 0, 1)
     assert latency_features(footprint, "int8", cache_bytes=4_096).uncached_bytes == 0
 
 
@@ -281,9 +308,9 @@ def test_elementwise_working_set_beyond_the_cache_is_uncached_bytes():
              helper.make_node("Transpose", ["r"], ["y"], perm=[0, 2, 1])]
     inits = [helper.make_tensor("shape", TensorProto.INT64, [3], [1, 32, 32])]
     footprint = analyze(model(nodes, [("x", [1, 1024])], [("y", [1, 32, 32])], inits))
-    assert latency_features(footprint, "fp32", cache_bytes=8_192) == LatencyFeatures(0, 0, 0, 0, 1_024, 0, 4_096, 0, 3)
+    assert latency_features(footprint, "fp32", cache_bytes=8_192) == LatencyFeatures(0, 0, 0, 0, 1_024, 0, 4_096, 0, 0, 0, 3)
     assert latency_features(footprint, "fp32", cache_bytes=8_191) == \
-        LatencyFeatures(0, 0, 0, 0, 1_024, 0, 4_096, 8_192 + 8_192, 3)
+        LatencyFeatures(0, 0, 0, 0, 1_024, 0, 4_096, 0, 8_192 + 8_192, 0, 3)
     # The Reshape hands its buffer over (no copy, no work): it streams nothing.
     assert latency_features(footprint, "int8", cache_bytes=2_047).uncached_bytes == 2_048 + 2_048
 

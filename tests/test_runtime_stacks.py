@@ -50,15 +50,17 @@ def test_stacks_parse_default_first_with_rates_as_seconds_per_unit(tmp_path):
     assert profile.default_runtime == "fast" and profile.runtime_stack() is profile.runtimes[0]
     fast = profile.runtime_stack("Fast")
     assert fast.coefficients["fp32"].vector() == pytest.approx(
-        LatencyCoefficients(2e-9, 1e-8, 4e-9, 2e-9, 1e-8, 1e-8, 2.5e-9, 0.0, 20e-6, 1e-4).vector(), rel=1e-12)
-    # A table written before integer / moved / transcendental / uncached existed: integer MACs at the conv rate,
-    # bytes moved at the elementwise rate per fp32 element (4 bytes), transcendental elements at the elementwise
-    # rate, bytes beyond the cache at no extra cost, so its estimates did not change.
+        LatencyCoefficients(2e-9, 1e-8, 4e-9, 2e-9, 1e-8, 1e-8, 2.5e-9, 1e-8, 0.0, 0.0, 20e-6, 1e-4).vector(),
+        rel=1e-12)
+    # A table written before integer / moved / transcendental / lrn / uncached / conv_weights existed: integer MACs
+    # at the conv rate, bytes moved at the elementwise rate per fp32 element (4 bytes), transcendental elements at
+    # the elementwise rate, LRN elements at the transcendental rate, bytes beyond the cache and conv weights at no
+    # extra cost, so its estimates did not change.
     assert (fast.active_power_w, fast.expected_error, fast.basis) == (0.05, 0.2, "published measurement")
     assert profile.runtime_stack("slow").expected_error is None
     assert list(profile.to_dict()["runtimes"][0]["latency_coefficients"]["fp32"]) == [
-        "conv", "depthwise", "fc", "integer", "elementwise", "transcendental", "moved", "uncached", "per_op",
-        "per_inference"]
+        "conv", "depthwise", "fc", "integer", "elementwise", "transcendental", "moved", "lrn", "uncached",
+        "conv_weights", "per_op", "per_inference"]
 
 
 def test_an_infinite_rate_is_a_free_class_and_dotted_names_are_quoted(tmp_path):

@@ -73,7 +73,7 @@ _INFORMATIVE = 0.02
 _TRANSCENDENTAL_PRIOR = 45
 COEFFICIENT_NAMES = tuple(f"s_per_{name}" for name in (
     "conv_mac", "depthwise_mac", "fc_mac", "integer_mac", "elementwise_element", "transcendental_element",
-    "moved_byte", "uncached_byte", "op", "inference"))
+    "moved_byte", "lrn_element", "uncached_byte", "conv_weight", "op", "inference"))
 MEASUREMENT_KEYS = ("model", "latency", "energy", "input_shape", "dim", "precision")
 FILE_KEYS = ("base", "keep_base", "measurement")
 
@@ -579,8 +579,10 @@ def base_latency_coefficients(base: DeviceProfile, runtime: str | None, precisio
     mac_s = 1.0 / base.macs_per_s(precision)
     element_s = 2 * element_bytes / base.memory_bandwidth_bytes_per_s
     byte_s = 1 / base.memory_bandwidth_bytes_per_s
+    # A convolution's weight element: read once from memory.
     return LatencyCoefficients(mac_s, mac_s, mac_s, mac_s, element_s, _TRANSCENDENTAL_PRIOR * element_s,
-                               2 * byte_s, byte_s, base.per_op_overhead_s, base.inference_overhead_s)
+                               2 * byte_s, _TRANSCENDENTAL_PRIOR * element_s, byte_s, element_bytes * byte_s,
+                               base.per_op_overhead_s, base.inference_overhead_s)
 
 
 # ---- the calibrated profile -----------------------------------------------------------------------------
@@ -674,7 +676,8 @@ def stack_table(result: CalibrationResult, where: str) -> dict[str, Any]:
             "fc": _rate(c.s_per_fc_mac, "MAC"), "integer": _rate(c.s_per_integer_mac, "MAC"),
             "elementwise": _rate(c.s_per_elementwise_element, "elem"),
             "transcendental": _rate(c.s_per_transcendental_element, "elem"), "moved": _rate(c.s_per_moved_byte, "B"),
-            "uncached": _rate(c.s_per_uncached_byte, "B"),
+            "lrn": _rate(c.s_per_lrn_element, "elem"), "uncached": _rate(c.s_per_uncached_byte, "B"),
+            "conv_weights": _rate(c.s_per_conv_weight, "elem"),
             "per_op": f"{_rounded(c.s_per_op * 1e6)} us", "per_inference": f"{_rounded(c.s_per_inference * 1e6)} us"}
     return table
 

@@ -11,7 +11,8 @@ edgefit.devices.latency): per-class rates for what the runtime dispatches,
     latency = conv MACs / conv rate + depthwise MACs / depthwise rate + fc MACs / fc rate
               + integer MACs / integer rate + elementwise elements / elementwise rate
               + transcendental elements / transcendental rate + bytes moved / movement rate
-              + bytes beyond the last-level cache / uncached rate
+              + LRN elements / LRN rate + bytes beyond the last-level cache / uncached rate
+              + conv weight elements / conv weight rate
               + ops x per-op cost + per-inference cost + network round trip
 Otherwise a roofline per layer from datasheet figures, summed, plus fixed costs:
     layer time = max(MACs / (peak MAC rate x efficiency, both at the precision),

@@ -3,7 +3,8 @@
     latency = conv MACs x s/conv MAC + depthwise MACs x s/depthwise MAC + fc MACs x s/fc MAC
             + integer MACs x s/integer MAC + elementwise elements x s/element
             + transcendental elements x s/transcendental element + bytes moved x s/byte
-            + bytes beyond the last-level cache x s/uncached byte + operators dispatched x s/op + s/inference
+            + LRN elements x s/LRN element + bytes beyond the last-level cache x s/uncached byte
+            + conv weight elements x s/conv weight + operators dispatched x s/op + s/inference
 
 The classes are those whose speed differs by kernel on microcontrollers and CPUs: standard convolutions (im2col +
 GEMM kernels), depthwise/grouped convolutions (little reuse per weight, memory bound), fully-connected / matmul
@@ -18,10 +19,26 @@ Pow(x, 0.75) 8.9 ns per element against 0.19 ns for an Add. The functions CPU ru
 approximations (Exp 0.44, Tanh 0.36, Sigmoid 0.37, Erf 0.78, Softmax 0.48, Sqrt 0.44, Pow(x, 2) 0.41 ns) stay
 elementwise, and so do the scalar functions in between (Log 2.2, Sin 2.4, Elu 2.7, Selu 3.3, Cos 3.8 ns): one
 coefficient fitted with relative error cannot serve a class whose members differ 15-fold (a first version with
-Log in the class fitted 3 ns per element and missed the LRN and Softplus models by 60-78%). A Reshape (Flatten, Squeeze,
+Log in the class fitted 3 ns per element and missed the LRN and Softplus models by 60-78%). LRN is a class of its
+own: 28.8 ns per element here whatever its window (size 1, 3, 5, 9 and 15 over 64K elements all ran 28.7-29.7 ns;
+so its cost is per element, not window x elements), 3.5x a Pow(x, 0.75), which one transcendental rate cannot
+serve (it charged LRN models -50% in leave-one-out). A Reshape (Flatten, Squeeze,
 Unsqueeze) copies only when the runtime cannot hand its input buffer over: when another node reads that input too,
 or it is a graph input (onnxruntime's allocation planner reuses the buffer otherwise); else it costs its dispatch. Measured MACs per cycle differ by class by 2x and more (MLPerf Tiny on the
 TFLite Micro reference kernels: fully-connected 0.22 vs depthwise 0.10), which one MAC rate per device cannot say.
+
+A convolution's weights: onnxruntime runs a standard or grouped Conv as im2col + a GEMM per group, [Cout/g x
+Cin/g*k] weights times [Cin/g*k x positions]. Over many positions each weight is reused and the MACs set the time;
+over few (1-D convolutions of audio models over 4-16 frames) each weight is loaded for a handful of MACs and the
+weights set it: a Conv1d 129->128 k3 over 4 positions ran 21 us for 0.2 M MACs here, 2.4x what its MACs at the
+conv rate say. Conv-class Conv layers therefore also charge each weight element (`conv_weight_elements`).
+Per-op profiles of 153 generated convolutions (benchmarks/bench_conv_operands.py: 1-256 channels, 1-D and 2-D,
+4-4096 positions, kernels 1-256) fit within +-25%: 50% with MACs alone, 50% with MACs + weights, 77% with MACs +
+im2col + output elements, 82% with all four; but on the whole fitting models of the held-out benchmark the im2col
+and output terms made leave-one-out worse (83% within +-25% with them, 86% without); the weights kept 86% and
+lowered the mean error from 13.7% to 13.2% (the 1-D conv fitting models come within, two others drop just
+outside), so only the weights are charged (`bench_calibrate_heldout.py --ablate`). Depthwise convolutions keep their own MAC rate (their weights are 1/positions of
+their MACs).
 
 Memory beyond the cache: when the device's last-level cache is known (the profile's `last_level_cache`, which
 `calibrate --measure` reads from the host), bytes that cannot stay in it are charged an extra cost per byte on top
@@ -58,11 +75,13 @@ if TYPE_CHECKING:   # profiles hold LatencyCoefficients, and `edgefit profiles l
 
     from edgefit.analysis.footprint import Footprint, LayerStats, OpSite
 
-LAYER_CLASSES = ("conv", "depthwise", "fc", "integer", "elementwise", "transcendental", "movement")
-# What a dispatched layer costs per unit: its class's work, and the bytes it must stream beyond the cache.
-WORK_KINDS = (*LAYER_CLASSES, "uncached")
+LAYER_CLASSES = ("conv", "depthwise", "fc", "integer", "elementwise", "transcendental", "movement", "lrn")
+# What a dispatched layer costs per unit: its class's work, the bytes it must stream beyond the cache, and a
+# convolution's weights besides its MACs (see the module docstring).
+WORK_KINDS = (*LAYER_CLASSES, "uncached", "conv_weights")
 FEATURE_NAMES = ("conv_macs", "depthwise_macs", "fc_macs", "integer_macs", "elementwise_elements",
-                 "transcendental_elements", "moved_bytes", "uncached_bytes", "ops", "inference")
+                 "transcendental_elements", "moved_bytes", "lrn_elements", "uncached_bytes", "conv_weight_elements",
+                 "ops", "inference")
 
 _CONV_OPS = frozenset({"Conv", "ConvTranspose", "QLinearConv", "FusedConv", "NhwcConv"})
 _INTEGER_OPS = frozenset({"ConvInteger", "MatMulInteger"})   # dynamic quantization's integer products
@@ -72,7 +91,7 @@ _MOVEMENT_OPS = frozenset({"Transpose", "Concat", "Slice", "Gather", "GatherElem
 _VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
 _MAC_CLASSES = frozenset({"conv", "depthwise", "fc"})
 # A math-library call per element (see the module docstring for the measured costs).
-_TRANSCENDENTAL_OPS = frozenset({"LRN", "Pow", "Softplus"})
+_TRANSCENDENTAL_OPS = frozenset({"Pow", "Softplus"})
 # Pow by a constant small integer is a multiplication or two (onnxruntime special-cases 2 and 3: 0.41 and 0.68 ns
 # per element, against 8.9 ns for 0.5 or 0.75).
 _MULTIPLY_EXPONENTS = frozenset({1.0, 2.0, 3.0})
@@ -118,6 +137,8 @@ def layer_class(op_type: str, layer: LayerStats, site: OpSite | None = None) -> 
         return "conv" if rows >= _GEMM_ROWS and op_type not in _RECURRENT_OPS else "fc"
     if op_type in _MOVEMENT_OPS or op_type in _VIEW_OPS:
         return "movement"
+    if op_type == "LRN":
+        return "lrn"
     if op_type in _TRANSCENDENTAL_OPS:
         exponent = site.exponent if site is not None else None
         return "elementwise" if op_type == "Pow" and exponent in _MULTIPLY_EXPONENTS else "transcendental"
@@ -144,7 +165,9 @@ class LatencyFeatures:
     elementwise_elements: float   # elements written by elementwise / pooling / normalisation layers
     transcendental_elements: float  # elements written by layers needing a math-library call per element
     moved_bytes: float            # bytes written by data-movement layers at the precision (they read as many)
+    lrn_elements: float           # elements written by LRN
     uncached_bytes: float         # bytes that stream from memory beyond the last-level cache
+    conv_weight_elements: float   # weight elements of standard / grouped convolutions (conv class Conv ops)
     ops: int                      # operators the runtime dispatches (after folding, fusing and dropping)
 
     def vector(self) -> np.ndarray:
@@ -176,8 +199,8 @@ def _features(footprint: Footprint, precision: str, cache_bytes: int | None) -> 
                 totals[kind] += amount
             ops += 1
     return LatencyFeatures(totals["conv"], totals["depthwise"], totals["fc"], totals["integer"],
-                           totals["elementwise"], totals["transcendental"], totals["movement"], totals["uncached"],
-                           ops)
+                           totals["elementwise"], totals["transcendental"], totals["movement"], totals["lrn"],
+                           totals["uncached"], totals["conv_weights"], ops)
 
 
 def dispatched_work(footprint: Footprint, precision: str,
@@ -230,7 +253,7 @@ def dispatched_work(footprint: Footprint, precision: str,
         scale = (PRECISION_BYTES[precision] / DTYPE_BYTES[layer.dtype]
                  if layer.dtype in FLOAT_DTYPES and DTYPE_BYTES.get(layer.dtype) else 1.0)
         uncached = 0.0
-        if classes[i] in ("elementwise", "transcendental"):
+        if classes[i] in _PER_ELEMENT_CLASSES:
             amount = _elements(layer, DTYPE_BYTES)
         elif classes[i] == "movement":
             copies = op_type not in _VIEW_OPS or not layer.inputs_from or consumers[layer.inputs_from[0]] > 1
@@ -239,11 +262,20 @@ def dispatched_work(footprint: Footprint, precision: str,
             amount = float(layer.macs or 0)
             if classes[i] == "fc" and weights_uncached:
                 uncached = layer.weight_bytes * weight_scale
-        if classes[i] in ("elementwise", "transcendental", "movement") and amount and cache_bytes is not None:
+        if classes[i] in (*_PER_ELEMENT_CLASSES, "movement") and amount and cache_bytes is not None:
             working_set = ((layer.input_bytes or 0) + (layer.output_bytes or 0)) * scale
             uncached = working_set if working_set > cache_bytes else 0.0
-        work.append({classes[i]: amount, "uncached": uncached} if uncached else {classes[i]: amount})
+        entry = {classes[i]: amount}
+        if uncached:
+            entry["uncached"] = uncached
+        kernel = sites[i].kernel if sites[i] is not None else None
+        if classes[i] == "conv" and kernel and amount:   # a Conv whose weight shape is known
+            entry["conv_weights"] = float(math.prod(kernel))
+        work.append(entry)
     return work
+
+
+_PER_ELEMENT_CLASSES = ("elementwise", "transcendental", "lrn")
 
 
 def _elements(layer: LayerStats, dtype_bytes: dict[str, float]) -> float:
@@ -262,7 +294,9 @@ class LatencyCoefficients:
     s_per_elementwise_element: float
     s_per_transcendental_element: float
     s_per_moved_byte: float
+    s_per_lrn_element: float
     s_per_uncached_byte: float
+    s_per_conv_weight: float
     s_per_op: float
     s_per_inference: float
 

@@ -97,16 +97,19 @@ _RATE_PREFIXES = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kMGT]?)(MAC|MACs|elem|elements|B)/s\s*$")
 # Keys of a per-precision table, in LatencyCoefficients order; the rates count MACs, elements or bytes, the rest
 # are durations.
-_COEFFICIENT_KEYS = ("conv", "depthwise", "fc", "integer", "elementwise", "transcendental", "moved", "uncached",
-                     "per_op", "per_inference")
+_COEFFICIENT_KEYS = ("conv", "depthwise", "fc", "integer", "elementwise", "transcendental", "moved", "lrn", "uncached",
+                     "conv_weights", "per_op", "per_inference")
 _RATE_UNIT = {"conv": "MAC", "depthwise": "MAC", "fc": "MAC", "integer": "MAC", "elementwise": "elem",
-              "transcendental": "elem", "moved": "B", "uncached": "B"}
+              "transcendental": "elem", "moved": "B", "lrn": "elem", "uncached": "B",
+              "conv_weights": "elem"}
 # Keys added after profiles were written, and what they default to, so every older table still loads and estimates
 # as before: integer MACs (ConvInteger / MatMulInteger) at the conv rate, which is what they were charged; bytes moved
 # by data-movement ops at the elementwise rate per element of the precision, as those ops were charged per element;
-# transcendental elements at the elementwise rate, as they were charged; bytes beyond the last-level cache at no
-# extra cost (an infinite rate), as nothing was charged for them.
-_OPTIONAL_KEYS = ("integer", "transcendental", "moved", "uncached")
+# transcendental elements at the elementwise rate, as they were charged; LRN elements at the transcendental rate, as
+# they were charged; bytes beyond the last-level cache and a convolution's weight elements at no extra cost (an
+# infinite rate), as nothing was charged for them.
+_OPTIONAL_KEYS = ("integer", "transcendental", "moved", "lrn", "uncached", "conv_weights")
+_FREE_BY_DEFAULT = frozenset({"uncached", "conv_weights"})
 _ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 # Optional in a per-precision table: where its coefficients come from and their typical error, when they differ
 # from the stack's.
@@ -141,22 +144,24 @@ def _coefficients(table: Any, precision: str) -> LatencyCoefficients:
     missing = [key for key in _COEFFICIENT_KEYS if key not in table and key not in _OPTIONAL_KEYS]
     if missing:
         raise ValueError(f"missing key {missing[0]!r}")
-    values = []
+    values: dict[str, float] = {}
     for key in _COEFFICIENT_KEYS:
         if key not in table:   # an optional key: its documented default (see _OPTIONAL_KEYS)
             if key == "integer":
-                values.append(values[0])   # the conv rate
-            elif key == "uncached":
-                values.append(0.0)
+                values[key] = values["conv"]
+            elif key == "lrn":
+                values[key] = values["transcendental"]
+            elif key in _FREE_BY_DEFAULT:
+                values[key] = 0.0
             else:   # transcendental per element, moved per byte: the elementwise rate
-                values.append(values[4] / (_ELEMENT_BYTES[precision] if key == "moved" else 1))
+                values[key] = values["elementwise"] / (_ELEMENT_BYTES[precision] if key == "moved" else 1)
             continue
         try:
-            values.append(_seconds_per_unit(table[key], _RATE_UNIT[key]) if key in _RATE_UNIT
-                          else positive_field(parse_duration_s, allow_zero=True)(table[key]))
+            values[key] = (_seconds_per_unit(table[key], _RATE_UNIT[key]) if key in _RATE_UNIT
+                           else positive_field(parse_duration_s, allow_zero=True)(table[key]))
         except (ValueError, EdgefitError) as error:
             raise ValueError(f"{key}: {error}") from None
-    return LatencyCoefficients(*values)
+    return LatencyCoefficients(*values.values())
 
 
 def _runtime_stack(name: str, table: Any, precisions: tuple[str, ...], origin: str, label: str) -> RuntimeStack:

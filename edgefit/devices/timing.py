@@ -167,12 +167,19 @@ def _single(name: str, nodes: list, x_shape: list[int], y_shape: list[int], weig
     return model
 
 
-def _conv(channels_in: int, channels_out: int, size: int, groups: int = 1, kernel: int = 3) -> ModelProto:
+def _conv(channels_in: int, channels_out: int, size: int, groups: int = 1, kernel: int = 3, dims: int = 2,
+          stride: int = 1) -> ModelProto:
+    """A `dims`-D convolution over a `size`^dims input; 'same' padding for small kernels, none for large ones
+    (a strided filterbank over frames)."""
     rng = np.random.default_rng(channels_in * 7 + channels_out + size + kernel)
-    w = rng.standard_normal((channels_out, channels_in // groups, kernel, kernel)).astype(np.float32) * 0.1
+    w = rng.standard_normal((channels_out, channels_in // groups, *[kernel] * dims)).astype(np.float32) * 0.1
     b = np.zeros(channels_out, np.float32)
-    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[kernel // 2] * 4, group=groups)
-    return _single("conv", [node], [1, channels_in, size, size], [1, channels_out, size, size], {"w": w, "b": b})
+    pad = kernel // 2 if kernel <= 7 else 0
+    out = (size + 2 * pad - kernel) // stride + 1
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[pad] * 2 * dims, strides=[stride] * dims,
+                            group=groups)
+    return _single("conv", [node], [1, channels_in, *[size] * dims], [1, channels_out, *[out] * dims],
+                   {"w": w, "b": b})
 
 
 def _matmul(rows: int, inner: int, cols: int) -> ModelProto:
@@ -244,8 +251,10 @@ def kernels(cache_bytes: int | None = None) -> tuple[Kernel, ...]:
     The smallest convolution pins the fixed cost of dispatching a real kernel: a chain of tiny Adds would pin
     the cost of the cheapest op instead, a fraction of what a convolution's setup costs. Matmuls are batch-1 (one
     pass over the weights, as a deployed model runs them), from weights in cache to weights beyond it; a matmul
-    over 64 rows and a grouped (not depthwise) convolution run as GEMMs, in the conv class. Pow, LRN and Softplus time
-    the transcendental class. With the host's last-level cache size `cache_bytes`, a batch-1 matmul whose weights
+    over 64 rows and a grouped (not depthwise) convolution run as GEMMs, in the conv class. 1-D convolutions over
+    4 to 4096 positions and a strided large-kernel filterbank separate a convolution's per-weight cost from its
+    MACs (over 4 positions each weight is used 4 times). Pow and Softplus time the
+    transcendental class, two LRNs their own. With the host's last-level cache size `cache_bytes`, a batch-1 matmul whose weights
     and an Add whose tensors are twice that size time the extra cost of streaming from memory (1-30 ms each).
     """
     beyond: tuple[Kernel, ...] = ()
@@ -278,6 +287,10 @@ def kernels(cache_bytes: int | None = None) -> tuple[Kernel, ...]:
         Kernel("dynamic int8 matmul 16x256x256", "integer", _dynamic_matmul(16, 256, 256)),
         Kernel("dynamic int8 matmul 64x512x512", "integer", _dynamic_matmul(64, 512, 512)),
         Kernel("pow 0.75 64K elements", "transcendental", _unary("Pow", [1, 65_536], 0.75)),
-        Kernel("lrn 5 64 @32x32", "transcendental", _unary("LRN", [1, 64, 32, 32], size=5)),
+        Kernel("lrn 5 64 @32x32", "lrn", _unary("LRN", [1, 64, 32, 32], size=5)),
+        Kernel("lrn 3 16 @32x32", "lrn", _unary("LRN", [1, 16, 32, 32], size=3)),
+        Kernel("conv1d 3 128->128 @4", "conv", _conv(128, 128, 4, dims=1)),
+        Kernel("conv1d 5 32->32 @1024", "conv", _conv(32, 32, 1024, kernel=5, dims=1)),
+        Kernel("conv1d 64/16 1->64 @4096", "conv", _conv(1, 64, 4096, kernel=64, dims=1, stride=16)),
         Kernel("softplus 64K elements", "transcendental", _unary("Softplus", [1, 65_536])),
     )

@@ -18,9 +18,11 @@ _COEFFICIENT_UNITS = {
     "s_per_conv_mac": ("conv", 1e-9, "GMAC/s"), "s_per_depthwise_mac": ("depthwise", 1e-9, "GMAC/s"),
     "s_per_fc_mac": ("fc / matmul", 1e-9, "GMAC/s"), "s_per_integer_mac": ("integer (dynamic quant)", 1e-9, "GMAC/s"),
     "s_per_elementwise_element": ("elementwise", 1e-9, "Gelem/s"),
-    "s_per_transcendental_element": ("transcendental (pow, log, LRN ...)", 1e-9, "Gelem/s"),
+    "s_per_transcendental_element": ("transcendental (pow, softplus)", 1e-9, "Gelem/s"),
     "s_per_moved_byte": ("data movement", 1e-9, "GB/s"),
+    "s_per_lrn_element": ("LRN", 1e-9, "Gelem/s"),
     "s_per_uncached_byte": ("beyond the last-level cache (extra)", 1e-9, "GB/s"),
+    "s_per_conv_weight": ("conv weights (extra, per element)", 1e-9, "Gelem/s"),
     "s_per_op": ("per op", 1e6, "us"), "s_per_inference": ("per inference", 1e6, "us"),
 }
 
