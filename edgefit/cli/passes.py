@@ -55,7 +55,8 @@ SkipOpt = Annotated[Optional[list[str]], typer.Option(
 StructuredOpt = Annotated[bool, typer.Option("--structured", help="Remove whole output channels (lowest L1 norm) "
                                              "so the model really gets smaller and faster.")]
 ModeOpt = Annotated[Optional[str], typer.Option(
-    "--mode", metavar="int8|dynamic|fp16", help="int8 (static QDQ), dynamic (int8 weights, runtime activation scales) or fp16. "
+    "--mode", metavar="int8|a16w8|dynamic|fp16", help="int8 (static QDQ), a16w8 (static QDQ, 16-bit activations, "
+    "int8 weights), dynamic (int8 weights, runtime activation scales) or fp16. "
     "Default: from --target's precisions, else int8.", show_default=False)]
 CalibOpt = Annotated[Optional[Path], typer.Option(
     "--calib", metavar="DATA", help="Calibration inputs (.npz or folder of .npy); its arrays bind input dimensions the model "
@@ -65,11 +66,15 @@ MethodOpt = Annotated[str, typer.Option("--method", metavar="minmax|entropy|perc
 AsymmetricOpt = Annotated[bool, typer.Option(
     "--asymmetric-activations", help="int8 activations with a zero point (all 256 levels for ReLU outputs; "
     "more accurate where the target's kernels support it). Default: symmetric.")]
+QuantizeHeadsOpt = Annotated[bool, typer.Option(
+    "--quantize-heads", help="Quantize the output heads too (Softmax/Sigmoid and what follows the last weight "
+    "layers). Default: they stay float, and the last weight layers' outputs are not requantized.")]
 ExcludeOpt = Annotated[Optional[list[str]], typer.Option(
     "--exclude", metavar="NAMES", help="Node names or op types to keep in float (repeatable, comma-separated).", show_default=False)]
 PassesOpt = Annotated[str, typer.Option(
     "--passes", metavar="PASSES", help="Comma-separated passes, e.g. fuse,prune:0.5,quantize (prune:S[:structured|:per-layer], "
-    "quantize[:int8|:dynamic|:fp16], reorder, decompose[:OP...|:all]: rewrite ops --target cannot run).")]
+    "quantize[:int8|:a16w8|:dynamic|:fp16][:minmax|:entropy|:percentile], reorder, decompose[:OP...|:all]: rewrite "
+    "ops --target cannot run).")]
 
 
 def _split(values: list[str] | None) -> tuple[str, ...]:
@@ -111,7 +116,7 @@ def _run(model: Path, output: Path | None, suffix: str, passes: str, *, force: b
 
     chosen_mode = mode or (mode_for_precisions(profile.precisions) if profile else "int8")
     # Ops the target's int8 kernels cannot run stay in float (the profile's int8_ops; unset means all).
-    int8_op_types = profile.int8_ops if profile and chosen_mode == "int8" else None
+    int8_op_types = profile.int8_ops if profile and chosen_mode in ("int8", "a16w8") else None
     options = PassOptions(mode=chosen_mode, input_shapes=parse_input_shapes(input_shape),
                           dims=parse_dims(dim), assume_dims=parse_assume_dims(assume_dims),
                           input_values=parse_input_values(input_value), int8_op_types=int8_op_types,
@@ -159,8 +164,8 @@ def prune(model: ModelArg, sparsity: SparsityOpt = 0.5, per_layer: PerLayerOpt =
 
 
 def quantize(model: ModelArg, mode: ModeOpt = None, calib: CalibOpt = None, method: MethodOpt = "minmax",
-             asymmetric_activations: AsymmetricOpt = False, exclude: ExcludeOpt = None, output: OutputOpt = None,
-             force: ForceOpt = False, target: TargetOpt = None, eval_path: EvalOpt = None, samples: SamplesOpt = None,
+             asymmetric_activations: AsymmetricOpt = False, quantize_heads: QuantizeHeadsOpt = False,
+             exclude: ExcludeOpt = None, output: OutputOpt = None, force: ForceOpt = False, target: TargetOpt = None, eval_path: EvalOpt = None, samples: SamplesOpt = None,
              input_shape: InputShapeOpt = None, dim: DimOpt = None, assume_dims: AssumeDimsOpt = None,
              input_value: InputValueOpt = None,
           json_out: JsonOpt = False) -> None:
@@ -171,22 +176,22 @@ def quantize(model: ModelArg, mode: ModeOpt = None, calib: CalibOpt = None, meth
     _run(model, output, "{mode}", "fuse,quantize", force=force, target=target, eval_path=eval_path, samples=samples,
          input_shape=input_shape, dim=dim, assume_dims=assume_dims,
          input_value=input_value, json_out=json_out, calib=calib, mode=mode,
-         method=method,
+         method=method, quantize_heads=quantize_heads,
          symmetric_activations=not asymmetric_activations, exclude=_split(exclude))
 
 
 def optimize(model: ModelArg, passes: PassesOpt = "fuse,quantize", sparsity: SparsityOpt = 0.5,
              per_layer: PerLayerOpt = False, skip: SkipOpt = None, structured: StructuredOpt = False,
              mode: ModeOpt = None, calib: CalibOpt = None, method: MethodOpt = "minmax",
-             asymmetric_activations: AsymmetricOpt = False, exclude: ExcludeOpt = None,
-             output: OutputOpt = None, force: ForceOpt = False, target: TargetOpt = None, eval_path: EvalOpt = None,
+             asymmetric_activations: AsymmetricOpt = False, quantize_heads: QuantizeHeadsOpt = False,
+             exclude: ExcludeOpt = None, output: OutputOpt = None, force: ForceOpt = False, target: TargetOpt = None, eval_path: EvalOpt = None,
              samples: SamplesOpt = None, input_shape: InputShapeOpt = None, dim: DimOpt = None,
              assume_dims: AssumeDimsOpt = None, input_value: InputValueOpt = None, json_out: JsonOpt = False) -> None:
     """Run several passes in order (fidelity against the original after each), e.g. fuse,prune:0.5,quantize."""
     _run(model, output, "optimized", passes, force=force, target=target, eval_path=eval_path, samples=samples,
          input_shape=input_shape, dim=dim, assume_dims=assume_dims,
          input_value=input_value, json_out=json_out, calib=calib, mode=mode,
-         method=method,
+         method=method, quantize_heads=quantize_heads,
          symmetric_activations=not asymmetric_activations, exclude=_split(exclude), sparsity=sparsity,
          per_layer=per_layer, skip=_split(skip), structured=structured)
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from edgefit.fidelity import SampleSet
+    from edgefit.passes.quantize import QuantizationCache
 
 
 class PassStats(Protocol):
@@ -62,7 +63,11 @@ class PassOptions:
     symmetric_activations: bool = True
     exclude: tuple[str, ...] = ()
     int8_op_types: tuple[str, ...] | None = None
+    quantize_heads: bool = False                   # quantize the model's output heads too (default: float)
+    wide_nodes: tuple[str, ...] = ()               # nodes whose activations get 16 bits in an int8 model
     calibration: SampleSet | None = None           # None: synthetic calibration (with a warning)
+    # Pre-processing and calibration ranges kept across quantizations of one model (edgefit.passes.quantize).
+    quantization_cache: QuantizationCache | None = None
     input_shapes: dict[str, list[int]] | None = None
     dims: dict[str, int] | None = None
     assume_dims: int | None = None                 # see edgefit.shapes.resolve_shapes

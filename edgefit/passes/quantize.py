@@ -1,15 +1,25 @@
-"""Quantize with onnxruntime.quantization: static int8 (QDQ), dynamic int8, or fp16.
+"""Quantize with onnxruntime.quantization: static int8 or A16W8 (QDQ), dynamic int8, or fp16.
 
 * `int8` (static, the default): QDQ format, per-channel symmetric int8 weights, int8 activations (symmetric by
   default, asymmetric on request) whose ranges come from calibration (MinMax, Entropy or Percentile). The target
   runs integer kernels end to end.
+* `a16w8`: the same with 16-bit activations (int16 symmetric, uint16 asymmetric) and int8 weights, for runtimes
+  with int16-activation kernels (TFLM's int16x8 kernels, onnxruntime's CPU provider); 256 times finer
+  activation steps for the same weight bytes.
 * `dynamic`: int8 weights, activations quantized at run time per batch; for MatMul / LSTM / GRU / Attention
   heavy models (Conv stays float: onnxruntime's CPU ConvInteger does not take int8 weights).
 * `fp16`: float16 weights and compute with float32 model inputs/outputs, for GPUs and neural engines
   (onnxruntime.transformers' float16 converter; ops onnxruntime cannot run in fp16 stay float32).
 
+Static modes keep the model's output heads in float unless asked (`quantize_heads`): the nodes after the last
+weight layers on the way to an output (Softmax, Sigmoid, a bias Add, detection decoding ...) are not quantized
+and the last weight layers' outputs are not requantized (their weights are int8): a Softmax output quantized to
+int8 moves probabilities in steps of 1/127, which flips a close argmax.
+
 Before static quantization, onnxruntime's quant pre-processing runs symbolic and onnx shape inference (its graph
 optimisation step is skipped: `fuse` does that in plain ONNX), so activations of every op get a range.
+Pre-processing and calibration run once per model and calibration method: a QuantizationCache keeps both for
+every further quantization of the same model (the fit search quantizes one model many times).
 """
 
 from __future__ import annotations
@@ -45,7 +55,8 @@ from edgefit.passes.base import (
     node_label,
 )
 
-MODES = ("int8", "dynamic", "fp16")
+MODES = ("int8", "a16w8", "dynamic", "fp16")
+STATIC_MODES = ("int8", "a16w8")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 _DYNAMIC_OP_TYPES = ("MatMul", "Gemm", "LSTM", "GRU", "Attention", "Gather", "EmbedLayerNormalization")
 _EXTERNAL_ABOVE = 2**31 - 2**24
@@ -68,12 +79,17 @@ class QuantizeStats:
     ops_before: dict[str, int]
     ops_after: dict[str, int]
     notes: tuple[str, ...] = ()
+    float_heads: tuple[str, ...] | None = None   # static modes: head nodes kept in float (empty: heads quantized)
+    activation_bits: int | None = None          # static modes: 8 or 16
+    wide_nodes: int = 0                         # nodes given 16-bit activations in an int8 model
     name: str = "quantize"
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "mode": self.mode, "calibration": self.calibration,
                 "calibration_samples": self.calibration_samples, "method": self.method,
-                "symmetric_activations": self.symmetric_activations,
+                "symmetric_activations": self.symmetric_activations, "activation_bits": self.activation_bits,
+                "float_heads": None if self.float_heads is None else list(self.float_heads),
+                "wide_nodes": self.wide_nodes,
                 "quantized_layers": list(self.quantized_layers), "float_layers": list(self.float_layers),
                 "ops_before": self.ops_before, "ops_after": self.ops_after, "notes": list(self.notes)}
 
@@ -85,6 +101,12 @@ class QuantizeStats:
             source = f", calibrated ({self.method}) on {self.calibration_samples} {self.calibration} samples"
         console.print(f"  mode {self.mode}{source}; {len(self.quantized_layers)} layer(s) quantized, "
                       f"{len(self.float_layers)} kept in float")
+        if self.float_heads is not None:
+            console.print("  output heads quantized (--quantize-heads)" if not self.float_heads else
+                          f"  output heads kept in float: {escape(', '.join(self.float_heads[:8]))}"
+                          + (f" and {len(self.float_heads) - 8} more" if len(self.float_heads) > 8 else ""))
+        if self.wide_nodes:
+            console.print(f"  {self.wide_nodes} node(s) with 16-bit activations")
         for line in self.float_layers[:_MAX_LISTED_FLOAT_LAYERS]:
             console.print(f"  [dim]{escape(line)}[/]")
 
@@ -100,94 +122,114 @@ def mode_for_precisions(precisions: tuple[str, ...] | list[str]) -> str:
 
 
 class Quantize(Pass):
-    """onnxruntime quantization in mode int8 (static QDQ, calibrated), dynamic or fp16."""
+    """onnxruntime quantization in mode int8 / a16w8 (static QDQ, calibrated), dynamic or fp16."""
 
     name = "quantize"
-    usage = "quantize[:int8|:dynamic|:fp16]"
+    usage = "quantize[:int8|:a16w8|:dynamic|:fp16][:minmax|:entropy|:percentile]"
     requires = frozenset({"float weights"})
     removes = frozenset({"float weights"})
 
     @classmethod
     def parse_args(cls, args, spec: str) -> dict[str, Any]:
+        chosen: dict[str, Any] = {}
         for arg in args:
-            if arg not in MODES:
+            if arg in MODES:
+                chosen["mode"] = arg
+            elif arg in CALIBRATION_METHODS:
+                chosen["method"] = arg
+            else:
                 raise ConfigError(f"--passes {spec!r}: unexpected argument {arg!r}")
-        return {"mode": args[-1]} if args else {}
+        return chosen
 
     def run(self, model: ModelProto, options: PassOptions, progress: Progress | None) -> PassResult:
-        """Without calibration samples, int8 calibrates on synthetic inputs (and its stats say so)."""
+        """Without calibration samples, static modes calibrate on synthetic inputs (and the stats say so)."""
         calibration = options.calibration
-        if options.mode == "int8" and calibration is None:
+        if options.mode in STATIC_MODES and calibration is None:
             calibration = synthetic_samples(model, **options.shape_bindings)
-        return _quantize(model, options.mode, calibration, options.method, options.exclude, options.int8_op_types,
-                         options.symmetric_activations, progress)
+        return _quantize(model, options, calibration, progress)
 
 PASS = Quantize
 
 
 def quantize(model: ModelProto, mode: str = "int8", *, calibration: SampleSet | None = None,
              method: str = "minmax", exclude: tuple[str, ...] = (), int8_op_types: tuple[str, ...] | None = None,
-             symmetric_activations: bool = True, progress: Progress | None = None) -> PassResult:
-    """Quantize a float model. `calibration` is required for mode int8 (use fidelity.synthetic_samples when
-    there is no real data; the stats then carry a warning). `exclude` holds node names or op types kept in
-    float; `int8_op_types` limits int8 to the op types the target can run in int8. Symmetric activations (zero
-    point 0) suit integer accelerators; asymmetric ones spend all 256 levels on e.g. a ReLU's [0, max] range,
-    which is about 6 dB more SQNR on such tensors."""
-    if mode == "int8" and calibration is None:
-        raise PassError("static int8 quantization needs calibration samples")
+             symmetric_activations: bool = True, quantize_heads: bool = False, wide_nodes: tuple[str, ...] = (),
+             cache: QuantizationCache | None = None, progress: Progress | None = None) -> PassResult:
+    """Quantize a float model. `calibration` is required for the static modes (use fidelity.synthetic_samples
+    when there is no real data; the stats then carry a warning). `exclude` holds node names or op types kept in
+    float; `int8_op_types` limits int8 to the op types the target can run in int8; `wide_nodes` get 16-bit
+    activations in an int8 model. Symmetric activations (zero point 0) suit integer accelerators; asymmetric
+    ones spend all 256 levels on e.g. a ReLU's [0, max] range, which is about 6 dB more SQNR on such tensors.
+    The output heads stay float unless `quantize_heads`. `cache` keeps pre-processing and calibration for
+    further quantizations of the same model."""
+    if mode in STATIC_MODES and calibration is None:
+        raise PassError(f"static {mode} quantization needs calibration samples")
     options = PassOptions(mode=mode, calibration=calibration, method=method, exclude=tuple(exclude),
-                          int8_op_types=int8_op_types, symmetric_activations=symmetric_activations)
+                          int8_op_types=int8_op_types, symmetric_activations=symmetric_activations,
+                          quantize_heads=quantize_heads, wide_nodes=tuple(wide_nodes), quantization_cache=cache)
     return Quantize().apply(model, options, progress)
 
 
-def _quantize(model: ModelProto, mode: str, calibration: SampleSet, method: str, exclude: tuple[str, ...],
-              int8_op_types: tuple[str, ...] | None, symmetric_activations: bool,
+def _quantize(model: ModelProto, options: PassOptions, calibration: SampleSet | None,
               progress: Progress | None) -> PassResult:
+    mode, method = options.mode, options.method
     if mode not in MODES:
         raise PassError(f"unknown quantization mode {mode!r}; choose one of {', '.join(MODES)}")
     if method not in CALIBRATION_METHODS:
         raise PassError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
     _refuse_quantized(model)
-    prepared = copy_model(model)
-    ensure_node_names(prepared.graph)
-    # onnx stamps the newest IR version it knows on new models; onnxruntime's quantizer reloads its temp files
-    # with onnxruntime, which may know only older ones. IR 10 covers every type and feature quantization uses.
-    prepared.ir_version = min(prepared.ir_version, _QUANTIZER_IR_VERSION)
-    excluded_names = _resolve_exclude(prepared, exclude)
+    static = mode in STATIC_MODES
+    cache = options.quantization_cache
+    prepared = None if static and cache is not None and cache.holds(model, calibration) else copy_model(model)
+    if prepared is not None:
+        ensure_node_names(prepared.graph)
+        # onnx stamps the newest IR version it knows on new models; onnxruntime's quantizer reloads its temp files
+        # with onnxruntime, which may know only older ones. IR 10 covers every type and feature quantization uses.
+        prepared.ir_version = min(prepared.ir_version, _QUANTIZER_IR_VERSION)
     notes: list[str] = []
-    if mode in ("int8", "dynamic"):
-        prepared = _upgrade_opset(prepared, notes)
-        _float16_to_float32(prepared, notes)
-    # What the stats need of the float model is its nodes: its weights are released as soon as onnxruntime has
-    # them (a file for int8 / dynamic, the converter's own model for fp16), so they are not held twice more.
-    outline = _outline(prepared)
-    with tempfile.TemporaryDirectory(prefix="edgefit-quantize-") as folder, _captured_warnings(notes):
-        work = Path(folder)
-        if mode == "int8":
-            if calibration.source == "synthetic":
-                notes.append(SYNTHETIC_WARNING)
-            source = _preprocess(prepared, work, notes)
+    if static:
+        own_cache = cache is None
+        cache = QuantizationCache() if own_cache else cache
+        try:
+            preparation = cache.prepare(model, prepared, calibration)
             del prepared
-            result = _quantize_static(source, work, calibration, method, excluded_names, int8_op_types,
-                                      symmetric_activations, progress)
-        elif mode == "dynamic":
-            source = _preprocess(prepared, work, notes)
-            del prepared
-            result = _quantize_dynamic(source, work, excluded_names)
-        else:
-            result = _convert_fp16(prepared, exclude, excluded_names)
-            del prepared
-    prepared = outline
-    quantized, floating = _layer_precisions(prepared, result, mode, excluded_names)
+            notes += preparation.notes
+            with _captured_warnings(notes):
+                result, heads = preparation.quantize(options, progress)
+            outline = preparation.outline
+        finally:
+            if own_cache:
+                cache.close()
+    else:
+        heads = None
+        excluded_names = _resolve_exclude(prepared, options.exclude)
+        if mode == "dynamic":
+            prepared = _upgrade_opset(prepared, notes)
+            _float16_to_float32(prepared, notes)
+        # What the stats need of the float model is its nodes: its weights are released as soon as onnxruntime
+        # has them (a file for dynamic, the converter's own model for fp16), so they are not held twice more.
+        outline = _outline(prepared)
+        with tempfile.TemporaryDirectory(prefix="edgefit-quantize-") as folder, _captured_warnings(notes):
+            if mode == "dynamic":
+                source = _preprocess(prepared, Path(folder), notes)
+                del prepared
+                result = _quantize_dynamic(source, Path(folder), excluded_names)
+            else:
+                result = _convert_fp16(prepared, options.exclude, excluded_names)
+                del prepared
+    excluded = _resolve_exclude(outline, options.exclude)
+    quantized, floating = _layer_precisions(outline, result, mode, excluded)
     notes += _subgraph_notes(result)
     if not quantized:
         notes.append(f"no layer was quantized in mode {mode}")
     stats = QuantizeStats(
-        mode, calibration.source if mode == "int8" and calibration else None,
-        calibration.samples if mode == "int8" and calibration else 0, method if mode == "int8" else None,
-        symmetric_activations if mode == "int8" else None,
-        tuple(quantized), tuple(floating), dict(Counter(n.op_type for n in prepared.graph.node)),
-        dict(Counter(n.op_type for n in result.graph.node)), tuple(notes))
+        mode, calibration.source if static and calibration else None,
+        calibration.samples if static and calibration else 0, method if static else None,
+        options.symmetric_activations if static else None,
+        tuple(quantized), tuple(floating), dict(Counter(n.op_type for n in outline.graph.node)),
+        dict(Counter(n.op_type for n in result.graph.node)), tuple(notes),
+        float_heads=heads, activation_bits=(16 if mode == "a16w8" else 8) if static else None,
+        wide_nodes=len(options.wide_nodes))
     return PassResult(result, stats)
 
 
@@ -413,16 +455,110 @@ def _take_shapes(model: ModelProto, light: ModelProto, inferred: ModelProto) -> 
     return True
 
 
-def _quantize_static(source: Path, work: Path, calibration: SampleSet, method: str, excluded: set[str],
-                     int8_op_types: tuple[str, ...] | None, symmetric_activations: bool,
-                     progress: Progress | None) -> ModelProto:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+class QuantizationCache:
+    """Pre-processing and calibration ranges of the float models quantized so far, for quantizing one model many
+    ways (which nodes, heads, 16-bit activations, calibration method) with pre-processing once per model and
+    calibration once per model and method. Holds temp files until closed (or garbage-collected)."""
+
+    def __init__(self) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="edgefit-quantize-")
+        self._preparations: dict[tuple, _StaticPreparation] = {}
+
+    @staticmethod
+    def _key(model: ModelProto, calibration: SampleSet) -> tuple:
+        # The graph's node outputs tell models apart as cheaply as it gets: a pass that changes weights (prune)
+        # changes the graph (pruned channels) or is followed by quantization of a model built anew.
+        return id(calibration), tuple(tuple(n.output) for n in model.graph.node), len(model.graph.initializer)
+
+    def holds(self, model: ModelProto, calibration: SampleSet) -> bool:
+        return self._key(model, calibration) in self._preparations
+
+    def prepare(self, model: ModelProto, prepared: ModelProto | None, calibration: SampleSet) -> _StaticPreparation:
+        """The preparation of `model` (`prepared`: the pass's named, IR-capped copy; None when held already)."""
+        key = self._key(model, calibration)
+        if key not in self._preparations:
+            folder = Path(self._folder.name) / str(len(self._preparations))
+            folder.mkdir()
+            self._preparations[key] = _StaticPreparation(prepared, calibration, folder)
+        return self._preparations[key]
+
+    def close(self) -> None:
+        self._preparations.clear()
+        self._folder.cleanup()
+
+
+class _StaticPreparation:
+    """One float model made ready for onnxruntime's QDQ quantizer: opset, float32 compute, pre-processing (shape
+    inference), its output heads, and calibration ranges per method, computed on first use."""
+
+    def __init__(self, prepared: ModelProto, calibration: SampleSet, folder: Path):
+        self.notes: list[str] = []
+        self.calibration, self.folder = calibration, folder
+        if calibration.source == "synthetic":
+            self.notes.append(SYNTHETIC_WARNING)
+        prepared = _upgrade_opset(prepared, self.notes)
+        ensure_node_names(prepared.graph)   # nodes the version converter added have none
+        _float16_to_float32(prepared, self.notes)
+        from edgefit.sensitivity import output_heads
+
+        self.heads = output_heads(prepared)
+        self.outline = _outline(prepared)
+        with _captured_warnings(self.notes):
+            self.source = _preprocess(prepared, folder, self.notes)
+        self._ranges: dict[str, Any] = {}
+        self._complete: dict[tuple, ModelProto] = {}   # quantized with nothing but the heads kept float
+        self._float_weights: dict[str, onnx.TensorProto] | None = None
+
+    def ranges(self, method: str, progress: Progress | None):
+        """onnxruntime's calibration ranges (TensorsData) for every activation of every quantizable op type."""
+        if method not in self._ranges:
+            self._ranges[method] = _calibrate(self.source, self.folder, self.calibration, method, progress)
+        return self._ranges[method]
+
+    def quantize(self, options: PassOptions, progress: Progress | None) -> tuple[ModelProto, tuple[str, ...]]:
+        """The QDQ model for these options, and the head nodes kept in float (empty with quantize_heads).
+
+        Excluded nodes are put back in float in a copy of the model quantized without them (one onnxruntime
+        quantizer run per mode, method and heads): the quantizer takes seconds on a large model, the edit a
+        fraction of one, and fit's float-region bisection asks for many exclusion sets of one recipe."""
+        heads = () if options.quantize_heads else self.heads.nodes
+        key = (options.mode, options.method, options.symmetric_activations, options.int8_op_types,
+               options.wide_nodes, options.quantize_heads)
+        if key not in self._complete:
+            self._complete[key] = self._quantized(options, set(heads), progress)
+        model = copy_model(self._complete[key])
+        excluded = _resolve_exclude(self.outline, options.exclude) - set(heads)
+        if excluded and not _restore_float(model, self.outline, self.float_weights(), excluded):
+            model = self._quantized(options, excluded | set(heads), progress)   # a case the edit does not cover
+        return model, heads
+
+    def _quantized(self, options: PassOptions, excluded: set[str], progress: Progress | None) -> ModelProto:
+        model = _quantize_with_ranges(self.source, self.ranges(options.method, progress), options, excluded,
+                                      self._wide_tensors(options.wide_nodes))
+        if not options.quantize_heads:
+            _unquantize(model, set(self.heads.float_tensors))
+        _read_in_float(model, excluded)
+        return model
+
+    def float_weights(self) -> dict[str, onnx.TensorProto]:
+        """The pre-processed float model's weights, read from its file on first use."""
+        if self._float_weights is None:
+            self._float_weights = {t.name: t for t in _load(self.source).graph.initializer}
+        return self._float_weights
+
+    def _wide_tensors(self, nodes: tuple[str, ...]) -> tuple[str, ...]:
+        """The activations the 16-bit nodes read and write (weights keep their 8 bits)."""
+        if not nodes:
+            return ()
+        chosen = set(nodes)
+        weights = {t.name for t in self.outline.graph.initializer}
+        return tuple(sorted({name for node in self.outline.graph.node if node.name in chosen
+                             for name in (*node.input, *node.output) if name and name not in weights}))
+
+
+def _calibrate(source: Path, work: Path, calibration: SampleSet, method: str, progress: Progress | None):
+    """Run onnxruntime's calibrator once over the samples: ranges for every activation (TensorsData)."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
 
     feeds = calibration.feeds
     if method != "minmax" and len({feed_samples(f) for f in feeds}) > 1:
@@ -445,26 +581,170 @@ def _quantize_static(source: Path, work: Path, calibration: SampleSet, method: s
 
     import onnxruntime
 
-    # The calibration sessions onnxruntime's quantizer opens log warnings straight to stderr (e.g. "Removing
-    # initializer ..." for a graph whose outputs need no computation); our notes carry what matters.
+    # The calibration sessions log warnings straight to stderr (e.g. "Removing initializer ..." for a graph
+    # whose outputs need no computation); our notes carry what matters.
     onnxruntime.set_default_logger_severity(3)
-    target = work / "int8.onnx"
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
     try:
         # onnxruntime's histogram calibrators print their progress to stdout, which must hold nothing but
         # --json's object; the report says what matters (method, samples).
         with redirect_stdout(io.StringIO()):
-            quantize_static(
-                str(source), str(target), SampleReader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate,
-                op_types_to_quantize=list(int8_op_types) if int8_op_types is not None else None,
-                nodes_to_exclude=sorted(excluded), use_external_data_format=source.stat().st_size > _EXTERNAL_ABOVE,
-                extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True},
-            )
+            calibrator = create_calibrator(
+                source, _quantizable_op_types(), augmented_model_path=str(work / f"augmented-{method}.onnx"),
+                calibrate_method=calibrate, use_external_data_format=source.stat().st_size > _EXTERNAL_ABOVE)
+            calibrator.collect_data(SampleReader())
+            return calibrator.compute_data()
+    except Exception as error:  # noqa: BLE001 - surface onnxruntime's reason as a one-line PassError
+        raise PassError(f"onnxruntime calibration failed: {str(error).strip().splitlines()[0]}") from None
+
+
+def _quantizable_op_types() -> list[str]:
+    """Every op type onnxruntime can quantize (quantize_static's default for op_types_to_quantize)."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+
+
+def _quantize_with_ranges(source: Path, ranges, options: PassOptions, excluded: set[str],
+                          wide_tensors: tuple[str, ...]) -> ModelProto:
+    """onnxruntime's QDQ quantizer on the pre-processed model with ranges calibrated before.
+
+    What quantize_static does after calibrating (onnxruntime 1.32.0, quantization/quantize.py: shape inference
+    on load, the opset update 16-bit types need, QDQQuantizer), without calibrating again: quantize_static
+    always calibrates (its calibration_cache_path, which would skip that, is new in 1.32)."""
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer, update_opset_version
+
+    symmetric = options.symmetric_activations
+    wide = QuantType.QInt16 if symmetric else QuantType.QUInt16
+    activation_type = wide if options.mode == "a16w8" else QuantType.QInt8
+    overrides = {name: [{"quant_type": wide}] for name in wide_tensors} if activation_type != wide else {}
+    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "TensorQuantOverrides": overrides}
+    op_types = list(options.int8_op_types) if options.int8_op_types is not None else _quantizable_op_types()
+    try:
+        model = load_model_with_shape_infer(source)
+        model = update_opset_version(model, QuantType.QInt8, activation_type, tensor_quant_overrides=overrides)
+        quantizer = QDQQuantizer(model, True, False, QuantType.QInt8, activation_type, ranges, [], sorted(excluded),
+                                 op_types, extra)
+        quantizer.quantize_model()
+        result = quantizer.model.model
     except Exception as error:  # noqa: BLE001 - surface onnxruntime's reason as a one-line PassError
         raise PassError(f"onnxruntime static quantization failed: {str(error).strip().splitlines()[0]}") from None
-    return _load(target)
+    sort_nodes(result)   # onnxruntime's quantizer may move an If above the producers its branches read
+    return result
+
+
+def _unquantize(model: ModelProto, tensors: set[str]) -> None:
+    """Take the QuantizeLinear -> DequantizeLinear pair off `tensors` (in place: the quantizer's own model), so
+    that their readers get the float value. onnxruntime keeps an output float only per op type
+    (OpTypesToExcludeOutputQuantization), not per tensor, which float heads need."""
+    graph = model.graph
+    producers = {name: node for node in graph.node for name in node.output}
+    outputs = {value.name for value in graph.output}
+    renames: dict[str, str] = {}
+    dropped = []
+    for dq in graph.node:
+        q = producers.get(dq.input[0]) if dq.op_type == "DequantizeLinear" else None
+        if q is None or q.op_type != "QuantizeLinear":
+            continue
+        before, after = q.input[0], dq.output[0]
+        if before not in tensors and after not in tensors:
+            continue
+        dropped += [dq, q]
+        if after in outputs:   # a graph output keeps its name: its producer writes it directly
+            producers[before].output[list(producers[before].output).index(before)] = after
+            renames[before] = after
+        else:
+            renames[after] = before
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            node.input[k] = renames.get(name, name)
+    for node in {id(n): n for n in dropped}.values():
+        graph.node.remove(node)
+
+
+def _restore_float(model: ModelProto, outline: ModelProto, float_weights: dict[str, onnx.TensorProto],
+                   nodes: set[str]) -> bool:
+    """Put `nodes` of a QDQ model back in float (in place; the pass's own copy): where one reads through a
+    DequantizeLinear, it reads the activation before its QuantizeLinear (see _read_in_float for why) or the
+    float weight the float model `outline` has at that input (added back from `float_weights`); its other
+    inputs stay (16-bit QDQ upgrades the opset, which moves e.g. ReduceMean's axes into an input). The QDQ nodes
+    and quantized weights nobody reads any more go. Readers of a float node's output that are quantized still
+    read it through its QDQ pair, as the quantizer's own exclusion leaves them. False (model untouched) where
+    the edit does not apply: a node with subgraphs, or a dequantized input with no float counterpart."""
+    graph = model.graph
+    originals = {n.name: n for n in outline.graph.node if n.name in nodes}
+    targets = [n for n in graph.node if n.name in nodes]
+    if len(originals) != len(nodes) or len(targets) != len(nodes) or any(
+            has_subgraph(n) for n in originals.values()):
+        return False
+    producers = {name: node for node in graph.node for name in node.output}
+    replacements: list[tuple[onnx.NodeProto, int, str]] = []
+    weights: set[str] = set()
+    for node in targets:
+        original = originals[node.name].input
+        for k, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producers.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                replacements.append((node, k, q.input[0]))
+            elif k < len(original) and original[k] in float_weights:
+                replacements.append((node, k, original[k]))
+                weights.add(original[k])
+            else:
+                return False
+    for node, k, name in replacements:
+        node.input[k] = name
+    for dq in [producers[name] for name in weights if name in producers]:   # a bias DequantizeLinear may write
+        graph.node.remove(dq)                                                # the float bias's own name
+    stored = {t.name for t in graph.initializer}
+    for name in sorted(weights - stored):
+        copy = onnx.TensorProto()
+        copy.CopyFrom(float_weights[name])
+        graph.initializer.append(copy)
+    _drop_unread_qdq(graph)
+    read = {name for *_, sub in iter_graphs(graph) for n in sub.node for name in n.input}
+    for tensor in [t for t in graph.initializer if t.name not in read]:
+        graph.initializer.remove(tensor)
+    return True
+
+
+def _drop_unread_qdq(graph: onnx.GraphProto) -> None:
+    """Remove the DequantizeLinear nodes nobody reads, then the QuantizeLinear nodes that fed only them."""
+    outputs = {value.name for value in graph.output}
+    for _ in range(2):
+        read = outputs | {name for *_, sub in iter_graphs(graph) for n in sub.node for name in n.input}
+        for node in [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                     and not any(o in read for o in n.output)]:
+            graph.node.remove(node)
+
+
+def _read_in_float(model: ModelProto, nodes: set[str]) -> None:
+    """Nodes kept in float read their activations as computed, not through the QuantizeLinear ->
+    DequantizeLinear pair onnxruntime's quantizer puts in front of them for other readers (in place: the
+    quantizer's own model).
+
+    Why: a float Conv / ConvTranspose / Gemm fed by a DequantizeLinear and feeding a QuantizeLinear does not stay
+    float in onnxruntime. Its WeightBiasQuantization graph transformer (onnxruntime 1.32, basic optimisation
+    level, core/optimizer/qdq_transformer/weight_bias_quantization.cc) quantizes the float weight per tensor to
+    int8 and the bias to int32 at input scale x weight scale; with 16-bit activations that scale is so small that
+    the bias overflows int32. On PP-OCRv4 rec, A16W8 with every Conv "in float" fell from cosine 0.9998
+    (unoptimised session) to 0.81. Read in float, the layer has no DequantizeLinear input and is left alone."""
+    graph = model.graph
+    producers = {name: node for node in graph.node for name in node.output}
+    for node in graph.node:
+        if node.name not in nodes:
+            continue
+        for k, name in enumerate(node.input):
+            dq = producers.get(name)
+            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[k] = q.input[0]
+    _drop_unread_qdq(graph)
 
 
 def _quantize_dynamic(source: Path, work: Path, excluded: set[str]) -> ModelProto:
@@ -629,7 +909,7 @@ def _layer_precisions(before: ModelProto, after: ModelProto, mode: str,
     for layer in layers:
         label = node_label(layer)
         node = after_nodes.get(layer.name)
-        if mode == "int8":   # its weight is now an int8 initializer behind a DequantizeLinear, or both operands
+        if mode in STATIC_MODES:   # its weight is now an int8 initializer behind a DequantizeLinear, or both operands
             # come through DequantizeLinear (activation x activation, a requantized tied embedding): an int8 kernel
             dequantized = [producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
                            for i in (node.input[:2] if node is not None else ())]

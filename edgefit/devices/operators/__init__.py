@@ -93,6 +93,13 @@ class OperatorList:
     host: str | None = None             # accelerators: the list of the runtime that runs what falls back
     hints: Mapping[str, str] = field(default_factory=dict)   # op without a kernel -> what would make it run
     tensor_types: Mapping[str, tuple[str, ...]] = field(default_factory=dict)   # op -> types it has kernels for
+    # ONNX op types with 16-bit-activation / 8-bit-weight (A16W8) kernels; ("*",): every op it runs; (): none.
+    int16_activation_ops: tuple[str, ...] = ()
+
+    def runs_a16w8(self, op_types) -> bool:
+        """Whether every one of these op types has an int16-activation kernel here."""
+        return bool(self.int16_activation_ops) and (
+            "*" in self.int16_activation_ops or set(op_types) <= set(self.int16_activation_ops))
 
     def provenance(self) -> dict[str, Any]:
         """Where the list comes from and which revision was read (and the same of its lowering table)."""
@@ -144,7 +151,8 @@ def load_operator_list(name: str) -> OperatorList:
         fallback=data.get("fallback", "none"), complete=data.get("complete", False),
         all_standard_ops=data.get("all_standard_ops", False), int8_only=data.get("int8_only", False),
         static_shapes=data.get("static_shapes", False), max_rank=data.get("max_rank"), max_dim=data.get("max_dim"),
-        max_nonunit_dims=data.get("max_nonunit_dims"))
+        max_nonunit_dims=data.get("max_nonunit_dims"),
+        int16_activation_ops=tuple(data.get("int16_activation_ops", ())))
 
 
 @functools.cache
