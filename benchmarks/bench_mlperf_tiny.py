@@ -48,7 +48,7 @@ from rich.table import Table
 
 from edgefit import analyze
 from edgefit.devices.estimate import estimate
-from edgefit.devices.latency import latency_features
+from edgefit.devices.latency import FEATURE_NAMES, latency_features
 from edgefit.devices.profiles import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,9 +227,15 @@ def reproduce(console: Console) -> bool:
 
 # ---- --fit ---------------------------------------------------------------------------------------------
 
+# The feature columns the shared ratios multiply, by name: LatencyFeatures grew columns (integer MACs, ...) between
+# these, so a slice of the vector would silently pair a ratio with the wrong feature.
+_CONV = FEATURE_NAMES.index("conv_macs")
+_RATIO_COLUMNS = [FEATURE_NAMES.index(name) for name in ("depthwise_macs", "fc_macs", "elementwise_elements", "ops")]
+
+
 def _work(features: np.ndarray, ratios) -> np.ndarray:
     """Cost of each row in standard-convolution MACs, for the shared ratios (depthwise, fc, elementwise, per-op)."""
-    return features[:, 0] + features[:, 1:5] @ np.asarray(ratios, dtype=np.float64)
+    return features[:, _CONV] + features[:, _RATIO_COLUMNS] @ np.asarray(ratios, dtype=np.float64)
 
 
 def _mean_by_stack(log_residual, stack_of_row, n_stacks, rows_used) -> np.ndarray:
