@@ -494,9 +494,11 @@ def test_measure_times_models_and_kernels_here(tmp_path, board):
     assert result.measured_here and result.host["threads"] == 1
     assert any("ignored" in note for note in result.notes)   # the file's latencies gave way to the timings
     models = [r for r in result.rows if r.kind == "model"]
-    # A kernel whose timings stay unstable on a busy host is skipped (and named), not fitted.
+    # A model or kernel whose timings stay unstable on a busy host is skipped (and named), not fitted.
     timed_kernels = [r for r in result.rows if r.kind == "kernel"]
-    assert len(models) == len(MODELS) and len(timed_kernels) + len(result.skipped) == len(kernels(host_last_level_cache()))
+    assert all("unstable" in s.reason for s in result.skipped)
+    assert len(models) + len(timed_kernels) + len(result.skipped) == len(MODELS) + len(kernels(host_last_level_cache()))
+    assert len(models) >= len(MODELS) - 1
     for row in models:
         assert len(row.timing.samples_s) >= 5 and row.latency_s == row.timing.median_s
         assert row.timing.clock == "thread cpu"   # one thread: the inference runs on the calling thread
