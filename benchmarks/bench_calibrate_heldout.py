@@ -316,7 +316,6 @@ def narrow_head_cnn(width: int, resolution: int):
 def dynamic_quantized(model):
     """`model` as onnxruntime.quantization.quantize_dynamic writes it (DynamicQuantizeLinear + MatMulInteger /
     ConvInteger, activations in float)."""
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory() as folder:

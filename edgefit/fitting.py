@@ -77,6 +77,7 @@ NOT_SEARCHED = (
 _MODE_PRECISION = {"fp16": "fp16", "int8": "int8", "dynamic": "int8"}
 
 Progress = Callable[[str, int, int], None]   # (current candidate, done, planned)
+WIDE_REGIONS, FLOAT_REGIONS = "16-bit regions", "float regions"   # the stages that keep the worst regions apart
 
 
 @dataclass(frozen=True)
@@ -118,18 +119,20 @@ class Candidate:
 
     recipe: str                          # an `optimize --passes` string
     exclude: tuple[str, ...]             # layers kept in float (`optimize --exclude`)
-    stage: str                           # precision | float regions | prune
+    stage: str                           # precision | 16-bit regions | float regions | prune
     result: TargetResult | None          # None: the recipe could not be built (see error)
     fidelity: Fidelity | None            # None: not measured (over budget in a cost-ordered search, or error)
     floor_miss: tuple[str, float, float] | None = None
     error: str | None = None
     footprint: Footprint | None = field(default=None, repr=False, compare=False)
-    regions: tuple[str, ...] = ()        # the regions `exclude` keeps in float (stage "float regions")
+    regions: tuple[str, ...] = ()        # the regions `exclude` keeps in float or `wide` gives 16 bits
+    wide: tuple[str, ...] = ()           # nodes with 16-bit activations in an int8 model (`optimize --wide`)
 
     @property
     def label(self) -> str:
         if self.regions:
-            return f"{self.recipe} (float: {len(self.regions)} region(s), {len(self.exclude)} node(s))"
+            kept, nodes = ("16-bit", self.wide) if self.wide else ("float", self.exclude)
+            return f"{self.recipe} ({kept}: {len(self.regions)} region(s), {len(nodes)} node(s))"
         return self.recipe + (f" (float: {', '.join(self.exclude)})" if self.exclude else "")
 
     @property
@@ -154,7 +157,8 @@ class Candidate:
 
     def to_dict(self) -> dict[str, Any]:
         est = self.result.estimate if self.result else None
-        return {"recipe": self.recipe, "exclude": list(self.exclude), "regions": list(self.regions),
+        return {"recipe": self.recipe, "exclude": list(self.exclude), "wide": list(self.wide),
+                "regions": list(self.regions),
                 "stage": self.stage, "fits": self.fits,
                 "fits_budget": self.fits_budget, "meets_floor": self.meets_floor if self.fidelity else None,
                 "precision": est.precision if est else None,
@@ -220,7 +224,9 @@ class TargetFit:
         chosen = self.chosen
         return {"target": self.profile.name, "tier": self.profile.tier, "fits": self.fits,
                 "recipe": chosen.recipe if chosen else None, "exclude": list(chosen.exclude) if chosen else [],
-                "float_regions": list(chosen.regions) if chosen else [],
+                "wide": list(chosen.wide) if chosen else [],
+                "float_regions": list(chosen.regions) if chosen and chosen.stage == FLOAT_REGIONS else [],
+                "wide_regions": list(chosen.regions) if chosen and chosen.stage == WIDE_REGIONS else [],
                 "command": optimize_command(model_path, self.profile.name, chosen, self.quantize_heads)
                 if chosen else None,
                 "output": self.output, "sha256": self.sha256,
@@ -269,6 +275,8 @@ def optimize_command(model_path: str | None, target: str, candidate: Candidate, 
     parts = ["edgefit", "optimize", model_path or "MODEL", "--target", target, "--passes", candidate.recipe]
     if candidate.exclude:
         parts += ["--exclude", ",".join(candidate.exclude)]
+    if candidate.wide:
+        parts += ["--wide", ",".join(candidate.wide)]
     if quantize_heads and any(f"quantize:{mode}" in candidate.recipe for mode in ("int8", "a16w8")):
         parts.append("--quantize-heads")
     return " ".join(parts)
@@ -306,13 +314,14 @@ class _Workspace:
         self._built: dict[tuple, _Built] = {}
         self._sensitivity: dict[tuple, Sensitivity | None] = {}
 
-    def build(self, recipe: str, exclude: tuple[str, ...], int8_ops: tuple[str, ...] | None) -> _Built:
+    def build(self, recipe: str, exclude: tuple[str, ...], int8_ops: tuple[str, ...] | None,
+              wide: tuple[str, ...] = ()) -> _Built:
         from edgefit.passes.pipeline import run_passes
 
-        key = (recipe, exclude, int8_ops if "quantize:" in recipe and ":fp16" not in recipe else None)
+        key = (recipe, exclude, int8_ops if "quantize:" in recipe and ":fp16" not in recipe else None, wide)
         if key not in self._built:
             rest = recipe.removeprefix("fuse").lstrip(",")
-            options = dataclasses.replace(self.options, exclude=exclude, int8_op_types=int8_ops)
+            options = dataclasses.replace(self.options, exclude=exclude, int8_op_types=int8_ops, wide_nodes=wide)
             try:
                 model = run_passes(self.fused, rest, options).model if rest else self.fused
                 footprint = analyze(model, **self.options.shape_bindings)
@@ -421,23 +430,24 @@ class _Search:
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
 
-    def judge(self, recipe: str, exclude: tuple[str, ...] = (), stage: str = "precision") -> Candidate:
+    def judge(self, recipe: str, exclude: tuple[str, ...] = (), stage: str = "precision",
+              wide: tuple[str, ...] = ()) -> Candidate:
         """Build and estimate (cached across targets); no fidelity yet."""
         self._report(recipe)
-        built = self.work.build(recipe, exclude, self.int8_ops)
+        built = self.work.build(recipe, exclude, self.int8_ops, wide)
         if built.footprint is None:
-            return Candidate(recipe, exclude, stage, None, None, error=built.error)
-        candidate = Candidate(recipe, exclude, stage, self._check(built), None, footprint=built.footprint)
+            return Candidate(recipe, exclude, stage, None, None, error=built.error, wide=wide)
+        candidate = Candidate(recipe, exclude, stage, self._check(built), None, footprint=built.footprint, wide=wide)
         # A runtime that runs the nodes as stored (TFLM, onnxruntime's sequential executor) plans the file order:
         # where the planner's order has a smaller arena and the budget is missed, write that order into the file.
         footprint = built.footprint
         if not candidate.fits_budget and footprint.file_order_peak_bytes > footprint.peak_activation_bytes:
-            reordered = self.work.build(f"{recipe},reorder", exclude, self.int8_ops)
+            reordered = self.work.build(f"{recipe},reorder", exclude, self.int8_ops, wide)
             if reordered.footprint is not None:
                 result = self._check(reordered)
                 if result.fits or result.estimate.ram_bytes < candidate.result.estimate.ram_bytes:
                     return Candidate(f"{recipe},reorder", exclude, stage, result, None,
-                                     footprint=reordered.footprint)
+                                     footprint=reordered.footprint, wide=wide)
         return candidate
 
     def _check(self, built: _Built, patching: bool = False) -> TargetResult:
@@ -453,7 +463,7 @@ class _Search:
     def measured(self, candidate: Candidate) -> Candidate:
         if candidate.result is None:
             return candidate
-        built = self.work.build(candidate.recipe, candidate.exclude, self.int8_ops)
+        built = self.work.build(candidate.recipe, candidate.exclude, self.int8_ops, candidate.wide)
         fidelity = self.work.measure(built, candidate.label)
         if fidelity is None:
             return dataclasses.replace(candidate, error=built.error)
@@ -464,13 +474,13 @@ class _Search:
         return candidate
 
     def evaluate(self, recipe: str, exclude: tuple[str, ...] = (), stage: str = "precision",
-                 over_budget_too: bool = True) -> Candidate | None:
+                 over_budget_too: bool = True, wide: tuple[str, ...] = ()) -> Candidate | None:
         """Judge and measure one recipe; None (and the recipe noted as skipped) when time is up. Without
         `over_budget_too`, a candidate over the budget is judged only: its fidelity cannot make it the answer."""
         if self.out_of_time():
             self.skipped.append(recipe + (f" (float: {', '.join(exclude)})" if exclude else ""))
             return None
-        candidate = self.judge(recipe, exclude, stage)
+        candidate = self.judge(recipe, exclude, stage, wide)
         return self.tried(self.measured(candidate) if over_budget_too or candidate.fits_budget else candidate)
 
     def _report(self, label: str) -> None:
@@ -493,24 +503,20 @@ class _Search:
 
     def runs_a16w8(self) -> bool:
         """Whether the target's runtime has int16-activation kernels for every op type of the model."""
-        from edgefit.devices.operators import load_operator_list
-
-        name = self.profile.stack_settings(self.runtime).operators
-        if not name:
-            return False
+        int16 = self.int16_kernels()
         op_types = {n.op_type for n in self.work.fused.graph.node if n.op_type != "Constant"}
-        return load_operator_list(name).runs_a16w8(op_types)
+        return int16 is not None and int16.runs_a16w8(op_types)
 
     def prune_recipes(self) -> list[str]:
         cheapest = "int8" if "int8" in self.modes else ("fp16" if "fp16" in self.modes else None)
         tail = f",quantize:{cheapest}" if cheapest else ""
         return [f"{self.base},prune:{ratio:g}:structured{tail}" for ratio in PRUNE_RATIOS]
 
-    def float_regions(self, base: Candidate) -> None:
-        """`base` (a static recipe that fits the budget, misses the floor) with its k worst regions in float: k
-        by bisection on the floor between 0 (base misses) and every region that loses SQNR, each step one
-        candidate. The bisection follows the floor alone: every region in float may be over the budget while
-        the smallest k that holds the floor fits (float weights grow with k)."""
+    def worst_regions(self, base: Candidate) -> None:
+        """`base` (a static recipe that fits the budget, misses the floor) with its k worst regions kept apart,
+        k by bisection on the floor. With an int8 base on a runtime that has int16-activation kernels, regions
+        first get 16-bit activations (weights stay int8: no float weight bytes); when no k of those fits, the
+        worst regions go back to float."""
         if self.out_of_time():
             self.skipped.append(f"{base.recipe} with its worst regions in float")
             return
@@ -519,36 +525,56 @@ class _Search:
         if ranking is None:
             self.skipped.append(f"{base.recipe} with float regions (sensitivity not measured)")
             return
-        losing = list(ranking.float_order())
-        if not losing:
-            return
-        steps = max(1, math.ceil(math.log2(len(losing)))) + 1
-        self.planned += steps
+        int16 = self.int16_kernels()
+        if int16 is not None and ":a16w8" not in base.recipe:
+            widened = [r for r in ranking.wide_order() if int16.runs_a16w8(r.op_types)]
+            if widened and self.bisect(base, widened, WIDE_REGIONS):
+                return
+        self.bisect(base, list(ranking.float_order()), FLOAT_REGIONS)
+
+    def bisect(self, base: Candidate, order: list, stage: str) -> bool:
+        """Candidates keeping the first k regions of `order` apart (at 16 bits or in float, by `stage`): k by
+        bisection on the floor between 0 (base misses) and all of them, each step one candidate. The bisection
+        follows the floor alone: every region kept apart may be over the budget while the smallest k that holds
+        the floor fits (float weights and 16-bit activations grow with k). Whether one of them fits."""
+        if not order:
+            return False
+        self.planned += max(1, math.ceil(math.log2(len(order)))) + 1
+        tried: list[Candidate] = []
 
         def with_worst(count: int) -> Candidate | None:
             if self.out_of_time():
-                self.skipped.append(f"{base.recipe} with the {count} worst region(s) in float (and the rest of "
-                                    "the bisection)")
+                self.skipped.append(f"{base.recipe} with the {count} worst region(s) {stage.split()[0]} (and the "
+                                    "rest of the bisection)")
                 return None
-            regions = losing[:count]
-            exclude = tuple(sorted({n for r in regions for n in r.nodes}))
-            candidate = self.evaluate(base.recipe, exclude, "float regions")
+            regions = order[:count]
+            nodes = tuple(sorted({n for r in regions for n in r.nodes}))
+            exclude, wide = ((), nodes) if stage == WIDE_REGIONS else (nodes, ())
+            candidate = self.evaluate(base.recipe, exclude, stage, wide=wide)
             self.candidates[-1] = candidate = dataclasses.replace(candidate, regions=tuple(r.name for r in regions))
+            tried.append(candidate)
             return candidate
 
-        low, high = 0, len(losing)   # low misses the floor; high is tried first
+        low, high = 0, len(order)   # low misses the floor; high is tried first
         top = with_worst(high)
-        if top is None or not top.meets_floor:
-            return
-        while high - low > 1:
+        while top is not None and top.meets_floor and high - low > 1:
             middle = (low + high) // 2
             candidate = with_worst(middle)
             if candidate is None:
-                return
+                break
             if candidate.meets_floor:
                 high = middle
             else:
                 low = middle
+        return any(c.fits for c in tried)
+
+    def int16_kernels(self):
+        """The target runtime's operator list when it has int16-activation kernels (for some op types)."""
+        from edgefit.devices.operators import load_operator_list
+
+        name = self.profile.stack_settings(self.runtime).operators
+        operators = load_operator_list(name) if name else None
+        return operators if operators is not None and operators.int16_activation_ops else None
 
     def best_static_miss(self) -> Candidate | None:
         """The static candidate that fits the budget but misses the floor with the best fidelity."""
@@ -568,7 +594,7 @@ class _Search:
             self.evaluate(recipe, over_budget_too=False)
         base = self.best_static_miss()
         if base is not None and not any(c.fits for c in self.candidates):
-            self.float_regions(base)
+            self.worst_regions(base)
         if any(c.fits for c in self.candidates):
             return
         self.planned += len(PRUNE_RATIOS)
@@ -608,8 +634,8 @@ class _Search:
                 return
             # the cheapest static recipe missing the floor: its worst regions in float cost little flash more
             if _without_reorder(candidate.recipe) in self.static_recipes() and candidate.fidelity is not None \
-                    and not any(c.stage == "float regions" for c in self.candidates):
-                self.float_regions(candidate)
+                    and not any(c.stage in (WIDE_REGIONS, FLOAT_REGIONS) for c in self.candidates):
+                self.worst_regions(candidate)
                 if any(c.fits for c in self.candidates):
                     return
 
@@ -618,15 +644,18 @@ class _Search:
         self.base = self.decomposed_base()
         (self.by_fidelity if self.objective == "fidelity" else self.by_cost)()
         fitting = [c for c in self.candidates if c.fits]
-        # The bisection's larger k were probes: of its fitting candidates the one with the fewest float regions
-        # (the least float weight) is the answer, as the floor is all it must recover.
-        probes = sorted((c for c in fitting if c.stage == "float regions"), key=lambda c: len(c.regions))
-        fitting = [c for c in fitting if c.stage != "float regions" or c is probes[0]]
+        # The bisections' larger k were probes: of their fitting candidates the one with the fewest regions kept
+        # apart (16-bit ones before float ones: they cost no float weights) is the answer, as the floor is all it
+        # must recover.
+        regional = (WIDE_REGIONS, FLOAT_REGIONS)
+        probes = sorted((c for c in fitting if c.stage in regional),
+                        key=lambda c: (regional.index(c.stage), len(c.regions)))
+        fitting = [c for c in fitting if c.stage not in regional or c is probes[0]]
         chosen = None
         if fitting:
             chosen = (max(fitting, key=lambda c: fidelity_score(c.fidelity)) if self.objective == "fidelity"
                       else fitting[-1])
-        built = self.work.build(chosen.recipe, chosen.exclude, self.int8_ops) if chosen else None
+        built = self.work.build(chosen.recipe, chosen.exclude, self.int8_ops, chosen.wide) if chosen else None
         return TargetFit(self.profile, tuple(self.candidates), chosen, pareto_front(self.candidates),
                          tuple(self.skipped), None if chosen else self.no_fit(), time.monotonic() - started,
                          built.model if built else None, quantize_heads=self.work.options.quantize_heads)
@@ -650,7 +679,7 @@ class _Search:
         closest_result = _closest_to_fitting([c.result for c in usable])
         closest = next(c for c in usable if c.result is closest_result)
         binding: Verdict = _binding(closest_result)
-        built = self.work.build(closest.recipe, closest.exclude, self.int8_ops)
+        built = self.work.build(closest.recipe, closest.exclude, self.int8_ops, closest.wide)
         if binding.metric == "ram":   # tiling may close a RAM gap: patch advice for this candidate
             closest = dataclasses.replace(closest, result=self._check(built, patching=True))
         return NoFit(closest, binding.metric, binding.value, binding.limit, binding.unit, binding.limit_source,

@@ -35,8 +35,9 @@ def session(proto: ModelProto, *, optimize: bool = False, threads: int | None = 
     AVX-512 without VNNI) its fast uint8 x int8 kernel adds pairs of products in saturating 16-bit arithmetic
     (255 * 127 * 2 = 64,770 is clamped to 32,767), which wrecks int8 outputs: the digits model's int8 SQNR fell
     from 38 dB to 10 dB on an AVX2 EPYC. `exact_int8` (the default) sets onnxruntime's switch to its exact uint8 x
-    uint8 kernels there (slower; no effect on other CPUs), so fidelity measures the model, not the host's
-    arithmetic. Timing turns it off to time the kernels a deployment on the host would use.
+    uint8 kernels there (slower; no effect on other CPUs), and keeps fused 8-bit-weight MatMuls from
+    re-quantizing 16-bit activations to int8, so fidelity measures the model, not the host's arithmetic.
+    Timing turns it off to time the kernels a deployment on the host would use.
 
     onnx releases stamp newer IR versions on models than the installed onnxruntime may accept, although the
     graph itself uses nothing newer; then the session is built stamped with the newest IR version onnxruntime
@@ -78,6 +79,12 @@ def _open(proto: ModelProto, optimize: bool, ir_version: int, threads: int | Non
         # onnxruntime_session_options_config_keys.h: kOrtSessionOptionsAvx2PrecisionMode (read when the graph is
         # optimised, where the s8 weights of the integer kernels become u8; a no-op on CPUs that do not overflow).
         options.add_session_config_entry("session.x64quantprecision", "1")
+        # kOrtSessionOptionsQDQMatMulNBitsAccuracyLevel (same header): an optimised session turns DequantizeLinear
+        # (8-bit weight) -> MatMul/Gemm into MatMulNBits, which at its default accuracy level 4 re-quantizes its
+        # float input to int8 blocks at run time. A 16-bit activation then computes at 8 bits: in onnxruntime
+        # 1.32.0 a Gemm reading a feature 1000x larger than the others fell to cosine 0.47 (0.9999 at level 1).
+        # Level 1 computes in fp32, so fidelity measures the model's 16-bit activations as written.
+        options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")
     providers = ["CPUExecutionProvider"]
     handed = [t for t in proto.graph.initializer if t.data_location != TensorProto.EXTERNAL
               and t.data_type in _NATIVE_TYPES and serialized_size(t) >= _HAND_OVER_TENSOR_BYTES]

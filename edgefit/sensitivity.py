@@ -60,6 +60,7 @@ class Region:
     inputs: tuple[str, ...]        # activations read from outside the region
     outputs: tuple[str, ...]       # activations read outside the region (or model outputs)
     weight_elements: int = 0       # elements of the weights its nodes read: what keeping it in float costs
+    op_types: frozenset[str] = frozenset()   # of its nodes: which runtimes have 16-bit kernels for all of them
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "nodes": list(self.nodes),
@@ -99,6 +100,11 @@ class Sensitivity:
         priced = sorted((r for r in losing if r.region.weight_elements > 0),
                         key=lambda r: -r.drop_db / r.region.weight_elements)
         return tuple(free + [r.region for r in priced])
+
+    def wide_order(self) -> tuple[Region, ...]:
+        """The regions that lose SQNR, worst first: the order they get 16-bit activations in an int8 model (which
+        costs activation bytes, not weight bytes, so a region's weights do not price it)."""
+        return tuple(r.region for r in self.ranked if r.drop_db > 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "output_sqnr_db": _finite(self.output_sqnr_db),
@@ -210,7 +216,8 @@ def find_regions(model: ModelProto, skip: Sequence[str] = ()) -> tuple[Region, .
             r.name not in members for r in graph.consumers.get(o, [])))
         read = {i for name in names for i in by_name[name].input if i in graph.weight_sizes}
         regions.append(Region(f"{kind}:{first}", kind, tuple(names), tuple(inputs), tuple(outputs),
-                              sum(graph.weight_sizes[w] for w in read)))
+                              sum(graph.weight_sizes[w] for w in read),
+                              frozenset(by_name[name].op_type for name in names)))
     return tuple(regions)
 
 

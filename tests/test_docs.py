@@ -5,7 +5,6 @@ section of the former 1,833-line README (commit af8be57) is on a page of the doc
 """
 
 import re
-import subprocess
 import unicodedata
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 README = REPO / "README.md"
-FORMER_README = "af8be57"   # the last commit with the long README
 
 # Every top- and second-level section of the former README -> the page that holds it now, under the same heading,
 # or (page, heading) where the heading was reworded (a section that became a page is under the page's title).
@@ -142,24 +140,3 @@ def test_every_page_is_in_the_site_navigation():
     requirements = (DOCS / "requirements.txt").read_text()
     assert re.search(r"^mkdocs==[\d.]+$", requirements, re.M) and re.search(r"^mkdocs-material==[\d.]+$",
                                                                                requirements, re.M)
-
-
-def test_every_line_of_the_former_readme_landed_somewhere():
-    """Line by line (links aside): all but the lines reworded on purpose are in README.md or docs/."""
-    try:
-        former = subprocess.run(["git", "show", f"{FORMER_README}:README.md"], cwd=REPO, capture_output=True,
-                                text=True, check=True).stdout.splitlines()
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        pytest.skip(f"the former README (commit {FORMER_README}) is not in this clone's history")
-
-    def bare(line: str) -> str:
-        # a link's text, wherever it points (also the end of a link that starts on the line before)
-        return re.sub(r"\]\([^)]*\)", "]", re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", line)).strip()
-
-    now = {bare(line) for page in [README, *DOCS.rglob("*.md")] for line in page.read_text().splitlines()}
-    lost = [line for line in former if line.strip() and not line.startswith("#") and bare(line) not in now]
-    reworded = {"| command | question | section |",                      # the table's last column is "page"
-                '      - run: pip install "edgefit @ git+https://github.com/YOUR-ORG/edgefit"',  # edgefit-onnx
-                next((line for line in former if line.startswith("| `onnxruntime` >= 1.18")), "")}  # floor 1.23
-    quick_start_note = [line for line in lost if line not in reworded]
-    assert len(quick_start_note) <= 3, quick_start_note   # the quick start's note now names pyyaml and mkdocs

@@ -390,3 +390,67 @@ def test_a_candidate_within_budget_that_cannot_be_measured_is_no_binding_answer(
     assert {c.error for c in target.candidates if "quantize:int8" in c.recipe} == {
         "onnxruntime cannot load the candidate"}
     assert target.no_fit.closest.recipe == "fuse" and target.no_fit.metric == "flash"
+
+
+def _outlier_feature_model():
+    """x [8, 16] -> Gemm A -> Relu -> Sub 0.5 -> Gemm B -> Relu -> y. A ignores input feature 0, which is a
+    thousand times larger than the others: at 8 bits x's step (about 3000 / 127) rounds every feature A reads to
+    zero; at 16 bits the step is about 0.1, well below those features' spread of 1. TFLM has no 16-bit Sub, so
+    A16W8 for the whole model is not an option there."""
+    rng = np.random.default_rng(RNG_SEED)
+    wa = rng.standard_normal((16, 16)).astype(np.float32)
+    wa[0, :] = 0
+    n = helper.make_node
+    nodes = [n("Gemm", ["x", "wa"], ["a"], name="A"), n("Relu", ["a"], ["r"], name="relu"),
+             n("Sub", ["r", "shift"], ["s"], name="shift_sub"),
+             n("Gemm", ["s", "wb"], ["b"], name="B"), n("Relu", ["b"], ["y"], name="out_relu")]
+    inits = [numpy_helper.from_array(wa, "wa"), numpy_helper.from_array(np.full(16, 0.5, np.float32), "shift"),
+             numpy_helper.from_array((rng.standard_normal((16, 16)) * 0.1).astype(np.float32), "wb")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 16])], inits)
+    x = rng.standard_normal((8, 16)).astype(np.float32)
+    x[:, 0] *= 1000
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), x
+
+
+def test_a_region_at_16_bit_activations_recovers_the_floor_without_float_weights(tmp_path):
+    """On a TFLM board (int16-activation kernels for Gemm, not for Sub) int8 loses A's signal (cosine near 0.08);
+    the 16-bit stage gives A alone 16-bit activations (the bisection: both losing regions, then one) and that
+    holds the floor. The written model has 16-bit QDQ on A's input and output, 8-bit everywhere else, int8
+    weights, and no float stage was needed."""
+    model, x = _outlier_feature_model()
+    np.savez(tmp_path / "calib.npz", x=x)
+    # esp32-s3 flash: about 300 KB of runtime; fp32 weights (2 KiB) miss 301,500 B, int8 ones (0.5 KiB) do not
+    report = fit(model, "esp32-s3", Budgets(max_flash_bytes=301_500), calib=tmp_path / "calib.npz",
+                 output=tmp_path / "fit.onnx")
+    target = report.targets[0]
+    by_label = {c.label: c for c in target.candidates}
+    assert by_label["fuse,quantize:int8"].fits_budget and by_label["fuse,quantize:int8"].fidelity.cosine < 0.2
+    assert "fuse,quantize:a16w8" not in by_label
+    assert [(c.stage, c.regions) for c in target.candidates if c.regions] == [
+        ("16-bit regions", ("layer:A", "layer:B")), ("16-bit regions", ("layer:A",))]
+    chosen = target.chosen
+    assert chosen.wide == ("A",) and chosen.exclude == () and chosen.fidelity.cosine >= 0.999
+    data = report.to_dict()
+    assert data["wide_regions"] == ["layer:A"] and data["float_regions"] == []
+    assert data["command"].endswith("--passes fuse,quantize:int8 --wide A")
+
+    written = onnx.load(str(tmp_path / "fit.onnx"))
+    zero_point = {t.name: t.data_type for t in written.graph.initializer}
+    quantized = {node.input[0]: zero_point[node.input[2]] for node in written.graph.node
+                 if node.op_type == "QuantizeLinear"}
+    assert quantized == {"x": TensorProto.INT16, "a": TensorProto.INT16, "r": TensorProto.INT8,
+                         "s": TensorProto.INT8}
+    weights = {node.input[0]: zero_point[node.input[2]] for node in written.graph.node
+               if node.op_type == "DequantizeLinear" and node.input[0] in zero_point}
+    assert set(weights.values()) == {TensorProto.INT8} and len(weights) == 2
+
+
+def test_wide_names_an_unknown_node_in_one_line(tmp_path, capsys):
+    model, x = _outlier_feature_model()
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "calib.npz", x=x)
+    assert main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"),
+                 "--wide", "nosuch", "-o", str(tmp_path / "q.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "--wide 'nosuch' is neither a node name nor an op type" in err and "Traceback" not in err

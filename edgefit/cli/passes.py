@@ -71,6 +71,9 @@ QuantizeHeadsOpt = Annotated[bool, typer.Option(
     "layers). Default: they stay float, and the last weight layers' outputs are not requantized.")]
 ExcludeOpt = Annotated[Optional[list[str]], typer.Option(
     "--exclude", metavar="NAMES", help="Node names or op types to keep in float (repeatable, comma-separated).", show_default=False)]
+WideOpt = Annotated[Optional[list[str]], typer.Option(
+    "--wide", metavar="NAMES", help="Node names or op types given 16-bit activations in an int8 model (weights stay "
+    "int8; repeatable, comma-separated). fit's answer may name some.", show_default=False)]
 PassesOpt = Annotated[str, typer.Option(
     "--passes", metavar="PASSES", help="Comma-separated passes, e.g. fuse,prune:0.5,quantize (prune:S[:structured|:per-layer], "
     "quantize[:int8|:a16w8|:dynamic|:fp16][:minmax|:entropy|:percentile], reorder, decompose[:OP...|:all]: rewrite "
@@ -165,7 +168,7 @@ def prune(model: ModelArg, sparsity: SparsityOpt = 0.5, per_layer: PerLayerOpt =
 
 def quantize(model: ModelArg, mode: ModeOpt = None, calib: CalibOpt = None, method: MethodOpt = "minmax",
              asymmetric_activations: AsymmetricOpt = False, quantize_heads: QuantizeHeadsOpt = False,
-             exclude: ExcludeOpt = None, output: OutputOpt = None, force: ForceOpt = False, target: TargetOpt = None, eval_path: EvalOpt = None, samples: SamplesOpt = None,
+             exclude: ExcludeOpt = None, wide: WideOpt = None, output: OutputOpt = None, force: ForceOpt = False, target: TargetOpt = None, eval_path: EvalOpt = None, samples: SamplesOpt = None,
              input_shape: InputShapeOpt = None, dim: DimOpt = None, assume_dims: AssumeDimsOpt = None,
              input_value: InputValueOpt = None,
           json_out: JsonOpt = False) -> None:
@@ -177,14 +180,14 @@ def quantize(model: ModelArg, mode: ModeOpt = None, calib: CalibOpt = None, meth
          input_shape=input_shape, dim=dim, assume_dims=assume_dims,
          input_value=input_value, json_out=json_out, calib=calib, mode=mode,
          method=method, quantize_heads=quantize_heads,
-         symmetric_activations=not asymmetric_activations, exclude=_split(exclude))
+         symmetric_activations=not asymmetric_activations, exclude=_split(exclude), wide_nodes=_split(wide))
 
 
 def optimize(model: ModelArg, passes: PassesOpt = "fuse,quantize", sparsity: SparsityOpt = 0.5,
              per_layer: PerLayerOpt = False, skip: SkipOpt = None, structured: StructuredOpt = False,
              mode: ModeOpt = None, calib: CalibOpt = None, method: MethodOpt = "minmax",
              asymmetric_activations: AsymmetricOpt = False, quantize_heads: QuantizeHeadsOpt = False,
-             exclude: ExcludeOpt = None, output: OutputOpt = None, force: ForceOpt = False, target: TargetOpt = None, eval_path: EvalOpt = None,
+             exclude: ExcludeOpt = None, wide: WideOpt = None, output: OutputOpt = None, force: ForceOpt = False, target: TargetOpt = None, eval_path: EvalOpt = None,
              samples: SamplesOpt = None, input_shape: InputShapeOpt = None, dim: DimOpt = None,
              assume_dims: AssumeDimsOpt = None, input_value: InputValueOpt = None, json_out: JsonOpt = False) -> None:
     """Run several passes in order (fidelity against the original after each), e.g. fuse,prune:0.5,quantize."""
@@ -192,7 +195,8 @@ def optimize(model: ModelArg, passes: PassesOpt = "fuse,quantize", sparsity: Spa
          input_shape=input_shape, dim=dim, assume_dims=assume_dims,
          input_value=input_value, json_out=json_out, calib=calib, mode=mode,
          method=method, quantize_heads=quantize_heads,
-         symmetric_activations=not asymmetric_activations, exclude=_split(exclude), sparsity=sparsity,
+         symmetric_activations=not asymmetric_activations, exclude=_split(exclude), wide_nodes=_split(wide),
+         sparsity=sparsity,
          per_layer=per_layer, skip=_split(skip), structured=structured)
 
 

@@ -381,8 +381,8 @@ def _refuse_quantized(model: ModelProto) -> None:
         raise PassError(f"the model is already quantized (it has {', '.join(found)}); quantize the float model")
 
 
-def _resolve_exclude(model: ModelProto, exclude: tuple[str, ...]) -> set[str]:
-    """Node names to keep in float, from node names and op types."""
+def _resolve_exclude(model: ModelProto, exclude: tuple[str, ...], option: str = "--exclude") -> set[str]:
+    """Node names to keep in float (or, for `option` --wide, at 16 bits), from node names and op types."""
     by_type: dict[str, list[str]] = {}
     for node in model.graph.node:
         by_type.setdefault(node.op_type, []).append(node.name)
@@ -394,7 +394,7 @@ def _resolve_exclude(model: ModelProto, exclude: tuple[str, ...]) -> set[str]:
         elif entry in by_type:
             chosen.update(by_type[entry])
         else:
-            raise PassError(f"--exclude {entry!r} is neither a node name nor an op type of this model "
+            raise PassError(f"{option} {entry!r} is neither a node name nor an op type of this model "
                             f"(op types: {', '.join(sorted(by_type))})")
     return chosen
 
@@ -547,11 +547,12 @@ class _StaticPreparation:
         return self._float_weights
 
     def _wide_tensors(self, nodes: tuple[str, ...]) -> tuple[str, ...]:
-        """The activations the 16-bit nodes read and write (weights keep their 8 bits)."""
+        """The activations the 16-bit nodes (names or op types) read and write (weights keep their 8 bits)."""
         if not nodes:
             return ()
-        chosen = set(nodes)
-        weights = {t.name for t in self.outline.graph.initializer}
+        chosen = _resolve_exclude(self.outline, nodes, "--wide")
+        # the outline has no initializers: a weight named here would get a 16-bit per-tensor override
+        weights = set(self.float_weights())
         return tuple(sorted({name for node in self.outline.graph.node if node.name in chosen
                              for name in (*node.input, *node.output) if name and name not in weights}))
 
