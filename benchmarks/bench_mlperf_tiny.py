@@ -281,8 +281,9 @@ def _library_fc_cycles(features, cycles, ratios, scales, stack_of_row, library_o
     without_fc = features.copy()
     without_fc[:, _FC] = 0
     rest = _work(without_fc, ratios) * np.exp(scales[stack_of_row])
-    per_mac = (cycles - rest) / features[:, _FC]
     mine = rows_used & _fc_dominated(features) & (library_of_row != "")
+    per_mac = np.full(len(cycles), np.nan)   # only fc-dominated rows have fc MACs to divide by
+    per_mac[mine] = (cycles - rest)[mine] / features[mine, _FC]
     return {library: float(np.exp(np.mean(np.log(per_mac[mine & (library_of_row == library)]))))
             for library in sorted(set(library_of_row[mine]))}
 
